@@ -1,0 +1,46 @@
+"""The one place that wires the HTTP application: settings, database, middleware, routes, error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway import __version__
+from gateway.api.errors import install_error_handlers
+from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from gateway.api.routes import resources, system
+from gateway.config import Settings
+from gateway.fhir.models import warm_up
+from gateway.store.database import Database
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or Settings()
+    database = database or Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        warm_up()
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="DAC Gateway",
+        version=__version__,
+        description="FHIR R4 gateway for referrals to the French DAC platforms",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(resources.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,60 @@
+"""The CapabilityStatement, generated from what is really served: the search parameter table and the routes."""
+
+from __future__ import annotations
+
+from gateway import __version__
+from gateway.fhir.primitives import fhir_instant, utc_now
+from gateway.fhir.search import COMMON_PARAMETERS, SEARCH_PARAMETERS
+from gateway.fhir.types import Resource
+
+_INTERACTIONS = ("read", "vread", "history-instance", "search-type")
+
+
+def _search_param(name: str, kind: str, documentation: str) -> Resource:
+    rendered: Resource = {"name": name, "type": kind}
+    if documentation:
+        rendered["documentation"] = documentation
+    return rendered
+
+
+def capability_statement(base_url: str) -> Resource:
+    resources = []
+    for resource_type, parameters in sorted(SEARCH_PARAMETERS.items()):
+        all_parameters = {**COMMON_PARAMETERS, **parameters}
+        resources.append(
+            {
+                "type": resource_type,
+                "interaction": [{"code": code} for code in _INTERACTIONS],
+                "versioning": "versioned",
+                "readHistory": True,
+                "updateCreate": False,
+                "conditionalCreate": resource_type in ("Patient", "Practitioner", "Organization", "PractitionerRole"),
+                "searchParam": [_search_param(p.name, p.type.value, p.documentation) for p in all_parameters.values()],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": fhir_instant(utc_now()),
+        "publisher": "DAC Gateway",
+        "kind": "instance",
+        "software": {"name": "DAC Gateway", "version": __version__},
+        "implementation": {"description": "DAC Gateway FHIR API", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/fhir+xml"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Referrals to DAC platforms: POST a transaction Bundle to the base, or a message "
+                "Bundle to $process-message. Search results are paged with _count and _offset.",
+                "resource": resources,
+                "interaction": [{"code": "transaction", "documentation": "A referral bundle (DESIGN §7)"}],
+                "operation": [
+                    {
+                        "name": "process-message",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+                    }
+                ],
+            }
+        ],
+    }

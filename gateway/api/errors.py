@@ -1,0 +1,82 @@
+"""The one place where exceptions become answers: an OperationOutcome, in the format the client asked for."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from gateway.api.responses import FhirResponse
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    Issue,
+    IssueCode,
+    MethodNotAllowed,
+    ResourceNotFound,
+)
+from gateway.fhir.media import DEFAULT_RESPONSE, response_format
+from gateway.fhir.outcome import operation_outcome
+
+log = structlog.get_logger("gateway.api")
+
+
+def _render(request: Request, error: GatewayError) -> Response:
+    try:
+        answer = response_format(request.headers.get("accept"), request.query_params.get("_format"))
+    except GatewayError:
+        answer = DEFAULT_RESPONSE
+    return FhirResponse(operation_outcome(error.issues), answer, error.status_code)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return _render(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: GatewayError
+    if exc.status_code == 404:
+        error = ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"no such endpoint: {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed.single(
+            IssueCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.url.path}"
+        )
+    else:
+        error = InvalidRequest.single(IssueCode.BODY_UNPARSABLE, str(exc.detail))
+    response = _render(request, error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _request_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        Issue(
+            IssueCode.SEARCH_PARAMETER_INVALID,
+            f"{'.'.join(str(step) for step in error.get('loc', ()))}: {error.get('msg')}",
+            str(error.get("loc", ("",))[-1]),
+        )
+        for error in exc.errors()
+    ]
+    return _render(request, InvalidRequest(*issues))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Never a stack trace, never the body: only the type, with the request id, for the operator.
+    log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path)
+    error = GatewayError(
+        Issue(IssueCode.INTERNAL_ERROR, "unexpected error; nothing was stored", None, "exception", "fatal")
+    )
+    return _render(request, error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,102 @@
+"""Type- and instance-level reads: search, read, vread, history."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.api.bundles import history as history_bundle
+from gateway.api.bundles import searchset
+from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, SettingsDep
+from gateway.api.responses import FhirResponse
+from gateway.fhir.media import ResponseFormat
+from gateway.fhir.search import parse_search
+from gateway.store import queries
+from gateway.store.repository import StoredResource
+
+router = APIRouter(prefix="/fhir", tags=["resources"])
+
+
+def _resource_response(request: Request, stored: StoredResource, answer: ResponseFormat) -> Response:
+    headers = {
+        "ETag": stored.etag,
+        "Last-Modified": format_datetime(stored.last_updated, usegmt=True),
+        "Content-Location": f"{stored.reference}/_history/{stored.version_id}",
+    }
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and stored.etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FhirResponse(stored.content, answer, headers=headers)
+
+
+async def _search(
+    resource_type: str,
+    params: list[tuple[str, str]],
+    database: DatabaseDep,
+    settings: SettingsDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+) -> FhirResponse:
+    queries.require_served(resource_type)
+    query = parse_search(
+        resource_type, params, default_count=settings.default_page_size, max_count=settings.max_page_size
+    )
+    total, found = await queries.search(database, query)
+    return FhirResponse(searchset(base_url, query, total, found), answer)
+
+
+@router.get("/{resource_type}", summary="Search")
+async def search(
+    resource_type: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+) -> FhirResponse:
+    params = list(request.query_params.multi_items())
+    return await _search(resource_type, params, database, settings, answer, base_url)
+
+
+@router.post("/{resource_type}/_search", summary="Search (parameters in a form body)")
+async def search_post(
+    resource_type: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+) -> FhirResponse:
+    form = await request.form()
+    params = [*request.query_params.multi_items(), *((k, str(v)) for k, v in form.multi_items())]
+    return await _search(resource_type, params, database, settings, answer, base_url)
+
+
+@router.get("/{resource_type}/{resource_id}", summary="Read")
+async def read(
+    resource_type: str, resource_id: str, request: Request, database: DatabaseDep, answer: AnswerDep
+) -> Response:
+    return _resource_response(request, await queries.read(database, resource_type, resource_id), answer)
+
+
+@router.get("/{resource_type}/{resource_id}/_history", summary="History of one resource")
+async def history(
+    resource_type: str, resource_id: str, database: DatabaseDep, answer: AnswerDep, base_url: BaseUrlDep
+) -> FhirResponse:
+    versions = await queries.history(database, resource_type, resource_id)
+    return FhirResponse(history_bundle(base_url, versions), answer)
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Read one version")
+async def vread(
+    resource_type: str,
+    resource_id: str,
+    version_id: str,
+    request: Request,
+    database: DatabaseDep,
+    answer: AnswerDep,
+) -> Response:
+    stored = await queries.read_version(database, resource_type, resource_id, version_id)
+    return _resource_response(request, stored, answer)

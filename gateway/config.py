@@ -1,0 +1,57 @@
+"""Settings: every knob comes from ``GATEWAY_*`` environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository's example routing file: the default so that `gateway serve` works out of a fresh clone.
+EXAMPLE_ROUTING = Path(__file__).resolve().parent.parent / "mappings" / "routing" / "routing.toml"
+
+
+def async_database_url(url: str) -> str:
+    """Map the URLs people write (``postgresql://…``, ``sqlite:///…``) to the async drivers we use."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ValueError(f"unsupported database URL scheme (use postgresql:// or sqlite:///): {url.split(':', 1)[0]}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./gateway.db",
+        description="SQLite file (default, under the working directory) or postgresql://user@host:port/db",
+    )
+    routing: Path = Field(default=EXAMPLE_ROUTING, description="Routing file (TOML), DESIGN §5")
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Request body limit (413 above)")
+    base_url: str | None = Field(
+        default=None, description="Public base URL of the FHIR API (…/fhir); default: from the request"
+    )
+    default_page_size: int = Field(default=20, ge=1, le=1000)
+    max_page_size: int = Field(default=500, ge=1, le=5000)
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        async_database_url(value)
+        return value
+
+    @property
+    def async_database_url(self) -> str:
+        return async_database_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")

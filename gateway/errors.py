@@ -1,0 +1,219 @@
+"""The gateway's exceptions, each carrying what an integrator needs to act on it.
+
+Every failure the gateway reports is a ``GatewayError`` holding one or more ``Issue``s — severity, FHIR issue
+type, a stable ``dac-issue`` code (``IssueCode``), an English diagnostic and the FHIRPath expression of the
+offending element as posted. The HTTP layer turns them into an OperationOutcome in exactly one place
+(``gateway.api.errors``); the status code belongs to the exception class::
+
+    GatewayError
+    ├── InvalidRequest ............ 400  unparsable body, unknown search parameter, bad entry request
+    ├── ResourceNotFound .......... 404  unknown type, id or version
+    ├── MethodNotAllowed .......... 405
+    ├── PayloadTooLarge ........... 413  over GATEWAY_MAX_BODY_BYTES, enforced while reading
+    ├── UnsupportedMediaType ...... 415
+    ├── UnprocessableEntity ....... 422
+    │   ├── InvalidResource ....... 422  structure or profile failure
+    │   └── BusinessRuleViolation . 422  referral rules (one ServiceRequest, resolvable references, …)
+    ├── PreconditionFailed ........ 412  ifMatch / ifNoneExist / If-Match mismatch
+    ├── StoreUnavailable .......... 503  the database cannot be reached; nothing was stored
+    └── DownstreamError ........... 502  a platform or peer gateway failed
+        └── DownstreamTimeout ..... 504
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar, Literal, Self
+
+Severity = Literal["fatal", "error", "warning", "information"]
+
+
+class IssueCode(StrEnum):
+    """Stable message ids (CodeSystem ``dac-issue``): integrators match errors on these, not on English."""
+
+    BODY_UNPARSABLE = "body-unparsable"
+    BODY_TOO_LARGE = "body-too-large"
+    MEDIA_TYPE_UNSUPPORTED = "media-type-unsupported"
+    XML_DOCTYPE_FORBIDDEN = "xml-doctype-forbidden"
+    XML_NAMESPACE_INVALID = "xml-namespace-invalid"
+    RESOURCE_TYPE_UNKNOWN = "resource-type-unknown"
+    RESOURCE_TYPE_UNSUPPORTED = "resource-type-unsupported"
+    RESOURCE_NOT_FOUND = "resource-not-found"
+    VERSION_NOT_FOUND = "version-not-found"
+    METHOD_NOT_ALLOWED = "method-not-allowed"
+    ELEMENT_UNKNOWN = "element-unknown"
+    ELEMENT_REQUIRED = "element-required"
+    VALUE_INVALID = "value-invalid"
+    SEARCH_PARAMETER_UNKNOWN = "search-parameter-unknown"
+    SEARCH_PARAMETER_INVALID = "search-parameter-invalid"
+    BUNDLE_TYPE_UNSUPPORTED = "bundle-type-unsupported"
+    ENTRY_REQUEST_INVALID = "entry-request-invalid"
+    ENTRY_FULLURL_DUPLICATE = "entry-fullurl-duplicate"
+    REFERENCE_UNRESOLVED = "reference-unresolved"
+    REFERRAL_PATIENT_MISSING = "referral-patient-missing"
+    REFERRAL_PATIENT_MULTIPLE = "referral-patient-multiple"
+    REFERRAL_SERVICEREQUEST_MISSING = "referral-servicerequest-missing"
+    REFERRAL_SERVICEREQUEST_MULTIPLE = "referral-servicerequest-multiple"
+    SERVICEREQUEST_IDENTIFIER_MISSING = "servicerequest-identifier-missing"
+    SERVICEREQUEST_SUBJECT_MISMATCH = "servicerequest-subject-mismatch"
+    SERVICEREQUEST_STATUS_INVALID = "servicerequest-status-invalid"
+    RESOURCE_TYPE_NOT_ALLOWED = "resource-type-not-allowed"
+    MESSAGE_HEADER_MISSING = "message-header-missing"
+    MESSAGE_EVENT_UNSUPPORTED = "message-event-unsupported"
+    CONDITIONAL_MULTIPLE_MATCHES = "conditional-multiple-matches"
+    VERSION_MISMATCH = "version-mismatch"
+    STORE_UNAVAILABLE = "store-unavailable"
+    INTERNAL_ERROR = "internal-error"
+
+
+#: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
+ISSUE_DEFINITIONS: dict[IssueCode, str] = {
+    IssueCode.BODY_UNPARSABLE: "The request body is not well-formed FHIR JSON or XML.",
+    IssueCode.BODY_TOO_LARGE: "The request body exceeds the gateway's size limit.",
+    IssueCode.MEDIA_TYPE_UNSUPPORTED: "The Content-Type is not a FHIR JSON or XML media type.",
+    IssueCode.XML_DOCTYPE_FORBIDDEN: "XML with a DOCTYPE (DTD, entities) is refused.",
+    IssueCode.XML_NAMESPACE_INVALID: "The XML root element is not in the FHIR namespace http://hl7.org/fhir.",
+    IssueCode.RESOURCE_TYPE_UNKNOWN: "resourceType is missing or is not an R4 resource type.",
+    IssueCode.RESOURCE_TYPE_UNSUPPORTED: "The gateway does not serve this resource type.",
+    IssueCode.RESOURCE_NOT_FOUND: "No resource with this type and id.",
+    IssueCode.VERSION_NOT_FOUND: "The resource has no such version.",
+    IssueCode.METHOD_NOT_ALLOWED: "The HTTP method is not allowed on this URL.",
+    IssueCode.ELEMENT_UNKNOWN: "The element does not exist in FHIR R4 at this place.",
+    IssueCode.ELEMENT_REQUIRED: "A required element is missing.",
+    IssueCode.VALUE_INVALID: "The value does not have the form its FHIR data type requires.",
+    IssueCode.SEARCH_PARAMETER_UNKNOWN: "The search parameter is not supported for this resource type.",
+    IssueCode.SEARCH_PARAMETER_INVALID: "The search parameter value cannot be understood.",
+    IssueCode.BUNDLE_TYPE_UNSUPPORTED: "The Bundle type is not the one this endpoint takes.",
+    IssueCode.ENTRY_REQUEST_INVALID: "A transaction entry's request (method, url) is missing or not supported.",
+    IssueCode.ENTRY_FULLURL_DUPLICATE: "Two entries share one fullUrl.",
+    IssueCode.REFERENCE_UNRESOLVED: "A reference points to nothing in the bundle nor on the gateway.",
+    IssueCode.REFERRAL_PATIENT_MISSING: "A referral must carry exactly one Patient; there is none.",
+    IssueCode.REFERRAL_PATIENT_MULTIPLE: "A referral must carry exactly one Patient; there are several.",
+    IssueCode.REFERRAL_SERVICEREQUEST_MISSING: "A referral must carry exactly one ServiceRequest; there is none.",
+    IssueCode.REFERRAL_SERVICEREQUEST_MULTIPLE: "A referral must carry exactly one ServiceRequest; there are several.",
+    IssueCode.SERVICEREQUEST_IDENTIFIER_MISSING: "The ServiceRequest needs an identifier with system and value.",
+    IssueCode.SERVICEREQUEST_SUBJECT_MISMATCH: "ServiceRequest.subject must reference the referral's Patient.",
+    IssueCode.SERVICEREQUEST_STATUS_INVALID: "A posted ServiceRequest's status must be active or draft.",
+    IssueCode.RESOURCE_TYPE_NOT_ALLOWED: "This resource type is not part of a referral bundle.",
+    IssueCode.MESSAGE_HEADER_MISSING: "A message Bundle must start with a MessageHeader.",
+    IssueCode.MESSAGE_EVENT_UNSUPPORTED: "The MessageHeader event is not one the gateway processes.",
+    IssueCode.CONDITIONAL_MULTIPLE_MATCHES: "A conditional create matched more than one resource.",
+    IssueCode.VERSION_MISMATCH: "The version given (If-Match, ifMatch) is not the current one.",
+    IssueCode.STORE_UNAVAILABLE: "The database cannot be reached; nothing was stored. Retry later.",
+    IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
+}
+
+# FHIR issue types (http://hl7.org/fhir/issue-type) we use.
+IssueType = Literal[
+    "invalid",
+    "structure",
+    "required",
+    "value",
+    "invariant",
+    "business-rule",
+    "conflict",
+    "not-found",
+    "not-supported",
+    "too-long",
+    "security",
+    "processing",
+    "exception",
+    "timeout",
+    "transient",
+    "duplicate",
+    "informational",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One finding, rendered as one OperationOutcome.issue."""
+
+    code: IssueCode
+    diagnostics: str
+    expression: str | None = None
+    issue_type: IssueType = "invalid"
+    severity: Severity = "error"
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, *issues: Issue) -> None:
+        if not issues:
+            raise ValueError("a GatewayError needs at least one Issue")
+        self.issues: tuple[Issue, ...] = issues
+        super().__init__("; ".join(issue.diagnostics for issue in issues))
+
+    @classmethod
+    def single(
+        cls,
+        code: IssueCode,
+        diagnostics: str,
+        expression: str | None = None,
+        issue_type: IssueType | None = None,
+    ) -> Self:
+        return cls(Issue(code, diagnostics, expression, issue_type or cls.default_issue_type))
+
+    default_issue_type: ClassVar[IssueType] = "exception"
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    default_issue_type = "invalid"
+
+
+class ResourceNotFound(GatewayError):
+    status_code = 404
+    default_issue_type = "not-found"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    default_issue_type = "not-supported"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    default_issue_type = "too-long"
+
+
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    default_issue_type = "not-supported"
+
+
+class UnprocessableEntity(GatewayError):
+    status_code = 422
+    default_issue_type = "invalid"
+
+
+class InvalidResource(UnprocessableEntity):
+    default_issue_type = "structure"
+
+
+class BusinessRuleViolation(UnprocessableEntity):
+    default_issue_type = "business-rule"
+
+
+class PreconditionFailed(GatewayError):
+    status_code = 412
+    default_issue_type = "conflict"
+
+
+class StoreUnavailable(GatewayError):
+    status_code = 503
+    default_issue_type = "transient"
+
+
+class DownstreamError(GatewayError):
+    status_code = 502
+    default_issue_type = "exception"
+
+
+class DownstreamTimeout(DownstreamError):
+    status_code = 504
+    default_issue_type = "timeout"

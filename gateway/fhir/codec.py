@@ -1,0 +1,35 @@
+"""Bytes ⇄ FHIR resource (R4 JSON as a dict), in the negotiated format."""
+
+from __future__ import annotations
+
+import orjson
+
+from gateway.errors import InvalidRequest, IssueCode
+from gateway.fhir.media import FhirFormat
+from gateway.fhir.models import check_resource_types
+from gateway.fhir.types import Resource
+from gateway.fhir.xml import resource_to_xml, xml_to_resource
+
+
+def parse_resource(body: bytes, fmt: FhirFormat) -> Resource:
+    """A request body as a FHIR resource; 400 when it is not one (resource types checked, nothing more)."""
+    if not body.strip():
+        raise InvalidRequest.single(IssueCode.BODY_UNPARSABLE, "the request body is empty", None, "structure")
+    if fmt is FhirFormat.XML:
+        return xml_to_resource(body)
+    try:
+        resource = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest.single(
+            IssueCode.BODY_UNPARSABLE, f"JSON is not well-formed: {exc}", None, "structure"
+        ) from exc
+    if not isinstance(resource, dict):
+        raise InvalidRequest.single(IssueCode.BODY_UNPARSABLE, "a FHIR JSON body must be an object", None, "structure")
+    check_resource_types(resource)
+    return resource
+
+
+def serialize_resource(resource: Resource, fmt: FhirFormat) -> bytes:
+    if fmt is FhirFormat.XML:
+        return resource_to_xml(resource)
+    return orjson.dumps(resource)

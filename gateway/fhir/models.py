@@ -1,0 +1,120 @@
+"""The fhir.resources R4B models (closest to R4 4.0.1, DESIGN §9), behind one door.
+
+They check required elements, primitive formats and unknown elements; pydantic's errors become ``Issue``s with
+FHIRPath expressions here, and nowhere else. An unknown ``resourceType`` makes the library raise ``KeyError`` or
+``ValueError`` instead of a validation error, so types are checked against ``RESOURCE_TYPES`` first.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
+from pydantic import ValidationError
+
+from gateway.errors import InvalidRequest, InvalidResource, Issue, IssueCode
+from gateway.fhir.paths import fhirpath
+from gateway.fhir.types import Resource
+
+# R4B types that do not exist in R4 4.0.1: refused, since we speak R4 on the wire.
+_NOT_IN_R4 = frozenset(
+    {
+        "AdministrableProductDefinition",
+        "Citation",
+        "ClinicalUseDefinition",
+        "EvidenceReport",
+        "Ingredient",
+        "ManufacturedItemDefinition",
+        "NutritionProduct",
+        "PackagedProductDefinition",
+        "RegulatedAuthorization",
+        "SubscriptionStatus",
+        "SubscriptionTopic",
+    }
+)
+
+
+@functools.cache
+def model_class(resource_type: str) -> type[FHIRResourceModel] | None:
+    if resource_type in _NOT_IN_R4 or not resource_type.isalpha() or not resource_type[:1].isupper():
+        return None
+    try:
+        cls = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError):
+        return None
+    return cls if issubclass(cls, FHIRResourceModel) else None
+
+
+def require_resource_type(resource: Any, expression: str) -> str:
+    """The resourceType of a JSON object, or a 400 saying what is wrong with it."""
+    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
+    if not isinstance(resource_type, str) or model_class(resource_type) is None:
+        raise InvalidRequest.single(
+            IssueCode.RESOURCE_TYPE_UNKNOWN,
+            f"resourceType {resource_type!r} is not a FHIR R4 resource type",
+            f"{expression}.resourceType" if isinstance(resource, dict) else expression,
+        )
+    return resource_type
+
+
+def _nested_resources(resource: Resource, expression: str) -> Iterator[tuple[Any, str]]:
+    for index, entry in enumerate(resource.get("entry") or []):
+        if isinstance(entry, dict) and "resource" in entry:
+            yield entry["resource"], f"{expression}.entry[{index}].resource"
+    for index, contained in enumerate(resource.get("contained") or []):
+        yield contained, f"{expression}.contained[{index}]"
+
+
+def check_resource_types(resource: Any, expression: str | None = None) -> str:
+    """Check the resourceType of a resource and of those inside it (bundle entries, contained).
+
+    ``expression`` is where the resource sits (None for the posted one, whose root is its own type)."""
+    resource_type = require_resource_type(resource, expression or "$this")
+    expression = expression or resource_type
+    for nested, nested_expression in _nested_resources(resource, expression):
+        check_resource_types(nested, nested_expression)
+    return resource_type
+
+
+def issues_from_validation_error(exc: ValidationError, root: str) -> list[Issue]:
+    issues = []
+    for error in exc.errors():
+        location = [step for step in error["loc"] if isinstance(step, (str, int))]
+        expression = fhirpath(root, location)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            issues.append(Issue(IssueCode.ELEMENT_UNKNOWN, f"Unknown element at {expression}", expression, "structure"))
+        elif kind.endswith("missing"):
+            issues.append(
+                Issue(
+                    IssueCode.ELEMENT_REQUIRED,
+                    f"Missing required element {expression}",
+                    expression,
+                    "required",
+                )
+            )
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            issues.append(Issue(IssueCode.VALUE_INVALID, f"{message} ({expression})", expression, "value"))
+    return issues
+
+
+def parse_model(resource: Resource) -> FHIRResourceModel:
+    """Build the R4B model of a JSON resource; structural failures raise InvalidResource (422)."""
+    resource_type = check_resource_types(resource)
+    cls = model_class(resource_type)
+    assert cls is not None  # checked above
+    try:
+        return cls.model_validate(resource)
+    except ValidationError as exc:
+        raise InvalidResource(*issues_from_validation_error(exc, resource_type)) from exc
+
+
+def warm_up() -> None:
+    """The first validation after import costs ~100 ms (DESIGN §9): pay it at start-up, not on a request."""
+    for resource_type in ("Bundle", "Patient", "ServiceRequest", "Consent", "CareTeam", "Task"):
+        model_class(resource_type)
+    parse_model({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient"}}]})

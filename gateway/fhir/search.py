@@ -1,0 +1,373 @@
+"""Search parameters as data: what each resource type can be searched by, how index values are extracted from a
+resource, and how a query string becomes criteria. Pure: the store turns criteria into SQL, the API lists the
+parameters in the CapabilityStatement, and nothing else knows about them.
+
+Names and paths follow the R4 search parameter registry (search-parameters.json); only the types we need are
+implemented: token, reference, string, date (exact), and the special ``_id`` / ``_lastUpdated``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from gateway.errors import InvalidRequest, IssueCode
+from gateway.fhir.types import Resource
+
+
+class ParamType(StrEnum):
+    TOKEN = "token"
+    REFERENCE = "reference"
+    STRING = "string"
+    DATE = "date"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParameter:
+    name: str
+    type: ParamType
+    paths: tuple[str, ...]  # dotted element paths from the resource root
+    documentation: str = ""
+    targets: tuple[str, ...] = ()  # for references: the types it may point to (empty: any)
+
+
+def _p(name: str, kind: ParamType, *paths: str, doc: str = "", targets: tuple[str, ...] = ()) -> SearchParameter:
+    return SearchParameter(name, kind, paths, doc, targets)
+
+
+T, R, S, D = ParamType.TOKEN, ParamType.REFERENCE, ParamType.STRING, ParamType.DATE
+
+SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
+    resource_type: {parameter.name: parameter for parameter in parameters}
+    for resource_type, parameters in {
+        "ServiceRequest": (
+            _p("identifier", T, "identifier", doc="The sender's identifier for the request"),
+            _p("subject", R, "subject"),
+            _p("patient", R, "subject", targets=("Patient",)),
+            _p("status", T, "status"),
+            _p("intent", T, "intent"),
+            _p("code", T, "code", doc="Mission (CodeSystem dac-mission)"),
+            _p("requester", R, "requester"),
+            _p("performer", R, "performer", doc="The platform the request was routed to"),
+            _p("priority", T, "priority"),
+        ),
+        "Task": (
+            _p("identifier", T, "identifier"),
+            _p("subject", R, "for"),
+            _p("patient", R, "for", targets=("Patient",)),
+            _p("status", T, "status"),
+            _p("business-status", T, "businessStatus"),
+            _p("code", T, "code"),
+            _p("owner", R, "owner"),
+            _p("focus", R, "focus"),
+            _p("requester", R, "requester"),
+        ),
+        "Consent": (
+            _p("identifier", T, "identifier"),
+            _p("patient", R, "patient"),
+            _p("status", T, "status"),
+            _p("category", T, "category"),
+        ),
+        "CareTeam": (
+            _p("identifier", T, "identifier"),
+            _p("subject", R, "subject"),
+            _p("patient", R, "subject", targets=("Patient",)),
+            _p("status", T, "status"),
+            _p("participant", R, "participant.member"),
+        ),
+        "Patient": (
+            _p("identifier", T, "identifier"),
+            _p("family", S, "name.family"),
+            _p("given", S, "name.given"),
+            _p("name", S, "name.family", "name.given", "name.text"),
+            _p("birthdate", D, "birthDate"),
+            _p("gender", T, "gender"),
+            _p("general-practitioner", R, "generalPractitioner"),
+        ),
+        "Practitioner": (
+            _p("identifier", T, "identifier"),
+            _p("family", S, "name.family"),
+            _p("given", S, "name.given"),
+            _p("name", S, "name.family", "name.given", "name.text"),
+        ),
+        "PractitionerRole": (
+            _p("identifier", T, "identifier"),
+            _p("practitioner", R, "practitioner"),
+            _p("organization", R, "organization"),
+            _p("role", T, "code"),
+        ),
+        "Organization": (
+            _p("identifier", T, "identifier"),
+            _p("name", S, "name", "alias"),
+        ),
+        "RelatedPerson": (
+            _p("identifier", T, "identifier"),
+            _p("patient", R, "patient"),
+        ),
+        "DocumentReference": (
+            _p("identifier", T, "identifier"),
+            _p("subject", R, "subject"),
+            _p("patient", R, "subject", targets=("Patient",)),
+            _p("status", T, "status"),
+        ),
+    }.items()
+}
+
+#: Parameters every type has; they search the resources table itself, not the index.
+COMMON_PARAMETERS = {
+    "_id": SearchParameter("_id", ParamType.TOKEN, ("id",), "Logical id"),
+    "_lastUpdated": SearchParameter("_lastUpdated", ParamType.DATE, ("meta.lastUpdated",), "When last changed"),
+}
+#: Result parameters: they shape the answer, they do not select.
+RESULT_PARAMETERS = ("_count", "_offset", "_sort", "_summary", "_total", "_format", "_pretty")
+SORTS = {"_lastUpdated": False, "-_lastUpdated": True}
+
+
+# --- index extraction -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    param: str
+    system: str | None
+    value: str
+
+
+def _walk(node: Any, steps: Sequence[str]) -> Iterator[Any]:
+    if not steps:
+        if isinstance(node, list):
+            yield from node
+        elif node is not None:
+            yield node
+        return
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, steps)
+    elif isinstance(node, dict):
+        yield from _walk(node.get(steps[0]), steps[1:])
+
+
+def normalize_string(value: str) -> str:
+    return " ".join(value.casefold().split())
+
+
+def split_reference(reference: str) -> tuple[str | None, str]:
+    """``Patient/123`` → (Patient, 123); absolute URLs and history suffixes are reduced to type and id."""
+    parts = reference.split("/_history/", 1)[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return parts[-2], parts[-1]
+    return None, parts[-1]
+
+
+def _index_values(parameter: SearchParameter, value: Any) -> Iterator[tuple[str | None, str]]:
+    if parameter.type is ParamType.REFERENCE:
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            target_type, target_id = split_reference(value["reference"])
+            if not parameter.targets or target_type in parameter.targets:
+                yield target_type, target_id
+    elif parameter.type is ParamType.STRING:
+        if isinstance(value, str) and value.strip():
+            yield None, normalize_string(value)
+    elif parameter.type is ParamType.DATE:
+        if isinstance(value, str):
+            yield None, value
+    elif isinstance(value, dict):
+        if "coding" in value:  # CodeableConcept
+            for coding in value.get("coding") or []:
+                if isinstance(coding, dict) and coding.get("code"):
+                    yield coding.get("system"), str(coding["code"])
+        elif value.get("value") is not None:  # Identifier
+            yield value.get("system"), str(value["value"])
+        elif value.get("code"):  # Coding
+            yield value.get("system"), str(value["code"])
+    elif isinstance(value, (str, bool, int)):
+        yield None, str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def index_entries(resource: Resource) -> list[IndexEntry]:
+    """Every search index row of a resource (deduplicated)."""
+    parameters = SEARCH_PARAMETERS.get(resource["resourceType"], {})
+    seen: dict[tuple[str, str | None, str], None] = {}
+    for parameter in parameters.values():
+        for path in parameter.paths:
+            for node in _walk(resource, path.split(".")):
+                for system, value in _index_values(parameter, node):
+                    seen[(parameter.name, system, value[:1024])] = None
+    return [IndexEntry(param, system, value) for param, system, value in seen]
+
+
+# --- query parsing ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    system: str | None  # None: any system; "": no system
+    value: str | None  # None: any value (``system|``)
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """One parameter occurrence: its values are ORed; criteria are ANDed."""
+
+    parameter: SearchParameter
+    tokens: tuple[TokenValue, ...] = ()
+    strings: tuple[str, ...] = ()
+    exact: bool = False
+    ranges: tuple[tuple[datetime | None, datetime | None], ...] = ()  # [start, end) for _lastUpdated
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    resource_type: str
+    criteria: tuple[Criterion, ...]
+    count: int
+    offset: int = 0
+    descending: bool = False
+    summary_count: bool = False
+    echo: tuple[tuple[str, str], ...] = field(default=())  # the selecting parameters, for paging links
+
+
+def _invalid(message: str, name: str) -> InvalidRequest:
+    return InvalidRequest.single(IssueCode.SEARCH_PARAMETER_INVALID, message, name)
+
+
+_DATE = re.compile(
+    r"^(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb)?(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
+    r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+def _date_range(text: str, name: str) -> tuple[datetime | None, datetime | None]:
+    """The [start, end) instants a prefixed, possibly partial date selects (FHIR R4 search §3.1.1.5.7)."""
+    match = _DATE.match(text)
+    if not match:
+        raise _invalid(f"{name}: {text!r} is not a FHIR date (e.g. ge2026-01-01 or 2026-11-23T10:00:00Z)", name)
+    g = match.groupdict()
+    try:
+        tz = UTC if g["tz"] in (None, "Z") else datetime.fromisoformat(f"2000-01-01T00:00:00{g['tz']}").tzinfo or UTC
+        start = datetime(
+            int(g["year"]),
+            int(g["month"] or 1),
+            int(g["day"] or 1),
+            int(g["hour"] or 0),
+            int(g["minute"] or 0),
+            int(g["second"] or 0),
+            tzinfo=tz,
+        ).astimezone(UTC)
+    except ValueError as exc:
+        raise _invalid(f"{name}: {text!r} is not a valid date", name) from exc
+    if g["second"]:
+        end = start + timedelta(seconds=1)
+    elif g["minute"]:
+        end = start + timedelta(minutes=1)
+    elif g["day"]:
+        end = start + timedelta(days=1)
+    elif g["month"]:
+        year, month = divmod(int(g["month"]), 12)
+        end = start.replace(year=start.year + year, month=month + 1)
+    else:
+        end = start.replace(year=start.year + 1)
+    prefix = g["prefix"] or "eq"
+    ranges: dict[str, tuple[datetime | None, datetime | None]] = {
+        "eq": (start, end),
+        "ge": (start, None),
+        "gt": (end, None),
+        "sa": (end, None),
+        "le": (None, end),
+        "lt": (None, start),
+        "eb": (None, start),
+    }
+    if prefix not in ranges:
+        raise _invalid(f"{name}: the prefix {prefix!r} is not supported here", name)
+    return ranges[prefix]
+
+
+def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw: str) -> Criterion:
+    values = [value for value in raw.split(",") if value != ""]
+    if not values:
+        raise _invalid(f"{name} needs a value", name)
+    if parameter.name == "_lastUpdated":
+        if modifier:
+            raise _invalid(f"{name}: modifiers are not supported", name)
+        return Criterion(parameter, ranges=tuple(_date_range(value, name) for value in values))
+    if parameter.type is ParamType.STRING:
+        if modifier not in (None, "exact", "contains"):
+            raise _invalid(f"{name}: modifier :{modifier} is not supported (use :exact or :contains)", name)
+        if modifier == "contains":
+            raise _invalid(f"{name}: modifier :contains is not supported (use :exact or none)", name)
+        return Criterion(parameter, strings=tuple(normalize_string(v) for v in values), exact=modifier == "exact")
+    if modifier:
+        raise _invalid(f"{name}: modifier :{modifier} is not supported", name)
+    tokens = []
+    for value in values:
+        if parameter.type is ParamType.REFERENCE:
+            target_type, target_id = split_reference(value)
+            if target_type is not None and parameter.targets and target_type not in parameter.targets:
+                raise _invalid(f"{name} takes a reference to {', '.join(parameter.targets)}", name)
+            tokens.append(TokenValue(target_type, target_id))
+        elif parameter.type is ParamType.TOKEN and "|" in value:
+            system, _, code = value.partition("|")
+            tokens.append(TokenValue(system, code or None))
+        else:
+            tokens.append(TokenValue(None, value))
+    return Criterion(parameter, tokens=tuple(tokens))
+
+
+def parse_search(
+    resource_type: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    default_count: int,
+    max_count: int,
+) -> SearchQuery:
+    """Query string pairs → SearchQuery. Unknown parameters are a 400, never silently ignored: an ignored
+    filter would return other patients' data."""
+    known = SEARCH_PARAMETERS.get(resource_type, {})
+    criteria: list[Criterion] = []
+    echo: list[tuple[str, str]] = []
+    count, offset, descending, summary_count = default_count, 0, False, False
+    for name, raw in params:
+        base, _, modifier = name.partition(":")
+        if base in RESULT_PARAMETERS:
+            if base == "_count":
+                count = _integer(name, raw, 0, max_count)
+            elif base == "_offset":
+                offset = _integer(name, raw, 0, 10**9)
+            elif base == "_sort":
+                if raw not in SORTS:
+                    raise _invalid(f"_sort supports {', '.join(SORTS)}", name)
+                descending = SORTS[raw]
+                echo.append((name, raw))
+            elif base == "_summary":
+                if raw not in ("count", "false"):
+                    raise _invalid("_summary supports count and false", name)
+                summary_count = raw == "count"
+            elif base == "_total" and raw not in ("none", "estimate", "accurate"):
+                raise _invalid("_total supports none, estimate and accurate", name)
+            continue
+        parameter = known.get(base) or COMMON_PARAMETERS.get(base)
+        if parameter is None:
+            supported = sorted([*known, *COMMON_PARAMETERS, *RESULT_PARAMETERS])
+            raise InvalidRequest.single(
+                IssueCode.SEARCH_PARAMETER_UNKNOWN,
+                f"{resource_type} has no search parameter {base!r}; supported: {', '.join(supported)}",
+                name,
+                "not-supported",
+            )
+        criteria.append(_criterion(parameter, name, modifier or None, raw))
+        echo.append((name, raw))
+    return SearchQuery(resource_type, tuple(criteria), count, offset, descending, summary_count, tuple(echo))
+
+
+def _integer(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise _invalid(f"{name} must be a whole number", name) from exc
+    if not low <= value <= high:
+        raise _invalid(f"{name} must be between {low} and {high}", name)
+    return value

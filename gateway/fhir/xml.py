@@ -1,0 +1,145 @@
+"""FHIR XML in and out, through a hardened lxml parser.
+
+fhir.resources reads and writes the XML, but it accepts a wrong namespace and resolves nothing safely by itself
+(DESIGN §9), so every document is first parsed here: no DTD, no entity expansion, no network, no huge trees. A
+DOCTYPE is refused outright (it is how XML bombs and external entities arrive), and the root must be in the FHIR
+namespace. Every parser failure becomes a 400 ``InvalidRequest``; a structural failure inside well-formed FHIR XML
+a 422 ``InvalidResource`` with the element's FHIRPath.
+"""
+
+from __future__ import annotations
+
+import orjson
+from lxml import etree
+from pydantic import ValidationError
+
+from gateway.errors import InvalidRequest, InvalidResource, Issue, IssueCode
+from gateway.fhir.models import issues_from_validation_error, model_class
+from gateway.fhir.types import Resource
+
+FHIR_NAMESPACE = "http://hl7.org/fhir"
+_XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
+
+
+def hardened_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _unparsable(message: str) -> InvalidRequest:
+    return InvalidRequest.single(IssueCode.BODY_UNPARSABLE, message, None, "structure")
+
+
+def _parse(body: bytes) -> etree._ElementTree:
+    # The DOCTYPE check comes before parsing, so that no entity declaration is even read.
+    head = body[:4096].lstrip()
+    if b"<!DOCTYPE" in head.upper() or b"<!ENTITY" in body.upper():
+        raise InvalidRequest.single(
+            IssueCode.XML_DOCTYPE_FORBIDDEN,
+            "XML with a DOCTYPE or ENTITY declaration is refused",
+            None,
+            "security",
+        )
+    try:
+        root = etree.fromstring(body, hardened_parser())
+    except etree.XMLSyntaxError as exc:
+        raise _unparsable(f"XML is not well-formed: {exc.msg}") from exc
+    tree = root.getroottree()
+    if tree.docinfo.doctype:
+        raise InvalidRequest.single(IssueCode.XML_DOCTYPE_FORBIDDEN, "XML with a DOCTYPE is refused", None, "security")
+    return tree
+
+
+def _fhirpath_of(element: etree._Element) -> str:
+    """FHIRPath of an XML element. XML does not say which elements repeat, so an index is written where
+    same-named siblings make it necessary; the type wrapper inside ``<resource>``/``<contained>`` is no step."""
+    steps: list[str] = []
+    node: etree._Element | None = element
+    while node is not None:
+        parent = node.getparent()
+        name = etree.QName(node).localname
+        if parent is None:
+            steps.append(name)
+        elif etree.QName(parent).localname in ("resource", "contained") and parent.getparent() is not None:
+            pass  # <resource><Patient>: "Patient" names the type, the path goes on from <resource>
+        else:
+            same = [sibling for sibling in parent if sibling.tag == node.tag]
+            steps.append(f"{name}[{same.index(node)}]" if len(same) > 1 else name)
+        node = parent
+    return ".".join(reversed(steps))
+
+
+def xml_to_resource(body: bytes) -> Resource:
+    tree = _parse(body)
+    root = tree.getroot()
+    qname = etree.QName(root)
+    if qname.namespace != FHIR_NAMESPACE:
+        raise InvalidRequest.single(
+            IssueCode.XML_NAMESPACE_INVALID,
+            f"root element <{qname.localname}> is not in the FHIR namespace {FHIR_NAMESPACE}",
+            None,
+            "structure",
+        )
+    for element in root.iter():
+        if not isinstance(element.tag, str):
+            continue
+        namespace = etree.QName(element).namespace
+        if namespace not in (FHIR_NAMESPACE, _XHTML_NAMESPACE):
+            raise InvalidRequest.single(
+                IssueCode.XML_NAMESPACE_INVALID,
+                f"element <{etree.QName(element).localname}> is in namespace {namespace!r}, not FHIR's",
+                _fhirpath_of(element),
+                "structure",
+            )
+        if (
+            namespace == FHIR_NAMESPACE
+            and element.getparent() is not None
+            and (etree.QName(element.getparent()).localname in ("resource", "contained"))
+            and model_class(etree.QName(element).localname) is None
+        ):
+            raise InvalidRequest.single(
+                IssueCode.RESOURCE_TYPE_UNKNOWN,
+                f"<{etree.QName(element).localname}> is not a FHIR R4 resource type",
+                _fhirpath_of(element),
+            )
+    cls = model_class(qname.localname)
+    if cls is None:
+        raise InvalidRequest.single(
+            IssueCode.RESOURCE_TYPE_UNKNOWN, f"<{qname.localname}> is not a FHIR R4 resource type", "$this"
+        )
+    try:
+        model = cls.model_validate_xml(body, xmlparser=hardened_parser())
+    except ValidationError as exc:
+        raise InvalidResource(*issues_from_validation_error(exc, qname.localname)) from exc
+    except KeyError as exc:
+        # fhir.resources raises KeyError(name) on an element its model does not have.
+        name = str(exc.args[0]) if exc.args else "?"
+        element = next((e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == name), None)
+        expression = _fhirpath_of(element) if element is not None else qname.localname
+        raise InvalidResource(
+            Issue(
+                IssueCode.ELEMENT_UNKNOWN,
+                f"Unknown element <{name}> at {expression}",
+                expression,
+                "structure",
+            )
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise _unparsable(f"XML could not be read as FHIR: {exc}") from exc
+    resource: Resource = orjson.loads(model.model_dump_json())
+    return resource
+
+
+def resource_to_xml(resource: Resource) -> bytes:
+    cls = model_class(str(resource.get("resourceType")))
+    if cls is None:  # pragma: no cover - we only ever render resources we built or stored
+        raise ValueError(f"cannot render {resource.get('resourceType')!r} as XML")
+    rendered = cls.model_validate(resource).model_dump_xml()
+    return rendered if isinstance(rendered, bytes) else rendered.encode()

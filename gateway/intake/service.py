@@ -1,0 +1,264 @@
+"""Taking in a referral: one database transaction that stores everything or nothing.
+
+Order of work inside the transaction:
+1. idempotency — a resubmission (same ServiceRequest identifier, Bundle.identifier or MessageHeader id) gets the
+   recorded outcome back, and nothing is written;
+2. each entry is resolved — conditional create on national identifiers or ``ifNoneExist``, ``ifMatch`` on updates;
+3. references are rewritten from the bundle's fullUrls to the stored ids, and those to the server are checked;
+4. the workflow's plan (ServiceRequest status, Tasks) and the CareTeam the referral needs are added;
+5. everything is written, with the idempotency keys, and committed.
+
+Two concurrent submissions of the same referral (or of two referrals for one new patient) race on unique keys;
+the loser's transaction fails as a whole with ``DuplicateKey`` and is run again, and then finds the winner's work.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from gateway.errors import BusinessRuleViolation, Issue, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.fhir.primitives import fhir_instant, new_id
+from gateway.fhir.search import SEARCH_PARAMETERS, parse_search, split_reference
+from gateway.fhir.types import JSONObject, Resource
+from gateway.intake.careteam import build_care_team
+from gateway.intake.identity import identity_keys
+from gateway.intake.referral import Referral, ReferralEntry, iter_references
+from gateway.store.database import Database
+from gateway.store.repository import StoredResource
+from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
+from gateway.workflow import plan_intake
+
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class EntryOutcome:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: str
+    status: Literal["201 Created", "200 OK"]
+    full_url: str | None = None
+
+    @property
+    def location(self) -> str:
+        return f"{self.resource_type}/{self.id}/_history/{self.version_id}"
+
+    @classmethod
+    def of(cls, stored: StoredResource, created: bool, full_url: str | None = None) -> EntryOutcome:
+        return cls(
+            stored.resource_type,
+            stored.id,
+            stored.version_id,
+            fhir_instant(stored.last_updated),
+            "201 Created" if created else "200 OK",
+            full_url,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeOutcome:
+    """What a referral's intake produced; recorded under its idempotency keys and replayed from there."""
+
+    service_request_id: str
+    entries: list[EntryOutcome]  # one per posted entry, in order
+    generated: list[EntryOutcome] = field(default_factory=list)  # made by the gateway (CareTeam, Tasks)
+    replayed: bool = False
+
+    def to_json(self) -> JSONObject:
+        return {
+            "service_request_id": self.service_request_id,
+            "entries": [asdict(entry) for entry in self.entries],
+            "generated": [asdict(entry) for entry in self.generated],
+        }
+
+    @classmethod
+    def from_json(cls, data: JSONObject, *, replayed: bool) -> IntakeOutcome:
+        return cls(
+            data["service_request_id"],
+            [EntryOutcome(**entry) for entry in data["entries"]],
+            [EntryOutcome(**entry) for entry in data["generated"]],
+            replayed,
+        )
+
+
+async def take_in(database: Database, referral: Referral) -> IntakeOutcome:
+    """Store a referral atomically, or replay the outcome recorded for an earlier submission of it."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            async with UnitOfWork(database) as uow:
+                recorded = await uow.idempotency.find(referral.idempotency_keys)
+                if recorded is not None:
+                    return IntakeOutcome.from_json(recorded, replayed=True)
+                outcome = await _store(uow, copy.deepcopy(referral))
+                uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
+                await uow.commit()
+                return outcome
+        except DuplicateKey:
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(slots=True)
+class _Resolution:
+    entry: ReferralEntry
+    id: str
+    existing: StoredResource | None = None  # matched (conditional create) or updated (PUT)
+    create: bool = True
+
+
+async def _resolve(uow: UnitOfWork, entry: ReferralEntry) -> _Resolution:
+    resource_type = entry.resource_type
+    if entry.method == "PUT":
+        target = entry.update_target or ""
+        current = await uow.resources.get(resource_type, target)
+        if current is None:
+            raise ResourceNotFound.single(
+                IssueCode.RESOURCE_NOT_FOUND,
+                f"{resource_type}/{target} does not exist",
+                f"{entry.expression}.request.url",
+            )
+        if entry.if_match is not None and entry.if_match.strip() not in (
+            current.etag,
+            f'"{current.version_id}"',
+        ):
+            raise PreconditionFailed.single(
+                IssueCode.VERSION_MISMATCH,
+                f"ifMatch {entry.if_match} is not the current version of {current.reference}: {current.etag}",
+                f"{entry.expression}.request.ifMatch",
+            )
+        return _Resolution(entry, current.id, existing=current, create=False)
+    if entry.if_none_exist:
+        query = parse_search(
+            resource_type,
+            parse_qsl(entry.if_none_exist.lstrip("?"), keep_blank_values=True),
+            default_count=2,
+            max_count=2,
+        )
+        total, matches = await uow.resources.search(query)
+        if total > 1:
+            raise PreconditionFailed.single(
+                IssueCode.CONDITIONAL_MULTIPLE_MATCHES,
+                f"ifNoneExist matches {total} {resource_type} resources; it must match at most one",
+                f"{entry.expression}.request.ifNoneExist",
+            )
+        if matches:
+            return _Resolution(entry, matches[0].id, existing=matches[0], create=False)
+    if resource_type != "ServiceRequest":
+        matched_id = await uow.resources.identify(resource_type, identity_keys(entry.resource))
+        if matched_id is not None:
+            existing = await uow.resources.get(resource_type, matched_id)
+            if existing is not None:
+                return _Resolution(entry, existing.id, existing=existing, create=False)
+    return _Resolution(entry, new_id())
+
+
+def _rewrite_references(
+    resolutions: list[_Resolution], stored_ids: dict[str, str]
+) -> list[tuple[dict[str, Any], str, str]]:
+    """Point bundle-internal references at stored ids; return the server references left to check."""
+    to_check = []
+    for resolution in resolutions:
+        entry = resolution.entry
+        for reference, path in iter_references(entry.resource, f"{entry.expression}.resource"):
+            target = reference["reference"]
+            if target in stored_ids:
+                reference["reference"] = stored_ids[target]
+            elif not target.startswith(("#", "http://", "https://", "urn:")):
+                to_check.append((reference, target, path))
+    return to_check
+
+
+async def _store(uow: UnitOfWork, referral: Referral) -> IntakeOutcome:
+    resolutions = [await _resolve(uow, entry) for entry in referral.entries]
+    stored_ids: dict[str, str] = {}
+    for resolution in resolutions:
+        reference = f"{resolution.entry.resource_type}/{resolution.id}"
+        if resolution.entry.full_url:
+            stored_ids[resolution.entry.full_url] = reference
+        stored_ids.setdefault(reference, reference)
+
+    unresolved = []
+    for _reference, target, path in _rewrite_references(resolutions, stored_ids):
+        target_type, target_id = split_reference(target)
+        if (
+            target_type is None
+            or target_type not in SEARCH_PARAMETERS
+            or not await uow.resources.exists(target_type, target_id)
+        ):
+            unresolved.append(
+                Issue(
+                    IssueCode.REFERENCE_UNRESOLVED,
+                    f"{target} is neither an entry of this bundle nor a resource on this gateway",
+                    f"{path}.reference",
+                    "business-rule",
+                )
+            )
+    if unresolved:
+        raise BusinessRuleViolation(*unresolved)
+
+    by_entry = {id(resolution.entry): resolution for resolution in resolutions}
+    service_request = referral.service_request.resource
+    patient_id = by_entry[id(referral.patient)].id
+    patient_reference = f"Patient/{patient_id}"
+    plan = plan_intake(service_request, referral.patient.resource)
+    service_request["status"] = plan.service_request_status
+
+    generated: list[Resource] = list(plan.tasks)
+    care_teams = referral.of_type("CareTeam")
+    if not care_teams:
+        care_team = build_care_team(
+            patient_reference,
+            _first_reference(referral.patient.resource.get("generalPractitioner")),
+            _first_reference(service_request.get("requester")),
+            [f"PractitionerRole/{by_entry[id(e)].id}" for e in referral.of_type("PractitionerRole")],
+            [f"RelatedPerson/{by_entry[id(e)].id}" for e in referral.of_type("RelatedPerson")],
+        )
+        care_team_id = new_id()
+        generated.insert(0, care_team | {"id": care_team_id})
+        _link(service_request, f"CareTeam/{care_team_id}")
+    else:
+        for entry in care_teams:
+            _link(service_request, f"CareTeam/{by_entry[id(entry)].id}")
+    for entry in referral.of_type("Consent"):
+        _link(service_request, f"Consent/{by_entry[id(entry)].id}")
+
+    entries: list[EntryOutcome] = []
+    for resolution in resolutions:
+        entry = resolution.entry
+        keys = identity_keys(entry.resource)
+        if resolution.create:
+            stored = uow.resources.add(entry.resource, resource_id=resolution.id, identity_keys=keys)
+            entries.append(EntryOutcome.of(stored, True, entry.full_url))
+        elif entry.method == "PUT" and resolution.existing is not None:
+            updated = await uow.resources.update(resolution.existing, entry.resource)
+            if updated is None:
+                raise DuplicateKey(f"{resolution.existing.reference} changed during the transaction")
+            entries.append(EntryOutcome.of(updated, False, entry.full_url))
+        else:
+            assert resolution.existing is not None
+            entries.append(EntryOutcome.of(resolution.existing, False, entry.full_url))
+    made = [
+        EntryOutcome.of(uow.resources.add(resource, resource_id=resource.pop("id", None) or new_id()), True)
+        for resource in generated
+    ]
+    return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made)
+
+
+def _first_reference(value: Any) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("reference"), str):
+            return str(item["reference"])
+    return None
+
+
+def _link(service_request: Resource, reference: str) -> None:
+    """Add a reference to ServiceRequest.supportingInfo, once."""
+    supporting = service_request.setdefault("supportingInfo", [])
+    if not any(isinstance(item, dict) and item.get("reference") == reference for item in supporting):
+        supporting.append({"reference": reference})

@@ -1,0 +1,64 @@
+"""Reads: one resource, one version, its history, a search. Each opens a read-only unit of work."""
+
+from __future__ import annotations
+
+from gateway.errors import IssueCode, ResourceNotFound
+from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
+from gateway.store.database import Database
+from gateway.store.repository import StoredResource
+from gateway.store.unit_of_work import UnitOfWork
+
+SERVED_TYPES = frozenset(SEARCH_PARAMETERS)
+
+
+def require_served(resource_type: str) -> None:
+    if resource_type not in SERVED_TYPES:
+        raise ResourceNotFound.single(
+            IssueCode.RESOURCE_TYPE_UNSUPPORTED,
+            f"the gateway does not serve {resource_type}; it serves {', '.join(sorted(SERVED_TYPES))}",
+            None,
+            "not-supported",
+        )
+
+
+def _not_found(resource_type: str, resource_id: str) -> ResourceNotFound:
+    return ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"{resource_type}/{resource_id} is not known")
+
+
+async def read(database: Database, resource_type: str, resource_id: str) -> StoredResource:
+    require_served(resource_type)
+    async with UnitOfWork(database, write=False) as uow:
+        stored = await uow.resources.get(resource_type, resource_id)
+    if stored is None:
+        raise _not_found(resource_type, resource_id)
+    return stored
+
+
+async def read_version(database: Database, resource_type: str, resource_id: str, version: str) -> StoredResource:
+    require_served(resource_type)
+    stored = None
+    if version.isdigit():
+        async with UnitOfWork(database, write=False) as uow:
+            stored = await uow.resources.get_version(resource_type, resource_id, int(version))
+            exists = stored is not None or await uow.resources.exists(resource_type, resource_id)
+        if not exists:
+            raise _not_found(resource_type, resource_id)
+    if stored is None:
+        raise ResourceNotFound.single(
+            IssueCode.VERSION_NOT_FOUND, f"{resource_type}/{resource_id} has no version {version!r}"
+        )
+    return stored
+
+
+async def history(database: Database, resource_type: str, resource_id: str) -> list[StoredResource]:
+    require_served(resource_type)
+    async with UnitOfWork(database, write=False) as uow:
+        versions = await uow.resources.history(resource_type, resource_id)
+    if not versions:
+        raise _not_found(resource_type, resource_id)
+    return versions
+
+
+async def search(database: Database, query: SearchQuery) -> tuple[int, list[StoredResource]]:
+    async with UnitOfWork(database, write=False) as uow:
+        return await uow.resources.search(query)

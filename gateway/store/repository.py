@@ -1,0 +1,301 @@
+"""Repositories: the only code that knows the SQL. Callers see ``StoredResource``s and search results.
+
+Writes are buffered and sent in bulk (one ``executemany`` per table) when the unit of work flushes — before
+any read in the same transaction and at commit — so a referral of ten resources costs a handful of statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.fhir.primitives import fhir_instant, new_id, utc_now
+from gateway.fhir.search import Criterion, ParamType, SearchQuery, index_entries
+from gateway.fhir.types import JSONObject, Resource
+from gateway.store.tables import (
+    idempotency_keys,
+    resource_identities,
+    resource_versions,
+    resources,
+    search_index,
+)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    content: Resource
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredResource:
+        return cls(row.resource_type, row.id, row.version_id, _aware(row.last_updated), orjson.loads(row.content))
+
+
+@dataclass
+class PendingWrites:
+    """Rows waiting for the next flush, per table, in insertion order."""
+
+    rows: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, table: sa.Table, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    async def flush(self, connection: AsyncConnection) -> None:
+        # Identities and idempotency keys first: a duplicate fails fast, before the bulk of the rows is sent.
+        for table in (resource_identities, idempotency_keys, resources, resource_versions, search_index):
+            rows = self.rows.pop(table, None)
+            if rows:
+                await connection.execute(sa.insert(table), rows)
+
+
+def _with_meta(resource: Resource, resource_id: str, version_id: int, moment: datetime) -> Resource:
+    content = dict(resource)
+    content["id"] = resource_id
+    meta = dict(content.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = fhir_instant(moment)
+    content["meta"] = meta
+    # resourceType and id first, as FHIR JSON is usually written.
+    return {
+        "resourceType": content.pop("resourceType"),
+        "id": content.pop("id"),
+        "meta": content.pop("meta"),
+    } | content
+
+
+class ResourceRepository:
+    def __init__(self, connection: AsyncConnection, pending: PendingWrites) -> None:
+        self._connection = connection
+        self._pending = pending
+
+    async def _execute(self, statement: sa.Executable) -> sa.CursorResult[Any]:
+        await self._pending.flush(self._connection)
+        return await self._connection.execute(statement)
+
+    # --- reads ---
+
+    async def get(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        result = await self._execute(
+            sa.select(resources).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
+        )
+        row = result.first()
+        return StoredResource.from_row(row) if row else None
+
+    async def get_version(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource | None:
+        v = resource_versions.c
+        result = await self._execute(
+            sa.select(resource_versions).where(
+                v.resource_type == resource_type, v.id == resource_id, v.version_id == version_id
+            )
+        )
+        row = result.first()
+        return StoredResource.from_row(row) if row else None
+
+    async def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
+        v = resource_versions.c
+        result = await self._execute(
+            sa.select(resource_versions)
+            .where(v.resource_type == resource_type, v.id == resource_id)
+            .order_by(v.version_id.desc())
+        )
+        return [StoredResource.from_row(row) for row in result]
+
+    async def identify(self, resource_type: str, keys: Iterable[tuple[str, str]]) -> str | None:
+        """The id of the resource holding any of these unique identifiers (system, value), if one does."""
+        keys = list(keys)
+        if not keys:
+            return None
+        i = resource_identities.c
+        result = await self._execute(
+            sa.select(i.resource_id, i.system, i.value).where(
+                i.resource_type == resource_type,
+                sa.or_(*(sa.and_(i.system == system, i.value == value) for system, value in keys)),
+            )
+        )
+        found = {(row.system, row.value): row.resource_id for row in result}
+        return next((found[key] for key in keys if key in found), None)
+
+    async def exists(self, resource_type: str, resource_id: str) -> bool:
+        result = await self._execute(
+            sa.select(sa.literal(1)).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
+        )
+        return result.first() is not None
+
+    async def search(self, query: SearchQuery) -> tuple[int, list[StoredResource]]:
+        r = resources.c
+        conditions = [r.resource_type == query.resource_type, *(_condition(c) for c in query.criteria)]
+        total = (await self._execute(sa.select(sa.func.count()).select_from(resources).where(*conditions))).scalar_one()
+        if query.summary_count or query.count == 0:
+            return total, []
+        order = (r.last_updated.desc(), r.id.desc()) if query.descending else (r.last_updated, r.id)
+        result = await self._execute(
+            sa.select(resources).where(*conditions).order_by(*order).limit(query.count).offset(query.offset)
+        )
+        return total, [StoredResource.from_row(row) for row in result]
+
+    # --- writes ---
+
+    def _stage(self, stored: StoredResource, identity_keys: Sequence[tuple[str, str]]) -> None:
+        content = orjson.dumps(stored.content).decode()
+        row = {
+            "resource_type": stored.resource_type,
+            "id": stored.id,
+            "version_id": stored.version_id,
+            "last_updated": stored.last_updated,
+            "content": content,
+        }
+        if stored.version_id == 1:
+            self._pending.add(resources, row)
+        self._pending.add(resource_versions, row)
+        for entry in index_entries(stored.content):
+            self._pending.add(
+                search_index,
+                {
+                    "resource_type": stored.resource_type,
+                    "resource_id": stored.id,
+                    "param": entry.param,
+                    "system": entry.system,
+                    "value": entry.value,
+                },
+            )
+        for system, value in identity_keys:
+            self._pending.add(
+                resource_identities,
+                {
+                    "resource_type": stored.resource_type,
+                    "system": system,
+                    "value": value,
+                    "resource_id": stored.id,
+                },
+            )
+
+    def add(
+        self,
+        resource: Resource,
+        *,
+        resource_id: str | None = None,
+        identity_keys: Sequence[tuple[str, str]] = (),
+    ) -> StoredResource:
+        """Create version 1 of a resource (id assigned unless given). Written at the next flush."""
+        moment = utc_now()
+        resource_id = resource_id or new_id()
+        content = _with_meta(resource, resource_id, 1, moment)
+        stored = StoredResource(content["resourceType"], resource_id, 1, moment, content)
+        self._stage(stored, identity_keys)
+        return stored
+
+    async def update(
+        self, current: StoredResource, resource: Resource, *, identity_keys: Sequence[tuple[str, str]] = ()
+    ) -> StoredResource | None:
+        """Write the next version of ``current``; None when someone else changed it first."""
+        moment = utc_now()
+        version_id = current.version_id + 1
+        content = _with_meta(resource, current.id, version_id, moment)
+        r = resources.c
+        result = await self._execute(
+            sa.update(resources)
+            .where(
+                r.resource_type == current.resource_type,
+                r.id == current.id,
+                r.version_id == current.version_id,
+            )
+            .values(version_id=version_id, last_updated=moment, content=orjson.dumps(content).decode())
+        )
+        if result.rowcount != 1:
+            return None
+        s = search_index.c
+        await self._connection.execute(
+            sa.delete(search_index).where(s.resource_type == current.resource_type, s.resource_id == current.id)
+        )
+        stored = StoredResource(current.resource_type, current.id, version_id, moment, content)
+        self._stage(stored, identity_keys)
+        return stored
+
+
+def _condition(criterion: Criterion) -> sa.ColumnElement[bool]:
+    r = resources.c
+    parameter = criterion.parameter
+    if parameter.name == "_lastUpdated":
+        ranges = []
+        for start, end in criterion.ranges:
+            bounds = []
+            if start is not None:
+                bounds.append(r.last_updated >= start)
+            if end is not None:
+                bounds.append(r.last_updated < end)
+            ranges.append(sa.and_(*bounds))
+        return sa.or_(*ranges)
+    if parameter.name == "_id":
+        return r.id.in_([token.value for token in criterion.tokens if token.value])
+    s = search_index.c
+    alternatives: list[sa.ColumnElement[bool]] = []
+    if parameter.type is ParamType.STRING:
+        for text in criterion.strings:
+            alternatives.append(s.value == text if criterion.exact else s.value.startswith(text, autoescape=True))
+    else:
+        for token in criterion.tokens:
+            parts = []
+            if token.value is not None:
+                parts.append(s.value == token.value)
+            if token.system == "":
+                parts.append(s.system.is_(None))
+            elif token.system is not None:
+                parts.append(s.system == token.system)
+            alternatives.append(sa.and_(*parts))
+    return sa.exists().where(
+        s.resource_type == r.resource_type,
+        s.resource_id == r.id,
+        s.param == parameter.name,
+        sa.or_(*alternatives),
+    )
+
+
+class IdempotencyRepository:
+    def __init__(self, connection: AsyncConnection, pending: PendingWrites) -> None:
+        self._connection = connection
+        self._pending = pending
+
+    async def find(self, keys: Sequence[str]) -> JSONObject | None:
+        """The recorded outcome under the first of these keys that has one."""
+        if not keys:
+            return None
+        await self._pending.flush(self._connection)
+        k = idempotency_keys.c
+        result = await self._connection.execute(sa.select(k.key, k.outcome).where(k.key.in_(keys)))
+        found = {row.key: row.outcome for row in result}
+        for key in keys:
+            if key in found:
+                outcome: JSONObject = orjson.loads(found[key])
+                return outcome
+        return None
+
+    def add(self, keys: Sequence[str], service_request_id: str, outcome: JSONObject) -> None:
+        text = orjson.dumps(outcome).decode()
+        moment = utc_now()
+        for key in dict.fromkeys(keys):
+            self._pending.add(
+                idempotency_keys,
+                {"key": key, "service_request_id": service_request_id, "outcome": text, "created_at": moment},
+            )

@@ -1,0 +1,78 @@
+"""The schema. Resources are kept as FHIR JSON; what search and uniqueness need is indexed beside them.
+
+- ``resources``: the current version of each resource; ``resource_versions``: every version (history, vread).
+- ``search_index``: one row per (resource, search parameter, value) — tokens, references, strings.
+- ``resource_identities``: the identifiers that make a resource unique (INS for a Patient, RPPS for a
+  Practitioner, FINESS for an Organization, the sender's identifier for a ServiceRequest). The primary key makes a
+  duplicate impossible, whatever the concurrency: the second writer's transaction fails and is retried.
+- ``idempotency_keys``: what a referral's answer was, under each key a resubmission may carry (ServiceRequest
+  identifier, Bundle.identifier, MessageHeader id).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("version_id", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Index(None, "resource_type", "last_updated", "id"),
+)
+
+resource_versions = sa.Table(
+    "resource_versions",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("version_id", sa.Integer, primary_key=True),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+)
+
+search_index = sa.Table(
+    "search_index",
+    metadata,
+    sa.Column("row_id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("resource_type", sa.String(64), nullable=False),
+    sa.Column("resource_id", sa.String(64), nullable=False),
+    sa.Column("param", sa.String(64), nullable=False),
+    sa.Column("system", sa.String(512), nullable=True),
+    sa.Column("value", sa.String(1024), nullable=False),
+    sa.Index(None, "resource_type", "param", "value"),
+    sa.Index(None, "resource_type", "resource_id"),
+)
+
+resource_identities = sa.Table(
+    "resource_identities",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("system", sa.String(512), primary_key=True),
+    sa.Column("value", sa.String(512), primary_key=True),
+    sa.Column("resource_id", sa.String(64), nullable=False),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key", sa.String(1100), primary_key=True),
+    sa.Column("service_request_id", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+ALL_TABLES = (resources, resource_versions, search_index, resource_identities, idempotency_keys)
