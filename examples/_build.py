@@ -187,17 +187,13 @@ def organization(
     """Organization with its FINESS (or SIRET) and the matching IDNST; returns (resource, ifNoneExist)."""
     identifiers: list[Json] = []
     if finess_number:
-        identifiers.append(
-            {"use": "official", "type": id_type("FINEG"), "system": SYS_FINESS, "value": finess_number}
-        )
+        identifiers.append({"use": "official", "type": id_type("FINEG"), "system": SYS_FINESS, "value": finess_number})
         identifiers.append(
             {"use": "official", "type": id_type("IDNST"), "system": SYS_IDNST, "value": "1" + finess_number}
         )
         cond = f"identifier={SYS_FINESS}|{finess_number}"
     elif siret_number:
-        identifiers.append(
-            {"use": "official", "type": id_type("SIRET"), "system": SYS_SIRENE, "value": siret_number}
-        )
+        identifiers.append({"use": "official", "type": id_type("SIRET"), "system": SYS_SIRENE, "value": siret_number})
         identifiers.append(
             {"use": "official", "type": id_type("IDNST"), "system": SYS_IDNST, "value": "3" + siret_number}
         )
@@ -222,9 +218,7 @@ def practitioner(
     identifiers: list[Json] = []
     cond = None
     if rpps_number:
-        identifiers.append(
-            {"use": "official", "type": id_type("RPPS"), "system": SYS_RPPS, "value": rpps_number}
-        )
+        identifiers.append({"use": "official", "type": id_type("RPPS"), "system": SYS_RPPS, "value": rpps_number})
         identifiers.append(
             {
                 "use": "official",
@@ -235,9 +229,7 @@ def practitioner(
         )
         cond = f"identifier={SYS_RPPS}|{rpps_number}"
     if local_id:
-        identifiers.append(
-            {"use": "usual", "type": id_type("INTRN"), "system": local_id[0], "value": local_id[1]}
-        )
+        identifiers.append({"use": "usual", "type": id_type("INTRN"), "system": local_id[0], "value": local_id[1]})
     name: Json = {"use": "official", "family": family, "given": given}
     if doctor:
         name["prefix"] = ["Dr"]
@@ -260,9 +252,7 @@ def practitioner_role(
 ) -> Json:
     role: Json = {"resourceType": "PractitionerRole"}
     if local_id:
-        role["identifier"] = [
-            {"use": "usual", "type": id_type("INTRN"), "system": local_id[0], "value": local_id[1]}
-        ]
+        role["identifier"] = [{"use": "usual", "type": id_type("INTRN"), "system": local_id[0], "value": local_id[1]}]
     role["active"] = True
     role["practitioner"] = {"reference": practitioner_url}
     if organization_url:
@@ -364,9 +354,7 @@ def service_request(
         }
     )
     if notes:
-        sr["note"] = [
-            {"authorReference": {"reference": requester_url}, "time": t, "text": text} for t, text in notes
-        ]
+        sr["note"] = [{"authorReference": {"reference": requester_url}, "time": t, "text": text} for t, text in notes]
     return sr
 
 
@@ -377,9 +365,7 @@ def consent(*, patient_url: str, performer_url: str, date_time: str, provision: 
         "status": "active",
         "scope": {
             "coding": [
-                coding(
-                    "http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent"
-                )
+                coding("http://terminology.hl7.org/CodeSystem/consentscope", "patient-privacy", "Privacy Consent")
             ]
         },
         "category": [{"coding": [coding("http://loinc.org", "59284-0")]}],
@@ -711,9 +697,7 @@ def social_worker_example() -> Example:
             "patient": {"reference": patient_url},
             "relationship": [
                 {
-                    "coding": [
-                        coding("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "DAU", "natural daughter")
-                    ],
+                    "coding": [coding("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "DAU", "natural daughter")],
                     "text": "Fille, aidante principale",
                 }
             ],
@@ -1131,9 +1115,7 @@ def check_bundle(fname: str, bundle: Json) -> list[str]:
                 err(f"RPPS key {value}")
             if system == SYS_FINESS and not (len(value) == 9 and luhn_valid(value)):
                 err(f"FINESS key {value}")
-            if system == SYS_SIRENE and not (
-                len(value) == 14 and luhn_valid(value) and luhn_valid(value[:9])
-            ):
+            if system == SYS_SIRENE and not (len(value) == 14 and luhn_valid(value) and luhn_valid(value[:9])):
                 err(f"SIRET key {value}")
         if rt == "Practitioner":
             ids = {i["system"]: i["value"] for i in res.get("identifier", [])}
@@ -1149,9 +1131,7 @@ def check_bundle(fname: str, bundle: Json) -> list[str]:
                 err(f"INS-NIR {ins} incoherent with traits ({expected}...)")
             if e.get("request", {}).get("ifNoneExist") not in (None, f"identifier={SYS_INS_NIR}|{ins}"):
                 err("Patient ifNoneExist does not match the INS")
-            if not any(
-                n.get("use") == "official" and n.get("family") and n.get("given") for n in res["name"]
-            ):
+            if not any(n.get("use") == "official" and n.get("family") and n.get("given") for n in res["name"]):
                 err("Patient lacks an official name with given names")
         if rt == "Consent" and not (res.get("policy") or res.get("policyRule")):
             err("Consent violates ppc-1")

@@ -163,57 +163,57 @@ class GatewayError(Exception):
 
 class InvalidRequest(GatewayError):
     status_code = 400
-    default_issue_type = "invalid"
+    default_issue_type: ClassVar[IssueType] = "invalid"
 
 
 class ResourceNotFound(GatewayError):
     status_code = 404
-    default_issue_type = "not-found"
+    default_issue_type: ClassVar[IssueType] = "not-found"
 
 
 class MethodNotAllowed(GatewayError):
     status_code = 405
-    default_issue_type = "not-supported"
+    default_issue_type: ClassVar[IssueType] = "not-supported"
 
 
 class PayloadTooLarge(GatewayError):
     status_code = 413
-    default_issue_type = "too-long"
+    default_issue_type: ClassVar[IssueType] = "too-long"
 
 
 class UnsupportedMediaType(GatewayError):
     status_code = 415
-    default_issue_type = "not-supported"
+    default_issue_type: ClassVar[IssueType] = "not-supported"
 
 
 class UnprocessableEntity(GatewayError):
     status_code = 422
-    default_issue_type = "invalid"
+    default_issue_type: ClassVar[IssueType] = "invalid"
 
 
 class InvalidResource(UnprocessableEntity):
-    default_issue_type = "structure"
+    default_issue_type: ClassVar[IssueType] = "structure"
 
 
 class BusinessRuleViolation(UnprocessableEntity):
-    default_issue_type = "business-rule"
+    default_issue_type: ClassVar[IssueType] = "business-rule"
 
 
 class PreconditionFailed(GatewayError):
     status_code = 412
-    default_issue_type = "conflict"
+    default_issue_type: ClassVar[IssueType] = "conflict"
 
 
 class StoreUnavailable(GatewayError):
     status_code = 503
-    default_issue_type = "transient"
+    default_issue_type: ClassVar[IssueType] = "transient"
 
 
 class DownstreamError(GatewayError):
     status_code = 502
-    default_issue_type = "exception"
+    default_issue_type: ClassVar[IssueType] = "exception"
 
 
 class DownstreamTimeout(DownstreamError):
     status_code = 504
-    default_issue_type = "timeout"
+    default_issue_type: ClassVar[IssueType] = "timeout"

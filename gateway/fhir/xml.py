@@ -9,6 +9,8 @@ a 422 ``InvalidResource`` with the element's FHIRPath.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from lxml import etree
 from pydantic import ValidationError
@@ -52,7 +54,7 @@ def _parse(body: bytes) -> etree._ElementTree:
     except etree.XMLSyntaxError as exc:
         raise _unparsable(f"XML is not well-formed: {exc.msg}") from exc
     tree = root.getroottree()
-    if tree.docinfo.doctype:
+    if tree.docinfo.doctype:  # type: ignore[union-attr]  # lxml-stubs: docinfo is a DocInfo
         raise InvalidRequest.single(IssueCode.XML_DOCTYPE_FORBIDDEN, "XML with a DOCTYPE is refused", None, "security")
     return tree
 
@@ -87,9 +89,7 @@ def xml_to_resource(body: bytes) -> Resource:
             None,
             "structure",
         )
-    for element in root.iter():
-        if not isinstance(element.tag, str):
-            continue
+    for element in root.iter(etree.Element):
         namespace = etree.QName(element).namespace
         if namespace not in (FHIR_NAMESPACE, _XHTML_NAMESPACE):
             raise InvalidRequest.single(
@@ -121,8 +121,10 @@ def xml_to_resource(body: bytes) -> Resource:
     except KeyError as exc:
         # fhir.resources raises KeyError(name) on an element its model does not have.
         name = str(exc.args[0]) if exc.args else "?"
-        element = next((e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == name), None)
-        expression = _fhirpath_of(element) if element is not None else qname.localname
+        unknown: etree._Element | None = next(
+            (e for e in root.iter(etree.Element) if etree.QName(e).localname == name), None
+        )
+        expression = _fhirpath_of(unknown) if unknown is not None else qname.localname
         raise InvalidResource(
             Issue(
                 IssueCode.ELEMENT_UNKNOWN,
@@ -141,5 +143,5 @@ def resource_to_xml(resource: Resource) -> bytes:
     cls = model_class(str(resource.get("resourceType")))
     if cls is None:  # pragma: no cover - we only ever render resources we built or stored
         raise ValueError(f"cannot render {resource.get('resourceType')!r} as XML")
-    rendered = cls.model_validate(resource).model_dump_xml()
-    return rendered if isinstance(rendered, bytes) else rendered.encode()
+    rendered: Any = cls.model_validate(resource).model_dump_xml()  # bytes, though annotated str
+    return rendered if isinstance(rendered, bytes) else str(rendered).encode()

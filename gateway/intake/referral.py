@@ -119,7 +119,7 @@ def _rule(code: IssueCode, diagnostics: str, expression: str | None) -> Issue:
 def _read_entries(bundle: Resource, kind: str, issues: list[Issue]) -> tuple[list[ReferralEntry], Resource | None]:
     entries: list[ReferralEntry] = []
     header: Resource | None = None
-    raw_entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+    raw_entries: list[Any] = bundle["entry"] if isinstance(bundle.get("entry"), list) else []
     for index, raw in enumerate(raw_entries):
         where = f"Bundle.entry[{index}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("resource"), dict):
@@ -244,7 +244,7 @@ def _check_message_header(header: Resource | None, issues: list[Issue]) -> None:
             )
         )
         return
-    event = header.get("eventCoding") if isinstance(header.get("eventCoding"), dict) else {}
+    event: dict[str, Any] = header["eventCoding"] if isinstance(header.get("eventCoding"), dict) else {}
     if event.get("system") != MESSAGE_EVENT_SYSTEM or event.get("code") != REFERRAL_REQUEST:
         issues.append(
             _rule(
@@ -276,8 +276,8 @@ def _check_service_request(entry: ReferralEntry, patient: ReferralEntry | None, 
             )
         )
     if patient is not None:
-        subject = resource.get("subject") if isinstance(resource.get("subject"), dict) else {}
-        targets = {patient.full_url} if patient.full_url else set()
+        subject: dict[str, Any] = resource["subject"] if isinstance(resource.get("subject"), dict) else {}
+        targets: set[str] = {patient.full_url} if patient.full_url else set()
         if patient.update_target:
             targets.add(f"Patient/{patient.update_target}")
         if subject.get("reference") not in targets:

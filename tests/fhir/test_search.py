@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.fhir.search import IndexEntry, TokenValue, index_entries, parse_search, split_reference
+
+
+def _parse(resource_type: str, *params: tuple[str, str]):  # type: ignore[no-untyped-def]
+    return parse_search(resource_type, list(params), default_count=20, max_count=100)
+
+
+def test_index_entries_of_a_service_request() -> None:
+    service_request = {
+        "resourceType": "ServiceRequest",
+        "identifier": [{"system": "urn:sys", "value": "A-1"}],
+        "status": "active",
+        "intent": "order",
+        "code": {
+            "coding": [{"system": "https://fhir.dac-gateway.org/CodeSystem/dac-mission", "code": "pathway-support"}]
+        },
+        "subject": {"reference": "Patient/p1"},
+        "requester": {"reference": "PractitionerRole/r1"},
+    }
+    entries = set(index_entries(service_request))
+    assert IndexEntry("identifier", "urn:sys", "A-1") in entries
+    assert IndexEntry("status", None, "active") in entries
+    assert IndexEntry("code", "https://fhir.dac-gateway.org/CodeSystem/dac-mission", "pathway-support") in entries
+    assert IndexEntry("subject", "Patient", "p1") in entries
+    assert IndexEntry("patient", "Patient", "p1") in entries
+    assert IndexEntry("requester", "PractitionerRole", "r1") in entries
+
+
+def test_patient_reference_parameter_only_indexes_patients() -> None:
+    task = {"resourceType": "Task", "status": "requested", "intent": "order", "for": {"reference": "Group/g1"}}
+    params = {entry.param for entry in index_entries(task)}
+    assert "subject" in params and "patient" not in params
+
+
+def test_names_are_indexed_case_and_space_insensitively() -> None:
+    patient = {"resourceType": "Patient", "name": [{"family": "LE  Goff", "given": ["Anne-Marie"]}]}
+    entries = set(index_entries(patient))
+    assert IndexEntry("family", None, "le goff") in entries
+    assert IndexEntry("name", None, "anne-marie") in entries
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("Patient/123", ("Patient", "123")),
+        ("https://other.example/fhir/Patient/123/_history/2", ("Patient", "123")),
+        ("123", (None, "123")),
+    ],
+)
+def test_split_reference(reference: str, expected: tuple[str | None, str]) -> None:
+    assert split_reference(reference) == expected
+
+
+def test_token_forms() -> None:
+    query = _parse("Patient", ("identifier", "urn:oid:1.2.250.1.213.1.4.8|141062901908789,|local,plain,sys|"))
+    assert query.criteria[0].tokens == (
+        TokenValue("urn:oid:1.2.250.1.213.1.4.8", "141062901908789"),
+        TokenValue("", "local"),
+        TokenValue(None, "plain"),
+        TokenValue("sys", None),
+    )
+
+
+def test_result_parameters() -> None:
+    query = _parse(
+        "ServiceRequest", ("_count", "5"), ("_offset", "10"), ("_sort", "-_lastUpdated"), ("status", "active")
+    )
+    assert (query.count, query.offset, query.descending) == (5, 10, True)
+    assert query.echo == (("_sort", "-_lastUpdated"), ("status", "active"))
+
+
+@pytest.mark.parametrize(
+    ("value", "start", "end"),
+    [
+        ("2026-11-23", datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC)),
+        ("ge2026-11", datetime(2026, 11, 1, tzinfo=UTC), None),
+        ("lt2026", None, datetime(2026, 1, 1, tzinfo=UTC)),
+        ("gt2026-12", datetime(2027, 1, 1, tzinfo=UTC), None),
+        ("le2026-11-23T10:00:00+01:00", None, datetime(2026, 11, 23, 9, 0, 1, tzinfo=UTC)),
+    ],
+)
+def test_last_updated_ranges(value: str, start: datetime | None, end: datetime | None) -> None:
+    (criterion,) = _parse("Task", ("_lastUpdated", value)).criteria
+    assert criterion.ranges == ((start, end),)
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ([("colour", "blue")], "search-parameter-unknown"),
+        ([("owner", "Organization/1")], "search-parameter-unknown"),  # owner is a Task parameter
+        ([("_count", "many")], "search-parameter-invalid"),
+        ([("_count", "100000")], "search-parameter-invalid"),
+        ([("_lastUpdated", "yesterday")], "search-parameter-invalid"),
+        ([("_lastUpdated", "ne2026-01-01")], "search-parameter-invalid"),
+        ([("_sort", "status")], "search-parameter-invalid"),
+        ([("status:not", "active")], "search-parameter-invalid"),
+        ([("patient", "Group/1")], "search-parameter-invalid"),
+        ([("status", "")], "search-parameter-invalid"),
+    ],
+)
+def test_bad_search_parameters_are_400(params: list[tuple[str, str]], code: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_search("ServiceRequest", params, default_count=20, max_count=100)
+    assert caught.value.issues[0].code == code
+    assert caught.value.issues[0].expression == params[0][0]
