@@ -1,0 +1,188 @@
+"""take_in: atomic, idempotent, conditional on national identifiers, safe under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from gateway.errors import BusinessRuleViolation, PreconditionFailed, ResourceNotFound
+from gateway.fhir.search import parse_search
+from gateway.intake import read_referral, take_in
+from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
+from gateway.store import Database, UnitOfWork
+from tests.conftest import load_example
+
+
+def _resource(bundle: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    resource: dict[str, Any] = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
+    )
+    return resource
+
+
+def _renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """The same referral under new ServiceRequest and Bundle identifiers (a new referral, same people)."""
+    bundle = copy.deepcopy(bundle)
+    _resource(bundle, "ServiceRequest")["identifier"][0]["value"] += suffix
+    bundle["identifier"]["value"] += suffix
+    return bundle
+
+
+async def _count(database: Database, resource_type: str, *params: tuple[str, str]) -> int:
+    async with UnitOfWork(database, write=False) as uow:
+        total, _ = await uow.resources.search(
+            parse_search(resource_type, list(params), default_count=10, max_count=10)
+        )
+    return total
+
+
+async def _get(database: Database, resource_type: str, resource_id: str) -> dict[str, Any]:
+    async with UnitOfWork(database, write=False) as uow:
+        stored = await uow.resources.get(resource_type, resource_id)
+    assert stored is not None
+    return stored.content
+
+
+async def test_referral_is_stored_with_references_rewritten(database: Database) -> None:
+    bundle = load_example("referral-hospital-nurse.json")
+    outcome = await take_in(database, read_referral(bundle, "transaction"))
+    assert [entry.status for entry in outcome.entries] == ["201 Created"] * len(bundle["entry"])
+    service_request = await _get(database, "ServiceRequest", outcome.service_request_id)
+    patient_id = next(e.id for e in outcome.entries if e.resource_type == "Patient")
+    assert service_request["status"] == "active"
+    assert service_request["subject"] == {"reference": f"Patient/{patient_id}"}
+    assert service_request["requester"]["reference"].startswith("PractitionerRole/")
+    linked = {item["reference"].split("/")[0] for item in service_request["supportingInfo"]}
+    assert {"CareTeam", "Consent"} <= linked
+
+
+async def test_care_team_is_built_when_absent(database: Database) -> None:
+    bundle = load_example("referral-hospital-nurse.json")
+    outcome = await take_in(database, read_referral(bundle, "transaction"))
+    (made,) = outcome.generated
+    care_team = await _get(database, "CareTeam", made.id)
+    roles = {
+        participant["role"][0]["coding"][0]["code"]: participant["member"]["reference"]
+        for participant in care_team["participant"]
+    }
+    assert all(p["role"][0]["coding"][0]["system"] == CARETEAM_ROLE_SYSTEM for p in care_team["participant"])
+    service_request = await _get(database, "ServiceRequest", outcome.service_request_id)
+    patient = await _get(database, "Patient", service_request["subject"]["reference"].split("/")[1])
+    assert roles["requester"] == service_request["requester"]["reference"]
+    assert roles["gp"] == patient["generalPractitioner"][0]["reference"]
+
+
+async def test_care_team_sent_is_kept(database: Database) -> None:
+    bundle = load_example("referral-social-worker.json")
+    outcome = await take_in(database, read_referral(bundle, "transaction"))
+    assert outcome.generated == []
+    care_team_id = next(e.id for e in outcome.entries if e.resource_type == "CareTeam")
+    service_request = await _get(database, "ServiceRequest", outcome.service_request_id)
+    assert {"reference": f"CareTeam/{care_team_id}"} in service_request["supportingInfo"]
+
+
+async def test_resubmission_replays_the_outcome(database: Database) -> None:
+    bundle = load_example("referral-gp.json")
+    first = await take_in(database, read_referral(bundle, "transaction"))
+    again = await take_in(database, read_referral(copy.deepcopy(bundle), "transaction"))
+    assert not first.replayed and again.replayed
+    assert again.entries == first.entries and again.generated == first.generated
+    other_bundle_id = copy.deepcopy(bundle)
+    other_bundle_id["identifier"]["value"] += "-retry"
+    assert (await take_in(database, read_referral(other_bundle_id, "transaction"))).entries == first.entries
+    assert await _count(database, "ServiceRequest") == 1
+
+
+async def test_same_people_are_one_resource_each(database: Database) -> None:
+    bundle = load_example("referral-gp.json")
+    first = await take_in(database, read_referral(bundle, "transaction"))
+    second = await take_in(database, read_referral(_renamed(bundle, "-2"), "transaction"))
+    statuses = {entry.resource_type: entry.status for entry in second.entries}
+    assert statuses["ServiceRequest"] == "201 Created"
+    assert statuses["Patient"] == statuses["Practitioner"] == statuses["Organization"] == "200 OK"
+    assert {e.id for e in first.entries if e.resource_type == "Patient"} == {
+        e.id for e in second.entries if e.resource_type == "Patient"
+    }
+    assert await _count(database, "Patient") == 1
+    assert await _count(database, "ServiceRequest") == 2
+
+
+async def test_concurrent_identical_posts_make_one_referral(database: Database) -> None:
+    bundle = load_example("referral-no-gp.json")
+    outcomes = await asyncio.gather(
+        *(take_in(database, read_referral(copy.deepcopy(bundle), "transaction")) for _ in range(20))
+    )
+    assert len({outcome.service_request_id for outcome in outcomes}) == 1
+    assert sum(not outcome.replayed for outcome in outcomes) == 1
+    assert await _count(database, "ServiceRequest") == 1
+    assert await _count(database, "Patient") == 1
+    assert await _count(database, "CareTeam") == 1
+
+
+async def test_concurrent_referrals_for_one_new_patient_share_it(database: Database) -> None:
+    bundle = load_example("referral-overseas.json")
+    outcomes = await asyncio.gather(
+        *(take_in(database, read_referral(_renamed(bundle, f"-{i}"), "transaction")) for i in range(8))
+    )
+    assert len({outcome.service_request_id for outcome in outcomes}) == 8
+    assert await _count(database, "Patient") == 1
+
+
+async def test_unresolved_server_reference_stores_nothing(database: Database) -> None:
+    bundle = copy.deepcopy(load_example("referral-gp.json"))
+    _resource(bundle, "ServiceRequest")["performer"] = [{"reference": "Organization/does-not-exist"}]
+    with pytest.raises(BusinessRuleViolation) as caught:
+        await take_in(database, read_referral(bundle, "transaction"))
+    assert caught.value.issues[0].code == "reference-unresolved"
+    assert caught.value.issues[0].expression is not None
+    assert caught.value.issues[0].expression.endswith(".resource.performer[0].reference")
+    for resource_type in ("Patient", "Practitioner", "ServiceRequest", "CareTeam"):
+        assert await _count(database, resource_type) == 0
+
+
+async def test_if_none_exist_matching_several_is_412(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        for _ in range(2):
+            uow.resources.add({"resourceType": "Organization", "name": "Twin"})
+        await uow.commit()
+    bundle = copy.deepcopy(load_example("referral-gp.json"))
+    organization_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization")
+    organization_entry["request"]["ifNoneExist"] = "name:exact=Twin"
+    with pytest.raises(PreconditionFailed) as caught:
+        await take_in(database, read_referral(bundle, "transaction"))
+    assert caught.value.issues[0].code == "conditional-multiple-matches"
+    assert await _count(database, "ServiceRequest") == 0
+
+
+async def test_put_with_if_match(database: Database) -> None:
+    first = await take_in(database, read_referral(load_example("referral-gp.json"), "transaction"))
+    patient_id = next(e.id for e in first.entries if e.resource_type == "Patient")
+    bundle = _renamed(load_example("referral-gp.json"), "-update")
+    patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient_entry["resource"]["telecom"] = [{"system": "phone", "value": "0102030405"}]
+
+    stale = copy.deepcopy(bundle)
+    stale_entry = next(e for e in stale["entry"] if e["resource"]["resourceType"] == "Patient")
+    stale_entry["request"] = {"method": "PUT", "url": f"Patient/{patient_id}", "ifMatch": 'W/"7"'}
+    with pytest.raises(PreconditionFailed) as caught:
+        await take_in(database, read_referral(stale, "transaction"))
+    assert caught.value.issues[0].code == "version-mismatch"
+    assert 'W/"1"' in caught.value.issues[0].diagnostics
+
+    patient_entry["request"] = {"method": "PUT", "url": f"Patient/{patient_id}", "ifMatch": 'W/"1"'}
+    outcome = await take_in(database, read_referral(bundle, "transaction"))
+    updated = next(e for e in outcome.entries if e.resource_type == "Patient")
+    assert (updated.id, updated.version_id, updated.status) == (patient_id, 2, "200 OK")
+    assert (await _get(database, "Patient", patient_id))["telecom"][0]["value"] == "0102030405"
+
+
+async def test_put_of_an_unknown_id_is_404(database: Database) -> None:
+    bundle = copy.deepcopy(load_example("referral-gp.json"))
+    patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient_entry["request"] = {"method": "PUT", "url": "Patient/nobody"}
+    with pytest.raises(ResourceNotFound):
+        await take_in(database, read_referral(bundle, "transaction"))
+    assert await _count(database, "ServiceRequest") == 0

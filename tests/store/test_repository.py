@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.fhir.search import parse_search
+from gateway.store import Database, DuplicateKey, UnitOfWork
+
+
+def _query(resource_type: str, *params: tuple[str, str], count: int = 20):  # type: ignore[no-untyped-def]
+    return parse_search(resource_type, list(params), default_count=count, max_count=100)
+
+
+async def test_add_read_update_history(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        created = uow.resources.add({"resourceType": "Patient", "gender": "female"})
+        await uow.commit()
+    assert created.version_id == 1 and created.content["meta"]["versionId"] == "1"
+    async with UnitOfWork(database) as uow:
+        current = await uow.resources.get("Patient", created.id)
+        assert current is not None and current.content == created.content
+        updated = await uow.resources.update(current, {"resourceType": "Patient", "gender": "male"})
+        assert updated is not None and updated.version_id == 2
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        history = await uow.resources.history("Patient", created.id)
+        first = await uow.resources.get_version("Patient", created.id, 1)
+        (total, found) = await uow.resources.search(_query("Patient", ("gender", "male")))
+    assert [stored.version_id for stored in history] == [2, 1]
+    assert first is not None and first.content["gender"] == "female"
+    assert total == 1 and found[0].id == created.id
+
+
+async def test_update_of_a_stale_version_is_refused(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        created = uow.resources.add({"resourceType": "Organization", "name": "A"})
+        await uow.commit()
+    async with UnitOfWork(database) as uow:
+        assert await uow.resources.update(created, {"resourceType": "Organization", "name": "B"}) is not None
+        await uow.commit()
+    async with UnitOfWork(database) as uow:
+        assert await uow.resources.update(created, {"resourceType": "Organization", "name": "C"}) is None
+
+
+async def test_nothing_is_written_without_commit(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        stored = uow.resources.add({"resourceType": "Patient"})
+        assert await uow.resources.exists("Patient", stored.id)  # visible inside the transaction
+    async with UnitOfWork(database, write=False) as uow:
+        assert not await uow.resources.exists("Patient", stored.id)
+
+
+async def test_an_exception_rolls_everything_back(database: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with UnitOfWork(database) as uow:
+            stored = uow.resources.add({"resourceType": "Patient"})
+            await uow.resources.get("Patient", stored.id)  # flushed
+            raise RuntimeError("boom")
+    async with UnitOfWork(database, write=False) as uow:
+        assert await uow.resources.get("Patient", stored.id) is None
+
+
+async def test_identity_keys_are_unique_under_concurrency(database: Database) -> None:
+    key = [("urn:oid:1.2.250.1.213.1.4.8", "141062901908789")]
+
+    async def create() -> str:
+        async with UnitOfWork(database) as uow:
+            if (found := await uow.resources.identify("Patient", key)) is not None:
+                return found
+            stored = uow.resources.add({"resourceType": "Patient"}, identity_keys=key)
+            await asyncio.sleep(0)
+            await uow.commit()
+            return stored.id
+
+    results = await asyncio.gather(*(create() for _ in range(6)), return_exceptions=True)
+    ids = {result for result in results if isinstance(result, str)}
+    failures = [result for result in results if isinstance(result, BaseException)]
+    assert len(ids) == 1
+    assert all(isinstance(failure, DuplicateKey) for failure in failures)
+    async with UnitOfWork(database, write=False) as uow:
+        total, _ = await uow.resources.search(_query("Patient"))
+    assert total == 1
+
+
+async def test_search_paging_and_sorting(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        ids = [uow.resources.add({"resourceType": "Organization", "name": f"Org {i}"}).id for i in range(5)]
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        total, page1 = await uow.resources.search(_query("Organization", ("_count", "2")))
+        _, page3 = await uow.resources.search(_query("Organization", ("_count", "2"), ("_offset", "4")))
+        _, newest = await uow.resources.search(_query("Organization", ("_sort", "-_lastUpdated"), ("_count", "1")))
+        _, by_name = await uow.resources.search(_query("Organization", ("name", "org 3")))
+        _, by_id = await uow.resources.search(_query("Organization", ("_id", f"{ids[0]},{ids[1]}")))
+        total_count, none = await uow.resources.search(_query("Organization", ("_summary", "count")))
+    assert total == 5 and len(page1) == 2 and len(page3) == 1
+    assert [r.id for r in page1] == ids[:2] and page3[0].id == ids[4]
+    assert newest[0].id == ids[4]
+    assert [r.id for r in by_name] == [ids[3]]
+    assert {r.id for r in by_id} == set(ids[:2])
+    assert (total_count, none) == (5, [])
+
+
+async def test_string_search_escapes_wildcards(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        uow.resources.add({"resourceType": "Organization", "name": "100% Santé"})
+        uow.resources.add({"resourceType": "Organization", "name": "100 Santé"})
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        total, _ = await uow.resources.search(_query("Organization", ("name", "100%")))
+    assert total == 1
+
+
+async def test_idempotency_keys(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        uow.idempotency.add(["a", "b"], "sr-1", {"answer": 1})
+        await uow.commit()
+    async with UnitOfWork(database) as uow:
+        assert await uow.idempotency.find(["x", "b"]) == {"answer": 1}
+        assert await uow.idempotency.find(["x"]) is None
+        uow.idempotency.add(["a"], "sr-2", {"answer": 2})
+        with pytest.raises(DuplicateKey):
+            await uow.commit()
