@@ -33,9 +33,7 @@ def _renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
 
 async def _count(database: Database, resource_type: str, *params: tuple[str, str]) -> int:
     async with UnitOfWork(database, write=False) as uow:
-        total, _ = await uow.resources.search(
-            parse_search(resource_type, list(params), default_count=10, max_count=10)
-        )
+        total, _ = await uow.resources.search(parse_search(resource_type, list(params), default_count=10, max_count=10))
     return total
 
 
