@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import structlog
+
 from gateway.errors import BusinessRuleViolation, Issue, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.primitives import fhir_instant, new_id
 from gateway.fhir.search import SEARCH_PARAMETERS, parse_search, split_reference
@@ -32,6 +34,7 @@ from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.workflow import plan_intake
 
 MAX_ATTEMPTS = 8
+log = structlog.get_logger("gateway.intake")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +95,20 @@ async def take_in(database: Database, referral: Referral) -> IntakeOutcome:
             async with UnitOfWork(database) as uow:
                 recorded = await uow.idempotency.find(referral.idempotency_keys)
                 if recorded is not None:
-                    return IntakeOutcome.from_json(recorded, replayed=True)
+                    outcome = IntakeOutcome.from_json(recorded, replayed=True)
+                    log.info("referral_replayed", service_request_id=outcome.service_request_id)
+                    return outcome
                 outcome = await _store(uow, copy.deepcopy(referral))
                 uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
                 await uow.commit()
-                return outcome
+            # Ids only: they say which referral without saying who the patient is.
+            log.info(
+                "referral_stored",
+                service_request_id=outcome.service_request_id,
+                created=sum(entry.status == "201 Created" for entry in outcome.entries) + len(outcome.generated),
+                attempt=attempt + 1,
+            )
+            return outcome
         except DuplicateKey:
             if attempt == MAX_ATTEMPTS - 1:
                 raise

@@ -221,3 +221,25 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     assert response.headers["x-request-id"] == "abc-123"
     generated = await client.get("/fhir/metadata", headers={"x-request-id": "bad id with spaces"})
     assert generated.headers["x-request-id"] != "bad id with spaces" and len(generated.headers["x-request-id"]) == 32
+
+
+async def test_every_example_posts_and_reads_back(client: httpx.AsyncClient) -> None:
+    from tests.conftest import EXAMPLES
+
+    for path in sorted(EXAMPLES.glob("*.json")):
+        message = path.name.startswith("message-")
+        bundle = load_example(path.name)
+        response = await client.post("/fhir/$process-message" if message else "/fhir", json=bundle, headers=FHIR_JSON)
+        assert response.status_code == 200, (path.name, response.text)
+        if message:
+            reference = response.json()["entry"][0]["resource"]["focus"][0]["reference"].split("/fhir/")[1]
+        else:
+            reference = next(
+                e["response"]["location"].split("/_history")[0]
+                for e in response.json()["entry"]
+                if "/ServiceRequest/" in e["fullUrl"]
+            )
+        stored = (await client.get(f"/fhir/{reference}")).json()
+        posted = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+        assert stored["identifier"] == posted["identifier"], path.name
+        assert stored["status"] == "active"
