@@ -31,8 +31,14 @@ def serve(
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
         raise typer.Exit(code=2)
     from gateway.api.app import create_app
+    from gateway.routing.config import RoutingConfigError
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    try:
+        application = create_app(settings)
+    except RoutingConfigError as exc:
+        typer.echo(f"invalid routing file: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
 
 
 @db_app.command("upgrade")

@@ -64,6 +64,7 @@ class IssueCode(StrEnum):
     CONDITIONAL_MULTIPLE_MATCHES = "conditional-multiple-matches"
     VERSION_MISMATCH = "version-mismatch"
     STORE_UNAVAILABLE = "store-unavailable"
+    TERRITORY_UNKNOWN = "territory-unknown"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -101,6 +102,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.CONDITIONAL_MULTIPLE_MATCHES: "A conditional create matched more than one resource.",
     IssueCode.VERSION_MISMATCH: "The version given (If-Match, ifMatch) is not the current one.",
     IssueCode.STORE_UNAVAILABLE: "The database cannot be reached; nothing was stored. Retry later.",
+    IssueCode.TERRITORY_UNKNOWN: "No DAC platform covers the patient's territory, and there is no default.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from gateway import Settings, create_app
+from gateway.config import EXAMPLE_ROUTING
+from gateway.routing.config import RoutingTable, load_routing
 from gateway.store import Database
 from gateway.store.migrate import upgrade
 from gateway.store.tables import ALL_TABLES
@@ -52,14 +54,19 @@ async def _empty_tables(request: pytest.FixtureRequest) -> None:
             await connection.execute(sa.delete(table))
 
 
+@pytest.fixture(scope="session")
+def routing() -> RoutingTable:
+    return load_routing(EXAMPLE_ROUTING)
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, max_body_bytes=200_000)
 
 
 @pytest.fixture
-def app(settings: Settings, database: Database) -> FastAPI:
-    return create_app(settings, database)
+def app(settings: Settings, database: Database, routing: RoutingTable) -> FastAPI:
+    return create_app(settings, database, routing)
 
 
 @pytest.fixture

@@ -13,12 +13,17 @@ from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import resources, system
 from gateway.config import Settings
 from gateway.fhir.models import warm_up
+from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, database: Database | None = None, routing: RoutingTable | None = None
+) -> FastAPI:
+    """The application; the routing file is read here, so a bad one stops start-up (RoutingConfigError)."""
     settings = settings or Settings()
     database = database or Database(settings.database_url)
+    routing = routing or load_routing(settings.routing)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +43,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.routing = routing
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(resources.router)

@@ -10,6 +10,7 @@ from gateway.config import Settings
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
+from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 
 
@@ -21,6 +22,11 @@ def _settings(request: Request) -> Settings:
 def _database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
+
+
+def _routing(request: Request) -> RoutingTable:
+    routing: RoutingTable = request.app.state.routing
+    return routing
 
 
 def _answer(request: Request) -> ResponseFormat:
@@ -40,6 +46,7 @@ async def _body(request: Request) -> Resource:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_database)]
+RoutingDep = Annotated[RoutingTable, Depends(_routing)]
 AnswerDep = Annotated[ResponseFormat, Depends(_answer)]
 BaseUrlDep = Annotated[str, Depends(_base_url)]
 ResourceBodyDep = Annotated[Resource, Depends(_body)]

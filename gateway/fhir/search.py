@@ -188,8 +188,12 @@ def _index_values(parameter: SearchParameter, value: Any) -> Iterator[tuple[str 
         yield None, str(value).lower() if isinstance(value, bool) else str(value)
 
 
+IDENTIFIER_MODIFIER = "identifier"
+
+
 def index_entries(resource: Resource) -> list[IndexEntry]:
-    """Every search index row of a resource (deduplicated)."""
+    """Every search index row of a resource (deduplicated). A reference given by identifier (a logical
+    reference, e.g. a patient known only by INS) is indexed for the ``:identifier`` modifier."""
     parameters = SEARCH_PARAMETERS.get(resource["resourceType"], {})
     seen: dict[tuple[str, str | None, str], None] = {}
     for parameter in parameters.values():
@@ -197,6 +201,15 @@ def index_entries(resource: Resource) -> list[IndexEntry]:
             for node in _walk(resource, path.split(".")):
                 for system, value in _index_values(parameter, node):
                     seen[(parameter.name, system, value[:1024])] = None
+                if parameter.type is ParamType.REFERENCE and isinstance(node, dict):
+                    identifier = node.get("identifier")
+                    if isinstance(identifier, dict) and identifier.get("value"):
+                        key = (
+                            f"{parameter.name}:{IDENTIFIER_MODIFIER}",
+                            identifier.get("system"),
+                            str(identifier["value"]),
+                        )
+                        seen[key] = None
     return [IndexEntry(param, system, value) for param, system, value in seen]
 
 
@@ -300,6 +313,10 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
         if modifier == "contains":
             raise _invalid(f"{name}: modifier :contains is not supported (use :exact or none)", name)
         return Criterion(parameter, strings=tuple(normalize_string(v) for v in values), exact=modifier == "exact")
+    if modifier == IDENTIFIER_MODIFIER and parameter.type is ParamType.REFERENCE:
+        # patient:identifier=system|value — searched like a token, under its own index name.
+        parameter = SearchParameter(f"{parameter.name}:{IDENTIFIER_MODIFIER}", ParamType.TOKEN, parameter.paths)
+        modifier = None
     if modifier:
         raise _invalid(f"{name}: modifier :{modifier} is not supported", name)
     tokens = []

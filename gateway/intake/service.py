@@ -22,16 +22,20 @@ from urllib.parse import parse_qsl
 import structlog
 
 from gateway.errors import BusinessRuleViolation, Issue, IssueCode, PreconditionFailed, ResourceNotFound
-from gateway.fhir.primitives import fhir_instant, new_id
+from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import SEARCH_PARAMETERS, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
+from gateway.intake import facts
 from gateway.intake.careteam import build_care_team
 from gateway.intake.identity import identity_keys
 from gateway.intake.referral import Referral, ReferralEntry, iter_references
+from gateway.routing.config import Platform, RoutingTable
+from gateway.routing.router import route
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
-from gateway.workflow import plan_intake
+from gateway.workflow.intake import ReferralFacts, plan_intake
+from gateway.workflow.tasks import TaskReferences
 
 MAX_ATTEMPTS = 8
 log = structlog.get_logger("gateway.intake")
@@ -69,6 +73,7 @@ class IntakeOutcome:
     service_request_id: str
     entries: list[EntryOutcome]  # one per posted entry, in order
     generated: list[EntryOutcome] = field(default_factory=list)  # made by the gateway (CareTeam, Tasks)
+    notes: list[str] = field(default_factory=list)  # what the workflow decided, for the sender
     replayed: bool = False
 
     def to_json(self) -> JSONObject:
@@ -76,6 +81,7 @@ class IntakeOutcome:
             "service_request_id": self.service_request_id,
             "entries": [asdict(entry) for entry in self.entries],
             "generated": [asdict(entry) for entry in self.generated],
+            "notes": self.notes,
         }
 
     @classmethod
@@ -84,12 +90,14 @@ class IntakeOutcome:
             data["service_request_id"],
             [EntryOutcome(**entry) for entry in data["entries"]],
             [EntryOutcome(**entry) for entry in data["generated"]],
+            list(data.get("notes", [])),
             replayed,
         )
 
 
-async def take_in(database: Database, referral: Referral) -> IntakeOutcome:
+async def take_in(database: Database, referral: Referral, routing: RoutingTable) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it."""
+    platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     for attempt in range(MAX_ATTEMPTS):
         try:
             async with UnitOfWork(database) as uow:
@@ -98,7 +106,7 @@ async def take_in(database: Database, referral: Referral) -> IntakeOutcome:
                     outcome = IntakeOutcome.from_json(recorded, replayed=True)
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, copy.deepcopy(referral))
+                outcome = await _store(uow, copy.deepcopy(referral), platform)
                 uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
                 await uow.commit()
             # Ids only: they say which referral without saying who the patient is.
@@ -185,7 +193,7 @@ def _rewrite_references(
     return to_check
 
 
-async def _store(uow: UnitOfWork, referral: Referral) -> IntakeOutcome:
+async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> IntakeOutcome:
     resolutions = [await _resolve(uow, entry) for entry in referral.entries]
     stored_ids: dict[str, str] = {}
     for resolution in resolutions:
@@ -214,19 +222,61 @@ async def _store(uow: UnitOfWork, referral: Referral) -> IntakeOutcome:
         raise BusinessRuleViolation(*unresolved)
 
     by_entry = {id(resolution.entry): resolution for resolution in resolutions}
+    now = utc_now()
     service_request = referral.service_request.resource
-    patient_id = by_entry[id(referral.patient)].id
-    patient_reference = f"Patient/{patient_id}"
-    plan = plan_intake(service_request, referral.patient.resource)
-    service_request["status"] = plan.service_request_status
+    service_request_reference = f"ServiceRequest/{by_entry[id(referral.service_request)].id}"
+    patient_resolution = by_entry[id(referral.patient)]
+    patient_reference = f"Patient/{patient_resolution.id}"
+    platform_reference = await _platform_organization(uow, platform)
 
-    generated: list[Resource] = list(plan.tasks)
+    in_bundle = {f"{r.entry.resource_type}/{r.id}": r.entry.resource for r in resolutions}
+
+    async def load(reference: str) -> Resource | None:
+        if reference in in_bundle:
+            return in_bundle[reference]
+        resource_type, resource_id = split_reference(reference)
+        stored = await uow.resources.get(resource_type, resource_id) if resource_type else None
+        return stored.content if stored else None
+
     care_teams = referral.of_type("CareTeam")
+    gp = facts.gp_reference(referral.patient.resource, [entry.resource for entry in care_teams])
+    requester = _first_reference(service_request.get("requester"))
+    declared = facts.declared_validation(service_request)
+    gp_link = (facts.extension(service_request, facts.GP_LINK_EXTENSION) or {}).get("valueCode")
+    trigger = facts.trigger_of(
+        gp=gp,
+        requester_is_gp=await facts.requester_is_gp(requester, gp, load),
+        gp_link=gp_link,
+        validation_declared=declared is not None,
+    )
+    opposition_on_record = patient_resolution.existing is not None and await _opposition_on_record(
+        uow, patient_reference, identity_keys(referral.patient.resource)
+    )
+    plan = plan_intake(
+        ReferralFacts(
+            policy=platform.policy,
+            gp_validation_delay=platform.gp_validation_delay,
+            trigger=trigger,
+            consent=facts.consent_state([entry.resource for entry in referral.of_type("Consent")]),
+            opposition_on_record=opposition_on_record,
+            declared_validation=declared[0] if declared else None,
+            declared_validator=declared[1] if declared else None,
+        ),
+        TaskReferences(service_request_reference, patient_reference, requester, gp, platform_reference),
+        now,
+    )
+    service_request["status"] = plan.service_request_status
+    if plan.service_request_extensions:
+        service_request["extension"] = [*service_request.get("extension", []), *plan.service_request_extensions]
+    if plan.service_request_status != "revoked":
+        service_request["performer"] = [{"reference": platform_reference, "display": platform.name}]
+
+    generated: list[Resource] = [*plan.tasks, *plan.provenances]
     if not care_teams:
         care_team = build_care_team(
             patient_reference,
-            _first_reference(referral.patient.resource.get("generalPractitioner")),
-            _first_reference(service_request.get("requester")),
+            gp,
+            requester,
             [f"PractitionerRole/{by_entry[id(e)].id}" for e in referral.of_type("PractitionerRole")],
             [f"RelatedPerson/{by_entry[id(e)].id}" for e in referral.of_type("RelatedPerson")],
         )
@@ -258,7 +308,36 @@ async def _store(uow: UnitOfWork, referral: Referral) -> IntakeOutcome:
         EntryOutcome.of(uow.resources.add(resource, resource_id=resource.pop("id", None) or new_id()), True)
         for resource in generated
     ]
-    return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made)
+    return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made, plan.notes)
+
+
+async def _platform_organization(uow: UnitOfWork, platform: Platform) -> str:
+    """The platform's Organization (from the routing file), created the first time a referral goes there."""
+    key = [(platform.organization_system, platform.organization_value)]
+    found = await uow.resources.identify("Organization", key)
+    if found is None:
+        organization = {
+            "resourceType": "Organization",
+            "identifier": [{"system": platform.organization_system, "value": platform.organization_value}],
+            "active": True,
+            "name": platform.name,
+            "telecom": [{"system": "url", "value": platform.endpoint}],
+        }
+        found = uow.resources.add(organization, identity_keys=key).id
+    return f"Organization/{found}"
+
+
+async def _opposition_on_record(uow: UnitOfWork, patient_reference: str, keys: list[tuple[str, str]]) -> bool:
+    """An active opposition (Consent deny) of this patient, by stored id or by national identifier."""
+    params = [("patient", patient_reference)]
+    params += [("patient:identifier", f"{system}|{value}") for system, value in keys]
+    for param in params:
+        _, consents = await uow.resources.search(
+            parse_search("Consent", [param, ("status", "active")], default_count=100, max_count=100)
+        )
+        if any(facts.is_opposition(consent.content) for consent in consents):
+            return True
+    return False
 
 
 def _first_reference(value: Any) -> str | None:

@@ -1,22 +1,125 @@
-"""What the workflow decides when a referral is taken in: the ServiceRequest's stored status and the Tasks.
-
-Today every accepted referral is ``active`` with no Task. The GP validation step, patient information and
-opposition (DESIGN §3 steps 2–4, issue 5) are decided here, from the referral and the platform's policy, and
-nowhere else: intake stores whatever plan this returns, in the same transaction as the referral.
+"""What the workflow decides when a referral is taken in (DESIGN §3 steps 2–4): the ServiceRequest's stored
+status, the Tasks, and the Provenance of a validation the requester declares. Pure: intake gives the facts and
+the stored references, and stores whatever plan comes back in the same transaction as the referral.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
 
+from gateway.fhir.primitives import fhir_instant, new_id
 from gateway.fhir.types import Resource
+from gateway.workflow.policies import Owner, Policy, TaskType, Trigger, gp_step
+from gateway.workflow.tasks import RevocationReason, TaskReferences, build_task, revocation_reason
+
+PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+class ConsentState(StrEnum):
+    PERMIT = "permit"  # the patient was informed and does not object
+    NONE = "none"  # not said: the platform must inform the patient
+    DENY = "deny"  # the patient objects (L1110-12): nothing is processed
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralFacts:
+    policy: Policy
+    gp_validation_delay: timedelta
+    trigger: Trigger
+    consent: ConsentState
+    opposition_on_record: bool = False
+    declared_validation: datetime | None = None  # dac-gp-validation: when the GP validated, per the requester
+    declared_validator: str | None = None  # … and who (a stored reference), when said
 
 
 @dataclass(frozen=True, slots=True)
 class IntakePlan:
     service_request_status: str
+    routed: bool  # the request goes to the platform now (else it waits for the GP, or is revoked)
+    service_request_extensions: list[Resource] = field(default_factory=list)
     tasks: list[Resource] = field(default_factory=list)
+    provenances: list[Resource] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # information for the sender, in the answer
 
 
-def plan_intake(service_request: Resource, patient: Resource) -> IntakePlan:
-    return IntakePlan(service_request_status="active")
+def provenance(
+    target: str, now: datetime, agents: list[tuple[str, str, str | None]], activity: str | None = None
+) -> Resource:
+    """A Provenance of ``target``; agents are (participant type, who, on behalf of)."""
+    rendered: Resource = {
+        "resourceType": "Provenance",
+        "id": new_id(),
+        "target": [{"reference": target}],
+        "recorded": fhir_instant(now),
+        "agent": [],
+    }
+    for participant_type, who, on_behalf_of in agents:
+        agent: Resource = {
+            "type": {"coding": [{"system": PROVENANCE_PARTICIPANT, "code": participant_type}]},
+            "who": {"reference": who},
+        }
+        if on_behalf_of:
+            agent["onBehalfOf"] = {"reference": on_behalf_of}
+        rendered["agent"].append(agent)
+    if activity:
+        rendered["activity"] = {"text": activity}
+    return rendered
+
+
+def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime) -> IntakePlan:
+    if facts.consent is ConsentState.DENY or facts.opposition_on_record:
+        why = (
+            "the patient objects to the referral (Consent deny)"
+            if facts.consent is ConsentState.DENY
+            else "an opposition of this patient is on record"
+        )
+        return IntakePlan(
+            service_request_status="revoked",
+            routed=False,
+            service_request_extensions=[revocation_reason(RevocationReason.PATIENT_OPPOSITION)],
+            notes=[f"Referral revoked and not routed: {why} (droit d'opposition, CSP art. L1110-12)."],
+        )
+
+    step = gp_step(facts.policy, facts.trigger)
+    tasks: list[Resource] = []
+    provenances: list[Resource] = []
+    notes: list[str] = []
+    if step.task is not None:
+        owner = references.gp if step.owner is Owner.GP else references.platform
+        assert owner is not None, "a GP-owned step needs a known GP"
+        task = build_task(
+            step.task,
+            references,
+            owner=owner,
+            now=now,
+            status="completed" if step.already_done else "requested",
+            deadline=now + facts.gp_validation_delay if step.blocks_routing else None,
+        )
+        task["id"] = new_id()
+        tasks.append(task)
+        if step.already_done and references.requester:
+            # The gateway did not see the GP validate: the requester said so, and Provenance keeps who said it.
+            task["executionPeriod"] = {"end": fhir_instant(facts.declared_validation or now)}
+            agents: list[tuple[str, str, str | None]] = [("informant", references.requester, None)]
+            if facts.declared_validator:
+                agents.append(("verifier", facts.declared_validator, None))
+            provenances.append(provenance(f"Task/{task['id']}", now, agents, "GP validation declared by the requester"))
+        if step.blocks_routing:
+            notes.append(
+                f"Waiting for the GP's validation ({facts.policy} policy, D6327-4): Task/{task['id']} must be "
+                f"accepted by {fhir_instant(now + facts.gp_validation_delay)}."
+            )
+    if facts.consent is ConsentState.NONE:
+        task = build_task(TaskType.PATIENT_INFORMATION, references, owner=references.platform, now=now)
+        task["id"] = new_id()
+        tasks.append(task)
+        notes.append("No Consent came with the referral: the platform informs the patient (L1110-12).")
+    return IntakePlan(
+        service_request_status="draft" if step.blocks_routing else "active",
+        routed=not step.blocks_routing,
+        tasks=tasks,
+        provenances=provenances,
+        notes=notes,
+    )

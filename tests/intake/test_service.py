@@ -12,6 +12,7 @@ from gateway.errors import BusinessRuleViolation, PreconditionFailed, ResourceNo
 from gateway.fhir.search import parse_search
 from gateway.intake import read_referral, take_in
 from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
+from gateway.routing.config import RoutingTable
 from gateway.store import Database, UnitOfWork
 from tests.conftest import load_example
 
@@ -44,9 +45,9 @@ async def _get(database: Database, resource_type: str, resource_id: str) -> dict
     return stored.content
 
 
-async def test_referral_is_stored_with_references_rewritten(database: Database) -> None:
+async def test_referral_is_stored_with_references_rewritten(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-hospital-nurse.json")
-    outcome = await take_in(database, read_referral(bundle, "transaction"))
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing)
     assert [entry.status for entry in outcome.entries] == ["201 Created"] * len(bundle["entry"])
     service_request = await _get(database, "ServiceRequest", outcome.service_request_id)
     patient_id = next(e.id for e in outcome.entries if e.resource_type == "Patient")
@@ -57,10 +58,10 @@ async def test_referral_is_stored_with_references_rewritten(database: Database) 
     assert {"CareTeam", "Consent"} <= linked
 
 
-async def test_care_team_is_built_when_absent(database: Database) -> None:
+async def test_care_team_is_built_when_absent(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-hospital-nurse.json")
-    outcome = await take_in(database, read_referral(bundle, "transaction"))
-    (made,) = outcome.generated
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing)
+    (made,) = [entry for entry in outcome.generated if entry.resource_type == "CareTeam"]
     care_team = await _get(database, "CareTeam", made.id)
     roles = {
         participant["role"][0]["coding"][0]["code"]: participant["member"]["reference"]
@@ -73,31 +74,31 @@ async def test_care_team_is_built_when_absent(database: Database) -> None:
     assert roles["gp"] == patient["generalPractitioner"][0]["reference"]
 
 
-async def test_care_team_sent_is_kept(database: Database) -> None:
+async def test_care_team_sent_is_kept(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-social-worker.json")
-    outcome = await take_in(database, read_referral(bundle, "transaction"))
-    assert outcome.generated == []
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing)
+    assert "CareTeam" not in {entry.resource_type for entry in outcome.generated}
     care_team_id = next(e.id for e in outcome.entries if e.resource_type == "CareTeam")
     service_request = await _get(database, "ServiceRequest", outcome.service_request_id)
     assert {"reference": f"CareTeam/{care_team_id}"} in service_request["supportingInfo"]
 
 
-async def test_resubmission_replays_the_outcome(database: Database) -> None:
+async def test_resubmission_replays_the_outcome(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-gp.json")
-    first = await take_in(database, read_referral(bundle, "transaction"))
-    again = await take_in(database, read_referral(copy.deepcopy(bundle), "transaction"))
+    first = await take_in(database, read_referral(bundle, "transaction"), routing)
+    again = await take_in(database, read_referral(copy.deepcopy(bundle), "transaction"), routing)
     assert not first.replayed and again.replayed
     assert again.entries == first.entries and again.generated == first.generated
     other_bundle_id = copy.deepcopy(bundle)
     other_bundle_id["identifier"]["value"] += "-retry"
-    assert (await take_in(database, read_referral(other_bundle_id, "transaction"))).entries == first.entries
+    assert (await take_in(database, read_referral(other_bundle_id, "transaction"), routing)).entries == first.entries
     assert await _count(database, "ServiceRequest") == 1
 
 
-async def test_same_people_are_one_resource_each(database: Database) -> None:
+async def test_same_people_are_one_resource_each(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-gp.json")
-    first = await take_in(database, read_referral(bundle, "transaction"))
-    second = await take_in(database, read_referral(_renamed(bundle, "-2"), "transaction"))
+    first = await take_in(database, read_referral(bundle, "transaction"), routing)
+    second = await take_in(database, read_referral(_renamed(bundle, "-2"), "transaction"), routing)
     statuses = {entry.resource_type: entry.status for entry in second.entries}
     assert statuses["ServiceRequest"] == "201 Created"
     assert statuses["Patient"] == statuses["Practitioner"] == statuses["Organization"] == "200 OK"
@@ -108,10 +109,10 @@ async def test_same_people_are_one_resource_each(database: Database) -> None:
     assert await _count(database, "ServiceRequest") == 2
 
 
-async def test_concurrent_identical_posts_make_one_referral(database: Database) -> None:
+async def test_concurrent_identical_posts_make_one_referral(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-no-gp.json")
     outcomes = await asyncio.gather(
-        *(take_in(database, read_referral(copy.deepcopy(bundle), "transaction")) for _ in range(20))
+        *(take_in(database, read_referral(copy.deepcopy(bundle), "transaction"), routing) for _ in range(20))
     )
     assert len({outcome.service_request_id for outcome in outcomes}) == 1
     assert sum(not outcome.replayed for outcome in outcomes) == 1
@@ -120,20 +121,20 @@ async def test_concurrent_identical_posts_make_one_referral(database: Database) 
     assert await _count(database, "CareTeam") == 1
 
 
-async def test_concurrent_referrals_for_one_new_patient_share_it(database: Database) -> None:
+async def test_concurrent_referrals_for_one_new_patient_share_it(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-overseas.json")
     outcomes = await asyncio.gather(
-        *(take_in(database, read_referral(_renamed(bundle, f"-{i}"), "transaction")) for i in range(8))
+        *(take_in(database, read_referral(_renamed(bundle, f"-{i}"), "transaction"), routing) for i in range(8))
     )
     assert len({outcome.service_request_id for outcome in outcomes}) == 8
     assert await _count(database, "Patient") == 1
 
 
-async def test_unresolved_server_reference_stores_nothing(database: Database) -> None:
+async def test_unresolved_server_reference_stores_nothing(database: Database, routing: RoutingTable) -> None:
     bundle = copy.deepcopy(load_example("referral-gp.json"))
     _resource(bundle, "ServiceRequest")["performer"] = [{"reference": "Organization/does-not-exist"}]
     with pytest.raises(BusinessRuleViolation) as caught:
-        await take_in(database, read_referral(bundle, "transaction"))
+        await take_in(database, read_referral(bundle, "transaction"), routing)
     assert caught.value.issues[0].code == "reference-unresolved"
     assert caught.value.issues[0].expression is not None
     assert caught.value.issues[0].expression.endswith(".resource.performer[0].reference")
@@ -141,7 +142,7 @@ async def test_unresolved_server_reference_stores_nothing(database: Database) ->
         assert await _count(database, resource_type) == 0
 
 
-async def test_if_none_exist_matching_several_is_412(database: Database) -> None:
+async def test_if_none_exist_matching_several_is_412(database: Database, routing: RoutingTable) -> None:
     async with UnitOfWork(database) as uow:
         for _ in range(2):
             uow.resources.add({"resourceType": "Organization", "name": "Twin"})
@@ -150,13 +151,13 @@ async def test_if_none_exist_matching_several_is_412(database: Database) -> None
     organization_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization")
     organization_entry["request"]["ifNoneExist"] = "name:exact=Twin"
     with pytest.raises(PreconditionFailed) as caught:
-        await take_in(database, read_referral(bundle, "transaction"))
+        await take_in(database, read_referral(bundle, "transaction"), routing)
     assert caught.value.issues[0].code == "conditional-multiple-matches"
     assert await _count(database, "ServiceRequest") == 0
 
 
-async def test_put_with_if_match(database: Database) -> None:
-    first = await take_in(database, read_referral(load_example("referral-gp.json"), "transaction"))
+async def test_put_with_if_match(database: Database, routing: RoutingTable) -> None:
+    first = await take_in(database, read_referral(load_example("referral-gp.json"), "transaction"), routing)
     patient_id = next(e.id for e in first.entries if e.resource_type == "Patient")
     bundle = _renamed(load_example("referral-gp.json"), "-update")
     patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
@@ -166,21 +167,21 @@ async def test_put_with_if_match(database: Database) -> None:
     stale_entry = next(e for e in stale["entry"] if e["resource"]["resourceType"] == "Patient")
     stale_entry["request"] = {"method": "PUT", "url": f"Patient/{patient_id}", "ifMatch": 'W/"7"'}
     with pytest.raises(PreconditionFailed) as caught:
-        await take_in(database, read_referral(stale, "transaction"))
+        await take_in(database, read_referral(stale, "transaction"), routing)
     assert caught.value.issues[0].code == "version-mismatch"
     assert 'W/"1"' in caught.value.issues[0].diagnostics
 
     patient_entry["request"] = {"method": "PUT", "url": f"Patient/{patient_id}", "ifMatch": 'W/"1"'}
-    outcome = await take_in(database, read_referral(bundle, "transaction"))
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing)
     updated = next(e for e in outcome.entries if e.resource_type == "Patient")
     assert (updated.id, updated.version_id, updated.status) == (patient_id, 2, "200 OK")
     assert (await _get(database, "Patient", patient_id))["telecom"][0]["value"] == "0102030405"
 
 
-async def test_put_of_an_unknown_id_is_404(database: Database) -> None:
+async def test_put_of_an_unknown_id_is_404(database: Database, routing: RoutingTable) -> None:
     bundle = copy.deepcopy(load_example("referral-gp.json"))
     patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     patient_entry["request"] = {"method": "PUT", "url": "Patient/nobody"}
     with pytest.raises(ResourceNotFound):
-        await take_in(database, read_referral(bundle, "transaction"))
+        await take_in(database, read_referral(bundle, "transaction"), routing)
     assert await _count(database, "ServiceRequest") == 0
