@@ -36,7 +36,7 @@ def department_of_postal_code(postal_code: str) -> str | None:
     if postal_code.startswith("20"):
         return "2A" if int(postal_code[2]) <= 1 else "2B"
     if postal_code.startswith("97"):
-        return postal_code[:3] if postal_code[2] in "123456" else None
+        return postal_code[:3] if postal_code[2] in "12346" else None  # 975: Saint-Pierre-et-Miquelon, no department
     if postal_code.startswith("98"):
         return None
     return postal_code[:2]
