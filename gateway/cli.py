@@ -34,11 +34,40 @@ def serve(
     from gateway.routing.config import RoutingConfigError
 
     try:
-        application = create_app(settings)
+        application = create_app(settings, with_worker=True)
     except RoutingConfigError as exc:
         typer.echo(f"invalid routing file: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run only the background jobs (deadlines; deliveries); several workers may share one PostgreSQL."""
+    import asyncio
+    import signal
+
+    from gateway.store.database import Database
+    from gateway.worker import run_worker
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    if not migrate.is_current(settings.database_url):
+        typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
+        raise typer.Exit(code=2)
+
+    async def main() -> None:
+        database = Database(settings.database_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await run_worker(database, settings.scheduler_interval, stop)
+        finally:
+            await database.dispose()
+
+    asyncio.run(main())
 
 
 @db_app.command("upgrade")

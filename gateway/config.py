@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     default_page_size: int = Field(default=20, ge=1, le=1000)
     max_page_size: int = Field(default=500, ge=1, le=5000)
+    scheduler_interval: float = Field(
+        default=30.0, gt=0, description="Seconds between two runs of the worker's periodic jobs (deadlines)"
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")
 

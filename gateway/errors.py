@@ -14,7 +14,9 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
     ├── UnprocessableEntity ....... 422
     │   ├── InvalidResource ....... 422  structure or profile failure
     │   └── BusinessRuleViolation . 422  referral rules (one ServiceRequest, resolvable references, …)
+    ├── Conflict .................. 409  a forbidden Task transition
     ├── PreconditionFailed ........ 412  ifMatch / ifNoneExist / If-Match mismatch
+    ├── PreconditionRequired ...... 428  an update without If-Match
     ├── StoreUnavailable .......... 503  the database cannot be reached; nothing was stored
     └── DownstreamError ........... 502  a platform or peer gateway failed
         └── DownstreamTimeout ..... 504
@@ -65,6 +67,12 @@ class IssueCode(StrEnum):
     VERSION_MISMATCH = "version-mismatch"
     STORE_UNAVAILABLE = "store-unavailable"
     TERRITORY_UNKNOWN = "territory-unknown"
+    IF_MATCH_REQUIRED = "if-match-required"
+    TRANSITION_FORBIDDEN = "transition-forbidden"
+    TASK_ELEMENT_IMMUTABLE = "task-element-immutable"
+    STATUS_REASON_REQUIRED = "status-reason-required"
+    PATCH_INVALID = "patch-invalid"
+    PROVENANCE_HEADER_INVALID = "provenance-header-invalid"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -103,6 +111,12 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.VERSION_MISMATCH: "The version given (If-Match, ifMatch) is not the current one.",
     IssueCode.STORE_UNAVAILABLE: "The database cannot be reached; nothing was stored. Retry later.",
     IssueCode.TERRITORY_UNKNOWN: "No DAC platform covers the patient's territory, and there is no default.",
+    IssueCode.IF_MATCH_REQUIRED: 'An update must say which version it changes (If-Match: W/"n").',
+    IssueCode.TRANSITION_FORBIDDEN: "The Task cannot go from its current status to the one asked.",
+    IssueCode.TASK_ELEMENT_IMMUTABLE: "A decision changes status, statusReason, businessStatus, note, output only.",
+    IssueCode.STATUS_REASON_REQUIRED: "A rejection or a cancellation needs a statusReason.",
+    IssueCode.PATCH_INVALID: "The JSON Patch cannot be applied to the resource.",
+    IssueCode.PROVENANCE_HEADER_INVALID: "The X-Provenance header is not a Provenance with agents.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 
@@ -204,6 +218,16 @@ class BusinessRuleViolation(UnprocessableEntity):
 class PreconditionFailed(GatewayError):
     status_code = 412
     default_issue_type: ClassVar[IssueType] = "conflict"
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    default_issue_type: ClassVar[IssueType] = "conflict"
+
+
+class PreconditionRequired(GatewayError):
+    status_code = 428
+    default_issue_type: ClassVar[IssueType] = "required"
 
 
 class StoreUnavailable(GatewayError):

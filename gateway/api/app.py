@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,15 +11,20 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from gateway.api.routes import resources, system
+from gateway.api.routes import consents, resources, system, tasks
 from gateway.config import Settings
 from gateway.fhir.models import warm_up
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
+from gateway.worker import run_worker
 
 
 def create_app(
-    settings: Settings | None = None, database: Database | None = None, routing: RoutingTable | None = None
+    settings: Settings | None = None,
+    database: Database | None = None,
+    routing: RoutingTable | None = None,
+    *,
+    with_worker: bool = False,
 ) -> FastAPI:
     """The application; the routing file is read here, so a bad one stops start-up (RoutingConfigError)."""
     settings = settings or Settings()
@@ -28,9 +34,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         warm_up()
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(database, settings.scheduler_interval, stop)) if with_worker else None
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             await database.dispose()
 
     app = FastAPI(
@@ -46,6 +57,8 @@ def create_app(
     app.state.routing = routing
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(tasks.router)
+    app.include_router(consents.router)
     app.include_router(resources.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

@@ -8,6 +8,8 @@ from gateway.fhir.search import COMMON_PARAMETERS, SEARCH_PARAMETERS
 from gateway.fhir.types import Resource
 
 _INTERACTIONS = ("read", "vread", "history-instance", "search-type")
+#: Beyond reading: Task decisions (PUT / JSON Patch, If-Match required) and Consent recording.
+_WRITES = {"Task": ("update", "patch"), "Consent": ("create",)}
 
 
 def _search_param(name: str, kind: str, documentation: str) -> Resource:
@@ -24,10 +26,11 @@ def capability_statement(base_url: str) -> Resource:
         resources.append(
             {
                 "type": resource_type,
-                "interaction": [{"code": code} for code in _INTERACTIONS],
-                "versioning": "versioned",
+                "interaction": [{"code": code} for code in (*_INTERACTIONS, *_WRITES.get(resource_type, ()))],
+                "versioning": "versioned-update" if resource_type == "Task" else "versioned",
                 "readHistory": True,
                 "updateCreate": False,
+                "conditionalUpdate": False,
                 "conditionalCreate": resource_type in ("Patient", "Practitioner", "Organization", "PractitionerRole"),
                 "searchParam": [_search_param(p.name, p.type.value, p.documentation) for p in all_parameters.values()],
             }

@@ -65,6 +65,7 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
             _p("owner", R, "owner"),
             _p("focus", R, "focus"),
             _p("requester", R, "requester"),
+            _p("deadline", D, "restriction.period.end", doc="When the Task is due (GP validation deadline)"),
         ),
         "Consent": (
             _p("identifier", T, "identifier"),
@@ -107,6 +108,10 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
         "RelatedPerson": (
             _p("identifier", T, "identifier"),
             _p("patient", R, "patient"),
+        ),
+        "Provenance": (
+            _p("target", R, "target", doc="What the Provenance is about (Task, ServiceRequest)"),
+            _p("agent", R, "agent.who"),
         ),
         "DocumentReference": (
             _p("identifier", T, "identifier"),

@@ -1,15 +1,18 @@
-"""Entry points of intake: a posted Bundle in, the answer Bundle out."""
+"""Entry points of intake: a posted Bundle (or Consent) in, the answer out."""
 
 from __future__ import annotations
 
-from gateway.errors import IssueCode, StoreUnavailable
+from gateway.errors import BusinessRuleViolation, IssueCode, StoreUnavailable
 from gateway.fhir.types import Resource
-from gateway.intake.referral import read_referral
-from gateway.intake.responses import message_response, transaction_response
+from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
+from gateway.intake.responses import intake_note, message_response, transaction_response
 from gateway.intake.service import take_in
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.opposition import ConsentOutcome, record_consent
+
+OPPOSITION = "opposition"
 
 
 async def process_transaction(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
@@ -17,7 +20,19 @@ async def process_transaction(database: Database, routing: RoutingTable, bundle:
     return transaction_response(outcome, base_url)
 
 
+def _event(bundle: Resource) -> str | None:
+    entries = bundle.get("entry") or []
+    first = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
+    coding = (first or {}).get("eventCoding") if isinstance(first, dict) else None
+    if isinstance(coding, dict) and coding.get("system") == MESSAGE_EVENT_SYSTEM:
+        return str(coding.get("code"))
+    return None
+
+
 async def process_message(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
+    """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
+    if bundle.get("type") == "message" and _event(bundle) == OPPOSITION:
+        return await _process_opposition(database, bundle, base_url)
     referral = read_referral(bundle, "message")
     outcome = await take_in(database, referral, routing)
     async with UnitOfWork(database, write=False) as uow:
@@ -25,4 +40,46 @@ async def process_message(database: Database, routing: RoutingTable, bundle: Res
     if service_request is None:  # pragma: no cover - stored in the same transaction as the outcome
         raise StoreUnavailable.single(IssueCode.STORE_UNAVAILABLE, "the stored referral could not be read back")
     assert referral.message_header is not None
-    return message_response(outcome, referral.message_header, service_request, base_url)
+    return message_response(referral.message_header, service_request, base_url, intake_note(outcome))
+
+
+def consent_note(outcome: ConsentOutcome) -> Resource:
+    if outcome.revoked:
+        text = f"Opposition recorded; revoked: {', '.join(outcome.revoked)}."
+    elif outcome.patient is None:
+        text = "Recorded; no patient with this identifier is known yet: later referrals for them will see it."
+    else:
+        text = "Recorded."
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
+    }
+
+
+async def _process_opposition(database: Database, bundle: Resource, base_url: str) -> Resource:
+    resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
+    consents = [(i, r) for i, r in enumerate(resources) if r.get("resourceType") == "Consent"]
+    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    if len(consents) != 1 or len(patients) > 1:
+        raise BusinessRuleViolation.single(
+            IssueCode.RESOURCE_TYPE_NOT_ALLOWED,
+            "an opposition message carries one Consent (provision.type deny) and at most one Patient",
+            "Bundle.entry",
+        )
+    index, consent = consents[0]
+    if (consent.get("provision") or {}).get("type") != "deny":
+        raise BusinessRuleViolation.single(
+            IssueCode.MESSAGE_EVENT_UNSUPPORTED,
+            "an opposition message's Consent has provision.type deny",
+            f"Bundle.entry[{index}].resource.provision.type",
+        )
+    outcome = await record_consent(database, consent, patients[0] if patients else None)
+    return message_response(resources[0], outcome.consent, base_url, consent_note(outcome))
+
+
+async def process_consent(database: Database, consent: Resource) -> ConsentOutcome:
+    if consent.get("resourceType") != "Consent":
+        raise BusinessRuleViolation.single(
+            IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
+        )
+    return await record_consent(database, consent)

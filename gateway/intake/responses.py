@@ -9,10 +9,11 @@ from gateway.intake.service import EntryOutcome, IntakeOutcome
 from gateway.store.repository import StoredResource
 
 
-def _generated_note(outcome: IntakeOutcome) -> Resource | None:
-    if not outcome.generated and not outcome.replayed:
+def intake_note(outcome: IntakeOutcome) -> Resource | None:
+    """What the sender should know beyond the entries: what the workflow decided, what the gateway made."""
+    if not outcome.generated and not outcome.replayed and not outcome.notes:
         return None
-    issues = [
+    issues = [{"severity": "information", "code": "informational", "diagnostics": note} for note in outcome.notes] + [
         {
             "severity": "information",
             "code": "informational",
@@ -46,7 +47,7 @@ def transaction_response(outcome: IntakeOutcome, base_url: str) -> Resource:
     entries = []
     for entry in outcome.entries:
         response = _response(entry)
-        if entry.resource_type == "ServiceRequest" and (note := _generated_note(outcome)) is not None:
+        if entry.resource_type == "ServiceRequest" and (note := intake_note(outcome)) is not None:
             response["outcome"] = note
         entries.append({"fullUrl": f"{base_url}/{entry.resource_type}/{entry.id}", "response": response})
     return {
@@ -59,26 +60,26 @@ def transaction_response(outcome: IntakeOutcome, base_url: str) -> Resource:
 
 
 def message_response(
-    outcome: IntakeOutcome, request_header: Resource, service_request: StoredResource, base_url: str
+    request_header: Resource, focus: StoredResource, base_url: str, note: Resource | None = None
 ) -> Resource:
-    """A response message (R4 messaging.html): MessageHeader with ``response`` ``ok``, then the ServiceRequest."""
-    focus = f"{base_url}/{service_request.reference}"
+    """A response message (R4 messaging.html): MessageHeader with ``response`` ``ok``, then the focus resource."""
+    focus_url = f"{base_url}/{focus.reference}"
     header: Resource = {
         "resourceType": "MessageHeader",
         "id": new_id(),
-        "eventCoding": {"system": MESSAGE_EVENT_SYSTEM, "code": REFERRAL_REQUEST},
+        "eventCoding": request_header.get("eventCoding") or {"system": MESSAGE_EVENT_SYSTEM, "code": REFERRAL_REQUEST},
         "source": {"name": "DAC Gateway", "endpoint": base_url},
         "response": {"identifier": str(request_header.get("id")), "code": "ok"},
-        "focus": [{"reference": focus}],
+        "focus": [{"reference": focus_url}],
     }
     request_source = request_header.get("source")
     if isinstance(request_source, dict) and isinstance(request_source.get("endpoint"), str):
         header["destination"] = [{"endpoint": request_source["endpoint"]}]
     entries: list[Resource] = [
         {"fullUrl": f"urn:uuid:{header['id']}", "resource": header},
-        {"fullUrl": focus, "resource": service_request.content},
+        {"fullUrl": focus_url, "resource": focus.content},
     ]
-    if (note := _generated_note(outcome)) is not None:
+    if note is not None:
         note_id = new_id()
         header["response"]["details"] = {"reference": f"urn:uuid:{note_id}"}
         entries.append({"fullUrl": f"urn:uuid:{note_id}", "resource": note | {"id": note_id}})

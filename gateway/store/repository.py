@@ -137,6 +137,17 @@ class ResourceRepository:
         found = {(row.system, row.value): row.resource_id for row in result}
         return next((found[key] for key in keys if key in found), None)
 
+    async def ids_below(self, resource_type: str, param: str, upper: str) -> list[str]:
+        """Ids of resources whose index value for ``param`` sorts before ``upper`` (instants in UTC ``Z`` form
+        sort as text), e.g. Tasks whose deadline has passed."""
+        s = search_index.c
+        result = await self._execute(
+            sa.select(s.resource_id)
+            .where(s.resource_type == resource_type, s.param == param, s.value < upper)
+            .order_by(s.value)
+        )
+        return [row.resource_id for row in result]
+
     async def exists(self, resource_type: str, resource_id: str) -> bool:
         result = await self._execute(
             sa.select(sa.literal(1)).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)

@@ -12,9 +12,8 @@ from enum import StrEnum
 from gateway.fhir.primitives import fhir_instant, new_id
 from gateway.fhir.types import Resource
 from gateway.workflow.policies import Owner, Policy, TaskType, Trigger, gp_step
+from gateway.workflow.provenance import Agent, provenance
 from gateway.workflow.tasks import RevocationReason, TaskReferences, build_task, revocation_reason
-
-PROVENANCE_PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 
 
 class ConsentState(StrEnum):
@@ -42,30 +41,6 @@ class IntakePlan:
     tasks: list[Resource] = field(default_factory=list)
     provenances: list[Resource] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # information for the sender, in the answer
-
-
-def provenance(
-    target: str, now: datetime, agents: list[tuple[str, str, str | None]], activity: str | None = None
-) -> Resource:
-    """A Provenance of ``target``; agents are (participant type, who, on behalf of)."""
-    rendered: Resource = {
-        "resourceType": "Provenance",
-        "id": new_id(),
-        "target": [{"reference": target}],
-        "recorded": fhir_instant(now),
-        "agent": [],
-    }
-    for participant_type, who, on_behalf_of in agents:
-        agent: Resource = {
-            "type": {"coding": [{"system": PROVENANCE_PARTICIPANT, "code": participant_type}]},
-            "who": {"reference": who},
-        }
-        if on_behalf_of:
-            agent["onBehalfOf"] = {"reference": on_behalf_of}
-        rendered["agent"].append(agent)
-    if activity:
-        rendered["activity"] = {"text": activity}
-    return rendered
 
 
 def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime) -> IntakePlan:
@@ -102,10 +77,12 @@ def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime)
         if step.already_done and references.requester:
             # The gateway did not see the GP validate: the requester said so, and Provenance keeps who said it.
             task["executionPeriod"] = {"end": fhir_instant(facts.declared_validation or now)}
-            agents: list[tuple[str, str, str | None]] = [("informant", references.requester, None)]
+            agents = [Agent("informant", references.requester)]
             if facts.declared_validator:
-                agents.append(("verifier", facts.declared_validator, None))
-            provenances.append(provenance(f"Task/{task['id']}", now, agents, "GP validation declared by the requester"))
+                agents.append(Agent("verifier", facts.declared_validator))
+            provenances.append(
+                provenance([f"Task/{task['id']}"], now, agents, "GP validation declared by the requester")
+            )
         if step.blocks_routing:
             notes.append(
                 f"Waiting for the GP's validation ({facts.policy} policy, D6327-4): Task/{task['id']} must be "

@@ -19,12 +19,16 @@ from gateway.store.repository import StoredResource
 router = APIRouter(prefix="/fhir", tags=["resources"])
 
 
-def _resource_response(request: Request, stored: StoredResource, answer: ResponseFormat) -> Response:
-    headers = {
+def resource_headers(stored: StoredResource) -> dict[str, str]:
+    return {
         "ETag": stored.etag,
         "Last-Modified": format_datetime(stored.last_updated, usegmt=True),
         "Content-Location": f"{stored.reference}/_history/{stored.version_id}",
     }
+
+
+def _resource_response(request: Request, stored: StoredResource, answer: ResponseFormat) -> Response:
+    headers = resource_headers(stored)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and stored.etag in [tag.strip() for tag in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)

@@ -1,0 +1,94 @@
+"""Decisions on Tasks: ``PUT`` (the whole Task) or ``PATCH`` (JSON Patch), always with ``If-Match``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import jsonpatch
+import orjson
+from fastapi import APIRouter, Header, Request
+
+from gateway.api.deps import AnswerDep, DatabaseDep, ResourceBodyDep
+from gateway.api.responses import FhirResponse
+from gateway.api.routes.resources import resource_headers
+from gateway.errors import InvalidRequest, IssueCode, PreconditionRequired, UnsupportedMediaType
+from gateway.fhir.types import Resource
+from gateway.store import queries
+from gateway.workflow.decisions import decide
+from gateway.workflow.provenance import Agent
+
+router = APIRouter(prefix="/fhir/Task", tags=["workflow"])
+_ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
+
+
+def _expected_version(if_match: str | None) -> int:
+    if not if_match:
+        raise PreconditionRequired.single(
+            IssueCode.IF_MATCH_REQUIRED,
+            'a decision must name the version it changes: If-Match: W/"<versionId>" (read the Task first)',
+        )
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise InvalidRequest.single(IssueCode.VERSION_MISMATCH, f'If-Match {if_match!r} is not W/"<versionId>"')
+    return int(match.group(1))
+
+
+def _agents(x_provenance: str | None) -> list[Agent]:
+    """FHIR's X-Provenance header: who made the decision, possibly on whose behalf (the platform for the GP)."""
+    if not x_provenance:
+        return []
+    try:
+        header: Any = orjson.loads(x_provenance)
+        agents = [
+            Agent(
+                str(((agent.get("type") or {}).get("coding") or [{}])[0].get("code") or "author"),
+                str(agent["who"]["reference"]),
+                (agent.get("onBehalfOf") or {}).get("reference"),
+            )
+            for agent in header["agent"]
+        ]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise InvalidRequest.single(
+            IssueCode.PROVENANCE_HEADER_INVALID,
+            "X-Provenance must be a Provenance resource in JSON whose agents have who.reference",
+        ) from exc
+    if header.get("resourceType") != "Provenance" or not agents:
+        raise InvalidRequest.single(
+            IssueCode.PROVENANCE_HEADER_INVALID, "X-Provenance must be a Provenance with agents"
+        )
+    return agents
+
+
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
+
+
+@router.put("/{task_id}", summary="Decide on a Task (whole resource)")
+async def put_task(
+    task_id: str, task: ResourceBodyDep, database: DatabaseDep, answer: AnswerDep, if_match: IfMatch = None,
+    x_provenance: XProvenance = None,
+) -> FhirResponse:  # fmt: skip
+    stored = await decide(database, task_id, task, _expected_version(if_match), _agents(x_provenance))
+    return FhirResponse(stored.content, answer, headers=resource_headers(stored))
+
+
+@router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
+async def patch_task(
+    task_id: str, request: Request, database: DatabaseDep, answer: AnswerDep, if_match: IfMatch = None,
+    x_provenance: XProvenance = None,
+) -> FhirResponse:  # fmt: skip
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json-patch+json":
+        raise UnsupportedMediaType.single(
+            IssueCode.MEDIA_TYPE_UNSUPPORTED, "PATCH takes a JSON Patch (Content-Type: application/json-patch+json)"
+        )
+    expected = _expected_version(if_match)
+    current = await queries.read(database, "Task", task_id)
+    try:
+        operations = orjson.loads(await request.body())
+        patched: Resource = jsonpatch.apply_patch(current.content, operations)
+    except (orjson.JSONDecodeError, jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch cannot be applied: {exc}") from exc
+    stored = await decide(database, task_id, patched, expected, _agents(x_provenance))
+    return FhirResponse(stored.content, answer, headers=resource_headers(stored))

@@ -1,0 +1,83 @@
+"""GP validation deadlines (D6327-4, "à défaut par la plateforme"): a ``gp-validation`` Task still requested at
+its deadline is escalated — its businessStatus says so — and a ``contact-gp`` Task is created for the platform.
+
+Safe with several workers: the escalation is a version-checked update, so of two workers that find the same
+Task, one writes and the other's transaction is dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+
+from gateway.fhir.primitives import fhir_instant, new_id, utc_now
+from gateway.fhir.types import Resource
+from gateway.store.database import Database
+from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.policies import TaskType
+from gateway.workflow.tasks import BusinessStatus, TaskReferences, build_task, business_status, task_type_of
+
+log = structlog.get_logger("gateway.workflow")
+
+
+def _is_due(task: Resource) -> bool:
+    escalated = business_status(BusinessStatus.ESCALATED)
+    return (
+        task_type_of(task) == TaskType.GP_VALIDATION
+        and task.get("status") == "requested"
+        and task.get("businessStatus") != escalated
+    )
+
+
+async def escalate_due(database: Database, now: datetime | None = None) -> int:
+    """Escalate every overdue GP validation; returns how many this call escalated."""
+    now = now or utc_now()
+    async with UnitOfWork(database, write=False) as uow:
+        candidates = await uow.resources.ids_below("Task", "deadline", fhir_instant(now))
+    escalated = 0
+    for task_id in candidates:
+        async with UnitOfWork(database) as uow:
+            current = await uow.resources.get("Task", task_id)
+            if current is None or not _is_due(current.content):
+                continue
+            task = dict(current.content)
+            task["businessStatus"] = business_status(BusinessStatus.ESCALATED)
+            task["lastModified"] = fhir_instant(now)
+            task["note"] = [
+                *task.get("note", []),
+                {
+                    "time": fhir_instant(now),
+                    "text": "No answer from the GP by the deadline: the platform contacts them.",
+                },
+            ]
+            if await uow.resources.update(current, task) is None:
+                continue  # another worker escalated it first
+            service_request_reference = str(task["focus"]["reference"])
+            service_request = await uow.resources.get("ServiceRequest", service_request_reference.split("/")[-1])
+            performers = (service_request.content.get("performer") if service_request else None) or []
+            platform = performers[0].get("reference") if performers else None
+            if platform is None:
+                log.warning("escalation_without_platform", task_id=task_id)
+                continue
+            references = TaskReferences(
+                service_request_reference,
+                str(task["for"]["reference"]),
+                (task.get("requester") or {}).get("reference"),
+                (task.get("owner") or {}).get("reference"),
+                str(platform),
+            )
+            contact = build_task(
+                TaskType.CONTACT_GP,
+                references,
+                owner=str(platform),
+                now=now,
+                note=f"The GP did not validate Task/{task_id} in time: contact them and record their answer on "
+                "that Task on their behalf (X-Provenance with onBehalfOf).",
+            )
+            contact["partOf"] = [{"reference": f"Task/{task_id}"}]
+            uow.resources.add(contact, resource_id=new_id())
+            await uow.commit()
+            escalated += 1
+            log.info("gp_validation_escalated", task_id=task_id)
+    return escalated

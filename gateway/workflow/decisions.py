@@ -1,0 +1,84 @@
+"""A decision on a Task (the GP validates or rejects, the platform records an answer): one transaction that
+writes the Task's next version, moves its ServiceRequest as ``EFFECTS`` says, and records a Provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.errors import InvalidRequest, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.fhir.primitives import fhir_instant, utc_now
+from gateway.fhir.search import split_reference
+from gateway.fhir.types import Resource
+from gateway.store.database import Database
+from gateway.store.repository import StoredResource
+from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.tasks import business_status, revocation_reason, task_type_of
+from gateway.workflow.transitions import EFFECTS, FINAL, IMPLIED_BUSINESS_STATUS, check_decision
+
+
+def _stale(current: StoredResource, expected_version: int) -> PreconditionFailed:
+    return PreconditionFailed.single(
+        IssueCode.VERSION_MISMATCH,
+        f'If-Match W/"{expected_version}" is not the current version of {current.reference}: {current.etag}',
+        "Task.meta.versionId",
+    )
+
+
+async def decide(
+    database: Database,
+    task_id: str,
+    proposed: Resource,
+    expected_version: int,
+    agents: Sequence[Agent] = (),
+) -> StoredResource:
+    if proposed.get("resourceType") != "Task" or proposed.get("id") not in (None, task_id):
+        raise InvalidRequest.single(
+            IssueCode.ENTRY_REQUEST_INVALID, f"the body must be Task/{task_id} (resourceType Task, same id)", "Task.id"
+        )
+    async with UnitOfWork(database) as uow:
+        current = await uow.resources.get("Task", task_id)
+        if current is None:
+            raise ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"Task/{task_id} is not known")
+        if current.version_id != expected_version:
+            raise _stale(current, expected_version)
+        new_status = check_decision(current.content, proposed)
+        now = utc_now()
+        content = {key: value for key, value in proposed.items() if key != "meta"}
+        content["id"] = task_id
+        content["lastModified"] = fhir_instant(now)
+        if new_status is not None:
+            implied = IMPLIED_BUSINESS_STATUS.get(new_status)
+            if implied and proposed.get("businessStatus") == current.content.get("businessStatus"):
+                content["businessStatus"] = business_status(implied)
+            if new_status in FINAL:
+                content["executionPeriod"] = {**current.content.get("executionPeriod", {}), "end": fhir_instant(now)}
+        updated = await uow.resources.update(current, content)
+        if updated is None:  # someone decided in between
+            raise _stale(current, expected_version)
+        targets = [f"Task/{task_id}/_history/{updated.version_id}"]
+
+        effect = EFFECTS.get((str(task_type_of(current.content)), new_status or ""))
+        focus_type, focus_id = split_reference(str((current.content.get("focus") or {}).get("reference", "")))
+        service_request = (
+            await uow.resources.get("ServiceRequest", focus_id) if focus_type == "ServiceRequest" else None
+        )
+        if (
+            effect is not None
+            and service_request is not None
+            and service_request.content.get("status") in effect.from_statuses
+        ):
+            moved = dict(service_request.content)
+            moved["status"] = effect.to_status
+            if effect.revocation_reason:
+                moved["extension"] = [*moved.get("extension", []), revocation_reason(effect.revocation_reason)]
+            changed = await uow.resources.update(service_request, moved)
+            if changed is None:
+                raise _stale(current, expected_version)
+            targets.append(f"ServiceRequest/{focus_id}/_history/{changed.version_id}")
+
+        owner = str((current.content.get("owner") or {}).get("reference", ""))
+        who = list(agents) or [Agent("author", owner)]
+        uow.resources.add(provenance(targets, now, who, f"Task {current.content.get('status')} → {content['status']}"))
+        await uow.commit()
+    return updated

@@ -1,0 +1,121 @@
+"""Recording what a patient said about their information (L1110-12): a Consent posted on its own, or carried by
+an ``opposition`` message. An opposition revokes the patient's open referrals and cancels their open Tasks, in
+the same transaction; it is kept, so that later referrals for that patient — looked up by national identifier,
+whoever sends them — are revoked at intake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode
+from gateway.fhir.models import parse_model
+from gateway.fhir.primitives import fhir_instant, utc_now
+from gateway.fhir.search import parse_search, split_reference
+from gateway.fhir.types import Resource
+from gateway.intake.facts import is_opposition
+from gateway.intake.identity import identity_keys
+from gateway.store.database import Database
+from gateway.store.repository import StoredResource
+from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
+from gateway.workflow.transitions import FINAL
+
+OPEN_REQUEST_STATUSES = ("draft", "active", "on-hold")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentOutcome:
+    consent: StoredResource
+    patient: str | None  # the stored Patient it applies to, when known here
+    revoked: list[str] = field(default_factory=list)  # ServiceRequest references revoked by an opposition
+
+
+async def _patient_reference(uow: UnitOfWork, consent: Resource, patient: Resource | None) -> str | None:
+    if patient is not None:  # carried by a message: the same Patient as any referral with that INS
+        keys = identity_keys(patient)
+        found = await uow.resources.identify("Patient", keys)
+        return f"Patient/{found or uow.resources.add(patient, identity_keys=keys).id}"
+    reference = consent.get("patient") or {}
+    if isinstance(reference.get("reference"), str):
+        target_type, target_id = split_reference(reference["reference"])
+        if target_type != "Patient" or not await uow.resources.exists("Patient", target_id):
+            raise BusinessRuleViolation.single(
+                IssueCode.REFERENCE_UNRESOLVED,
+                f"{reference['reference']} is not a Patient on this gateway; reference the patient by INS instead",
+                "Consent.patient.reference",
+            )
+        return f"Patient/{target_id}"
+    identifier = reference.get("identifier") or {}
+    if identifier.get("system") and identifier.get("value"):
+        found = await uow.resources.identify("Patient", [(identifier["system"], identifier["value"])])
+        return f"Patient/{found}" if found else None
+    raise InvalidResource.single(
+        IssueCode.ELEMENT_REQUIRED,
+        "Consent.patient must reference the patient, by id or by national identifier (INS)",
+        "Consent.patient",
+        "required",
+    )
+
+
+async def record_consent(database: Database, consent: Resource, patient: Resource | None = None) -> ConsentOutcome:
+    parse_model(consent)
+    now = utc_now()
+    async with UnitOfWork(database) as uow:
+        patient_reference = await _patient_reference(uow, consent, patient)
+        consent = dict(consent)
+        if patient_reference:
+            consent["patient"] = {**(consent.get("patient") or {}), "reference": patient_reference}
+        stored = uow.resources.add(consent)
+        revoked: list[str] = []
+        if is_opposition(consent) and patient_reference:
+            targets = [stored.reference]
+            _, requests = await uow.resources.search(
+                parse_search(
+                    "ServiceRequest",
+                    [("patient", patient_reference), ("status", ",".join(OPEN_REQUEST_STATUSES))],
+                    default_count=1000,
+                    max_count=1000,
+                )
+            )
+            for request in requests:
+                moved = dict(request.content)
+                moved["status"] = "revoked"
+                moved["extension"] = [
+                    *moved.get("extension", []),
+                    revocation_reason(RevocationReason.PATIENT_OPPOSITION),
+                ]
+                moved["supportingInfo"] = [*moved.get("supportingInfo", []), {"reference": stored.reference}]
+                updated = await uow.resources.update(request, moved)
+                if updated is not None:
+                    revoked.append(request.reference)
+                    targets.append(f"{request.reference}/_history/{updated.version_id}")
+                targets += await _cancel_open_tasks(uow, request.reference, now)
+            performer = next(
+                (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None
+            )
+            uow.resources.add(
+                provenance(targets, now, [Agent("informant", performer or patient_reference)], "patient opposition")
+            )
+        await uow.commit()
+    return ConsentOutcome(stored, patient_reference, revoked)
+
+
+async def _cancel_open_tasks(uow: UnitOfWork, service_request: str, now: datetime) -> list[str]:
+    _, tasks = await uow.resources.search(
+        parse_search("Task", [("focus", service_request)], default_count=1000, max_count=1000)
+    )
+    cancelled = []
+    for task in tasks:
+        if task.content.get("status") in FINAL:
+            continue
+        content = dict(task.content)
+        content["status"] = "cancelled"
+        content["statusReason"] = {"text": "The patient objects to the referral (L1110-12)."}
+        content["businessStatus"] = business_status(BusinessStatus.CANCELLED)
+        content["lastModified"] = fhir_instant(now)
+        updated = await uow.resources.update(task, content)
+        if updated is not None:
+            cancelled.append(f"{task.reference}/_history/{updated.version_id}")
+    return cancelled
