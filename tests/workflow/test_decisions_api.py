@@ -1,0 +1,201 @@
+"""Decisions on Tasks through the HTTP API: validation, rejection, versions, forbidden changes, Provenance."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.fhir.primitives import utc_now
+from gateway.store import Database
+from gateway.workflow.deadlines import escalate_due
+from tests.conftest import load_example
+
+FHIR_JSON = {"content-type": "application/fhir+json"}
+VALENCIENNES = {
+    "use": "home",
+    "line": ["3 rue de Famars"],
+    "city": "Valenciennes",
+    "postalCode": "59300",
+    "extension": [
+        {
+            "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code",
+            "valueCoding": {
+                "system": "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM",
+                "code": "59606",
+            },
+        }
+    ],
+}
+
+
+def pta_2016_referral(suffix: str = "") -> dict[str, Any]:
+    """The hospital nurse's referral, for a patient living where the platform applies the 2016 rule."""
+    bundle = copy.deepcopy(load_example("referral-hospital-nurse.json"))
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource["address"] = [VALENCIENNES]
+        if resource["resourceType"] == "ServiceRequest":
+            resource["identifier"][0]["value"] += f"-pta{suffix}"
+    bundle["identifier"]["value"] += f"-pta{suffix}"
+    return bundle
+
+
+async def _post(client: httpx.AsyncClient, bundle: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def _gp_validation(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    answer = await _post(client, pta_2016_referral())
+    sr_entry = next(e for e in answer["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    sr_reference = sr_entry["response"]["location"].split("/_history")[0]
+    service_request = (await client.get(f"/fhir/{sr_reference}")).json()
+    tasks = (await client.get("/fhir/Task", params={"focus": sr_reference})).json()["entry"]
+    (task,) = [t["resource"] for t in tasks if t["resource"]["code"]["coding"][0]["code"] == "gp-validation"]
+    return service_request, task
+
+
+async def test_waiting_referral_then_gp_accepts(client: httpx.AsyncClient) -> None:
+    service_request, task = await _gp_validation(client)
+    assert service_request["status"] == "draft"
+    assert task["status"] == "requested" and task["owner"]["reference"].startswith("PractitionerRole/")
+    assert task["restriction"]["period"]["end"] > task["authoredOn"]
+
+    accepted = copy.deepcopy(task) | {"status": "accepted"}
+    response = await client.put(f"/fhir/Task/{task['id']}", json=accepted, headers=FHIR_JSON | {"if-match": 'W/"1"'})
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] == 'W/"2"'
+    assert response.json()["businessStatus"]["coding"][0]["code"] == "accepted"
+    after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
+    assert after["status"] == "active" and after["meta"]["versionId"] == "2"
+    provenance = (await client.get("/fhir/Provenance", params={"target": f"Task/{task['id']}"})).json()
+    (entry,) = provenance["entry"]
+    targets = {t["reference"] for t in entry["resource"]["target"]}
+    assert targets == {f"Task/{task['id']}/_history/2", f"ServiceRequest/{service_request['id']}/_history/2"}
+    assert entry["resource"]["agent"][0]["who"] == task["owner"]
+
+
+async def test_gp_rejects_with_a_reason(client: httpx.AsyncClient) -> None:
+    service_request, task = await _gp_validation(client)
+    headers = FHIR_JSON | {"if-match": 'W/"1"'}
+    no_reason = await client.put(f"/fhir/Task/{task['id']}", json=task | {"status": "rejected"}, headers=headers)
+    assert no_reason.status_code == 422
+    assert no_reason.json()["issue"][0]["details"]["coding"][0]["code"] == "status-reason-required"
+    rejected = task | {"status": "rejected", "statusReason": {"text": "Je suis déjà la situation avec l'IDE."}}
+    assert (await client.put(f"/fhir/Task/{task['id']}", json=rejected, headers=headers)).status_code == 200
+    after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
+    assert after["status"] == "revoked"
+    reasons = [
+        e for e in after["extension"] if e["url"] == "http://hl7.org/fhir/StructureDefinition/request-statusReason"
+    ]
+    assert reasons[0]["valueCodeableConcept"]["coding"][0]["code"] == "gp-rejected"
+    # nothing back from a final state
+    again = await client.put(
+        f"/fhir/Task/{task['id']}", json=task | {"status": "accepted"}, headers=FHIR_JSON | {"if-match": 'W/"2"'}
+    )
+    assert again.status_code == 409
+    assert "allowed from rejected: none" in again.json()["issue"][0]["diagnostics"]
+
+
+async def test_versions_are_checked(client: httpx.AsyncClient) -> None:
+    _, task = await _gp_validation(client)
+    accepted = task | {"status": "accepted"}
+    missing = await client.put(f"/fhir/Task/{task['id']}", json=accepted, headers=FHIR_JSON)
+    assert missing.status_code == 428
+    stale = await client.put(f"/fhir/Task/{task['id']}", json=accepted, headers=FHIR_JSON | {"if-match": 'W/"7"'})
+    assert stale.status_code == 412 and 'W/"1"' in stale.json()["issue"][0]["diagnostics"]
+    assert (await client.get(f"/fhir/Task/{task['id']}")).json()["status"] == "requested"
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [
+        ({"owner": {"reference": "Organization/someone-else"}}, "Task.owner"),
+        ({"focus": {"reference": "ServiceRequest/other"}}, "Task.focus"),
+        ({"for": {"reference": "Patient/other"}}, "Task.for"),
+        ({"requester": {"reference": "Practitioner/other"}}, "Task.requester"),
+    ],
+)
+async def test_a_decision_never_changes_who_or_what(
+    client: httpx.AsyncClient, change: dict[str, Any], expression: str
+) -> None:
+    _, task = await _gp_validation(client)
+    response = await client.put(
+        f"/fhir/Task/{task['id']}",
+        json=task | {"status": "accepted"} | change,
+        headers=FHIR_JSON | {"if-match": 'W/"1"'},
+    )
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["expression"] == [expression]
+
+
+async def test_forbidden_transition_says_what_is_allowed(client: httpx.AsyncClient) -> None:
+    _, task = await _gp_validation(client)
+    response = await client.put(
+        f"/fhir/Task/{task['id']}", json=task | {"status": "draft"}, headers=FHIR_JSON | {"if-match": 'W/"1"'}
+    )
+    assert response.status_code == 409
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert "from requested to draft" in diagnostics and "accepted" in diagnostics and "rejected" in diagnostics
+
+
+async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) -> None:
+    service_request, task = await _gp_validation(client)
+    platform = service_request["performer"][0]["reference"]
+    x_provenance = (
+        '{"resourceType": "Provenance", "agent": [{"who": {"reference": "%s"}, "onBehalfOf": {"reference": "%s"}}]}'
+        % (platform, task["owner"]["reference"])
+    )
+    response = await client.patch(
+        f"/fhir/Task/{task['id']}",
+        json=[{"op": "replace", "path": "/status", "value": "completed"}],
+        headers={"content-type": "application/json-patch+json", "if-match": 'W/"1"', "x-provenance": x_provenance},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed" and "end" in response.json()["executionPeriod"]
+    assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
+    (entry,) = (await client.get("/fhir/Provenance", params={"agent": platform})).json()["entry"]
+    assert entry["resource"]["agent"][0]["onBehalfOf"] == task["owner"]
+    bad_patch = await client.patch(
+        f"/fhir/Task/{task['id']}",
+        json=[{"op": "replace", "path": "/nothing/here", "value": 1}],
+        headers={"content-type": "application/json-patch+json", "if-match": 'W/"2"'},
+    )
+    assert bad_patch.status_code == 400
+
+
+async def test_deadline_escalation_is_done_once(client: httpx.AsyncClient, database: Database) -> None:
+    service_request, task = await _gp_validation(client)
+    assert await escalate_due(database) == 0  # not due yet
+    later = utc_now() + timedelta(days=30)
+    assert await escalate_due(database, later) == 1
+    assert await escalate_due(database, later) == 0  # already escalated
+    escalated = (await client.get(f"/fhir/Task/{task['id']}")).json()
+    assert escalated["status"] == "requested"
+    assert escalated["businessStatus"]["coding"][0]["code"] == "escalated"
+    contact = (
+        await client.get(
+            "/fhir/Task", params={"focus": f"ServiceRequest/{service_request['id']}", "code": "contact-gp"}
+        )
+    ).json()
+    (entry,) = contact["entry"]
+    assert entry["resource"]["owner"]["reference"] == service_request["performer"][0]["reference"]
+    assert entry["resource"]["partOf"] == [{"reference": f"Task/{task['id']}"}]
+
+
+async def test_concurrent_escalations_do_not_double(client: httpx.AsyncClient, database: Database) -> None:
+    import asyncio
+
+    await _gp_validation(client)
+    later = utc_now() + timedelta(days=30)
+    results = await asyncio.gather(*(escalate_due(database, later) for _ in range(4)))
+    assert sum(results) == 1
+    contact = (await client.get("/fhir/Task", params={"code": "contact-gp"})).json()
+    assert contact["total"] == 1
