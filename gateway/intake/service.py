@@ -249,8 +249,10 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
         gp_link=gp_link,
         validation_declared=declared is not None,
     )
-    opposition_on_record = patient_resolution.existing is not None and await _opposition_on_record(
-        uow, patient_reference, identity_keys(referral.patient.resource)
+    opposition_on_record = await _opposition_on_record(
+        uow,
+        patient_reference if patient_resolution.existing is not None else None,
+        identity_keys(referral.patient.resource),
     )
     plan = plan_intake(
         ReferralFacts(
@@ -327,9 +329,10 @@ async def _platform_organization(uow: UnitOfWork, platform: Platform) -> str:
     return f"Organization/{found}"
 
 
-async def _opposition_on_record(uow: UnitOfWork, patient_reference: str, keys: list[tuple[str, str]]) -> bool:
-    """An active opposition (Consent deny) of this patient, by stored id or by national identifier."""
-    params = [("patient", patient_reference)]
+async def _opposition_on_record(uow: UnitOfWork, patient_reference: str | None, keys: list[tuple[str, str]]) -> bool:
+    """An active opposition (Consent deny) of this patient: by stored id for a known patient, and by national
+    identifier for one recorded before the patient was (an opposition sent on its own, by INS)."""
+    params = [("patient", patient_reference)] if patient_reference else []
     params += [("patient:identifier", f"{system}|{value}") for system, value in keys]
     for param in params:
         _, consents = await uow.resources.search(

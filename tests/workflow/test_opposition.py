@@ -1,0 +1,144 @@
+"""The patient's right of opposition (L1110-12): at intake, later, and across senders."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import httpx
+
+from tests.conftest import load_example
+
+FHIR_JSON = {"content-type": "application/fhir+json"}
+INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
+
+
+def _resource(bundle: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
+    )
+    return found
+
+
+def _renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
+    bundle = copy.deepcopy(bundle)
+    _resource(bundle, "ServiceRequest")["identifier"][0]["value"] += suffix
+    bundle["identifier"]["value"] += suffix
+    return bundle
+
+
+async def _post(client: httpx.AsyncClient, bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    sr_entry = next(e for e in response.json()["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    reference = sr_entry["response"]["location"].split("/_history")[0]
+    return sr_entry, (await client.get(f"/fhir/{reference}")).json()
+
+
+def _ins(bundle: dict[str, Any]) -> str:
+    return str(next(i["value"] for i in _resource(bundle, "Patient")["identifier"] if i["system"] == INS_NIR))
+
+
+def _consent_deny(ins: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"identifier": {"system": INS_NIR, "value": ins}},
+        "dateTime": "2026-11-23T10:00:00+01:00",
+        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
+        "provision": {"type": "deny"},
+    }
+
+
+async def test_opposition_in_the_referral_revokes_it(client: httpx.AsyncClient) -> None:
+    sr_entry, service_request = await _post(client, load_example("referral-opposition.json"))
+    assert service_request["status"] == "revoked"
+    assert "performer" not in service_request
+    note = sr_entry["response"]["outcome"]["issue"]
+    assert any("L1110-12" in issue["diagnostics"] for issue in note)
+    tasks = (await client.get("/fhir/Task", params={"focus": f"ServiceRequest/{service_request['id']}"})).json()
+    assert tasks["total"] == 0
+
+
+async def test_an_opposition_on_record_holds_for_later_referrals(client: httpx.AsyncClient) -> None:
+    bundle = load_example("referral-opposition.json")
+    await _post(client, bundle)
+    later = _renamed(bundle, "-later")
+    _resource(later, "Consent")["provision"]["type"] = "permit"  # another sender says "informed, no objection"
+    _, service_request = await _post(client, later)
+    assert service_request["status"] == "revoked"
+
+
+async def test_a_later_opposition_revokes_open_referrals_and_cancels_their_tasks(client: httpx.AsyncClient) -> None:
+    bundle = load_example("referral-social-worker.json")  # no Consent: a patient-information Task is open
+    _, service_request = await _post(client, bundle)
+    assert service_request["status"] == "active"
+    response = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    assert response.headers["location"].startswith("http://gateway.test/fhir/Consent/")
+    assert response.json()["patient"]["reference"] == service_request["subject"]["reference"]
+    after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
+    assert after["status"] == "revoked"
+    tasks = (await client.get("/fhir/Task", params={"focus": f"ServiceRequest/{service_request['id']}"})).json()
+    assert tasks["total"] >= 1
+    assert {entry["resource"]["status"] for entry in tasks["entry"]} == {"cancelled"}
+
+
+async def test_an_opposition_before_any_referral_holds_by_ins(client: httpx.AsyncClient) -> None:
+    bundle = load_example("referral-overseas.json")
+    response = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=FHIR_JSON)
+    assert response.status_code == 201
+    assert "reference" not in response.json()["patient"]  # no such patient yet: kept by identifier
+    _, service_request = await _post(client, bundle)
+    assert service_request["status"] == "revoked"
+
+
+async def test_opposition_message(client: httpx.AsyncClient) -> None:
+    bundle = load_example("referral-corsica.json")
+    _, service_request = await _post(client, bundle)
+    patient = copy.deepcopy(_resource(bundle, "Patient"))
+    consent = _consent_deny(_ins(bundle)) | {"patient": {"reference": "urn:uuid:7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a02"}}
+    message = {
+        "resourceType": "Bundle",
+        "type": "message",
+        "timestamp": "2026-11-23T10:00:00+01:00",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a01",
+                "resource": {
+                    "resourceType": "MessageHeader",
+                    "id": "7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a01",
+                    "eventCoding": {
+                        "system": "https://fhir.dac-gateway.org/CodeSystem/dac-message-event",
+                        "code": "opposition",
+                    },
+                    "source": {"endpoint": "https://logiciel.example.org/fhir"},
+                    "focus": [{"reference": "urn:uuid:7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a03"}],
+                },
+            },
+            {"fullUrl": "urn:uuid:7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a02", "resource": patient},
+            {"fullUrl": "urn:uuid:7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a03", "resource": consent},
+        ],
+    }
+    response = await client.post("/fhir/$process-message", json=message, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    header = response.json()["entry"][0]["resource"]
+    assert header["response"]["code"] == "ok"
+    assert "/Consent/" in header["focus"][0]["reference"]
+    assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "revoked"
+    assert (await client.get("/fhir/Patient", params={"identifier": f"{INS_NIR}|{_ins(bundle)}"})).json()["total"] == 1
+
+
+async def test_consent_endpoint_checks_its_input(client: httpx.AsyncClient) -> None:
+    no_patient = _consent_deny("x")
+    del no_patient["patient"]
+    response = await client.post("/fhir/Consent", json=no_patient, headers=FHIR_JSON)
+    assert response.status_code == 422
+    unknown = _consent_deny("x") | {"patient": {"reference": "Patient/nobody"}}
+    response = await client.post("/fhir/Consent", json=unknown, headers=FHIR_JSON)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["expression"] == ["Consent.patient.reference"]
