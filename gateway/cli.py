@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -24,6 +24,8 @@ def serve(
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
     settings = Settings()
+    if settings.base_url is None:  # our own address, for the messages we send (MessageHeader.source, fullUrls)
+        settings = settings.model_copy(update={"base_url": f"http://{host}:{port}/fhir"})
     configure_logging(settings.log_level, settings.log_json)
     if settings.is_sqlite:
         migrate.upgrade(settings.database_url)
@@ -47,10 +49,16 @@ def worker() -> None:
     import asyncio
     import signal
 
+    from gateway.routing.config import RoutingConfigError, load_routing
     from gateway.store.database import Database
     from gateway.worker import run_worker
 
     settings = Settings()
+    try:
+        routing = load_routing(settings.routing)
+    except RoutingConfigError as exc:
+        typer.echo(f"invalid routing file: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     configure_logging(settings.log_level, settings.log_json)
     if not migrate.is_current(settings.database_url):
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
@@ -63,11 +71,70 @@ def worker() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await run_worker(database, settings.scheduler_interval, stop)
+            await run_worker(database, routing, settings, stop)
         finally:
             await database.dispose()
 
     asyncio.run(main())
+
+
+outbox_app = typer.Typer(help="Deliveries waiting, delivered and dead-lettered.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+def _run_store(job: Any) -> Any:
+    import asyncio
+
+    from gateway.store.database import Database
+
+    async def main() -> Any:
+        database = Database(Settings().database_url)
+        try:
+            return await job(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(main())
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[str | None, typer.Option(help="pending, delivered or dead")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
+) -> None:
+    """List deliveries (id, destination, event, status, attempts, last error)."""
+    from gateway.store.unit_of_work import UnitOfWork
+
+    async def job(database: Any) -> Any:
+        async with UnitOfWork(database, write=False) as uow:
+            return await uow.outbox.entries(status, limit)
+
+    entries = _run_store(job)
+    for entry in entries:
+        typer.echo(
+            f"{entry.id}  {entry.status:<9} {entry.destination:<24} {entry.event:<17} attempts={entry.attempts}"
+            + (f"  last_error={entry.last_error}" if entry.last_error else "")
+        )
+    if not entries:
+        typer.echo("no deliveries")
+
+
+@outbox_app.command("replay")
+def outbox_replay(delivery_id: Annotated[str, typer.Argument(help="The delivery (MessageHeader) id")]) -> None:
+    """Queue a dead-lettered delivery again, under the same id (receivers drop duplicates by it)."""
+    from gateway.fhir.primitives import utc_now
+    from gateway.store.unit_of_work import UnitOfWork
+
+    async def job(database: Any) -> bool:
+        async with UnitOfWork(database) as uow:
+            done = await uow.outbox.replay(delivery_id, utc_now())
+            await uow.commit()
+        return done
+
+    if not _run_store(job):
+        typer.echo(f"no delivery {delivery_id}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"delivery {delivery_id} queued again")
 
 
 @db_app.command("upgrade")

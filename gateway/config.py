@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     scheduler_interval: float = Field(
         default=30.0, gt=0, description="Seconds between two runs of the worker's periodic jobs (deadlines)"
     )
+    delivery_poll_interval: float = Field(default=0.5, gt=0, description="Seconds between two looks at the outbox")
+    delivery_max_attempts: int = Field(default=12, ge=1, description="Attempts before a delivery is dead-lettered")
+    delivery_backoff_base: float = Field(default=2.0, gt=0, description="First retry delay (seconds), doubling")
+    delivery_backoff_cap: float = Field(default=3600.0, gt=0, description="Longest retry delay (seconds)")
+    delivery_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for a platform's answer")
+    hop_limit: int = Field(default=3, ge=1, description="Forwardings between gateways before a message is refused")
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")
 

@@ -73,6 +73,7 @@ class IssueCode(StrEnum):
     STATUS_REASON_REQUIRED = "status-reason-required"
     PATCH_INVALID = "patch-invalid"
     PROVENANCE_HEADER_INVALID = "provenance-header-invalid"
+    HOP_LIMIT_REACHED = "hop-limit-reached"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -117,6 +118,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.STATUS_REASON_REQUIRED: "A rejection or a cancellation needs a statusReason.",
     IssueCode.PATCH_INVALID: "The JSON Patch cannot be applied to the resource.",
     IssueCode.PROVENANCE_HEADER_INVALID: "The X-Provenance header is not a Provenance with agents.",
+    IssueCode.HOP_LIMIT_REACHED: "The message was forwarded between gateways as often as allowed.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 

@@ -35,7 +35,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         warm_up()
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_worker(database, settings.scheduler_interval, stop)) if with_worker else None
+        worker = asyncio.create_task(run_worker(database, routing, settings, stop)) if with_worker else None
         try:
             yield
         finally:

@@ -29,11 +29,21 @@ def _event(bundle: Resource) -> str | None:
     return None
 
 
-async def process_message(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
+async def process_message(
+    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, hop_limit: int
+) -> Resource:
     """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
     if bundle.get("type") == "message" and _event(bundle) == OPPOSITION:
-        return await _process_opposition(database, bundle, base_url)
+        return await _process_opposition(database, routing, bundle, base_url)
     referral = read_referral(bundle, "message")
+    if referral.hop_count >= hop_limit:
+        # Gateways forwarding to each other in a loop: the count ends it.
+        raise BusinessRuleViolation.single(
+            IssueCode.HOP_LIMIT_REACHED,
+            f"this message was already forwarded {referral.hop_count} times (limit {hop_limit}): refused, so that "
+            "a routing loop between gateways ends",
+            "Bundle.entry[0].resource.extension",
+        )
     outcome = await take_in(database, referral, routing)
     async with UnitOfWork(database, write=False) as uow:
         service_request = await uow.resources.get("ServiceRequest", outcome.service_request_id)
@@ -56,7 +66,7 @@ def consent_note(outcome: ConsentOutcome) -> Resource:
     }
 
 
-async def _process_opposition(database: Database, bundle: Resource, base_url: str) -> Resource:
+async def _process_opposition(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
     resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
     consents = [(i, r) for i, r in enumerate(resources) if r.get("resourceType") == "Consent"]
     patients = [r for r in resources if r.get("resourceType") == "Patient"]
@@ -73,13 +83,13 @@ async def _process_opposition(database: Database, bundle: Resource, base_url: st
             "an opposition message's Consent has provision.type deny",
             f"Bundle.entry[{index}].resource.provision.type",
         )
-    outcome = await record_consent(database, consent, patients[0] if patients else None)
+    outcome = await record_consent(database, routing, consent, patients[0] if patients else None)
     return message_response(resources[0], outcome.consent, base_url, consent_note(outcome))
 
 
-async def process_consent(database: Database, consent: Resource) -> ConsentOutcome:
+async def process_consent(database: Database, routing: RoutingTable, consent: Resource) -> ConsentOutcome:
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
         )
-    return await record_consent(database, consent)
+    return await record_consent(database, routing, consent)

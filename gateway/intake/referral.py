@@ -7,6 +7,7 @@ reported at once, each with the FHIRPath of the element as posted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
 
 MESSAGE_EVENT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/dac-message-event"
+HOP_COUNT_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-hop-count"
 REFERRAL_REQUEST = "referral-request"
 
 #: What a referral bundle may carry (DESIGN §4, §7).
@@ -82,9 +84,28 @@ class Referral:
     idempotency_keys: list[str]
     message_header: Resource | None = None
     notes: list[str] = field(default_factory=list)
+    #: ``Type/id`` → fullUrl, for entries with an absolute fullUrl: a relative reference in a bundle resolves
+    #: against the fullUrl's base (R4 bundle.html#references), as in a message forwarded by a peer gateway.
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def of_type(self, resource_type: str) -> list[ReferralEntry]:
         return [entry for entry in self.entries if entry.resource_type == resource_type]
+
+    @property
+    def hop_count(self) -> int:
+        """How many gateways forwarded this message before us (extension dac-hop-count; 0 if absent)."""
+        for extension in (self.message_header or {}).get("extension") or []:
+            if isinstance(extension, dict) and extension.get("url") == HOP_COUNT_EXTENSION:
+                value = extension.get("valueUnsignedInt")
+                return value if isinstance(value, int) else 0
+        return 0
+
+    @property
+    def reply_endpoint(self) -> str | None:
+        """Where the sender of a message wants updates (MessageHeader.source.endpoint), if an http(s) URL."""
+        source = (self.message_header or {}).get("source") or {}
+        endpoint = source.get("endpoint") if isinstance(source, dict) else None
+        return endpoint if isinstance(endpoint, str) and endpoint.startswith(("http://", "https://")) else None
 
 
 def _identifiers(resource: Resource) -> Iterator[tuple[str, str]]:
@@ -255,7 +276,21 @@ def _check_message_header(header: Resource | None, issues: list[Issue]) -> None:
         )
 
 
-def _check_service_request(entry: ReferralEntry, patient: ReferralEntry | None, issues: list[Issue]) -> None:
+_ABSOLUTE_FULL_URL = re.compile(r"^https?://.+/([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+
+
+def relative_aliases(entries: list[ReferralEntry]) -> dict[str, str]:
+    aliases = {}
+    for entry in entries:
+        match = _ABSOLUTE_FULL_URL.match(entry.full_url or "")
+        if match and match.group(1) == entry.resource_type:
+            aliases[f"{match.group(1)}/{match.group(2)}"] = entry.full_url or ""
+    return aliases
+
+
+def _check_service_request(
+    entry: ReferralEntry, patient: ReferralEntry | None, aliases: dict[str, str], issues: list[Issue]
+) -> None:
     resource = entry.resource
     where = f"{entry.expression}.resource"
     if not list(_identifiers(resource)):
@@ -280,7 +315,8 @@ def _check_service_request(entry: ReferralEntry, patient: ReferralEntry | None, 
         targets: set[str] = {patient.full_url} if patient.full_url else set()
         if patient.update_target:
             targets.add(f"Patient/{patient.update_target}")
-        if subject.get("reference") not in targets:
+        reference = subject.get("reference")
+        if reference not in targets and aliases.get(str(reference)) not in targets:
             issues.append(
                 _rule(
                     IssueCode.SERVICEREQUEST_SUBJECT_MISMATCH,
@@ -338,8 +374,9 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
         IssueCode.REFERRAL_SERVICEREQUEST_MULTIPLE,
         issues,
     )
+    aliases = relative_aliases(entries)
     if service_request is not None:
-        _check_service_request(service_request, patient, issues)
+        _check_service_request(service_request, patient, aliases, issues)
     known = set(full_urls)
     for entry in entries:
         for reference, path in iter_references(entry.resource, f"{entry.expression}.resource"):
@@ -362,6 +399,7 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
         patient=patient,
         idempotency_keys=idempotency_keys(bundle, service_request.resource, header),
         message_header=header,
+        aliases=aliases,
     )
 
 

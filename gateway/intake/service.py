@@ -29,8 +29,9 @@ from gateway.intake import facts
 from gateway.intake.careteam import build_care_team
 from gateway.intake.identity import identity_keys
 from gateway.intake.referral import Referral, ReferralEntry, iter_references
-from gateway.routing.config import Platform, RoutingTable
+from gateway.routing.config import Platform, PlatformKind, RoutingTable
 from gateway.routing.router import route
+from gateway.routing.schedule import schedule_referral
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
@@ -201,6 +202,8 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
         if resolution.entry.full_url:
             stored_ids[resolution.entry.full_url] = reference
         stored_ids.setdefault(reference, reference)
+    for alias, full_url in referral.aliases.items():
+        stored_ids[alias] = stored_ids[full_url]
 
     unresolved = []
     for _reference, target, path in _rewrite_references(resolutions, stored_ids):
@@ -263,8 +266,9 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
             opposition_on_record=opposition_on_record,
             declared_validation=declared[0] if declared else None,
             declared_validator=declared[1] if declared else None,
+            forwarded=platform.kind is PlatformKind.PEER_GATEWAY,
         ),
-        TaskReferences(service_request_reference, patient_reference, requester, gp, platform_reference),
+        references := TaskReferences(service_request_reference, patient_reference, requester, gp, platform_reference),
         now,
     )
     service_request["status"] = plan.service_request_status
@@ -274,6 +278,11 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
         service_request["performer"] = [{"reference": platform_reference, "display": platform.name}]
 
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
+    if plan.routed:
+        generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count)
+    origin = referral.reply_endpoint
+    if origin:
+        uow.outbox.record_origin(service_request_reference.split("/")[1], origin)
     if not care_teams:
         care_team = build_care_team(
             patient_reference,

@@ -57,6 +57,13 @@ class RoutingTable:
     default: str | None
     source: Path
 
+    def platform_of_organization(self, identifiers: list[tuple[str, str]]) -> Platform | None:
+        """The platform whose Organization carries one of these identifiers (system, value)."""
+        wanted = set(identifiers)
+        return next(
+            (p for p in self.platforms.values() if (p.organization_system, p.organization_value) in wanted), None
+        )
+
     def platform_for_codes(self, commune: str | None, department: str | None) -> Platform | None:
         """The most specific match wins: commune row, then department row, then the default."""
         for code in (commune, department):

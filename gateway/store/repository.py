@@ -20,6 +20,8 @@ from gateway.fhir.search import Criterion, ParamType, SearchQuery, index_entries
 from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
+    outbox,
+    referral_origins,
     resource_identities,
     resource_versions,
     resources,
@@ -64,7 +66,15 @@ class PendingWrites:
 
     async def flush(self, connection: AsyncConnection) -> None:
         # Identities and idempotency keys first: a duplicate fails fast, before the bulk of the rows is sent.
-        for table in (resource_identities, idempotency_keys, resources, resource_versions, search_index):
+        for table in (
+            resource_identities,
+            idempotency_keys,
+            resources,
+            resource_versions,
+            search_index,
+            outbox,
+            referral_origins,
+        ):
             rows = self.rows.pop(table, None)
             if rows:
                 await connection.execute(sa.insert(table), rows)

@@ -7,6 +7,9 @@
   duplicate impossible, whatever the concurrency: the second writer's transaction fails and is retried.
 - ``idempotency_keys``: what a referral's answer was, under each key a resubmission may carry (ServiceRequest
   identifier, Bundle.identifier, MessageHeader id).
+- ``outbox``: messages to deliver (to platforms, peer gateways, senders), written in the transaction of the
+  change they announce; workers lease rows, send, and record the outcome.
+- ``referral_origins``: where a referral that came as a message wants its updates sent.
 """
 
 from __future__ import annotations
@@ -75,4 +78,40 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-ALL_TABLES = (resources, resource_versions, search_index, resource_identities, idempotency_keys)
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # = the MessageHeader id: the same on every retry
+    sa.Column("destination", sa.String(128), nullable=False),  # platform key, or the sender's endpoint for updates
+    sa.Column("endpoint", sa.String(1024), nullable=False),  # FHIR base; POST {endpoint}/$process-message
+    sa.Column("event", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the message Bundle, as built when the change was committed
+    sa.Column("task_id", sa.String(64), nullable=True),  # the platform-intake Task that shows the delivery
+    sa.Column("status", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "destination", "status"),
+)
+
+referral_origins = sa.Table(
+    "referral_origins",
+    metadata,
+    sa.Column("service_request_id", sa.String(64), primary_key=True),
+    sa.Column("endpoint", sa.String(1024), nullable=False),  # MessageHeader.source.endpoint of the referral
+)
+
+ALL_TABLES = (
+    resources,
+    resource_versions,
+    search_index,
+    resource_identities,
+    idempotency_keys,
+    outbox,
+    referral_origins,
+)

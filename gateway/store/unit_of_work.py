@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.errors import IssueCode, StoreUnavailable
 from gateway.store.database import Database
+from gateway.store.outbox import OutboxRepository
 from gateway.store.repository import IdempotencyRepository, PendingWrites, ResourceRepository
 
 
@@ -35,6 +36,7 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
 class UnitOfWork:
     resources: ResourceRepository
     idempotency: IdempotencyRepository
+    outbox: OutboxRepository
 
     def __init__(self, database: Database, *, write: bool = True) -> None:
         self._database = database
@@ -62,6 +64,7 @@ class UnitOfWork:
             raise
         self.resources = ResourceRepository(self._connection, self._pending)
         self.idempotency = IdempotencyRepository(self._connection, self._pending)
+        self.outbox = OutboxRepository(self._connection, self._pending, skip_locked=not self._database.is_sqlite)
         return self
 
     async def commit(self) -> None:

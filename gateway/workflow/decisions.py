@@ -4,17 +4,42 @@ writes the Task's next version, moves its ServiceRequest as ``EFFECTS`` says, an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from gateway.errors import InvalidRequest, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import split_reference
 from gateway.fhir.types import Resource
+from gateway.routing.config import RoutingTable
+from gateway.routing.schedule import platform_of, schedule_referral, schedule_update
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.provenance import Agent, provenance
-from gateway.workflow.tasks import business_status, revocation_reason, task_type_of
+from gateway.workflow.tasks import TaskReferences, business_status, revocation_reason, task_type_of
 from gateway.workflow.transitions import EFFECTS, FINAL, IMPLIED_BUSINESS_STATUS, check_decision
+
+
+async def _after_service_request_moved(
+    uow: UnitOfWork, routing: RoutingTable, task: Resource, service_request: Resource, now: datetime
+) -> None:
+    """Validated: the referral goes to its platform now. Rejected: the sender is told (if it asked)."""
+    reference = f"ServiceRequest/{service_request['id']}"
+    if service_request["status"] == "active":
+        platform = await platform_of(uow, routing, service_request)
+        if platform is not None:
+            references = TaskReferences(
+                reference,
+                str((task.get("for") or {}).get("reference")),
+                (task.get("requester") or {}).get("reference"),
+                (task.get("owner") or {}).get("reference"),
+                str(service_request["performer"][0]["reference"]),
+            )
+            for resource in schedule_referral(uow, platform, references, now):
+                uow.resources.add(resource, resource_id=resource.pop("id"))
+        await schedule_update(uow, reference, now, "validated")
+    else:
+        await schedule_update(uow, reference, now, service_request["status"])
 
 
 def _stale(current: StoredResource, expected_version: int) -> PreconditionFailed:
@@ -27,6 +52,7 @@ def _stale(current: StoredResource, expected_version: int) -> PreconditionFailed
 
 async def decide(
     database: Database,
+    routing: RoutingTable,
     task_id: str,
     proposed: Resource,
     expected_version: int,
@@ -76,6 +102,7 @@ async def decide(
             if changed is None:
                 raise _stale(current, expected_version)
             targets.append(f"ServiceRequest/{focus_id}/_history/{changed.version_id}")
+            await _after_service_request_moved(uow, routing, current.content, changed.content, now)
 
         owner = str((current.content.get("owner") or {}).get("reference", ""))
         who = list(agents) or [Agent("author", owner)]

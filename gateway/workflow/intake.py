@@ -31,6 +31,7 @@ class ReferralFacts:
     opposition_on_record: bool = False
     declared_validation: datetime | None = None  # dac-gp-validation: when the GP validated, per the requester
     declared_validator: str | None = None  # … and who (a stored reference), when said
+    forwarded: bool = False  # the competent platform runs its own gateway: its workflow decides, not ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,12 @@ def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime)
             notes=[f"Referral revoked and not routed: {why} (droit d'opposition, CSP art. L1110-12)."],
         )
 
+    if facts.forwarded:
+        return IntakePlan(
+            service_request_status="active",
+            routed=True,
+            notes=["Forwarded to the competent platform's own gateway, which runs its GP and consent steps."],
+        )
     step = gp_step(facts.policy, facts.trigger)
     tasks: list[Resource] = []
     provenances: list[Resource] = []

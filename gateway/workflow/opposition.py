@@ -15,6 +15,8 @@ from gateway.fhir.search import parse_search, split_reference
 from gateway.fhir.types import Resource
 from gateway.intake.facts import is_opposition
 from gateway.intake.identity import identity_keys
+from gateway.routing.config import RoutingTable
+from gateway.routing.schedule import platform_of, schedule_platform_update, schedule_update
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
@@ -59,7 +61,9 @@ async def _patient_reference(uow: UnitOfWork, consent: Resource, patient: Resour
     )
 
 
-async def record_consent(database: Database, consent: Resource, patient: Resource | None = None) -> ConsentOutcome:
+async def record_consent(
+    database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None = None
+) -> ConsentOutcome:
     parse_model(consent)
     now = utc_now()
     async with UnitOfWork(database) as uow:
@@ -91,6 +95,12 @@ async def record_consent(database: Database, consent: Resource, patient: Resourc
                 if updated is not None:
                     revoked.append(request.reference)
                     targets.append(f"{request.reference}/_history/{updated.version_id}")
+                    # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
+                    await schedule_update(uow, request.reference, now, "revoked")
+                    if request.content.get("status") == "active" and (
+                        platform := await platform_of(uow, routing, request.content)
+                    ):
+                        schedule_platform_update(uow, platform, request.reference, now, "revoked")
                 targets += await _cancel_open_tasks(uow, request.reference, now)
             performer = next(
                 (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep
+from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep, RoutingDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
 from gateway.intake.handlers import process_consent
@@ -14,9 +14,9 @@ router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
 
 @router.post("", summary="Record a Consent (an opposition revokes the patient's open referrals)", status_code=201)
 async def create_consent(
-    consent: ResourceBodyDep, database: DatabaseDep, answer: AnswerDep, base_url: BaseUrlDep
+    consent: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, base_url: BaseUrlDep
 ) -> FhirResponse:
-    outcome = await process_consent(database, consent)
+    outcome = await process_consent(database, routing, consent)
     headers = resource_headers(outcome.consent) | {
         "Location": f"{base_url}/{outcome.consent.reference}/_history/{outcome.consent.version_id}"
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway.api.capability import capability_statement
-from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep, RoutingDep
+from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep, RoutingDep, SettingsDep
 from gateway.api.responses import FhirResponse
 from gateway.intake.handlers import process_message, process_transaction
 
@@ -36,6 +36,11 @@ async def transaction(
 
 @router.post("/$process-message", summary="Referral as a message Bundle", openapi_extra=_FHIR_BODY)
 async def process_message_operation(
-    bundle: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, base_url: BaseUrlDep
+    bundle: ResourceBodyDep,
+    database: DatabaseDep,
+    routing: RoutingDep,
+    settings: SettingsDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
 ) -> FhirResponse:
-    return FhirResponse(await process_message(database, routing, bundle, base_url), answer)
+    return FhirResponse(await process_message(database, routing, bundle, base_url, settings.hop_limit), answer)

@@ -9,7 +9,7 @@ import jsonpatch
 import orjson
 from fastapi import APIRouter, Header, Request
 
-from gateway.api.deps import AnswerDep, DatabaseDep, ResourceBodyDep
+from gateway.api.deps import AnswerDep, DatabaseDep, ResourceBodyDep, RoutingDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
 from gateway.errors import InvalidRequest, IssueCode, PreconditionRequired, UnsupportedMediaType
@@ -66,17 +66,17 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
-    task_id: str, task: ResourceBodyDep, database: DatabaseDep, answer: AnswerDep, if_match: IfMatch = None,
-    x_provenance: XProvenance = None,
+    task_id: str, task: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep,
+    if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
-    stored = await decide(database, task_id, task, _expected_version(if_match), _agents(x_provenance))
+    stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance))
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
 
 
 @router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
 async def patch_task(
-    task_id: str, request: Request, database: DatabaseDep, answer: AnswerDep, if_match: IfMatch = None,
-    x_provenance: XProvenance = None,
+    task_id: str, request: Request, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep,
+    if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json-patch+json":
@@ -90,5 +90,5 @@ async def patch_task(
         patched: Resource = jsonpatch.apply_patch(current.content, operations)
     except (orjson.JSONDecodeError, jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch cannot be applied: {exc}") from exc
-    stored = await decide(database, task_id, patched, expected, _agents(x_provenance))
+    stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance))
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))

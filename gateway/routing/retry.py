@@ -1,0 +1,60 @@
+"""What a delivery attempt's result means, and when to try again: exponential backoff with jitter, honouring
+``Retry-After``. Pure, so the policy is tested as a table."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    verdict: Verdict
+    error: str | None = None
+    retry_after: float | None = None  # seconds the receiver asked us to wait
+
+
+def is_retryable_status(status: int) -> bool:
+    """408 and 429 say "later"; 5xx is the receiver's trouble. Any other 4xx will fail the same way again."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (moment - now).total_seconds())
+
+
+def judge_response(status: int, retry_after: str | None, body_excerpt: str, now: datetime) -> AttemptResult:
+    if 200 <= status <= 299:
+        return AttemptResult(Verdict.DELIVERED)
+    error = f"HTTP {status}: {body_excerpt[:300]}".rstrip(": ")
+    if is_retryable_status(status):
+        return AttemptResult(Verdict.RETRY, error, parse_retry_after(retry_after, now))
+    return AttemptResult(Verdict.DEAD, error)
+
+
+def backoff(attempts: int, *, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds before the next attempt, after ``attempts`` failed ones: base·2ⁿ⁻¹ capped, with jitter (50–100 %
+    so that a platform coming back is not hit by every retry at once), and never sooner than Retry-After."""
+    exponential = min(cap, base * 2 ** max(0, attempts - 1))
+    delay: float = exponential * rng.uniform(0.5, 1.0)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay

@@ -1,0 +1,96 @@
+"""Asking for deliveries, inside the transaction of the change they announce: the referral to its platform (a
+``platform-intake`` Task shows where the delivery stands), and updates back to a sender that asked for them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.fhir.primitives import new_id
+from gateway.fhir.search import split_reference
+from gateway.fhir.types import Resource
+from gateway.routing.config import Platform, PlatformKind, RoutingTable
+from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.policies import TaskType
+from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.tasks import DELIVERY_STATUS_SYSTEM, TaskReferences, build_task, coding
+
+REFERRAL_REQUEST = "referral-request"
+REFERRAL_UPDATE = "referral-update"
+
+
+def delivery_status(code: str) -> Resource:
+    return {"coding": [coding(DELIVERY_STATUS_SYSTEM, code)]}
+
+
+def schedule_referral(
+    uow: UnitOfWork, platform: Platform, references: TaskReferences, now: datetime, *, hop: int = 0
+) -> list[Resource]:
+    """The platform-intake Task and the outbox row that delivers the referral; returns the resources to store
+    (the Task, and for a peer gateway a Provenance of the forwarding). Their ids are set."""
+    task = build_task(TaskType.PLATFORM_INTAKE, references, owner=references.platform, now=now)
+    task["id"] = new_id()
+    task["businessStatus"] = delivery_status("queued")
+    made = [task]
+    uow.outbox.enqueue(
+        id=new_id(),
+        destination=platform.key,
+        endpoint=platform.endpoint,
+        event=REFERRAL_REQUEST,
+        payload={"focus": references.service_request, "hop": hop + 1, "kind": platform.kind.value},
+        now=now,
+        task_id=task["id"],
+    )
+    if platform.kind is PlatformKind.PEER_GATEWAY:
+        made.append(
+            provenance(
+                [references.service_request],
+                now,
+                [Agent("custodian", references.platform)],
+                f"forwarded to the peer gateway of {platform.name} ({platform.endpoint})",
+            )
+        )
+    return made
+
+
+async def platform_of(uow: UnitOfWork, routing: RoutingTable, service_request: Resource) -> Platform | None:
+    """The platform a stored ServiceRequest was routed to (its performer's Organization, in the routing file)."""
+    for performer in service_request.get("performer") or []:
+        resource_type, resource_id = split_reference(str(performer.get("reference", "")))
+        organization = await uow.resources.get("Organization", resource_id) if resource_type == "Organization" else None
+        if organization is not None:
+            identifiers = [
+                (str(i.get("system")), str(i.get("value"))) for i in organization.content.get("identifier") or []
+            ]
+            if platform := routing.platform_of_organization(identifiers):
+                return platform
+    return None
+
+
+def schedule_platform_update(
+    uow: UnitOfWork, platform: Platform, service_request: str, now: datetime, what: str
+) -> None:
+    """Tell the platform a referral it received changed (revoked by an opposition, …)."""
+    uow.outbox.enqueue(
+        id=new_id(),
+        destination=platform.key,
+        endpoint=platform.endpoint,
+        event=REFERRAL_UPDATE,
+        payload={"focus": service_request, "what": what, "kind": platform.kind.value},
+        now=now,
+    )
+
+
+async def schedule_update(uow: UnitOfWork, service_request: str, now: datetime, what: str) -> bool:
+    """A ``referral-update`` message to the sender of a referral that came by $process-message, if it did."""
+    origin = await uow.outbox.origin_of(service_request.split("/")[-1])
+    if origin is None:
+        return False
+    uow.outbox.enqueue(
+        id=new_id(),
+        destination=f"sender:{origin}"[:128],
+        endpoint=origin,
+        event=REFERRAL_UPDATE,
+        payload={"focus": service_request, "what": what},
+        now=now,
+    )
+    return True
