@@ -14,16 +14,17 @@ the loser's transaction fails as a whole with ``DuplicateKey`` and is run again,
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import orjson
 import structlog
 
 from gateway.errors import BusinessRuleViolation, Issue, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import SEARCH_PARAMETERS, parse_search, split_reference
+from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
 from gateway.intake import facts
 from gateway.intake.careteam import build_care_team
@@ -107,7 +108,7 @@ async def take_in(database: Database, referral: Referral, routing: RoutingTable)
                     outcome = IntakeOutcome.from_json(recorded, replayed=True)
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, copy.deepcopy(referral), platform)
+                outcome = await _store(uow, _fresh_copy(referral), platform)
                 uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
                 await uow.commit()
             # Ids only: they say which referral without saying who the patient is.
@@ -124,6 +125,20 @@ async def take_in(database: Database, referral: Referral, routing: RoutingTable)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _fresh_copy(referral: Referral) -> Referral:
+    """Intake rewrites the resources in place; every attempt starts from what was posted (orjson: fast)."""
+    entries = [
+        dataclasses.replace(entry, resource=orjson.loads(orjson.dumps(entry.resource))) for entry in referral.entries
+    ]
+    by_index = {entry.index: entry for entry in entries}
+    return dataclasses.replace(
+        referral,
+        entries=entries,
+        service_request=by_index[referral.service_request.index],
+        patient=by_index[referral.patient.index],
+    )
+
+
 @dataclass(slots=True)
 class _Resolution:
     entry: ReferralEntry
@@ -132,7 +147,31 @@ class _Resolution:
     create: bool = True
 
 
-async def _resolve(uow: UnitOfWork, entry: ReferralEntry) -> _Resolution:
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the store already holds under the referral's identifiers, fetched in two queries up front."""
+
+    identities: dict[tuple[str, str, str], str]
+    resources: dict[tuple[str, str], StoredResource]
+
+    def matching(self, resource_type: str, keys: list[tuple[str, str]]) -> StoredResource | None:
+        for system, value in keys:
+            found = self.identities.get((resource_type, system, value))
+            if found is not None and (resource_type, found) in self.resources:
+                return self.resources[(resource_type, found)]
+        return None
+
+
+async def _known(uow: UnitOfWork, referral: Referral, platform: Platform) -> _Known:
+    wanted = [("Organization", platform.organization_system, platform.organization_value)]
+    for entry in referral.entries:
+        if entry.method == "POST" and entry.resource_type != "ServiceRequest":
+            wanted += [(entry.resource_type, system, value) for system, value in identity_keys(entry.resource)]
+    identities = await uow.resources.identify_many(wanted)
+    return _Known(identities, await uow.resources.get_many((t, i) for (t, _, _), i in identities.items()))
+
+
+async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known) -> _Resolution:
     resource_type = entry.resource_type
     if entry.method == "PUT":
         target = entry.update_target or ""
@@ -153,6 +192,7 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry) -> _Resolution:
                 f"{entry.expression}.request.ifMatch",
             )
         return _Resolution(entry, current.id, existing=current, create=False)
+    keys = identity_keys(entry.resource)
     if entry.if_none_exist:
         query = parse_search(
             resource_type,
@@ -160,22 +200,36 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry) -> _Resolution:
             default_count=2,
             max_count=2,
         )
-        total, matches = await uow.resources.search(query)
-        if total > 1:
+        wanted = _identifier_pairs(query)
+        if wanted and set(wanted) <= set(keys):
+            # The identifiers this resource is registered under: already looked up with the others.
+            matches = [m for m in [known.matching(resource_type, wanted)] if m is not None]
+        else:
+            matches = await uow.resources.find(query, limit=2)
+        if len(matches) > 1:
             raise PreconditionFailed.single(
                 IssueCode.CONDITIONAL_MULTIPLE_MATCHES,
-                f"ifNoneExist matches {total} {resource_type} resources; it must match at most one",
+                f"ifNoneExist matches several {resource_type} resources; it must match at most one",
                 f"{entry.expression}.request.ifNoneExist",
             )
         if matches:
             return _Resolution(entry, matches[0].id, existing=matches[0], create=False)
-    if resource_type != "ServiceRequest":
-        matched_id = await uow.resources.identify(resource_type, identity_keys(entry.resource))
-        if matched_id is not None:
-            existing = await uow.resources.get(resource_type, matched_id)
-            if existing is not None:
-                return _Resolution(entry, existing.id, existing=existing, create=False)
+    if resource_type != "ServiceRequest" and (existing := known.matching(resource_type, keys)):
+        return _Resolution(entry, existing.id, existing=existing, create=False)
     return _Resolution(entry, new_id())
+
+
+def _identifier_pairs(query: SearchQuery) -> list[tuple[str, str]]:
+    """(system, value) pairs when a query is nothing but ``identifier=system|value`` criteria."""
+    pairs = []
+    for criterion in query.criteria:
+        if criterion.parameter.name != "identifier" or len(criterion.tokens) != 1:
+            return []
+        token = criterion.tokens[0]
+        if not token.system or not token.value:
+            return []
+        pairs.append((token.system, token.value))
+    return pairs
 
 
 def _rewrite_references(
@@ -195,7 +249,8 @@ def _rewrite_references(
 
 
 async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> IntakeOutcome:
-    resolutions = [await _resolve(uow, entry) for entry in referral.entries]
+    known = await _known(uow, referral, platform)
+    resolutions = [await _resolve(uow, entry, known) for entry in referral.entries]
     stored_ids: dict[str, str] = {}
     for resolution in resolutions:
         reference = f"{resolution.entry.resource_type}/{resolution.id}"
@@ -230,7 +285,7 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
     service_request_reference = f"ServiceRequest/{by_entry[id(referral.service_request)].id}"
     patient_resolution = by_entry[id(referral.patient)]
     patient_reference = f"Patient/{patient_resolution.id}"
-    platform_reference = await _platform_organization(uow, platform)
+    platform_reference = _platform_organization(uow, platform, known)
 
     in_bundle = {f"{r.entry.resource_type}/{r.id}": r.entry.resource for r in resolutions}
 
@@ -322,10 +377,10 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
     return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made, plan.notes)
 
 
-async def _platform_organization(uow: UnitOfWork, platform: Platform) -> str:
+def _platform_organization(uow: UnitOfWork, platform: Platform, known: _Known) -> str:
     """The platform's Organization (from the routing file), created the first time a referral goes there."""
     key = [(platform.organization_system, platform.organization_value)]
-    found = await uow.resources.identify("Organization", key)
+    found = known.identities.get(("Organization", *key[0]))
     if found is None:
         organization = {
             "resourceType": "Organization",
@@ -342,10 +397,11 @@ async def _opposition_on_record(uow: UnitOfWork, patient_reference: str | None, 
     """An active opposition (Consent deny) of this patient: by stored id for a known patient, and by national
     identifier for one recorded before the patient was (an opposition sent on its own, by INS)."""
     params = [("patient", patient_reference)] if patient_reference else []
-    params += [("patient:identifier", f"{system}|{value}") for system, value in keys]
+    if keys:
+        params.append(("patient:identifier", ",".join(f"{system}|{value}" for system, value in keys)))
     for param in params:
-        _, consents = await uow.resources.search(
-            parse_search("Consent", [param, ("status", "active")], default_count=100, max_count=100)
+        consents = await uow.resources.find(
+            parse_search("Consent", [param, ("status", "active")], default_count=100, max_count=100), limit=100
         )
         if any(facts.is_opposition(consent.content) for consent in consents):
             return True

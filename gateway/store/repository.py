@@ -147,6 +147,31 @@ class ResourceRepository:
         found = {(row.system, row.value): row.resource_id for row in result}
         return next((found[key] for key in keys if key in found), None)
 
+    async def identify_many(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """For each (resource type, system, value) held by a resource, that resource's id — one query."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        i = resource_identities.c
+        result = await self._execute(
+            sa.select(i.resource_type, i.system, i.value, i.resource_id).where(
+                sa.or_(*(sa.and_(i.resource_type == t, i.system == s, i.value == v) for t, s, v in keys))
+            )
+        )
+        return {(row.resource_type, row.system, row.value): row.resource_id for row in result}
+
+    async def get_many(self, references: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
+        """The current versions of several resources (type, id) — one query."""
+        references = list(dict.fromkeys(references))
+        if not references:
+            return {}
+        r = resources.c
+        result = await self._execute(
+            sa.select(resources).where(sa.or_(*(sa.and_(r.resource_type == t, r.id == i) for t, i in references)))
+        )
+        found = (StoredResource.from_row(row) for row in result)
+        return {(stored.resource_type, stored.id): stored for stored in found}
+
     async def ids_below(self, resource_type: str, param: str, upper: str) -> list[str]:
         """Ids of resources whose index value for ``param`` sorts before ``upper`` (instants in UTC ``Z`` form
         sort as text), e.g. Tasks whose deadline has passed."""
@@ -163,6 +188,13 @@ class ResourceRepository:
             sa.select(sa.literal(1)).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
         )
         return result.first() is not None
+
+    async def find(self, query: SearchQuery, limit: int) -> list[StoredResource]:
+        """Up to ``limit`` matches, without counting them all (conditional create, rule look-ups)."""
+        r = resources.c
+        conditions = [r.resource_type == query.resource_type, *(_condition(c) for c in query.criteria)]
+        result = await self._execute(sa.select(resources).where(*conditions).order_by(r.last_updated).limit(limit))
+        return [StoredResource.from_row(row) for row in result]
 
     async def search(self, query: SearchQuery) -> tuple[int, list[StoredResource]]:
         r = resources.c
