@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ CS_MISSION = f"{BASE}/CodeSystem/dac-mission"
 CS_CARETEAM_ROLE = f"{BASE}/CodeSystem/dac-careteam-role"
 CS_MESSAGE_EVENT = f"{BASE}/CodeSystem/dac-message-event"
 EXT_GP_LINK = f"{BASE}/StructureDefinition/dac-gp-link"
+# Complex extension: sub-extensions "date" (valueDateTime) and "validator" (valueReference to the GP).
+EXT_GP_VALIDATION = f"{BASE}/StructureDefinition/dac-gp-validation"
 
 SYS_INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
 SYS_RPPS = "https://rpps.esante.gouv.fr"
@@ -334,10 +337,23 @@ def service_request(
     authored_on: str,
     priority: str | None = None,
     notes: list[tuple[str, str]] | None = None,
+    gp_validation: tuple[str, str] | None = None,
 ) -> Json:
+    """`gp_validation` = (dateTime, validator reference): the requester declares the GP already validated."""
+    extensions: list[Json] = [{"url": EXT_GP_LINK, "valueCode": gp_link}]
+    if gp_validation:
+        extensions.append(
+            {
+                "url": EXT_GP_VALIDATION,
+                "extension": [
+                    {"url": "date", "valueDateTime": gp_validation[0]},
+                    {"url": "validator", "valueReference": {"reference": gp_validation[1]}},
+                ],
+            }
+        )
     sr: Json = {
         "resourceType": "ServiceRequest",
-        "extension": [{"url": EXT_GP_LINK, "valueCode": gp_link}],
+        "extension": extensions,
         "identifier": [{"system": system, "value": value}],
         "status": "active",
         "intent": "order",
@@ -358,9 +374,23 @@ def service_request(
     return sr
 
 
-def consent(*, patient_url: str, performer_url: str, date_time: str, provision: str) -> Json:
+def ref(url: str) -> Json:
+    """Literal reference (a fullUrl of the same bundle)."""
+    return {"reference": url}
+
+
+def logical_ref(system: str, value: str, display: str | None = None) -> Json:
+    """Logical reference by a national identifier (no resource to point to: a Consent posted on its own)."""
+    r: Json = {"identifier": {"system": system, "value": value}}
+    if display:
+        r["display"] = display
+    return r
+
+
+def consent(*, patient: Json, performer: Json | None, date_time: str, provision: str) -> Json:
+    """Consent (L1110-12). `patient` and `performer` are Reference objects: `ref(...)` or `logical_ref(...)`."""
     assert provision in ("permit", "deny")
-    return {
+    res: Json = {
         "resourceType": "Consent",
         "status": "active",
         "scope": {
@@ -369,12 +399,13 @@ def consent(*, patient_url: str, performer_url: str, date_time: str, provision: 
             ]
         },
         "category": [{"coding": [coding("http://loinc.org", "59284-0")]}],
-        "patient": {"reference": patient_url},
+        "patient": patient,
         "dateTime": date_time,
-        "performer": [{"reference": performer_url}],
-        "policyRule": {"text": POLICY_TEXT},
-        "provision": {"type": provision},
     }
+    if performer:
+        res["performer"] = [performer]
+    res.update({"policyRule": {"text": POLICY_TEXT}, "provision": {"type": provision}})
+    return res
 
 
 def careteam_role(code: str) -> list[Json]:
@@ -468,6 +499,39 @@ def add_professional(
 # ---------------------------------------------------------------------------------------------------------
 VALIDATED = "VALI|Identité validée"
 
+# Patients and professionals that appear in more than one file (same INS / RPPS, same traits everywhere).
+HOSPITAL_NURSE_PATIENT: dict[str, Any] = {
+    "order": "214",
+    "family": "DUBOIS",
+    "given": ["Jeanne", "Marie", "Thérèse"],
+    "gender": "female",
+    "birth_date": "1938-11-03",
+    "birth_insee": "59512",
+    "birth_city": "Roubaix",
+    "addr": address(["27 rue Royale", "Appartement 31"], "Lille", "59000", "59350", use="home"),
+    "usual_family": "LEFEBVRE",
+    "reliability": VALIDATED,
+    "phone": "03 53 01 22 17",
+}
+HOSPITAL_NURSE = ("LAMBERT", "Sophie", rpps("1020023456"))  # family, given, RPPS
+CORSICA_PATIENT: dict[str, Any] = {
+    "order": "045",
+    "family": "CASANOVA",
+    "given": ["Marie-Paule", "Antonia"],
+    "gender": "female",
+    "birth_date": "1978-05-12",
+    "birth_insee": "2A004",
+    "birth_city": "Ajaccio",
+    "addr": address(["15 cours Napoléon"], "Ajaccio", "20000", "2A004", use="home"),
+    "reliability": VALIDATED,
+    "phone": "04 65 71 20 04",
+}
+CORSICA_NEUROLOGIST = ("FERRI", "Julien", rpps("1010089012"))  # family, given, RPPS
+
+
+def ins_of(traits: dict[str, Any]) -> str:
+    return nir(traits["gender"], traits["birth_date"], traits["birth_insee"], traits["order"])
+
 
 def gp_example(name: str = "referral-gp", sr_value: str = "MSP-BDL-2025-000142") -> Example:
     """The GP (médecin traitant) refers her own patient; Consent permit informed by the GP."""
@@ -516,8 +580,8 @@ def gp_example(name: str = "referral-gp", sr_value: str = "MSP-BDL-2025-000142")
     ex.add(
         "consent",
         consent(
-            patient_url=patient_url,
-            performer_url=gp_url,
+            patient=ref(patient_url),
+            performer=ref(gp_url),
             date_time="2025-03-10T09:50:00+01:00",
             provision="permit",
         ),
@@ -573,26 +637,12 @@ def hospital_nurse_example() -> Example:
             ],
         ),
     )
-    add_ins_patient(
-        ex,
-        order="214",
-        family="DUBOIS",
-        given=["Jeanne", "Marie", "Thérèse"],
-        gender="female",
-        birth_date="1938-11-03",
-        birth_insee="59512",
-        birth_city="Roubaix",
-        addr=address(["27 rue Royale", "Appartement 31"], "Lille", "59000", "59350", use="home"),
-        usual_family="LEFEBVRE",
-        reliability=VALIDATED,
-        phone="03 53 01 22 17",
-        gp_url=gp_url,
-    )
+    add_ins_patient(ex, **HOSPITAL_NURSE_PATIENT, gp_url=gp_url)
     ex.add(
         "consent",
         consent(
-            patient_url=patient_url,
-            performer_url=nurse_url,
+            patient=ref(patient_url),
+            performer=ref(nurse_url),
             date_time="2025-03-11T15:30:00+01:00",
             provision="permit",
         ),
@@ -600,9 +650,9 @@ def hospital_nurse_example() -> Example:
     add_professional(
         ex,
         "nurse",
-        family="LAMBERT",
-        given=["Sophie"],
-        rpps_number=rpps("1020023456"),
+        family=HOSPITAL_NURSE[0],
+        given=[HOSPITAL_NURSE[1]],
+        rpps_number=HOSPITAL_NURSE[2],
         org=organization(
             "Centre hospitalier des Trois Rivières",
             address(["2 avenue Oscar Lambret"], "Lille", "59000", "59350"),
@@ -786,8 +836,8 @@ def no_gp_example() -> Example:
     ex.add(
         "consent",
         consent(
-            patient_url=patient_url,
-            performer_url=nurse_url,
+            patient=ref(patient_url),
+            performer=ref(nurse_url),
             date_time="2025-03-12T18:10:00+01:00",
             provision="permit",
         ),
@@ -853,8 +903,8 @@ def opposition_example() -> Example:
     ex.add(
         "consent",
         consent(
-            patient_url=patient_url,
-            performer_url=requester_url,
+            patient=ref(patient_url),
+            performer=ref(requester_url),
             date_time="2025-03-14T11:00:00+01:00",
             provision="deny",
         ),
@@ -917,25 +967,12 @@ def corsica_example() -> Example:
             ],
         ),
     )
-    add_ins_patient(
-        ex,
-        order="045",
-        family="CASANOVA",
-        given=["Marie-Paule", "Antonia"],
-        gender="female",
-        birth_date="1978-05-12",
-        birth_insee="2A004",
-        birth_city="Ajaccio",
-        addr=address(["15 cours Napoléon"], "Ajaccio", "20000", "2A004", use="home"),
-        reliability=VALIDATED,
-        phone="04 65 71 20 04",
-        gp_url=gp_url,
-    )
+    add_ins_patient(ex, **CORSICA_PATIENT, gp_url=gp_url)
     ex.add(
         "consent",
         consent(
-            patient_url=patient_url,
-            performer_url=requester_url,
+            patient=ref(patient_url),
+            performer=ref(requester_url),
             date_time="2025-03-17T09:00:00+01:00",
             provision="permit",
         ),
@@ -943,9 +980,9 @@ def corsica_example() -> Example:
     add_professional(
         ex,
         "neurologist",
-        family="FERRI",
-        given=["Julien"],
-        rpps_number=rpps("1010089012"),
+        family=CORSICA_NEUROLOGIST[0],
+        given=[CORSICA_NEUROLOGIST[1]],
+        rpps_number=CORSICA_NEUROLOGIST[2],
         doctor=True,
         org=organization(
             "Centre hospitalier des Calanques",
@@ -1015,8 +1052,8 @@ def overseas_example() -> Example:
     ex.add(
         "consent",
         consent(
-            patient_url=patient_url,
-            performer_url=requester_url,
+            patient=ref(patient_url),
+            performer=ref(requester_url),
             date_time="2025-03-18T09:30:00+04:00",
             provision="permit",
         ),
@@ -1069,9 +1106,263 @@ def message_gp() -> Json:
     return ex.message("2025-03-10T10:15:30+01:00", header, fixed_uuid("message-referral-gp", "bundle"))
 
 
+def nurse_pta_2016_example() -> Example:
+    """A community nurse refers a Valenciennes patient whose GP is known: dac-59-hainaut (policy pta-2016)
+    holds the referral until the GP validates it."""
+    ex = Example("referral-nurse-pta-2016")
+    patient_url = ex.url("patient")
+    nurse_url = ex.url("nurse-role")
+    gp_url = ex.url("gp-role")
+    ex.add(
+        "servicerequest",
+        service_request(
+            system="https://logiciel-infirmier.example.org/fhir/referral-id",
+            value="IDEL-VAL-2025-00031",
+            mission="pathway-support",
+            patient_url=patient_url,
+            requester_url=nurse_url,
+            gp_link="none",
+            reasons=[
+                "Dénutrition et perte d'autonomie depuis trois mois",
+                "Épuisement de l'épouse, aidante principale",
+            ],
+            authored_on="2025-03-19T13:10:00+01:00",
+            notes=[
+                (
+                    "2025-03-19T13:10:00+01:00",
+                    "Patient suivi à domicile pour soins d'hygiène et surveillance du poids. Besoin d'un bilan "
+                    "global et d'aides humaines. Le médecin traitant (Dr Delcourt) n'a pas encore donné son avis "
+                    "sur cette demande.",
+                )
+            ],
+        ),
+    )
+    add_ins_patient(
+        ex,
+        order="129",
+        family="LEROY",
+        given=["Roger", "André"],
+        gender="male",
+        birth_date="1947-10-05",
+        birth_insee="59178",
+        birth_city="Douai",
+        addr=address(["22 avenue de Saint-Amand"], "Valenciennes", "59300", "59606", use="home"),
+        reliability=VALIDATED,
+        phone="03 53 01 59 31",
+        gp_url=gp_url,
+    )
+    ex.add(
+        "consent",
+        consent(
+            patient=ref(patient_url),
+            performer=ref(nurse_url),
+            date_time="2025-03-19T12:40:00+01:00",
+            provision="permit",
+        ),
+    )
+    add_professional(
+        ex,
+        "nurse",
+        family="LEMAIRE",
+        given=["Camille"],
+        rpps_number=rpps("1020013579"),
+        org=organization(
+            "Cabinet infirmier du Faubourg de Cambrai",
+            address(["5 rue du Faubourg de Cambrai"], "Valenciennes", "59300", "59606"),
+            siret_number=siret(siren("81234567"), "0018"),
+        ),
+        profession=INFIRMIER,
+        profession_text="Infirmière libérale",
+        phone="03 53 01 59 02",
+    )
+    add_professional(
+        ex,
+        "gp",
+        family="DELCOURT",
+        given=["Martine"],
+        rpps_number=rpps("1010024680"),
+        doctor=True,
+        profession=MEDECIN,
+        profession_text="Médecin généraliste",
+        phone="03 53 01 59 70",
+    )
+    return ex
+
+
+def gp_validated_example() -> Example:
+    """A hospital physician refers a Quimper patient (dac-29, policy pta-2016) and declares that the GP already
+    validated the request (dac-gp-validation): no wait for the GP."""
+    ex = Example("referral-gp-validated")
+    patient_url = ex.url("patient")
+    requester_url = ex.url("physician-role")
+    gp_url = ex.url("gp-role")
+    ex.add(
+        "servicerequest",
+        service_request(
+            system="https://ch-odet.example.org/fhir/referral-id",
+            value="CHO-MPO-2025-000287",
+            mission="pathway-support",
+            patient_url=patient_url,
+            requester_url=requester_url,
+            gp_link="none",
+            reasons=[
+                "Retour à domicile après un accident vasculaire cérébral, hémiparésie droite",
+                "Logement inadapté, conjoint lui-même dépendant",
+            ],
+            authored_on="2025-03-20T11:30:00+01:00",
+            notes=[
+                (
+                    "2025-03-20T11:30:00+01:00",
+                    "Sortie prévue le 25/03/2025. Le Dr Kergoat, médecin traitant, a validé la demande d'appui "
+                    "par téléphone le 18/03/2025.",
+                )
+            ],
+            gp_validation=("2025-03-18T17:45:00+01:00", ex.url("gp-practitioner")),
+        ),
+    )
+    add_ins_patient(
+        ex,
+        order="263",
+        family="TANGUY",
+        given=["Anne-Marie", "Louise"],
+        gender="female",
+        birth_date="1944-01-22",
+        birth_insee="29151",
+        birth_city="Morlaix",
+        addr=address(["14 rue de Kerfeunteun"], "Quimper", "29000", "29232", use="home"),
+        reliability=VALIDATED,
+        phone="02 61 91 29 63",
+        gp_url=gp_url,
+    )
+    ex.add(
+        "consent",
+        consent(
+            patient=ref(patient_url),
+            performer=ref(requester_url),
+            date_time="2025-03-20T10:00:00+01:00",
+            provision="permit",
+        ),
+    )
+    add_professional(
+        ex,
+        "physician",
+        family="LE BRIS",
+        given=["Gaëlle"],
+        rpps_number=rpps("1010035791"),
+        doctor=True,
+        org=organization(
+            "Centre hospitalier de l'Odet, service de médecine polyvalente",
+            address(["10 avenue de l'Hôpital"], "Quimper", "29000", "29232"),
+            finess_number=finess("29001357"),
+            phone="02 61 91 29 00",
+        ),
+        profession=MEDECIN,
+        profession_text="Médecin interniste",
+        phone="02 61 91 29 41",
+    )
+    add_professional(
+        ex,
+        "gp",
+        family="KERGOAT",
+        given=["Yann"],
+        rpps_number=rpps("1010046802"),
+        doctor=True,
+        profession=MEDECIN,
+        profession_text="Médecin généraliste",
+        phone="02 61 91 29 80",
+    )
+    return ex
+
+
+def consent_opposition() -> Json:
+    """The patient of referral-hospital-nurse.json objects, afterwards: a lone Consent for POST /fhir/Consent, the
+    patient referenced by INS (logical reference), the nurse who records it by RPPS."""
+    family, given, rpps_number = HOSPITAL_NURSE
+    traits = HOSPITAL_NURSE_PATIENT
+    return consent(
+        patient=logical_ref(
+            SYS_INS_NIR,
+            ins_of(traits),
+            f"{traits['given'][0]} {traits['usual_family']}, née {traits['family']}",
+        ),
+        performer=logical_ref(SYS_RPPS, rpps_number, f"{given} {family}"),
+        date_time="2025-03-12T10:20:00+01:00",
+        provision="deny",
+    )
+
+
+def message_opposition() -> Json:
+    """An opposition as a message: MessageHeader (event opposition, focus the Consent), the Patient (the same as
+    referral-corsica.json) and the Consent deny, recorded by her neurologist (logical reference by RPPS)."""
+    ex = Example("message-opposition")
+    patient_url = add_ins_patient(ex, **CORSICA_PATIENT)
+    family, given, rpps_number = CORSICA_NEUROLOGIST
+    consent_url = ex.add(
+        "consent",
+        consent(
+            patient=ref(patient_url),
+            performer=logical_ref(SYS_RPPS, rpps_number, f"Dr {given} {family}"),
+            date_time="2025-03-21T15:05:00+01:00",
+            provision="deny",
+        ),
+    )
+    header = {
+        "resourceType": "MessageHeader",
+        "id": fixed_uuid("message-opposition", "messageheader"),
+        "eventCoding": coding(CS_MESSAGE_EVENT, "opposition", "Opposition du patient"),
+        "source": {
+            "name": "Logiciel hospitalier (exemple)",
+            "software": "Logiciel hospitalier",
+            "endpoint": "https://hopital-exemple.fr/fhir",
+        },
+        "focus": [{"reference": consent_url}],
+    }
+    return ex.message("2025-03-21T15:05:30+01:00", header, fixed_uuid("message-opposition", "bundle"))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Checks
 # ---------------------------------------------------------------------------------------------------------
+def identifiers(node: Any) -> Any:
+    """Every Identifier under `node`: resources' identifier lists and logical references' identifier."""
+    if isinstance(node, dict):
+        found = node.get("identifier")
+        if isinstance(found, dict):
+            yield found
+        elif isinstance(found, list):
+            yield from (i for i in found if isinstance(i, dict))
+        for v in node.values():
+            yield from identifiers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from identifiers(v)
+
+
+def key_errors(node: Any) -> list[str]:
+    """Check keys of every INS-NIR, RPPS, FINESS and SIRET under `node`."""
+    errors: list[str] = []
+    for ident in identifiers(node):
+        system, value = ident.get("system"), ident.get("value", "")
+        if system == SYS_INS_NIR and not (len(value) == 15 and value[-2:] == nir_key(value[:13])):
+            errors.append(f"INS-NIR key {value}")
+        if system == SYS_RPPS and not (len(value) == 11 and luhn_valid(value)):
+            errors.append(f"RPPS key {value}")
+        if system == SYS_FINESS and not (len(value) == 9 and luhn_valid(value)):
+            errors.append(f"FINESS key {value}")
+        if system == SYS_SIRENE and not (len(value) == 14 and luhn_valid(value) and luhn_valid(value[:9])):
+            errors.append(f"SIRET key {value}")
+    return errors
+
+
+def consent_errors(res: Json) -> list[str]:
+    errors: list[str] = []
+    if not (res.get("policy") or res.get("policyRule")):
+        errors.append("Consent violates ppc-1")
+    if not res.get("patient"):
+        errors.append("Consent violates ppc-2")
+    return errors
+
+
 def check_bundle(fname: str, bundle: Json) -> list[str]:
     errors: list[str] = []
 
@@ -1107,16 +1398,8 @@ def check_bundle(fname: str, bundle: Json) -> list[str]:
             err("request element in a message bundle")
         if rt != "MessageHeader" and ("id" in res or "meta" in res):
             err(f"{rt} carries id/meta")
-        for ident in res.get("identifier", []) if isinstance(res.get("identifier"), list) else []:
-            system, value = ident.get("system"), ident.get("value", "")
-            if system == SYS_INS_NIR and value[-2:] != nir_key(value[:13]):
-                err(f"INS-NIR key {value}")
-            if system == SYS_RPPS and not (len(value) == 11 and luhn_valid(value)):
-                err(f"RPPS key {value}")
-            if system == SYS_FINESS and not (len(value) == 9 and luhn_valid(value)):
-                err(f"FINESS key {value}")
-            if system == SYS_SIRENE and not (len(value) == 14 and luhn_valid(value) and luhn_valid(value[:9])):
-                err(f"SIRET key {value}")
+        for msg in key_errors(res):
+            err(msg)
         if rt == "Practitioner":
             ids = {i["system"]: i["value"] for i in res.get("identifier", [])}
             if SYS_RPPS in ids and ids.get(SYS_IDNPS) != "8" + ids[SYS_RPPS]:
@@ -1133,13 +1416,30 @@ def check_bundle(fname: str, bundle: Json) -> list[str]:
                 err("Patient ifNoneExist does not match the INS")
             if not any(n.get("use") == "official" and n.get("family") and n.get("given") for n in res["name"]):
                 err("Patient lacks an official name with given names")
-        if rt == "Consent" and not (res.get("policy") or res.get("policyRule")):
-            err("Consent violates ppc-1")
-        if rt == "Consent" and not res.get("patient"):
-            err("Consent violates ppc-2")
+        if rt == "Consent":
+            for msg in consent_errors(res):
+                err(msg)
 
     srs = [r for r in by_url.values() if r["resourceType"] == "ServiceRequest"]
-    if len(srs) != 1:
+    first = bundle["entry"][0]["resource"]
+    if bundle["type"] == "message" and first["resourceType"] != "MessageHeader":
+        err("bdl-12: first entry must be a MessageHeader")
+        return errors
+    if bundle["type"] == "message" and first["eventCoding"]["code"] == "opposition":
+        # An opposition: one Consent deny (the focus) and at most one Patient (the Consent's patient), no referral.
+        consents = [(u, r) for u, r in by_url.items() if r["resourceType"] == "Consent"]
+        patients = [u for u, r in by_url.items() if r["resourceType"] == "Patient"]
+        if srs or len(consents) != 1 or len(patients) > 1:
+            err("an opposition message carries one Consent, at most one Patient and no ServiceRequest")
+        else:
+            consent_url, res = consents[0]
+            if res["status"] != "active" or res["provision"]["type"] != "deny":
+                err("the opposition's Consent is not an active deny")
+            if [f["reference"] for f in first["focus"]] != [consent_url]:
+                err("MessageHeader.focus is not the Consent")
+            if patients and res["patient"].get("reference") != patients[0]:
+                err("the Consent's patient is not the Patient entry")
+    elif len(srs) != 1:
         err("exactly one ServiceRequest expected")
     else:
         sr = srs[0]
@@ -1152,19 +1452,88 @@ def check_bundle(fname: str, bundle: Json) -> list[str]:
             err("requester is the GP but gp-link is not self")
         if link == "linked-physician" and not gps:
             err("gp-link linked-physician without a known GP")
-    if bundle["type"] == "message":
-        first = bundle["entry"][0]["resource"]
-        if first["resourceType"] != "MessageHeader":
-            err("bdl-12: first entry must be a MessageHeader")
-        elif first["focus"][0]["reference"] != next(u for u, r in by_url.items() if r is srs[0]):
+        validation = next((x for x in sr["extension"] if x["url"] == EXT_GP_VALIDATION), None)
+        if validation:
+            parts = {x["url"]: x for x in validation["extension"]}
+            validator = parts["validator"]["valueReference"]["reference"]
+            gp_people = set(gps) | {by_url[g]["practitioner"]["reference"] for g in gps if "practitioner" in by_url[g]}
+            if set(parts) != {"date", "validator"}:
+                err("dac-gp-validation needs exactly the sub-extensions date and validator")
+            if validator not in gp_people:
+                err("dac-gp-validation's validator is not the patient's GP")
+            if datetime.fromisoformat(parts["date"]["valueDateTime"]) > datetime.fromisoformat(sr["authoredOn"]):
+                err("GP validation dated after the request")
+        if bundle["type"] == "message" and first["focus"][0]["reference"] != next(
+            u for u, r in by_url.items() if r is sr
+        ):
             err("MessageHeader.focus is not the ServiceRequest")
     return errors
 
 
-def parse_check(fname: str, bundle: Json) -> None:
-    from fhir.resources.R4B.bundle import Bundle
+def check_consent(fname: str, res: Json) -> list[str]:
+    """A Consent posted on its own (POST /fhir/Consent): no bundle, so its references are logical."""
+    errors = [f"{fname}: {msg}" for msg in key_errors(res) + consent_errors(res)]
+    if res["resourceType"] != "Consent" or "id" in res or "meta" in res:
+        errors.append(f"{fname}: not a Consent without id/meta")
+    refs = [res["patient"], *res.get("performer", [])]
+    if any("reference" in r for r in refs):
+        errors.append(f"{fname}: a lone Consent has no bundle entry to reference; use logical references")
+    if res["patient"].get("identifier", {}).get("system") != SYS_INS_NIR:
+        errors.append(f"{fname}: Consent.patient is not referenced by INS")
+    return errors
 
-    Bundle.model_validate(bundle)
+
+def check_across(outputs: dict[str, Json]) -> list[str]:
+    """Across files: one identifier per request / bundle / message, and one identity per INS and per RPPS (a
+    person appearing in several files, or referenced by identifier, is the same person everywhere)."""
+    errors: list[str] = []
+    seen: dict[str, str] = {}
+
+    def unique(kind: str, key: str, fname: str) -> None:
+        if kind + key in seen:
+            errors.append(f"{fname}: {kind} {key} already used in {seen[kind + key]}")
+        seen[kind + key] = fname
+
+    people: dict[str, tuple[str, Any]] = {}  # "system|value" -> (file, identity traits)
+    references: list[tuple[str, str]] = []  # (file, "system|value") of logical references
+    for fname, data in outputs.items():
+        resources = [e["resource"] for e in data["entry"]] if data["resourceType"] == "Bundle" else [data]
+        if data["resourceType"] == "Bundle":
+            unique("Bundle.identifier", data["identifier"]["value"], fname)
+        for res in resources:
+            rt = res["resourceType"]
+            if rt == "ServiceRequest":
+                ident = res["identifier"][0]
+                unique("ServiceRequest.identifier", f"{ident['system']}|{ident['value']}", fname)
+            if rt == "MessageHeader":
+                unique("MessageHeader.id", res["id"], fname)
+            if rt in ("Patient", "Practitioner"):
+                traits = (
+                    [res["name"], res["gender"], res["birthDate"], res["extension"]] if rt == "Patient" else res["name"]
+                )
+                for ident in res.get("identifier", []):
+                    if ident["system"] in (SYS_INS_NIR, SYS_RPPS):
+                        key = f"{ident['system']}|{ident['value']}"
+                        if key in people and people[key][1] != traits:
+                            errors.append(f"{fname}: {key} has other traits than in {people[key][0]}")
+                        people.setdefault(key, (fname, traits))
+            for r in [res.get("patient"), *res.get("performer", [])] if rt == "Consent" else []:
+                if isinstance(r, dict) and isinstance(r.get("identifier"), dict):
+                    references.append((fname, f"{r['identifier']['system']}|{r['identifier']['value']}"))
+    for fname, key in references:
+        if key not in people:
+            errors.append(f"{fname}: logical reference {key} names no patient or professional of the examples")
+    return errors
+
+
+def parse_check(fname: str, data: Json) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+    from fhir.resources.R4B.consent import Consent
+
+    if data["resourceType"] == "Consent":
+        Consent.model_validate(data)
+    else:
+        Bundle.model_validate(data)
 
 
 def write_json(fname: str, data: Json) -> None:
@@ -1197,24 +1566,33 @@ def main() -> int:
         "referral-opposition.json": opposition_example(),
         "referral-corsica.json": corsica_example(),
         "referral-overseas.json": overseas_example(),
+        "referral-nurse-pta-2016.json": nurse_pta_2016_example(),
+        "referral-gp-validated.json": gp_validated_example(),
     }
     outputs: dict[str, Json] = {}
     for fname, ex in examples.items():
         sr = ex.entries[0][1]
         outputs[fname] = ex.transaction(timestamp=sr["authoredOn"])
     outputs["message-referral-gp.json"] = message_gp()
+    outputs["message-opposition.json"] = message_opposition()
+    outputs["consent-opposition.json"] = consent_opposition()
 
     errors: list[str] = []
-    for fname, bundle in outputs.items():
-        errors += check_bundle(fname, bundle)
-        parse_check(fname, bundle)
-        write_json(fname, bundle)
+    for fname, data in outputs.items():
+        if data["resourceType"] == "Bundle":
+            errors += check_bundle(fname, data)
+        else:
+            errors += check_consent(fname, data)
+        parse_check(fname, data)
+        write_json(fname, data)
+    errors += check_across(outputs)
     write_xml("referral-hospital-nurse.xml", outputs["referral-hospital-nurse.json"])
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 1
-    for fname, bundle in outputs.items():
-        print(f"wrote {fname} ({len(bundle['entry'])} entries)")
+    for fname, data in outputs.items():
+        what = f"{len(data['entry'])} entries" if data["resourceType"] == "Bundle" else data["resourceType"]
+        print(f"wrote {fname} ({what})")
     print("wrote referral-hospital-nurse.xml")
     return 0
 

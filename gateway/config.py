@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     delivery_backoff_base: float = Field(default=2.0, gt=0, description="First retry delay (seconds), doubling")
     delivery_backoff_cap: float = Field(default=3600.0, gt=0, description="Longest retry delay (seconds)")
     delivery_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for a platform's answer")
+    delivery_lease: float = Field(
+        default=120.0, gt=0, description="Seconds a worker holds a delivery before another may take it over"
+    )
     hop_limit: int = Field(default=3, ge=1, description="Forwardings between gateways before a message is refused")
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")

@@ -74,6 +74,7 @@ class IssueCode(StrEnum):
     PATCH_INVALID = "patch-invalid"
     PROVENANCE_HEADER_INVALID = "provenance-header-invalid"
     HOP_LIMIT_REACHED = "hop-limit-reached"
+    CONCURRENT_CHANGE = "concurrent-change"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -119,6 +120,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.PATCH_INVALID: "The JSON Patch cannot be applied to the resource.",
     IssueCode.PROVENANCE_HEADER_INVALID: "The X-Provenance header is not a Provenance with agents.",
     IssueCode.HOP_LIMIT_REACHED: "The message was forwarded between gateways as often as allowed.",
+    IssueCode.CONCURRENT_CHANGE: "Concurrent changes kept colliding with this one; nothing was stored, retry.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import timedelta
 
 import httpx
 import structlog
@@ -29,6 +30,7 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         max_attempts=settings.delivery_max_attempts,
         backoff_base=settings.delivery_backoff_base,
         backoff_cap=settings.delivery_backoff_cap,
+        lease=timedelta(seconds=settings.delivery_lease),
     )
 
 

@@ -11,8 +11,10 @@ from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.opposition import ConsentOutcome, record_consent
+from gateway.workflow.updates import follow_update
 
 OPPOSITION = "opposition"
+REFERRAL_UPDATE = "referral-update"
 
 
 async def process_transaction(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
@@ -35,6 +37,8 @@ async def process_message(
     """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
     if bundle.get("type") == "message" and _event(bundle) == OPPOSITION:
         return await _process_opposition(database, routing, bundle, base_url)
+    if bundle.get("type") == "message" and _event(bundle) == REFERRAL_UPDATE:
+        return await _process_update(database, bundle, base_url)
     referral = read_referral(bundle, "message")
     if referral.hop_count >= hop_limit:
         # Gateways forwarding to each other in a loop: the count ends it.
@@ -85,6 +89,19 @@ async def _process_opposition(database: Database, routing: RoutingTable, bundle:
         )
     outcome = await record_consent(database, routing, consent, patients[0] if patients else None)
     return message_response(resources[0], outcome.consent, base_url, consent_note(outcome))
+
+
+async def _process_update(database: Database, bundle: Resource, base_url: str) -> Resource:
+    """A ``referral-update`` from where we sent a referral (a peer gateway, which runs its workflow): our copy
+    of the ServiceRequest follows the status it reports, when that status ends or suspends the request."""
+    resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
+    reported = next((r for r in resources if r.get("resourceType") == "ServiceRequest"), None)
+    if reported is None:
+        raise BusinessRuleViolation.single(
+            IssueCode.REFERRAL_SERVICEREQUEST_MISSING, "a referral-update carries its ServiceRequest", "Bundle.entry"
+        )
+    outcome = await follow_update(database, reported)
+    return message_response(resources[0], outcome, base_url)
 
 
 async def process_consent(database: Database, routing: RoutingTable, consent: Resource) -> ConsentOutcome:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 
-from gateway.errors import BusinessRuleViolation, Issue, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.errors import BusinessRuleViolation, Conflict, Issue, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
@@ -119,9 +119,12 @@ async def take_in(database: Database, referral: Referral, routing: RoutingTable)
                 attempt=attempt + 1,
             )
             return outcome
-        except DuplicateKey:
+        except DuplicateKey as exc:
             if attempt == MAX_ATTEMPTS - 1:
-                raise
+                raise Conflict.single(
+                    IssueCode.CONCURRENT_CHANGE,
+                    "the referral kept colliding with concurrent changes; nothing was stored, retry it",
+                ) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -145,6 +148,7 @@ class _Resolution:
     id: str
     existing: StoredResource | None = None  # matched (conditional create) or updated (PUT)
     create: bool = True
+    same_as: _Resolution | None = None  # an earlier entry of this bundle with the same national identifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +254,18 @@ def _rewrite_references(
 
 async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> IntakeOutcome:
     known = await _known(uow, referral, platform)
-    resolutions = [await _resolve(uow, entry, known) for entry in referral.entries]
+    resolutions = []
+    claimed: dict[tuple[str, str, str], _Resolution] = {}
+    for entry in referral.entries:
+        resolution = await _resolve(uow, entry, known)
+        typed_keys = [(entry.resource_type, system, value) for system, value in identity_keys(entry.resource)]
+        earlier = next((claimed[key] for key in typed_keys if key in claimed), None)
+        if resolution.create and earlier is not None and entry.resource_type != "ServiceRequest":
+            # Two entries for one person or organisation (same RPPS, same FINESS): one resource.
+            resolution = _Resolution(entry, earlier.id, earlier.existing, create=False, same_as=earlier)
+        elif resolution.create:
+            claimed.update(dict.fromkeys(typed_keys, resolution))
+        resolutions.append(resolution)
     stored_ids: dict[str, str] = {}
     for resolution in resolutions:
         reference = f"{resolution.entry.resource_type}/{resolution.id}"
@@ -285,7 +300,7 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
     service_request_reference = f"ServiceRequest/{by_entry[id(referral.service_request)].id}"
     patient_resolution = by_entry[id(referral.patient)]
     patient_reference = f"Patient/{patient_resolution.id}"
-    platform_reference = _platform_organization(uow, platform, known)
+    platform_reference = _platform_organization(uow, platform, known, claimed)
 
     in_bundle = {f"{r.entry.resource_type}/{r.id}": r.entry.resource for r in resolutions}
 
@@ -356,12 +371,17 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
         _link(service_request, f"Consent/{by_entry[id(entry)].id}")
 
     entries: list[EntryOutcome] = []
+    created: dict[str, StoredResource] = {}
     for resolution in resolutions:
         entry = resolution.entry
-        keys = identity_keys(entry.resource)
         if resolution.create:
-            stored = uow.resources.add(entry.resource, resource_id=resolution.id, identity_keys=keys)
+            stored = uow.resources.add(
+                entry.resource, resource_id=resolution.id, identity_keys=identity_keys(entry.resource)
+            )
+            created[resolution.id] = stored
             entries.append(EntryOutcome.of(stored, True, entry.full_url))
+        elif resolution.same_as is not None and resolution.same_as.create:
+            entries.append(EntryOutcome.of(created[resolution.id], False, entry.full_url))
         elif entry.method == "PUT" and resolution.existing is not None:
             updated = await uow.resources.update(resolution.existing, entry.resource)
             if updated is None:
@@ -377,10 +397,14 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
     return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made, plan.notes)
 
 
-def _platform_organization(uow: UnitOfWork, platform: Platform, known: _Known) -> str:
-    """The platform's Organization (from the routing file), created the first time a referral goes there."""
+def _platform_organization(
+    uow: UnitOfWork, platform: Platform, known: _Known, claimed: dict[tuple[str, str, str], _Resolution]
+) -> str:
+    """The platform's Organization (from the routing file), created the first time a referral goes there —
+    unless the bundle itself carries it (a referral forwarded by a peer gateway names its platform)."""
     key = [(platform.organization_system, platform.organization_value)]
-    found = known.identities.get(("Organization", *key[0]))
+    in_bundle = claimed.get(("Organization", *key[0]))
+    found = in_bundle.id if in_bundle is not None else known.identities.get(("Organization", *key[0]))
     if found is None:
         organization = {
             "resourceType": "Organization",

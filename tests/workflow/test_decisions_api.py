@@ -199,3 +199,33 @@ async def test_concurrent_escalations_do_not_double(client: httpx.AsyncClient, d
     assert sum(results) == 1
     contact = (await client.get("/fhir/Task", params={"code": "contact-gp"})).json()
     assert contact["total"] == 1
+
+
+async def test_gp_validation_declared_by_the_requester(client: httpx.AsyncClient) -> None:
+    answer = await _post(client, load_example("referral-gp-validated.json"))
+    location = next(e["response"]["location"] for e in answer["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    reference = location.split("/_history")[0]
+    assert (await client.get(f"/fhir/{reference}")).json()["status"] == "active"
+    tasks = (await client.get("/fhir/Task", params={"focus": reference})).json()["entry"]
+    by_code = {t["resource"]["code"]["coding"][0]["code"]: t["resource"] for t in tasks}
+    assert by_code["gp-validation"]["status"] == "completed"
+    assert by_code["platform-intake"]["businessStatus"]["coding"][0]["code"] == "queued"
+    provenance = (
+        await client.get("/fhir/Provenance", params={"target": f"Task/{by_code['gp-validation']['id']}"})
+    ).json()
+    (entry,) = provenance["entry"]
+    informant = next(a for a in entry["resource"]["agent"] if a["type"]["coding"][0]["code"] == "informant")
+    service_request = (await client.get(f"/fhir/{reference}")).json()
+    assert informant["who"] == {"reference": service_request["requester"]["reference"]}
+
+
+async def test_nurse_under_the_2016_rule_waits(client: httpx.AsyncClient) -> None:
+    answer = await _post(client, load_example("referral-nurse-pta-2016.json"))
+    location = next(e["response"]["location"] for e in answer["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    reference = location.split("/_history")[0]
+    assert (await client.get(f"/fhir/{reference}")).json()["status"] == "draft"
+    codes = {
+        t["resource"]["code"]["coding"][0]["code"]
+        for t in (await client.get("/fhir/Task", params={"focus": reference})).json()["entry"]
+    }
+    assert codes == {"gp-validation"}  # no platform-intake: nothing is routed before the GP validates

@@ -142,3 +142,16 @@ async def test_consent_endpoint_checks_its_input(client: httpx.AsyncClient) -> N
     response = await client.post("/fhir/Consent", json=unknown, headers=FHIR_JSON)
     assert response.status_code == 422
     assert response.json()["issue"][0]["expression"] == ["Consent.patient.reference"]
+
+
+async def test_opposition_examples(client: httpx.AsyncClient) -> None:
+    _, nurse_referral = await _post(client, load_example("referral-hospital-nurse.json"))
+    _, corsica_referral = await _post(client, load_example("referral-corsica.json"))
+    consent = await client.post("/fhir/Consent", json=load_example("consent-opposition.json"), headers=FHIR_JSON)
+    assert consent.status_code == 201, consent.text
+    message = await client.post(
+        "/fhir/$process-message", json=load_example("message-opposition.json"), headers=FHIR_JSON
+    )
+    assert message.status_code == 200, message.text
+    for service_request in (nurse_referral, corsica_referral):
+        assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "revoked"

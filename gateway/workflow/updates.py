@@ -1,0 +1,53 @@
+"""Following a referral we forwarded: the peer gateway that runs its workflow reports status changes."""
+
+from __future__ import annotations
+
+from gateway.errors import IssueCode, ResourceNotFound
+from gateway.fhir.primitives import utc_now
+from gateway.fhir.search import parse_search
+from gateway.fhir.types import Resource
+from gateway.store.database import Database
+from gateway.store.repository import StoredResource
+from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.provenance import Agent, provenance
+
+#: Statuses a peer may report that our copy takes over (an active or draft report changes nothing here).
+FOLLOWED_STATUSES = frozenset({"revoked", "completed", "on-hold", "entered-in-error"})
+
+
+async def follow_update(database: Database, reported: Resource) -> StoredResource:
+    identifiers = [i for i in reported.get("identifier") or [] if i.get("system") and i.get("value")]
+    params = [("identifier", ",".join(f"{i['system']}|{i['value']}" for i in identifiers))] if identifiers else []
+    async with UnitOfWork(database) as uow:
+        matches = (
+            await uow.resources.find(parse_search("ServiceRequest", params, default_count=2, max_count=2), limit=2)
+            if params
+            else []
+        )
+        if len(matches) != 1:
+            raise ResourceNotFound.single(
+                IssueCode.RESOURCE_NOT_FOUND,
+                "this gateway holds no referral with the reported ServiceRequest identifier",
+                "Bundle.entry.resource.identifier",
+            )
+        current = matches[0]
+        status = reported.get("status")
+        if status in FOLLOWED_STATUSES and status != current.content.get("status"):
+            moved = dict(current.content) | {"status": status}
+            if reported.get("extension"):
+                reasons = [e for e in reported["extension"] if str(e.get("url", "")).endswith("request-statusReason")]
+                moved["extension"] = [*moved.get("extension", []), *reasons]
+            updated = await uow.resources.update(current, moved)
+            if updated is not None:
+                performer = (current.content.get("performer") or [{}])[0].get("reference")
+                uow.resources.add(
+                    provenance(
+                        [f"{updated.reference}/_history/{updated.version_id}"],
+                        utc_now(),
+                        [Agent("informant", str(performer or updated.reference))],
+                        f"status reported by the gateway the referral was forwarded to: {status}",
+                    )
+                )
+                current = updated
+        await uow.commit()
+    return current
