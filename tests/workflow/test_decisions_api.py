@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -149,9 +150,11 @@ async def test_forbidden_transition_says_what_is_allowed(client: httpx.AsyncClie
 async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) -> None:
     service_request, task = await _gp_validation(client)
     platform = service_request["performer"][0]["reference"]
-    x_provenance = (
-        '{"resourceType": "Provenance", "agent": [{"who": {"reference": "%s"}, "onBehalfOf": {"reference": "%s"}}]}'
-        % (platform, task["owner"]["reference"])
+    x_provenance = json.dumps(
+        {
+            "resourceType": "Provenance",
+            "agent": [{"who": {"reference": platform}, "onBehalfOf": {"reference": task["owner"]["reference"]}}],
+        }
     )
     response = await client.patch(
         f"/fhir/Task/{task['id']}",
