@@ -31,11 +31,13 @@ def _tasks(gateway: GatewayProcess, service_request: str) -> dict[str, dict[str,
 
 def test_escalation_then_validation_on_behalf_then_delivery(tmp_path: Path) -> None:
     platform = Platform()
-    routing = write_routing(
-        tmp_path,
-        {"hainaut": {"endpoint": platform.endpoint, "finess": "590000030", "policy": "pta-2016", "gp_validation_delay": "PT3S"}},
-        {"59": "hainaut"},
-    )  # fmt: skip
+    hainaut = {
+        "endpoint": platform.endpoint,
+        "finess": "590000030",
+        "policy": "pta-2016",
+        "gp_validation_delay": "PT3S",
+    }
+    routing = write_routing(tmp_path, {"hainaut": hainaut}, {"59": "hainaut"})
     gateway = GatewayProcess(tmp_path, routing)
     with running(platform, gateway):
         service_request = _post(gateway, fresh(commune="59606"))
