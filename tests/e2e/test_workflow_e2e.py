@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -116,3 +117,35 @@ def test_two_workers_and_a_server_deliver_each_referral_once(tmp_path: Path) -> 
             for worker in workers:
                 worker.terminate()
                 worker.wait(10)
+
+
+def test_decisions_and_opposition_over_http(tmp_path: Path) -> None:
+    hainaut = {"endpoint": "http://127.0.0.1:9/fhir", "finess": "590000030", "policy": "pta-2016"}
+    routing = write_routing(tmp_path, {"hainaut": hainaut}, {"59": "hainaut"})
+    gateway = GatewayProcess(tmp_path, routing)
+    with running(gateway):
+        # a rejection needs a reason; a stale version is refused; a final status is final
+        service_request = _post(gateway, fresh(commune="59606"))
+        task = _tasks(gateway, service_request)["gp-validation"]
+        url, headers = f"{gateway.base}/Task/{task['id']}", FHIR_JSON | {"if-match": 'W/"1"'}
+        assert httpx.put(url, json=task | {"status": "rejected"}, headers=headers).status_code == 422
+        assert httpx.put(url, json=task | {"status": "accepted"}, headers=FHIR_JSON).status_code == 428
+        stale = httpx.put(url, json=task | {"status": "accepted"}, headers=FHIR_JSON | {"if-match": 'W/"5"'})
+        assert stale.status_code == 412
+        reason = {"statusReason": {"text": "situation déjà suivie"}}
+        assert httpx.put(url, json=task | {"status": "rejected"} | reason, headers=headers).status_code == 200
+        assert httpx.get(f"{gateway.base}/{service_request}").json()["status"] == "revoked"
+        forbidden = httpx.put(url, json=task | {"status": "accepted"}, headers=FHIR_JSON | {"if-match": 'W/"2"'})
+        assert forbidden.status_code == 409
+
+        # an opposition holds across referrals and senders
+        first = fresh("referral-opposition.json", commune="59606")
+        assert httpx.get(f"{gateway.base}/{_post(gateway, first)}").json()["status"] == "revoked"
+        later = copy.deepcopy(first)  # the same patient (INS) referred again, this time "informed, no objection"
+        later["identifier"]["value"] += "-later"
+        for entry in later["entry"]:
+            if entry["resource"]["resourceType"] == "ServiceRequest":
+                entry["resource"]["identifier"][0]["value"] += "-later"
+            if entry["resource"]["resourceType"] == "Consent":
+                entry["resource"]["provision"]["type"] = "permit"
+        assert httpx.get(f"{gateway.base}/{_post(gateway, later)}").json()["status"] == "revoked"
