@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import timedelta
 
@@ -48,15 +47,23 @@ async def run_worker(
     log.info("worker_started", worker=dispatcher.owner)
     try:
         while not stop.is_set():
+            started = 0
             try:
                 if time.monotonic() - last_deadlines >= settings.scheduler_interval:
                     last_deadlines = time.monotonic()
                     await escalate_due(database)
-                await dispatcher.dispatch()
+                dispatcher.slot_freed.clear()
+                started = await dispatcher.dispatch()
             except Exception as exc:  # a failing round must not kill the worker; the next one retries
                 log.error("worker_round_failed", error_type=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.delivery_poll_interval)
+            if started:
+                await asyncio.sleep(0)  # more may be due: look again at once
+                continue
+            # Nothing to start: wait for the next poll, a freed slot, or the stop signal.
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(dispatcher.slot_freed.wait())]
+            await asyncio.wait(waiters, timeout=settings.delivery_poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
         await dispatcher.drain()
     finally:
         if own_client:

@@ -9,7 +9,7 @@ from gateway.fhir.types import Resource
 CARETEAM_ROLE_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/dac-careteam-role"
 _ROLE_DISPLAY = {
     "gp": "Médecin traitant",
-    "requester": "Professionnel requérant",
+    "requester": "Demandeur",
     "professional": "Professionnel",
     "caregiver": "Aidant",
 }

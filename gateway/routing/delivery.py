@@ -69,6 +69,7 @@ class Dispatcher:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.rng = rng or random.Random()
         self.in_flight: Counter[str] = Counter()
+        self.slot_freed = asyncio.Event()  # set when a delivery ends: the worker can lease more at once
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def dispatch(self) -> int:
@@ -144,6 +145,7 @@ class Dispatcher:
             self.in_flight[entry.destination] -= 1
             if self.in_flight[entry.destination] <= 0:
                 del self.in_flight[entry.destination]
+            self.slot_freed.set()
 
     async def _record(self, entry: OutboxEntry, result: AttemptResult) -> None:
         now = utc_now()

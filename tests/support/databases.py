@@ -25,24 +25,24 @@ def _plain_dsn(url: str, database: str | None = None) -> str:
     return urlunsplit(("postgresql", parts.netloc, path, parts.query, ""))
 
 
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(_plain_dsn(CONFIGURED_URL))
+async def _admin(sql: str, configured: str = CONFIGURED_URL) -> None:
+    connection = await asyncpg.connect(_plain_dsn(configured))
     try:
         await connection.execute(sql)
     finally:
         await connection.close()
 
 
-def scratch_database_url(directory: Path) -> str:
-    """A new, empty database of the configured backend."""
-    if not USES_POSTGRESQL:
+def scratch_database_url(directory: Path, configured: str = CONFIGURED_URL) -> str:
+    """A new, empty database of the configured backend (``configured``: a PostgreSQL URL, else SQLite)."""
+    if not configured.startswith(("postgresql", "postgres:")):
         return f"sqlite:///{directory / f'gateway-{uuid.uuid4().hex[:8]}.db'}"
     name = f"gw_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    return _plain_dsn(CONFIGURED_URL, name)
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"', configured))
+    return _plain_dsn(configured, name)
 
 
 def drop_scratch_database(url: str) -> None:
     if url.startswith("postgresql"):
         name = urlsplit(url).path.lstrip("/")
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', _plain_dsn(url, "postgres")))

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.databases import USES_POSTGRESQL, drop_scratch_database, scratch_database_url
+from tests.support.databases import CONFIGURED_URL, drop_scratch_database, scratch_database_url
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -131,6 +131,7 @@ class GatewayProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     database_url: str = ""
+    backend: str = CONFIGURED_URL  # where to make its database: a PostgreSQL URL, else SQLite
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -157,8 +158,8 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         if not self.database_url:
-            self.database_url = scratch_database_url(self.directory)
-            if USES_POSTGRESQL:
+            self.database_url = scratch_database_url(self.directory, self.backend)
+            if self.database_url.startswith("postgresql"):
                 subprocess.run([*GATEWAY, "db", "upgrade"], env=self.environment(), check=True, capture_output=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

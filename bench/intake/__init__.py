@@ -1,0 +1,1 @@
+"""Referral intake: the gateway against the DESIGN §9 floor, side by side (``bench/intake/bench_intake.py``)."""

@@ -1,0 +1,677 @@
+#!/usr/bin/env python3
+"""Referral intake throughput: the gateway against the DESIGN §9 floor, side by side, in one run.
+
+Targets, one after the other, each a server process of its own on loopback, each on a fresh database:
+
+* ``floor`` — ``bench/intake/floor_app.py``: parse the Bundle with fhir.resources, dump it, insert one JSON row
+  in SQLite;
+* ``gateway-sqlite`` — ``gateway serve`` on a SQLite file;
+* ``gateway-postgresql`` — ``gateway serve`` on a fresh PostgreSQL database (127.0.0.1:5432, user postgres),
+  skipped with a note when PostgreSQL does not answer.
+
+The load generator runs here: ``--clients`` concurrent clients post distinct referrals (the hospital-nurse example
+under a new ServiceRequest identifier, Bundle identifier and patient INS-NIR each time) for ``--warmup`` seconds
+not counted, then ``--seconds`` counted. The gateways deliver what they route to a loopback platform
+(``bench/intake/sink_app.py``), never to the example routing's endpoints.
+
+    .venv/bin/python bench/intake/bench_intake.py --seconds 15 [--backends sqlite,postgresql] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "examples" / "referral-hospital-nurse.json"
+ROUTING_DIR = ROOT / "mappings" / "routing"
+FLOOR_APP = "bench.intake.floor_app:app"
+SINK_APP = "bench.intake.sink_app:app"
+
+INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
+FHIR_JSON = "application/fhir+json"
+POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER = "127.0.0.1", 5432, "postgres"
+BACKENDS = ("sqlite", "postgresql")
+
+# Issue targets: the gateway keeps at least half the floor's throughput on SQLite, answers no non-2xx, and its
+# server process stays under 200 MB resident.
+MIN_RATIO_SQLITE = 0.5
+MAX_RSS_MB = 200.0
+
+BODY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fhir.dac-gateway.org/bench")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Distinct referrals
+# ---------------------------------------------------------------------------------------------------------
+def nir_key(nir13: str) -> str:
+    """INS-NIR key: 97 − (the 13-digit number mod 97), two digits (no Corsican department here)."""
+    return f"{97 - int(nir13) % 97:02d}"
+
+
+class Referrals:
+    """The template referral with a new ServiceRequest identifier, Bundle identifier and patient for each index.
+
+    The patient's INS-NIR stays coherent with her identity traits: sex and birth commune as in the template, birth
+    year and month (``birthDate``) and the 3-digit birth order varying — 999 × 12 × 60 distinct patients. The
+    Patient entry's ``request.ifNoneExist`` carries the same INS. Bodies are compact JSON bytes made by replacing
+    placeholders in the serialised template, pre-generated into a pool before any timing.
+    """
+
+    ORDERS, MONTHS, YEARS = 999, 12, 60
+
+    def __init__(self, template: Path, pool_size: int) -> None:
+        bundle: dict[str, Any] = json.loads(template.read_text(encoding="utf-8"))
+        bundle["identifier"]["value"] = "urn:uuid:@BUNDLE@"
+        entries = bundle["entry"]
+        service_request = next(e for e in entries if e["resource"]["resourceType"] == "ServiceRequest")
+        service_request["resource"]["identifier"][0]["value"] = "@REQUEST@"
+        patient_entry = next(e for e in entries if e["resource"]["resourceType"] == "Patient")
+        patient = patient_entry["resource"]
+        ins = next(i for i in patient["identifier"] if i["system"] == INS_NIR)
+        nir = str(ins["value"])
+        if nir_key(nir[:13]) != nir[13:]:
+            raise ValueError(f"the template's INS-NIR {nir} has an invalid key")
+        self.sex, self.commune = nir[0], nir[5:10]
+        birth_day = str(patient["birthDate"])[8:10]
+        ins["value"] = "@NIR@"
+        patient["birthDate"] = f"19@YY@-@MM@-{birth_day}"
+        patient_entry["request"]["ifNoneExist"] = f"identifier={INS_NIR}|@NIR@"
+        self.template = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode()
+        self.capacity = self.ORDERS * self.MONTHS * self.YEARS
+        self.generated_late = 0
+        self.pool = [self.make(index) for index in range(min(pool_size, self.capacity))]
+
+    def fields(self, index: int) -> tuple[str, str, str]:
+        """(two-digit birth year, birth month, INS-NIR) of the index-th patient."""
+        if index >= self.capacity:
+            raise RuntimeError(f"more than {self.capacity} distinct referrals asked for")
+        order = index % self.ORDERS + 1
+        month = (index // self.ORDERS) % self.MONTHS + 1
+        year = 30 + index // (self.ORDERS * self.MONTHS)
+        nir13 = f"{self.sex}{year:02d}{month:02d}{self.commune}{order:03d}"
+        return f"{year:02d}", f"{month:02d}", nir13 + nir_key(nir13)
+
+    def make(self, index: int) -> bytes:
+        year, month, nir = self.fields(index)
+        return (
+            self.template.replace(b"@BUNDLE@", str(uuid.uuid5(BODY_NAMESPACE, str(index))).encode())
+            .replace(b"@REQUEST@", b"CH3R-BENCH-%08d" % index)
+            .replace(b"@NIR@", nir.encode())
+            .replace(b"@YY@", year.encode())
+            .replace(b"@MM@", month.encode())
+        )
+
+    def body(self, index: int) -> bytes:
+        if index < len(self.pool):
+            return self.pool[index]
+        self.generated_late += 1
+        return self.make(index)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes: memory and CPU from /proc
+# ---------------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def proc_status_kb(pid: int, field_name: str) -> int | None:
+    """A field of /proc/<pid>/status such as ``VmHWM``, in kB (None if the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far, every thread (None if it is gone)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is fields[0], utime fields[11]
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy so far (every core, every process; idle, iowait and steal left out)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = values
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    machine: float
+    server: float | None
+    sink: float | None
+    load_generator: float
+
+    @classmethod
+    def take(cls, server_pid: int, sink_pid: int | None) -> CpuSample:
+        return cls(machine_busy_seconds(), cpu_seconds(server_pid), cpu_seconds(sink_pid), time.process_time())
+
+
+@dataclass
+class CpuUse:
+    """Cores used on average during the counted window, by whom."""
+
+    server: float | None
+    load_generator: float
+    sink: float | None
+    others: float  # every other process (PostgreSQL's included), and the kernel on their behalf
+
+    @classmethod
+    def between(cls, before: CpuSample, after: CpuSample, seconds: float) -> CpuUse:
+        def delta(a: float | None, b: float | None) -> float | None:
+            return (b - a) / seconds if a is not None and b is not None else None
+
+        server, sink = delta(before.server, after.server), delta(before.sink, after.sink)
+        load_generator = (after.load_generator - before.load_generator) / seconds
+        machine = (after.machine - before.machine) / seconds
+        return cls(server, load_generator, sink, max(0.0, machine - (server or 0.0) - (sink or 0.0) - load_generator))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes: start, wait until ready, stop
+# ---------------------------------------------------------------------------------------------------------
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Terminate, then kill if it is still there after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace)
+
+
+@contextmanager
+def serve(
+    name: str, argv: Sequence[str], env: dict[str, str], cwd: Path, base_url: str, ready_path: str, logs: Path
+) -> Iterator[Server]:
+    """Start a server process, wait until ``GET {base_url}{ready_path}`` answers 200, stop it on the way out."""
+    log_path = logs / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60.0
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} at start-up:\n{tail(log_path)}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(base_url + ready_path, timeout=2.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready after 60 s:\n{tail(log_path)}")
+            time.sleep(0.1)
+        yield Server(name, process, base_url, log_path)
+    finally:
+        stop(process)
+
+
+def uvicorn_argv(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--app-dir",
+        str(ROOT),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any GATEWAY_* setting of the caller's, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
+    env.update(extra)
+    return env
+
+
+def gateway_command() -> str:
+    beside = Path(sys.executable).parent / "gateway"
+    found = str(beside) if beside.exists() else shutil.which("gateway")
+    if found is None:
+        raise RuntimeError("the `gateway` command is not installed (pip install -e . in the venv)")
+    return found
+
+
+def loopback_routing(directory: Path, sink_endpoint: str) -> Path:
+    """The example routing file with every platform's endpoint on the loopback sink (no delivery leaves the
+    machine); its territories file copied beside it."""
+    directory.mkdir()
+    text = (ROUTING_DIR / "routing.toml").read_text(encoding="utf-8")
+    text = re.sub(r'(?m)^(endpoint\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{sink_endpoint}"', text)
+    (directory / "routing.toml").write_text(text, encoding="utf-8")
+    for csv in ROUTING_DIR.glob("*.csv"):
+        shutil.copy(csv, directory / csv.name)
+    return directory / "routing.toml"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------------------
+async def _pg_execute(statement: str | None) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER, database="postgres", timeout=5
+    )
+    try:
+        if statement:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def postgres_error() -> str | None:
+    """None when PostgreSQL answers on 127.0.0.1:5432, else why not."""
+    try:
+        asyncio.run(_pg_execute(None))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh database, dropped on the way out; yields its postgresql:// URL."""
+    name = f"bench_{secrets.token_hex(6)}"
+    asyncio.run(_pg_execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+    finally:
+        asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Load:
+    requests: int = 0  # sent in the counted window and answered before it ended
+    ok: int = 0  # … with a 2xx
+    latencies_ms: list[float] = field(default_factory=list)  # of those
+    sent: int = 0  # all requests, warm-up and tail included
+    non_2xx: int = 0  # over all requests (warm-up and tail included), transport errors counted too
+    first_error: str | None = None
+    cpu: CpuUse | None = None  # during the counted window
+
+
+async def generate_load(
+    url: str,
+    referrals: Referrals,
+    next_index: Iterator[int],
+    clients: int,
+    warmup: float,
+    seconds: float,
+    pid: int,
+    sink_pid: int | None,
+) -> Load:
+    result = Load()
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    start = time.perf_counter()
+    window_start, window_end = start + warmup, start + warmup + seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < window_end:
+            body = referrals.body(next(next_index))
+            sent = time.perf_counter()
+            error: str | None = None
+            try:
+                response = await http.post(url, content=body, headers=headers)
+                if not 200 <= response.status_code <= 299:
+                    error = f"HTTP {response.status_code}: {response.text}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            answered = time.perf_counter()
+            result.sent += 1
+            if error is not None:
+                result.non_2xx += 1
+                result.first_error = result.first_error or error
+            if window_start <= sent and answered <= window_end:
+                result.requests += 1
+                if error is None:
+                    result.ok += 1
+                    result.latencies_ms.append((answered - sent) * 1000.0)
+
+    async def cpu_meter() -> None:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        before = CpuSample.take(pid, sink_pid)
+        await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+        result.cpu = CpuUse.between(before, CpuSample.take(pid, sink_pid), seconds)
+
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as http:
+        await asyncio.gather(cpu_meter(), *(client(http) for _ in range(clients)))
+    return result
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[max(0, math.ceil(fraction * len(sorted_values)) - 1)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One target
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Figures:
+    target: str
+    requests: int
+    referrals_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    peak_rss_mb: float | None
+    server_cpu_ms_per_referral: float | None
+    sent: int  # warm-up and tail included
+    stored: int | None  # referrals the target holds afterwards (should be every 2xx)
+    deliveries: int | None  # messages the gateway delivered to the loopback platform during the run
+    cpu: CpuUse | None  # cores used during the counted window
+    first_error: str | None
+
+
+def sink_count(sink: Server) -> int:
+    count: int = httpx.get(f"{sink.base_url}/count", timeout=10.0).json()["count"]
+    return count
+
+
+def stored_count(server: Server) -> int | None:
+    """How many referrals the target stored: the floor's rows, the gateway's ServiceRequests."""
+    try:
+        if server.name == "floor":
+            floor_count: int = httpx.get(f"{server.base_url}/count", timeout=30.0).json()["count"]
+            return floor_count
+        answer = httpx.get(f"{server.base_url}/fhir/ServiceRequest", params={"_summary": "count"}, timeout=30.0)
+        total: int = answer.json()["total"]
+        return total
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+
+
+def measure(server: Server, referrals: Referrals, args: argparse.Namespace, sink: Server | None) -> Figures:
+    log(f"{server.name}: {args.clients} clients, {args.warmup:g} s warm-up + {args.seconds:g} s counted …")
+    delivered_before = sink_count(sink) if sink else 0
+    load = asyncio.run(
+        generate_load(
+            f"{server.base_url}/fhir",
+            referrals,
+            itertools.count(),
+            args.clients,
+            args.warmup,
+            args.seconds,
+            server.pid,
+            sink.pid if sink else None,
+        )
+    )
+    peak_kb = proc_status_kb(server.pid, "VmHWM")
+    stored = stored_count(server)
+    deliveries = sink_count(sink) - delivered_before if sink else None
+    server_cpu = load.cpu.server if load.cpu else None
+    latencies = sorted(load.latencies_ms)
+    return Figures(
+        target=server.name,
+        requests=load.requests,
+        referrals_per_s=load.ok / args.seconds,
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        non_2xx=load.non_2xx,
+        peak_rss_mb=peak_kb / 1024.0 if peak_kb is not None else None,
+        server_cpu_ms_per_referral=server_cpu * args.seconds * 1000.0 / load.ok if server_cpu and load.ok else None,
+        sent=load.sent,
+        stored=stored,
+        deliveries=deliveries,
+        cpu=load.cpu,
+        first_error=load.first_error,
+    )
+
+
+def run_floor(referrals: Referrals, args: argparse.Namespace, work: Path) -> Figures:
+    port = free_port()
+    env = clean_env(FLOOR_DATABASE=str(work / "floor.db"))
+    with serve("floor", uvicorn_argv(FLOOR_APP, port), env, work, f"http://127.0.0.1:{port}", "/count", work) as floor:
+        return measure(floor, referrals, args, None)
+
+
+def run_gateway(
+    backend: str,
+    database_url: str,
+    referrals: Referrals,
+    args: argparse.Namespace,
+    work: Path,
+    routing: Path,
+    sink: Server,
+) -> Figures:
+    env = clean_env(GATEWAY_DATABASE_URL=database_url, GATEWAY_LOG_LEVEL="WARNING", GATEWAY_ROUTING=str(routing))
+    if backend == "postgresql":
+        upgrade = subprocess.run(
+            [gateway_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True, check=False
+        )
+        if upgrade.returncode != 0:
+            raise RuntimeError(f"gateway db upgrade failed ({upgrade.returncode}):\n{upgrade.stdout}{upgrade.stderr}")
+    port = free_port()
+    argv = [gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    name = f"gateway-{backend}"
+    with serve(name, argv, env, work, f"http://127.0.0.1:{port}", "/fhir/metadata", work) as server:
+        return measure(server, referrals, args, sink)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------
+def optional(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "—".rjust(len(format(0.0, spec)))
+
+
+def print_report(figures: list[Figures], notes: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    print(
+        f"\nReferral intake ({TEMPLATE.name}, a new referral and patient each time): {args.clients} clients, "
+        f"{args.seconds:g} s counted after {args.warmup:g} s warm-up"
+    )
+    header = (
+        f"{'target':<20}{'requests':>9}{'ref/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+        f"{'peak RSS MB':>13}{'CPU ms/ref':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for f in figures:
+        print(
+            f"{f.target:<20}{f.requests:>9}{f.referrals_per_s:>9.1f}{f.p50_ms:>9.1f}{f.p99_ms:>9.1f}{f.non_2xx:>9}"
+            f"{optional(f.peak_rss_mb, '13.1f')}{optional(f.server_cpu_ms_per_referral, '12.2f')}"
+        )
+    for f in figures:
+        details = [f"{f.sent} sent in all, {f.stored if f.stored is not None else '?'} stored"]
+        if f.stored is not None and f.stored != f.sent - f.non_2xx:
+            details.append(f"MISMATCH: {f.sent - f.non_2xx} were answered 2xx")
+        if f.deliveries is not None:
+            details.append(f"{f.deliveries} delivered to the loopback platform during the run")
+        if f.cpu is not None:
+            used = [f"server {optional(f.cpu.server, '.2f')}", f"load generator {f.cpu.load_generator:.2f}"]
+            if f.cpu.sink is not None:
+                used.append(f"loopback platform {f.cpu.sink:.2f}")
+            used.append(f"other processes {f.cpu.others:.2f}")
+            details.append(f"cores used in the window (of {os.cpu_count()}): " + ", ".join(used))
+        print(f"  {f.target}: " + "; ".join(details))
+        if f.first_error:
+            print(f"  {f.target}: first error: {f.first_error[:4000]}")
+    for note in notes:
+        print(f"  note: {note}")
+
+    by_target = {f.target: f for f in figures}
+    floor = by_target.get("floor")
+    ratios: dict[str, float | None] = {}
+    print()
+    for backend in BACKENDS:
+        gateway = by_target.get(f"gateway-{backend}")
+        if floor is None or gateway is None:
+            continue
+        ratio = gateway.referrals_per_s / floor.referrals_per_s if floor.referrals_per_s else None
+        ratios[backend] = ratio
+        print(f"ratio gateway-{backend} / floor: {optional(ratio, '.2f')}")
+
+    checks: dict[str, bool] = {}
+    if "sqlite" in ratios:
+        sqlite_ratio = ratios["sqlite"]
+        checks[f"sqlite ratio >= {MIN_RATIO_SQLITE}"] = sqlite_ratio is not None and sqlite_ratio >= MIN_RATIO_SQLITE
+    for f in figures:
+        checks[f"{f.target}: no non-2xx"] = f.non_2xx == 0
+        if f.target.startswith("gateway-"):
+            checks[f"{f.target}: peak RSS < {MAX_RSS_MB:g} MB"] = (
+                f.peak_rss_mb is not None and f.peak_rss_mb < MAX_RSS_MB
+            )
+    print("targets:")
+    for check, held in checks.items():
+        print(f"  {'ok  ' if held else 'MISS'}  {check}")
+    return {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "runs": {f.target: asdict(f) for f in figures},
+        "ratios": ratios,
+        "checks": checks,
+        "all_targets_met": all(checks.values()),
+        "notes": notes,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15.0, help="counted duration per target (default 15)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up per target, not counted (default 2)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="gateway backends to measure beside the floor, comma-separated (default sqlite,postgresql)",
+    )
+    parser.add_argument(
+        "--pool-rate",
+        type=float,
+        default=1000.0,
+        help="referrals/s the pre-generated body pool is sized for (beyond it, bodies are made on the fly)",
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object at the end")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    args = parser.parse_args(argv)
+    args.backend_list = [b.strip() for b in str(args.backends).split(",") if b.strip()]
+    unknown = set(args.backend_list) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backend(s): {', '.join(sorted(unknown))} (choose among {', '.join(BACKENDS)})")
+    if args.seconds <= 0 or args.warmup < 0 or args.clients < 1:
+        parser.error("--seconds must be > 0, --warmup >= 0, --clients >= 1")
+    return args
+
+
+def exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks: servers stopped, database dropped
+
+
+def run_targets(referrals: Referrals, args: argparse.Namespace, work: Path, notes: list[str]) -> list[Figures]:
+    figures = [run_floor(referrals, args, work)]
+    if not args.backend_list:
+        return figures
+    sink_port = free_port()
+    sink_url = f"http://127.0.0.1:{sink_port}"
+    with serve("sink", uvicorn_argv(SINK_APP, sink_port), clean_env(), work, sink_url, "/count", work) as sink:
+        routing = loopback_routing(work / "routing", f"{sink_url}/fhir")
+        for backend in args.backend_list:
+            if backend == "sqlite":
+                url = f"sqlite:///{work / 'gateway.db'}"
+                figures.append(run_gateway("sqlite", url, referrals, args, work, routing, sink))
+            elif (why := postgres_error()) is not None:
+                notes.append(f"PostgreSQL skipped: not reachable on {POSTGRES_HOST}:{POSTGRES_PORT} ({why})")
+                log(notes[-1])
+            else:
+                with postgres_database() as url:
+                    figures.append(run_gateway("postgresql", url, referrals, args, work, routing, sink))
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (nohup, &)
+    pool_size = math.ceil((args.seconds + args.warmup) * args.pool_rate) + args.clients
+    log(f"pre-generating {pool_size} referral bodies from {TEMPLATE.name} …")
+    referrals = Referrals(TEMPLATE, pool_size)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="dac-bench-") as tmp:
+        figures = run_targets(referrals, args, Path(tmp), notes)
+    if referrals.generated_late:
+        notes.append(f"{referrals.generated_late} bodies were made during the load (pool too small: --pool-rate)")
+    report = print_report(figures, notes, args)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    return 1 if args.strict and not report["all_targets_met"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
