@@ -42,7 +42,8 @@ def fresh(name: str = "referral-hospital-nurse.json", commune: str | None = None
     patient = patient_entry["resource"]
     for identifier in patient["identifier"]:
         if identifier["system"] == INS_NIR:
-            first13 = identifier["value"][:10] + f"{(n * 7919 + id(bundle)) % 1000:03d}"
+            # A new person each time: another birth commune number and order number (never 000), a valid key.
+            first13 = identifier["value"][:7] + f"{(n // 999) % 1000:03d}{n % 999 + 1:03d}"
             identifier["value"] = first13 + nir_key(first13)
             if patient_entry.get("request", {}).get("ifNoneExist"):
                 patient_entry["request"]["ifNoneExist"] = f"identifier={INS_NIR}|{identifier['value']}"
