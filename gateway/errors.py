@@ -75,6 +75,11 @@ class IssueCode(StrEnum):
     PROVENANCE_HEADER_INVALID = "provenance-header-invalid"
     HOP_LIMIT_REACHED = "hop-limit-reached"
     CONCURRENT_CHANGE = "concurrent-change"
+    INS_KEY_INVALID = "ins-key-invalid"
+    IDENTIFIER_INVALID = "identifier-invalid"
+    INS_TRAITS_MISSING = "ins-traits-missing"
+    INS_TEST_NOT_ALLOWED = "ins-test-not-allowed"
+    INSEE_CODE_INVALID = "insee-code-invalid"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -121,6 +126,11 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.PROVENANCE_HEADER_INVALID: "The X-Provenance header is not a Provenance with agents.",
     IssueCode.HOP_LIMIT_REACHED: "The message was forwarded between gateways as often as allowed.",
     IssueCode.CONCURRENT_CHANGE: "Concurrent changes kept colliding with this one; nothing was stored, retry.",
+    IssueCode.INS_KEY_INVALID: "The INS (NIR / NIA) does not have the shape or check key of an INS.",
+    IssueCode.IDENTIFIER_INVALID: "A national identifier (RPPS, ADELI, FINESS, SIREN, SIRET) has a wrong shape or key.",
+    IssueCode.INS_TRAITS_MISSING: "An INS travels only with the five identity traits of the référentiel INS.",
+    IssueCode.INS_TEST_NOT_ALLOWED: "A test INS is accepted only by platforms that allow test identities.",
+    IssueCode.INSEE_CODE_INVALID: "The INSEE commune code does not have the shape of one.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 

@@ -23,6 +23,7 @@ from gateway.errors import (
 from gateway.fhir.models import parse_model
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
+from gateway.validation.rules import resource_rules
 
 MESSAGE_EVENT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/dac-message-event"
 HOP_COUNT_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-hop-count"
@@ -377,6 +378,8 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
     aliases = relative_aliases(entries)
     if service_request is not None:
         _check_service_request(service_request, patient, aliases, issues)
+    for entry in entries:
+        issues.extend(resource_rules(entry.resource, f"{entry.expression}.resource"))
     known = set(full_urls)
     for entry in entries:
         for reference, path in iter_references(entry.resource, f"{entry.expression}.resource"):

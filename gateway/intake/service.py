@@ -36,6 +36,7 @@ from gateway.routing.schedule import schedule_referral
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
+from gateway.validation.rules import uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.tasks import TaskReferences
 
@@ -100,6 +101,12 @@ class IntakeOutcome:
 async def take_in(database: Database, referral: Referral, routing: RoutingTable) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it."""
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
+    if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
+        raise BusinessRuleViolation.single(
+            IssueCode.INS_TEST_NOT_ALLOWED,
+            f"{platform.name} does not accept test identities (INS test OIDs); send the patient's real INS",
+            f"{referral.patient.expression}.resource.identifier",
+        )
     for attempt in range(MAX_ATTEMPTS):
         try:
             async with UnitOfWork(database) as uow:

@@ -48,6 +48,7 @@ class Platform:
     organization_system: str
     organization_value: str
     auth: PlatformAuth
+    allow_test_identities: bool = False  # test INS (OIDs …4.10 / …4.11) accepted for this platform
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class RoutingTable:
 
 COMMUNE_CODE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
 DEPARTMENT_CODE = re.compile(r"^(?:0[1-9]|[1-8]\d|9[0-5]|2[AB]|97[1-6])$")
-_KEYS = {"name", "endpoint", "kind", "policy", "gp_validation_delay", "organization", "auth"}
+_KEYS = {"name", "endpoint", "kind", "policy", "gp_validation_delay", "organization", "auth", "allow_test_identities"}
 
 
 def _line_of(text: str, pattern: str) -> int:
@@ -148,6 +149,7 @@ def _platform(key: str, raw: Any, text: str, source: Path) -> Platform:
         organization_system=str(organization["system"]),
         organization_value=str(organization["value"]),
         auth=PlatformAuth(auth_raw["type"], auth_raw.get("token_env")),
+        allow_test_identities=bool(raw.get("allow_test_identities", False)),
     )
 
 

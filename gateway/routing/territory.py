@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.fhir.france import INSEE_CODE_EXTENSION
 from gateway.fhir.types import Resource
 
-INSEE_CODE_EXTENSION = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code"
 _COMMUNE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
 _POSTAL = re.compile(r"^\d{5}$")
 

@@ -153,9 +153,10 @@ class ResourceRepository:
         if not keys:
             return {}
         i = resource_identities.c
+        # One row-value IN with expanding parameters: the statement is built and cached once, whatever the keys.
         result = await self._execute(
             sa.select(i.resource_type, i.system, i.value, i.resource_id).where(
-                sa.or_(*(sa.and_(i.resource_type == t, i.system == s, i.value == v) for t, s, v in keys))
+                sa.tuple_(i.resource_type, i.system, i.value).in_(keys)
             )
         )
         return {(row.resource_type, row.system, row.value): row.resource_id for row in result}
@@ -166,9 +167,7 @@ class ResourceRepository:
         if not references:
             return {}
         r = resources.c
-        result = await self._execute(
-            sa.select(resources).where(sa.or_(*(sa.and_(r.resource_type == t, r.id == i) for t, i in references)))
-        )
+        result = await self._execute(sa.select(resources).where(sa.tuple_(r.resource_type, r.id).in_(references)))
         found = (StoredResource.from_row(row) for row in result)
         return {(stored.resource_type, stored.id): stored for stored in found}
 
