@@ -15,3 +15,12 @@ def test_every_issue_code_has_a_definition() -> None:
     assert all(definition.endswith(".") for definition in ISSUE_DEFINITIONS.values())
     codes = [str(code) for code in IssueCode]
     assert len(codes) == len(set(codes))
+
+
+def test_the_published_dac_issue_codesystem_lists_every_code() -> None:
+    import json
+    from pathlib import Path
+
+    published = json.loads((Path(__file__).resolve().parents[1] / "profiles" / "CodeSystem-dac-issue.json").read_text())
+    assert published["url"] == "https://fhir.dac-gateway.org/CodeSystem/dac-issue"
+    assert {concept["code"] for concept in published["concept"]} == {str(code) for code in IssueCode}

@@ -46,6 +46,11 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #provenance-header-invalid "Provenance header invalid" "The X-Provenance header is not a Provenance with agents."
 * #hop-limit-reached "Hop limit reached" "The message was forwarded between gateways as often as allowed."
 * #concurrent-change "Concurrent change" "Concurrent changes kept colliding with this one; nothing was stored, retry."
+* #ins-key-invalid "Ins key invalid" "The INS (NIR / NIA) does not have the shape or check key of an INS."
+* #identifier-invalid "Identifier invalid" "A national identifier (RPPS, ADELI, FINESS, SIREN, SIRET) has a wrong shape or key."
+* #ins-traits-missing "Ins traits missing" "An INS travels only with the five identity traits of the référentiel INS."
+* #ins-test-not-allowed "Ins test not allowed" "A test INS is accepted only by platforms that allow test identities."
+* #insee-code-invalid "Insee code invalid" "The INSEE commune code does not have the shape of one."
 * #internal-error "Internal error" "An unexpected error; nothing was stored."
 
 ValueSet: DacIssueVS
