@@ -12,37 +12,41 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
 
 
+def _references(stored: StoredResource) -> list[str]:
+    """What a resource of the referral stands on, to send along with it."""
+    content = stored.content
+    references: list[str] = []
+    if stored.resource_type == "ServiceRequest":
+        references += [str((content.get(key) or {}).get("reference", "")) for key in ("subject", "requester")]
+        references += [str(item.get("reference", "")) for item in content.get("performer") or []]
+        references += [str(item.get("reference", "")) for item in content.get("supportingInfo") or []]
+    elif stored.resource_type == "PractitionerRole":
+        references += [str((content.get(k) or {}).get("reference", "")) for k in ("practitioner", "organization")]
+    elif stored.resource_type == "CareTeam":
+        references += [str((p.get("member") or {}).get("reference", "")) for p in content.get("participant") or []]
+    elif stored.resource_type == "Patient":
+        references += [str(item.get("reference", "")) for item in content.get("generalPractitioner") or []]
+    return references
+
+
 async def _gather(uow: UnitOfWork, service_request: StoredResource, with_tasks: bool) -> list[StoredResource]:
     """The ServiceRequest and what it stands on: patient, requester (role, practitioner, organisation),
-    platform, CareTeam and its members, Consent — and the Tasks, for a platform."""
+    platform, CareTeam and its members, Consent — and the Tasks, for a platform. One query per level."""
     found: dict[str, StoredResource] = {service_request.reference: service_request}
-    queue = [service_request]
-    while queue:
-        current = queue.pop()
-        content = current.content
-        references: list[str] = []
-        if current.resource_type == "ServiceRequest":
-            for key in ("subject", "requester"):
-                references.append(str((content.get(key) or {}).get("reference", "")))
-            references += [str(item.get("reference", "")) for item in content.get("performer") or []]
-            references += [str(item.get("reference", "")) for item in content.get("supportingInfo") or []]
-        elif current.resource_type == "PractitionerRole":
-            references += [str((content.get(k) or {}).get("reference", "")) for k in ("practitioner", "organization")]
-        elif current.resource_type == "CareTeam":
-            references += [str((p.get("member") or {}).get("reference", "")) for p in content.get("participant") or []]
-        elif current.resource_type == "Patient":
-            references += [str(item.get("reference", "")) for item in content.get("generalPractitioner") or []]
-        for reference in references:
-            resource_type, resource_id = split_reference(reference)
-            if not resource_type or f"{resource_type}/{resource_id}" in found:
-                continue
-            stored = await uow.resources.get(resource_type, resource_id)
-            if stored is not None:
-                found[stored.reference] = stored
-                queue.append(stored)
+    level = [service_request]
+    while level:
+        wanted: list[tuple[str, str]] = []
+        for stored in level:
+            for reference in _references(stored):
+                resource_type, resource_id = split_reference(reference)
+                if resource_type and f"{resource_type}/{resource_id}" not in found:
+                    wanted.append((resource_type, resource_id))
+        fetched = await uow.resources.get_many(wanted)
+        level = [stored for stored in fetched.values() if stored.reference not in found]
+        found.update((stored.reference, stored) for stored in level)
     if with_tasks:
-        _, tasks = await uow.resources.search(
-            parse_search("Task", [("focus", service_request.reference)], default_count=100, max_count=100)
+        tasks = await uow.resources.find(
+            parse_search("Task", [("focus", service_request.reference)], default_count=100, max_count=100), limit=100
         )
         for task in tasks:
             found[task.reference] = task
