@@ -15,21 +15,7 @@ from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
 from gateway.routing.config import RoutingTable
 from gateway.store import Database, UnitOfWork
 from tests.conftest import load_example
-
-
-def _resource(bundle: dict[str, Any], resource_type: str) -> dict[str, Any]:
-    resource: dict[str, Any] = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
-    )
-    return resource
-
-
-def _renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
-    """The same referral under new ServiceRequest and Bundle identifiers (a new referral, same people)."""
-    bundle = copy.deepcopy(bundle)
-    _resource(bundle, "ServiceRequest")["identifier"][0]["value"] += suffix
-    bundle["identifier"]["value"] += suffix
-    return bundle
+from tests.support.referrals import renamed, resource
 
 
 async def _count(database: Database, resource_type: str, *params: tuple[str, str]) -> int:
@@ -98,7 +84,7 @@ async def test_resubmission_replays_the_outcome(database: Database, routing: Rou
 async def test_same_people_are_one_resource_each(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-gp.json")
     first = await take_in(database, read_referral(bundle, "transaction"), routing)
-    second = await take_in(database, read_referral(_renamed(bundle, "-2"), "transaction"), routing)
+    second = await take_in(database, read_referral(renamed(bundle, "-2"), "transaction"), routing)
     statuses = {entry.resource_type: entry.status for entry in second.entries}
     assert statuses["ServiceRequest"] == "201 Created"
     assert statuses["Patient"] == statuses["Practitioner"] == statuses["Organization"] == "200 OK"
@@ -124,7 +110,7 @@ async def test_concurrent_identical_posts_make_one_referral(database: Database, 
 async def test_concurrent_referrals_for_one_new_patient_share_it(database: Database, routing: RoutingTable) -> None:
     bundle = load_example("referral-overseas.json")
     outcomes = await asyncio.gather(
-        *(take_in(database, read_referral(_renamed(bundle, f"-{i}"), "transaction"), routing) for i in range(8))
+        *(take_in(database, read_referral(renamed(bundle, f"-{i}"), "transaction"), routing) for i in range(8))
     )
     assert len({outcome.service_request_id for outcome in outcomes}) == 8
     assert await _count(database, "Patient") == 1
@@ -132,7 +118,7 @@ async def test_concurrent_referrals_for_one_new_patient_share_it(database: Datab
 
 async def test_unresolved_server_reference_stores_nothing(database: Database, routing: RoutingTable) -> None:
     bundle = copy.deepcopy(load_example("referral-gp.json"))
-    _resource(bundle, "ServiceRequest")["performer"] = [{"reference": "Organization/does-not-exist"}]
+    resource(bundle, "ServiceRequest")["performer"] = [{"reference": "Organization/does-not-exist"}]
     with pytest.raises(BusinessRuleViolation) as caught:
         await take_in(database, read_referral(bundle, "transaction"), routing)
     assert caught.value.issues[0].code == "reference-unresolved"
@@ -159,7 +145,7 @@ async def test_if_none_exist_matching_several_is_412(database: Database, routing
 async def test_put_with_if_match(database: Database, routing: RoutingTable) -> None:
     first = await take_in(database, read_referral(load_example("referral-gp.json"), "transaction"), routing)
     patient_id = next(e.id for e in first.entries if e.resource_type == "Patient")
-    bundle = _renamed(load_example("referral-gp.json"), "-update")
+    bundle = renamed(load_example("referral-gp.json"), "-update")
     patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     patient_entry["resource"]["telecom"] = [{"system": "phone", "value": "0102030405"}]
 

@@ -81,3 +81,11 @@ def as_message(bundle: dict[str, Any], source_endpoint: str, header_id: str) -> 
         "timestamp": "2026-11-23T10:00:00+01:00",
         "entry": [{"fullUrl": f"urn:uuid:{header_id}", "resource": header}, *entries],
     }
+
+
+def renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """The same referral under new ServiceRequest and Bundle identifiers: a new referral, the same people."""
+    bundle = copy.deepcopy(bundle)
+    resource(bundle, "ServiceRequest")["identifier"][0]["value"] += suffix
+    bundle["identifier"]["value"] += suffix
+    return bundle

@@ -8,23 +8,10 @@ from typing import Any
 import httpx
 
 from tests.conftest import load_example
+from tests.support.referrals import renamed, resource
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
-
-
-def _resource(bundle: dict[str, Any], resource_type: str) -> dict[str, Any]:
-    found: dict[str, Any] = next(
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
-    )
-    return found
-
-
-def _renamed(bundle: dict[str, Any], suffix: str) -> dict[str, Any]:
-    bundle = copy.deepcopy(bundle)
-    _resource(bundle, "ServiceRequest")["identifier"][0]["value"] += suffix
-    bundle["identifier"]["value"] += suffix
-    return bundle
 
 
 async def _post(client: httpx.AsyncClient, bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -36,7 +23,7 @@ async def _post(client: httpx.AsyncClient, bundle: dict[str, Any]) -> tuple[dict
 
 
 def _ins(bundle: dict[str, Any]) -> str:
-    return str(next(i["value"] for i in _resource(bundle, "Patient")["identifier"] if i["system"] == INS_NIR))
+    return str(next(i["value"] for i in resource(bundle, "Patient")["identifier"] if i["system"] == INS_NIR))
 
 
 def _consent_deny(ins: str) -> dict[str, Any]:
@@ -67,8 +54,8 @@ async def test_opposition_in_the_referral_revokes_it(client: httpx.AsyncClient) 
 async def test_an_opposition_on_record_holds_for_later_referrals(client: httpx.AsyncClient) -> None:
     bundle = load_example("referral-opposition.json")
     await _post(client, bundle)
-    later = _renamed(bundle, "-later")
-    _resource(later, "Consent")["provision"]["type"] = "permit"  # another sender says "informed, no objection"
+    later = renamed(bundle, "-later")
+    resource(later, "Consent")["provision"]["type"] = "permit"  # another sender says "informed, no objection"
     _, service_request = await _post(client, later)
     assert service_request["status"] == "revoked"
 
@@ -100,7 +87,7 @@ async def test_an_opposition_before_any_referral_holds_by_ins(client: httpx.Asyn
 async def test_opposition_message(client: httpx.AsyncClient) -> None:
     bundle = load_example("referral-corsica.json")
     _, service_request = await _post(client, bundle)
-    patient = copy.deepcopy(_resource(bundle, "Patient"))
+    patient = copy.deepcopy(resource(bundle, "Patient"))
     consent = _consent_deny(_ins(bundle)) | {"patient": {"reference": "urn:uuid:7d2c2b1e-4a0f-4b5e-9c1e-0a0a0a0a0a02"}}
     message = {
         "resourceType": "Bundle",
