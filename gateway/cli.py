@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -41,6 +42,32 @@ def serve(
         typer.echo(f"invalid routing file: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="FHIR JSON or XML files", exists=True)]) -> None:
+    """Validate resources or referral bundles offline; exit status 1 when any has an error."""
+    from gateway.errors import GatewayError
+    from gateway.fhir.codec import parse_resource
+    from gateway.fhir.media import FhirFormat
+    from gateway.validation.validate import validate as validate_resource
+
+    failed = False
+    for path in files:
+        fmt = FhirFormat.XML if path.suffix.lower() == ".xml" else FhirFormat.JSON
+        try:
+            issues = validate_resource(parse_resource(path.read_bytes(), fmt))
+        except GatewayError as exc:
+            issues = list(exc.issues)
+        errors = [issue for issue in issues if issue.severity in ("error", "fatal")]
+        failed = failed or bool(errors)
+        typer.echo(
+            f"{path}: {'INVALID' if errors else 'valid'} ({len(errors)} error(s), {len(issues) - len(errors)} other)"
+        )
+        for issue in issues:
+            where = f" at {issue.expression}" if issue.expression else ""
+            typer.echo(f"  {issue.severity:<11} {issue.code}{where}: {issue.diagnostics}")
+    raise typer.Exit(code=1 if failed else 0)
 
 
 @app.command()

@@ -80,6 +80,7 @@ class IssueCode(StrEnum):
     INS_TRAITS_MISSING = "ins-traits-missing"
     INS_TEST_NOT_ALLOWED = "ins-test-not-allowed"
     INSEE_CODE_INVALID = "insee-code-invalid"
+    VALIDATION_PASSED = "validation-passed"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -131,6 +132,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.INS_TRAITS_MISSING: "An INS travels only with the five identity traits of the référentiel INS.",
     IssueCode.INS_TEST_NOT_ALLOWED: "A test INS is accepted only by platforms that allow test identities.",
     IssueCode.INSEE_CODE_INVALID: "The INSEE commune code does not have the shape of one.",
+    IssueCode.VALIDATION_PASSED: "$validate found nothing to report.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 

@@ -56,7 +56,8 @@ def capability_statement(base_url: str) -> Resource:
                     {
                         "name": "process-message",
                         "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
-                    }
+                    },
+                    {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
                 ],
             }
         ],

@@ -51,6 +51,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #ins-traits-missing "Ins traits missing" "An INS travels only with the five identity traits of the référentiel INS."
 * #ins-test-not-allowed "Ins test not allowed" "A test INS is accepted only by platforms that allow test identities."
 * #insee-code-invalid "Insee code invalid" "The INSEE commune code does not have the shape of one."
+* #validation-passed "Validation passed" "$validate found nothing to report."
 * #internal-error "Internal error" "An unexpected error; nothing was stored."
 
 ValueSet: DacIssueVS

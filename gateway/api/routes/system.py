@@ -7,7 +7,11 @@ from fastapi import APIRouter
 from gateway.api.capability import capability_statement
 from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep, RoutingDep, SettingsDep
 from gateway.api.responses import FhirResponse
+from gateway.errors import InvalidRequest, IssueCode
+from gateway.fhir.outcome import operation_outcome
+from gateway.fhir.types import Resource
 from gateway.intake.handlers import process_message, process_transaction
+from gateway.validation.validate import all_clear, validate
 
 router = APIRouter(prefix="/fhir", tags=["system"])
 
@@ -44,3 +48,42 @@ async def process_message_operation(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     return FhirResponse(await process_message(database, routing, bundle, base_url, settings.hop_limit), answer)
+
+
+def _resource_to_validate(body: Resource, resource_type: str | None) -> Resource:
+    """$validate takes the resource itself, or a Parameters whose ``resource`` part holds it."""
+    if body.get("resourceType") == "Parameters":
+        for parameter in body.get("parameter") or []:
+            if (
+                isinstance(parameter, dict)
+                and parameter.get("name") == "resource"
+                and isinstance(parameter.get("resource"), dict)
+            ):
+                body = parameter["resource"]
+                break
+        else:
+            raise InvalidRequest.single(
+                IssueCode.ELEMENT_REQUIRED, "Parameters for $validate need a 'resource' part", "Parameters.parameter"
+            )
+    if resource_type is not None and body.get("resourceType") != resource_type:
+        raise InvalidRequest.single(
+            IssueCode.RESOURCE_TYPE_UNKNOWN, f"{resource_type}/$validate takes a {resource_type}", "resourceType"
+        )
+    return body
+
+
+def _validation_answer(body: Resource, resource_type: str | None, answer: AnswerDep) -> FhirResponse:
+    issues = validate(_resource_to_validate(body, resource_type)) or [all_clear()]
+    return FhirResponse(operation_outcome(issues), answer)
+
+
+@router.post(
+    "/$validate", summary="Validate a resource or referral Bundle (nothing is stored)", openapi_extra=_FHIR_BODY
+)
+async def validate_any(body: ResourceBodyDep, answer: AnswerDep) -> FhirResponse:
+    return _validation_answer(body, None, answer)
+
+
+@router.post("/{resource_type}/$validate", summary="Validate a resource of this type", openapi_extra=_FHIR_BODY)
+async def validate_typed(resource_type: str, body: ResourceBodyDep, answer: AnswerDep) -> FhirResponse:
+    return _validation_answer(body, resource_type, answer)

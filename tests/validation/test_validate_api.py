@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import httpx
+
+from tests.conftest import EXAMPLES, load_example
+
+FHIR_JSON = {"content-type": "application/fhir+json"}
+
+
+def _codes(response: httpx.Response) -> list[str]:
+    return [issue["details"]["coding"][0]["code"] for issue in response.json()["issue"]]
+
+
+async def test_validate_a_referral_stores_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.post("/fhir/$validate", json=load_example("referral-gp.json"), headers=FHIR_JSON)
+    assert response.status_code == 200 and _codes(response) == ["validation-passed"]
+    broken = copy.deepcopy(load_example("referral-gp.json"))
+    broken["entry"] = [e for e in broken["entry"] if e["resource"]["resourceType"] != "Patient"]
+    response = await client.post("/fhir/$validate", json=broken, headers=FHIR_JSON)
+    assert response.status_code == 200 and "referral-patient-missing" in _codes(response)
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
+
+
+async def test_validate_one_resource_by_type(client: httpx.AsyncClient) -> None:
+    patient = next(
+        e["resource"] for e in load_example("referral-gp.json")["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    ok = await client.post("/fhir/Patient/$validate", json=patient, headers=FHIR_JSON)
+    assert _codes(ok) == ["validation-passed"]
+    bad = copy.deepcopy(patient)
+    bad["identifier"][0]["value"] = bad["identifier"][0]["value"][:13] + "00"
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": bad}]}
+    response = await client.post("/fhir/Patient/$validate", json=parameters, headers=FHIR_JSON)
+    assert _codes(response) == ["ins-key-invalid"]
+    assert response.json()["issue"][0]["expression"] == ["Patient.identifier[0].value"]
+    wrong_type = await client.post("/fhir/Consent/$validate", json=patient, headers=FHIR_JSON)
+    assert wrong_type.status_code == 400
+
+
+def test_validate_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    broken = copy.deepcopy(load_example("referral-gp.json"))
+    broken["type"] = "transaction"
+    for entry in broken["entry"]:
+        if entry["resource"]["resourceType"] == "ServiceRequest":
+            del entry["resource"]["identifier"]
+    path = tmp_path / "broken.json"
+    path.write_text(__import__("json").dumps(broken))
+    good = subprocess.run(
+        [sys.executable, "-m", "gateway", "validate", str(EXAMPLES / "referral-gp.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0 and "valid" in good.stdout
+    bad = subprocess.run([sys.executable, "-m", "gateway", "validate", str(path)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "servicerequest-identifier-missing" in bad.stdout
