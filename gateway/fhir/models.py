@@ -82,7 +82,8 @@ def check_resource_types(resource: Any, expression: str | None = None) -> str:
 def issues_from_validation_error(exc: ValidationError, root: str) -> list[Issue]:
     issues = []
     for error in exc.errors():
-        location = [step for step in error["loc"] if isinstance(step, (str, int))]
+        # pydantic names the inside of a root model "root": no FHIR element, so no FHIRPath step.
+        location = [step for step in error["loc"] if isinstance(step, (str, int)) and step != "root"]
         expression = fhirpath(root, location)
         kind = error["type"]
         if kind == "extra_forbidden":

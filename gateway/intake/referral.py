@@ -174,6 +174,7 @@ def _read_entries(bundle: Resource, kind: str, issues: list[Issue]) -> tuple[lis
                         "invalid",
                     )
                 )
+                entries.append(entry)  # still counted: the one ServiceRequest is this one, with a bad request
                 continue
             entry.method = request["method"]
             entry.url = str(request["url"])
