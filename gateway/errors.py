@@ -81,6 +81,9 @@ class IssueCode(StrEnum):
     INS_TEST_NOT_ALLOWED = "ins-test-not-allowed"
     INSEE_CODE_INVALID = "insee-code-invalid"
     VALIDATION_PASSED = "validation-passed"
+    REFERRAL_PATIENT_MISMATCH = "referral-patient-mismatch"
+    IDENTIFIER_CHANGE_FORBIDDEN = "identifier-change-forbidden"
+    VALUE_TOO_LONG = "value-too-long"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -133,6 +136,9 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.INS_TEST_NOT_ALLOWED: "A test INS is accepted only by platforms that allow test identities.",
     IssueCode.INSEE_CODE_INVALID: "The INSEE commune code does not have the shape of one.",
     IssueCode.VALIDATION_PASSED: "$validate found nothing to report.",
+    IssueCode.REFERRAL_PATIENT_MISMATCH: "A Consent, CareTeam, caregiver or document of the referral is another's.",
+    IssueCode.IDENTIFIER_CHANGE_FORBIDDEN: "National identifiers are not changed by an update inside a referral.",
+    IssueCode.VALUE_TOO_LONG: "A value is longer than the gateway stores, or holds a NUL character.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 

@@ -15,6 +15,9 @@ def parse_resource(body: bytes, fmt: FhirFormat) -> Resource:
     """A request body as a FHIR resource; 400 when it is not one (resource types checked, nothing more)."""
     if not body.strip():
         raise InvalidRequest.single(IssueCode.BODY_UNPARSABLE, "the request body is empty", None, "structure")
+    if b"\\u0000" in body or b"\x00" in body:
+        # PostgreSQL text cannot hold NUL; SQLite can: refused for both, so both backends behave the same.
+        raise InvalidRequest.single(IssueCode.VALUE_TOO_LONG, "the body holds a NUL character", None, "value")
     if fmt is FhirFormat.XML:
         return xml_to_resource(body)
     try:

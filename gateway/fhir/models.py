@@ -61,11 +61,13 @@ def require_resource_type(resource: Any, expression: str) -> str:
 
 
 def _nested_resources(resource: Resource, expression: str) -> Iterator[tuple[Any, str]]:
-    for index, entry in enumerate(resource.get("entry") or []):
+    entries = resource.get("entry")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
         if isinstance(entry, dict) and "resource" in entry:
             yield entry["resource"], f"{expression}.entry[{index}].resource"
-    for index, contained in enumerate(resource.get("contained") or []):
-        yield contained, f"{expression}.contained[{index}]"
+    contained = resource.get("contained")
+    for index, item in enumerate(contained if isinstance(contained, list) else []):
+        yield item, f"{expression}.contained[{index}]"
 
 
 def check_resource_types(resource: Any, expression: str | None = None) -> str:

@@ -276,19 +276,22 @@ def _date_range(text: str, name: str) -> tuple[datetime | None, datetime | None]
             int(g["second"] or 0),
             tzinfo=tz,
         ).astimezone(UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise _invalid(f"{name}: {text!r} is not a valid date", name) from exc
-    if g["second"]:
-        end = start + timedelta(seconds=1)
-    elif g["minute"]:
-        end = start + timedelta(minutes=1)
-    elif g["day"]:
-        end = start + timedelta(days=1)
-    elif g["month"]:
-        year, month = divmod(int(g["month"]), 12)
-        end = start.replace(year=start.year + year, month=month + 1)
-    else:
-        end = start.replace(year=start.year + 1)
+    try:
+        if g["second"]:
+            end = start + timedelta(seconds=1)
+        elif g["minute"]:
+            end = start + timedelta(minutes=1)
+        elif g["day"]:
+            end = start + timedelta(days=1)
+        elif g["month"]:
+            year, month = divmod(int(g["month"]), 12)
+            end = start.replace(year=start.year + year, month=month + 1)
+        else:
+            end = start.replace(year=start.year + 1)
+    except (ValueError, OverflowError) as exc:
+        raise _invalid(f"{name}: {text!r} is out of range", name) from exc
     prefix = g["prefix"] or "eq"
     ranges: dict[str, tuple[datetime | None, datetime | None]] = {
         "eq": (start, end),

@@ -44,4 +44,4 @@ def identity_keys(resource: Resource) -> list[tuple[str, str]]:
         and identifier["value"]
     ]
     national = NATIONAL_IDENTIFIER_SYSTEMS.get(resource_type, frozenset())
-    return [key for key in keys if key[0] in national] or keys
+    return list(dict.fromkeys([key for key in keys if key[0] in national] or keys))

@@ -98,7 +98,8 @@ class Referral:
         for extension in (self.message_header or {}).get("extension") or []:
             if isinstance(extension, dict) and extension.get("url") == HOP_COUNT_EXTENSION:
                 value = extension.get("valueUnsignedInt")
-                return value if isinstance(value, int) else 0
+                # Structure checks made it an unsignedInt; a string "9" never reaches here as 0.
+                return int(value) if isinstance(value, (int, str)) and str(value).isdigit() else 0
         return 0
 
     @property
@@ -198,6 +199,15 @@ def _check_request(entry: ReferralEntry, issues: list[Issue]) -> None:
         )
         return
     if entry.method == "POST":
+        if entry.if_none_exist and entry.resource_type == "ServiceRequest":
+            issues.append(
+                Issue(
+                    IssueCode.ENTRY_REQUEST_INVALID,
+                    "a referral's ServiceRequest is always new: resubmissions are recognised by its identifier "
+                    "(idempotent intake), so ifNoneExist is not taken on it",
+                    f"{where}.ifNoneExist",
+                )
+            )
         if len(path) != 1:
             issues.append(
                 Issue(IssueCode.ENTRY_REQUEST_INVALID, "a POST entry's url is the resource type", f"{where}.url")
@@ -328,6 +338,40 @@ def _check_service_request(
             )
 
 
+#: Resources of a referral that are about its patient, and the element that says so.
+_ABOUT_THE_PATIENT = {
+    "Consent": "patient",
+    "CareTeam": "subject",
+    "RelatedPerson": "patient",
+    "DocumentReference": "subject",
+}
+
+
+def _check_about_the_patient(
+    entries: list[ReferralEntry], patient: ReferralEntry, aliases: dict[str, str], issues: list[Issue]
+) -> None:
+    """A referral is about one patient: its Consent, CareTeam, caregivers and documents are theirs."""
+    targets = {patient.full_url} if patient.full_url else set()
+    if patient.update_target:
+        targets.add(f"Patient/{patient.update_target}")
+    for entry in entries:
+        element = _ABOUT_THE_PATIENT.get(entry.resource_type)
+        if element is None:
+            continue
+        reference = (entry.resource.get(element) or {}).get("reference")
+        if reference is None:
+            continue  # a missing element is the structure's or the profile's to report
+        if reference not in targets and aliases.get(str(reference)) not in targets:
+            issues.append(
+                _rule(
+                    IssueCode.REFERRAL_PATIENT_MISMATCH,
+                    f"{entry.resource_type}.{element} must reference the referral's Patient entry: a referral "
+                    "speaks of one patient",
+                    f"{entry.expression}.resource.{element}.reference",
+                )
+            )
+
+
 def idempotency_keys(bundle: Resource, service_request: Resource, header: Resource | None) -> list[str]:
     keys = [f"servicerequest:{system}|{value}" for system, value in _identifiers(service_request)]
     keys += [f"bundle:{system}|{value}" for system, value in _identifiers(bundle)]
@@ -338,11 +382,6 @@ def idempotency_keys(bundle: Resource, service_request: Resource, header: Resour
 
 def read_referral(bundle: Resource, expected: Literal["transaction", "message"]) -> Referral:
     """Check a posted Bundle's structure (R4) and shape (DESIGN §7); every finding is reported together."""
-    issues: list[Issue] = []
-    try:
-        parse_model(bundle)
-    except InvalidResource as exc:
-        issues.extend(exc.issues)
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != expected:
         raise InvalidRequest.single(
             IssueCode.BUNDLE_TYPE_UNSUPPORTED,
@@ -350,6 +389,9 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
             f"{bundle.get('resourceType')} {bundle.get('type') or ''}".rstrip(),
             "Bundle.type",
         )
+    # Structure first: the rules below read R4 shapes (lists, objects) and only make sense on valid ones.
+    parse_model(bundle)
+    issues: list[Issue] = []
     entries, header = _read_entries(bundle, expected, issues)
     full_urls: dict[str, int] = {}
     for entry in entries:
@@ -379,6 +421,8 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
     aliases = relative_aliases(entries)
     if service_request is not None:
         _check_service_request(service_request, patient, aliases, issues)
+    if patient is not None:
+        _check_about_the_patient(entries, patient, aliases, issues)
     for entry in entries:
         issues.extend(resource_rules(entry.resource, f"{entry.expression}.resource"))
     known = set(full_urls)

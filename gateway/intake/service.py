@@ -202,6 +202,13 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known) -> _Res
                 f"ifMatch {entry.if_match} is not the current version of {current.reference}: {current.etag}",
                 f"{entry.expression}.request.ifMatch",
             )
+        if set(identity_keys(entry.resource)) != set(identity_keys(current.content)):
+            # The identity table keys the resource on them: they change through the identity services, not here.
+            raise BusinessRuleViolation.single(
+                IssueCode.IDENTIFIER_CHANGE_FORBIDDEN,
+                f"this update changes the national identifiers of {current.reference}; send them unchanged",
+                f"{entry.expression}.resource.identifier",
+            )
         return _Resolution(entry, current.id, existing=current, create=False)
     keys = identity_keys(entry.resource)
     if entry.if_none_exist:

@@ -37,7 +37,7 @@ async def read(database: Database, resource_type: str, resource_id: str) -> Stor
 async def read_version(database: Database, resource_type: str, resource_id: str, version: str) -> StoredResource:
     require_served(resource_type)
     stored = None
-    if version.isdigit():
+    if version.isascii() and version.isdigit() and len(version) <= 9:
         async with UnitOfWork(database, write=False) as uow:
             stored = await uow.resources.get_version(resource_type, resource_id, int(version))
             exists = stored is not None or await uow.resources.exists(resource_type, resource_id)

@@ -37,9 +37,22 @@ def _identifiers(resource: Any, expression: str) -> Iterator[tuple[dict[str, Any
             yield from _identifiers(item, f"{expression}[{index}]")
 
 
+MAX_IDENTIFIER_LENGTH = 500  # what resource_identities and idempotency keys store
+
+
 def identifier_issues(resource: Resource, expression: str) -> list[Issue]:
     issues = []
     for identifier, where in _identifiers(resource, expression):
+        if len(str(identifier.get("value", ""))) + len(str(identifier.get("system", ""))) > MAX_IDENTIFIER_LENGTH:
+            issues.append(
+                _rule_issue(
+                    IssueCode.VALUE_TOO_LONG,
+                    f"identifier system and value are limited to {MAX_IDENTIFIER_LENGTH} characters together",
+                    where,
+                    "too-long",
+                )
+            )
+            continue
         rule = IDENTIFIER_RULES.get(str(identifier.get("system")))
         value = identifier.get("value")
         if rule is None or not isinstance(value, str):

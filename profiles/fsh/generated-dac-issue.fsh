@@ -52,6 +52,9 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #ins-test-not-allowed "Ins test not allowed" "A test INS is accepted only by platforms that allow test identities."
 * #insee-code-invalid "Insee code invalid" "The INSEE commune code does not have the shape of one."
 * #validation-passed "Validation passed" "$validate found nothing to report."
+* #referral-patient-mismatch "Referral patient mismatch" "A Consent, CareTeam, caregiver or document of the referral is another's."
+* #identifier-change-forbidden "Identifier change forbidden" "National identifiers are not changed by an update inside a referral."
+* #value-too-long "Value too long" "A value is longer than the gateway stores, or holds a NUL character."
 * #internal-error "Internal error" "An unexpected error; nothing was stored."
 
 ValueSet: DacIssueVS

@@ -53,7 +53,8 @@ async def process_message_operation(
 def _resource_to_validate(body: Resource, resource_type: str | None) -> Resource:
     """$validate takes the resource itself, or a Parameters whose ``resource`` part holds it."""
     if body.get("resourceType") == "Parameters":
-        for parameter in body.get("parameter") or []:
+        parameters = body.get("parameter")
+        for parameter in parameters if isinstance(parameters, list) else []:
             if (
                 isinstance(parameter, dict)
                 and parameter.get("name") == "resource"

@@ -1,0 +1,116 @@
+"""Inputs that once broke the gateway: every one is a 4xx with an OperationOutcome, and nothing half-stored."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import load_example
+from tests.support.referrals import resource
+
+FHIR_JSON = {"content-type": "application/fhir+json"}
+
+
+def _entry(bundle: dict[str, Any], resource_type: str) -> tuple[int, dict[str, Any]]:
+    return next((i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == resource_type)
+
+
+def _odd(path: str, value: Any) -> dict[str, Any]:
+    bundle = copy.deepcopy(load_example("referral-hospital-nurse.json"))
+    target_type, _, element = path.partition(".")
+    if target_type == "Bundle":
+        bundle[element] = value
+    else:
+        resource(bundle, target_type)[element] = value
+    return bundle
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("Bundle.entry", 5),
+        ("Bundle.identifier", [{"value": "x"}]),
+        ("Patient.identifier", 5),
+        ("Patient.name", 5),
+        ("Patient.address", 5),
+        ("Patient.extension", 5),
+        ("Patient.contained", 5),
+        ("ServiceRequest.identifier", 5),
+        ("ServiceRequest.subject", [{"reference": "Patient/1"}]),
+    ],
+)
+async def test_odd_shapes_are_4xx(client: httpx.AsyncClient, path: str, value: Any) -> None:
+    response = await client.post("/fhir", json=_odd(path, value), headers=FHIR_JSON)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    for issue in response.json()["issue"]:
+        assert not issue.get("expression", [""])[0].endswith(".root")
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
+
+
+async def test_if_none_exist_on_the_service_request_is_refused(client: httpx.AsyncClient) -> None:
+    bundle = copy.deepcopy(load_example("referral-gp.json"))
+    index, entry = _entry(bundle, "ServiceRequest")
+    entry["request"]["ifNoneExist"] = "_id=anything"
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == [f"Bundle.entry[{index}].request.ifNoneExist"]
+
+
+async def test_a_consent_about_another_patient_is_refused(client: httpx.AsyncClient) -> None:
+    bundle = copy.deepcopy(load_example("referral-hospital-nurse.json"))
+    index, consent = _entry(bundle, "Consent")
+    consent["resource"]["patient"] = {"reference": "Patient/somebody-else"}
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 422
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "referral-patient-mismatch"
+    assert issue["expression"] == [f"Bundle.entry[{index}].resource.patient.reference"]
+
+
+async def test_an_update_cannot_change_national_identifiers(client: httpx.AsyncClient) -> None:
+    first = await client.post("/fhir", json=load_example("referral-gp.json"), headers=FHIR_JSON)
+    patient_id = next(e["fullUrl"] for e in first.json()["entry"] if "/Patient/" in e["fullUrl"]).rsplit("/", 1)[1]
+    bundle = copy.deepcopy(load_example("referral-gp.json"))
+    bundle["identifier"]["value"] += "-2"
+    resource(bundle, "ServiceRequest")["identifier"][0]["value"] += "-2"
+    _, patient = _entry(bundle, "Patient")
+    patient["request"] = {"method": "PUT", "url": f"Patient/{patient_id}"}
+    first13 = "1410629019088"
+    patient["resource"]["identifier"][0]["value"] = first13 + f"{97 - int(first13) % 97:02d}"
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "identifier-change-forbidden"
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        ("/fhir/ServiceRequest?_lastUpdated=9999", 400),
+        ("/fhir/ServiceRequest?_lastUpdated=9999-12-31T23:59:59Z", 400),
+        ("/fhir/ServiceRequest?_lastUpdated=0001-01-01T00:00:00%2B01:00", 400),
+        ("/fhir/Patient/x/_history/99999999999999999999", 404),
+        ("/fhir/Patient/x/_history/%C2%B2", 404),
+    ],
+)
+async def test_odd_reads_are_4xx(client: httpx.AsyncClient, url: str, status: int) -> None:
+    response = await client.get(url)
+    assert response.status_code == status and response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_nul_characters_are_refused_on_both_backends(client: httpx.AsyncClient) -> None:
+    body = load_example("referral-gp.json")
+    resource(body, "ServiceRequest")["identifier"][0]["value"] += "\u0000"
+    response = await client.post("/fhir", json=body, headers=FHIR_JSON)
+    assert (
+        response.status_code == 400 and response.json()["issue"][0]["details"]["coding"][0]["code"] == "value-too-long"
+    )
+
+
+async def test_validate_never_500(client: httpx.AsyncClient) -> None:
+    for body in (_odd("Patient.identifier", 5), {"resourceType": "Parameters", "parameter": 5}):
+        response = await client.post("/fhir/$validate", json=body, headers=FHIR_JSON)
+        assert 200 <= response.status_code < 500, response.text
