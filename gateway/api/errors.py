@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -19,8 +18,6 @@ from gateway.errors import (
 )
 from gateway.fhir.media import DEFAULT_RESPONSE, response_format
 from gateway.fhir.outcome import operation_outcome
-
-log = structlog.get_logger("gateway.api")
 
 
 def _render(request: Request, error: GatewayError) -> Response:
@@ -66,17 +63,7 @@ async def _request_validation_error(request: Request, exc: Exception) -> Respons
     return _render(request, InvalidRequest(*issues))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Never a stack trace, never the body: only the type, with the request id, for the operator.
-    log.error("unhandled_error", error_type=type(exc).__name__, path=request.url.path)
-    error = GatewayError(
-        Issue(IssueCode.INTERNAL_ERROR, "unexpected error; nothing was stored", None, "exception", "fatal")
-    )
-    return _render(request, error)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
-    app.add_exception_handler(Exception, _unexpected)

@@ -10,12 +10,15 @@ import re
 import time
 import uuid
 
+import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import IssueCode, PayloadTooLarge
+from gateway.errors import Issue, IssueCode, PayloadTooLarge
+from gateway.fhir.outcome import operation_outcome
 
 log = structlog.get_logger("gateway.access")
+INTERNAL_ERROR = Issue(IssueCode.INTERNAL_ERROR, "unexpected error; nothing was stored", None, "exception", "fatal")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -30,7 +33,7 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         started = time.perf_counter()
-        status = 500
+        status = 500  # until a response starts
         structlog.contextvars.bind_contextvars(request_id=request_id)
 
         async def send_with_id(message: Message) -> None:
@@ -42,6 +45,20 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here, so the request id goes with it and no server traceback (with its SQL parameters,
+            # maybe a patient's name) reaches the logs; the type is enough to find it in the code.
+            log.error("unhandled_error", error_type=type(exc).__name__, route=getattr(scope.get("route"), "path", None))
+            if status == 500:
+                body = orjson.dumps(operation_outcome([INTERNAL_ERROR]))
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/fhir+json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
         finally:
             route = scope.get("route")
             log.info(

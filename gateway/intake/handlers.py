@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.errors import BusinessRuleViolation, IssueCode, StoreUnavailable
+from gateway.fhir.models import parse_model
 from gateway.fhir.types import Resource
 from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
 from gateway.intake.responses import intake_note, message_response, transaction_response
@@ -10,6 +11,7 @@ from gateway.intake.service import take_in
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.validation.rules import resource_rules
 from gateway.workflow.opposition import ConsentOutcome, record_consent
 from gateway.workflow.updates import follow_update
 
@@ -35,10 +37,12 @@ async def process_message(
     database: Database, routing: RoutingTable, bundle: Resource, base_url: str, hop_limit: int
 ) -> Resource:
     """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
-    if bundle.get("type") == "message" and _event(bundle) == OPPOSITION:
-        return await _process_opposition(database, routing, bundle, base_url)
-    if bundle.get("type") == "message" and _event(bundle) == REFERRAL_UPDATE:
-        return await _process_update(database, bundle, base_url)
+    event = _event(bundle) if bundle.get("type") == "message" else None
+    if event in (OPPOSITION, REFERRAL_UPDATE):
+        parse_model(bundle)  # the structure first, as for a referral: the handlers read R4 shapes
+        if event == OPPOSITION:
+            return await _process_opposition(database, routing, bundle, base_url)
+        return await _process_update(database, routing, bundle, base_url)
     referral = read_referral(bundle, "message")
     if referral.hop_count >= hop_limit:
         # Gateways forwarding to each other in a loop: the count ends it.
@@ -81,6 +85,14 @@ async def _process_opposition(database: Database, routing: RoutingTable, bundle:
             "Bundle.entry",
         )
     index, consent = consents[0]
+    patient_issues = [
+        issue
+        for position, resource in enumerate(resources)
+        if resource.get("resourceType") == "Patient"
+        for issue in resource_rules(resource, f"Bundle.entry[{position}].resource")
+    ]
+    if patient_issues:
+        raise BusinessRuleViolation(*patient_issues)
     if (consent.get("provision") or {}).get("type") != "deny":
         raise BusinessRuleViolation.single(
             IssueCode.MESSAGE_EVENT_UNSUPPORTED,
@@ -91,7 +103,7 @@ async def _process_opposition(database: Database, routing: RoutingTable, bundle:
     return message_response(resources[0], outcome.consent, base_url, consent_note(outcome))
 
 
-async def _process_update(database: Database, bundle: Resource, base_url: str) -> Resource:
+async def _process_update(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
     """A ``referral-update`` from where we sent a referral (a peer gateway, which runs its workflow): our copy
     of the ServiceRequest follows the status it reports, when that status ends or suspends the request."""
     resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
@@ -100,7 +112,7 @@ async def _process_update(database: Database, bundle: Resource, base_url: str) -
         raise BusinessRuleViolation.single(
             IssueCode.REFERRAL_SERVICEREQUEST_MISSING, "a referral-update carries its ServiceRequest", "Bundle.entry"
         )
-    outcome = await follow_update(database, reported)
+    outcome = await follow_update(database, routing, reported)
     return message_response(resources[0], outcome, base_url)
 
 

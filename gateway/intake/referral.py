@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx
+
 from gateway.errors import (
     BusinessRuleViolation,
     GatewayError,
@@ -107,7 +109,13 @@ class Referral:
         """Where the sender of a message wants updates (MessageHeader.source.endpoint), if an http(s) URL."""
         source = (self.message_header or {}).get("source") or {}
         endpoint = source.get("endpoint") if isinstance(source, dict) else None
-        return endpoint if isinstance(endpoint, str) and endpoint.startswith(("http://", "https://")) else None
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")) or len(endpoint) > 1000:
+            return None
+        try:
+            httpx.URL(endpoint)
+        except (httpx.InvalidURL, ValueError):
+            return None  # nowhere we could ever send to
+        return endpoint
 
 
 def _identifiers(resource: Resource) -> Iterator[tuple[str, str]]:

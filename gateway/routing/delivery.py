@@ -22,12 +22,13 @@ import structlog
 
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.routing.config import RoutingTable
-from gateway.routing.messages import build_message
+from gateway.routing.messages import NothingToSend, build_message
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
 from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_update
 from gateway.store.database import Database
 from gateway.store.outbox import OutboxEntry
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.transitions import FINAL
 
 log = structlog.get_logger("gateway.delivery")
 FHIR_JSON = "application/fhir+json"
@@ -122,10 +123,11 @@ class Dispatcher:
         return headers
 
     async def _attempt(self, entry: OutboxEntry) -> AttemptResult:
-        async with UnitOfWork(self.database, write=False) as uow:
-            message = await build_message(uow, entry, self.settings.base_url)
-        if message is None:
-            return AttemptResult(Verdict.DEAD, "the ServiceRequest of this delivery no longer exists")
+        try:
+            async with UnitOfWork(self.database, write=False) as uow:
+                message = await build_message(uow, entry, self.settings.base_url)
+        except NothingToSend as exc:
+            return AttemptResult(Verdict.DEAD, str(exc))
         url = f"{entry.endpoint.rstrip('/')}/$process-message"
         try:
             response = await self.client.post(url, content=orjson.dumps(message), headers=self._headers(entry))
@@ -133,6 +135,8 @@ class Dispatcher:
             return AttemptResult(Verdict.RETRY, f"timeout ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             return AttemptResult(Verdict.RETRY, f"network error ({type(exc).__name__})")
+        except (httpx.InvalidURL, ValueError) as exc:  # will never work: a dead letter, visible, not a loop
+            return AttemptResult(Verdict.DEAD, f"invalid endpoint ({type(exc).__name__})")
         return judge_response(response.status_code, response.headers.get("retry-after"), response.text, utc_now())
 
     async def _deliver(self, entry: OutboxEntry) -> None:
@@ -192,8 +196,8 @@ async def _show_on_task(
 ) -> None:
     for _ in range(tries):
         current = await uow.resources.get("Task", task_id)
-        if current is None:
-            return
+        if current is None or current.content.get("status") in FINAL:
+            return  # a cancelled Task (the patient objected) keeps saying why
         task = dict(current.content)
         task["businessStatus"] = delivery_status("delivered" if verdict is Verdict.DELIVERED else "failed")
         task["lastModified"] = fhir_instant(now)

@@ -53,12 +53,19 @@ async def _gather(uow: UnitOfWork, service_request: StoredResource, with_tasks: 
     return list(found.values())
 
 
-async def build_message(uow: UnitOfWork, entry: OutboxEntry, base_url: str) -> Resource | None:
-    """The Bundle to POST for an outbox entry; None when its ServiceRequest is gone."""
+class NothingToSend(Exception):
+    """The delivery has no reason to be any more (its referral is gone, or was revoked before it left)."""
+
+
+async def build_message(uow: UnitOfWork, entry: OutboxEntry, base_url: str) -> Resource:
+    """The Bundle to POST for an outbox entry."""
     focus_type, focus_id = split_reference(str(entry.payload.get("focus", "")))
     service_request = await uow.resources.get("ServiceRequest", focus_id) if focus_type == "ServiceRequest" else None
     if service_request is None:
-        return None
+        raise NothingToSend("the ServiceRequest of this delivery no longer exists")
+    if entry.event == "referral-request" and service_request.content.get("status") in ("revoked", "entered-in-error"):
+        # An opposition (or a rejection) came first: the referral, and the patient's data, stay here.
+        raise NothingToSend(f"not sent: the referral was {service_request.content['status']} before delivery")
     # A peer gateway runs its own workflow: it gets the referral, not our Tasks.
     with_tasks = entry.payload.get("kind") != "peer-gateway"
     resources = await _gather(uow, service_request, with_tasks)

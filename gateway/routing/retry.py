@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,10 +42,26 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (moment - now).total_seconds())
 
 
-def judge_response(status: int, retry_after: str | None, body_excerpt: str, now: datetime) -> AttemptResult:
+def issue_codes(body: str) -> list[str]:
+    """The codes of an OperationOutcome answer — never its diagnostics, which may quote patient data."""
+    try:
+        outcome = json.loads(body)
+        issues = outcome.get("issue") if isinstance(outcome, dict) else None
+        codes = []
+        for issue in issues if isinstance(issues, list) else []:
+            codings = ((issue.get("details") or {}).get("coding") or []) if isinstance(issue, dict) else []
+            code = next((c.get("code") for c in codings if isinstance(c, dict) and c.get("code")), None)
+            codes.append(str(code or issue.get("code") if isinstance(issue, dict) else "?"))
+        return codes[:10]
+    except (ValueError, AttributeError):
+        return []
+
+
+def judge_response(status: int, retry_after: str | None, body: str, now: datetime) -> AttemptResult:
     if 200 <= status <= 299:
         return AttemptResult(Verdict.DELIVERED)
-    error = f"HTTP {status}: {body_excerpt[:300]}".rstrip(": ")
+    codes = issue_codes(body)
+    error = f"HTTP {status}" + (f" ({', '.join(codes)})" if codes else "")
     if is_retryable_status(status):
         return AttemptResult(Verdict.RETRY, error, parse_retry_after(retry_after, now))
     return AttemptResult(Verdict.DEAD, error)

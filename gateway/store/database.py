@@ -47,7 +47,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = async_database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        options: dict[str, Any] = {"echo": echo}
+        # hide_parameters: a failing statement's error never carries the values (patients' names, INS) into a log.
+        options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
             options |= {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
         self.engine = create_async_engine(self.url, **options)

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.errors import InvalidRequest, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import split_reference
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
+from gateway.routing.router import route
 from gateway.routing.schedule import platform_of, schedule_referral, schedule_update
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
@@ -27,6 +29,12 @@ async def _after_service_request_moved(
     reference = f"ServiceRequest/{service_request['id']}"
     if service_request["status"] == "active":
         platform = await platform_of(uow, routing, service_request)
+        if platform is None:
+            # The routing file changed while the referral waited: route it again, or refuse the decision.
+            patient = await uow.resources.get(
+                "Patient", str((task.get("for") or {}).get("reference", "")).split("/")[-1]
+            )
+            platform = route(routing, patient.content if patient else {}, "Task.for")
         if platform is not None:
             references = TaskReferences(
                 reference,
@@ -70,15 +78,18 @@ async def decide(
             raise _stale(current, expected_version)
         new_status = check_decision(current.content, proposed)
         now = utc_now()
-        content = {key: value for key, value in proposed.items() if key != "meta"}
+        content = {key: value for key, value in proposed.items() if key not in ("meta", "executionPeriod")}
         content["id"] = task_id
         content["lastModified"] = fhir_instant(now)
+        if "executionPeriod" in current.content:
+            content["executionPeriod"] = current.content["executionPeriod"]
+        parse_model(content)  # a decision is a valid Task, or a 422 naming the element
         if new_status is not None:
             implied = IMPLIED_BUSINESS_STATUS.get(new_status)
             if implied and proposed.get("businessStatus") == current.content.get("businessStatus"):
                 content["businessStatus"] = business_status(implied)
             if new_status in FINAL:
-                content["executionPeriod"] = {**current.content.get("executionPeriod", {}), "end": fhir_instant(now)}
+                content["executionPeriod"] = {**content.get("executionPeriod", {}), "end": fhir_instant(now)}
         updated = await uow.resources.update(current, content)
         if updated is None:  # someone decided in between
             raise _stale(current, expected_version)

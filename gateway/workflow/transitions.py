@@ -26,7 +26,7 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 
 #: What a decision may set; everything else (focus, for, requester, owner, code, …) stays as it is.
 DECIDABLE = frozenset({"status", "statusReason", "businessStatus", "note", "output"})
-_SERVER_MANAGED = frozenset({"meta", "text", "lastModified", "executionPeriod"})
+_SERVER_MANAGED = frozenset({"meta", "lastModified", "executionPeriod"})  # set by the gateway, whatever is sent
 _NEEDS_REASON = frozenset({"rejected", "cancelled"})
 
 #: The businessStatus a status implies when the decision does not set one (BSeR progression).
@@ -54,6 +54,13 @@ EFFECTS: Mapping[tuple[str, str], ServiceRequestEffect] = {
     (TaskType.GP_VALIDATION, "completed"): ServiceRequestEffect(frozenset({"draft", "on-hold"}), "active"),
     (TaskType.GP_VALIDATION, "rejected"): ServiceRequestEffect(
         frozenset({"draft", "on-hold", "active"}), "revoked", RevocationReason.GP_REJECTED
+    ),
+    # Nobody will validate any more: a referral still waiting is withdrawn, not left draft for ever.
+    (TaskType.GP_VALIDATION, "cancelled"): ServiceRequestEffect(
+        frozenset({"draft", "on-hold"}), "revoked", RevocationReason.WITHDRAWN
+    ),
+    (TaskType.GP_VALIDATION, "failed"): ServiceRequestEffect(
+        frozenset({"draft", "on-hold"}), "revoked", RevocationReason.WITHDRAWN
     ),
 }
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.errors import IssueCode, ResourceNotFound
+from gateway.errors import BusinessRuleViolation, IssueCode, ResourceNotFound
 from gateway.fhir.primitives import utc_now
 from gateway.fhir.search import parse_search
 from gateway.fhir.types import Resource
+from gateway.routing.config import PlatformKind, RoutingTable
+from gateway.routing.schedule import platform_of
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
@@ -15,7 +17,9 @@ from gateway.workflow.provenance import Agent, provenance
 FOLLOWED_STATUSES = frozenset({"revoked", "completed", "on-hold", "entered-in-error"})
 
 
-async def follow_update(database: Database, reported: Resource) -> StoredResource:
+async def follow_update(database: Database, routing: RoutingTable, reported: Resource) -> StoredResource:
+    """Only for a referral this gateway forwarded to a peer gateway: any other referral's course is decided
+    here, by its GP and platform, not by a message."""
     identifiers = [i for i in reported.get("identifier") or [] if i.get("system") and i.get("value")]
     params = [("identifier", ",".join(f"{i['system']}|{i['value']}" for i in identifiers))] if identifiers else []
     async with UnitOfWork(database) as uow:
@@ -31,6 +35,13 @@ async def follow_update(database: Database, reported: Resource) -> StoredResourc
                 "Bundle.entry.resource.identifier",
             )
         current = matches[0]
+        platform = await platform_of(uow, routing, current.content)
+        if platform is None or platform.kind is not PlatformKind.PEER_GATEWAY:
+            raise BusinessRuleViolation.single(
+                IssueCode.MESSAGE_EVENT_UNSUPPORTED,
+                "this referral was not forwarded to a peer gateway: its status is not set by referral-update",
+                "Bundle.entry[0].resource.eventCoding",
+            )
         status = reported.get("status")
         if status in FOLLOWED_STATUSES and status != current.content.get("status"):
             moved = dict(current.content) | {"status": status}

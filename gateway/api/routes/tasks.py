@@ -40,14 +40,14 @@ def _agents(x_provenance: str | None) -> list[Agent]:
         return []
     try:
         header: Any = orjson.loads(x_provenance)
-        agents = [
-            Agent(
-                str(((agent.get("type") or {}).get("coding") or [{}])[0].get("code") or "author"),
-                str(agent["who"]["reference"]),
-                (agent.get("onBehalfOf") or {}).get("reference"),
-            )
-            for agent in header["agent"]
-        ]
+        agents = []
+        for agent in header["agent"]:
+            who = agent["who"]["reference"]
+            on_behalf_of = (agent.get("onBehalfOf") or {}).get("reference")
+            if not isinstance(who, str) or not isinstance(on_behalf_of, (str, type(None))):
+                raise TypeError("references are strings")
+            code = ((agent.get("type") or {}).get("coding") or [{}])[0].get("code") or "author"
+            agents.append(Agent(str(code), who, on_behalf_of))
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise InvalidRequest.single(
             IssueCode.PROVENANCE_HEADER_INVALID,
@@ -90,5 +90,7 @@ async def patch_task(
         patched: Resource = jsonpatch.apply_patch(current.content, operations)
     except (orjson.JSONDecodeError, jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch cannot be applied: {exc}") from exc
+    if not isinstance(patched, dict):
+        raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance))
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
