@@ -84,6 +84,7 @@ class IssueCode(StrEnum):
     REFERRAL_PATIENT_MISMATCH = "referral-patient-mismatch"
     IDENTIFIER_CHANGE_FORBIDDEN = "identifier-change-forbidden"
     VALUE_TOO_LONG = "value-too-long"
+    MISSION_INVALID = "mission-invalid"
     INTERNAL_ERROR = "internal-error"
 
 
@@ -139,6 +140,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.REFERRAL_PATIENT_MISMATCH: "A Consent, CareTeam, caregiver or document of the referral is another's.",
     IssueCode.IDENTIFIER_CHANGE_FORBIDDEN: "National identifiers are not changed by an update inside a referral.",
     IssueCode.VALUE_TOO_LONG: "A value is longer than the gateway stores, or holds a NUL character.",
+    IssueCode.MISSION_INVALID: "ServiceRequest.code is not one of the three missions of CodeSystem dac-mission.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
 }
 
@@ -149,6 +151,7 @@ IssueType = Literal[
     "required",
     "value",
     "invariant",
+    "code-invalid",
     "business-rule",
     "conflict",
     "not-found",

@@ -55,6 +55,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #referral-patient-mismatch "Referral patient mismatch" "A Consent, CareTeam, caregiver or document of the referral is another's."
 * #identifier-change-forbidden "Identifier change forbidden" "National identifiers are not changed by an update inside a referral."
 * #value-too-long "Value too long" "A value is longer than the gateway stores, or holds a NUL character."
+* #mission-invalid "Mission invalid" "ServiceRequest.code is not one of the three missions of CodeSystem dac-mission."
 * #internal-error "Internal error" "An unexpected error; nothing was stored."
 
 ValueSet: DacIssueVS
