@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from gateway.api.routes import consents, resources, system, tasks
+from gateway.api.routes import consents, operations, resources, system, tasks
 from gateway.config import Settings
 from gateway.fhir.models import warm_up
 from gateway.routing.config import RoutingTable, load_routing
@@ -56,6 +56,7 @@ def create_app(
     app.state.database = database
     app.state.routing = routing
     install_error_handlers(app)
+    app.include_router(operations.router)
     app.include_router(system.router)
     app.include_router(tasks.router)
     app.include_router(consents.router)

@@ -14,6 +14,7 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import metrics
 from gateway.errors import Issue, IssueCode, PayloadTooLarge
 from gateway.fhir.outcome import operation_outcome
 
@@ -60,13 +61,12 @@ class RequestContextMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            elapsed = time.perf_counter() - started
+            metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+            metrics.http_latency.labels(scope["method"], route).observe(elapsed)
             log.info(
-                "request",
-                method=scope["method"],
-                route=getattr(route, "path", None) or "(unmatched)",
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                "request", method=scope["method"], route=route, status=status, duration_ms=round(elapsed * 1000, 2)
             )
             structlog.contextvars.unbind_contextvars("request_id")
 

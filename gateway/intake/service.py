@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 
+from gateway import metrics
 from gateway.errors import BusinessRuleViolation, Conflict, Issue, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery, parse_search, split_reference
@@ -113,11 +114,13 @@ async def take_in(database: Database, referral: Referral, routing: RoutingTable)
                 recorded = await uow.idempotency.find(referral.idempotency_keys)
                 if recorded is not None:
                     outcome = IntakeOutcome.from_json(recorded, replayed=True)
+                    metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
                 outcome = await _store(uow, _fresh_copy(referral), platform)
                 uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
                 await uow.commit()
+            metrics.referrals.labels("stored").inc()
             # Ids only: they say which referral without saying who the patient is.
             log.info(
                 "referral_stored",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import httpx
 import orjson
 import structlog
 
+from gateway import metrics
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.routing.config import RoutingTable
 from gateway.routing.messages import NothingToSend, build_message
@@ -141,7 +143,10 @@ class Dispatcher:
 
     async def _deliver(self, entry: OutboxEntry) -> None:
         try:
+            started = time.perf_counter()
             result = await self._attempt(entry)
+            metrics.delivery_latency.labels(entry.destination).observe(time.perf_counter() - started)
+            metrics.deliveries.labels(entry.destination, result.verdict.value).inc()
             await self._record(entry, result)
         except Exception as exc:  # the lease expires and the entry is taken again: nothing is lost
             log.error("delivery_crashed", delivery_id=entry.id, error_type=type(exc).__name__)
