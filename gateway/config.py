@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     delivery_lease: float = Field(
         default=120.0, gt=0, description="Seconds a worker holds a delivery before another may take it over"
     )
+    delivery_per_destination: int = Field(
+        default=16, ge=1, le=256, description="Deliveries in flight at once to one destination (its own slots)"
+    )
     hop_limit: int = Field(default=3, ge=1, description="Forwardings between gateways before a message is refused")
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")

@@ -30,6 +30,8 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         backoff_base=settings.delivery_backoff_base,
         backoff_cap=settings.delivery_backoff_cap,
         lease=timedelta(seconds=settings.delivery_lease),
+        per_destination=settings.delivery_per_destination,
+        batch=max(64, 4 * settings.delivery_per_destination),
     )
 
 
