@@ -17,16 +17,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.repository import PendingWrites
+from gateway.store.repository import PendingWrites, as_utc
 from gateway.store.tables import outbox, referral_origins
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    from datetime import UTC
-
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +49,10 @@ class OutboxEntry:
             row.task_id,
             row.status,
             row.attempts,
-            _aware(row.next_attempt_at) or row.next_attempt_at,
+            as_utc(row.next_attempt_at),
             row.last_error,
-            _aware(row.created_at),
-            _aware(row.delivered_at),
+            as_utc(row.created_at) if row.created_at else None,
+            as_utc(row.delivered_at) if row.delivered_at else None,
         )
 
 
@@ -182,7 +176,7 @@ class OutboxRepository:
         stats = []
         for row in rows:
             destination, status, count, oldest = row[0], row[1], row[2], row[3]
-            age = (now - (_aware(oldest) or now)).total_seconds() if status == PENDING else None
+            age = (now - (as_utc(oldest) if oldest else now)).total_seconds() if status == PENDING else None
             stats.append({"destination": destination, "status": status, "count": count, "oldest_age_seconds": age})
         return stats
 

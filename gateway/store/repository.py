@@ -29,8 +29,8 @@ from gateway.store.tables import (
 )
 
 
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything we store is UTC.
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -52,7 +52,7 @@ class StoredResource:
 
     @classmethod
     def from_row(cls, row: Any) -> StoredResource:
-        return cls(row.resource_type, row.id, row.version_id, _aware(row.last_updated), orjson.loads(row.content))
+        return cls(row.resource_type, row.id, row.version_id, as_utc(row.last_updated), orjson.loads(row.content))
 
 
 @dataclass

@@ -10,17 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import Issue, IssueCode
+from gateway.errors import Issue, IssueCode, IssueType
 from gateway.fhir.france import BIRTH_PLACE_EXTENSION, INSEE_CODE_EXTENSION
 from gateway.fhir.types import Resource
-from gateway.validation.identifiers import IDENTIFIER_RULES, INS_SYSTEMS
+from gateway.validation.identifiers import IDENTIFIER_RULES, INS_SYSTEMS, TEST_INS_SYSTEMS
 
 _COMMUNE = re.compile(r"^(?:\d{5}|2[AB]\d{3})$")
 _BIRTH_PLACE = re.compile(r"^(?:\d{5}|2[AB]\d{3}|99\d{3})$")  # 99xxx: born abroad (INSEE country code)
 
 
-def _rule_issue(code: IssueCode, diagnostics: str, expression: str, issue_type: str = "business-rule") -> Issue:
-    return Issue(code, diagnostics, expression, issue_type)  # type: ignore[arg-type]
+def _rule_issue(code: IssueCode, diagnostics: str, expression: str, issue_type: IssueType = "business-rule") -> Issue:
+    return Issue(code, diagnostics, expression, issue_type)
 
 
 def _identifiers(resource: Any, expression: str) -> Iterator[tuple[dict[str, Any], str]]:
@@ -171,6 +171,4 @@ def resource_rules(resource: Resource, expression: str) -> list[Issue]:
 
 
 def uses_test_identity(patient: Resource) -> bool:
-    from gateway.validation.identifiers import TEST_INS_SYSTEMS
-
     return any(isinstance(i, dict) and i.get("system") in TEST_INS_SYSTEMS for i in patient.get("identifier") or [])
