@@ -1,0 +1,60 @@
+"""The embedded SQLite backend: statements run on the event loop's thread, and searches go through the search
+index instead of walking every resource of a type. (SQLite only: PostgreSQL plans on its own statistics.)"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from gateway.fhir.search import parse_search
+from gateway.store import Database, UnitOfWork
+from gateway.store.repository import _conditions, _order
+from gateway.store.tables import resources
+from tests.support.databases import USES_POSTGRESQL
+
+pytestmark = pytest.mark.skipif(USES_POSTGRESQL, reason="SQLite's driver and query planner")
+
+
+async def test_statements_run_without_a_worker_thread(database: Database) -> None:
+    await database.engine.dispose()  # a fresh connection is opened below
+    threads = threading.active_count()
+    async with UnitOfWork(database) as uow:
+        stored = uow.resources.add({"resourceType": "Patient", "gender": "female"})
+        assert await uow.resources.exists("Patient", stored.id)
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        assert (await uow.resources.get("Patient", stored.id)) is not None
+    assert threading.active_count() == threads
+
+
+async def _plan(database: Database, statement: sa.Select[tuple[object, ...]]) -> list[str]:
+    sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    async with database.engine.connect() as connection:  # no ANALYZE statistics: the plan of a fresh database
+        rows = (await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")).all()
+    return [str(row[3]) for row in rows]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+async def test_a_search_finds_matches_through_the_index(database: Database, descending: bool) -> None:
+    """The opposition look-up at every intake (Consent by patient identifier and status) must not grow with the
+    number of Consents stored: matches are fetched by primary key from the search index's rows."""
+    params = [("patient:identifier", "urn:oid:1.2.250.1.213.1.4.8|123456789012345"), ("status", "active")]
+    if descending:
+        params.append(("_sort", "-_lastUpdated"))
+    query = parse_search("Consent", params, default_count=100, max_count=100)
+    page = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(10))
+    count = await _plan(database, sa.select(sa.func.count()).select_from(resources).where(*_conditions(query)))
+    for plan in (page, count):
+        assert any("resources" in step and "(resource_type=? AND id=?)" in step for step in plan), plan
+        assert any("ix_search_index_resource_type_param_value" in step for step in plan), plan
+        assert not any("ix_resources_resource_type_last_updated_id" in step for step in plan), plan
+
+
+async def test_a_plain_listing_pages_along_the_last_updated_index(database: Database) -> None:
+    query = parse_search("ServiceRequest", [], default_count=20, max_count=100)
+    plan = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(20))
+    assert any("ix_resources_resource_type_last_updated_id" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
