@@ -370,7 +370,8 @@ def service_request(
         }
     )
     if notes:
-        sr["note"] = [{"authorReference": {"reference": requester_url}, "time": t, "text": text} for t, text in notes]
+        # The requester's notes: R4's Annotation.author takes no PractitionerRole, so no author is named here.
+        sr["note"] = [{"time": t, "text": text} for t, text in notes]
     return sr
 
 

@@ -86,6 +86,21 @@ class IssueCode(StrEnum):
     VALUE_TOO_LONG = "value-too-long"
     MISSION_INVALID = "mission-invalid"
     INTERNAL_ERROR = "internal-error"
+    CARDINALITY_MIN = "cardinality-min"
+    CARDINALITY_MAX = "cardinality-max"
+    TYPE_INVALID = "type-invalid"
+    FIXED_VALUE_MISMATCH = "fixed-value-mismatch"
+    PATTERN_MISMATCH = "pattern-mismatch"
+    BINDING_REQUIRED = "binding-required"
+    BINDING_EXTENSIBLE = "binding-extensible"
+    EXTENSION_UNKNOWN = "extension-unknown"
+    SLICE_CARDINALITY = "slice-cardinality"
+    INVARIANT_FAILED = "invariant-failed"
+    INVARIANT_NOT_EVALUATED = "invariant-not-evaluated"
+    REFERENCE_TARGET_INVALID = "reference-target-invalid"
+    MESSAGE_FOCUS_INVALID = "message-focus-invalid"
+    PROFILE_UNKNOWN = "profile-unknown"
+    PROFILE_TYPE_MISMATCH = "profile-type-mismatch"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -142,6 +157,22 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.VALUE_TOO_LONG: "A value is longer than the gateway stores, or holds a NUL character.",
     IssueCode.MISSION_INVALID: "ServiceRequest.code is not one of the three missions of CodeSystem dac-mission.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
+    IssueCode.CARDINALITY_MIN: "An element repeats fewer times than its profile's minimum.",
+    IssueCode.CARDINALITY_MAX: "An element repeats more often than its profile allows, or a choice has two types.",
+    IssueCode.TYPE_INVALID: "A value has the wrong type: JSON type of a primitive, object expected, or a choice type "
+    "the profile does not allow.",
+    IssueCode.FIXED_VALUE_MISMATCH: "A value differs from the fixed value its profile requires.",
+    IssueCode.PATTERN_MISMATCH: "A value does not match the pattern its profile requires.",
+    IssueCode.BINDING_REQUIRED: "A code is not in the value set of a required binding.",
+    IssueCode.BINDING_EXTENSIBLE: "A code is not in the value set of an extensible binding (warning).",
+    IssueCode.EXTENSION_UNKNOWN: "An extension URL in the gateway's namespace that no published definition has.",
+    IssueCode.SLICE_CARDINALITY: "A slice of a repeating element has too few or too many items.",
+    IssueCode.INVARIANT_FAILED: "A FHIRPath invariant (constraint) of a profile or of R4 is not met.",
+    IssueCode.INVARIANT_NOT_EVALUATED: "An invariant could not be evaluated on this data (warning).",
+    IssueCode.REFERENCE_TARGET_INVALID: "A reference points to a resource type its profile does not allow.",
+    IssueCode.MESSAGE_FOCUS_INVALID: "MessageHeader.focus does not reference what the MessageDefinition requires.",
+    IssueCode.PROFILE_UNKNOWN: "The profile asked for is not one the gateway publishes or knows.",
+    IssueCode.PROFILE_TYPE_MISMATCH: "The profile is for another resource type.",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.

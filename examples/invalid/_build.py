@@ -75,7 +75,11 @@ def bad_ins_key(b: Json) -> tuple[int, list[tuple[str, str]]]:
 
 def unknown_status(b: Json) -> tuple[int, list[tuple[str, str]]]:
     res(b, "ServiceRequest")["status"] = "bogus"
-    return 422, [("servicerequest-status-invalid", at(b, "ServiceRequest", ".status"))]
+    # Not a request-status code (R4's required binding), and not a status a referral is posted with (our rule).
+    return 422, [
+        ("binding-required", at(b, "ServiceRequest", ".status")),
+        ("servicerequest-status-invalid", at(b, "ServiceRequest", ".status")),
+    ]
 
 
 def dangling_reference(b: Json) -> tuple[int, list[tuple[str, str]]]:
@@ -98,7 +102,8 @@ def two_service_requests(b: Json) -> tuple[int, list[tuple[str, str]]]:
 
 def ins_without_birth_date(b: Json) -> tuple[int, list[tuple[str, str]]]:
     del res(b, "Patient")["birthDate"]
-    return 422, [("ins-traits-missing", at(b, "Patient", ".birthDate"))]
+    # dac-patient-1 (the profile's invariant) fails on the Patient; the rule names the missing trait.
+    return 422, [("invariant-failed", at(b, "Patient", "")), ("ins-traits-missing", at(b, "Patient", ".birthDate"))]
 
 
 def bad_rpps_key(b: Json) -> tuple[int, list[tuple[str, str]]]:
@@ -131,12 +136,19 @@ def bad_date(b: Json) -> tuple[int, list[tuple[str, str]]]:
 
 def no_request_identifier(b: Json) -> tuple[int, list[tuple[str, str]]]:
     del res(b, "ServiceRequest")["identifier"]
-    return 422, [("servicerequest-identifier-missing", at(b, "ServiceRequest", ".identifier"))]
+    # dac-servicerequest: identifier 1..* (the profile), and the idempotency key intake needs (our rule).
+    return 422, [
+        ("element-required", at(b, "ServiceRequest", ".identifier")),
+        ("servicerequest-identifier-missing", at(b, "ServiceRequest", ".identifier")),
+    ]
 
 
 def subject_not_the_patient(b: Json) -> tuple[int, list[tuple[str, str]]]:
     res(b, "ServiceRequest")["subject"] = {"reference": b["entry"][index_of(b, "PractitionerRole")]["fullUrl"]}
-    return 422, [("servicerequest-subject-mismatch", at(b, "ServiceRequest", ".subject"))]
+    return 422, [
+        ("reference-target-invalid", at(b, "ServiceRequest", ".subject.reference")),
+        ("servicerequest-subject-mismatch", at(b, "ServiceRequest", ".subject")),
+    ]
 
 
 def consent_of_another_patient(b: Json) -> tuple[int, list[tuple[str, str]]]:
@@ -156,7 +168,12 @@ def duplicate_full_url(b: Json) -> tuple[int, list[tuple[str, str]]]:
     old = b["entry"][organization]["fullUrl"]
     b["entry"][organization]["fullUrl"] = b["entry"][index_of(b, "Practitioner")]["fullUrl"]
     later = max(organization, index_of(b, "Practitioner"))
-    return 422, [("entry-fullurl-duplicate", f"Bundle.entry[{later}].fullUrl"), *dangling(b, old)]
+    # bdl-7 (R4 Bundle invariant: fullUrl unique) says it too, on the Bundle.
+    return 422, [
+        ("invariant-failed", "Bundle"),
+        ("entry-fullurl-duplicate", f"Bundle.entry[{later}].fullUrl"),
+        *dangling(b, old),
+    ]
 
 
 def observation_in_referral(b: Json) -> tuple[int, list[tuple[str, str]]]:
@@ -168,6 +185,59 @@ def observation_in_referral(b: Json) -> tuple[int, list[tuple[str, str]]]:
         }
     )
     return 422, [("resource-type-not-allowed", f"Bundle.entry[{len(b['entry']) - 1}].resource")]
+
+
+# Profile checks of the engine (profiles/), one kind each.
+
+
+def participant_without_member(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    del res(b, "CareTeam")["participant"][0]["member"]  # dac-careteam: participant.member 1..1
+    return 422, [("element-required", at(b, "CareTeam", ".participant[0].member"))]
+
+
+def intent_plan(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    res(b, "ServiceRequest")["intent"] = "plan"  # dac-servicerequest: intent fixed to order
+    return 422, [("fixed-value-mismatch", at(b, "ServiceRequest", ".intent"))]
+
+
+def unknown_provision_type(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    res(b, "Consent")["provision"]["type"] = "maybe"  # required binding consent-provision-type
+    return 422, [("binding-required", at(b, "Consent", ".provision.type"))]
+
+
+def two_ins_nir(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    patient = res(b, "Patient")
+    nir = next(x for x in patient["identifier"] if x["system"] == "urn:oid:1.2.250.1.213.1.4.8")
+    patient["identifier"].append(copy.deepcopy(nir))  # dac-patient: slice INS-NIR is 0..1
+    return 422, [("slice-cardinality", at(b, "Patient", ".identifier"))]
+
+
+def gp_link_as_string(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    extensions = res(b, "ServiceRequest")["extension"]
+    position = next(i for i, x in enumerate(extensions) if x["url"].endswith("/dac-gp-link"))
+    extensions[position]["valueString"] = extensions[position].pop("valueCode")  # dac-gp-link: valueCode only
+    return 422, [("type-invalid", at(b, "ServiceRequest", f".extension[{position}].valueString"))]
+
+
+def gp_validation_without_date(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    extensions = res(b, "ServiceRequest")["extension"]
+    position = next(i for i, x in enumerate(extensions) if x["url"].endswith("/dac-gp-validation"))
+    extension = extensions[position]
+    extension["extension"] = [x for x in extension["extension"] if x["url"] != "date"]  # slice date is 1..1
+    return 422, [("slice-cardinality", at(b, "ServiceRequest", f".extension[{position}].extension"))]
+
+
+def consent_without_the_law(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    res(b, "Consent")["policyRule"] = {"text": "Information du patient"}  # dac-consent-1: cites L1110-12
+    return 422, [("invariant-failed", at(b, "Consent", ""))]
+
+
+def subject_a_practitioner(b: Json) -> tuple[int, list[tuple[str, str]]]:
+    res(b, "ServiceRequest")["subject"] = {"reference": b["entry"][index_of(b, "Practitioner")]["fullUrl"]}
+    return 422, [
+        ("reference-target-invalid", at(b, "ServiceRequest", ".subject.reference")),
+        ("servicerequest-subject-mismatch", at(b, "ServiceRequest", ".subject")),
+    ]
 
 
 #: Valid FHIR that POST /fhir refuses (it takes a transaction): $validate and the command line find no fault.
@@ -200,6 +270,14 @@ MISTAKES: dict[str, tuple[str, Mistake]] = {
     "duplicate-full-url": ("referral-gp.json", duplicate_full_url),
     "observation-in-referral": ("referral-no-gp.json", observation_in_referral),
     "collection-bundle": ("referral-gp.json", collection_bundle),
+    "careteam-participant-without-member": ("referral-social-worker.json", participant_without_member),
+    "intent-plan": ("referral-gp.json", intent_plan),
+    "unknown-provision-type": ("referral-hospital-nurse.json", unknown_provision_type),
+    "two-ins-nir": ("referral-hospital-nurse.json", two_ins_nir),
+    "gp-link-as-string": ("referral-hospital-nurse.json", gp_link_as_string),
+    "gp-validation-without-date": ("referral-gp-validated.json", gp_validation_without_date),
+    "consent-without-the-law": ("referral-hospital-nurse.json", consent_without_the_law),
+    "subject-a-practitioner": ("referral-hospital-nurse.json", subject_a_practitioner),
 }
 
 

@@ -116,6 +116,17 @@ def parse_model(resource: Resource) -> FHIRResourceModel:
         raise InvalidResource(*issues_from_validation_error(exc, resource_type)) from exc
 
 
+def model_issues(resource: Resource, expression: str) -> list[Issue]:
+    """What the R4B model finds wrong with a resource of a known type, expressions rooted at ``expression``."""
+    cls = model_class(str(resource.get("resourceType")))
+    assert cls is not None
+    try:
+        cls.model_validate(resource)
+    except ValidationError as exc:
+        return issues_from_validation_error(exc, expression)
+    return []
+
+
 def warm_up() -> None:
     """The first validation after import costs ~100 ms (DESIGN §9): pay it at start-up, not on a request."""
     for resource_type in ("Bundle", "Patient", "ServiceRequest", "Consent", "CareTeam", "Task"):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import BusinessRuleViolation, IssueCode, StoreUnavailable
-from gateway.fhir.models import parse_model
+from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.types import Resource
 from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
 from gateway.intake.responses import intake_note, message_response, transaction_response
@@ -11,6 +10,7 @@ from gateway.intake.service import take_in
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
 from gateway.workflow.opposition import ConsentOutcome, record_consent
 from gateway.workflow.updates import follow_update
@@ -39,7 +39,10 @@ async def process_message(
     """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
     event = _event(bundle) if bundle.get("type") == "message" else None
     if event in (OPPOSITION, REFERRAL_UPDATE):
-        parse_model(bundle)  # the structure first, as for a referral: the handlers read R4 shapes
+        # The structure and profiles first, as for a referral: the handlers read R4 shapes.
+        errors = [issue for issue in engine().validate(bundle) if issue.severity in ("error", "fatal")]
+        if errors:
+            raise InvalidResource(*errors)
         if event == OPPOSITION:
             return await _process_opposition(database, routing, bundle, base_url)
         return await _process_update(database, routing, bundle, base_url)

@@ -22,9 +22,10 @@ from gateway.errors import (
     Issue,
     IssueCode,
 )
-from gateway.fhir.models import parse_model
+from gateway.fhir.models import check_resource_types
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
+from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
 
 MESSAGE_EVENT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/dac-message-event"
@@ -388,8 +389,25 @@ def idempotency_keys(bundle: Resource, service_request: Resource, header: Resour
     return keys
 
 
+#: Findings after which the referral's own rules are not run: the JSON does not have the shapes they read.
+SHAPE_BROKEN = frozenset({IssueCode.TYPE_INVALID, IssueCode.VALUE_INVALID, IssueCode.RESOURCE_TYPE_UNKNOWN})
+
+
 def read_referral(bundle: Resource, expected: Literal["transaction", "message"]) -> Referral:
-    """Check a posted Bundle's structure (R4) and shape (DESIGN §7); every finding is reported together."""
+    """Check a posted Bundle against R4 and our profiles (the validation engine) and its shape (DESIGN §7);
+    every error found is reported together. Warnings do not block: ``referral_findings`` gives them too."""
+    referral, issues = referral_findings(bundle, expected)
+    errors = [issue for issue in issues if issue.severity in ("error", "fatal")]
+    if errors:
+        raise _failure(errors)
+    assert referral is not None
+    return referral
+
+
+def referral_findings(
+    bundle: Resource, expected: Literal["transaction", "message"]
+) -> tuple[Referral | None, list[Issue]]:
+    """The referral (None when any error was found) and every finding, errors and warnings."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != expected:
         raise InvalidRequest.single(
             IssueCode.BUNDLE_TYPE_UNSUPPORTED,
@@ -397,8 +415,11 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
             f"{bundle.get('resourceType')} {bundle.get('type') or ''}".rstrip(),
             "Bundle.type",
         )
-    # Structure first: the rules below read R4 shapes (lists, objects) and only make sense on valid ones.
-    parse_model(bundle)
+    check_resource_types(bundle)  # 400 for a resourceType that is no R4 type, as for any body
+    # Structure and profiles first (compiled once: gateway.validation.engine); the rules below read R4 shapes.
+    found = engine().validate(bundle)
+    if any(issue.code in SHAPE_BROKEN for issue in found):
+        return None, found
     issues: list[Issue] = []
     entries, header = _read_entries(bundle, expected, issues)
     full_urls: dict[str, int] = {}
@@ -445,10 +466,11 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
                         f"{path}.reference",
                     )
                 )
-    if issues:
-        raise _failure(issues)
+    issues = _merged(found, issues)
+    if any(issue.severity in ("error", "fatal") for issue in issues):
+        return None, issues
     assert patient is not None and service_request is not None
-    return Referral(
+    referral = Referral(
         kind=expected,
         entries=entries,
         service_request=service_request,
@@ -457,6 +479,13 @@ def read_referral(bundle: Resource, expected: Literal["transaction", "message"])
         message_header=header,
         aliases=aliases,
     )
+    return referral, issues
+
+
+def _merged(profile_issues: list[Issue], rule_issues: list[Issue]) -> list[Issue]:
+    """Both lists, without reporting one finding twice (same code at the same place)."""
+    seen = {(issue.code, issue.expression) for issue in profile_issues}
+    return profile_issues + [issue for issue in rule_issues if (issue.code, issue.expression) not in seen]
 
 
 def _failure(issues: list[Issue]) -> GatewayError:

@@ -1,13 +1,11 @@
-"""Business rules of a referral beyond its structure (DESIGN §7–8): national identifiers with valid keys, an
-INS only with its five identity traits, INSEE codes of the right shape. Pure: resources in, issues out."""
+"""Business rules of a referral that no profile can say (DESIGN §7–8): national identifiers with valid keys, an
+INS only with its five identity traits (dac-patient-1 says that there is one; this names the missing trait), INSEE
+codes of the right shape. Pure: resources in, issues out."""
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from gateway.errors import Issue, IssueCode, IssueType
@@ -129,41 +127,11 @@ def insee_code_issues(patient: Resource, expression: str) -> list[Issue]:
     return issues
 
 
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
-MISSION_SYSTEM = "https://fhir.dac-gateway.org/CodeSystem/dac-mission"
-
-
-@functools.cache
-def mission_codes() -> frozenset[str]:
-    """The missions, read from the CodeSystem we publish (profiles/): the code and the profile say the same."""
-    codesystem = json.loads((PROFILES / "CodeSystem-dac-mission.json").read_text(encoding="utf-8"))
-    return frozenset(concept["code"] for concept in codesystem["concept"])
-
-
-def mission_issues(service_request: Resource, expression: str) -> list[Issue]:
-    """ServiceRequest.code names one of the three missions (required binding of dac-servicerequest)."""
-    codings = (service_request.get("code") or {}).get("coding") or []
-    ours = [c for c in codings if isinstance(c, dict) and c.get("system") == MISSION_SYSTEM]
-    if any(c.get("code") in mission_codes() for c in ours):
-        return []
-    position = codings.index(ours[0]) if ours else None
-    where = f"{expression}.code.coding[{position}].code" if position is not None else f"{expression}.code"
-    return [
-        _rule_issue(
-            IssueCode.MISSION_INVALID,
-            f"ServiceRequest.code must be a mission of {MISSION_SYSTEM}: {', '.join(sorted(mission_codes()))} "
-            "(profile dac-servicerequest, required binding)",
-            where,
-            "code-invalid",
-        )
-    ]
-
-
 def resource_rules(resource: Resource, expression: str) -> list[Issue]:
     """The rules that apply to one resource of a referral."""
     issues = identifier_issues(resource, expression)
-    if resource.get("resourceType") == "ServiceRequest":
-        issues += mission_issues(resource, expression)
+    # ServiceRequest.code (the mission) is dac-servicerequest's required binding: the engine checks it and keeps
+    # its stable code mission-invalid (engine.BINDING_ISSUE_CODES).
     if resource.get("resourceType") == "Patient":
         issues += ins_traits_issues(resource, expression)
         issues += insee_code_issues(resource, expression)

@@ -1,34 +1,46 @@
 """``$validate`` and ``gateway validate``: every finding on a resource or referral, nothing stored.
 
-Today this runs the R4 structure checks (fhir.resources), the referral shape rules and the French identifier
-rules — what intake enforces. Checking against our StructureDefinitions' snapshots (profiles/) is the next step
-of the validation engine (issue #4).
+The same checks as intake: the profile engine (R4 structure and our profiles, compiled once), then, for a
+transaction or message Bundle, the referral's shape and business rules (``read_referral``'s findings). Warnings
+(extensible bindings, invariants that could not be evaluated) are reported; they never make a referral invalid.
 """
 
 from __future__ import annotations
 
-from gateway.errors import GatewayError, Issue, IssueCode
-from gateway.fhir.models import check_resource_types, parse_model
+from typing import Literal
+
+from gateway.errors import GatewayError, InvalidRequest, Issue, IssueCode
+from gateway.fhir.models import check_resource_types
 from gateway.fhir.types import Resource
-from gateway.intake.referral import read_referral
+from gateway.intake.referral import SHAPE_BROKEN, referral_findings
+from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
 
 
-def validate(resource: Resource) -> list[Issue]:
-    """Every issue found, errors first; an empty list means nothing to report."""
+def validate(resource: Resource, profile: str | None = None) -> list[Issue]:
+    """Every issue found, errors first; an empty list means nothing to report.
+
+    ``profile``: a canonical URL of a profile we know (else 400), checked instead of the default one."""
     try:
         resource_type = check_resource_types(resource)
     except GatewayError as exc:
         return list(exc.issues)
+    if profile is not None and not engine().knows(profile):
+        raise InvalidRequest.single(
+            IssueCode.PROFILE_UNKNOWN, f"profile {profile!r} is not one the gateway knows", "profile"
+        )
     bundle_type = resource.get("type") if resource_type == "Bundle" else None
-    try:
-        if bundle_type in ("transaction", "message"):
-            read_referral(resource, bundle_type)
-            return []
-        parse_model(resource)
-    except GatewayError as exc:
-        return list(exc.issues)
-    return resource_rules(resource, resource_type)
+    if bundle_type in ("transaction", "message") and profile is None:
+        kind: Literal["transaction", "message"] = "transaction" if bundle_type == "transaction" else "message"
+        try:
+            _, issues = referral_findings(resource, kind)
+        except GatewayError as exc:
+            issues = list(exc.issues)
+    else:
+        issues = engine().validate(resource, profile)
+        if not any(issue.code in SHAPE_BROKEN for issue in issues):
+            issues += resource_rules(resource, resource_type)
+    return sorted(issues, key=lambda issue: issue.severity not in ("error", "fatal"))
 
 
 def all_clear() -> Issue:

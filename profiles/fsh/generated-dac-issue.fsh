@@ -57,6 +57,21 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #value-too-long "Value too long" "A value is longer than the gateway stores, or holds a NUL character."
 * #mission-invalid "Mission invalid" "ServiceRequest.code is not one of the three missions of CodeSystem dac-mission."
 * #internal-error "Internal error" "An unexpected error; nothing was stored."
+* #cardinality-min "Cardinality min" "An element repeats fewer times than its profile's minimum."
+* #cardinality-max "Cardinality max" "An element repeats more often than its profile allows, or a choice has two types."
+* #type-invalid "Type invalid" "A value has the wrong type: JSON type of a primitive, object expected, or a choice type the profile does not allow."
+* #fixed-value-mismatch "Fixed value mismatch" "A value differs from the fixed value its profile requires."
+* #pattern-mismatch "Pattern mismatch" "A value does not match the pattern its profile requires."
+* #binding-required "Binding required" "A code is not in the value set of a required binding."
+* #binding-extensible "Binding extensible" "A code is not in the value set of an extensible binding (warning)."
+* #extension-unknown "Extension unknown" "An extension URL in the gateway's namespace that no published definition has."
+* #slice-cardinality "Slice cardinality" "A slice of a repeating element has too few or too many items."
+* #invariant-failed "Invariant failed" "A FHIRPath invariant (constraint) of a profile or of R4 is not met."
+* #invariant-not-evaluated "Invariant not evaluated" "An invariant could not be evaluated on this data (warning)."
+* #reference-target-invalid "Reference target invalid" "A reference points to a resource type its profile does not allow."
+* #message-focus-invalid "Message focus invalid" "MessageHeader.focus does not reference what the MessageDefinition requires."
+* #profile-unknown "Profile unknown" "The profile asked for is not one the gateway publishes or knows."
+* #profile-type-mismatch "Profile type mismatch" "The profile is for another resource type."
 
 ValueSet: DacIssueVS
 Id: dac-issue

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BusinessRuleViolation, GatewayError, InvalidRequest, InvalidResource
+from gateway.errors import BusinessRuleViolation, GatewayError, InvalidRequest, InvalidResource, UnprocessableEntity
 from gateway.intake.referral import read_referral
 from tests.conftest import load_example
 
@@ -40,9 +40,11 @@ def test_missing_patient_and_identifier_are_reported_together(bundle: dict[str, 
     del service_request["resource"]["identifier"]
     bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
     index, _ = _entry(bundle, "ServiceRequest")
-    with pytest.raises(BusinessRuleViolation) as caught:
+    # The profile (identifier 1..*) and the rules (no Patient) together: a 422 listing both.
+    with pytest.raises(UnprocessableEntity) as caught:
         read_referral(bundle, "transaction")
     codes = _codes(caught.value)
+    assert ("element-required", f"Bundle.entry[{index}].resource.identifier") in codes
     assert ("referral-patient-missing", "Bundle.entry") in codes
     assert ("servicerequest-identifier-missing", f"Bundle.entry[{index}].resource.identifier") in codes
     assert caught.value.status_code == 422
@@ -70,9 +72,11 @@ def test_subject_must_be_the_patient(bundle: dict[str, Any]) -> None:
     index, service_request = _entry(bundle, "ServiceRequest")
     _, role = _entry(bundle, "PractitionerRole")
     service_request["resource"]["subject"] = {"reference": role["fullUrl"]}
-    with pytest.raises(BusinessRuleViolation) as caught:
+    with pytest.raises(UnprocessableEntity) as caught:
         read_referral(bundle, "transaction")
     assert ("servicerequest-subject-mismatch", f"Bundle.entry[{index}].resource.subject") in _codes(caught.value)
+    # dac-servicerequest: subject → Patient only (the profile's target type)
+    assert ("reference-target-invalid", f"Bundle.entry[{index}].resource.subject.reference") in _codes(caught.value)
 
 
 def test_posted_status_must_be_active_or_draft(bundle: dict[str, Any]) -> None:
@@ -144,9 +148,13 @@ def test_message_needs_a_referral_request_header() -> None:
     assert referral.message_header is not None
     assert f"message:{message['entry'][0]['resource']['id']}" in referral.idempotency_keys
     message["entry"][0]["resource"]["eventCoding"]["code"] = "something-else"
-    with pytest.raises(BusinessRuleViolation) as caught:
+    with pytest.raises(UnprocessableEntity) as caught:
         read_referral(message, "message")
-    assert _codes(caught.value) == [("message-event-unsupported", "Bundle.entry[0].resource.eventCoding")]
+    # Not a dac-message-event code (dac-messageheader's required binding), and not the event this endpoint takes.
+    assert sorted(_codes(caught.value)) == [
+        ("binding-required", "Bundle.entry[0].resource.eventCoding.code"),
+        ("message-event-unsupported", "Bundle.entry[0].resource.eventCoding"),
+    ]
     del message["entry"][0]
     with pytest.raises(BusinessRuleViolation) as caught:
         read_referral(message, "message")

@@ -57,3 +57,39 @@ def test_validate_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert good.returncode == 0 and "valid" in good.stdout
     bad = subprocess.run([sys.executable, "-m", "gateway", "validate", str(path)], capture_output=True, text=True)
     assert bad.returncode == 1 and "servicerequest-identifier-missing" in bad.stdout
+
+
+async def test_validate_against_a_named_profile(client: httpx.AsyncClient) -> None:
+    """``profile`` (query or Parameters part) picks the profile; one we do not know is a 400."""
+    service_request = next(
+        e["resource"]
+        for e in load_example("referral-gp.json")["entry"]
+        if e["resource"]["resourceType"] == "ServiceRequest"
+    )
+    plan = copy.deepcopy(service_request)
+    plan["intent"] = "plan"
+    ours = "https://fhir.dac-gateway.org/StructureDefinition/dac-servicerequest"
+    base = "http://hl7.org/fhir/StructureDefinition/ServiceRequest"
+    against_ours = await client.post(
+        "/fhir/ServiceRequest/$validate", params={"profile": ours}, json=plan, headers=FHIR_JSON
+    )
+    assert _codes(against_ours) == ["fixed-value-mismatch"]
+    assert ours in against_ours.json()["issue"][0]["diagnostics"]
+    # R4's ServiceRequest has no fixed intent: the same resource passes against the base.
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "resource", "resource": plan}, {"name": "profile", "valueCanonical": base}],
+    }
+    against_base = await client.post("/fhir/ServiceRequest/$validate", json=parameters, headers=FHIR_JSON)
+    assert _codes(against_base) == ["validation-passed"]
+    unknown = await client.post(
+        "/fhir/ServiceRequest/$validate", params={"profile": "https://example.org/nope"}, json=plan, headers=FHIR_JSON
+    )
+    assert unknown.status_code == 400 and _codes(unknown) == ["profile-unknown"]
+    wrong_type = await client.post(
+        "/fhir/ServiceRequest/$validate",
+        params={"profile": "https://fhir.dac-gateway.org/StructureDefinition/dac-patient"},
+        json=plan,
+        headers=FHIR_JSON,
+    )
+    assert _codes(wrong_type) == ["profile-type-mismatch"]

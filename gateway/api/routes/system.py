@@ -50,41 +50,51 @@ async def process_message_operation(
     return FhirResponse(await process_message(database, routing, bundle, base_url, settings.hop_limit), answer)
 
 
-def _resource_to_validate(body: Resource, resource_type: str | None) -> Resource:
-    """$validate takes the resource itself, or a Parameters whose ``resource`` part holds it."""
+def _resource_to_validate(body: Resource, resource_type: str | None) -> tuple[Resource, str | None]:
+    """$validate takes the resource itself, or a Parameters whose ``resource`` part holds it (and whose
+    ``profile`` part, if any, names the profile)."""
+    profile = None
     if body.get("resourceType") == "Parameters":
         parameters = body.get("parameter")
-        for parameter in parameters if isinstance(parameters, list) else []:
-            if (
-                isinstance(parameter, dict)
-                and parameter.get("name") == "resource"
-                and isinstance(parameter.get("resource"), dict)
-            ):
-                body = parameter["resource"]
-                break
-        else:
+        parts = [p for p in (parameters if isinstance(parameters, list) else []) if isinstance(p, dict)]
+        for part in parts:
+            if part.get("name") == "profile":
+                value = part.get("valueCanonical", part.get("valueUri"))
+                profile = value if isinstance(value, str) else None
+        resource = next(
+            (p["resource"] for p in parts if p.get("name") == "resource" and isinstance(p.get("resource"), dict)),
+            None,
+        )
+        if resource is None:
             raise InvalidRequest.single(
                 IssueCode.ELEMENT_REQUIRED, "Parameters for $validate need a 'resource' part", "Parameters.parameter"
             )
+        body = resource
     if resource_type is not None and body.get("resourceType") != resource_type:
         raise InvalidRequest.single(
             IssueCode.RESOURCE_TYPE_UNKNOWN, f"{resource_type}/$validate takes a {resource_type}", "resourceType"
         )
-    return body
+    return body, profile
 
 
-def _validation_answer(body: Resource, resource_type: str | None, answer: AnswerDep) -> FhirResponse:
-    issues = validate(_resource_to_validate(body, resource_type)) or [all_clear()]
+def _validation_answer(
+    body: Resource, resource_type: str | None, profile: str | None, answer: AnswerDep
+) -> FhirResponse:
+    resource, in_parameters = _resource_to_validate(body, resource_type)
+    issues = validate(resource, profile or in_parameters) or [all_clear()]
     return FhirResponse(operation_outcome(issues), answer)
 
 
 @router.post(
     "/$validate", summary="Validate a resource or referral Bundle (nothing is stored)", openapi_extra=_FHIR_BODY
 )
-async def validate_any(body: ResourceBodyDep, answer: AnswerDep) -> FhirResponse:
-    return _validation_answer(body, None, answer)
+async def validate_any(body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None) -> FhirResponse:
+    return _validation_answer(body, None, profile, answer)
 
 
 @router.post("/{resource_type}/$validate", summary="Validate a resource of this type", openapi_extra=_FHIR_BODY)
-async def validate_typed(resource_type: str, body: ResourceBodyDep, answer: AnswerDep) -> FhirResponse:
-    return _validation_answer(body, resource_type, answer)
+async def validate_typed(
+    resource_type: str, body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None
+) -> FhirResponse:
+    """``profile``: the canonical URL of a profile we know (ours or an R4 base); any other is a 400."""
+    return _validation_answer(body, resource_type, profile, answer)
