@@ -143,8 +143,9 @@ def _max(value: str | None) -> int | None:
 class Engine:
     """Every StructureDefinition we carry, compiled on first use and kept; then validation is a walk."""
 
-    def __init__(self) -> None:
-        self._definitions = structure_definitions()
+    def __init__(self, definitions: dict[str, Json] | None = None) -> None:
+        """``definitions``: StructureDefinitions by URL (default: all of profiles/ and profiles/r4/)."""
+        self._definitions = structure_definitions() if definitions is None else definitions
         self._roots: dict[str, ElementRule] = {}
         self._rules_by_id: dict[str, dict[str, ElementRule]] = {}
         self._nodes: dict[str, Node] = {}
@@ -315,12 +316,13 @@ class Engine:
 
     def profile_for(self, resource: Resource) -> str:
         resource_type = str(resource.get("resourceType"))
-        if resource_type == "Bundle" and _referral_message_event(resource) in REFERRAL_MESSAGE_EVENTS:
+        if resource_type == "Bundle" and message_event(resource) in REFERRAL_MESSAGE_EVENTS:
             return REFERRAL_MESSAGE_PROFILE
         return PROFILE_BY_TYPE.get(resource_type, base_url(resource_type))
 
 
-def _referral_message_event(bundle: Resource) -> str | None:
+def message_event(bundle: Resource) -> str | None:
+    """The dac-message-event code of a message Bundle's MessageHeader (None for anything else)."""
     entries = bundle.get("entry")
     if bundle.get("type") != "message" or not isinstance(entries, list) or not entries:
         return None
@@ -415,7 +417,7 @@ class _Walk:
 
     def _message_definition(self, bundle: Json) -> None:
         """A message Bundle against the MessageDefinition of its event: focus, and the resource types allowed."""
-        event = _referral_message_event(bundle)
+        event = message_event(bundle)
         rule = message_rules().get((_MESSAGE_EVENT_SYSTEM, event or ""))
         if rule is None:
             return

@@ -1,6 +1,7 @@
 """FHIRPath invariants (ElementDefinition.constraint), compiled once with fhirpathpy and the R4 model.
 
-fhirpathpy costs 0.03–0.5 ms an evaluation, so what needs no evaluation is not evaluated:
+fhirpathpy costs 0.03–0.5 ms an evaluation, so what needs no evaluation is not evaluated, and the simple
+expressions most invariants are run as compiled Python (``gateway.validation.fhirpath``, same results):
 
 - *vacuous* invariants: most read ``X.empty() or …``, ``X.exists() implies …``, ``type = 'document' implies …``
   or speak only of ``contained``; when X is absent (or the type differs) they hold, and a dictionary lookup says
@@ -25,6 +26,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from gateway.errors import Severity
+from gateway.validation.fhirpath import Unsupported, compile_native
 
 BEST_PRACTICE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/elementdefinition-bestpractice"
 #: key → why the engine does not evaluate it with fhirpathpy.
@@ -85,13 +87,20 @@ class Invariant:
     source: str  # the StructureDefinition (canonical URL) that defines it
     evaluate: Callable[..., list[Any]]
     holds_without_evaluation: Guard | None
+    native: Callable[[Any, dict[str, Any]], bool | None] | None = None
 
     def check(self, node: dict[str, Any], resource: dict[str, Any], root: dict[str, Any]) -> bool | None:
         """True when it holds, False when it fails, None when it could not be evaluated."""
         if self.holds_without_evaluation is not None and self.holds_without_evaluation(node):
             return True
+        env = {"resource": resource, "rootResource": root, "ucum": UCUM}
+        if self.native is not None:
+            try:
+                return self.native(node, env) is not False
+            except Unsupported:
+                pass  # this evaluation is outside the fast path: fhirpathpy decides
         try:
-            result = self.evaluate(node, {"resource": resource, "rootResource": root, "ucum": UCUM})
+            result = self.evaluate(node, env)
         except Exception:  # fhirpathpy raises anything (TypeError, ValueError, its own errors) on odd data
             return None
         return result != [False]
@@ -114,4 +123,5 @@ def compile_invariant(constraint: dict[str, Any], source: str) -> Invariant | No
         source=str(constraint.get("source") or source),
         evaluate=fhirpathpy.compile(expression, models["r4"]),
         holds_without_evaluation=_guard(expression),
+        native=compile_native(expression),
     )

@@ -12,8 +12,8 @@ from typing import Literal
 from gateway.errors import GatewayError, InvalidRequest, Issue, IssueCode
 from gateway.fhir.models import check_resource_types
 from gateway.fhir.types import Resource
-from gateway.intake.referral import SHAPE_BROKEN, referral_findings
-from gateway.validation.engine import engine
+from gateway.intake.referral import REFERRAL_REQUEST, SHAPE_BROKEN, referral_findings
+from gateway.validation.engine import engine, message_event
 from gateway.validation.rules import resource_rules
 
 
@@ -30,7 +30,10 @@ def validate(resource: Resource, profile: str | None = None) -> list[Issue]:
             IssueCode.PROFILE_UNKNOWN, f"profile {profile!r} is not one the gateway knows", "profile"
         )
     bundle_type = resource.get("type") if resource_type == "Bundle" else None
-    if bundle_type in ("transaction", "message") and profile is None:
+    is_referral = bundle_type == "transaction" or (
+        bundle_type == "message" and message_event(resource) == REFERRAL_REQUEST
+    )
+    if is_referral and profile is None:
         kind: Literal["transaction", "message"] = "transaction" if bundle_type == "transaction" else "message"
         try:
             _, issues = referral_findings(resource, kind)
@@ -39,8 +42,21 @@ def validate(resource: Resource, profile: str | None = None) -> list[Issue]:
     else:
         issues = engine().validate(resource, profile)
         if not any(issue.code in SHAPE_BROKEN for issue in issues):
-            issues += resource_rules(resource, resource_type)
+            for nested, expression in _resources(resource, resource_type):
+                issues += resource_rules(nested, expression)
     return sorted(issues, key=lambda issue: issue.severity not in ("error", "fatal"))
+
+
+def _resources(resource: Resource, expression: str) -> list[tuple[Resource, str]]:
+    """The resource, or a Bundle's entries (an opposition message, a collection): what the rules apply to."""
+    if resource.get("resourceType") != "Bundle":
+        return [(resource, expression)]
+    entries = resource.get("entry") or []
+    return [
+        (entry["resource"], f"Bundle.entry[{index}].resource")
+        for index, entry in enumerate(entries)
+        if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
+    ]
 
 
 def all_clear() -> Issue:

@@ -1,0 +1,107 @@
+"""The FHIRPath fast path gives fhirpathpy's answer, on every invariant the engine evaluates over every example."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import fhirpathpy
+import pytest
+from fhirpathpy.models import models
+
+from gateway.validation.engine import Engine, engine
+from gateway.validation.fhirpath import Unsupported, compile_native
+from gateway.validation.invariants import UCUM, Invariant
+from tests.conftest import EXAMPLES
+
+
+def _examples() -> list[dict[str, Any]]:
+    bundles = [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))]
+    bundles += [json.loads(p.read_text()) for p in sorted((EXAMPLES / "invalid").glob("*-*.json"))]
+    # a few resources made to fail the invariants that the examples all pass
+    patient = next(e["resource"] for e in bundles[2]["entry"] if e["resource"]["resourceType"] == "Patient")
+    without_name = copy.deepcopy(patient)
+    del without_name["name"], without_name["birthDate"], without_name["identifier"]
+    bundles.append(without_name)
+    bundles.append({"resourceType": "Bundle", "type": "message", "entry": [{"resource": patient}]})
+    bundles.append({"resourceType": "Bundle", "type": "document", "total": 3})
+    bundles.append({"resourceType": "Task", "status": "rejected", "intent": "order"})
+    return bundles
+
+
+def _evaluations(compiled: Engine, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Invariant, Any, dict[str, Any]]]:
+    seen: list[tuple[Invariant, Any, dict[str, Any]]] = []
+    original = Invariant.check
+
+    def recording(self: Invariant, node: Any, resource: dict[str, Any], root: dict[str, Any]) -> bool | None:
+        seen.append((self, node, {"resource": resource, "rootResource": root, "ucum": UCUM}))
+        return original(self, node, resource, root)
+
+    monkeypatch.setattr(Invariant, "check", recording)
+    for example in _examples():
+        compiled.validate(example)
+    return seen
+
+
+def test_the_fast_path_agrees_with_fhirpathpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluations = _evaluations(engine(), monkeypatch)
+    compared, failing = 0, set()
+    for invariant, node, env in evaluations:
+        if invariant.native is None:
+            continue
+        try:
+            fast = invariant.native(node, env) is not False
+        except Unsupported:
+            continue
+        try:
+            slow = invariant.evaluate(node, env) != [False]
+        except Exception:  # e.g. hasValue(): not in fhirpathpy, in the fast path
+            continue
+        assert fast == slow, (invariant.key, invariant.expression, node)
+        compared += 1
+        if not fast:
+            failing.add(invariant.key)
+    assert compared > 200
+    # the comparison covered failures too, not only invariants that hold
+    assert {"dac-patient-2", "bdl-1", "bdl-12", "dac-task-1"} <= failing
+
+
+@pytest.mark.parametrize(
+    ("expression", "node", "expected"),
+    [
+        ("a.exists() and b.empty()", {"a": 1}, True),
+        ("a.exists() implies b.exists()", {"a": 1}, False),
+        ("a.exists() implies b.exists()", {}, True),
+        ("a.exists() xor b.exists()", {"a": 1, "b": 2}, False),
+        ("x.where(s = 'k').count() = 2", {"x": [{"s": "k"}, {"s": "k"}, {"s": "j"}]}, True),
+        ("x.all(v.matches('^[0-9]+$'))", {"x": [{"v": "12"}, {"v": "1a"}]}, False),
+        ("value.ofType(Coding).code.exists()", {"valueCoding": {"code": "c"}}, True),
+        ("value.ofType(Address).exists()", {"valueCoding": {"code": "c"}}, False),
+        ("entry.first().resource.is(Patient)", {"entry": [{"resource": {"resourceType": "Patient"}}]}, True),
+        ("url.startsWith('http').not()", {"url": "https://x"}, False),
+        ("where(use = 'home').empty()", {"use": "home"}, False),
+        ("missing = 'x'", {}, None),
+    ],
+)
+def test_fast_path_semantics(expression: str, node: dict[str, Any], expected: bool | None) -> None:
+    native = compile_native(expression)
+    assert native is not None
+    assert native(node, {}) is expected
+    if "ofType" not in expression:  # fhirpathpy types choice elements only from a resource's root
+        assert (fhirpathpy.compile(expression, models["r4"])(node) or [None])[0] is expected
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["a | b", "descendants().exists()", "select(a).isDistinct()", "a.resolve()", "(a + b) > 0", "a in b"],
+)
+def test_what_the_fast_path_leaves_to_fhirpathpy(expression: str) -> None:
+    assert compile_native(expression) is None
+
+
+def test_dates_are_never_ordered_as_strings() -> None:
+    native = compile_native("start <= end")
+    assert native is not None
+    with pytest.raises(Unsupported):
+        native({"start": "2025-01-01T10:00:00+01:00", "end": "2025-01-01T09:30:00Z"}, {})
