@@ -226,8 +226,12 @@ class Engine:
         definition = self._definitions[url]
         rules: dict[str, ElementRule] = {}
         root: ElementRule | None = None
+        is_resource = definition.get("kind") == "resource"
         for element in definition["snapshot"]["element"]:
             rule = self._rule(element, url)
+            if is_resource and rule.path.count(".") == 1 and rule.name == "id":
+                # R4's snapshots type Resource.id as a string; the specification (resource.html) makes it an id.
+                rule.types = ("id",)
             rules[rule.id] = rule
             head, _, last = rule.id.rpartition(".")
             if ":" in last:  # a slice of the element with the same id, less the slice name
