@@ -13,9 +13,10 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import consents, operations, resources, system, tasks
 from gateway.config import Settings
-from gateway.fhir.models import warm_up
+from gateway.fhir.models import warm_up as warm_up_models
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
+from gateway.validation.engine import warm_up as warm_up_engine
 from gateway.worker import run_worker
 
 
@@ -33,7 +34,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        warm_up()
+        warm_up_models()  # XML and the Task / Consent paths still build R4B models
+        warm_up_engine()  # the profiles compiled once, before the first request
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(database, routing, settings, stop)) if with_worker else None
         try:
