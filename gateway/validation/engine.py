@@ -359,6 +359,7 @@ class _Walk:
         self.root = root
         self.issues: list[Issue] = []
         self.targets: dict[str, str] = {}  # fullUrl → resource type, for references inside the bundle
+        self.profile = ""  # of the resource being walked, for the diagnostics
 
     def add(self, *args: Any) -> None:
         self.issues.append(_issue(*args))
@@ -396,10 +397,12 @@ class _Walk:
                     "structure",
                 )
                 continue
-            before = len(self.issues)
+            before, outer = len(self.issues), self.profile
+            self.profile = url
             node = self.engine.node(url)
             self.element(resource, node, expression, resource)
             self.invariants(resource, node.invariants, expression, resource, url)
+            self.profile = outer
             if index and len(self.issues) > before:  # a second profile: keep what it adds, once
                 seen = {(i.code, i.expression) for i in self.issues[:before]}
                 self.issues[before:] = [i for i in self.issues[before:] if (i.code, i.expression) not in seen]
@@ -488,7 +491,7 @@ class _Walk:
                 continue
             self.add(
                 IssueCode.ELEMENT_UNKNOWN,
-                f"Unknown element {key!r} at {expression}",
+                f"Unknown element {key!r} at {expression} ({self.profile})",
                 f"{expression}.{key}",
                 "structure",
             )
@@ -601,9 +604,9 @@ class _Walk:
             if problem is not None:
                 kind, why = problem
                 if kind == "type":
-                    self.add(IssueCode.TYPE_INVALID, f"{why} ({rule.path})", expression, "structure")
+                    self.add(IssueCode.TYPE_INVALID, f"{why} ({rule.path}; {self.profile})", expression, "structure")
                 else:
-                    self.add(IssueCode.VALUE_INVALID, f"{why} ({rule.path})", expression, "value")
+                    self.add(IssueCode.VALUE_INVALID, f"{why} ({rule.path}; {self.profile})", expression, "value")
                 return
             self.fixed_and_pattern(item, rule, expression)
             if rule.binding is not None and type_code == "code":
