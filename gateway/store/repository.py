@@ -80,6 +80,23 @@ class PendingWrites:
                 await connection.execute(sa.insert(table), rows)
 
 
+def rows_in(columns: Sequence[sa.ColumnElement[Any]], rows: Iterable[tuple[Any, ...]]) -> sa.ColumnElement[bool]:
+    """``(a, b, c) IN rows``, written so that the index on those columns serves it: SQLite answers a row-value IN
+    list by scanning the whole table. Rows are grouped on all but the last column, and each group takes its last
+    column with one expanding IN — a few groups (one per resource type, or type and system), however many rows,
+    so the statement stays cached."""
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[:-1]), []).append(row[-1])
+    *leading, last = columns
+    return sa.or_(
+        *(
+            sa.and_(*(column == value for column, value in zip(leading, key, strict=True)), last.in_(values))
+            for key, values in groups.items()
+        )
+    )
+
+
 def _with_meta(resource: Resource, resource_id: str, version_id: int, moment: datetime) -> Resource:
     content = dict(resource)
     content["id"] = resource_id
@@ -153,10 +170,9 @@ class ResourceRepository:
         if not keys:
             return {}
         i = resource_identities.c
-        # One row-value IN with expanding parameters: the statement is built and cached once, whatever the keys.
         result = await self._execute(
             sa.select(i.resource_type, i.system, i.value, i.resource_id).where(
-                sa.tuple_(i.resource_type, i.system, i.value).in_(keys)
+                rows_in((i.resource_type, i.system, i.value), keys)
             )
         )
         return {(row.resource_type, row.system, row.value): row.resource_id for row in result}
@@ -167,7 +183,7 @@ class ResourceRepository:
         if not references:
             return {}
         r = resources.c
-        result = await self._execute(sa.select(resources).where(sa.tuple_(r.resource_type, r.id).in_(references)))
+        result = await self._execute(sa.select(resources).where(rows_in((r.resource_type, r.id), references)))
         found = (StoredResource.from_row(row) for row in result)
         return {(stored.resource_type, stored.id): stored for stored in found}
 

@@ -122,3 +122,18 @@ async def test_idempotency_keys(database: Database) -> None:
         uow.idempotency.add(["a"], "sr-2", {"answer": 2})
         with pytest.raises(DuplicateKey):
             await uow.commit()
+
+
+async def test_many_at_once_by_type_and_key(database: Database) -> None:
+    async with UnitOfWork(database) as uow:
+        patient = uow.resources.add({"resourceType": "Patient"}, identity_keys=[("urn:oid:1", "p1")])
+        other = uow.resources.add({"resourceType": "Patient"}, identity_keys=[("urn:oid:1", "p2")])
+        practitioner = uow.resources.add({"resourceType": "Practitioner"}, identity_keys=[("urn:oid:2", "r1")])
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        found = await uow.resources.identify_many(
+            [("Patient", "urn:oid:1", "p1"), ("Practitioner", "urn:oid:2", "r1"), ("Patient", "urn:oid:2", "r1")]
+        )
+        current = await uow.resources.get_many([("Patient", other.id), ("Practitioner", practitioner.id)])
+    assert found == {("Patient", "urn:oid:1", "p1"): patient.id, ("Practitioner", "urn:oid:2", "r1"): practitioner.id}
+    assert set(current) == {("Patient", other.id), ("Practitioner", practitioner.id)}

@@ -10,9 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from gateway.fhir.search import parse_search
+from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
-from gateway.store.repository import _conditions, _order
-from gateway.store.tables import resources
+from gateway.store.repository import _conditions, _order, rows_in
+from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
 
 pytestmark = pytest.mark.skipif(USES_POSTGRESQL, reason="SQLite's driver and query planner")
@@ -58,3 +59,18 @@ async def test_a_plain_listing_pages_along_the_last_updated_index(database: Data
     plan = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(20))
     assert any("ix_resources_resource_type_last_updated_id" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+async def test_lookups_by_key_use_the_primary_keys(database: Database) -> None:
+    """Intake looks up a referral's national identifiers and the resources holding them in one query each;
+    a row-value IN list would make SQLite scan both tables whole, at every intake."""
+    i, r = resource_identities.c, resources.c
+    keys = [("Patient", INS_NIR, "1"), ("Patient", INS_NIR, "2"), ("Practitioner", RPPS, "3")]
+    identities = await _plan(
+        database, sa.select(i.resource_id).where(rows_in((i.resource_type, i.system, i.value), keys))
+    )
+    current = await _plan(
+        database, sa.select(resources).where(rows_in((r.resource_type, r.id), [("Patient", "a"), ("Task", "b")]))
+    )
+    for plan in (identities, current):
+        assert plan and not any(step.startswith("SCAN") for step in plan), plan
