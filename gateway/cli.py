@@ -45,7 +45,12 @@ def serve(
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="FHIR JSON or XML files", exists=True)]) -> None:
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="FHIR JSON or XML files", exists=True)],
+    profile: Annotated[
+        str | None, typer.Option(help="canonical URL of the profile to check against (default: by resource type)")
+    ] = None,
+) -> None:
     """Validate resources or referral bundles offline; exit status 1 when any has an error."""
     from gateway.errors import GatewayError
     from gateway.fhir.codec import parse_resource
@@ -56,7 +61,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="FHIR JSON or XML 
     for path in files:
         fmt = FhirFormat.XML if path.suffix.lower() == ".xml" else FhirFormat.JSON
         try:
-            issues = validate_resource(parse_resource(path.read_bytes(), fmt))
+            issues = validate_resource(parse_resource(path.read_bytes(), fmt), profile)
         except GatewayError as exc:
             issues = list(exc.issues)
         errors = [issue for issue in issues if issue.severity in ("error", "fatal")]

@@ -337,6 +337,11 @@ def message_event(bundle: Resource) -> str | None:
     return None
 
 
+def _text(value: Any) -> str | None:
+    """A string as posted, else None (its own finding is the type check's)."""
+    return value if isinstance(value, str) else None
+
+
 def _matches_pattern(value: Any, pattern: Any) -> bool:
     if isinstance(pattern, dict):
         return isinstance(value, dict) and all(_matches_pattern(value.get(k, _ABSENT), v) for k, v in pattern.items())
@@ -733,7 +738,7 @@ class _Walk:
             codings = [(c, f"{expression}.coding[{i}]") for i, c in enumerate(raw if isinstance(raw, list) else [])]
             if not codings and rule.binding.strength == "extensible":
                 return  # text alone: extensible allows it
-        pairs = [(c.get("system"), c.get("code"), where) for c, where in codings if isinstance(c, dict)]
+        pairs = [(_text(c.get("system")), _text(c.get("code")), where) for c, where in codings if isinstance(c, dict)]
         if any(system in found.unexpanded for system, _, _ in pairs):
             return  # a code of a system nobody enumerated: cannot be decided
         if any((system, code) in found.codes for system, code, _ in pairs):

@@ -87,7 +87,7 @@ def _member(items: Collection, name: str) -> Collection:
             raise Unsupported("a primitive known only by its extensions")
         else:
             for key, value in node.items():  # a choice element: value → valueCoding, valueAddress, …
-                if key.startswith(name) and key[len(name) : len(name) + 1].isupper():
+                if isinstance(key, str) and key.startswith(name) and key[len(name) : len(name) + 1].isupper():
                     found.append(Typed(key[len(name) :], value))
     return found
 

@@ -93,3 +93,21 @@ async def test_validate_against_a_named_profile(client: httpx.AsyncClient) -> No
         headers=FHIR_JSON,
     )
     assert _codes(wrong_type) == ["profile-type-mismatch"]
+
+
+def test_validate_command_with_a_profile(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    service_request = next(
+        e["resource"]
+        for e in load_example("referral-gp.json")["entry"]
+        if e["resource"]["resourceType"] == "ServiceRequest"
+    )
+    plan = copy.deepcopy(service_request)
+    plan["intent"] = "plan"
+    path = tmp_path / "plan.json"
+    path.write_text(__import__("json").dumps(plan))
+    command = [sys.executable, "-m", "gateway", "validate"]
+    ours = subprocess.run([*command, str(path)], capture_output=True, text=True)
+    assert ours.returncode == 1 and "fixed-value-mismatch at ServiceRequest.intent" in ours.stdout
+    base = "http://hl7.org/fhir/StructureDefinition/ServiceRequest"
+    against_base = subprocess.run([*command, "--profile", base, str(path)], capture_output=True, text=True)
+    assert against_base.returncode == 0, against_base.stdout
