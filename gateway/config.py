@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     routing: Path = Field(default=EXAMPLE_ROUTING, description="Routing file (TOML), DESIGN §5")
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Request body limit (413 above)")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send a whole request body (408 after)"
+    )
     base_url: str | None = Field(
         default=None, description="Public base URL of the FHIR API (…/fhir); default: from the request"
     )

@@ -9,7 +9,8 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
     ├── InvalidRequest ............ 400  unparsable body, unknown search parameter, bad entry request
     ├── ResourceNotFound .......... 404  unknown type, id or version
     ├── MethodNotAllowed .......... 405
-    ├── PayloadTooLarge ........... 413  over GATEWAY_MAX_BODY_BYTES, enforced while reading
+    ├── RequestTimeout ............ 408  the body did not arrive within GATEWAY_BODY_TIMEOUT
+    ├── PayloadTooLarge ........... 413  over GATEWAY_MAX_BODY_BYTES, enforced while reading; too many entries
     ├── UnsupportedMediaType ...... 415
     ├── UnprocessableEntity ....... 422
     │   ├── InvalidResource ....... 422  structure or profile failure
@@ -85,6 +86,9 @@ class IssueCode(StrEnum):
     IDENTIFIER_CHANGE_FORBIDDEN = "identifier-change-forbidden"
     VALUE_TOO_LONG = "value-too-long"
     MISSION_INVALID = "mission-invalid"
+    NESTING_TOO_DEEP = "nesting-too-deep"
+    BUNDLE_TOO_MANY_ENTRIES = "bundle-too-many-entries"
+    BODY_TIMEOUT = "body-timeout"
     INTERNAL_ERROR = "internal-error"
     CARDINALITY_MIN = "cardinality-min"
     CARDINALITY_MAX = "cardinality-max"
@@ -156,6 +160,9 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.IDENTIFIER_CHANGE_FORBIDDEN: "National identifiers are not changed by an update inside a referral.",
     IssueCode.VALUE_TOO_LONG: "A value is longer than the gateway stores, or holds a NUL character.",
     IssueCode.MISSION_INVALID: "ServiceRequest.code is not one of the three missions of CodeSystem dac-mission.",
+    IssueCode.NESTING_TOO_DEEP: "The body nests objects, arrays or XML elements deeper than the gateway reads.",
+    IssueCode.BUNDLE_TOO_MANY_ENTRIES: "The Bundle holds more entries than the gateway takes in one request.",
+    IssueCode.BODY_TIMEOUT: "The request body did not arrive in time; nothing was read or stored.",
     IssueCode.INTERNAL_ERROR: "An unexpected error; nothing was stored.",
     IssueCode.CARDINALITY_MIN: "An element repeats fewer times than its profile's minimum.",
     IssueCode.CARDINALITY_MAX: "An element repeats more often than its profile allows, or a choice has two types.",
@@ -246,6 +253,11 @@ class ResourceNotFound(GatewayError):
 class MethodNotAllowed(GatewayError):
     status_code = 405
     default_issue_type: ClassVar[IssueType] = "not-supported"
+
+
+class RequestTimeout(GatewayError):
+    status_code = 408
+    default_issue_type: ClassVar[IssueType] = "timeout"
 
 
 class PayloadTooLarge(GatewayError):

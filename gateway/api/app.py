@@ -63,6 +63,6 @@ def create_app(
     app.include_router(tasks.router)
     app.include_router(consents.router)
     app.include_router(resources.router)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware)
     return app

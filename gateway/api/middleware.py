@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and access logs, and the body size limit.
+"""ASGI middleware: request ids and access logs, and the body size and time limits.
 
 Access logs name the route template (``/fhir/{resource_type}/{resource_id}``), never the query string nor the
 body: search parameters and bundles carry patient identifiers and names.
@@ -6,6 +6,7 @@ body: search parameters and bundles carry patient identifiers and names.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -15,7 +16,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.errors import Issue, IssueCode, PayloadTooLarge
+from gateway.errors import Issue, IssueCode, PayloadTooLarge, RequestTimeout
 from gateway.fhir.outcome import operation_outcome
 
 log = structlog.get_logger("gateway.access")
@@ -72,15 +73,26 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 as soon as a body is known to exceed the limit: from Content-Length, or while it streams in."""
+    """413 as soon as a body is known to exceed the limit: from Content-Length, or while it streams in; 408 when
+    it has not all arrived ``body_timeout`` seconds after the application first asked for it.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    uvicorn waits for a body as long as the client keeps the connection open, so a client trickling one byte at
+    a time would hold its request (and whatever the route holds) forever; the deadline is for the whole body,
+    not for each chunk, since each chunk of a trickle arrives quickly."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout: float = 30.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge.single(
             IssueCode.BODY_TOO_LARGE, f"the request body exceeds the limit of {self.max_body_bytes} bytes"
+        )
+
+    def _too_slow(self) -> RequestTimeout:
+        return RequestTimeout.single(
+            IssueCode.BODY_TIMEOUT, f"the request body did not arrive within {self.body_timeout:g} seconds"
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,16 +102,27 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         limit = self.max_body_bytes
         received = 0
+        deadline: float | None = None
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, deadline, complete
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise self._too_large()
-            message = await receive()
+            if complete:  # after the body, receive() waits for the disconnect: no deadline on that
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.body_timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise self._too_slow() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise self._too_large()
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

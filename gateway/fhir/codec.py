@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 
 from gateway.errors import InvalidRequest, IssueCode
+from gateway.fhir.limits import check_limits
 from gateway.fhir.media import FhirFormat
 from gateway.fhir.models import check_resource_types
 from gateway.fhir.types import Resource
@@ -19,7 +20,7 @@ def parse_resource(body: bytes, fmt: FhirFormat) -> Resource:
         # PostgreSQL text cannot hold NUL; SQLite can: refused for both, so both backends behave the same.
         raise InvalidRequest.single(IssueCode.VALUE_TOO_LONG, "the body holds a NUL character", None, "value")
     if fmt is FhirFormat.XML:
-        return xml_to_resource(body)
+        return xml_to_resource(body)  # bounded there, before fhir.resources reads the tree
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -28,6 +29,7 @@ def parse_resource(body: bytes, fmt: FhirFormat) -> Resource:
         ) from exc
     if not isinstance(resource, dict):
         raise InvalidRequest.single(IssueCode.BODY_UNPARSABLE, "a FHIR JSON body must be an object", None, "structure")
+    check_limits(resource)  # before anything recursive walks it
     check_resource_types(resource)
     return resource
 

@@ -15,12 +15,15 @@ import orjson
 from lxml import etree
 from pydantic import ValidationError
 
-from gateway.errors import InvalidRequest, InvalidResource, Issue, IssueCode
+from gateway.errors import InvalidRequest, InvalidResource, Issue, IssueCode, PayloadTooLarge
+from gateway.fhir.limits import MAX_BUNDLE_ENTRIES, check_limits, nesting_too_deep
 from gateway.fhir.models import issues_from_validation_error, model_class
 from gateway.fhir.types import Resource
 
 FHIR_NAMESPACE = "http://hl7.org/fhir"
 _XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
+#: An XML element level becomes up to two JSON levels (an array of objects): the JSON bound, halved.
+MAX_XML_DEPTH = 50
 
 
 def hardened_parser() -> etree.XMLParser:
@@ -56,7 +59,17 @@ def _parse(body: bytes) -> etree._ElementTree:
     tree = root.getroottree()
     if tree.docinfo.doctype:  # type: ignore[union-attr]  # lxml-stubs: docinfo is a DocInfo
         raise InvalidRequest.single(IssueCode.XML_DOCTYPE_FORBIDDEN, "XML with a DOCTYPE is refused", None, "security")
+    _check_depth(root)
     return tree
+
+
+def _check_depth(root: etree._Element) -> None:
+    """Element depth, counted without recursion: fhir.resources reads the tree recursively (gateway.fhir.limits)."""
+    depth = 0
+    for event, _element in etree.iterwalk(root, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        if depth > MAX_XML_DEPTH:
+            raise nesting_too_deep(MAX_XML_DEPTH)
 
 
 def _fhirpath_of(element: etree._Element) -> str:
@@ -114,6 +127,13 @@ def xml_to_resource(body: bytes) -> Resource:
         raise InvalidRequest.single(
             IssueCode.RESOURCE_TYPE_UNKNOWN, f"<{qname.localname}> is not a FHIR R4 resource type", "$this"
         )
+    entries = len(root.findall(f"{{{FHIR_NAMESPACE}}}entry"))
+    if entries > MAX_BUNDLE_ENTRIES:  # counted before fhir.resources spends seconds reading them
+        raise PayloadTooLarge.single(
+            IssueCode.BUNDLE_TOO_MANY_ENTRIES,
+            f"a Bundle may hold at most {MAX_BUNDLE_ENTRIES} entries; this one has {entries}",
+            f"{qname.localname}.entry",
+        )
     try:
         model = cls.model_validate_xml(body, xmlparser=hardened_parser())
     except ValidationError as exc:
@@ -136,6 +156,7 @@ def xml_to_resource(body: bytes) -> Resource:
     except (ValueError, TypeError) as exc:
         raise _unparsable(f"XML could not be read as FHIR: {exc}") from exc
     resource: Resource = orjson.loads(model.model_dump_json())
+    check_limits(resource)  # string lengths, and the entries of Bundles nested in this one
     return resource
 
 

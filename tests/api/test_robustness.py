@@ -114,3 +114,16 @@ async def test_validate_never_500(client: httpx.AsyncClient) -> None:
     for body in (_odd("Patient.identifier", 5), {"resourceType": "Parameters", "parameter": 5}):
         response = await client.post("/fhir/$validate", json=body, headers=FHIR_JSON)
         assert 200 <= response.status_code < 500, response.text
+
+
+async def test_deep_nesting_is_a_400_not_a_500(client: httpx.AsyncClient) -> None:
+    # Regression: 60 nested extensions (120 JSON levels) made the reference walker raise RecursionError → 500.
+    bundle = copy.deepcopy(load_example("referral-hospital-nurse.json"))
+    extension: dict[str, Any] = {"url": "http://example.org/x", "valueString": "x"}
+    for _ in range(60):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    resource(bundle, "Patient")["extension"] = [extension]
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "nesting-too-deep"
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0

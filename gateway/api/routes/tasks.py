@@ -13,6 +13,7 @@ from gateway.api.deps import AnswerDep, DatabaseDep, ResourceBodyDep, RoutingDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
 from gateway.errors import InvalidRequest, IssueCode, PreconditionRequired, UnsupportedMediaType
+from gateway.fhir.limits import check_limits
 from gateway.fhir.types import Resource
 from gateway.store import queries
 from gateway.workflow.decisions import decide
@@ -92,5 +93,6 @@ async def patch_task(
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch cannot be applied: {exc}") from exc
     if not isinstance(patched, dict):
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
+    check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
     stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance))
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
