@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,15 +69,12 @@ def service_request_id(answer: httpx.Response) -> str:
 class Sender:
     """Posts referrals and remembers which ones the gateway acknowledged (a 2xx: the sender may forget them)."""
 
-    client: httpx.AsyncClient
     acknowledged: dict[bytes, str] = field(default_factory=dict)  # body → ServiceRequest id
     refused: list[tuple[bytes, str]] = field(default_factory=list)  # body, "status: outcome" or the error
 
-    async def post(self, body: bytes) -> None:
+    async def post(self, client: httpx.AsyncClient, body: bytes) -> None:
         try:
-            answer = await self.client.post(
-                transaction_url(self.client), content=body, headers={"content-type": FHIR_JSON}
-            )
+            answer = await client.post(transaction_url(client), content=body, headers={"content-type": FHIR_JSON})
         except httpx.HTTPError as exc:
             self.refused.append((body, type(exc).__name__))
             return
@@ -85,26 +83,26 @@ class Sender:
         else:
             self.refused.append((body, f"{answer.status_code}: {answer.text[:300]}"))
 
-    async def post_all(self, bodies: list[bytes], concurrency: int) -> None:
-        gate = asyncio.Semaphore(concurrency)
+    def send_all(self, gateway: GatewayProcess, bodies: list[bytes], concurrency: int) -> Sender:
+        """Post ``bodies``, ``concurrency`` at a time (blocking; from any thread)."""
 
-        async def one(body: bytes) -> None:
-            async with gate:
-                await self.post(body)
+        async def run() -> None:
+            gate = asyncio.Semaphore(concurrency)
+            async with async_gateway_client(gateway, connections=concurrency) as client:
 
-        await asyncio.gather(*(one(body) for body in bodies))
+                async def one(body: bytes) -> None:
+                    async with gate:
+                        await self.post(client, body)
 
+                await asyncio.gather(*(one(body) for body in bodies))
 
-def send_all(gateway: GatewayProcess, bodies: list[bytes], concurrency: int, sender: Sender | None = None) -> Sender:
-    """Post ``bodies``, ``concurrency`` at a time; the returned Sender knows which were acknowledged."""
+        asyncio.run(run())
+        return self
 
-    async def run() -> Sender:
-        async with async_gateway_client(gateway, connections=concurrency) as client:
-            done = Sender(client, *((sender.acknowledged, sender.refused) if sender else ()))
-            await done.post_all(bodies, concurrency)
-            return done
-
-    return asyncio.run(run())
+    def send_in_background(self, gateway: GatewayProcess, bodies: list[bytes], concurrency: int) -> threading.Thread:
+        thread = threading.Thread(target=self.send_all, args=(gateway, bodies, concurrency), daemon=True)
+        thread.start()
+        return thread
 
 
 def delivered_focus(platform: Platform) -> set[str]:

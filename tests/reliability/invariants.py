@@ -101,3 +101,18 @@ async def _count(database_url: str, resource_type: str) -> int:
             return int((await connection.execute(query)).scalar_one())
     finally:
         await database.dispose()
+
+
+def undelivered(database_url: str) -> int:
+    """Outbox rows not (yet) delivered."""
+
+    async def run() -> int:
+        database = Database(database_url)
+        try:
+            async with database.engine.connect() as connection:
+                query = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status != "delivered")
+                return int((await connection.execute(query)).scalar_one())
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())

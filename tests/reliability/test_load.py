@@ -10,11 +10,11 @@ import pytest
 
 from tests.reliability.conftest import (
     FHIR_JSON,
+    Sender,
     async_gateway_client,
     delivered_focus,
     delivery_retries,
     referral_body,
-    send_all,
     service_request_id,
     start_gateway,
     transaction_url,
@@ -56,10 +56,10 @@ def test_platform_down_then_back_loses_none_of_100_referrals(tmp_path: Path, pla
     gateway = start_gateway(tmp_path, platform, GATEWAY_DELIVERY_MAX_ATTEMPTS="1000")
     try:
         platform.default = 503  # up, but failing
-        sender = send_all(gateway, [referral_body("outage") for _ in range(50)], concurrency=16)
+        sender = Sender().send_all(gateway, [referral_body("outage") for _ in range(50)], concurrency=16)
         wait_until(lambda: len(platform.received) >= 50, 60, what="the first attempts, answered 503")
         platform.stop()  # then gone: connection refused
-        sender = send_all(gateway, [referral_body("outage") for _ in range(50)], 16, sender)
+        sender.send_all(gateway, [referral_body("outage") for _ in range(50)], concurrency=16)
         refused_before = delivery_retries(gateway)
         wait_until(lambda: delivery_retries(gateway) >= refused_before + 100, 60, 0.5, "refused connections")
         assert not sender.refused, sender.refused[:3]
