@@ -5,12 +5,15 @@
         await uow.commit()
 
 A unique-key violation (two writers racing for one identifier or idempotency key) surfaces as
-``DuplicateKey``; the caller decides whether to retry. A database that cannot be reached is a 503
-``StoreUnavailable``.
+``DuplicateKey``; the caller decides whether to retry. A database that cannot be reached — refused connections,
+or a connection lost in the middle of a transaction (the server restarted, a failover) — is a 503
+``StoreUnavailable``: the transaction was not committed, and the pool replaces the lost connections by itself,
+so the gateway works again as soon as the database does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from types import TracebackType
 from typing import Self
 
@@ -25,6 +28,22 @@ from gateway.store.repository import IdempotencyRepository, PendingWrites, Resou
 
 class DuplicateKey(Exception):
     """A unique key was taken by a concurrent transaction; this one was rolled back."""
+
+
+#: SQLSTATE classes of a lost server: 08 connection exception, 57P operator intervention (shutdown, restart).
+_LOST_SQLSTATES = ("08", "57P")
+
+
+def connection_lost(exc: BaseException | None) -> bool:
+    """Whether an error means the database is out of reach, rather than that a statement failed."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    causes = [exc.orig, getattr(exc.orig, "__cause__", None)]
+    return any(str(getattr(cause, "sqlstate", "") or "").startswith(_LOST_SQLSTATES) for cause in causes)
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
@@ -52,12 +71,15 @@ class UnitOfWork:
         try:
             self._connection = await self._database.connect(write=self._write)
             await self._connection.begin()
-        except (OSError, sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        except (OSError, sa_exc.DBAPIError) as exc:
             if self._connection is not None:
-                await self._connection.close()
+                with contextlib.suppress(OSError, sa_exc.DBAPIError):
+                    await self._connection.close()
             if lock is not None:
                 lock.release()
-            raise _unavailable(exc) from exc
+            if isinstance(exc, (OSError, sa_exc.OperationalError, sa_exc.InterfaceError)) or connection_lost(exc):
+                raise _unavailable(exc) from exc
+            raise
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -85,13 +107,20 @@ class UnitOfWork:
                 try:
                     if not self._committed:
                         await connection.rollback()
+                except (OSError, sa_exc.DBAPIError) as cleanup:
+                    # A connection lost mid-transaction cannot roll back; the server already did. Only that
+                    # is swallowed: the error that brought us here (if any) is reported below.
+                    if not connection_lost(cleanup):
+                        raise
                 finally:
-                    await connection.close()
+                    with contextlib.suppress(OSError, sa_exc.DBAPIError):
+                        await connection.close()
         finally:
             lock = self._database.write_lock if self._write else None
             if lock is not None:
                 lock.release()
         if isinstance(exc, sa_exc.IntegrityError):
             raise DuplicateKey(str(exc.orig)) from exc
-        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and exc.connection_invalidated:
+        if connection_lost(exc):
+            assert exc is not None
             raise _unavailable(exc) from exc
