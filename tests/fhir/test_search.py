@@ -5,7 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.fhir.search import IndexEntry, TokenValue, index_entries, parse_search, split_reference
+from gateway.fhir.search import (
+    MAX_SEARCH_PARAMETERS,
+    IndexEntry,
+    TokenValue,
+    index_entries,
+    parse_search,
+    split_reference,
+)
 
 
 def _parse(resource_type: str, *params: tuple[str, str]):  # type: ignore[no-untyped-def]
@@ -111,3 +118,11 @@ def test_bad_search_parameters_are_400(params: list[tuple[str, str]], code: str)
         parse_search("ServiceRequest", params, default_count=20, max_count=100)
     assert caught.value.issues[0].code == code
     assert caught.value.issues[0].expression == params[0][0]
+
+
+def test_too_many_parameters_are_refused_before_any_sql() -> None:
+    # Regression: 1,500 criteria made SQLite's expression tree too large — a 500.
+    _parse("ServiceRequest", *[("status", "active")] * MAX_SEARCH_PARAMETERS)
+    with pytest.raises(InvalidRequest) as error:
+        _parse("ServiceRequest", *[("status", "active")] * (MAX_SEARCH_PARAMETERS + 1))
+    assert error.value.issues[0].code == "search-parameter-invalid"
