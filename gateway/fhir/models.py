@@ -13,7 +13,7 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.fhirresourcemodel import FHIRResourceModel
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import InvalidRequest, InvalidResource, Issue, IssueCode
 from gateway.fhir.paths import fhirpath
@@ -111,9 +111,61 @@ def parse_model(resource: Resource) -> FHIRResourceModel:
     cls = model_class(resource_type)
     assert cls is not None  # checked above
     try:
-        return cls.model_validate(resource)
+        model = cls.model_validate(resource)
     except ValidationError as exc:
         raise InvalidResource(*issues_from_validation_error(exc, resource_type)) from exc
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        # fhir.resources' own validators fail this way on some wrong shapes (an integer where a url is
+        # expected raises AttributeError): still the client's structure error, not ours.
+        raise InvalidResource(
+            Issue(
+                IssueCode.VALUE_INVALID,
+                f"the resource is not valid R4 structure ({type(exc).__name__})",
+                resource_type,
+                "structure",
+            )
+        ) from exc
+    sent_as_strings = _objects_sent_as_strings(resource, model, resource_type)
+    if sent_as_strings:
+        raise InvalidResource(*sent_as_strings)
+    return model
+
+
+def _objects_sent_as_strings(resource: Resource, model: FHIRResourceModel, root: str) -> list[Issue]:
+    """fhir.resources reads a *string* holding JSON where an object is expected as that object (fhir_core's
+    ``fhir_model_validator``), so ``"code": "{\"coding\": …}"`` passes its validation — and the string would be
+    stored, and trip every reader expecting an object. Such strings start with ``{`` or ``[``: only those are
+    looked up in the model (rarely any, so this costs one walk without recursion)."""
+    issues = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(resource, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((value, (*path, key)) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+        elif isinstance(node, str) and node.lstrip()[:1] in ("{", "[") and _is_object_in_model(model, path):
+            expression = fhirpath(root, list(path))
+            issues.append(
+                Issue(IssueCode.VALUE_INVALID, f"{expression} must be a JSON object, not a string", expression, "value")
+            )
+    return issues
+
+
+def _is_object_in_model(model: Any, path: tuple[str | int, ...]) -> bool:
+    node = model
+    for step in path:
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                return False
+            node = node[step]
+            continue
+        fields = type(node).model_fields if isinstance(node, BaseModel) else {}
+        name = next((n for n, f in fields.items() if n == step or f.alias == step), None)
+        if name is None:
+            return False
+        node = getattr(node, name, None)
+    return isinstance(node, (BaseModel, list))
 
 
 def model_issues(resource: Resource, expression: str) -> list[Issue]:

@@ -81,3 +81,24 @@ def test_a_string_over_fhirs_limit_is_a_422_naming_it() -> None:
         check_limits(patient)
     assert _code(error) == (422, IssueCode.VALUE_TOO_LONG)
     assert error.value.issues[0].expression == "name[0].family"
+
+
+def test_an_object_sent_as_a_json_string_is_refused() -> None:
+    # Regression (found by tests/intake/test_intake_properties.py): fhir.resources parses a string holding JSON
+    # where an object is expected, so it passed validation and crashed the rules that read the raw resource.
+    from gateway.fhir.models import parse_model
+
+    with pytest.raises(GatewayError) as error:
+        parse_model({"resourceType": "Patient", "name": ['{"family": "X"}']})
+    assert _code(error) == (422, IssueCode.VALUE_INVALID)
+    assert error.value.issues[0].expression == "Patient.name[0]"
+    parse_model({"resourceType": "Patient", "name": [{"family": "{not an object}", "text": "[1]"}]})
+
+
+def test_a_library_failure_on_a_wrong_shape_is_a_422() -> None:
+    # Regression: an integer where fhir.resources expects a url made it raise AttributeError (a 500).
+    from gateway.fhir.models import parse_model
+
+    with pytest.raises(GatewayError) as error:
+        parse_model({"resourceType": "Patient", "extension": [{"url": 5}]})
+    assert error.value.status_code == 422
