@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from gateway.api.openapi import install_openapi
 from gateway.api.routes import consents, operations, resources, system, tasks
 from gateway.config import Settings
 from gateway.fhir.models import warm_up as warm_up_models
@@ -58,6 +59,7 @@ def create_app(
     app.state.database = database
     app.state.routing = routing
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(operations.router)
     app.include_router(system.router)
     app.include_router(tasks.router)

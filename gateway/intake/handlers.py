@@ -25,8 +25,11 @@ async def process_transaction(database: Database, routing: RoutingTable, bundle:
 
 
 def _event(bundle: Resource) -> str | None:
-    entries = bundle.get("entry") or []
-    first = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
+    # Read before any validation, so nothing about the shape is assumed: "entry" may be an object, a number…
+    entries = bundle.get("entry")
+    first = (
+        entries[0].get("resource") if isinstance(entries, list) and entries and isinstance(entries[0], dict) else None
+    )
     coding = (first or {}).get("eventCoding") if isinstance(first, dict) else None
     if isinstance(coding, dict) and coding.get("system") == MESSAGE_EVENT_SYSTEM:
         return str(coding.get("code"))

@@ -127,3 +127,12 @@ async def test_deep_nesting_is_a_400_not_a_500(client: httpx.AsyncClient) -> Non
     assert response.status_code == 400, response.text
     assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "nesting-too-deep"
     assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
+
+
+@pytest.mark.parametrize("entry", [{"0": {}}, True, 5, "x"])
+async def test_a_message_whose_entry_is_no_list_is_a_4xx(client: httpx.AsyncClient, entry: Any) -> None:
+    # Regression (found by the hypothesis fuzz): reading the event of such a message raised KeyError → 500.
+    bundle = {"resourceType": "Bundle", "type": "message", "entry": entry}
+    response = await client.post("/fhir/$process-message", json=bundle, headers=FHIR_JSON)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"

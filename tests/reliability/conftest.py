@@ -29,10 +29,16 @@ FHIR_JSON = "application/fhir+json"
 PARIS = "75056"
 
 
+#: Every department of France, metropolitan and overseas.
+DEPARTMENTS = [f"{n:02d}" for n in range(1, 96) if n != 20] + ["2A", "2B", "971", "972", "973", "974", "976"]
+
+
 def start_gateway(directory: Path, platform: Platform, **env: str) -> GatewayProcess:
-    """``gateway serve`` routing Paris (75) to ``platform``, on a scratch database of the configured backend."""
+    """``gateway serve`` routing all of France to ``platform``, on a scratch database of the configured backend."""
     routing = write_routing(
-        directory / "routing", {"dac-75": {"endpoint": platform.endpoint, "finess": "750000010"}}, {"75": "dac-75"}
+        directory / "routing",
+        {"dac-75": {"endpoint": platform.endpoint, "finess": "750000010"}},
+        dict.fromkeys(DEPARTMENTS, "dac-75"),
     )
     return GatewayProcess(directory, routing, env={**GATEWAY_ENV, **env}).start()
 
