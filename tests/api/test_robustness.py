@@ -136,3 +136,13 @@ async def test_a_message_whose_entry_is_no_list_is_a_4xx(client: httpx.AsyncClie
     response = await client.post("/fhir/$process-message", json=bundle, headers=FHIR_JSON)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("system", [["https://fhir.dac-gateway.org/CodeSystem/dac-mission"], {"a": 1}])
+async def test_a_coding_system_of_the_wrong_type_is_a_4xx(client: httpx.AsyncClient, system: Any) -> None:
+    # Regression (found by the hypothesis fuzz): the validation engine looked the system up in a set → 500.
+    bundle = copy.deepcopy(load_example("referral-hospital-nurse.json"))
+    resource(bundle, "ServiceRequest")["code"]["coding"][0]["system"] = system
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert 400 <= response.status_code < 500, response.text
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
