@@ -49,14 +49,15 @@ odd_values = st.one_of(
 )
 
 
-def _paths(node: Any, path: Path_ = ()) -> Iterator[Path_]:
+def element_paths(node: Any, path: Path_ = ()) -> Iterator[Path_]:
+    """Every place in a JSON document, as the keys and indexes that lead there (the root is ``()``)."""
     yield path
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _paths(value, (*path, key))
+            yield from element_paths(value, (*path, key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            yield from _paths(value, (*path, index))
+            yield from element_paths(value, (*path, index))
 
 
 def _parent(document: Any, path: Path_) -> Any:
@@ -87,7 +88,7 @@ def _mutate(document: Any, path: Path_, operation: str, value: Any) -> None:
 def mutated_referrals(draw: st.DrawFn) -> dict[str, Any]:
     bundle = copy.deepcopy(REFERRALS[draw(st.sampled_from(sorted(REFERRALS)))])
     for _ in range(draw(st.integers(1, 3))):
-        paths = list(_paths(bundle))
+        paths = list(element_paths(bundle))
         path = draw(st.sampled_from(paths))
         operation = draw(st.sampled_from(["delete", "duplicate", "unwrap", "stringify", "replace", "replace"]))
         _mutate(bundle, path, operation, draw(odd_values))

@@ -6,29 +6,19 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Iterator
 from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.validation.validate import validate
 from tests.conftest import EXAMPLES
+from tests.support.fuzz import element_paths
 
 ODD_VALUES: list[Any] = [None, True, 0, -1, 1.5, "", "x", [], {}, [None], [{}], {"a": 1}, ["x"], {"url": 3}]
 
 
-def _paths(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
-    yield path
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _paths(value, (*path, index))
-
-
 def _mutated(example: dict[str, Any], chance: random.Random) -> dict[str, Any]:
     bundle = copy.deepcopy(example)
-    paths = list(_paths(bundle))[1:]
+    paths = list(element_paths(bundle))[1:]
     for _ in range(chance.randint(1, 3)):
         path = chance.choice(paths)
         node: Any = bundle
