@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +12,7 @@ import uvicorn
 
 from gateway.config import Settings
 from gateway.logging import configure_logging
+from gateway.metrics import MULTIPROCESS_DIR
 from gateway.store import migrate
 
 app = typer.Typer(help="DAC Gateway — FHIR R4 referrals to the DAC platforms.", no_args_is_help=True)
@@ -21,6 +24,9 @@ app.add_typer(db_app, name="db")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8080,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes behind the port, each with its delivery worker (PostgreSQL)")
+    ] = 1,
 ) -> None:
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
@@ -29,19 +35,45 @@ def serve(
         settings = settings.model_copy(update={"base_url": f"http://{host}:{port}/fhir"})
     configure_logging(settings.log_level, settings.log_json)
     if settings.is_sqlite:
+        if workers > 1:
+            # One writer at a time, and statements run on each process's event loop: processes would wait on
+            # each other's locks. Several processes are PostgreSQL's job.
+            typer.echo("--workers > 1 needs PostgreSQL (GATEWAY_DATABASE_URL); SQLite serves one process", err=True)
+            raise typer.Exit(code=2)
         migrate.upgrade(settings.database_url)
     elif not migrate.is_current(settings.database_url):
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
         raise typer.Exit(code=2)
     from gateway.api.app import create_app
-    from gateway.routing.config import RoutingConfigError
+    from gateway.routing.config import RoutingConfigError, load_routing
 
     try:
-        application = create_app(settings, with_worker=True)
+        routing = load_routing(settings.routing)  # here, so a bad file stops start-up with its line number
     except RoutingConfigError as exc:
         typer.echo(f"invalid routing file: {exc}", err=True)
         raise typer.Exit(code=2) from exc
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    if workers == 1:
+        uvicorn.run(
+            create_app(settings, routing=routing, with_worker=True),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    # Each process builds its own application from the environment: what this one decided goes there.
+    os.environ["GATEWAY_BASE_URL"] = str(settings.base_url)
+    with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
+        os.environ.setdefault(MULTIPROCESS_DIR, metrics_dir)
+        uvicorn.run(
+            "gateway.api.app:create_served_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
 
 
 @app.command()

@@ -15,6 +15,7 @@ from gateway.api.openapi import install_openapi
 from gateway.api.routes import consents, operations, resources, system, tasks
 from gateway.config import Settings
 from gateway.fhir.models import warm_up as warm_up_models
+from gateway.logging import configure_logging
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 from gateway.validation.engine import warm_up as warm_up_engine
@@ -68,3 +69,11 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """What each process of ``gateway serve --workers N`` runs: the settings from the environment ``serve``
+    prepared (``GATEWAY_BASE_URL`` included), the API and the delivery worker."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings, with_worker=True)

@@ -132,6 +132,7 @@ class GatewayProcess:
     port: int = field(default_factory=free_port)
     database_url: str = ""
     backend: str = CONFIGURED_URL  # where to make its database: a PostgreSQL URL, else SQLite
+    workers: int = 1  # API processes (`gateway serve --workers`)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -163,7 +164,7 @@ class GatewayProcess:
                 subprocess.run([*GATEWAY, "db", "upgrade"], env=self.environment(), check=True, capture_output=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [*GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
             env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
