@@ -88,6 +88,29 @@ def test_each_validator_covers_the_others_gap(validators: FhirValidators) -> Non
     assert "[fhir] Task Task.colour" in unknown and "[medplum] Task Task.colour" in unknown
 
 
+def test_a_reference_to_a_type_the_element_does_not_allow_is_an_error(validators: FhirValidators) -> None:
+    # @medplum/core says so as a warning; R4 (Annotation.author: Practitioner, Patient, RelatedPerson,
+    # Organization) makes it an error — the examples' ServiceRequest notes were authored by a PractitionerRole.
+    note = {"authorReference": {"reference": "PractitionerRole/1"}, "text": "x"}
+    assert "[medplum] Task Task.note[0].author[x]: Invalid reference" in failures(validators, TASK | {"note": [note]})
+    by_practitioner = {"authorReference": {"reference": "Practitioner/1"}, "text": "x"}
+    assert failures(validators, TASK | {"note": [by_practitioner]}) == ""
+    # A urn:uuid reference to another entry of a Bundle: @medplum/core cannot tell its type, so it is no finding.
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational"}]}
+    header = {
+        "resourceType": "MessageHeader",
+        "eventCoding": {"system": "https://fhir.dac-gateway.org/CodeSystem/dac-message-event", "code": "opposition"},
+        "source": {"endpoint": "http://127.0.0.1/fhir"},
+        "response": {"identifier": "1", "code": "ok", "details": {"reference": "urn:uuid:" + "0" * 32}},
+        "focus": [{"reference": "Consent/1"}],
+    }
+    entries = [
+        {"fullUrl": "urn:uuid:" + "1" * 32, "resource": header},
+        {"fullUrl": "urn:uuid:" + "0" * 32, "resource": outcome},
+    ]
+    assert failures(validators, {"resourceType": "Bundle", "type": "message", "entry": entries}) == ""
+
+
 def test_a_gateway_task_against_our_profile(validators: FhirValidators) -> None:
     found = failures(validators, TASK | {"status": "rejected"})  # R4 allows it; dac-task-1 wants a statusReason
     assert "[medplum vs dac-task] Task" in found and "dac-task-1" in found

@@ -10,7 +10,8 @@
 // Writes {"ready": true, ...} once set up, then answers each line read on stdin with one line, in order:
 //   in:  {"id": any, "json": {resource} | "xml": "<resource…/>", "validators": ["fhir", "medplum"], "profile": "dac-task"}
 //   out: {"id": any, "resourceType": "…", "fhir": [finding…], "medplum": [finding…], "profile": [finding…]}
-// A finding is {"severity", "location", "message"}; only errors and fatal ones are answered (warnings are not).
+// A finding is {"severity", "location", "message"}; only errors and fatal ones are answered (warnings are not,
+// except @medplum/core's on a reference to a type the element does not allow, an error in R4).
 // "fhir" and "medplum" check against R4; "profile" (when a profile id is given) is @medplum/core against that
 // profile of ours. An XML body is parsed with FHIR.js (Fhir.xmlToObj): FHIR.js validates the XML itself,
 // @medplum/core the parsed object; a body that does not parse is one fatal "fhir" finding.
@@ -52,6 +53,13 @@ function fhirJsFindings(input) {
     .map((message) => ({ severity: message.severity, location: message.location ?? '', message: message.message }));
 }
 
+/** @medplum/core reports a reference to a type the element does not allow as a warning; R4 says it is an error
+ * (e.g. Annotation.authorReference to a PractitionerRole, which only R5 allows). Only when it names the type it
+ * got: a `urn:uuid:` reference to another entry of the Bundle it cannot resolve, so it cannot know. */
+const wrongTarget = (issue) =>
+  issue.severity === 'warning' &&
+  /^Invalid reference: got "[A-Z][A-Za-z]+"/.test(issue.details?.text ?? issue.diagnostics ?? '');
+
 function medplumFindings(resource, profile) {
   let issues;
   try {
@@ -63,9 +71,9 @@ function medplumFindings(resource, profile) {
     issues = error.outcome.issue ?? [];
   }
   return issues
-    .filter((issue) => serious(issue.severity))
+    .filter((issue) => serious(issue.severity) || wrongTarget(issue))
     .map((issue) => ({
-      severity: issue.severity,
+      severity: wrongTarget(issue) ? 'error' : issue.severity,
       location: issue.expression?.join(', ') ?? '',
       message: issue.details?.text ?? issue.diagnostics ?? issue.code,
     }));
