@@ -10,13 +10,13 @@ The routing file is the repository's example, with every platform endpoint point
 accepts every delivery: the delivery worker runs as in production, without leaving the machine.
 
 Everything a gateway emits in these tests — each FHIR answer an httpx client receives, each message a loopback
-platform receives — is checked after each test by two independent validators (``tests.support.fhir_validators``):
-an error fails the test with the validators' messages and the URL that produced the body.
+platform receives — is checked after each test by two independent validators (``tests.support.fhir_validators``;
+the session's ``fhir_validators`` fixture is in tests/conftest.py): an error fails the test with the validators'
+messages and the URL that produced the body.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tomllib
@@ -30,14 +30,7 @@ import pytest
 
 from gateway.config import EXAMPLE_ROUTING
 from tests.e2e.referrals import Bundle, patient_data
-from tests.support.fhir_validators import (
-    EMITTED,
-    SESSION,
-    FhirValidators,
-    recording_httpx,
-    summary_lines,
-    unavailable_reason,
-)
+from tests.support.fhir_validators import EMITTED, FhirValidators, recording_httpx
 from tests.support.processes import GatewayProcess, Platform, running
 
 #: Small enough that a 413 costs little; every example (≤ 16 KB) fits many times over.
@@ -61,25 +54,6 @@ def loopback_routing(directory: Path, endpoint: str) -> tuple[Path, dict[str, st
     return routing, tokens
 
 
-@pytest.fixture(scope="session")
-def fhir_validators() -> Iterator[FhirValidators | None]:
-    """The Node validator process, once per session; None (checks off) when Node or its packages are missing —
-    a failure under CI, which installs them."""
-    reason = unavailable_reason()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"independent FHIR validators unavailable under CI: {reason}")
-        yield None
-        return
-    validators = FhirValidators.start()
-    SESSION.append(validators)
-    yield validators
-    late = validators.check(EMITTED.drain())  # messages that arrived after the last test
-    validators.close()
-    if late.failures:
-        pytest.fail("emitted after the last test, invalid:\n" + "\n".join(late.failures), pytrace=False)
-
-
 @pytest.fixture(scope="package", autouse=True)
 def _recording_answers() -> Iterator[None]:
     with recording_httpx():
@@ -100,14 +74,6 @@ def _emitted_fhir_is_valid(fhir_validators: FhirValidators | None) -> Iterator[N
             + "\n".join(verdict.failures),
             pytrace=False,
         )
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    lines = summary_lines()
-    if lines:
-        terminalreporter.section("independent FHIR validators (npm fhir, @medplum/core)")
-        for line in lines:
-            terminalreporter.write_line(line)
 
 
 @dataclass

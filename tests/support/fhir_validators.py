@@ -264,6 +264,23 @@ class FhirValidators:
         writer.join()
         return answers
 
+    def findings(self, resource: dict[str, Any]) -> dict[str, list[str]]:
+        """What each validator finds in a resource (a Bundle: its entries too, each against our profile for its
+        type): ``{"fhir": […], "medplum": […], "medplum vs dac-patient": […], …}``, only validators with findings.
+        Not counted in the session's figures."""
+        requests: list[dict[str, Any]] = [{"json": resource, "validators": list(R4_VALIDATORS)}]
+        for part in _resources(resource):
+            profile = _profile_of(part)
+            if profile is not None:
+                requests.append({"json": part, "validators": [], "profile": profile[0]})
+        found: dict[str, list[str]] = {}
+        for request, answer in zip(requests, self._ask(requests), strict=True):
+            for validator in (*R4_VALIDATORS, "profile"):
+                name = f"{MEDPLUM} vs {request.get('profile')}" if validator == "profile" else validator
+                for finding in answer.get(validator, []):
+                    found.setdefault(name, []).append(f"{finding['location']}: {finding['message']}")
+        return found
+
     def check(self, emitted: list[Emitted]) -> Verdict:
         """Validate the bodies; the failures (one line each, with the validator and the source), reports kept."""
         started = time.monotonic()
@@ -332,7 +349,7 @@ SESSION: list[FhirValidators] = []
 
 def summary_lines() -> list[str]:
     """What the independent validators checked this session, their allowed findings and the senders' reports."""
-    if not SESSION:
+    if not SESSION or not SESSION[0].stats.bodies:
         return []
     stats = SESSION[0].stats
     lines = [
