@@ -7,7 +7,6 @@ asserts the validator that covers that defect names it — so a broken harness c
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,6 @@ from tests.support.fhir_validators import (
     RECEIVED,
     Emitted,
     FhirValidators,
-    Stats,
     unavailable_reason,
 )
 
@@ -32,17 +30,12 @@ def validators(fhir_validators: FhirValidators | None) -> Iterator[FhirValidator
     """The session's validators, with the session's figures put aside while these made-up bodies are checked."""
     if fhir_validators is None:
         pytest.skip(f"independent FHIR validators not run: {unavailable_reason()}")
-    kept = fhir_validators.stats
-    fhir_validators.stats = Stats()
-    try:
+    with fhir_validators.apart():
         yield fhir_validators
-    finally:
-        fhir_validators.stats = kept
 
 
 def emitted(resource: dict[str, Any], source: str = "GET http://127.0.0.1/fhir/x → 200") -> Emitted:
-    unique = resource | {"id": uuid.uuid4().hex}  # the harness checks each distinct body once
-    return Emitted(source, json.dumps(unique).encode(), FHIR_JSON)
+    return Emitted(source, json.dumps(resource).encode(), FHIR_JSON)
 
 
 def failures(validators: FhirValidators, resource: dict[str, Any]) -> str:

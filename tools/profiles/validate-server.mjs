@@ -9,7 +9,8 @@
 //
 // Writes {"ready": true, ...} once set up, then answers each line read on stdin with one line, in order:
 //   in:  {"id": any, "json": {resource} | "xml": "<resource…/>", "validators": ["fhir", "medplum"], "profile": "dac-task"}
-//   out: {"id": any, "resourceType": "…", "fhir": [finding…], "medplum": [finding…], "profile": [finding…]}
+//   out: {"id": any, "resourceType": "…", "resources": n, "fhir": [finding…], "medplum": [finding…], "profile": […]}
+// (`resources`: the resource and its Bundle entries' resources).
 // A finding is {"severity", "location", "message"}; only errors and fatal ones are answered (warnings are not,
 // except @medplum/core's on a reference to a type the element does not allow, an error in R4).
 // "fhir" and "medplum" check against R4; "profile" (when a profile id is given) is @medplum/core against that
@@ -91,6 +92,7 @@ function answer(request) {
     }
   }
   out.resourceType = resource?.resourceType;
+  out.resources = 1 + (resource?.entry ?? []).filter((entry) => entry?.resource).length;
   if (validators.includes('fhir')) {
     out.fhir = fhirJsFindings(request.xml ?? resource);
   }
