@@ -90,8 +90,12 @@ def fhir_validators() -> Iterator[FhirValidators | None]:
         return
     validators = FhirValidators.start()
     SESSION.append(validators)
-    yield validators
-    late = validators.check(EMITTED.drain())  # messages that arrived after the last test
+    EMITTED.listener = validators.submit
+    try:
+        yield validators
+    finally:
+        EMITTED.listener = None
+    late = validators.collect()  # messages that arrived after the last test
     validators.close()
     if late.failures:
         pytest.fail("emitted after the last test, invalid:\n" + "\n".join(late.failures), pytrace=False)

@@ -23,6 +23,7 @@ Node or ``tools/profiles/node_modules`` missing: the checks are off and a test s
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -30,7 +31,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,15 +93,21 @@ class Emitted:
 
 
 class EmittedBodies:
-    """What the gateways emitted since the last drain; recorded from test threads and the platforms' threads."""
+    """What the gateways emitted, recorded from test threads and the platforms' threads: handed at once to the
+    ``listener`` (the session's validators, so Node checks while the test goes on), else kept until drained."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bodies: list[Emitted] = []
+        self.listener: Callable[[Emitted], None] | None = None
 
     def record(self, source: str, body: bytes, content_type: str) -> None:
+        emitted = Emitted(source, body, content_type)
+        if self.listener is not None:
+            self.listener(emitted)
+            return
         with self._lock:
-            self._bodies.append(Emitted(source, body, content_type))
+            self._bodies.append(emitted)
 
     def drain(self) -> list[Emitted]:
         with self._lock:
@@ -177,7 +184,7 @@ class Stats:
     resources: Counter[str] = field(default_factory=Counter)
     failures: int = 0
     allowed: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
+    seconds: float = 0.0  # what the checks cost the tests: submitting, and waiting for the answers not yet in
     reports: dict[str, str] = field(default_factory=dict)  # sender-shaped findings: finding → first source
 
 
@@ -211,13 +218,32 @@ def _profile_of(resource: dict[str, Any]) -> tuple[str, bool] | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """A request sent to the validators: where its body came from, what it checks, whether a finding fails."""
+
+    source: str
+    label: str  # "R4", or our profile's id
+    fails: bool
+
+
 class FhirValidators:
-    """The Node validator process of a session."""
+    """The Node validator process of a session. Requests are written as bodies are submitted (from any thread)
+    and answers read by a thread of their own, so Node validates while the tests run; ``collect`` waits for what
+    is still outstanding and judges it."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self._process = process
+        self._lock = threading.Lock()  # what was seen and asked, the figures, the pipe's writing end
+        self._answered = threading.Condition()
         self._seen: set[str] = set()
+        self._ids = itertools.count()
+        self._asked: dict[int, _Asked] = {}
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._refused: list[str] = []  # bodies that are not FHIR at all
         self.stats = Stats()
+        self._reader = threading.Thread(target=self._read, name="fhir-validators", daemon=True)
+        self._reader.start()
 
     @classmethod
     def start(cls) -> FhirValidators:
@@ -238,43 +264,62 @@ class FhirValidators:
 
     def close(self) -> None:
         assert self._process.stdin is not None
-        self._process.stdin.close()
+        with self._lock:
+            self._process.stdin.close()
         try:
             self._process.wait(10)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(10)
+        self._reader.join(10)
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            answer = json.loads(line)
+            with self._answered:
+                self._answers[int(answer["id"])] = answer
+                self._answered.notify_all()
+        with self._answered:  # Node is gone: whoever waits must not wait for ever
+            self._answered.notify_all()
+
+    def _send(self, request: dict[str, Any]) -> int:
+        """Write one request (the caller holds ``_lock``); its id."""
+        assert self._process.stdin is not None
+        request_id = next(self._ids)
+        self._process.stdin.write(json.dumps(request | {"id": request_id}) + "\n")
+        return request_id
+
+    def _wait(self, ids: list[int], timeout: float = 120.0) -> dict[int, dict[str, Any]]:
+        """The answers to these requests, once all have come."""
+        deadline = time.monotonic() + timeout
+        with self._answered:
+            while not all(i in self._answers for i in ids):
+                if not self._reader.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"{SERVER.name} stopped answering (exit status {self._process.poll()})")
+                self._answered.wait(1.0)
+            return {i: self._answers.pop(i) for i in ids}
 
     def _ask(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        stdin, stdout = self._process.stdin, self._process.stdout
-        assert stdin is not None and stdout is not None
-
-        def write() -> None:
-            for request in requests:
-                stdin.write(json.dumps(request) + "\n")
-            stdin.flush()
-
-        writer = threading.Thread(target=write)
-        writer.start()
-        answers = []
-        for _ in requests:
-            line = stdout.readline()
-            if not line:
-                raise RuntimeError(f"{SERVER.name} exited ({self._process.poll()})")
-            answers.append(json.loads(line))
-        writer.join()
-        return answers
+        with self._lock:
+            ids = [self._send(request) for request in requests]
+            assert self._process.stdin is not None
+            self._process.stdin.flush()
+        answers = self._wait(ids)
+        return [answers[i] for i in ids]
 
     @contextmanager
     def apart(self) -> Iterator[None]:
         """Checks made meanwhile (of made-up bodies, by the harness's own tests) count neither in the session's
         figures nor in its memory of what it already checked."""
-        kept = self.stats, self._seen
-        self.stats, self._seen = Stats(), set()
+        with self._lock:
+            kept = self.stats, self._seen
+            self.stats, self._seen = Stats(), set()
         try:
             yield
         finally:
-            self.stats, self._seen = kept
+            with self._lock:
+                self.stats, self._seen = kept
 
     def findings(self, resource: dict[str, Any]) -> dict[str, list[str]]:
         """What each validator finds in a resource (a Bundle: its entries too, each against our profile for its
@@ -293,60 +338,81 @@ class FhirValidators:
                     found.setdefault(name, []).append(f"{finding['location']}: {finding['message']}")
         return found
 
-    def check(self, emitted: list[Emitted]) -> Verdict:
-        """Validate the bodies; the failures (one line each, with the validator and the source), reports kept."""
+    def submit(self, item: Emitted) -> None:
+        """Send a body's checks to Node now (each distinct body once; each distinct resource once per profile)."""
         started = time.monotonic()
-        requests: list[dict[str, Any]] = []
-        sources: list[tuple[str, str, bool]] = []  # per request: source, validator label, finding fails
-        failures: list[str] = []
-        for item in emitted:
+        with self._lock:
             self.stats.bodies += 1
             digest = hashlib.sha256(item.body).hexdigest()
             if digest in self._seen:
-                continue
+                return
             self._seen.add(digest)
             self.stats.distinct_bodies += 1
-            text = item.body.decode("utf-8", errors="replace")
-            is_xml = item.content_type.split(";", 1)[0].strip().lower().endswith("xml")
-            received = item.source.startswith(RECEIVED)
-            self.stats.kinds["messages received" if received else "XML answers" if is_xml else "JSON answers"] += 1
-            if is_xml:
-                requests.append({"xml": text, "validators": list(R4_VALIDATORS)})
-                sources.append((item.source, "R4", True))
+            requests = self._requests(item)
+            for request, asked in requests:
+                self._asked[self._send(request)] = asked
+            assert self._process.stdin is not None
+            self._process.stdin.flush()
+            self.stats.seconds += time.monotonic() - started
+
+    def _requests(self, item: Emitted) -> list[tuple[dict[str, Any], _Asked]]:
+        text = item.body.decode("utf-8", errors="replace")
+        is_xml = item.content_type.split(";", 1)[0].strip().lower().endswith("xml")
+        received = item.source.startswith(RECEIVED)
+        self.stats.kinds["messages received" if received else "XML answers" if is_xml else "JSON answers"] += 1
+        r4 = _Asked(item.source, "R4", True)
+        if is_xml:
+            return [({"xml": text, "validators": list(R4_VALIDATORS)}, r4)]
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self._refused.append(f"{item.source}: not JSON ({exc})")
+            return []
+        if not isinstance(body, dict) or "resourceType" not in body:
+            self._refused.append(f"{item.source}: a JSON answer under /fhir that is not a FHIR resource: {text[:200]}")
+            return []
+        requests = [({"json": body, "validators": list(R4_VALIDATORS)}, r4)]
+        for resource in _resources(body):
+            profile = _profile_of(resource)
+            if profile is None:
                 continue
-            try:
-                body = json.loads(text)
-            except json.JSONDecodeError as exc:
-                failures.append(f"{item.source}: not JSON ({exc})")
-                continue
-            if not isinstance(body, dict) or "resourceType" not in body:
-                failures.append(f"{item.source}: a JSON answer under /fhir that is not a FHIR resource: {text[:200]}")
-                continue
-            requests.append({"json": body, "validators": list(R4_VALIDATORS)})
-            sources.append((item.source, "R4", True))
-            for resource in _resources(body):
-                profile = _profile_of(resource)
-                if profile is None:
-                    continue
-                # The same resource comes back in many answers (reads, searches, messages): checked once.
-                key = hashlib.sha256(f"{profile[0]} {json.dumps(resource, sort_keys=True)}".encode()).hexdigest()
-                if key not in self._seen:
-                    self._seen.add(key)
-                    requests.append({"json": resource, "validators": [], "profile": profile[0]})
-                    sources.append((item.source, profile[0], profile[1]))
-        for (source, label, fails), answer in zip(sources, self._ask(requests) if requests else [], strict=True):
-            failures += self._judge(source, label, fails, answer)
-        self.stats.failures += len(failures)
-        self.stats.seconds += time.monotonic() - started
+            # The same resource comes back in many answers (reads, searches, messages): checked once.
+            key = hashlib.sha256(f"{profile[0]} {json.dumps(resource, sort_keys=True)}".encode()).hexdigest()
+            if key not in self._seen:
+                self._seen.add(key)
+                requests.append(
+                    ({"json": resource, "validators": [], "profile": profile[0]}, _Asked(item.source, *profile))
+                )
+        return requests
+
+    def collect(self) -> Verdict:
+        """Wait for the answers to everything submitted so far; the failures, one line each with the validator
+        and the source (senders' findings are kept as reports)."""
+        started = time.monotonic()
+        with self._lock:
+            asked, self._asked = self._asked, {}
+            failures, self._refused = self._refused, []
+        answers = self._wait(list(asked))
+        with self._lock:
+            for request_id, request in asked.items():
+                failures += self._judge(request, answers[request_id])
+            self.stats.failures += len(failures)
+            self.stats.seconds += time.monotonic() - started
         return Verdict(failures)
 
-    def _judge(self, source: str, label: str, fails: bool, answer: dict[str, Any]) -> list[str]:
+    def check(self, emitted: list[Emitted]) -> Verdict:
+        """Submit these bodies and collect (what else was outstanding is collected too)."""
+        for item in emitted:
+            self.submit(item)
+        return self.collect()
+
+    def _judge(self, asked: _Asked, answer: dict[str, Any]) -> list[str]:
         failures: list[str] = []
         resource_type = answer.get("resourceType", "?")
         for validator in (*R4_VALIDATORS, "profile"):
             if validator not in answer:
                 continue
-            name = f"{MEDPLUM} vs {label}" if validator == "profile" else validator
+            name = f"{MEDPLUM} vs {asked.label}" if validator == "profile" else validator
             self.stats.resources[name] += 1
             if validator == FHIR_JS:
                 self.stats.resources_in_bodies += int(answer.get("resources", 1))
@@ -355,10 +421,10 @@ class FhirValidators:
                 allowance = next((a for a in ALLOWED if a.covers(validator, finding)), None)
                 if allowance is not None:
                     self.stats.allowed[f"{line} — {allowance.reason}"] += 1
-                elif fails:
-                    failures.append(f"{line}\n    from {source}")
+                elif asked.fails:
+                    failures.append(f"{line}\n    from {asked.source}")
                 else:
-                    self.stats.reports.setdefault(line, source)
+                    self.stats.reports.setdefault(line, asked.source)
         return failures
 
 
@@ -372,7 +438,8 @@ def summary_lines() -> list[str]:
         return []
     stats = SESSION[0].stats
     lines = [
-        f"{stats.bodies} FHIR bodies emitted ({stats.distinct_bodies} distinct) checked in {stats.seconds:.2f} s; "
+        f"{stats.bodies} FHIR bodies emitted ({stats.distinct_bodies} distinct) checked, costing the tests "
+        f"{stats.seconds:.2f} s; "
         f"{stats.failures} failures ({', '.join(f'{n} {kind}' for kind, n in sorted(stats.kinds.items()))})",
         f"  R4, npm fhir and @medplum/core each: {stats.resources_in_bodies} resources (bodies and Bundle entries)",
         *(
