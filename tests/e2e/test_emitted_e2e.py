@@ -170,13 +170,27 @@ def test_decisions_and_their_refusals(api: httpx.Client, api_gateway: ApiGateway
     assert rejected.status_code == 200, rejected.text
 
 
+def _focus_received(api_gateway: ApiGateway, event: str) -> set[str]:
+    """``ServiceRequest/{id}`` of each message of this event the loopback platform received."""
+    return {
+        str(focus["reference"]).split("/fhir/")[-1]
+        for message in list(api_gateway.platform.received)
+        if message["entry"][0]["resource"]["eventCoding"]["code"] == event
+        for focus in message["entry"][0]["resource"].get("focus", [])
+    }
+
+
 def test_oppositions_and_what_they_send(api: httpx.Client, api_gateway: ApiGateway) -> None:
+    referrals = set()
     for name in ("referral-hospital-nurse.json", "referral-corsica.json"):
-        assert post_json(api_gateway, example(name)).status_code == 200  # (a replay when posted before)
-    routed = len(api_gateway.platform.received)
+        response = post_json(api_gateway, example(name))  # (a replay when posted before)
+        assert response.status_code == 200, response.text
+        referrals |= {loc for loc in stored_locations(response.json()) if loc.startswith("ServiceRequest/")}
+    # Delivered first: an opposition that comes while a delivery is queued stops it, and nothing is sent.
+    wait_until(lambda: referrals <= _focus_received(api_gateway, "referral-request"), what="both referrals delivered")
     consent = post_json(api_gateway, example("consent-opposition.json"), "/Consent")
     assert consent.status_code == 201, consent.text
     message = post_json(api_gateway, example("message-opposition.json"), "/$process-message")
     assert message.status_code == 200, message.text
-    wait_until(lambda: len(api_gateway.platform.received) > routed, what="the platforms told of the oppositions")
+    wait_until(lambda: referrals <= _focus_received(api_gateway, "referral-update"), what="the platforms told")
     assert api.get("/Consent", params={"_count": "50"}, headers=AS_XML).status_code == 200
