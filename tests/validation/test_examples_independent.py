@@ -100,6 +100,39 @@ INDEPENDENT: dict[str, Independent] = {
         "R4 allows any resource in a transaction; the types a referral may carry are in GraphDefinition/"
         "referral-request, which neither validator reads",
     ),
+    "careteam-participant-without-member.json": Independent(
+        {},
+        "R4 has CareTeam.participant.member 0..1; dac-careteam's 1..1 is inside a backbone element, which "
+        "@medplum/core checks against the base definition only (profiles/README.md)",
+    ),
+    "consent-without-the-law.json": Independent(
+        {"medplum vs dac-consent": "dac-consent-1"}, f"{NO_INVARIANTS}, and dac-consent-1 is ours"
+    ),
+    "gp-link-as-string.json": Independent(
+        {},
+        "an extension's value may be any type in R4; @medplum/core does not check an extension against its "
+        "definition (dac-gp-link: valueCode only), npm fhir knows no extension of ours",
+    ),
+    "gp-validation-without-date.json": Independent(
+        {}, "the date 1..1 is dac-gp-validation's, and neither validator checks an extension against its definition"
+    ),
+    "intent-plan.json": Independent(
+        {"medplum vs dac-servicerequest": "ServiceRequest.intent: Value did not match expected pattern"},
+        "plan is an R4 request-intent code; the fixed order is our profile's, which npm fhir does not read",
+    ),
+    "subject-a-practitioner.json": Independent(
+        {},
+        "subject names the Practitioner entry by urn:uuid: @medplum/core cannot tell the type of a urn:uuid "
+        "reference, npm fhir checks no reference targets",
+    ),
+    "two-ins-nir.json": Independent(
+        {"medplum vs dac-patient": "slice 'INS-NIR': expected 0..1, but found 2"},
+        "R4 allows any number of identifiers; the INS-NIR slice is our profile's",
+    ),
+    "unknown-provision-type.json": Independent(
+        {"fhir": 'Consent.provision.type: Code "maybe" not found in value set'},
+        f"{NO_BINDINGS}; consent-provision-type is a required R4 binding, which npm fhir checks",
+    ),
     "collection-bundle.json": Independent(
         {}, "a collection Bundle is valid R4; only POST /fhir refuses it (it takes a transaction): not a content fault"
     ),
