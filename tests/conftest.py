@@ -22,7 +22,7 @@ from gateway.store import Database
 from gateway.store.migrate import upgrade
 from gateway.store.tables import ALL_TABLES
 from tests.support.databases import drop_scratch_database, scratch_database_url
-from tests.support.fhir_validators import EMITTED, SESSION, FhirValidators, summary_lines, unavailable_reason
+from tests.support.fhir_validators import SESSION, FhirValidators, summary_lines, unavailable_reason
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -90,12 +90,8 @@ def fhir_validators() -> Iterator[FhirValidators | None]:
         return
     validators = FhirValidators.start()
     SESSION.append(validators)
-    EMITTED.listener = validators.submit
-    try:
-        yield validators
-    finally:
-        EMITTED.listener = None
-    late = validators.collect()  # messages that arrived after the last test
+    yield validators
+    late = validators.collect()  # messages that arrived after the last test that collected
     validators.close()
     if late.failures:
         pytest.fail("emitted after the last test, invalid:\n" + "\n".join(late.failures), pytrace=False)

@@ -98,26 +98,16 @@ class Emitted:
 
 
 class EmittedBodies:
-    """What the gateways emitted, recorded from test threads and the platforms' threads: handed at once to the
-    ``listener`` (the session's validators, so Node checks while the test goes on), else kept until drained."""
+    """Where the gateways' emissions are recorded, from test threads and the platforms' threads: handed at once to
+    the ``listener`` (the session's validators, so Node checks while the test goes on) — while the end-to-end
+    suite runs; elsewhere, or without Node, nothing is kept."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._bodies: list[Emitted] = []
         self.listener: Callable[[Emitted], None] | None = None
 
     def record(self, source: str, body: bytes, content_type: str) -> None:
-        emitted = Emitted(source, body, content_type)
-        if self.listener is not None:
-            self.listener(emitted)
-            return
-        with self._lock:
-            self._bodies.append(emitted)
-
-    def drain(self) -> list[Emitted]:
-        with self._lock:
-            bodies, self._bodies = self._bodies, []
-        return bodies
+        if (listener := self.listener) is not None:
+            listener(Emitted(source, body, content_type))
 
 
 EMITTED = EmittedBodies()
