@@ -1,9 +1,11 @@
 """Fixtures shared by the whole suite: one migrated database per session (SQLite or PostgreSQL, from
-GATEWAY_DATABASE_URL), emptied before each test, and the ASGI app with an httpx client on it."""
+GATEWAY_DATABASE_URL), emptied before each test, the ASGI app with an httpx client on it, and the independent FHIR
+validators (one Node process per session, started when a test first needs it)."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from gateway.store import Database
 from gateway.store.migrate import upgrade
 from gateway.store.tables import ALL_TABLES
 from tests.support.databases import drop_scratch_database, scratch_database_url
+from tests.support.fhir_validators import SESSION, FhirValidators, summary_lines, unavailable_reason
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -73,3 +76,30 @@ def app(settings: Settings, database: Database, routing: RoutingTable) -> FastAP
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def fhir_validators() -> Iterator[FhirValidators | None]:
+    """The Node validator process, once per session; None (checks off) when Node or its packages are missing —
+    a failure under CI, which installs them."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"independent FHIR validators unavailable under CI: {reason}")
+        yield None
+        return
+    validators = FhirValidators.start()
+    SESSION.append(validators)
+    yield validators
+    late = validators.collect()  # messages that arrived after the last test that collected
+    validators.close()
+    if late.failures:
+        pytest.fail("emitted after the last test, invalid:\n" + "\n".join(late.failures), pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("independent FHIR validators (npm fhir, @medplum/core)")
+        for line in lines:
+            terminalreporter.write_line(line)

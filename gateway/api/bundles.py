@@ -31,26 +31,32 @@ def searchset(base_url: str, query: SearchQuery, total: int, found: Sequence[Sto
             links.append({"relation": "next", "url": _page_url(base_url, query, query.offset + query.count)})
         last = max(0, (total - 1) // query.count * query.count)
         links.append({"relation": "last", "url": _page_url(base_url, query, last)})
-    return {
+    bundle: Resource = {
         "resourceType": "Bundle",
         "id": new_id(),
         "meta": {"lastUpdated": fhir_instant(utc_now())},
         "type": "searchset",
         "total": total,
         "link": links,
-        "entry": [
-            {
-                "fullUrl": f"{base_url}/{stored.reference}",
-                "resource": stored.content,
-                "search": {"mode": "match"},
-            }
+    }
+    return _with_entries(
+        bundle,
+        [
+            {"fullUrl": f"{base_url}/{stored.reference}", "resource": stored.content, "search": {"mode": "match"}}
             for stored in found
         ],
-    }
+    )
+
+
+def _with_entries(bundle: Resource, entries: list[Resource]) -> Resource:
+    """The Bundle with its entries — none when there are none: FHIR JSON has no empty arrays (json.html)."""
+    if entries:
+        bundle["entry"] = entries
+    return bundle
 
 
 def history(base_url: str, versions: Sequence[StoredResource]) -> Resource:
-    entries = []
+    entries: list[Resource] = []
     for stored in versions:
         is_first = stored.version_id == 1
         entries.append(
@@ -69,11 +75,11 @@ def history(base_url: str, versions: Sequence[StoredResource]) -> Resource:
             }
         )
     reference = versions[0].reference if versions else ""
-    return {
+    bundle: Resource = {
         "resourceType": "Bundle",
         "id": new_id(),
         "type": "history",
         "total": len(versions),
         "link": [{"relation": "self", "url": f"{base_url}/{reference}/_history"}],
-        "entry": entries,
     }
+    return _with_entries(bundle, entries)

@@ -146,7 +146,7 @@ async def test_search_and_paging(client: httpx.AsyncClient) -> None:
     mission = "https://fhir.dac-gateway.org/CodeSystem/dac-mission|pathway-support"
     assert (await client.get("/fhir/ServiceRequest", params={"code": mission})).json()["total"] == 5
     count_only = (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()
-    assert count_only["total"] == 5 and count_only["entry"] == []
+    assert count_only["total"] == 5 and "entry" not in count_only
     assert (await client.get("/fhir/CareTeam", params={"patient": patient_id})).json()["total"] == 5
     assert (await client.get("/fhir/ServiceRequest", params={"_lastUpdated": "ge2020-01-01"})).json()["total"] == 5
     assert (await client.get("/fhir/ServiceRequest", params={"_lastUpdated": "lt2020-01-01"})).json()["total"] == 0

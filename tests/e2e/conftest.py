@@ -8,6 +8,11 @@ the process (terminate, then kill) and drops its database. Its stdout and stderr
 
 The routing file is the repository's example, with every platform endpoint pointed at a loopback platform that
 accepts every delivery: the delivery worker runs as in production, without leaving the machine.
+
+Everything a gateway emits in these tests — each FHIR answer an httpx client receives, each message a loopback
+platform receives — is checked after each test by two independent validators (``tests.support.fhir_validators``;
+the session's ``fhir_validators`` fixture is in tests/conftest.py): an error fails the test with the validators'
+messages and the URL that produced the body.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import pytest
 
 from gateway.config import EXAMPLE_ROUTING
 from tests.e2e.referrals import Bundle, patient_data
+from tests.support.fhir_validators import EMITTED, FhirValidators, recording_httpx
 from tests.support.processes import GatewayProcess, Platform, running
 
 #: Small enough that a 413 costs little; every example (≤ 16 KB) fits many times over.
@@ -46,6 +52,35 @@ def loopback_routing(directory: Path, endpoint: str) -> tuple[Path, dict[str, st
     routing.write_text(re.sub(r'(?m)^endpoint\s*=\s*"[^"]*"', f'endpoint = "{endpoint}"', text), encoding="utf-8")
     shutil.copy(EXAMPLE_ROUTING.parent / str(parsed["territories"]), directory / str(parsed["territories"]))
     return routing, tokens
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _recording_emitted(fhir_validators: FhirValidators | None) -> Iterator[None]:
+    """While this suite runs, what its gateways emit goes to the validators as it comes."""
+    if fhir_validators is None:
+        yield
+        return
+    EMITTED.listener = fhir_validators.submit
+    try:
+        with recording_httpx():
+            yield
+    finally:
+        EMITTED.listener = None
+
+
+@pytest.fixture(autouse=True)
+def _emitted_fhir_is_valid(fhir_validators: FhirValidators | None) -> Iterator[None]:
+    """After each test: what the gateways emitted during it passes both validators (and ours where we shape it)."""
+    yield
+    if fhir_validators is None:
+        return
+    verdict = fhir_validators.collect()
+    if verdict.failures:
+        pytest.fail(
+            f"{len(verdict.failures)} findings of the independent FHIR validators on what the gateway emitted:\n"
+            + "\n".join(verdict.failures),
+            pytrace=False,
+        )
 
 
 @dataclass

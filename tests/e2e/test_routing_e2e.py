@@ -85,20 +85,23 @@ def test_federation_between_two_gateways(tmp_path: Path) -> None:
     platform = Platform()
     gateway_b = GatewayProcess(tmp_path / "b", tmp_path / "b" / "routing.toml")
     gateway_a = GatewayProcess(tmp_path / "a", tmp_path / "a" / "routing.toml")
+    a_to_b = Platform(relay_to=gateway_b.base)  # sees what A forwards to B
     write_routing(tmp_path / "b", {"dac-67": {"endpoint": platform.endpoint, "finess": "670000041"}}, {"67": "dac-67"})
     write_routing(
         tmp_path / "a",
         {
             "dac-75": {"endpoint": "http://127.0.0.1:9/fhir", "finess": "750000010"},
-            "dac-67": {"endpoint": gateway_b.base, "kind": "peer-gateway", "finess": "670000041"},
+            "dac-67": {"endpoint": a_to_b.endpoint, "kind": "peer-gateway", "finess": "670000041"},
         },
         {"75": "dac-75", "67": "dac-67"},
     )
-    with running(platform, gateway_b, gateway_a):
+    with running(platform, gateway_b, a_to_b, gateway_a):
         bundle = fresh(commune="67482")
         service_request_a = _post(gateway_a, bundle)
         wait_until(lambda: _delivery_status(gateway_a, service_request_a) == "delivered", what="A → B")
         wait_until(lambda: platform.message_ids(), what="B → platform")
+        forwarded = a_to_b.received[0]["entry"][0]["resource"]
+        assert forwarded["source"]["endpoint"] == gateway_a.base
         message = platform.received[0]
         header = message["entry"][0]["resource"]
         assert header["source"]["endpoint"] == gateway_b.base
@@ -118,10 +121,11 @@ def test_federation_between_two_gateways(tmp_path: Path) -> None:
 def test_gateways_routing_to_each_other_do_not_loop(tmp_path: Path) -> None:
     gateway_a = GatewayProcess(tmp_path / "a", tmp_path / "a" / "routing.toml")
     gateway_b = GatewayProcess(tmp_path / "b", tmp_path / "b" / "routing.toml")
+    a_to_b, b_to_a = Platform(relay_to=gateway_b.base), Platform(relay_to=gateway_a.base)
     peer = {"kind": "peer-gateway", "finess": "670000041"}
-    write_routing(tmp_path / "a", {"p": {"endpoint": gateway_b.base, **peer}}, {"67": "p"})
-    write_routing(tmp_path / "b", {"p": {"endpoint": gateway_a.base, **peer}}, {"67": "p"})
-    with running(gateway_a, gateway_b):
+    write_routing(tmp_path / "a", {"p": {"endpoint": a_to_b.endpoint, **peer}}, {"67": "p"})
+    write_routing(tmp_path / "b", {"p": {"endpoint": b_to_a.endpoint, **peer}}, {"67": "p"})
+    with running(a_to_b, b_to_a, gateway_a, gateway_b):
         bundle = fresh(commune="67482")
         _post(gateway_a, bundle)
 

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.support.databases import CONFIGURED_URL, drop_scratch_database, scratch_database_url
+from tests.support.fhir_validators import EMITTED, RECEIVED
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -48,13 +49,18 @@ def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.1, wha
 @dataclass
 class Platform:
     """A DAC platform's FHIR endpoint on loopback: answers each $process-message from ``script`` (a status, or
-    (status, seconds to wait first)), then ``default``; keeps every message received."""
+    (status, seconds to wait first)), then ``default``; keeps every message received.
+
+    With ``relay_to`` (a peer gateway's FHIR base) it stands between two gateways instead: it keeps each message and
+    passes it on, answering with the peer's answer — so the messages gateways forward to each other are seen (and
+    checked by the independent validators) too."""
 
     port: int = field(default_factory=free_port)
     script: list[int | tuple[int, float]] = field(default_factory=list)
     default: int = 200
     received: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    relay_to: str | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -63,9 +69,16 @@ class Platform:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     async def _process_message(self, request: Request) -> Response:
-        body = json.loads(await request.body())
+        raw = await request.body()
+        EMITTED.record(f"{RECEIVED}{self.endpoint}/$process-message", raw, request.headers.get("content-type", ""))
+        body = json.loads(raw)
         self.received.append(body)
         self.headers.append(dict(request.headers))
+        if self.relay_to is not None:
+            passed_on = {k: v for k, v in request.headers.items() if k in ("content-type", "accept", "authorization")}
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.post(f"{self.relay_to}/$process-message", content=raw, headers=passed_on)
+            return Response(answer.content, answer.status_code, media_type=answer.headers.get("content-type"))
         step = self.script.pop(0) if self.script else self.default
         status, delay = step if isinstance(step, tuple) else (step, 0.0)
         if delay:

