@@ -20,6 +20,21 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
+def _settings() -> Settings:
+    """The settings, or a one-line message and exit status 2 (no traceback) when the environment is wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(step) for step in error["loc"])
+            typer.echo(
+                f"invalid configuration: {'GATEWAY_' + where.upper() + ': ' if where else ''}{error['msg']}", err=True
+            )
+        raise typer.Exit(code=2) from exc
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -30,7 +45,7 @@ def serve(
 ) -> None:
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
-    settings = Settings()
+    settings = _settings()
     if settings.base_url is None:  # our own address, for the messages we send (MessageHeader.source, fullUrls)
         settings = settings.model_copy(update={"base_url": f"http://{host}:{port}/fhir"})
     configure_logging(settings.log_level, settings.log_json)
@@ -44,13 +59,19 @@ def serve(
     elif not migrate.is_current(settings.database_url):
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
         raise typer.Exit(code=2)
-    from gateway.api.app import create_app
+    from gateway.api.app import create_app, load_authority
+    from gateway.auth.clients import AuthConfigError
     from gateway.routing.config import RoutingConfigError, load_routing
 
     try:
         routing = load_routing(settings.routing)  # here, so a bad file stops start-up with its line number
     except RoutingConfigError as exc:
         typer.echo(f"invalid routing file: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    try:
+        load_authority(settings, routing)  # here too: every worker process would refuse the same way
+    except AuthConfigError as exc:
+        typer.echo(f"authentication cannot start: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     if workers == 1:
         uvicorn.run(

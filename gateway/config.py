@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository's example routing file: the default so that `gateway serve` works out of a fresh clone.
@@ -23,6 +25,17 @@ def async_database_url(url: str) -> str:
     if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
         return url
     raise ValueError(f"unsupported database URL scheme (use postgresql:// or sqlite:///): {url.split(':', 1)[0]}")
+
+
+#: Secrets that mean "not configured": refused when authentication is on.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "placeholder", "xxx", "todo"})
+#: HS256 wants a key at least as long as its hash (RFC 7518 §3.2).
+MIN_SECRET_BYTES = 32
+
+
+class AuthMode(StrEnum):
+    ON = "on"
+    OFF = "off"
 
 
 class Settings(BaseSettings):
@@ -57,6 +70,20 @@ class Settings(BaseSettings):
         default=16, ge=1, le=256, description="Deliveries in flight at once to one destination (its own slots)"
     )
     hop_limit: int = Field(default=3, ge=1, description="Forwardings between gateways before a message is refused")
+    auth: AuthMode = Field(
+        default=AuthMode.ON,
+        description="SMART Backend Services authentication; 'off' is for development only (logged loudly)",
+    )
+    clients: Path | None = Field(default=None, description="Registered API clients (TOML); required when auth is on")
+    auth_secret: SecretStr | None = Field(
+        default=None, description="Key that signs the gateway's access tokens (≥ 32 bytes), shared by its processes"
+    )
+    auth_secret_file: Path | None = Field(default=None, description="File holding GATEWAY_AUTH_SECRET instead")
+    access_token_lifetime: int = Field(default=300, ge=30, le=3600, description="Seconds an access token lives")
+    token_url: str | None = Field(
+        default=None,
+        description="Public URL of the token endpoint (the assertions' aud); default: next to GATEWAY_BASE_URL",
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")
 
@@ -65,6 +92,31 @@ class Settings(BaseSettings):
     def _known_scheme(cls, value: str) -> str:
         async_database_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secret(self) -> Self:
+        # Whether auth needs a secret at all is create_app's question (the CLI's other commands need none).
+        secret = self.access_token_secret() if self.auth is AuthMode.ON else None
+        if secret is not None and (
+            secret.strip().lower() in PLACEHOLDER_SECRETS or len(secret.encode()) < MIN_SECRET_BYTES
+        ):
+            raise ValueError(f"the access token secret is a placeholder or shorter than {MIN_SECRET_BYTES} bytes")
+        return self
+
+    def access_token_secret(self) -> str | None:
+        """The key signing access tokens: from the environment, else from its file (a mounted secret)."""
+        if self.auth_secret is not None:
+            return self.auth_secret.get_secret_value()
+        if self.auth_secret_file is not None:
+            try:
+                return self.auth_secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"GATEWAY_AUTH_SECRET_FILE cannot be read: {exc.strerror}") from exc
+        return None
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth is AuthMode.ON
 
     @property
     def async_database_url(self) -> str:

@@ -7,6 +7,9 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
 
     GatewayError
     ├── InvalidRequest ............ 400  unparsable body, unknown search parameter, bad entry request
+    ├── TokenRequestRejected ...... 400  the token endpoint's RFC 6749 errors (rendered as OAuth JSON, not FHIR)
+    ├── Unauthenticated ........... 401  no access token, or one that is not valid (WWW-Authenticate: Bearer)
+    ├── Forbidden ................. 403  a valid token whose scopes do not cover the interaction
     ├── ResourceNotFound .......... 404  unknown type, id or version
     ├── MethodNotAllowed .......... 405
     ├── RequestTimeout ............ 408  the body did not arrive within GATEWAY_BODY_TIMEOUT
@@ -105,6 +108,12 @@ class IssueCode(StrEnum):
     MESSAGE_FOCUS_INVALID = "message-focus-invalid"
     PROFILE_UNKNOWN = "profile-unknown"
     PROFILE_TYPE_MISMATCH = "profile-type-mismatch"
+    ACCESS_TOKEN_MISSING = "access-token-missing"
+    ACCESS_TOKEN_INVALID = "access-token-invalid"
+    SCOPE_INSUFFICIENT = "scope-insufficient"
+    CLIENT_AUTHENTICATION_FAILED = "client-authentication-failed"
+    TOKEN_REQUEST_INVALID = "token-request-invalid"
+    SCOPE_NOT_ALLOWED = "scope-not-allowed"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -180,6 +189,12 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.MESSAGE_FOCUS_INVALID: "MessageHeader.focus does not reference what the MessageDefinition requires.",
     IssueCode.PROFILE_UNKNOWN: "The profile asked for is not one the gateway publishes or knows.",
     IssueCode.PROFILE_TYPE_MISMATCH: "The profile is for another resource type.",
+    IssueCode.ACCESS_TOKEN_MISSING: "The API needs an access token (Authorization: Bearer) from POST /auth/token.",
+    IssueCode.ACCESS_TOKEN_INVALID: "The access token is malformed, expired or not signed by this gateway.",
+    IssueCode.SCOPE_INSUFFICIENT: "The access token's scopes do not cover this interaction on this resource type.",
+    IssueCode.CLIENT_AUTHENTICATION_FAILED: "The client assertion (private_key_jwt) was refused.",
+    IssueCode.TOKEN_REQUEST_INVALID: "The token request is malformed or uses an unsupported grant type.",
+    IssueCode.SCOPE_NOT_ALLOWED: "None of the requested scopes is registered for this client.",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.
@@ -196,6 +211,8 @@ IssueType = Literal[
     "not-supported",
     "too-long",
     "security",
+    "login",
+    "forbidden",
     "processing",
     "exception",
     "timeout",
@@ -243,6 +260,31 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status_code = 400
     default_issue_type: ClassVar[IssueType] = "invalid"
+
+
+class TokenRequestRejected(GatewayError):
+    """An RFC 6749 §5.2 error of the token endpoint; ``oauth_error`` is its ``error`` code."""
+
+    status_code = 400
+    default_issue_type: ClassVar[IssueType] = "security"
+
+    def __init__(self, oauth_error: str, *issues: Issue) -> None:
+        super().__init__(*issues)
+        self.oauth_error = oauth_error
+
+    @classmethod
+    def because(cls, oauth_error: str, code: IssueCode, description: str) -> TokenRequestRejected:
+        return cls(oauth_error, Issue(code, description, None, cls.default_issue_type))
+
+
+class Unauthenticated(GatewayError):
+    status_code = 401
+    default_issue_type: ClassVar[IssueType] = "login"
+
+
+class Forbidden(GatewayError):
+    status_code = 403
+    default_issue_type: ClassVar[IssueType] = "forbidden"
 
 
 class ResourceNotFound(GatewayError):

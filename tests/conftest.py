@@ -64,7 +64,8 @@ def routing() -> RoutingTable:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, max_body_bytes=200_000)
+    # Authentication off, as in development: the tests of authentication and visibility turn it on themselves.
+    return Settings(database_url=database_url, max_body_bytes=200_000, auth="off")
 
 
 @pytest.fixture

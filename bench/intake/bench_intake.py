@@ -507,7 +507,9 @@ def run_gateway(
     routing: Path,
     sink: Server,
 ) -> Figures:
-    env = clean_env(GATEWAY_DATABASE_URL=database_url, GATEWAY_LOG_LEVEL="WARNING", GATEWAY_ROUTING=str(routing))
+    env = clean_env(
+        GATEWAY_DATABASE_URL=database_url, GATEWAY_LOG_LEVEL="WARNING", GATEWAY_ROUTING=str(routing), GATEWAY_AUTH="off"
+    )
     if backend == "postgresql":
         upgrade = subprocess.run(
             [gateway_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True, check=False

@@ -6,13 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from gateway import __version__
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
-from gateway.api.routes import consents, operations, resources, system, tasks
+from gateway.api.routes import auth, consents, operations, resources, system, tasks
+from gateway.auth.clients import AuthConfigError, load_clients
+from gateway.auth.token_endpoint import Authority
+from gateway.auth.tokens import AccessTokens
 from gateway.config import Settings
 from gateway.fhir.models import warm_up as warm_up_models
 from gateway.logging import configure_logging
@@ -20,6 +24,22 @@ from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 from gateway.validation.engine import warm_up as warm_up_engine
 from gateway.worker import run_worker
+
+log = structlog.get_logger("gateway.auth")
+
+
+def load_authority(settings: Settings, routing: RoutingTable) -> Authority | None:
+    """Authentication's run-time pieces; None when it is off. A missing secret or clients file, or a bad one,
+    stops start-up (AuthConfigError): authentication is on unless GATEWAY_AUTH=off says otherwise."""
+    if not settings.auth_enabled:
+        return None
+    if settings.clients is None:
+        raise AuthConfigError("GATEWAY_CLIENTS (the registered clients file) is required; GATEWAY_AUTH=off to develop")
+    secret = settings.access_token_secret()
+    if secret is None:
+        raise AuthConfigError("GATEWAY_AUTH_SECRET or GATEWAY_AUTH_SECRET_FILE is required when GATEWAY_AUTH is on")
+    registry = load_clients(settings.clients, frozenset(routing.platforms))
+    return Authority(registry, AccessTokens(secret, settings.access_token_lifetime), settings.token_url)
 
 
 def create_app(
@@ -33,11 +53,18 @@ def create_app(
     settings = settings or Settings()
     database = database or Database(settings.database_url)
     routing = routing or load_routing(settings.routing)
+    authority = load_authority(settings, routing)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         warm_up_models()  # XML and the Task / Consent paths still build R4B models
         warm_up_engine()  # the profiles compiled once, before the first request
+        if authority is None:
+            log.warning(
+                "authentication_off",
+                detail="GATEWAY_AUTH=off: every caller is an operator allowed everything. For development only; "
+                "never with real patients' data.",
+            )
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(database, routing, settings, stop)) if with_worker else None
         try:
@@ -59,9 +86,11 @@ def create_app(
     app.state.settings = settings
     app.state.database = database
     app.state.routing = routing
+    app.state.authority = authority
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(operations.router)
+    app.include_router(auth.router)
     app.include_router(system.router)
     app.include_router(tasks.router)
     app.include_router(consents.router)

@@ -19,7 +19,8 @@ def _search_param(name: str, kind: str, documentation: str) -> Resource:
     return rendered
 
 
-def capability_statement(base_url: str) -> Resource:
+def capability_statement(base_url: str, security: Resource | None = None) -> Resource:
+    """``security``: the ``rest.security`` element when authentication is on (``gateway.auth.smart``)."""
     resources = []
     for resource_type, parameters in sorted(SEARCH_PARAMETERS.items()):
         all_parameters = {**COMMON_PARAMETERS, **parameters}
@@ -35,6 +36,13 @@ def capability_statement(base_url: str) -> Resource:
                 "searchParam": [_search_param(p.name, p.type.value, p.documentation) for p in all_parameters.values()],
             }
         )
+    rest: Resource = {
+        "mode": "server",
+        "documentation": "Referrals to DAC platforms: POST a transaction Bundle to the base, or a message "
+        "Bundle to $process-message. Search results are paged with _count and _offset.",
+    }
+    if security is not None:
+        rest["security"] = security
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -46,10 +54,8 @@ def capability_statement(base_url: str) -> Resource:
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/fhir+xml"],
         "rest": [
-            {
-                "mode": "server",
-                "documentation": "Referrals to DAC platforms: POST a transaction Bundle to the base, or a message "
-                "Bundle to $process-message. Search results are paged with _count and _offset.",
+            rest
+            | {
                 "resource": resources,
                 "interaction": [{"code": "transaction", "documentation": "A referral bundle (DESIGN §7)"}],
                 "operation": [

@@ -6,7 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.auth.token_endpoint import Authority
+from gateway.auth.tokens import DEVELOPMENT_CLIENT, ApiClient, bearer_token
 from gateway.config import Settings
+from gateway.errors import IssueCode, TokenRequestRejected
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
@@ -39,6 +42,35 @@ def _base_url(request: Request, settings: Annotated[Settings, Depends(_settings)
     return str(request.base_url).rstrip("/") + "/fhir"
 
 
+def _authority(request: Request) -> Authority:
+    authority: Authority | None = request.app.state.authority
+    if authority is None:
+        raise TokenRequestRejected.because(
+            "invalid_request", IssueCode.TOKEN_REQUEST_INVALID, "authentication is off on this gateway (GATEWAY_AUTH)"
+        )
+    return authority
+
+
+def _token_url(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
+    """The token endpoint's public URL: what client assertions must name as their ``aud``."""
+    if settings.token_url:
+        return settings.token_url
+    if settings.base_url:
+        return settings.base_url.rstrip("/").removesuffix("/fhir") + "/auth/token"
+    return str(request.base_url).rstrip("/") + "/auth/token"
+
+
+def _client(request: Request) -> ApiClient:
+    """Who calls: from the Bearer access token (401 without a valid one); anyone, as an operator, when
+    authentication is off."""
+    authority: Authority | None = request.app.state.authority
+    if authority is None:
+        return DEVELOPMENT_CLIENT
+    client = authority.tokens.verify(bearer_token(request.headers.get("authorization")))
+    request.state.client = client
+    return client
+
+
 async def _body(request: Request) -> Resource:
     fmt = request_format(request.headers.get("content-type"))
     return parse_resource(await request.body(), fmt)
@@ -50,3 +82,6 @@ RoutingDep = Annotated[RoutingTable, Depends(_routing)]
 AnswerDep = Annotated[ResponseFormat, Depends(_answer)]
 BaseUrlDep = Annotated[str, Depends(_base_url)]
 ResourceBodyDep = Annotated[Resource, Depends(_body)]
+AuthorityDep = Annotated[Authority, Depends(_authority)]
+TokenUrlDep = Annotated[str, Depends(_token_url)]
+ClientDep = Annotated[ApiClient, Depends(_client)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from gateway.api.responses import FhirResponse
 from gateway.errors import (
@@ -15,6 +15,8 @@ from gateway.errors import (
     IssueCode,
     MethodNotAllowed,
     ResourceNotFound,
+    TokenRequestRejected,
+    Unauthenticated,
 )
 from gateway.fhir.media import DEFAULT_RESPONSE, response_format
 from gateway.fhir.outcome import operation_outcome
@@ -30,7 +32,18 @@ def _render(request: Request, error: GatewayError) -> Response:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return _render(request, exc)
+    if isinstance(exc, TokenRequestRejected):
+        # The token endpoint speaks OAuth (RFC 6749 §5.2), not FHIR.
+        return JSONResponse(
+            {"error": exc.oauth_error, "error_description": exc.issues[0].diagnostics},
+            exc.status_code,
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        )
+    response = _render(request, exc)
+    if isinstance(exc, Unauthenticated):
+        error = "invalid_token" if exc.issues[0].code is IssueCode.ACCESS_TOKEN_INVALID else None
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dac-gateway"' + (f', error="{error}"' if error else "")
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -10,6 +10,8 @@
 - ``outbox``: messages to deliver (to platforms, peer gateways, senders), written in the transaction of the
   change they announce; workers lease rows, send, and record the outcome.
 - ``referral_origins``: where a referral that came as a message wants its updates sent.
+- ``client_assertions``: the ``jti`` of every client assertion accepted at the token endpoint, until it
+  expires — shared by the gateway's processes, so an assertion replayed to another process is refused too.
 """
 
 from __future__ import annotations
@@ -106,6 +108,15 @@ referral_origins = sa.Table(
     sa.Column("endpoint", sa.String(1024), nullable=False),  # MessageHeader.source.endpoint of the referral
 )
 
+client_assertions = sa.Table(
+    "client_assertions",
+    metadata,
+    sa.Column("client_id", sa.String(255), primary_key=True),
+    sa.Column("jti", sa.String(255), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
 ALL_TABLES = (
     resources,
     resource_versions,
@@ -114,4 +125,5 @@ ALL_TABLES = (
     idempotency_keys,
     outbox,
     referral_origins,
+    client_assertions,
 )

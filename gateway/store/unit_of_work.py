@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.errors import IssueCode, StoreUnavailable
+from gateway.store.assertions import AssertionRepository
 from gateway.store.database import Database
 from gateway.store.outbox import OutboxRepository
 from gateway.store.repository import IdempotencyRepository, PendingWrites, ResourceRepository
@@ -56,6 +57,7 @@ class UnitOfWork:
     resources: ResourceRepository
     idempotency: IdempotencyRepository
     outbox: OutboxRepository
+    assertions: AssertionRepository
 
     def __init__(self, database: Database, *, write: bool = True) -> None:
         self._database = database
@@ -87,6 +89,7 @@ class UnitOfWork:
         self.resources = ResourceRepository(self._connection, self._pending)
         self.idempotency = IdempotencyRepository(self._connection, self._pending)
         self.outbox = OutboxRepository(self._connection, self._pending, skip_locked=not self._database.is_sqlite)
+        self.assertions = AssertionRepository(self._connection)
         return self
 
     async def commit(self) -> None:

@@ -75,6 +75,12 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #message-focus-invalid "Message focus invalid" "MessageHeader.focus does not reference what the MessageDefinition requires."
 * #profile-unknown "Profile unknown" "The profile asked for is not one the gateway publishes or knows."
 * #profile-type-mismatch "Profile type mismatch" "The profile is for another resource type."
+* #access-token-missing "Access token missing" "The API needs an access token (Authorization: Bearer) from POST /auth/token."
+* #access-token-invalid "Access token invalid" "The access token is malformed, expired or not signed by this gateway."
+* #scope-insufficient "Scope insufficient" "The access token's scopes do not cover this interaction on this resource type."
+* #client-authentication-failed "Client authentication failed" "The client assertion (private_key_jwt) was refused."
+* #token-request-invalid "Token request invalid" "The token request is malformed or uses an unsupported grant type."
+* #scope-not-allowed "Scope not allowed" "None of the requested scopes is registered for this client."
 
 ValueSet: DacIssueVS
 Id: dac-issue

@@ -161,6 +161,7 @@ class GatewayProcess:
         env |= {
             "GATEWAY_DATABASE_URL": self.database_url,
             "GATEWAY_ROUTING": str(self.routing),
+            "GATEWAY_AUTH": "off",  # the tests of authentication turn it on through ``env``
             "GATEWAY_SCHEDULER_INTERVAL": "0.3",
             "GATEWAY_DELIVERY_POLL_INTERVAL": "0.1",
             "GATEWAY_DELIVERY_BACKOFF_BASE": "0.2",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep, RoutingDep
+from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
+from gateway.auth.scopes import Permission
 from gateway.intake.handlers import process_consent
 
 router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
@@ -14,8 +15,14 @@ router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
 
 @router.post("", summary="Record a Consent (an opposition revokes the patient's open referrals)", status_code=201)
 async def create_consent(
-    consent: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, base_url: BaseUrlDep
+    client: ClientDep,
+    consent: ResourceBodyDep,
+    database: DatabaseDep,
+    routing: RoutingDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
 ) -> FhirResponse:
+    client.require("Consent", Permission.CREATE)
     outcome = await process_consent(database, routing, consent)
     headers = resource_headers(outcome.consent) | {
         "Location": f"{base_url}/{outcome.consent.reference}/_history/{outcome.consent.version_id}"

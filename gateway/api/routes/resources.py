@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from gateway.api.bundles import history as history_bundle
 from gateway.api.bundles import searchset
-from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, SettingsDep
+from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, SettingsDep
 from gateway.api.responses import FhirResponse
+from gateway.auth.scopes import Permission
 from gateway.fhir.media import ResponseFormat
 from gateway.fhir.search import parse_search
 from gateway.store import queries
@@ -38,12 +39,14 @@ def _resource_response(request: Request, stored: StoredResource, answer: Respons
 async def _search(
     resource_type: str,
     params: list[tuple[str, str]],
+    client: ClientDep,
     database: DatabaseDep,
     settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     queries.require_served(resource_type)
+    client.require(resource_type, Permission.SEARCH)
     query = parse_search(
         resource_type, params, default_count=settings.default_page_size, max_count=settings.max_page_size
     )
@@ -55,19 +58,21 @@ async def _search(
 async def search(
     resource_type: str,
     request: Request,
+    client: ClientDep,
     database: DatabaseDep,
     settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     params = list(request.query_params.multi_items())
-    return await _search(resource_type, params, database, settings, answer, base_url)
+    return await _search(resource_type, params, client, database, settings, answer, base_url)
 
 
 @router.post("/{resource_type}/_search", summary="Search (parameters in a form body)")
 async def search_post(
     resource_type: str,
     request: Request,
+    client: ClientDep,
     database: DatabaseDep,
     settings: SettingsDep,
     answer: AnswerDep,
@@ -75,20 +80,29 @@ async def search_post(
 ) -> FhirResponse:
     form = await request.form()
     params = [*request.query_params.multi_items(), *((k, str(v)) for k, v in form.multi_items())]
-    return await _search(resource_type, params, database, settings, answer, base_url)
+    return await _search(resource_type, params, client, database, settings, answer, base_url)
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
 async def read(
-    resource_type: str, resource_id: str, request: Request, database: DatabaseDep, answer: AnswerDep
+    resource_type: str, resource_id: str, request: Request, client: ClientDep, database: DatabaseDep, answer: AnswerDep
 ) -> Response:
+    queries.require_served(resource_type)
+    client.require(resource_type, Permission.READ)
     return _resource_response(request, await queries.read(database, resource_type, resource_id), answer)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="History of one resource")
 async def history(
-    resource_type: str, resource_id: str, database: DatabaseDep, answer: AnswerDep, base_url: BaseUrlDep
+    resource_type: str,
+    resource_id: str,
+    client: ClientDep,
+    database: DatabaseDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
 ) -> FhirResponse:
+    queries.require_served(resource_type)
+    client.require(resource_type, Permission.READ)
     versions = await queries.history(database, resource_type, resource_id)
     return FhirResponse(history_bundle(base_url, versions), answer)
 
@@ -99,8 +113,11 @@ async def vread(
     resource_id: str,
     version_id: str,
     request: Request,
+    client: ClientDep,
     database: DatabaseDep,
     answer: AnswerDep,
 ) -> Response:
+    queries.require_served(resource_type)
+    client.require(resource_type, Permission.READ)
     stored = await queries.read_version(database, resource_type, resource_id, version_id)
     return _resource_response(request, stored, answer)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from gateway.api.capability import capability_statement
-from gateway.api.deps import AnswerDep, BaseUrlDep, DatabaseDep, ResourceBodyDep, RoutingDep, SettingsDep
+from gateway.api.deps import (
+    AnswerDep,
+    BaseUrlDep,
+    ClientDep,
+    DatabaseDep,
+    ResourceBodyDep,
+    RoutingDep,
+    SettingsDep,
+    TokenUrlDep,
+)
 from gateway.api.responses import FhirResponse
+from gateway.auth.scopes import Permission
+from gateway.auth.smart import rest_security
 from gateway.errors import InvalidRequest, IssueCode
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.types import Resource
@@ -27,19 +38,27 @@ _FHIR_BODY = {
 
 
 @router.get("/metadata", summary="CapabilityStatement")
-async def metadata(answer: AnswerDep, base_url: BaseUrlDep) -> FhirResponse:
-    return FhirResponse(capability_statement(base_url), answer)
+async def metadata(request: Request, answer: AnswerDep, base_url: BaseUrlDep, token_url: TokenUrlDep) -> FhirResponse:
+    security = rest_security(token_url) if request.app.state.authority is not None else None
+    return FhirResponse(capability_statement(base_url, security), answer)
 
 
 @router.post("", summary="Referral as a transaction Bundle", openapi_extra=_FHIR_BODY)
 async def transaction(
-    bundle: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, base_url: BaseUrlDep
+    client: ClientDep,
+    bundle: ResourceBodyDep,
+    database: DatabaseDep,
+    routing: RoutingDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
 ) -> FhirResponse:
+    client.require("ServiceRequest", Permission.CREATE)
     return FhirResponse(await process_transaction(database, routing, bundle, base_url), answer)
 
 
 @router.post("/$process-message", summary="Referral as a message Bundle", openapi_extra=_FHIR_BODY)
 async def process_message_operation(
+    client: ClientDep,
     bundle: ResourceBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
@@ -47,6 +66,7 @@ async def process_message_operation(
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
+    client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
     return FhirResponse(await process_message(database, routing, bundle, base_url, settings.hop_limit), answer)
 
 
@@ -88,13 +108,19 @@ def _validation_answer(
 @router.post(
     "/$validate", summary="Validate a resource or referral Bundle (nothing is stored)", openapi_extra=_FHIR_BODY
 )
-async def validate_any(body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None) -> FhirResponse:
+async def validate_any(
+    client: ClientDep, body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None
+) -> FhirResponse:
+    # Validating is what a sender does before creating: the create scope of what would be created.
+    validated = str(body.get("resourceType"))
+    client.require("ServiceRequest" if validated in ("Bundle", "Parameters") else validated, Permission.CREATE)
     return _validation_answer(body, None, profile, answer)
 
 
 @router.post("/{resource_type}/$validate", summary="Validate a resource of this type", openapi_extra=_FHIR_BODY)
 async def validate_typed(
-    resource_type: str, body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None
+    resource_type: str, client: ClientDep, body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None
 ) -> FhirResponse:
     """``profile``: the canonical URL of a profile we know (ours or an R4 base); any other is a 400."""
+    client.require("ServiceRequest" if resource_type == "Bundle" else resource_type, Permission.CREATE)
     return _validation_answer(body, resource_type, profile, answer)

@@ -9,9 +9,10 @@ import jsonpatch
 import orjson
 from fastapi import APIRouter, Header, Request
 
-from gateway.api.deps import AnswerDep, DatabaseDep, ResourceBodyDep, RoutingDep
+from gateway.api.deps import AnswerDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
+from gateway.auth.scopes import Permission
 from gateway.errors import InvalidRequest, IssueCode, PreconditionRequired, UnsupportedMediaType
 from gateway.fhir.limits import check_limits
 from gateway.fhir.types import Resource
@@ -67,18 +68,20 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
-    task_id: str, task: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep,
-    if_match: IfMatch = None, x_provenance: XProvenance = None,
+    task_id: str, client: ClientDep, task: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep,
+    answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
+    client.require("Task", Permission.UPDATE)
     stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance))
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
 
 
 @router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
 async def patch_task(
-    task_id: str, request: Request, database: DatabaseDep, routing: RoutingDep, answer: AnswerDep,
-    if_match: IfMatch = None, x_provenance: XProvenance = None,
+    task_id: str, request: Request, client: ClientDep, database: DatabaseDep, routing: RoutingDep,
+    answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
+    client.require("Task", Permission.UPDATE)
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json-patch+json":
         raise UnsupportedMediaType.single(

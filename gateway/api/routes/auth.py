@@ -1,0 +1,31 @@
+"""Authentication endpoints: the token endpoint and the SMART configuration document (both open)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from gateway.api.deps import AuthorityDep, DatabaseDep, TokenUrlDep
+from gateway.auth.smart import smart_configuration
+from gateway.auth.token_endpoint import issue_token
+
+router = APIRouter(tags=["auth"])
+#: RFC 6749 §5.1: token answers are never cached.
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+@router.post("/auth/token", summary="Access token (client_credentials, private_key_jwt)")
+async def token(
+    request: Request, authority: AuthorityDep, database: DatabaseDep, token_url: TokenUrlDep
+) -> JSONResponse:
+    form = await request.form()
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    return JSONResponse(await issue_token(authority, database, fields, token_url), headers=_NO_STORE)
+
+
+@router.get("/.well-known/smart-configuration", summary="SMART configuration")
+@router.get("/fhir/.well-known/smart-configuration", summary="SMART configuration (under the FHIR base)")
+async def configuration(request: Request, token_url: TokenUrlDep) -> JSONResponse:
+    authority = getattr(request.app.state, "authority", None)
+    scopes = authority.registry.scopes_supported() if authority is not None else []
+    return JSONResponse(smart_configuration(token_url, scopes))

@@ -1,0 +1,87 @@
+"""``POST /auth/token``: the client-credentials grant with a ``private_key_jwt`` assertion (SMART Backend
+Services). Everything the route does besides reading the form and rendering the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.auth.assertions import CLIENT_ASSERTION_TYPE, verify_assertion
+from gateway.auth.clients import ClientRegistry
+from gateway.auth.tokens import AccessTokens
+from gateway.errors import IssueCode, TokenRequestRejected
+from gateway.fhir.primitives import utc_now
+from gateway.store.database import Database
+from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
+
+log = structlog.get_logger("gateway.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Authority:
+    """What authentication needs at run time, built once by ``create_app``."""
+
+    registry: ClientRegistry
+    tokens: AccessTokens
+    token_url: str | None  # GATEWAY_TOKEN_URL; None: derived from the public base URL
+
+
+def _invalid_request(description: str) -> TokenRequestRejected:
+    return TokenRequestRejected.because("invalid_request", IssueCode.TOKEN_REQUEST_INVALID, description)
+
+
+async def issue_token(
+    authority: Authority, database: Database, form: Mapping[str, str], token_url: str
+) -> dict[str, str | int]:
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise _invalid_request("grant_type is required")
+    if grant_type != "client_credentials":
+        raise TokenRequestRejected.because(
+            "unsupported_grant_type", IssueCode.TOKEN_REQUEST_INVALID, "only grant_type=client_credentials is supported"
+        )
+    if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+        raise TokenRequestRejected.because(
+            "invalid_client",
+            IssueCode.CLIENT_AUTHENTICATION_FAILED,
+            f"clients authenticate with private_key_jwt: client_assertion_type={CLIENT_ASSERTION_TYPE}",
+        )
+    assertion = form.get("client_assertion")
+    if not assertion:
+        raise _invalid_request("client_assertion is required")
+    requested = (form.get("scope") or "").split()
+    if not requested:
+        raise _invalid_request("scope is required (e.g. system/ServiceRequest.c)")
+    try:
+        verified = verify_assertion(assertion, authority.registry, token_url)
+    except TokenRequestRejected as exc:
+        log.warning("token_refused", reason=exc.issues[0].diagnostics)
+        raise
+    client = verified.client
+    granted = client.scopes.grant(requested)
+    if not granted:
+        log.warning("token_refused", client_id=client.client_id, reason="no requested scope is registered")
+        raise TokenRequestRejected.because(
+            "invalid_scope",
+            IssueCode.SCOPE_NOT_ALLOWED,
+            f"none of the requested scopes is registered for this client; registered: {client.scopes}",
+        )
+    try:
+        async with UnitOfWork(database) as uow:
+            await uow.assertions.prune(utc_now())
+            await uow.assertions.remember(client.client_id, verified.jti, verified.expires_at)
+            await uow.commit()
+    except DuplicateKey as exc:
+        log.warning("token_refused", client_id=client.client_id, reason="assertion jti replayed")
+        raise TokenRequestRejected.because(
+            "invalid_client", IssueCode.CLIENT_AUTHENTICATION_FAILED, "client_assertion jti was already used"
+        ) from exc
+    log.info("token_issued", client_id=client.client_id, scope=" ".join(granted))
+    return {
+        "access_token": authority.tokens.issue(client, granted),
+        "token_type": "bearer",
+        "expires_in": authority.tokens.lifetime,
+        "scope": " ".join(granted),
+    }

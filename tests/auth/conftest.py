@@ -1,0 +1,54 @@
+"""An application with authentication on, its registered clients, and a way to get their tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway import Settings, create_app
+from gateway.routing.config import RoutingTable
+from gateway.store import Database
+from tests.support.auth import TEST_SECRET, SmartClient, write_clients
+
+TOKEN_URL = "http://gateway.test/auth/token"
+SENDER = SmartClient(
+    "hospital", "sender", ["system/ServiceRequest.cr", "system/*.rs", "system/Consent.c", "system/Task.u"]
+)
+OTHER_SENDER = SmartClient(
+    "gp-software", "sender", ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"], algorithm="RS384"
+)
+PLATFORM = SmartClient("dac75-app", "platform", ["system/*.rs", "system/Task.u"], "dac-75")
+OTHER_PLATFORM = SmartClient("dac59-app", "platform", ["system/*.rs", "system/Task.u"], "dac-59-metropole")
+OPERATOR = SmartClient("ops", "operator", ["system/*.rs", "system/AuditEvent.rs"])
+READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
+CLIENTS = [SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, OPERATOR, READ_ONLY]
+
+
+@pytest.fixture(scope="session")
+def clients_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clients(tmp_path_factory.mktemp("clients"), CLIENTS)
+
+
+@pytest.fixture
+def secure_app(database_url: str, clients_file: Path, database: Database, routing: RoutingTable) -> FastAPI:
+    settings = Settings(
+        database_url=database_url, auth="on", clients=clients_file, auth_secret=TEST_SECRET, max_body_bytes=200_000
+    )
+    return create_app(settings, database, routing)
+
+
+@pytest.fixture
+async def secure(secure_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=secure_app), base_url="http://gateway.test") as c:
+        yield c
+
+
+async def token_of(http: httpx.AsyncClient, client: SmartClient, scope: str | None = None) -> dict[str, str]:
+    """Authorization headers for ``client``, after the client-credentials dance."""
+    answer = await http.post("/auth/token", data=client.token_form(TOKEN_URL, scope))
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
