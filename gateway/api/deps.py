@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.auth.clients import Role
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import DEVELOPMENT_CLIENT, ApiClient, bearer_token
 from gateway.config import Settings
@@ -15,6 +16,7 @@ from gateway.fhir.media import ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
+from gateway.store.visibility import EVERYTHING, Viewer
 
 
 def _settings(request: Request) -> Settings:
@@ -71,6 +73,20 @@ def _client(request: Request) -> ApiClient:
     return client
 
 
+def _viewer(
+    client: Annotated[ApiClient, Depends(_client)], routing: Annotated[RoutingTable, Depends(_routing)]
+) -> Viewer:
+    """What the caller may see: everything (operators), what it sent (senders), what was routed to its platform."""
+    if client.role is Role.OPERATOR:
+        return EVERYTHING
+    if client.role is Role.PLATFORM:
+        platform = routing.platforms.get(client.platform or "")
+        if platform is None:  # the routing file no longer names it: nothing is routed there
+            return Viewer()
+        return Viewer(platform_organization=(platform.organization_system, platform.organization_value))
+    return Viewer(sender=client.client_id)
+
+
 async def _body(request: Request) -> Resource:
     fmt = request_format(request.headers.get("content-type"))
     return parse_resource(await request.body(), fmt)
@@ -85,3 +101,4 @@ ResourceBodyDep = Annotated[Resource, Depends(_body)]
 AuthorityDep = Annotated[Authority, Depends(_authority)]
 TokenUrlDep = Annotated[str, Depends(_token_url)]
 ClientDep = Annotated[ApiClient, Depends(_client)]
+ViewerDep = Annotated[Viewer, Depends(_viewer)]

@@ -37,6 +37,12 @@ class ApiClient:
     role: Role
     scopes: ScopeSet
     platform: str | None = None
+    authenticated: bool = True  # False: the stand-in caller when authentication is off
+
+    @property
+    def sender_id(self) -> str | None:
+        """What intake records as the referral's sender (nobody when authentication is off)."""
+        return self.client_id if self.authenticated else None
 
     def require(self, resource_type: str, permission: Permission) -> None:
         """403 unless a granted scope covers ``permission`` on ``resource_type``."""
@@ -49,7 +55,7 @@ class ApiClient:
 
 
 #: The caller when authentication is off (development): an operator allowed everything.
-DEVELOPMENT_CLIENT = ApiClient("development", Role.OPERATOR, ScopeSet.parse(["system/*.cruds"]))
+DEVELOPMENT_CLIENT = ApiClient("development", Role.OPERATOR, ScopeSet.parse(["system/*.cruds"]), authenticated=False)
 
 
 class AccessTokens:

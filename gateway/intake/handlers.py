@@ -19,8 +19,10 @@ OPPOSITION = "opposition"
 REFERRAL_UPDATE = "referral-update"
 
 
-async def process_transaction(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
-    outcome = await take_in(database, read_referral(bundle, "transaction"), routing)
+async def process_transaction(
+    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, sender: str | None = None
+) -> Resource:
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing, sender)
     return transaction_response(outcome, base_url)
 
 
@@ -37,7 +39,12 @@ def _event(bundle: Resource) -> str | None:
 
 
 async def process_message(
-    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, hop_limit: int
+    database: Database,
+    routing: RoutingTable,
+    bundle: Resource,
+    base_url: str,
+    hop_limit: int,
+    sender: str | None = None,
 ) -> Resource:
     """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
     event = _event(bundle) if bundle.get("type") == "message" else None
@@ -58,7 +65,7 @@ async def process_message(
             "a routing loop between gateways ends",
             "Bundle.entry[0].resource.extension",
         )
-    outcome = await take_in(database, referral, routing)
+    outcome = await take_in(database, referral, routing, sender)
     async with UnitOfWork(database, write=False) as uow:
         service_request = await uow.resources.get("ServiceRequest", outcome.service_request_id)
     if service_request is None:  # pragma: no cover - stored in the same transaction as the outcome

@@ -110,8 +110,11 @@ class IntakeOutcome:
         )
 
 
-async def take_in(database: Database, referral: Referral, routing: RoutingTable) -> IntakeOutcome:
-    """Store a referral atomically, or replay the outcome recorded for an earlier submission of it."""
+async def take_in(
+    database: Database, referral: Referral, routing: RoutingTable, sender: str | None = None
+) -> IntakeOutcome:
+    """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
+    the client that posted it (None when authentication is off), who may then read what it sent."""
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(
@@ -129,6 +132,10 @@ async def take_in(database: Database, referral: Referral, routing: RoutingTable)
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
                 outcome = await _store(uow, _fresh_copy(referral), platform)
+                members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
+                uow.visibility.add_members(outcome.service_request_id, members)
+                if sender is not None:
+                    uow.visibility.add_sender(outcome.service_request_id, sender)
                 uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
                 await uow.commit()
             metrics.referrals.labels("stored").inc()

@@ -1,4 +1,8 @@
-"""Reads: one resource, one version, its history, a search. Each opens a read-only unit of work."""
+"""Reads: one resource, one version, its history, a search. Each opens a read-only unit of work.
+
+Each read is made for a ``Viewer``: what it may not see answers exactly as what does not exist (404), and a
+search counts and pages only what it may see — so nobody learns that a referral they are no party to exists.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ from gateway.errors import IssueCode, ResourceNotFound
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
+from gateway.store.tables import resources
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.store.visibility import EVERYTHING, Viewer, visible
 
 SERVED_TYPES = frozenset(SEARCH_PARAMETERS)
 
@@ -25,22 +31,27 @@ def _not_found(resource_type: str, resource_id: str) -> ResourceNotFound:
     return ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"{resource_type}/{resource_id} is not known")
 
 
-async def read(database: Database, resource_type: str, resource_id: str) -> StoredResource:
+async def read(database: Database, resource_type: str, resource_id: str, viewer: Viewer = EVERYTHING) -> StoredResource:
     require_served(resource_type)
     async with UnitOfWork(database, write=False) as uow:
         stored = await uow.resources.get(resource_type, resource_id)
+        if stored is not None and not await uow.visibility.can_see(viewer, resource_type, resource_id):
+            stored = None
     if stored is None:
         raise _not_found(resource_type, resource_id)
     return stored
 
 
-async def read_version(database: Database, resource_type: str, resource_id: str, version: str) -> StoredResource:
+async def read_version(
+    database: Database, resource_type: str, resource_id: str, version: str, viewer: Viewer = EVERYTHING
+) -> StoredResource:
     require_served(resource_type)
     stored = None
     if version.isascii() and version.isdigit() and len(version) <= 9:
         async with UnitOfWork(database, write=False) as uow:
             stored = await uow.resources.get_version(resource_type, resource_id, int(version))
             exists = stored is not None or await uow.resources.exists(resource_type, resource_id)
+            exists = exists and await uow.visibility.can_see(viewer, resource_type, resource_id)
         if not exists:
             raise _not_found(resource_type, resource_id)
     if stored is None:
@@ -50,15 +61,21 @@ async def read_version(database: Database, resource_type: str, resource_id: str,
     return stored
 
 
-async def history(database: Database, resource_type: str, resource_id: str) -> list[StoredResource]:
+async def history(
+    database: Database, resource_type: str, resource_id: str, viewer: Viewer = EVERYTHING
+) -> list[StoredResource]:
     require_served(resource_type)
     async with UnitOfWork(database, write=False) as uow:
         versions = await uow.resources.history(resource_type, resource_id)
+        if versions and not await uow.visibility.can_see(viewer, resource_type, resource_id):
+            versions = []
     if not versions:
         raise _not_found(resource_type, resource_id)
     return versions
 
 
-async def search(database: Database, query: SearchQuery) -> tuple[int, list[StoredResource]]:
+async def search(
+    database: Database, query: SearchQuery, viewer: Viewer = EVERYTHING
+) -> tuple[int, list[StoredResource]]:
     async with UnitOfWork(database, write=False) as uow:
-        return await uow.resources.search(query)
+        return await uow.resources.search(query, visible(viewer, query.resource_type, resources.c.id))

@@ -21,7 +21,9 @@ from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
     outbox,
+    referral_members,
     referral_origins,
+    referral_senders,
     resource_identities,
     resource_versions,
     resources,
@@ -74,6 +76,8 @@ class PendingWrites:
             search_index,
             outbox,
             referral_origins,
+            referral_members,
+            referral_senders,
         ):
             rows = self.rows.pop(table, None)
             if rows:
@@ -211,8 +215,13 @@ class ResourceRepository:
         )
         return [StoredResource.from_row(row) for row in result]
 
-    async def search(self, query: SearchQuery) -> tuple[int, list[StoredResource]]:
+    async def search(
+        self, query: SearchQuery, visible: sa.ColumnElement[bool] | None = None
+    ) -> tuple[int, list[StoredResource]]:
+        """A page of matches and their total; ``visible`` (``gateway.store.visibility``) filters before both."""
         conditions = _conditions(query)
+        if visible is not None:
+            conditions.append(visible)
         total = (await self._execute(sa.select(sa.func.count()).select_from(resources).where(*conditions))).scalar_one()
         if query.summary_count or query.count == 0:
             return total, []

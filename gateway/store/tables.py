@@ -10,6 +10,8 @@
 - ``outbox``: messages to deliver (to platforms, peer gateways, senders), written in the transaction of the
   change they announce; workers lease rows, send, and record the outcome.
 - ``referral_origins``: where a referral that came as a message wants its updates sent.
+- ``referral_members`` / ``referral_senders``: which resources belong to which referral, and which clients sent
+  it — who may see what (``gateway.store.visibility``).
 - ``client_assertions``: the ``jti`` of every client assertion accepted at the token endpoint, until it
   expires — shared by the gateway's processes, so an assertion replayed to another process is refused too.
 """
@@ -117,6 +119,21 @@ client_assertions = sa.Table(
     sa.Index(None, "expires_at"),
 )
 
+referral_members = sa.Table(
+    "referral_members",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("resource_id", sa.String(64), primary_key=True),
+    sa.Column("service_request_id", sa.String(64), primary_key=True),
+)
+
+referral_senders = sa.Table(
+    "referral_senders",
+    metadata,
+    sa.Column("service_request_id", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(255), primary_key=True),
+)
+
 ALL_TABLES = (
     resources,
     resource_versions,
@@ -126,4 +143,6 @@ ALL_TABLES = (
     outbox,
     referral_origins,
     client_assertions,
+    referral_members,
+    referral_senders,
 )

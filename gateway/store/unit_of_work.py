@@ -25,6 +25,7 @@ from gateway.store.assertions import AssertionRepository
 from gateway.store.database import Database
 from gateway.store.outbox import OutboxRepository
 from gateway.store.repository import IdempotencyRepository, PendingWrites, ResourceRepository
+from gateway.store.visibility import VisibilityRepository
 
 
 class DuplicateKey(Exception):
@@ -58,6 +59,7 @@ class UnitOfWork:
     idempotency: IdempotencyRepository
     outbox: OutboxRepository
     assertions: AssertionRepository
+    visibility: VisibilityRepository
 
     def __init__(self, database: Database, *, write: bool = True) -> None:
         self._database = database
@@ -90,6 +92,7 @@ class UnitOfWork:
         self.idempotency = IdempotencyRepository(self._connection, self._pending)
         self.outbox = OutboxRepository(self._connection, self._pending, skip_locked=not self._database.is_sqlite)
         self.assertions = AssertionRepository(self._connection)
+        self.visibility = VisibilityRepository(self._connection, self._pending)
         return self
 
     async def commit(self) -> None:

@@ -94,6 +94,8 @@ async def record_consent(
                 updated = await uow.resources.update(request, moved)
                 if updated is not None:
                     revoked.append(request.reference)
+                    # The opposition becomes part of the referral it ends: its parties may read why.
+                    uow.visibility.add_members(request.id, [("Consent", stored.id)])
                     targets.append(f"{request.reference}/_history/{updated.version_id}")
                     # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
                     await schedule_update(uow, request.reference, now, "revoked")

@@ -55,7 +55,9 @@ def secure_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureG
         yield SecureGateway(process)
 
 
-def test_client_credentials_then_post_and_read_back(secure_gateway: SecureGateway) -> None:
+def test_client_credentials_then_post_read_back_and_only_the_platform_routed_to_sees_it(
+    secure_gateway: SecureGateway,
+) -> None:
     base = secure_gateway.process.base
     assert httpx.post(base, json=fresh(commune="75056"), headers=FHIR_JSON).status_code == 401
     sender = secure_gateway.headers(SENDER)
@@ -66,6 +68,10 @@ def test_client_credentials_then_post_and_read_back(secure_gateway: SecureGatewa
     read = httpx.get(f"{base}/{service_request}", headers=sender)
     assert read.status_code == 200 and read.json()["resourceType"] == "ServiceRequest"
     assert httpx.get(f"{base}/{service_request}", headers=secure_gateway.headers(PARIS_APP)).status_code == 200
+    # Another platform's client: the referral does not exist for it, in a read as in a search.
+    lille = secure_gateway.headers(LILLE_APP)
+    assert httpx.get(f"{base}/{service_request}", headers=lille).status_code == 404
+    assert httpx.get(f"{base}/ServiceRequest", headers=lille).json()["total"] == 0
 
 
 def test_the_smart_configuration_names_this_gateways_token_endpoint(secure_gateway: SecureGateway) -> None:

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from gateway.api.bundles import history as history_bundle
 from gateway.api.bundles import searchset
-from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, SettingsDep
+from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, SettingsDep, ViewerDep
 from gateway.api.responses import FhirResponse
 from gateway.auth.scopes import Permission
 from gateway.fhir.media import ResponseFormat
@@ -40,6 +40,7 @@ async def _search(
     resource_type: str,
     params: list[tuple[str, str]],
     client: ClientDep,
+    viewer: ViewerDep,
     database: DatabaseDep,
     settings: SettingsDep,
     answer: AnswerDep,
@@ -50,7 +51,7 @@ async def _search(
     query = parse_search(
         resource_type, params, default_count=settings.default_page_size, max_count=settings.max_page_size
     )
-    total, found = await queries.search(database, query)
+    total, found = await queries.search(database, query, viewer)
     return FhirResponse(searchset(base_url, query, total, found), answer)
 
 
@@ -59,13 +60,14 @@ async def search(
     resource_type: str,
     request: Request,
     client: ClientDep,
+    viewer: ViewerDep,
     database: DatabaseDep,
     settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     params = list(request.query_params.multi_items())
-    return await _search(resource_type, params, client, database, settings, answer, base_url)
+    return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
 
 
 @router.post("/{resource_type}/_search", summary="Search (parameters in a form body)")
@@ -73,6 +75,7 @@ async def search_post(
     resource_type: str,
     request: Request,
     client: ClientDep,
+    viewer: ViewerDep,
     database: DatabaseDep,
     settings: SettingsDep,
     answer: AnswerDep,
@@ -80,16 +83,22 @@ async def search_post(
 ) -> FhirResponse:
     form = await request.form()
     params = [*request.query_params.multi_items(), *((k, str(v)) for k, v in form.multi_items())]
-    return await _search(resource_type, params, client, database, settings, answer, base_url)
+    return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
 async def read(
-    resource_type: str, resource_id: str, request: Request, client: ClientDep, database: DatabaseDep, answer: AnswerDep
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    client: ClientDep,
+    viewer: ViewerDep,
+    database: DatabaseDep,
+    answer: AnswerDep,
 ) -> Response:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.READ)
-    return _resource_response(request, await queries.read(database, resource_type, resource_id), answer)
+    return _resource_response(request, await queries.read(database, resource_type, resource_id, viewer), answer)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="History of one resource")
@@ -97,13 +106,14 @@ async def history(
     resource_type: str,
     resource_id: str,
     client: ClientDep,
+    viewer: ViewerDep,
     database: DatabaseDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.READ)
-    versions = await queries.history(database, resource_type, resource_id)
+    versions = await queries.history(database, resource_type, resource_id, viewer)
     return FhirResponse(history_bundle(base_url, versions), answer)
 
 
@@ -114,10 +124,11 @@ async def vread(
     version_id: str,
     request: Request,
     client: ClientDep,
+    viewer: ViewerDep,
     database: DatabaseDep,
     answer: AnswerDep,
 ) -> Response:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.READ)
-    stored = await queries.read_version(database, resource_type, resource_id, version_id)
+    stored = await queries.read_version(database, resource_type, resource_id, version_id, viewer)
     return _resource_response(request, stored, answer)

@@ -53,7 +53,7 @@ async def transaction(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)
-    return FhirResponse(await process_transaction(database, routing, bundle, base_url), answer)
+    return FhirResponse(await process_transaction(database, routing, bundle, base_url, client.sender_id), answer)
 
 
 @router.post("/$process-message", summary="Referral as a message Bundle", openapi_extra=_FHIR_BODY)
@@ -67,7 +67,8 @@ async def process_message_operation(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
-    return FhirResponse(await process_message(database, routing, bundle, base_url, settings.hop_limit), answer)
+    outcome = await process_message(database, routing, bundle, base_url, settings.hop_limit, client.sender_id)
+    return FhirResponse(outcome, answer)
 
 
 def _resource_to_validate(body: Resource, resource_type: str | None) -> tuple[Resource, str | None]:

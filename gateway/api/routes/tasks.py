@@ -9,7 +9,7 @@ import jsonpatch
 import orjson
 from fastapi import APIRouter, Header, Request
 
-from gateway.api.deps import AnswerDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep
+from gateway.api.deps import AnswerDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep, ViewerDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
@@ -68,18 +68,19 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
-    task_id: str, client: ClientDep, task: ResourceBodyDep, database: DatabaseDep, routing: RoutingDep,
-    answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
+    task_id: str, client: ClientDep, viewer: ViewerDep, task: ResourceBodyDep, database: DatabaseDep,
+    routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
     client.require("Task", Permission.UPDATE)
+    await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
     stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance))
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
 
 
 @router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
 async def patch_task(
-    task_id: str, request: Request, client: ClientDep, database: DatabaseDep, routing: RoutingDep,
-    answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
+    task_id: str, request: Request, client: ClientDep, viewer: ViewerDep, database: DatabaseDep,
+    routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
     client.require("Task", Permission.UPDATE)
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
@@ -88,7 +89,7 @@ async def patch_task(
             IssueCode.MEDIA_TYPE_UNSUPPORTED, "PATCH takes a JSON Patch (Content-Type: application/json-patch+json)"
         )
     expected = _expected_version(if_match)
-    current = await queries.read(database, "Task", task_id)
+    current = await queries.read(database, "Task", task_id, viewer)
     try:
         operations = orjson.loads(await request.body())
         patched: Resource = jsonpatch.apply_patch(current.content, operations)

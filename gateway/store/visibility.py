@@ -1,0 +1,134 @@
+"""Who may see what: each referral's members and senders, and the SQL condition that filters by them.
+
+A referral is its ServiceRequest; its *members* are the resources it brought or made at intake (Patient,
+professionals, Consent, CareTeam, Tasks, …), its *senders* the clients that posted it. A viewer sees a resource
+when it is a party to a referral the resource belongs to:
+
+- a sender, to the referrals it sent (``referral_senders``, recorded at intake: the only place that knows);
+- a platform, to the referrals routed to it — read from the ServiceRequest's ``performer`` in the search index
+  (the platform's Organization), so routing needs no bookkeeping of its own and a re-routed referral follows;
+- an operator, to everything.
+
+Tasks made after intake (decisions, deadlines) belong to the referral their ``focus`` names, and a platform also
+sees the Tasks it owns: both read from the search index, so no later writer has to remember to register them.
+A resource shared by several referrals (one Patient referred twice) is visible to the parties of each.
+
+Why tables of our own rather than a column on ``resources``: a resource belongs to any number of referrals, and
+a membership row costs one bulk insert in the intake's flush, while the resource rows stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.store.repository import PendingWrites
+from gateway.store.tables import referral_members, referral_senders, resource_identities, search_index
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Whose view of the store. ``everything`` for operators; else a sender's client id or a platform's
+    Organization identifier (system, value)."""
+
+    everything: bool = False
+    sender: str | None = None
+    platform_organization: tuple[str, str] | None = None
+
+
+EVERYTHING = Viewer(everything=True)
+
+
+def _party_to(viewer: Viewer, service_request_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """The viewer is a party to the referral whose ServiceRequest id is ``service_request_id``."""
+    parties: list[sa.ColumnElement[bool]] = []
+    if viewer.sender is not None:
+        s = referral_senders.c
+        parties.append(sa.exists().where(s.service_request_id == service_request_id, s.client_id == viewer.sender))
+    if viewer.platform_organization is not None:
+        p = search_index.alias("performer")
+        parties.append(
+            sa.exists().where(
+                p.c.resource_type == "ServiceRequest",
+                p.c.resource_id == service_request_id,
+                p.c.param == "performer",
+                p.c.system == "Organization",
+                p.c.value == _organization_id(viewer.platform_organization),
+            )
+        )
+    return sa.or_(*parties) if parties else sa.false()
+
+
+def _organization_id(identifier: tuple[str, str]) -> sa.ScalarSelect[str]:
+    i = resource_identities.c
+    system, value = identifier
+    return (
+        sa.select(i.resource_id)
+        .where(i.resource_type == "Organization", i.system == system, i.value == value)
+        .scalar_subquery()
+    )
+
+
+def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool] | None:
+    """The condition for a resource of ``resource_type`` whose id is ``resource_id`` to be visible; None when
+    the viewer sees everything."""
+    if viewer.everything:
+        return None
+    m = referral_members.alias("member")
+    alternatives = [
+        sa.exists().where(
+            m.c.resource_type == resource_type,
+            m.c.resource_id == resource_id,
+            _party_to(viewer, m.c.service_request_id),
+        )
+    ]
+    if resource_type == "Task":
+        focus = search_index.alias("focus")
+        alternatives.append(
+            sa.exists().where(
+                focus.c.resource_type == "Task",
+                focus.c.resource_id == resource_id,
+                focus.c.param == "focus",
+                focus.c.system == "ServiceRequest",
+                _party_to(viewer, focus.c.value),
+            )
+        )
+        if viewer.platform_organization is not None:
+            owner = search_index.alias("owner")
+            alternatives.append(
+                sa.exists().where(
+                    owner.c.resource_type == "Task",
+                    owner.c.resource_id == resource_id,
+                    owner.c.param == "owner",
+                    owner.c.system == "Organization",
+                    owner.c.value == _organization_id(viewer.platform_organization),
+                )
+            )
+    return sa.or_(*alternatives)
+
+
+class VisibilityRepository:
+    def __init__(self, connection: AsyncConnection, pending: PendingWrites) -> None:
+        self._connection = connection
+        self._pending = pending
+
+    def add_members(self, service_request_id: str, members: Iterable[tuple[str, str]]) -> None:
+        """Resources (type, id) that belong to the referral; written with the unit of work's bulk flush."""
+        for resource_type, resource_id in dict.fromkeys(members):
+            self._pending.add(
+                referral_members,
+                {"resource_type": resource_type, "resource_id": resource_id, "service_request_id": service_request_id},
+            )
+
+    def add_sender(self, service_request_id: str, client_id: str) -> None:
+        self._pending.add(referral_senders, {"service_request_id": service_request_id, "client_id": client_id})
+
+    async def can_see(self, viewer: Viewer, resource_type: str, resource_id: str) -> bool:
+        condition = visible(viewer, resource_type, sa.literal(resource_id, sa.String))
+        if condition is None:
+            return True
+        await self._pending.flush(self._connection)
+        return bool((await self._connection.execute(sa.select(condition))).scalar_one())
