@@ -10,10 +10,12 @@ import structlog
 from fastapi import FastAPI
 
 from gateway import __version__
+from gateway.api.audit import AuditMiddleware
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
 from gateway.api.routes import auth, consents, operations, resources, system, tasks
+from gateway.audit.buffer import AuditBuffer
 from gateway.auth.clients import AuthConfigError, load_clients
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import AccessTokens
@@ -54,6 +56,7 @@ def create_app(
     database = database or Database(settings.database_url)
     routing = routing or load_routing(settings.routing)
     authority = load_authority(settings, routing)
+    audit = AuditBuffer(database)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +68,7 @@ def create_app(
                 detail="GATEWAY_AUTH=off: every caller is an operator allowed everything. For development only; "
                 "never with real patients' data.",
             )
+        audit.start()
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(database, routing, settings, stop)) if with_worker else None
         try:
@@ -73,6 +77,7 @@ def create_app(
             stop.set()
             if worker is not None:
                 await worker
+            await audit.stop()
             await database.dispose()
 
     app = FastAPI(
@@ -87,6 +92,7 @@ def create_app(
     app.state.database = database
     app.state.routing = routing
     app.state.authority = authority
+    app.state.audit = audit
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(operations.router)
@@ -95,6 +101,7 @@ def create_app(
     app.include_router(tasks.router)
     app.include_router(consents.router)
     app.include_router(resources.router)
+    app.add_middleware(AuditMiddleware, buffer=audit)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware)
     return app

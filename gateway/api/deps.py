@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from gateway.api.audit import interaction_of
+from gateway.audit.context import current_audit
 from gateway.auth.clients import Role
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import DEVELOPMENT_CLIENT, ApiClient, bearer_token
@@ -64,12 +66,18 @@ def _token_url(request: Request, settings: Annotated[Settings, Depends(_settings
 
 def _client(request: Request) -> ApiClient:
     """Who calls: from the Bearer access token (401 without a valid one); anyone, as an operator, when
-    authentication is off."""
+    authentication is off. Named in the request's audit context, with the interaction, before any change."""
     authority: Authority | None = request.app.state.authority
-    if authority is None:
-        return DEVELOPMENT_CLIENT
-    client = authority.tokens.verify(bearer_token(request.headers.get("authorization")))
-    request.state.client = client
+    audit = current_audit()
+    if audit is not None:
+        audit.subtype = interaction_of(request.method, getattr(request.scope.get("route"), "path", None)) or ""
+    client = (
+        DEVELOPMENT_CLIENT
+        if authority is None
+        else authority.tokens.verify(bearer_token(request.headers.get("authorization")))
+    )
+    if audit is not None:
+        audit.client_id = client.client_id
     return client
 
 

@@ -22,6 +22,8 @@ class Permission(StrEnum):
 
 
 _ORDER = "cruds"
+#: Types a wildcard scope (``system/*.rs``) does not reach: the audit trail is granted by name only.
+NAMED_ONLY = frozenset({"AuditEvent"})
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(r"^system/(\*|[A-Z][A-Za-z]{1,63})\.(read|write|\*|c?r?u?d?s?)$")
 
@@ -40,8 +42,15 @@ class Scope:
         letters = _V1.get(match.group(2), match.group(2))
         return cls(match.group(1), frozenset(Permission(letter) for letter in letters))
 
+    def reaches(self, resource_type: str) -> bool:
+        if self.resource_type == "*":
+            return resource_type not in NAMED_ONLY
+        return self.resource_type == resource_type
+
     def covers(self, other: Scope) -> bool:
-        return self.resource_type in ("*", other.resource_type) and other.permissions <= self.permissions
+        if other.resource_type == "*":
+            return self.resource_type == "*" and other.permissions <= self.permissions
+        return self.reaches(other.resource_type) and other.permissions <= self.permissions
 
     def __str__(self) -> str:
         return f"system/{self.resource_type}.{''.join(p for p in _ORDER if Permission(p) in self.permissions)}"
@@ -56,9 +65,7 @@ class ScopeSet:
         return cls(tuple(scope for text in texts if (scope := Scope.parse(text)) is not None))
 
     def allows(self, resource_type: str, permission: Permission) -> bool:
-        return any(
-            scope.resource_type in ("*", resource_type) and permission in scope.permissions for scope in self.scopes
-        )
+        return any(scope.reaches(resource_type) and permission in scope.permissions for scope in self.scopes)
 
     def grant(self, requested: Iterable[str]) -> list[str]:
         """The requested scopes this set covers, as the client wrote them (others are dropped, RFC 6749 §3.3)."""

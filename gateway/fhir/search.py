@@ -113,6 +113,15 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
             _p("target", R, "target", doc="What the Provenance is about (Task, ServiceRequest)"),
             _p("agent", R, "agent.who"),
         ),
+        "AuditEvent": (
+            _p("date", D, "meta.lastUpdated", doc="When the event was stored (at most ~0.1 s after recorded)"),
+            _p("agent", T, "agent.who.identifier", doc="Client id (https://fhir.dac-gateway.org/client-id)"),
+            _p("entity", R, "entity.what", doc="A resource the interaction touched"),
+            _p("subtype", T, "subtype", doc="The FHIR interaction (http://hl7.org/fhir/restful-interaction)"),
+            _p("outcome", T, "outcome", doc="0 success, 4 refused (4xx), 8 failed (5xx)"),
+            _p("action", T, "action"),
+            _p("type", T, "type"),
+        ),
         "DocumentReference": (
             _p("identifier", T, "identifier"),
             _p("subject", R, "subject"),
@@ -127,6 +136,14 @@ COMMON_PARAMETERS = {
     "_id": SearchParameter("_id", ParamType.TOKEN, ("id",), "Logical id"),
     "_lastUpdated": SearchParameter("_lastUpdated", ParamType.DATE, ("meta.lastUpdated",), "When last changed"),
 }
+
+
+def is_last_updated(parameter: SearchParameter) -> bool:
+    """``_lastUpdated``, or a parameter of a type whose date is its storage time (AuditEvent ``date``): searched
+    on the resources table's column, with prefixes, never indexed."""
+    return parameter.paths == ("meta.lastUpdated",)
+
+
 #: Result parameters: they shape the answer, they do not select.
 #: More parameters than any real search uses; each criterion is a join, and ~1,500 of them made SQLite's
 #: expression tree too large (a 500). Refused with a 400 before any SQL is built.
@@ -205,6 +222,8 @@ def index_entries(resource: Resource) -> list[IndexEntry]:
     parameters = SEARCH_PARAMETERS.get(resource["resourceType"], {})
     seen: dict[tuple[str, str | None, str], None] = {}
     for parameter in parameters.values():
+        if is_last_updated(parameter):
+            continue
         for path in parameter.paths:
             for node in _walk(resource, path.split(".")):
                 for system, value in _index_values(parameter, node):
@@ -314,7 +333,7 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
     values = [value for value in raw.split(",") if value != ""]
     if not values:
         raise _invalid(f"{name} needs a value", name)
-    if parameter.name == "_lastUpdated":
+    if is_last_updated(parameter):
         if modifier:
             raise _invalid(f"{name}: modifiers are not supported", name)
         return Criterion(parameter, ranges=tuple(_date_range(value, name) for value in values))

@@ -22,7 +22,9 @@ import orjson
 import structlog
 
 from gateway import metrics
+from gateway.audit.events import delivery_event
 from gateway.fhir.primitives import fhir_instant, utc_now
+from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
 from gateway.routing.messages import NothingToSend, build_message
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
@@ -180,6 +182,7 @@ class Dispatcher:
                 recorded = await uow.outbox.mark_dead(entry.id, self.owner, attempts, result.error or "")
             if not recorded:  # our lease ran out and another worker has it: its outcome will count
                 return
+            uow.resources.add(_audit(entry, verdict, now))
             if entry.task_id and verdict is not Verdict.RETRY:
                 await _show_on_task(uow, entry.task_id, verdict, result.error, now)
                 if entry.event == REFERRAL_REQUEST:
@@ -194,6 +197,18 @@ class Dispatcher:
             attempts=attempts,
             error=result.error,
         )
+
+
+def _audit(entry: OutboxEntry, verdict: Verdict, now: datetime) -> Resource:
+    """The attempt's AuditEvent, in the transaction that records its outcome."""
+    focus = entry.payload.get("focus")
+    references = tuple(
+        reference
+        for reference in (f"Task/{entry.task_id}" if entry.task_id else None, focus if isinstance(focus, str) else None)
+        if reference
+    )
+    outcome = {Verdict.DELIVERED: "0", Verdict.RETRY: "4"}.get(verdict, "8")
+    return delivery_event(entry.id, entry.destination, references, outcome, now)
 
 
 async def _show_on_task(

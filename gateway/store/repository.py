@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import Criterion, ParamType, SearchQuery, index_entries
+from gateway.fhir.search import Criterion, ParamType, SearchQuery, index_entries, is_last_updated
 from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
@@ -62,9 +62,14 @@ class PendingWrites:
     """Rows waiting for the next flush, per table, in insertion order."""
 
     rows: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Every resource version staged in this unit of work, flushed or not ("Task/1/_history/2"): what its
+    #: AuditEvent names.
+    written: list[str] = field(default_factory=list)
 
     def add(self, table: sa.Table, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
+        if table is resource_versions and row["resource_type"] != "AuditEvent":
+            self.written.append(f"{row['resource_type']}/{row['id']}/_history/{row['version_id']}")
 
     async def flush(self, connection: AsyncConnection) -> None:
         # Identities and idempotency keys first: a duplicate fails fast, before the bulk of the rows is sent.
@@ -333,7 +338,7 @@ def _order(query: SearchQuery) -> tuple[sa.ColumnElement[Any], ...]:
 def _condition(criterion: Criterion, resource_type: str) -> sa.ColumnElement[bool]:
     r = resources.c
     parameter = criterion.parameter
-    if parameter.name == "_lastUpdated":
+    if is_last_updated(parameter):
         ranges = []
         for start, end in criterion.ranges:
             bounds = []

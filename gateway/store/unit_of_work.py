@@ -20,6 +20,7 @@ from typing import Self
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.audit.context import current_audit
 from gateway.errors import IssueCode, StoreUnavailable
 from gateway.store.assertions import AssertionRepository
 from gateway.store.database import Database
@@ -97,12 +98,19 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         assert self._connection is not None, "commit() outside 'async with'"
+        # A change made for an API request is audited in its own transaction: both are kept, or neither.
+        audit = current_audit()
+        event = audit.change_event(self._pending.written) if audit is not None else None
+        if event is not None:
+            self.resources.add(event)
         try:
             await self._pending.flush(self._connection)
             await self._connection.commit()
         except sa_exc.IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
         self._committed = True
+        if audit is not None and event is not None:
+            audit.recorded_in_transaction = True
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,17 +50,23 @@ def _party_to(viewer: Viewer, service_request_id: sa.ColumnElement[str]) -> sa.C
         s = referral_senders.c
         parties.append(sa.exists().where(s.service_request_id == service_request_id, s.client_id == viewer.sender))
     if viewer.platform_organization is not None:
-        p = search_index.alias("performer")
-        parties.append(
-            sa.exists().where(
-                p.c.resource_type == "ServiceRequest",
-                p.c.resource_id == service_request_id,
-                p.c.param == "performer",
-                p.c.system == "Organization",
-                p.c.value == _organization_id(viewer.platform_organization),
-            )
-        )
+        organization = _organization_id(viewer.platform_organization)
+        parties.append(_indexed("ServiceRequest", service_request_id, "performer", "Organization", organization))
     return sa.or_(*parties) if parties else sa.false()
+
+
+def _indexed(
+    resource_type: str, resource_id: sa.ColumnElement[str], param: str, target_type: str, target: Any
+) -> sa.ColumnElement[bool]:
+    """The resource's reference ``param`` points to ``target_type``/``target`` (from the search index)."""
+    i = search_index.alias(param)
+    return sa.exists().where(
+        i.c.resource_type == resource_type,
+        i.c.resource_id == resource_id,
+        i.c.param == param,
+        i.c.system == target_type,
+        i.c.value == target,
+    )
 
 
 def _organization_id(identifier: tuple[str, str]) -> sa.ScalarSelect[str]:
@@ -78,7 +85,7 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
     if viewer.everything:
         return None
     m = referral_members.alias("member")
-    alternatives = [
+    alternatives: list[sa.ColumnElement[bool]] = [
         sa.exists().where(
             m.c.resource_type == resource_type,
             m.c.resource_id == resource_id,
@@ -86,7 +93,7 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
         )
     ]
     if resource_type == "Task":
-        focus = search_index.alias("focus")
+        focus = search_index.alias("task_focus")
         alternatives.append(
             sa.exists().where(
                 focus.c.resource_type == "Task",
@@ -97,16 +104,8 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
             )
         )
         if viewer.platform_organization is not None:
-            owner = search_index.alias("owner")
-            alternatives.append(
-                sa.exists().where(
-                    owner.c.resource_type == "Task",
-                    owner.c.resource_id == resource_id,
-                    owner.c.param == "owner",
-                    owner.c.system == "Organization",
-                    owner.c.value == _organization_id(viewer.platform_organization),
-                )
-            )
+            organization = _organization_id(viewer.platform_organization)
+            alternatives.append(_indexed("Task", resource_id, "owner", "Organization", organization))
     return sa.or_(*alternatives)
 
 

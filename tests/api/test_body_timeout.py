@@ -40,7 +40,7 @@ async def _post_slowly(app: FastAPI, chunks: list[bytes], pause: float) -> tuple
 
 
 async def test_a_trickled_body_ends_in_408(database_url: str, database: Database, routing: RoutingTable) -> None:
-    app = create_app(Settings(database_url=database_url, body_timeout=0.5), database, routing)
+    app = create_app(Settings(database_url=database_url, body_timeout=0.5, auth="off"), database, routing)
     status, outcome = await _post_slowly(app, [b"{"] * 1000, pause=0.01)
     assert status == 408
     assert outcome["resourceType"] == "OperationOutcome"
@@ -48,6 +48,6 @@ async def test_a_trickled_body_ends_in_408(database_url: str, database: Database
 
 
 async def test_a_stalled_body_ends_in_408(database_url: str, database: Database, routing: RoutingTable) -> None:
-    app = create_app(Settings(database_url=database_url, body_timeout=0.5), database, routing)
+    app = create_app(Settings(database_url=database_url, body_timeout=0.5, auth="off"), database, routing)
     status, _ = await _post_slowly(app, [b'{"resourceType":'], pause=0)
     assert status == 408

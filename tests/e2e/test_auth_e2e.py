@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ApiGateway
 from tests.support.auth import TEST_SECRET, SmartClient, write_clients
-from tests.support.processes import GatewayProcess, Platform, running, write_routing
+from tests.support.processes import GatewayProcess, Platform, running, wait_until, write_routing
 from tests.support.referrals import fresh
 
 pytestmark = pytest.mark.e2e
@@ -20,6 +20,7 @@ FHIR_JSON = {"content-type": "application/fhir+json"}
 SENDER = SmartClient("hospital", "sender", ["system/ServiceRequest.cr", "system/*.rs"])
 PARIS_APP = SmartClient("dac75-app", "platform", ["system/*.rs", "system/Task.u"], "dac-75", algorithm="RS384")
 LILLE_APP = SmartClient("dac59-app", "platform", ["system/*.rs", "system/Task.u"], "dac-59")
+OPERATOR = SmartClient("ops", "operator", ["system/AuditEvent.rs"])
 
 
 @dataclass
@@ -48,7 +49,7 @@ def secure_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureG
         },
         {"75": "dac-75", "59": "dac-59"},
     )
-    clients = write_clients(directory / "clients", [SENDER, PARIS_APP, LILLE_APP])
+    clients = write_clients(directory / "clients", [SENDER, PARIS_APP, LILLE_APP, OPERATOR])
     env = {"GATEWAY_AUTH": "on", "GATEWAY_CLIENTS": str(clients), "GATEWAY_AUTH_SECRET": TEST_SECRET}
     process = GatewayProcess(directory, routing, env=env)
     with running(platform, process):
@@ -72,6 +73,17 @@ def test_client_credentials_then_post_read_back_and_only_the_platform_routed_to_
     lille = secure_gateway.headers(LILLE_APP)
     assert httpx.get(f"{base}/{service_request}", headers=lille).status_code == 404
     assert httpx.get(f"{base}/ServiceRequest", headers=lille).json()["total"] == 0
+
+    # The audit trail: the intake in its transaction, the refused read through the buffered writer.
+    operator = secure_gateway.headers(OPERATOR)
+
+    def audited(**params: str) -> int:
+        answer = httpx.get(f"{base}/AuditEvent", params=params, headers=operator)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["total"])
+
+    assert audited(subtype="transaction", agent="hospital", entity=service_request) == 1
+    wait_until(lambda: audited(subtype="read", agent="dac59-app", outcome="4") == 1, 10, what="buffered audit")
 
 
 def test_the_smart_configuration_names_this_gateways_token_endpoint(secure_gateway: SecureGateway) -> None:

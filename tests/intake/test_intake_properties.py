@@ -69,7 +69,7 @@ def gateway_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopClient
     url = scratch_database_url(tmp_path_factory.mktemp("intake-fuzz"))
     upgrade(url)
     database = Database(url)
-    gateway_settings = Settings(database_url=url, max_body_bytes=1_000_000)
+    gateway_settings = Settings(database_url=url, max_body_bytes=1_000_000, auth="off")
     client = LoopClient(create_app(gateway_settings, database, load_routing(EXAMPLE_ROUTING)))
     yield client
     client.close(database)

@@ -2,8 +2,8 @@
 
 Every gateway here is started by ``start_gateway`` and every client made by ``gateway_client`` /
 ``async_gateway_client``: the ONE place where a test gateway's environment and a client's credentials are set.
-The suite runs with authentication off; when it becomes on by default, this is where ``GATEWAY_AUTH=off`` (or a
-token for the clients) goes.
+The suite runs with authentication off (``GATEWAY_AUTH=off`` below; authentication itself is tested in
+tests/auth and tests/e2e/test_auth_e2e.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.support.processes import GatewayProcess, Platform, write_routing
 from tests.support.referrals import fresh
 
 #: Environment every gateway of this suite gets, and headers every client sends (credentials go here).
-GATEWAY_ENV: dict[str, str] = {}
+GATEWAY_ENV: dict[str, str] = {"GATEWAY_AUTH": "off"}
 CLIENT_HEADERS: dict[str, str] = {}
 
 FHIR_JSON = "application/fhir+json"

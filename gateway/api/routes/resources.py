@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email.utils import format_datetime
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -11,6 +12,7 @@ from gateway.api.bundles import history as history_bundle
 from gateway.api.bundles import searchset
 from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, SettingsDep, ViewerDep
 from gateway.api.responses import FhirResponse
+from gateway.audit.context import current_audit
 from gateway.auth.scopes import Permission
 from gateway.fhir.media import ResponseFormat
 from gateway.fhir.search import parse_search
@@ -48,6 +50,8 @@ async def _search(
 ) -> FhirResponse:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.SEARCH)
+    if (audit := current_audit()) is not None:
+        audit.query = urlencode(params)
     query = parse_search(
         resource_type, params, default_count=settings.default_page_size, max_count=settings.max_page_size
     )

@@ -1,0 +1,67 @@
+"""AuditEvents of interactions that change nothing, written in bulk every ~100 ms.
+
+Why buffering is acceptable here and not for changes: a read, a search or a refused request leaves the data as
+it was, so at worst a crash loses the record of the last ~100 ms of lookups — never a change without its trace.
+Writing each in a transaction of its own would add a write transaction to every read (on SQLite, a turn at the
+single writer's lock), the hottest path of the API. A change's AuditEvent is written in the change's own
+transaction instead (``gateway.audit.context``): committed together, or rolled back together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from gateway.fhir.types import Resource
+from gateway.store.database import Database
+from gateway.store.unit_of_work import UnitOfWork
+
+log = structlog.get_logger("gateway.audit")
+#: Beyond this many waiting events the oldest are dropped and counted, rather than the process growing without
+#: bound while the database is unreachable.
+MAX_PENDING = 100_000
+
+
+class AuditBuffer:
+    def __init__(self, database: Database, interval: float = 0.1) -> None:
+        self._database = database
+        self._interval = interval
+        self._pending: list[Resource] = []
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def add(self, event: Resource) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.pop(0)
+            self.dropped += 1
+        self._pending.append(event)
+
+    async def flush(self) -> None:
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        try:
+            async with UnitOfWork(self._database) as uow:
+                for event in events:
+                    uow.resources.add(event)
+                await uow.commit()
+        except Exception as exc:  # the database is away: keep them for the next flush
+            log.warning("audit_flush_failed", error_type=type(exc).__name__, events=len(events))
+            self._pending = (events + self._pending)[-MAX_PENDING:]
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

@@ -1,0 +1,122 @@
+"""AuditEvent resources in the shape of IHE Basic Audit Log Patterns (BALP) for RESTful interactions.
+
+``type`` is ``rest``; ``subtype`` the FHIR interaction; ``action`` C/R/U/E; ``outcome`` 0 (success), 4 (the
+request was refused: 4xx), 8 (the gateway failed: 5xx); two agents — the client (requestor, its client id as
+identifier) and the gateway — with the gateway as ``source.observer``; one ``entity`` per resource touched, or for
+a search the query (base64, ``entity.query``). Nothing about the patient but references: no names, no INS.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.fhir.primitives import fhir_instant
+from gateway.fhir.types import Resource
+
+EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+INTERACTION = "http://hl7.org/fhir/restful-interaction"
+DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+#: The system of client ids in ``agent.who.identifier`` (the clients file's ``client_id``).
+CLIENT_ID_SYSTEM = "https://fhir.dac-gateway.org/client-id"
+DELIVERY_ID_SYSTEM = "https://fhir.dac-gateway.org/delivery-id"  # = the MessageHeader id
+GATEWAY = {"display": "DAC Gateway", "identifier": {"system": "https://fhir.dac-gateway.org", "value": "dac-gateway"}}
+
+#: FHIR interaction → BALP action.
+ACTIONS = {
+    "create": "C",
+    "transaction": "C",
+    "read": "R",
+    "vread": "R",
+    "history-instance": "R",
+    "search-type": "E",
+    "update": "U",
+    "patch": "U",
+    "operation": "E",
+}
+
+
+def outcome_of(status: int) -> str:
+    return "0" if status < 400 else "4" if status < 500 else "8"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedInteraction:
+    """What is audited of one interaction, before it becomes an AuditEvent."""
+
+    subtype: str  # a key of ACTIONS
+    client_id: str
+    recorded: datetime
+    outcome: str = "0"
+    entities: tuple[str, ...] = ()  # references ("Task/1/_history/2")
+    query: str | None = None  # for a search: the query string
+    query_type: str | None = None  # the searched resource type
+    description: str | None = None  # for a failure: the dac-issue code, never a message with data in it
+    destination: str | None = None  # for a delivery: where it went
+
+
+def delivery_event(
+    delivery_id: str, destination: str, references: tuple[str, ...], outcome: str, when: datetime
+) -> Resource:
+    """A delivery attempt ($process-message to a platform or peer): the gateway is the requestor."""
+    event = audit_event(
+        AuditedInteraction("operation", "dac-gateway", when, outcome, references, destination=destination)
+    )
+    event["entity"] = [
+        *event.get("entity", []),
+        {"what": {"identifier": {"system": DELIVERY_ID_SYSTEM, "value": delivery_id}}, "description": "delivery"},
+    ]
+    return event
+
+
+def _agent(code: str, display: str, who: Resource, requestor: bool) -> Resource:
+    return {
+        "type": {"coding": [{"system": DICOM, "code": code, "display": display}]},
+        "who": who,
+        "requestor": requestor,
+    }
+
+
+def audit_event(interaction: AuditedInteraction) -> Resource:
+    client = {"identifier": {"system": CLIENT_ID_SYSTEM, "value": interaction.client_id}}
+    agents = [
+        _agent("110153", "Source Role ID", client, True),
+        _agent("110152", "Destination Role ID", GATEWAY, False),
+    ]
+    if interaction.destination is not None:
+        agents[1] = _agent("110152", "Destination Role ID", {"display": interaction.destination}, False)
+    entities: list[Resource] = [
+        {"what": {"reference": reference}, "type": {"system": ENTITY_TYPE, "code": "2"}}
+        for reference in interaction.entities
+    ]
+    if interaction.query is not None:
+        entities.append(
+            {
+                "type": {"system": ENTITY_TYPE, "code": "2"},
+                "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+                "description": interaction.query_type,
+                "query": base64.b64encode(interaction.query.encode()).decode(),
+            }
+        )
+    event: Resource = {
+        "resourceType": "AuditEvent",
+        "type": {"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
+        "subtype": [{"system": INTERACTION, "code": interaction.subtype}],
+        "action": ACTIONS[interaction.subtype],
+        "recorded": fhir_instant(interaction.recorded),
+        "outcome": interaction.outcome,
+        "agent": agents,
+        "source": {
+            "observer": GATEWAY,
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+    }
+    if interaction.description is not None:
+        event["outcomeDesc"] = interaction.description
+    if entities:
+        event["entity"] = entities
+    return event
