@@ -14,7 +14,10 @@ under a new ServiceRequest identifier, Bundle identifier and patient INS-NIR eac
 not counted, then ``--seconds`` counted. The gateways deliver what they route to a loopback platform
 (``bench/intake/sink_app.py``), never to the example routing's endpoints.
 
-    .venv/bin/python bench/intake/bench_intake.py --seconds 15 [--backends sqlite,postgresql] [--json]
+    .venv/bin/python bench/intake/bench_intake.py --seconds 15 [--backends sqlite,postgresql] [--auth] [--json]
+
+``--auth`` runs the gateways with authentication on (SMART Backend Services): the bench registers a client with a
+key made for the run, gets an access token at ``/auth/token`` and sends it with every referral.
 """
 
 from __future__ import annotations
@@ -369,9 +372,10 @@ async def generate_load(
     seconds: float,
     pid: int,
     sink_pid: int | None,
+    authorization: dict[str, str] | None = None,
 ) -> Load:
     result = Load()
-    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
+    headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON} | (authorization or {})
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     start = time.perf_counter()
     window_start, window_end = start + warmup, start + warmup + seconds
@@ -441,20 +445,31 @@ def sink_count(sink: Server) -> int:
     return count
 
 
-def stored_count(server: Server) -> int | None:
+def stored_count(server: Server, authorization: dict[str, str] | None = None) -> int | None:
     """How many referrals the target stored: the floor's rows, the gateway's ServiceRequests."""
     try:
         if server.name == "floor":
             floor_count: int = httpx.get(f"{server.base_url}/count", timeout=30.0).json()["count"]
             return floor_count
-        answer = httpx.get(f"{server.base_url}/fhir/ServiceRequest", params={"_summary": "count"}, timeout=30.0)
+        answer = httpx.get(
+            f"{server.base_url}/fhir/ServiceRequest",
+            params={"_summary": "count"},
+            headers=authorization or {},
+            timeout=30.0,
+        )
         total: int = answer.json()["total"]
         return total
     except (httpx.HTTPError, KeyError, ValueError):
         return None
 
 
-def measure(server: Server, referrals: Referrals, args: argparse.Namespace, sink: Server | None) -> Figures:
+def measure(
+    server: Server,
+    referrals: Referrals,
+    args: argparse.Namespace,
+    sink: Server | None,
+    authorization: dict[str, str] | None = None,
+) -> Figures:
     log(f"{server.name}: {args.clients} clients, {args.warmup:g} s warm-up + {args.seconds:g} s counted …")
     delivered_before = sink_count(sink) if sink else 0
     load = asyncio.run(
@@ -467,10 +482,11 @@ def measure(server: Server, referrals: Referrals, args: argparse.Namespace, sink
             args.seconds,
             server.pid,
             sink.pid if sink else None,
+            authorization,
         )
     )
     peak_kb = proc_status_kb(server.pid, "VmHWM")
-    stored = stored_count(server)
+    stored = stored_count(server, authorization)
     deliveries = sink_count(sink) - delivered_before if sink else None
     server_cpu = load.cpu.server if load.cpu else None
     latencies = sorted(load.latencies_ms)
@@ -510,6 +526,9 @@ def run_gateway(
     env = clean_env(
         GATEWAY_DATABASE_URL=database_url, GATEWAY_LOG_LEVEL="WARNING", GATEWAY_ROUTING=str(routing), GATEWAY_AUTH="off"
     )
+    client = BenchClient(work / "auth") if args.auth else None
+    if client is not None:
+        env |= client.environment()
     if backend == "postgresql":
         upgrade = subprocess.run(
             [gateway_command(), "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True, check=False
@@ -518,9 +537,55 @@ def run_gateway(
             raise RuntimeError(f"gateway db upgrade failed ({upgrade.returncode}):\n{upgrade.stdout}{upgrade.stderr}")
     port = free_port()
     argv = [gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    name = f"gateway-{backend}"
+    name = f"gateway-{backend}" + ("-auth" if client else "")
     with serve(name, argv, env, work, f"http://127.0.0.1:{port}", "/fhir/metadata", work) as server:
-        return measure(server, referrals, args, sink)
+        authorization = client.authorization(server.base_url) if client else None
+        return measure(server, referrals, args, sink, authorization)
+
+
+class BenchClient:
+    """One registered client (role sender) with an ES384 key made for this run."""
+
+    CLIENT_ID = "bench"
+
+    def __init__(self, directory: Path) -> None:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self._key = ec.generate_private_key(ec.SECP384R1())
+        directory.mkdir(parents=True, exist_ok=True)
+        public = jwt.algorithms.ECAlgorithm.to_jwk(self._key.public_key(), as_dict=True) | {"kid": "bench"}
+        (directory / "bench.jwks.json").write_text(json.dumps({"keys": [public]}))
+        self.clients = directory / "clients.toml"
+        self.clients.write_text(
+            '[[clients]]\nclient_id = "bench"\nrole = "sender"\n'
+            'scopes = ["system/ServiceRequest.cs"]\njwks_file = "bench.jwks.json"\n'
+        )
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "GATEWAY_AUTH": "on",
+            "GATEWAY_CLIENTS": str(self.clients),
+            "GATEWAY_AUTH_SECRET": secrets.token_urlsafe(48),
+            "GATEWAY_ACCESS_TOKEN_LIFETIME": "3600",  # one token for the whole run
+        }
+
+    def authorization(self, base_url: str) -> dict[str, str]:
+        import jwt
+
+        token_url = f"{base_url}/auth/token"
+        now = int(time.time())
+        claims = {"iss": "bench", "sub": "bench", "aud": token_url, "exp": now + 240, "jti": uuid.uuid4().hex}
+        assertion = jwt.encode(claims, self._key, algorithm="ES384", headers={"kid": "bench"})
+        form = {
+            "grant_type": "client_credentials",
+            "scope": "system/ServiceRequest.cs",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        }
+        answer = httpx.post(token_url, data=form, timeout=30.0)
+        answer.raise_for_status()
+        return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -620,6 +685,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1000.0,
         help="referrals/s the pre-generated body pool is sized for (beyond it, bodies are made on the fly)",
     )
+    parser.add_argument("--auth", action="store_true", help="gateways with authentication on (SMART Backend Services)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object at the end")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args(argv)

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.api.responses import FhirResponse
 from gateway.errors import (
+    Forbidden,
     GatewayError,
     InvalidRequest,
     Issue,
@@ -40,9 +41,12 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
     response = _render(request, exc)
+    # RFC 6750 §3: the Bearer challenge, with the error when a token was sent.
     if isinstance(exc, Unauthenticated):
         error = "invalid_token" if exc.issues[0].code is IssueCode.ACCESS_TOKEN_INVALID else None
         response.headers["WWW-Authenticate"] = 'Bearer realm="dac-gateway"' + (f', error="{error}"' if error else "")
+    elif isinstance(exc, Forbidden):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dac-gateway", error="insufficient_scope"'
     return response
 
 

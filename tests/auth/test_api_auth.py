@@ -91,6 +91,7 @@ async def test_a_valid_token_without_the_scope_is_403(secure: httpx.AsyncClient)
         answer = await secure.request(method, url, headers=headers, json={"resourceType": "Task"})
         assert answer.status_code == 403, (method, url, answer.text)
         assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "scope-insufficient"
+        assert answer.headers["www-authenticate"].endswith('error="insufficient_scope"')
 
 
 async def test_every_api_route_but_the_open_ones_needs_a_token(secure_app: FastAPI, secure: httpx.AsyncClient) -> None:
@@ -134,3 +135,16 @@ async def test_the_capability_statement_advertises_the_security(secure: httpx.As
 async def test_the_operator_gets_only_the_scopes_it_has(secure: httpx.AsyncClient) -> None:
     answer = await secure.post("/auth/token", data=OPERATOR.token_form(TOKEN_URL, "system/*.rs system/*.cud"))
     assert answer.json()["scope"] == "system/*.rs"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\ngarbage"),
+        ("application/json", b'{"grant_type": "client_credentials"}'),
+        ("application/x-www-form-urlencoded", b"%%%&&&==="),
+    ],
+)
+async def test_a_malformed_token_request_is_a_4xx(secure: httpx.AsyncClient, content_type: str, body: bytes) -> None:
+    answer = await secure.post("/auth/token", content=body, headers={"Content-Type": content_type})
+    assert 400 <= answer.status_code < 500, answer.text

@@ -13,7 +13,8 @@ from gateway.routing.config import RoutingTable
 from tests.support.auth import TEST_SECRET
 
 
-def test_authentication_is_on_by_default() -> None:
+def test_authentication_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWAY_AUTH", raising=False)
     assert Settings().auth_enabled
 
 
