@@ -537,7 +537,7 @@ def run_gateway(
             raise RuntimeError(f"gateway db upgrade failed ({upgrade.returncode}):\n{upgrade.stdout}{upgrade.stderr}")
     port = free_port()
     argv = [gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    name = f"gateway-{backend}" + ("-auth" if client else "")
+    name = f"gateway-{backend}"  # the same with --auth, so the ratios to the floor are printed alike
     with serve(name, argv, env, work, f"http://127.0.0.1:{port}", "/fhir/metadata", work) as server:
         authorization = client.authorization(server.base_url) if client else None
         return measure(server, referrals, args, sink, authorization)
