@@ -10,7 +10,8 @@ when it is a party to a referral the resource belongs to:
 - an operator, to everything.
 
 Tasks made after intake (decisions, deadlines) belong to the referral their ``focus`` names, and a platform also
-sees the Tasks it owns: both read from the search index, so no later writer has to remember to register them.
+sees the Tasks it owns; a Provenance belongs to the referral of the ServiceRequest or Task it targets: all read
+from the search index, so no later writer has to remember to register them.
 A resource shared by several referrals (one Patient referred twice) is visible to the parties of each.
 
 Why tables of our own rather than a column on ``resources``: a resource belongs to any number of referrals, and
@@ -59,7 +60,7 @@ def _indexed(
     resource_type: str, resource_id: sa.ColumnElement[str], param: str, target_type: str, target: Any
 ) -> sa.ColumnElement[bool]:
     """The resource's reference ``param`` points to ``target_type``/``target`` (from the search index)."""
-    i = search_index.alias(param)
+    i = search_index.alias()
     return sa.exists().where(
         i.c.resource_type == resource_type,
         i.c.resource_id == resource_id,
@@ -84,7 +85,7 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
     the viewer sees everything."""
     if viewer.everything:
         return None
-    m = referral_members.alias("member")
+    m = referral_members.alias()
     alternatives: list[sa.ColumnElement[bool]] = [
         sa.exists().where(
             m.c.resource_type == resource_type,
@@ -93,20 +94,37 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
         )
     ]
     if resource_type == "Task":
-        focus = search_index.alias("task_focus")
-        alternatives.append(
-            sa.exists().where(
-                focus.c.resource_type == "Task",
-                focus.c.resource_id == resource_id,
-                focus.c.param == "focus",
-                focus.c.system == "ServiceRequest",
-                _party_to(viewer, focus.c.value),
-            )
-        )
+        alternatives.append(_of_a_referral(viewer, "Task", resource_id, "focus"))
         if viewer.platform_organization is not None:
             organization = _organization_id(viewer.platform_organization)
             alternatives.append(_indexed("Task", resource_id, "owner", "Organization", organization))
+    if resource_type == "Provenance":  # a decision's: its targets are the referral's ServiceRequest or Tasks
+        target = search_index.alias()
+        alternatives.append(_of_a_referral(viewer, "Provenance", resource_id, "target"))
+        alternatives.append(
+            sa.exists().where(
+                target.c.resource_type == "Provenance",
+                target.c.resource_id == resource_id,
+                target.c.param == "target",
+                target.c.system == "Task",
+                _of_a_referral(viewer, "Task", target.c.value, "focus"),
+            )
+        )
     return sa.or_(*alternatives)
+
+
+def _of_a_referral(
+    viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str], param: str
+) -> sa.ColumnElement[bool]:
+    """The resource's ``param`` references a ServiceRequest the viewer is a party to."""
+    link = search_index.alias()
+    return sa.exists().where(
+        link.c.resource_type == resource_type,
+        link.c.resource_id == resource_id,
+        link.c.param == param,
+        link.c.system == "ServiceRequest",
+        _party_to(viewer, link.c.value),
+    )
 
 
 class VisibilityRepository:

@@ -178,3 +178,23 @@ async def test_a_task_made_after_intake_follows_its_referral(secure: httpx.Async
     for role, visible in [("sender A", True), ("sender B", False), ("platform Lille", False)]:
         found = await secure.get("/fhir/Task", params={"_id": reference.split("/")[1]}, headers=world.headers[role])
         assert (found.json()["total"] == 1) is visible, role
+
+
+async def test_a_decisions_provenance_is_seen_by_the_referrals_parties(secure: httpx.AsyncClient, world: World) -> None:
+    reference, _ = world.resources["Task A"]
+    paris = world.headers["platform Paris"]
+    task = (await secure.get(f"/fhir/{reference}", headers=paris)).json()
+    decided = await secure.put(
+        f"/fhir/{reference}",
+        json=task | {"status": "accepted"},
+        headers=paris | FHIR_JSON | {"If-Match": f'W/"{task["meta"]["versionId"]}"'},
+    )
+    assert decided.status_code == 200, decided.text
+    provenance = await secure.get("/fhir/Provenance", params={"target": reference}, headers=world.headers["operator"])
+    (entry,) = provenance.json()["entry"]
+    wrong = []
+    for role in ROLES:
+        answer = await secure.get(f"/fhir/Provenance/{entry['resource']['id']}", headers=world.headers[role])
+        if (answer.status_code == 200) != _expected(role, "A"):
+            wrong.append(f"{role}: {answer.status_code}")
+    assert not wrong, wrong
