@@ -328,7 +328,7 @@ def _order(query: SearchQuery) -> tuple[sa.ColumnElement[Any], ...]:
     the criteria — a look-up that grows with the table. The expression leaves it the plan that fetches the
     matches through the search index first (PostgreSQL plans either way on its own statistics)."""
     r = resources.c
-    indexed = any(c.parameter.name not in ("_lastUpdated", "_id") for c in query.criteria)
+    indexed = any(not is_last_updated(c.parameter) and c.parameter.name != "_id" for c in query.criteria)
     moment: sa.ColumnElement[Any] = sa.func.coalesce(r.last_updated, r.last_updated) if indexed else r.last_updated
     if query.descending:
         return moment.desc(), r.id.desc()
