@@ -24,7 +24,8 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 #: The system of client ids in ``agent.who.identifier`` (the clients file's ``client_id``).
 CLIENT_ID_SYSTEM = "https://fhir.dac-gateway.org/client-id"
 DELIVERY_ID_SYSTEM = "https://fhir.dac-gateway.org/delivery-id"  # = the MessageHeader id
-GATEWAY = {"display": "DAC Gateway", "identifier": {"system": "https://fhir.dac-gateway.org", "value": "dac-gateway"}}
+#: The gateway as agent and observer: by name only, so that searching by agent indexes the clients alone.
+GATEWAY = {"display": "DAC Gateway"}
 
 #: FHIR interaction → BALP action.
 ACTIONS = {
@@ -89,10 +90,8 @@ def audit_event(interaction: AuditedInteraction) -> Resource:
     ]
     if interaction.destination is not None:
         agents[1] = _agent("110152", "Destination Role ID", {"display": interaction.destination}, False)
-    entities: list[Resource] = [
-        {"what": {"reference": reference}, "type": {"system": ENTITY_TYPE, "code": "2"}}
-        for reference in interaction.entities
-    ]
+    # what alone: an intake touches a dozen resources, and each entity is written twice (resource and version).
+    entities: list[Resource] = [{"what": {"reference": reference}} for reference in interaction.entities]
     if interaction.query is not None:
         entities.append(
             {

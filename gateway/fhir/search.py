@@ -120,7 +120,6 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
             _p("subtype", T, "subtype", doc="The FHIR interaction (http://hl7.org/fhir/restful-interaction)"),
             _p("outcome", T, "outcome", doc="0 success, 4 refused (4xx), 8 failed (5xx)"),
             _p("action", T, "action"),
-            _p("type", T, "type"),
         ),
         "DocumentReference": (
             _p("identifier", T, "identifier"),
