@@ -14,6 +14,7 @@ import respx
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from gateway.audit.buffer import AuditBuffer
 from gateway.audit.context import AuditContext, close_audit, open_audit
 from gateway.fhir.primitives import utc_now
 from gateway.fhir.search import parse_search
@@ -242,3 +243,14 @@ async def test_every_delivery_attempt_is_audited_with_its_outcome(database: Data
         assert event["agent"][0]["who"]["identifier"]["value"] == "dac-gateway"
         assert event["agent"][1]["who"]["display"] == "dac-75"
         assert f"ServiceRequest/{outcome.service_request_id}" in entities(event)
+
+
+async def test_the_buffer_keeps_its_events_while_the_database_is_away(database: Database) -> None:
+    unreachable = AuditBuffer(Database("sqlite:////nonexistent-directory/audit.db"))
+    unreachable.add({"resourceType": "AuditEvent", "recorded": "2026-11-29T00:00:00Z"})
+    await unreachable.flush()
+    assert len(unreachable._pending) == 1  # kept for the next flush
+    buffer = AuditBuffer(database)
+    buffer._pending = unreachable._pending
+    await buffer.flush()
+    assert len(await audit_events(database)) == 1 and not buffer._pending
