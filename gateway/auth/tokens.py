@@ -27,6 +27,9 @@ AUDIENCE = "urn:dac-gateway:fhir"
 ALGORITHM = "HS256"
 #: Clock differences tolerated between the gateway's processes (they may run on several hosts).
 LEEWAY_SECONDS = 10
+#: Tokens already verified, kept until they expire: a client sends the same token for minutes, and the cache
+#: spares each request the HMAC, the JSON and the scope parsing. Bounded: cleared when full.
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class AccessTokens:
     def __init__(self, secret: str, lifetime: int) -> None:
         self._secret = secret
         self.lifetime = lifetime
+        self._verified: dict[str, tuple[float, ApiClient]] = {}
 
     def issue(self, client: RegisteredClient, scopes: list[str], now: float | None = None) -> str:
         issued_at = int(time.time() if now is None else now)
@@ -80,6 +84,9 @@ class AccessTokens:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> ApiClient:
+        cached = self._verified.get(token)
+        if cached is not None and time.time() < cached[0] + LEEWAY_SECONDS:
+            return cached[1]
         try:
             claims = jwt.decode(
                 token,
@@ -104,6 +111,9 @@ class AccessTokens:
             raise Unauthenticated.single(
                 IssueCode.ACCESS_TOKEN_INVALID, "the access token is not one this gateway issued"
             ) from exc
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (float(claims["exp"]), client)
         return client
 
 

@@ -205,3 +205,16 @@ def test_a_private_key_in_the_clients_file_stops_start_up(tmp_path: Path) -> Non
     )
     with pytest.raises(AuthConfigError, match="private key"):
         load_clients(tmp_path / "clients.toml", frozenset())
+
+
+def test_verified_tokens_are_cached_only_until_they_expire(registry: ClientRegistry) -> None:
+    tokens = AccessTokens(TEST_SECRET, 60)
+    client = registry.get("hospital")
+    assert client is not None
+    token = tokens.issue(client, ["system/ServiceRequest.c"])
+    verified = tokens.verify(token)
+    assert tokens._verified[token] == (pytest.approx(time.time() + 60, abs=2), verified)
+    tokens._verified[token] = (time.time() - 3600, verified)  # as if it had expired an hour ago
+    tokens._verified["forged"] = (time.time() - 3600, verified)
+    with pytest.raises(Unauthenticated):
+        tokens.verify("forged")  # an expired entry is never served: the token is checked again, and refused
