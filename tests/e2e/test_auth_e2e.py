@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ApiGateway
 from tests.support.auth import TEST_SECRET, SmartClient, write_clients
+from tests.support.databases import USES_POSTGRESQL
 from tests.support.processes import GatewayProcess, Platform, running, wait_until, write_routing
 from tests.support.referrals import fresh
 
@@ -103,3 +104,20 @@ def test_a_gateway_without_clients_file_refuses_to_start(tmp_path: Path) -> None
 def test_auth_off_is_announced_in_the_log(api_gateway: ApiGateway) -> None:
     warnings = [line for line in api_gateway.log_lines() if "authentication_off" in line]
     assert warnings and '"level": "warning"' in warnings[0]
+
+
+@pytest.mark.skipif(not USES_POSTGRESQL, reason="several API processes share one PostgreSQL database")
+def test_two_api_processes_share_tokens_and_the_replay_cache(tmp_path: Path) -> None:
+    """A token issued by one process is accepted by the other; an assertion used once is refused by both."""
+    routing = write_routing(tmp_path, {"dac-75": {"endpoint": "http://127.0.0.1:9/fhir", "finess": "750000010"}}, {})
+    clients = write_clients(tmp_path / "clients", [SENDER])
+    env = {"GATEWAY_AUTH": "on", "GATEWAY_CLIENTS": str(clients), "GATEWAY_AUTH_SECRET": TEST_SECRET}
+    gateway = GatewayProcess(tmp_path, routing, env=env, workers=2)
+    with running(gateway):
+        token_url = f"http://127.0.0.1:{gateway.port}/auth/token"
+        form = SENDER.token_form(token_url)
+        # A new connection each time: the kernel spreads them over both processes.
+        answers = [httpx.post(token_url, data=form, headers={"Connection": "close"}) for _ in range(8)]
+        assert [a.status_code for a in answers] == [200] + [400] * 7
+        headers = {"Authorization": f"Bearer {answers[0].json()['access_token']}", "Connection": "close"}
+        assert {httpx.get(f"{gateway.base}/ServiceRequest", headers=headers).status_code for _ in range(10)} == {200}
