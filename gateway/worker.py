@@ -43,13 +43,14 @@ async def run_worker(
     client: httpx.AsyncClient | None = None,
 ) -> None:
     own_client = client is None
-    client = client or http_client(settings.delivery_timeout)
-    dispatcher = Dispatcher(database, routing, client, delivery_settings(settings))
+    delivery = delivery_settings(settings)
+    client = client or http_client(settings.delivery_timeout, connections=delivery.batch)
+    dispatcher = Dispatcher(database, routing, client, delivery)
     last_deadlines = float("-inf")
     log.info("worker_started", worker=dispatcher.owner)
     try:
         while not stop.is_set():
-            started = 0
+            started, room = 0, dispatcher.room
             try:
                 if time.monotonic() - last_deadlines >= settings.scheduler_interval:
                     last_deadlines = time.monotonic()
@@ -58,8 +59,8 @@ async def run_worker(
                 started = await dispatcher.dispatch()
             except Exception as exc:  # a failing round must not kill the worker; the next one retries
                 log.error("worker_round_failed", error_type=type(exc).__name__)
-            if started:
-                await asyncio.sleep(0)  # more may be due: look again at once
+            if started and started >= room:
+                await asyncio.sleep(0)  # the claim was full: more may be due, look again at once
                 continue
             # Nothing to start: wait for the next poll, a freed slot, or the stop signal.
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(dispatcher.slot_freed.wait())]

@@ -4,6 +4,11 @@ happened, and show it on the ``platform-intake`` Task.
 Each destination has its own concurrency slots and each entry its own backoff, so a platform that is down,
 slow or refusing only delays its own messages. The dispatcher is given its ``httpx.AsyncClient``: tests hand
 it a mock transport (respx), production a pooled client with timeouts.
+
+The database work is done in batches, so that a delivery costs a fraction of a transaction: one statement
+leases a claim's worth of entries, one read transaction builds all their messages, and the outcomes of every
+attempt that ends while the previous outcomes are being written are recorded together in one transaction
+(outbox rows, Task versions, updates back to senders) — a group commit led by the first attempt to finish.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
-import orjson
 import structlog
 
 from gateway import metrics
@@ -26,15 +31,16 @@ from gateway.audit.events import delivery_event
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
-from gateway.routing.messages import NothingToSend, build_message
+from gateway.routing.messages import NothingToSend, build_messages
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
-from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_update
+from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_updates
 from gateway.store.database import Database
-from gateway.store.outbox import OutboxEntry
+from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.transitions import FINAL
 
 log = structlog.get_logger("gateway.delivery")
+_AUDIT_OUTCOME = {DELIVERED: "0", PENDING: "4", DEAD: "8"}  # AuditEvent.outcome: success, minor, serious failure
 FHIR_JSON = "application/fhir+json"
 
 
@@ -45,14 +51,16 @@ class DeliverySettings:
     backoff_base: float = 2.0
     backoff_cap: float = 3600.0
     lease: timedelta = timedelta(seconds=120)
-    batch: int = 64
-    per_destination: int = 8
+    batch: int = 64  # deliveries in flight at once, all destinations together
+    per_destination: int = 8  # of which to one destination
 
 
-def http_client(timeout: float = 20.0) -> httpx.AsyncClient:
+def http_client(timeout: float = 20.0, connections: int = 100) -> httpx.AsyncClient:
+    """A pooled HTTP/1.1 client: ``connections`` should cover the deliveries in flight, so that each keeps its
+    connection alive from one message to the next instead of opening a new one."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=5.0),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         headers={"User-Agent": "dac-gateway"},
     )
 
@@ -74,32 +82,46 @@ class Dispatcher:
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.rng = rng or random.Random()
         self.in_flight: Counter[str] = Counter()
-        self.slot_freed = asyncio.Event()  # set when a delivery ends: the worker can lease more at once
+        self.slot_freed = asyncio.Event()  # set when enough slots are free again for a claim worth its cost
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[OutboxEntry, AttemptResult]] = []  # attempts over, outcome not yet written
+        self._recording = False
+
+    @property
+    def room(self) -> int:
+        """How many more deliveries may start now, all destinations together."""
+        return self.settings.batch - sum(self.in_flight.values())
 
     async def dispatch(self) -> int:
         """Lease what is due and start sending it (without waiting); returns how many were started."""
-        saturated = [d for d, n in self.in_flight.items() if n >= self.settings.per_destination]
-        room = self.settings.batch - sum(self.in_flight.values())
+        room = self.room
         if room <= 0:
             return 0
+        per_destination = self.settings.per_destination
+        rooms = {destination: per_destination - count for destination, count in self.in_flight.items()}
         async with UnitOfWork(self.database) as uow:
-            entries = await uow.outbox.claim(self.owner, utc_now(), self.settings.lease, room, saturated)
+            entries = await uow.outbox.claim(
+                self.owner, utc_now(), self.settings.lease, room, per_destination=per_destination, rooms=rooms
+            )
             await uow.commit()
-        started = 0
+        if not entries:
+            return 0
+        self.in_flight.update(entry.destination for entry in entries)
+        try:
+            async with UnitOfWork(self.database, write=False) as uow:
+                messages = await build_messages(uow, entries, self.settings.base_url)
+        except BaseException:
+            for entry in entries:  # their leases expire and they are taken again
+                self._free_slot(entry.destination)
+            raise
         for entry in entries:
-            if self.in_flight[entry.destination] >= self.settings.per_destination:
-                await self._release(entry)  # over this destination's share: someone (or the next round) takes it
-                continue
-            self.in_flight[entry.destination] += 1
-            task = asyncio.create_task(self._deliver(entry))
+            task = asyncio.create_task(self._deliver(entry, messages[entry.id]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            started += 1
-        return started
+        return len(entries)
 
     async def drain(self) -> None:
-        """Wait for every delivery started so far."""
+        """Wait for every delivery started so far, and for its outcome to be recorded."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -112,10 +134,15 @@ class Dispatcher:
         await self.drain()
         return total
 
-    async def _release(self, entry: OutboxEntry) -> None:
-        async with UnitOfWork(self.database) as uow:
-            await uow.outbox.mark_retry(entry.id, self.owner, utc_now(), entry.attempts, entry.last_error or "")
-            await uow.commit()
+    def _free_slot(self, destination: str) -> None:
+        self.in_flight[destination] -= 1
+        left = self.in_flight[destination]
+        if left <= 0:
+            del self.in_flight[destination]
+        # Wake the worker once half a destination's slots, or half of all, are free: a claim of one or two rows
+        # would cost about as much as one of many.
+        if left <= self.settings.per_destination // 2 or self.room >= self.settings.batch // 2:
+            self.slot_freed.set()
 
     def _headers(self, entry: OutboxEntry) -> dict[str, str]:
         headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
@@ -126,80 +153,105 @@ class Dispatcher:
                 headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    async def _attempt(self, entry: OutboxEntry) -> AttemptResult:
-        try:
-            async with UnitOfWork(self.database, write=False) as uow:
-                message = await build_message(uow, entry, self.settings.base_url)
-        except NothingToSend as exc:
-            return AttemptResult(Verdict.DEAD, str(exc))
+    async def _attempt(self, entry: OutboxEntry, message: bytes | NothingToSend) -> AttemptResult:
+        if isinstance(message, NothingToSend):
+            return AttemptResult(Verdict.DEAD, message.reason)
         url = f"{entry.endpoint.rstrip('/')}/$process-message"
         try:
-            response = await self.client.post(url, content=orjson.dumps(message), headers=self._headers(entry))
+            response = await self.client.post(url, content=message, headers=self._headers(entry))
         except httpx.TimeoutException as exc:
             return AttemptResult(Verdict.RETRY, f"timeout ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             return AttemptResult(Verdict.RETRY, f"network error ({type(exc).__name__})")
         except (httpx.InvalidURL, ValueError) as exc:  # will never work: a dead letter, visible, not a loop
             return AttemptResult(Verdict.DEAD, f"invalid endpoint ({type(exc).__name__})")
-        return judge_response(response.status_code, response.headers.get("retry-after"), response.text, utc_now())
+        body = "" if response.is_success else response.text  # only a refusal's issue codes are kept
+        return judge_response(response.status_code, response.headers.get("retry-after"), body, utc_now())
 
-    async def _deliver(self, entry: OutboxEntry) -> None:
+    async def _deliver(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         try:
             started = time.perf_counter()
-            result = await self._attempt(entry)
+            result = await self._attempt(entry, message)
             metrics.delivery_latency.labels(entry.destination).observe(time.perf_counter() - started)
             metrics.deliveries.labels(entry.destination, result.verdict.value).inc()
-            await self._record(entry, result)
         except Exception as exc:  # the lease expires and the entry is taken again: nothing is lost
             log.error("delivery_crashed", delivery_id=entry.id, error_type=type(exc).__name__)
+            return
         finally:
-            self.in_flight[entry.destination] -= 1
-            if self.in_flight[entry.destination] <= 0:
-                del self.in_flight[entry.destination]
-            self.slot_freed.set()
+            self._free_slot(entry.destination)
+        self._finished.append((entry, result))
+        await self._record_finished()
 
-    async def _record(self, entry: OutboxEntry, result: AttemptResult) -> None:
-        now = utc_now()
+    async def _record_finished(self) -> None:
+        """Write the outcomes waiting, in one transaction; while it runs, attempts that end add theirs, and the
+        same caller writes them next (so outcomes are written in as many transactions as the database can take,
+        not one per delivery)."""
+        if self._recording:
+            return  # the one recording now takes ours in its next round
+        self._recording = True
+        try:
+            while self._finished:
+                finished, self._finished = self._finished, []
+                try:
+                    await self._record(finished)
+                except Exception as exc:  # the leases expire and the entries are taken again: nothing is lost
+                    log.error("delivery_record_failed", deliveries=len(finished), error_type=type(exc).__name__)
+        finally:
+            self._recording = False
+
+    def _outcome(self, entry: OutboxEntry, result: AttemptResult, now: datetime) -> Finished:
         attempts = entry.attempts + 1
-        verdict = result.verdict
-        if verdict is Verdict.RETRY and attempts >= self.settings.max_attempts:
-            verdict = Verdict.DEAD
+        if result.verdict is Verdict.DELIVERED:
+            return Finished(entry.id, DELIVERED, attempts, now)
+        if result.verdict is Verdict.RETRY and attempts < self.settings.max_attempts:
+            delay = backoff(
+                attempts,
+                base=self.settings.backoff_base,
+                cap=self.settings.backoff_cap,
+                retry_after=result.retry_after,
+                rng=self.rng,
+            )
+            return Finished(entry.id, PENDING, attempts, now + timedelta(seconds=delay), result.error or "")
+        return Finished(entry.id, DEAD, attempts, now, result.error or "")
+
+    async def _record(self, finished: Sequence[tuple[OutboxEntry, AttemptResult]]) -> None:
+        now = utc_now()
+        outcomes = [(entry, self._outcome(entry, result, now)) for entry, result in finished]
         async with UnitOfWork(self.database) as uow:
-            if verdict is Verdict.DELIVERED:
-                recorded = await uow.outbox.mark_delivered(entry.id, self.owner, now, attempts)
-            elif verdict is Verdict.RETRY:
-                delay = backoff(
-                    attempts,
-                    base=self.settings.backoff_base,
-                    cap=self.settings.backoff_cap,
-                    retry_after=result.retry_after,
-                    rng=self.rng,
-                )
-                recorded = await uow.outbox.mark_retry(
-                    entry.id, self.owner, now + timedelta(seconds=delay), attempts, result.error or ""
-                )
-            else:
-                recorded = await uow.outbox.mark_dead(entry.id, self.owner, attempts, result.error or "")
-            if not recorded:  # our lease ran out and another worker has it: its outcome will count
-                return
-            uow.resources.add(_audit(entry, verdict, now))
-            if entry.task_id and verdict is not Verdict.RETRY:
-                await _show_on_task(uow, entry.task_id, verdict, result.error, now)
-                if entry.event == REFERRAL_REQUEST:
-                    focus = str(entry.payload.get("focus", ""))
-                    await schedule_update(uow, focus, now, "delivered" if verdict is Verdict.DELIVERED else "failed")
+            # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
+            recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
+            for entry, outcome in outcomes:
+                if outcome.id in recorded:
+                    uow.resources.add(_audit(entry, outcome, now))
+            ended = [
+                (entry, outcome)
+                for entry, outcome in outcomes
+                if outcome.id in recorded and outcome.status != PENDING and entry.task_id
+            ]
+            await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in ended], now)
+            await schedule_updates(
+                uow,
+                [
+                    (str(entry.payload.get("focus", "")), "delivered" if outcome.status == DELIVERED else "failed")
+                    for entry, outcome in ended
+                    if entry.event == REFERRAL_REQUEST
+                ],
+                now,
+            )
             await uow.commit()
-        log.info(
-            "delivery",
-            delivery_id=entry.id,
-            destination=entry.destination,
-            verdict=verdict.value,
-            attempts=attempts,
-            error=result.error,
-        )
+        for entry, outcome in outcomes:
+            if outcome.id in recorded:
+                log.info(
+                    "delivery",
+                    delivery_id=entry.id,
+                    destination=entry.destination,
+                    verdict="retry" if outcome.status == PENDING else outcome.status,
+                    attempts=outcome.attempts,
+                    error=outcome.error,
+                )
 
 
-def _audit(entry: OutboxEntry, verdict: Verdict, now: datetime) -> Resource:
+def _audit(entry: OutboxEntry, outcome: Finished, now: datetime) -> Resource:
     """The attempt's AuditEvent, in the transaction that records its outcome."""
     focus = entry.payload.get("focus")
     references = tuple(
@@ -207,21 +259,26 @@ def _audit(entry: OutboxEntry, verdict: Verdict, now: datetime) -> Resource:
         for reference in (f"Task/{entry.task_id}" if entry.task_id else None, focus if isinstance(focus, str) else None)
         if reference
     )
-    outcome = {Verdict.DELIVERED: "0", Verdict.RETRY: "4"}.get(verdict, "8")
-    return delivery_event(entry.id, entry.destination, references, outcome, now)
+    return delivery_event(entry.id, entry.destination, references, _AUDIT_OUTCOME[outcome.status], now)
 
 
-async def _show_on_task(
-    uow: UnitOfWork, task_id: str, verdict: Verdict, error: str | None, now: datetime, tries: int = 3
-) -> None:
-    for _ in range(tries):
-        current = await uow.resources.get("Task", task_id)
-        if current is None or current.content.get("status") in FINAL:
-            return  # a cancelled Task (the patient objected) keeps saying why
-        task = dict(current.content)
-        task["businessStatus"] = delivery_status("delivered" if verdict is Verdict.DELIVERED else "failed")
+async def _show_on_tasks(uow: UnitOfWork, shown: Sequence[tuple[str, Finished]], now: datetime) -> None:
+    """The platform-intake Tasks say delivered, or failed with the last error in a note — new versions of all of
+    them in a few statements."""
+    outcomes = dict(shown)  # one per Task
+    current = await uow.resources.get_many((("Task", task_id) for task_id in outcomes), for_update=True)
+    changes = []
+    for task_id, outcome in outcomes.items():
+        stored = current.get(("Task", task_id))
+        if stored is None or stored.content.get("status") in FINAL:
+            continue  # a cancelled Task (the patient objected) keeps saying why
+        task = dict(stored.content)
+        task["businessStatus"] = delivery_status("delivered" if outcome.status == DELIVERED else "failed")
         task["lastModified"] = fhir_instant(now)
-        if error:
-            task["note"] = [*task.get("note", []), {"time": fhir_instant(now), "text": f"Delivery failed: {error}"}]
-        if await uow.resources.update(current, task) is not None:
-            return
+        if outcome.error:
+            task["note"] = [
+                *task.get("note", []),
+                {"time": fhir_instant(now), "text": f"Delivery failed: {outcome.error}"},
+            ]
+        changes.append((stored, task))
+    await uow.resources.update_many(changes)

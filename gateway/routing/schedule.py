@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.fhir.primitives import new_id
@@ -85,6 +86,11 @@ async def schedule_update(uow: UnitOfWork, service_request: str, now: datetime, 
     origin = await uow.outbox.origin_of(service_request.split("/")[-1])
     if origin is None:
         return False
+    _enqueue_update(uow, origin, service_request, now, what)
+    return True
+
+
+def _enqueue_update(uow: UnitOfWork, origin: str, service_request: str, now: datetime, what: str) -> None:
     uow.outbox.enqueue(
         id=new_id(),
         destination=f"sender:{origin}"[:128],
@@ -93,4 +99,16 @@ async def schedule_update(uow: UnitOfWork, service_request: str, now: datetime, 
         payload={"focus": service_request, "what": what},
         now=now,
     )
-    return True
+
+
+async def schedule_updates(uow: UnitOfWork, changes: Sequence[tuple[str, str]], now: datetime) -> int:
+    """``schedule_update`` for many (ServiceRequest reference, what) at once — one look-up of their origins.
+    Returns how many were scheduled."""
+    origins = await uow.outbox.origins_of(reference.split("/")[-1] for reference, _ in changes)
+    scheduled = 0
+    for reference, what in changes:
+        origin = origins.get(reference.split("/")[-1])
+        if origin is not None:
+            _enqueue_update(uow, origin, reference, now, what)
+            scheduled += 1
+    return scheduled

@@ -8,7 +8,7 @@ so several workers never wait on each other; on SQLite the single writer seriali
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,8 +17,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.repository import PendingWrites, as_utc
-from gateway.store.tables import outbox, referral_origins
+from gateway.store.repository import PendingWrites, as_utc, rows_in
+from gateway.store.tables import outbox, referral_origins, resources, search_index
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
@@ -54,6 +54,18 @@ class OutboxEntry:
             as_utc(row.created_at) if row.created_at else None,
             as_utc(row.delivered_at) if row.delivered_at else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What became of one attempt: ``status`` delivered, dead, or pending again from ``at`` (a retry); for a
+    delivery, ``at`` is when it was delivered."""
+
+    id: str
+    status: str
+    attempts: int
+    at: datetime
+    error: str | None = None
 
 
 class OutboxRepository:
@@ -98,53 +110,105 @@ class OutboxRepository:
         )
 
     async def claim(
-        self, owner: str, now: datetime, lease: timedelta, limit: int, skip_destinations: Sequence[str] = ()
+        self,
+        owner: str,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        *,
+        per_destination: int | None = None,
+        rooms: Mapping[str, int] | None = None,
     ) -> list[OutboxEntry]:
-        """Lease up to ``limit`` due deliveries (oldest first), none for the destinations to skip."""
-        o = outbox.c
-        query = (
-            sa.select(outbox)
-            .where(
-                o.status == PENDING,
-                o.next_attempt_at <= now,
-                sa.or_(o.lease_expires_at.is_(None), o.lease_expires_at < now),
-            )
-            .order_by(o.next_attempt_at)
-            .limit(limit)
-        )
-        if skip_destinations:
-            query = query.where(o.destination.not_in(list(skip_destinations)))
-        if self._skip_locked:
-            query = query.with_for_update(skip_locked=True)
-        rows = (await self._execute(query)).all()
-        if not rows:
-            return []
-        await self._connection.execute(
-            sa.update(outbox)
-            .where(o.id.in_([row.id for row in rows]))
-            .values(lease_owner=owner, lease_expires_at=now + lease)
-        )
-        return [OutboxEntry.from_row(row) for row in rows]
+        """Lease up to ``limit`` due deliveries, oldest first, in one statement; at most ``per_destination`` for
+        any destination, or its own room in ``rooms`` (a room of 0 skips it: its slots are all busy).
 
-    async def _finish(self, entry_id: str, owner: str, **values: Any) -> bool:
+        The candidates are locked with ``SKIP LOCKED`` (PostgreSQL), so concurrent workers take disjoint rows;
+        a destination at its limit is passed over without holding back the others in the same claim."""
         o = outbox.c
+        rooms = rooms or {}
+        due = [
+            o.status == PENDING,
+            o.next_attempt_at <= now,
+            sa.or_(o.lease_expires_at.is_(None), o.lease_expires_at < now),
+        ]
+        full = [destination for destination, room in rooms.items() if room <= 0]
+        scan = sa.select(o.id, o.destination, o.next_attempt_at).where(*due)
+        if full:
+            scan = scan.where(o.destination.not_in(full))
+        # Look past the first ``limit`` rows so that one destination's backlog does not hide the others'.
+        scan = scan.order_by(o.next_attempt_at).limit(limit if per_destination is None else 2 * limit)
+        if self._skip_locked:
+            scan = scan.with_for_update(skip_locked=True)
+        candidates = scan.subquery("candidates")
+        if per_destination is None:
+            chosen = sa.select(candidates.c.id)
+        else:
+            rank = sa.func.row_number().over(
+                partition_by=candidates.c.destination, order_by=candidates.c.next_attempt_at
+            )
+            ranked = sa.select(candidates, rank.label("rank")).subquery("ranked")
+            open_rooms = {destination: room for destination, room in rooms.items() if room > 0}
+            cap: sa.ColumnElement[int] = (
+                sa.case(open_rooms, value=ranked.c.destination, else_=per_destination)
+                if open_rooms
+                else sa.literal(per_destination)
+            )
+            chosen = sa.select(ranked.c.id).where(ranked.c.rank <= cap).order_by(ranked.c.next_attempt_at).limit(limit)
         result = await self._execute(
             sa.update(outbox)
-            .where(o.id == entry_id, o.lease_owner == owner, o.status == PENDING)
-            .values(lease_owner=None, lease_expires_at=None, **values)
+            .where(o.id.in_(chosen), *due)
+            .values(lease_owner=owner, lease_expires_at=now + lease)
+            .returning(*outbox.c)
         )
-        return bool(result.rowcount == 1)
+        entries = [OutboxEntry.from_row(row) for row in result]
+        return sorted(entries, key=lambda entry: entry.next_attempt_at)
 
-    async def mark_delivered(self, entry_id: str, owner: str, now: datetime, attempts: int) -> bool:
-        return await self._finish(
-            entry_id, owner, status=DELIVERED, delivered_at=now, attempts=attempts, last_error=None
+    async def finish(self, owner: str, finished: Sequence[Finished]) -> set[str]:
+        """Record the outcome of deliveries this worker holds, in this transaction; returns the ids recorded.
+        An entry whose lease ran out and was taken by another worker is left alone: that worker's outcome counts.
+
+        Deliveries — the usual case — are one statement for the whole batch; retries and dead letters (rare,
+        each with its own error and next attempt) one each."""
+        o = outbox.c
+        held = [o.lease_owner == owner, o.status == PENDING]
+        cleared = {"lease_owner": None, "lease_expires_at": None}
+        recorded: set[str] = set()
+        delivered_at: dict[datetime, list[str]] = {}
+        for outcome in finished:
+            if outcome.status == DELIVERED:
+                delivered_at.setdefault(outcome.at, []).append(outcome.id)
+        for moment, ids in delivered_at.items():
+            result = await self._execute(
+                sa.update(outbox)
+                .where(o.id.in_(ids), *held)
+                .values(status=DELIVERED, delivered_at=moment, attempts=o.attempts + 1, last_error=None, **cleared)
+                .returning(o.id)
+            )
+            recorded.update(row.id for row in result)
+        for outcome in finished:
+            if outcome.status == DELIVERED:
+                continue
+            values: dict[str, Any] = {
+                "status": outcome.status,
+                "attempts": outcome.attempts,
+                "last_error": outcome.error,
+            }
+            if outcome.status == PENDING:
+                values["next_attempt_at"] = outcome.at
+            result = await self._execute(
+                sa.update(outbox).where(o.id == outcome.id, *held).values(**values, **cleared).returning(o.id)
+            )
+            recorded.update(row.id for row in result)
+        return recorded
+
+    async def release(self, owner: str, entry_ids: Sequence[str]) -> None:
+        """Give back leases without an attempt (the worker could not send them): due again at once."""
+        o = outbox.c
+        await self._execute(
+            sa.update(outbox)
+            .where(o.id.in_(list(entry_ids)), o.lease_owner == owner, o.status == PENDING)
+            .values(lease_owner=None, lease_expires_at=None)
         )
-
-    async def mark_retry(self, entry_id: str, owner: str, next_attempt_at: datetime, attempts: int, error: str) -> bool:
-        return await self._finish(entry_id, owner, next_attempt_at=next_attempt_at, attempts=attempts, last_error=error)
-
-    async def mark_dead(self, entry_id: str, owner: str, attempts: int, error: str) -> bool:
-        return await self._finish(entry_id, owner, status=DEAD, attempts=attempts, last_error=error)
 
     async def get(self, entry_id: str) -> OutboxEntry | None:
         row = (await self._execute(sa.select(outbox).where(outbox.c.id == entry_id))).first()
@@ -189,3 +253,42 @@ class OutboxRepository:
         r = referral_origins.c
         row = (await self._execute(sa.select(r.endpoint).where(r.service_request_id == service_request_id))).first()
         return str(row.endpoint) if row else None
+
+    async def origins_of(self, service_request_ids: Iterable[str]) -> dict[str, str]:
+        """Where each of these referrals wants its updates sent (those that came as messages) — one query."""
+        ids = list(dict.fromkeys(service_request_ids))
+        if not ids:
+            return {}
+        r = referral_origins.c
+        result = await self._execute(sa.select(r.service_request_id, r.endpoint).where(r.service_request_id.in_(ids)))
+        return {row.service_request_id: row.endpoint for row in result}
+
+    # --- what messages carry: stored resources as JSON text, sent as they are (no parse, no dump) ---
+
+    async def resource_texts(self, references: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The current JSON of several resources (type, id) — one query."""
+        references = list(dict.fromkeys(references))
+        if not references:
+            return {}
+        r = resources.c
+        result = await self._execute(
+            sa.select(r.resource_type, r.id, r.content).where(rows_in((r.resource_type, r.id), references))
+        )
+        return {(row.resource_type, row.id): row.content for row in result}
+
+    async def task_texts(self, service_request_ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+        """The Tasks whose focus is each of these ServiceRequests: {ServiceRequest id: [(Task id, JSON)]}."""
+        ids = list(dict.fromkeys(service_request_ids))
+        if not ids:
+            return {}
+        r, s = resources.c, search_index.c
+        result = await self._execute(
+            sa.select(s.value, r.id, r.content)
+            .join(resources, sa.and_(r.resource_type == s.resource_type, r.id == s.resource_id))
+            .where(s.resource_type == "Task", s.param == "focus", s.system == "ServiceRequest", s.value.in_(ids))
+            .order_by(r.last_updated, r.id)
+        )
+        tasks: dict[str, list[tuple[str, str]]] = {}
+        for row in result:
+            tasks.setdefault(row.value, []).append((row.id, row.content))
+        return tasks

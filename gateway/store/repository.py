@@ -186,13 +186,19 @@ class ResourceRepository:
         )
         return {(row.resource_type, row.system, row.value): row.resource_id for row in result}
 
-    async def get_many(self, references: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
-        """The current versions of several resources (type, id) — one query."""
+    async def get_many(
+        self, references: Iterable[tuple[str, str]], *, for_update: bool = False
+    ) -> dict[tuple[str, str], StoredResource]:
+        """The current versions of several resources (type, id) — one query. ``for_update`` locks them until the
+        transaction ends (PostgreSQL; SQLite's writer holds the whole database), so ``update_many`` cannot lose."""
         references = list(dict.fromkeys(references))
         if not references:
             return {}
         r = resources.c
-        result = await self._execute(sa.select(resources).where(rows_in((r.resource_type, r.id), references)))
+        query = sa.select(resources).where(rows_in((r.resource_type, r.id), references))
+        if for_update:
+            query = query.order_by(r.resource_type, r.id).with_for_update()
+        result = await self._execute(query)
         found = (StoredResource.from_row(row) for row in result)
         return {(stored.resource_type, stored.id): stored for stored in found}
 
@@ -312,6 +318,48 @@ class ResourceRepository:
         stored = StoredResource(current.resource_type, current.id, version_id, moment, content)
         self._stage(stored, identity_keys)
         return stored
+
+    async def update_many(self, changes: Sequence[tuple[StoredResource, Resource]]) -> list[StoredResource]:
+        """Write the next version of several resources in a few statements (one executemany, one delete of
+        their index rows, the new rows at the next flush). Each ``current`` must have been read with
+        ``get_many(…, for_update=True)`` in this transaction: the lock is what makes the version check hold."""
+        if not changes:
+            return []
+        moment = utc_now()
+        r, s = resources.c, search_index.c
+        staged = []
+        for current, resource in changes:
+            version_id = current.version_id + 1
+            content = _with_meta(resource, current.id, version_id, moment)
+            staged.append(StoredResource(current.resource_type, current.id, version_id, moment, content))
+        await self._pending.flush(self._connection)
+        await self._connection.execute(
+            sa.update(resources)
+            .where(
+                r.resource_type == sa.bindparam("b_type"),
+                r.id == sa.bindparam("b_id"),
+                r.version_id == sa.bindparam("b_version"),
+            )
+            .values(version_id=sa.bindparam("b_next"), last_updated=moment, content=sa.bindparam("b_content")),
+            [
+                {
+                    "b_type": stored.resource_type,
+                    "b_id": stored.id,
+                    "b_version": current.version_id,
+                    "b_next": stored.version_id,
+                    "b_content": orjson.dumps(stored.content).decode(),
+                }
+                for (current, _), stored in zip(changes, staged, strict=True)
+            ],
+        )
+        await self._connection.execute(
+            sa.delete(search_index).where(
+                rows_in((s.resource_type, s.resource_id), [(stored.resource_type, stored.id) for stored in staged])
+            )
+        )
+        for stored in staged:
+            self._stage(stored, ())
+        return staged
 
 
 def _conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
