@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -128,10 +130,19 @@ def validate(
     raise typer.Exit(code=1 if failed else 0)
 
 
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (it comes with uvicorn[standard], which ``serve`` already runs on): the worker spends
+    much of its time in the event loop's socket handling."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 @app.command()
 def worker() -> None:
     """Run only the background jobs (deadlines; deliveries); several workers may share one PostgreSQL."""
-    import asyncio
     import signal
 
     from gateway.routing.config import RoutingConfigError, load_routing
@@ -160,7 +171,8 @@ def worker() -> None:
         finally:
             await database.dispose()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        runner.run(main())
 
 
 outbox_app = typer.Typer(help="Deliveries waiting, delivered and dead-lettered.", no_args_is_help=True)
