@@ -5,8 +5,9 @@ Each destination has its own concurrency slots and each entry its own backoff, s
 slow or refusing only delays its own messages. The dispatcher is given its ``httpx.AsyncClient``: tests hand
 it a mock transport (respx), production a pooled client with timeouts.
 
-The database work is done in batches, so that a delivery costs a fraction of a transaction: one statement
-leases a claim's worth of entries, one read transaction builds all their messages, and the outcomes of every
+The database work is done in batches, so that a delivery costs a fraction of a transaction: one transaction
+leases a claim's worth of entries (one statement) and builds all their messages (one query per level of
+references), and the outcomes of every
 attempt that ends while the previous outcomes are being written are recorded together in one transaction
 (outbox rows, Task versions, updates back to senders) — a group commit led by the first attempt to finish.
 """
@@ -99,21 +100,15 @@ class Dispatcher:
             return 0
         per_destination = self.settings.per_destination
         rooms = {destination: per_destination - count for destination, count in self.in_flight.items()}
+        # One transaction: the lease, and the messages built from the referrals as committed (and, on
+        # PostgreSQL, as of the lease: READ COMMITTED sees what committed before each statement).
         async with UnitOfWork(self.database) as uow:
             entries = await uow.outbox.claim(
                 self.owner, utc_now(), self.settings.lease, room, per_destination=per_destination, rooms=rooms
             )
+            messages = await build_messages(uow, entries, self.settings.base_url) if entries else {}
             await uow.commit()
-        if not entries:
-            return 0
         self.in_flight.update(entry.destination for entry in entries)
-        try:
-            async with UnitOfWork(self.database, write=False) as uow:
-                messages = await build_messages(uow, entries, self.settings.base_url)
-        except BaseException:
-            for entry in entries:  # their leases expire and they are taken again
-                self._free_slot(entry.destination)
-            raise
         for entry in entries:
             task = asyncio.create_task(self._deliver(entry, messages[entry.id]))
             self._tasks.add(task)

@@ -74,9 +74,11 @@ class OutboxRepository:
         self._pending = pending
         self._skip_locked = skip_locked
 
-    async def _execute(self, statement: sa.Executable) -> sa.CursorResult[Any]:
+    async def _execute(
+        self, statement: sa.Executable, parameters: dict[str, Any] | None = None
+    ) -> sa.CursorResult[Any]:
         await self._pending.flush(self._connection)
-        return await self._connection.execute(statement)
+        return await self._connection.execute(statement, parameters)
 
     def enqueue(
         self,
