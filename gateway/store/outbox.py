@@ -138,16 +138,16 @@ class OutboxRepository:
         if full:
             scan = scan.where(o.destination.not_in(full))
         # Look past the first ``limit`` rows so that one destination's backlog does not hide the others'.
-        scan = scan.order_by(o.next_attempt_at).limit(limit if per_destination is None else 2 * limit)
+        scan = scan.order_by(o.next_attempt_at, o.id).limit(limit if per_destination is None else 2 * limit)
         if self._skip_locked:
             scan = scan.with_for_update(skip_locked=True)
-        candidates = scan.subquery("candidates")
-        if per_destination is None:
-            chosen = sa.select(candidates.c.id)
-        else:
-            rank = sa.func.row_number().over(
-                partition_by=candidates.c.destination, order_by=candidates.c.next_attempt_at
-            )
+        # MATERIALIZED: computed once. As a plain subquery PostgreSQL may rescan it for each row the UPDATE
+        # touches — and each rescan, seeing the leases just written, would pick other rows, past ``limit``.
+        candidates = scan.cte("candidates").prefix_with("MATERIALIZED")
+        chosen: sa.CTE = candidates
+        if per_destination is not None:
+            c = candidates.c
+            rank = sa.func.row_number().over(partition_by=c.destination, order_by=(c.next_attempt_at, c.id))
             ranked = sa.select(candidates, rank.label("rank")).subquery("ranked")
             open_rooms = {destination: room for destination, room in rooms.items() if room > 0}
             cap: sa.ColumnElement[int] = (
@@ -155,10 +155,17 @@ class OutboxRepository:
                 if open_rooms
                 else sa.literal(per_destination)
             )
-            chosen = sa.select(ranked.c.id).where(ranked.c.rank <= cap).order_by(ranked.c.next_attempt_at).limit(limit)
+            chosen = (
+                sa.select(ranked.c.id)
+                .where(ranked.c.rank <= cap)
+                .order_by(ranked.c.next_attempt_at, ranked.c.id)
+                .limit(limit)
+                .cte("chosen")
+                .prefix_with("MATERIALIZED")
+            )
         result = await self._execute(
             sa.update(outbox)
-            .where(o.id.in_(chosen), *due)
+            .where(o.id.in_(sa.select(chosen.c.id)), *due)
             .values(lease_owner=owner, lease_expires_at=now + lease)
             .returning(*outbox.c)
         )
