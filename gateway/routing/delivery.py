@@ -185,6 +185,7 @@ class Dispatcher:
             return  # the one recording now takes ours in its next round
         self._recording = True
         try:
+            await asyncio.sleep(0)  # attempts ending in this same turn of the event loop join the first batch
             while self._finished:
                 finished, self._finished = self._finished, []
                 try:

@@ -320,19 +320,46 @@ class ResourceRepository:
         return stored
 
     async def update_many(self, changes: Sequence[tuple[StoredResource, Resource]]) -> list[StoredResource]:
-        """Write the next version of several resources in a few statements (one executemany, one delete of
-        their index rows, the new rows at the next flush). Each ``current`` must have been read with
-        ``get_many(…, for_update=True)`` in this transaction: the lock is what makes the version check hold."""
+        """Write the next version of several resources in a few statements: one executemany for the rows, one
+        for the index rows that no longer hold; the versions and the new index rows go at the next flush. Only
+        the index rows that change are touched (a Task's new businessStatus is one row out, one in).
+
+        Each ``current`` must have been read with ``get_many(…, for_update=True)`` in this transaction: the lock
+        is what makes the version check hold."""
         if not changes:
             return []
         moment = utc_now()
         r, s = resources.c, search_index.c
-        staged = []
+        await self._pending.flush(self._connection)
+        staged: list[StoredResource] = []
+        updates: list[dict[str, Any]] = []
+        gone: list[dict[str, Any]] = []
         for current, resource in changes:
             version_id = current.version_id + 1
             content = _with_meta(resource, current.id, version_id, moment)
-            staged.append(StoredResource(current.resource_type, current.id, version_id, moment, content))
-        await self._pending.flush(self._connection)
+            stored = StoredResource(current.resource_type, current.id, version_id, moment, content)
+            staged.append(stored)
+            text = orjson.dumps(content).decode()
+            updates.append(
+                {"b_type": stored.resource_type, "b_id": stored.id, "b_version": current.version_id}
+                | {"b_next": version_id, "b_content": text}
+            )
+            self._pending.add(
+                resource_versions,
+                {"resource_type": stored.resource_type, "id": stored.id, "version_id": version_id}
+                | {"last_updated": moment, "content": text},
+            )
+            before, after = set(index_entries(current.content)), index_entries(content)
+            for entry in before.difference(after):
+                gone.append({"b_type": stored.resource_type, "b_id": stored.id, "b_param": entry.param}
+                            | {"b_system": entry.system, "b_value": entry.value})  # fmt: skip
+            for entry in after:
+                if entry not in before:
+                    self._pending.add(
+                        search_index,
+                        {"resource_type": stored.resource_type, "resource_id": stored.id, "param": entry.param}
+                        | {"system": entry.system, "value": entry.value},
+                    )
         await self._connection.execute(
             sa.update(resources)
             .where(
@@ -341,24 +368,19 @@ class ResourceRepository:
                 r.version_id == sa.bindparam("b_version"),
             )
             .values(version_id=sa.bindparam("b_next"), last_updated=moment, content=sa.bindparam("b_content")),
-            [
-                {
-                    "b_type": stored.resource_type,
-                    "b_id": stored.id,
-                    "b_version": current.version_id,
-                    "b_next": stored.version_id,
-                    "b_content": orjson.dumps(stored.content).decode(),
-                }
-                for (current, _), stored in zip(changes, staged, strict=True)
-            ],
+            updates,
         )
-        await self._connection.execute(
-            sa.delete(search_index).where(
-                rows_in((s.resource_type, s.resource_id), [(stored.resource_type, stored.id) for stored in staged])
+        if gone:
+            await self._connection.execute(
+                sa.delete(search_index).where(
+                    s.resource_type == sa.bindparam("b_type"),
+                    s.resource_id == sa.bindparam("b_id"),
+                    s.param == sa.bindparam("b_param"),
+                    s.system.is_not_distinct_from(sa.bindparam("b_system")),
+                    s.value == sa.bindparam("b_value"),
+                ),
+                gone,
             )
-        )
-        for stored in staged:
-            self._stage(stored, ())
         return staged
 
 

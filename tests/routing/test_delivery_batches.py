@@ -162,6 +162,13 @@ async def test_mixed_outcomes_each_reach_their_entry_and_task(database: Database
         "queued",
         "failed",
     ]
+    # the search index follows the Tasks' new versions: each is found by its new status, none by the old
+    for status, service_requests in (("delivered", {delivered}), ("queued", {retried}), ("failed", {refused})):
+        async with UnitOfWork(database, write=False) as uow:
+            _, tasks = await uow.resources.search(
+                parse_search("Task", [("business-status", status)], default_count=10, max_count=10)
+            )
+        assert {str(task.content["focus"]["reference"]).split("/")[1] for task in tasks} == service_requests
 
 
 @respx.mock
