@@ -42,6 +42,7 @@ from gateway.workflow.transitions import FINAL
 
 log = structlog.get_logger("gateway.delivery")
 _AUDIT_OUTCOME = {DELIVERED: "0", PENDING: "4", DEAD: "8"}  # AuditEvent.outcome: success, minor, serious failure
+_RANK = {DELIVERED: 0, DEAD: 1, PENDING: 2}
 FHIR_JSON = "application/fhir+json"
 
 
@@ -212,7 +213,14 @@ class Dispatcher:
 
     async def _record(self, finished: Sequence[tuple[OutboxEntry, AttemptResult]]) -> None:
         now = utc_now()
-        outcomes = [(entry, self._outcome(entry, result, now)) for entry, result in finished]
+        # One outcome per entry: an entry whose lease ran out mid-attempt may have been taken again by this same
+        # worker, and both attempts may end together — the best outcome counts (delivered, then dead, then retry).
+        best: dict[str, tuple[OutboxEntry, Finished]] = {}
+        for entry, result in finished:
+            outcome = self._outcome(entry, result, now)
+            if entry.id not in best or _RANK[outcome.status] < _RANK[best[entry.id][1].status]:
+                best[entry.id] = (entry, outcome)
+        outcomes = list(best.values())
         async with UnitOfWork(self.database) as uow:
             # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
             recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
