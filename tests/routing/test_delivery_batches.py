@@ -19,6 +19,7 @@ from gateway.routing.config import RoutingTable
 from gateway.routing.delivery import DeliverySettings, Dispatcher
 from gateway.store import Database, UnitOfWork
 from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
+from tests.routing.test_delivery import _intake_task
 from tests.support.referrals import fresh
 
 BASE = "http://gateway.test/fhir"
@@ -48,17 +49,7 @@ async def _entries(database: Database) -> dict[str, OutboxEntry]:
 
 
 async def _delivery_status(database: Database, service_request_id: str) -> str:
-    async with UnitOfWork(database, write=False) as uow:
-        _, tasks = await uow.resources.search(
-            parse_search(
-                "Task",
-                [("focus", f"ServiceRequest/{service_request_id}"), ("code", "platform-intake")],
-                default_count=5,
-                max_count=5,
-            )
-        )
-    (task,) = tasks
-    return str(task.content["businessStatus"]["coding"][0]["code"])
+    return str((await _intake_task(database, service_request_id))["businessStatus"]["coding"][0]["code"])
 
 
 def _focus(request: httpx.Request) -> str:
