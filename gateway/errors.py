@@ -9,7 +9,8 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
     ├── InvalidRequest ............ 400  unparsable body, unknown search parameter, bad entry request
     ├── TokenRequestRejected ...... 400  the token endpoint's RFC 6749 errors (rendered as OAuth JSON, not FHIR)
     ├── Unauthenticated ........... 401  no access token, or one that is not valid (WWW-Authenticate: Bearer)
-    ├── Forbidden ................. 403  a valid token whose scopes do not cover the interaction
+    ├── Forbidden ................. 403  a valid token whose scopes do not cover the interaction, or an
+    │                                    X-Provenance naming another agent than the client
     ├── ResourceNotFound .......... 404  unknown type, id or version
     ├── MethodNotAllowed .......... 405
     ├── RequestTimeout ............ 408  the body did not arrive within GATEWAY_BODY_TIMEOUT
@@ -77,6 +78,7 @@ class IssueCode(StrEnum):
     STATUS_REASON_REQUIRED = "status-reason-required"
     PATCH_INVALID = "patch-invalid"
     PROVENANCE_HEADER_INVALID = "provenance-header-invalid"
+    PROVENANCE_AGENT_MISMATCH = "provenance-agent-mismatch"
     HOP_LIMIT_REACHED = "hop-limit-reached"
     CONCURRENT_CHANGE = "concurrent-change"
     INS_KEY_INVALID = "ins-key-invalid"
@@ -157,6 +159,8 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.STATUS_REASON_REQUIRED: "A rejection or a cancellation needs a statusReason.",
     IssueCode.PATCH_INVALID: "The JSON Patch cannot be applied to the resource.",
     IssueCode.PROVENANCE_HEADER_INVALID: "The X-Provenance header is not a Provenance with agents.",
+    IssueCode.PROVENANCE_AGENT_MISMATCH: "An X-Provenance agent is not the authenticated client (or its onBehalfOf "
+    "not the Task's owner).",
     IssueCode.HOP_LIMIT_REACHED: "The message was forwarded between gateways as often as allowed.",
     IssueCode.CONCURRENT_CHANGE: "Concurrent changes kept colliding with this one; nothing was stored, retry.",
     IssueCode.INS_KEY_INVALID: "The INS (NIR / NIA) does not have the shape or check key of an INS.",

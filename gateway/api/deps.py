@@ -19,6 +19,7 @@ from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.visibility import EVERYTHING, Viewer
+from gateway.workflow.provenance import Actor, Identifier
 
 
 def _settings(request: Request) -> Settings:
@@ -95,6 +96,19 @@ def _viewer(
     return Viewer(sender=client.client_id)
 
 
+def _actor(
+    client: Annotated[ApiClient, Depends(_client)], routing: Annotated[RoutingTable, Depends(_routing)]
+) -> Actor | None:
+    """Who a decision's Provenance names as acting (None when authentication is off: what X-Provenance says)."""
+    if not client.authenticated:
+        return None
+    if client.role is Role.PLATFORM:
+        platform = routing.platforms.get(client.platform or "")
+        if platform is not None:  # else it sees nothing (``_viewer``) and decides on nothing
+            return Actor(client.client_id, Identifier(platform.organization_system, platform.organization_value))
+    return Actor(client.client_id, trusted=client.role is Role.OPERATOR)
+
+
 async def _body(request: Request) -> Resource:
     fmt = request_format(request.headers.get("content-type"))
     return parse_resource(await request.body(), fmt)
@@ -110,3 +124,4 @@ AuthorityDep = Annotated[Authority, Depends(_authority)]
 TokenUrlDep = Annotated[str, Depends(_token_url)]
 ClientDep = Annotated[ApiClient, Depends(_client)]
 ViewerDep = Annotated[Viewer, Depends(_viewer)]
+ActorDep = Annotated[Actor | None, Depends(_actor)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.errors import InvalidRequest, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.errors import Forbidden, InvalidRequest, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import split_reference
@@ -17,7 +17,7 @@ from gateway.routing.schedule import platform_of, schedule_referral, schedule_up
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.provenance import Actor, Agent, AgentMismatch, decision_agents, provenance
 from gateway.workflow.tasks import TaskReferences, business_status, revocation_reason, task_type_of
 from gateway.workflow.transitions import EFFECTS, FINAL, IMPLIED_BUSINESS_STATUS, check_decision
 
@@ -50,6 +50,17 @@ async def _after_service_request_moved(
         await schedule_update(uow, reference, now, service_request["status"])
 
 
+async def _agents(uow: UnitOfWork, actor: Actor | None, claimed: Sequence[Agent], owner: str) -> list[Agent]:
+    organization = None
+    if actor is not None and actor.organization is not None:
+        found = await uow.resources.identify("Organization", [(actor.organization.system, actor.organization.value)])
+        organization = f"Organization/{found}" if found else None
+    try:
+        return decision_agents(actor, claimed, owner, organization)
+    except AgentMismatch as exc:
+        raise Forbidden.single(IssueCode.PROVENANCE_AGENT_MISMATCH, str(exc), f"Provenance.agent[{exc.index}]") from exc
+
+
 def _stale(current: StoredResource, expected_version: int) -> PreconditionFailed:
     return PreconditionFailed.single(
         IssueCode.VERSION_MISMATCH,
@@ -65,7 +76,10 @@ async def decide(
     proposed: Resource,
     expected_version: int,
     agents: Sequence[Agent] = (),
+    actor: Actor | None = None,
 ) -> StoredResource:
+    """``agents``: what X-Provenance claims; ``actor``: the authenticated client (None when authentication is
+    off), which the claim must match (``decision_agents``) — a 403 ``provenance-agent-mismatch`` otherwise."""
     if proposed.get("resourceType") != "Task" or proposed.get("id") not in (None, task_id):
         raise InvalidRequest.single(
             IssueCode.ENTRY_REQUEST_INVALID, f"the body must be Task/{task_id} (resourceType Task, same id)", "Task.id"
@@ -77,6 +91,7 @@ async def decide(
         if current.version_id != expected_version:
             raise _stale(current, expected_version)
         new_status = check_decision(current.content, proposed)
+        who = await _agents(uow, actor, agents, str((current.content.get("owner") or {}).get("reference", "")))
         now = utc_now()
         content = {key: value for key, value in proposed.items() if key not in ("meta", "executionPeriod")}
         content["id"] = task_id
@@ -115,8 +130,6 @@ async def decide(
             targets.append(f"ServiceRequest/{focus_id}/_history/{changed.version_id}")
             await _after_service_request_moved(uow, routing, current.content, changed.content, now)
 
-        owner = str((current.content.get("owner") or {}).get("reference", ""))
-        who = list(agents) or [Agent("author", owner)]
         uow.resources.add(provenance(targets, now, who, f"Task {current.content.get('status')} → {content['status']}"))
         await uow.commit()
     return updated

@@ -44,6 +44,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #status-reason-required "Status reason required" "A rejection or a cancellation needs a statusReason."
 * #patch-invalid "Patch invalid" "The JSON Patch cannot be applied to the resource."
 * #provenance-header-invalid "Provenance header invalid" "The X-Provenance header is not a Provenance with agents."
+* #provenance-agent-mismatch "Provenance agent mismatch" "An X-Provenance agent is not the authenticated client (or its onBehalfOf not the Task's owner)."
 * #hop-limit-reached "Hop limit reached" "The message was forwarded between gateways as often as allowed."
 * #concurrent-change "Concurrent change" "Concurrent changes kept colliding with this one; nothing was stored, retry."
 * #ins-key-invalid "Ins key invalid" "The INS (NIR / NIA) does not have the shape or check key of an INS."

@@ -9,7 +9,7 @@ import jsonpatch
 import orjson
 from fastapi import APIRouter, Header, Request
 
-from gateway.api.deps import AnswerDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep, ViewerDep
+from gateway.api.deps import ActorDep, AnswerDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep, ViewerDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
@@ -18,7 +18,7 @@ from gateway.fhir.limits import check_limits
 from gateway.fhir.types import Resource
 from gateway.store import queries
 from gateway.workflow.decisions import decide
-from gateway.workflow.provenance import Agent
+from gateway.workflow.provenance import Agent, Identifier
 
 router = APIRouter(prefix="/fhir/Task", tags=["workflow"])
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
@@ -36,24 +36,35 @@ def _expected_version(if_match: str | None) -> int:
     return int(match.group(1))
 
 
+def _who(who: Any) -> str | Identifier:
+    """``who`` as a reference, or as an identifier (a sender names itself by client id)."""
+    if isinstance(who.get("reference"), str):
+        return str(who["reference"])
+    identifier = who["identifier"]
+    if not isinstance(identifier.get("system"), str) or not isinstance(identifier.get("value"), str):
+        raise TypeError("who.identifier needs a system and a value")
+    return Identifier(identifier["system"], identifier["value"])
+
+
 def _agents(x_provenance: str | None) -> list[Agent]:
-    """FHIR's X-Provenance header: who made the decision, possibly on whose behalf (the platform for the GP)."""
+    """FHIR's X-Provenance header: who made the decision, possibly on whose behalf (the platform for the GP).
+    With authentication on, ``decide`` checks the agents against the client (403 when they are someone else)."""
     if not x_provenance:
         return []
     try:
         header: Any = orjson.loads(x_provenance)
         agents = []
         for agent in header["agent"]:
-            who = agent["who"]["reference"]
+            who = _who(agent["who"])
             on_behalf_of = (agent.get("onBehalfOf") or {}).get("reference")
-            if not isinstance(who, str) or not isinstance(on_behalf_of, (str, type(None))):
+            if not isinstance(on_behalf_of, (str, type(None))):
                 raise TypeError("references are strings")
             code = ((agent.get("type") or {}).get("coding") or [{}])[0].get("code") or "author"
             agents.append(Agent(str(code), who, on_behalf_of))
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise InvalidRequest.single(
             IssueCode.PROVENANCE_HEADER_INVALID,
-            "X-Provenance must be a Provenance resource in JSON whose agents have who.reference",
+            "X-Provenance must be a Provenance resource in JSON whose agents have who.reference or who.identifier",
         ) from exc
     if header.get("resourceType") != "Provenance" or not agents:
         raise InvalidRequest.single(
@@ -68,18 +79,19 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
-    task_id: str, client: ClientDep, viewer: ViewerDep, task: ResourceBodyDep, database: DatabaseDep,
-    routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
+    task_id: str, client: ClientDep, viewer: ViewerDep, actor: ActorDep, task: ResourceBodyDep,
+    database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None,
+    x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
     client.require("Task", Permission.UPDATE)
     await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
-    stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance))
+    stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor)
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
 
 
 @router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
 async def patch_task(
-    task_id: str, request: Request, client: ClientDep, viewer: ViewerDep, database: DatabaseDep,
+    task_id: str, request: Request, client: ClientDep, viewer: ViewerDep, actor: ActorDep, database: DatabaseDep,
     routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
     client.require("Task", Permission.UPDATE)
@@ -98,5 +110,5 @@ async def patch_task(
     if not isinstance(patched, dict):
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
-    stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance))
+    stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor)
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
