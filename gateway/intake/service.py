@@ -39,6 +39,7 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.validation.rules import uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
+from gateway.workflow.provenance import GATEWAY, client_agent
 from gateway.workflow.tasks import TaskReferences
 
 MAX_ATTEMPTS = 8
@@ -87,7 +88,7 @@ class IntakeOutcome:
 
     service_request_id: str
     entries: list[EntryOutcome]  # one per posted entry, in order
-    generated: list[EntryOutcome] = field(default_factory=list)  # made by the gateway (CareTeam, Tasks)
+    generated: list[EntryOutcome] = field(default_factory=list)  # made by the gateway (CareTeam, Tasks, Provenances)
     notes: list[str] = field(default_factory=list)  # what the workflow decided, for the sender
     replayed: bool = False
 
@@ -131,7 +132,7 @@ async def take_in(
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform)
+                outcome = await _store(uow, _fresh_copy(referral), platform, sender)
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
@@ -287,7 +288,7 @@ def _rewrite_references(
     return to_check
 
 
-async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> IntakeOutcome:
+async def _store(uow: UnitOfWork, referral: Referral, platform: Platform, sender: str | None) -> IntakeOutcome:
     known = await _known(uow, referral, platform)
     resolutions = []
     claimed: dict[tuple[str, str, str], _Resolution] = {}
@@ -372,9 +373,12 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
             declared_validation=declared[0] if declared else None,
             declared_validator=declared[1] if declared else None,
             forwarded=platform.kind is PlatformKind.PEER_GATEWAY,
+            consents=tuple(f"Consent/{by_entry[id(e)].id}" for e in referral.of_type("Consent")),
         ),
         references := TaskReferences(service_request_reference, patient_reference, requester, gp, platform_reference),
         now,
+        # The gateway decides (route, hold, revoke); the client that posted the referral caused it.
+        deciders := [GATEWAY] if sender is None else [GATEWAY, client_agent(sender)],
     )
     service_request["status"] = plan.service_request_status
     if plan.service_request_extensions:
@@ -384,7 +388,7 @@ async def _store(uow: UnitOfWork, referral: Referral, platform: Platform) -> Int
 
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
     if plan.routed:
-        generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count)
+        generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count, deciders=deciders)
     origin = referral.reply_endpoint
     if origin:
         uow.outbox.record_origin(service_request_reference.split("/")[1], origin)

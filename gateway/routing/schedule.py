@@ -12,7 +12,7 @@ from gateway.fhir.types import Resource
 from gateway.routing.config import Platform, PlatformKind, RoutingTable
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.policies import TaskType
-from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import DELIVERY_STATUS_SYSTEM, TaskReferences, build_task, coding
 
 REFERRAL_REQUEST = "referral-request"
@@ -24,14 +24,20 @@ def delivery_status(code: str) -> Resource:
 
 
 def schedule_referral(
-    uow: UnitOfWork, platform: Platform, references: TaskReferences, now: datetime, *, hop: int = 0
+    uow: UnitOfWork,
+    platform: Platform,
+    references: TaskReferences,
+    now: datetime,
+    *,
+    hop: int = 0,
+    deciders: Sequence[Agent] = (GATEWAY,),
 ) -> list[Resource]:
-    """The platform-intake Task and the outbox row that delivers the referral; returns the resources to store
-    (the Task, and for a peer gateway a Provenance of the forwarding). Their ids are set."""
+    """The platform-intake Task and the outbox row that delivers the referral; returns the resources to store:
+    the Task, and the Provenance of the routing — for a peer gateway, of the forwarding (DESIGN §3.6) — whose
+    agents are ``deciders`` (the gateway, and the client that caused it). Their ids are set."""
     task = build_task(TaskType.PLATFORM_INTAKE, references, owner=references.platform, now=now)
     task["id"] = new_id()
     task["businessStatus"] = delivery_status("queued")
-    made = [task]
     uow.outbox.enqueue(
         id=new_id(),
         destination=platform.key,
@@ -41,16 +47,20 @@ def schedule_referral(
         now=now,
         task_id=task["id"],
     )
+    agents = list(deciders)
     if platform.kind is PlatformKind.PEER_GATEWAY:
-        made.append(
-            provenance(
-                [references.service_request],
-                now,
-                [Agent("custodian", references.platform)],
-                f"forwarded to the peer gateway of {platform.name} ({platform.endpoint})",
-            )
-        )
-    return made
+        activity = f"forwarded to the peer gateway of {platform.name} ({platform.endpoint})"
+        agents.append(Agent("custodian", references.platform))  # the peer runs the referral's workflow from now
+    else:
+        activity = f"routed to {platform.name}"
+    routing = provenance(
+        [references.service_request, f"Task/{task['id']}"],
+        now,
+        agents,
+        activity,
+        reason=f"{platform.name} ({platform.key}) serves the patient's territory in the routing file",
+    )
+    return [task, routing]
 
 
 async def platform_of(uow: UnitOfWork, routing: RoutingTable, service_request: Resource) -> Platform | None:

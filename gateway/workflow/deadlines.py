@@ -1,5 +1,6 @@
 """GP validation deadlines (D6327-4, "à défaut par la plateforme"): a ``gp-validation`` Task still requested at
-its deadline is escalated — its businessStatus says so — and a ``contact-gp`` Task is created for the platform.
+its deadline is escalated — its businessStatus says so — and a ``contact-gp`` Task is created for the platform,
+with a Provenance of the escalation (the gateway decided it), in one transaction.
 
 Safe with several workers: the escalation is a version-checked update, so of two workers that find the same
 Task, one writes and the other's transaction is dropped.
@@ -16,6 +17,7 @@ from gateway.fhir.types import Resource
 from gateway.store.database import Database
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.policies import TaskType
+from gateway.workflow.provenance import GATEWAY, provenance
 from gateway.workflow.tasks import BusinessStatus, TaskReferences, build_task, business_status, task_type_of
 
 log = structlog.get_logger("gateway.workflow")
@@ -60,7 +62,8 @@ async def _escalate(database: Database, task_id: str, now: datetime) -> int:
                 "text": "No answer from the GP by the deadline: the platform contacts them.",
             },
         ]
-        if await uow.resources.update(current, task) is None:
+        updated = await uow.resources.update(current, task)
+        if updated is None:
             return 0  # another worker escalated it first
         service_request_reference = str(task["focus"]["reference"])
         service_request = await uow.resources.get("ServiceRequest", service_request_reference.split("/")[-1])
@@ -85,7 +88,19 @@ async def _escalate(database: Database, task_id: str, now: datetime) -> int:
             "that Task on their behalf (X-Provenance with onBehalfOf).",
         )
         contact["partOf"] = [{"reference": f"Task/{task_id}"}]
-        uow.resources.add(contact, resource_id=new_id())
+        contact_id = new_id()
+        uow.resources.add(contact, resource_id=contact_id)
+        deadline = ((task.get("restriction") or {}).get("period") or {}).get("end")
+        uow.resources.add(
+            provenance(
+                [f"Task/{task_id}/_history/{updated.version_id}", f"Task/{contact_id}"],
+                now,
+                [GATEWAY],
+                "GP validation escalated to the platform",
+                reason=f"no answer from the GP by the deadline{f' {deadline}' if deadline else ''} "
+                "(D6327-4: à défaut par la plateforme)",
+            )
+        )
         await uow.commit()
         log.info("gp_validation_escalated", task_id=task_id)
     return 1

@@ -17,15 +17,21 @@ from gateway.routing.schedule import platform_of, schedule_referral, schedule_up
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.workflow.provenance import Actor, Agent, AgentMismatch, decision_agents, provenance
+from gateway.workflow.provenance import GATEWAY, Actor, Agent, AgentMismatch, decision_agents, provenance
 from gateway.workflow.tasks import TaskReferences, business_status, revocation_reason, task_type_of
 from gateway.workflow.transitions import EFFECTS, FINAL, IMPLIED_BUSINESS_STATUS, check_decision
 
 
 async def _after_service_request_moved(
-    uow: UnitOfWork, routing: RoutingTable, task: Resource, service_request: Resource, now: datetime
+    uow: UnitOfWork,
+    routing: RoutingTable,
+    task: Resource,
+    service_request: Resource,
+    now: datetime,
+    deciders: Sequence[Agent],
 ) -> None:
-    """Validated: the referral goes to its platform now. Rejected: the sender is told (if it asked)."""
+    """Validated: the referral goes to its platform now (routed by the gateway, caused by the decision's
+    ``deciders``). Rejected: the sender is told (if it asked)."""
     reference = f"ServiceRequest/{service_request['id']}"
     if service_request["status"] == "active":
         platform = await platform_of(uow, routing, service_request)
@@ -43,7 +49,7 @@ async def _after_service_request_moved(
                 (task.get("owner") or {}).get("reference"),
                 str(service_request["performer"][0]["reference"]),
             )
-            for resource in schedule_referral(uow, platform, references, now):
+            for resource in schedule_referral(uow, platform, references, now, deciders=[GATEWAY, *deciders]):
                 uow.resources.add(resource, resource_id=resource.pop("id"))
         await schedule_update(uow, reference, now, "validated")
     else:
@@ -128,7 +134,7 @@ async def decide(
             if changed is None:
                 raise _stale(current, expected_version)
             targets.append(f"ServiceRequest/{focus_id}/_history/{changed.version_id}")
-            await _after_service_request_moved(uow, routing, current.content, changed.content, now)
+            await _after_service_request_moved(uow, routing, current.content, changed.content, now, who)
 
         uow.resources.add(provenance(targets, now, who, f"Task {current.content.get('status')} → {content['status']}"))
         await uow.commit()

@@ -1,10 +1,12 @@
 """What the workflow decides when a referral is taken in (DESIGN §3 steps 2–4): the ServiceRequest's stored
-status, the Tasks, and the Provenance of a validation the requester declares. Pure: intake gives the facts and
-the stored references, and stores whatever plan comes back in the same transaction as the referral.
+status, the Tasks, and their Provenances — of a validation the requester declares, of a referral held for the
+GP's validation, of one revoked for an opposition (routing's is ``schedule_referral``'s). Pure: intake gives the
+facts and the stored references, and stores whatever plan comes back in the same transaction as the referral.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -12,7 +14,7 @@ from enum import StrEnum
 from gateway.fhir.primitives import fhir_instant, new_id
 from gateway.fhir.types import Resource
 from gateway.workflow.policies import Owner, Policy, TaskType, Trigger, gp_step
-from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import RevocationReason, TaskReferences, build_task, revocation_reason
 
 
@@ -32,6 +34,7 @@ class ReferralFacts:
     declared_validation: datetime | None = None  # dac-gp-validation: when the GP validated, per the requester
     declared_validator: str | None = None  # … and who (a stored reference), when said
     forwarded: bool = False  # the competent platform runs its own gateway: its workflow decides, not ours
+    consents: tuple[str, ...] = ()  # the referral's Consents (stored references): what an opposition rests on
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,11 @@ class IntakePlan:
     notes: list[str] = field(default_factory=list)  # information for the sender, in the answer
 
 
-def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime) -> IntakePlan:
+def plan_intake(
+    facts: ReferralFacts, references: TaskReferences, now: datetime, deciders: Sequence[Agent] = (GATEWAY,)
+) -> IntakePlan:
+    """``deciders``: the agents of the gateway's own decisions' Provenances (the gateway, and the client that
+    posted the referral when known)."""
     if facts.consent is ConsentState.DENY or facts.opposition_on_record:
         why = (
             "the patient objects to the referral (Consent deny)"
@@ -55,6 +62,16 @@ def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime)
             service_request_status="revoked",
             routed=False,
             service_request_extensions=[revocation_reason(RevocationReason.PATIENT_OPPOSITION)],
+            provenances=[
+                provenance(
+                    [references.service_request],
+                    now,
+                    deciders,
+                    "referral revoked at intake, not routed",
+                    reason=f"patient-opposition: {why} (L1110-12)",
+                    entities=facts.consents if facts.consent is ConsentState.DENY else (),
+                )
+            ],
             notes=[f"Referral revoked and not routed: {why} (droit d'opposition, CSP art. L1110-12)."],
         )
 
@@ -91,6 +108,16 @@ def plan_intake(facts: ReferralFacts, references: TaskReferences, now: datetime)
                 provenance([f"Task/{task['id']}"], now, agents, "GP validation declared by the requester")
             )
         if step.blocks_routing:
+            provenances.append(
+                provenance(
+                    [references.service_request, f"Task/{task['id']}"],
+                    now,
+                    deciders,
+                    "referral held for the GP's validation, not routed",
+                    reason=f"{facts.policy} policy (D6327-4): the requester is not the GP and did not declare "
+                    "the GP's validation",
+                )
+            )
             notes.append(
                 f"Waiting for the GP's validation ({facts.policy} policy, D6327-4): Task/{task['id']} must be "
                 f"accepted by {fhir_instant(now + facts.gp_validation_delay)}."

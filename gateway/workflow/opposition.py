@@ -20,7 +20,7 @@ from gateway.routing.schedule import platform_of, schedule_platform_update, sche
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.workflow.provenance import Agent, provenance
+from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
 from gateway.workflow.transitions import FINAL
 
@@ -108,7 +108,14 @@ async def record_consent(
                 (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None
             )
             uow.resources.add(
-                provenance(targets, now, [Agent("informant", performer or patient_reference)], "patient opposition")
+                provenance(
+                    targets,
+                    now,
+                    [GATEWAY, Agent("informant", performer or patient_reference)],
+                    "patient opposition recorded: open referrals revoked, their open Tasks cancelled",
+                    reason="patient-opposition (droit d'opposition, L1110-12)",
+                    entities=[stored.reference],
+                )
             )
         await uow.commit()
     return ConsentOutcome(stored, patient_reference, revoked)

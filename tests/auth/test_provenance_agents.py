@@ -13,11 +13,27 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth.conftest import HAINAUT_PLATFORM, OPERATOR, SENDER, token_of
+from tests.auth.conftest import (
+    HAINAUT_PLATFORM,
+    OPERATOR,
+    OTHER_PLATFORM,
+    OTHER_SENDER,
+    PLATFORM,
+    SENDER,
+    token_of,
+)
+from tests.conftest import load_example
 from tests.workflow.test_decisions_api import pta_2016_referral
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 CLIENT_ID = "https://fhir.dac-gateway.org/client-id"
+ROLES = {
+    "sender": SENDER,
+    "other sender": OTHER_SENDER,
+    "lille": OTHER_PLATFORM,
+    "paris": PLATFORM,
+    "operator": OPERATOR,
+}
 HAINAUT_FINESS = {"system": "https://finess.esante.gouv.fr", "value": "590000030"}
 
 
@@ -153,3 +169,25 @@ async def test_an_operator_may_record_others_and_is_named_as_the_enterer(secure:
         ("verifier", task["owner"]),
         ("enterer", {"identifier": {"system": CLIENT_ID, "value": OPERATOR.client_id}}),
     ]
+
+
+async def test_the_routing_provenance_names_the_sender_and_is_seen_by_the_referrals_parties(
+    secure: httpx.AsyncClient,
+) -> None:
+    headers = {role: await token_of(secure, client) for role, client in ROLES.items()}
+    answer = await secure.post(
+        "/fhir", json=load_example("referral-hospital-nurse.json"), headers=headers["sender"] | FHIR_JSON
+    )
+    assert answer.status_code == 200, answer.text
+    location = next(e["response"]["location"] for e in answer.json()["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    found = await secure.get(
+        "/fhir/Provenance", params={"target": location.split("/_history")[0]}, headers=headers["operator"]
+    )
+    (routing,) = [e["resource"] for e in found.json()["entry"]]
+    assert [agent["who"] for agent in routing["agent"]] == [
+        {"type": "Device", "display": "DAC Gateway"},
+        {"identifier": {"system": CLIENT_ID, "value": SENDER.client_id}},
+    ]
+    for role, seen in {"sender": True, "lille": True, "paris": False, "other sender": False}.items():
+        read = await secure.get(f"/fhir/Provenance/{routing['id']}", headers=headers[role])
+        assert read.status_code == (200 if seen else 404), role

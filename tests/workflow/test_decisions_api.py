@@ -76,11 +76,24 @@ async def test_waiting_referral_then_gp_accepts(client: httpx.AsyncClient) -> No
     assert response.json()["businessStatus"]["coding"][0]["code"] == "accepted"
     after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
     assert after["status"] == "active" and after["meta"]["versionId"] == "2"
-    provenance = (await client.get("/fhir/Provenance", params={"target": f"Task/{task['id']}"})).json()
-    (entry,) = provenance["entry"]
-    targets = {t["reference"] for t in entry["resource"]["target"]}
+    task_reference = f"Task/{task['id']}"
+    provenance = (await client.get("/fhir/Provenance", params={"target": task_reference})).json()
+    by_activity = {entry["resource"]["activity"]["text"]: entry["resource"] for entry in provenance["entry"]}
+    held = by_activity.pop("referral held for the GP's validation, not routed")  # the gateway's, at intake
+    assert {t["reference"] for t in held["target"]} == {f"ServiceRequest/{service_request['id']}", task_reference}
+    assert held["agent"][0]["who"] == {"type": "Device", "display": "DAC Gateway"}
+    assert "pta-2016" in held["reason"][0]["text"]
+    (decision,) = by_activity.values()
+    targets = {t["reference"] for t in decision["target"]}
     assert targets == {f"Task/{task['id']}/_history/2", f"ServiceRequest/{service_request['id']}/_history/2"}
-    assert entry["resource"]["agent"][0]["who"] == task["owner"]
+    assert decision["agent"][0]["who"] == task["owner"]
+    # Validated, the referral is routed: the gateway's routing decision, caused by the GP's.
+    routed = await client.get("/fhir/Provenance", params={"target": f"ServiceRequest/{service_request['id']}"})
+    (routing,) = [
+        e["resource"] for e in routed.json()["entry"] if e["resource"]["activity"]["text"].startswith("routed")
+    ]
+    assert [a["who"] for a in routing["agent"]] == [{"type": "Device", "display": "DAC Gateway"}, task["owner"]]
+    assert any(t["reference"].startswith("Task/") for t in routing["target"])
 
 
 async def test_gp_rejects_with_a_reason(client: httpx.AsyncClient) -> None:
@@ -164,8 +177,14 @@ async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) ->
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "completed" and "end" in response.json()["executionPeriod"]
     assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
-    (entry,) = (await client.get("/fhir/Provenance", params={"agent": platform})).json()["entry"]
-    assert entry["resource"]["agent"][0]["onBehalfOf"] == task["owner"]
+    found = (await client.get("/fhir/Provenance", params={"agent": platform})).json()["entry"]
+    # The decision's, and the routing it caused (the gateway routed, the platform's decision was why).
+    assert sorted(e["resource"]["activity"]["text"] for e in found) == [
+        "Task requested → completed",
+        "routed to DAC Hainaut",
+    ]
+    for entry in found:
+        assert entry["resource"]["agent"][-1]["onBehalfOf"] == task["owner"]
     bad_patch = await client.patch(
         f"/fhir/Task/{task['id']}",
         json=[{"op": "replace", "path": "/nothing/here", "value": 1}],
@@ -216,7 +235,7 @@ async def test_gp_validation_declared_by_the_requester(client: httpx.AsyncClient
     provenance = (
         await client.get("/fhir/Provenance", params={"target": f"Task/{by_code['gp-validation']['id']}"})
     ).json()
-    (entry,) = provenance["entry"]
+    (entry,) = provenance["entry"]  # the declared validation; routing's targets the platform-intake Task
     informant = next(a for a in entry["resource"]["agent"] if a["type"]["coding"][0]["code"] == "informant")
     service_request = (await client.get(f"/fhir/{reference}")).json()
     assert informant["who"] == {"reference": service_request["requester"]["reference"]}
