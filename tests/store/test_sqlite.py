@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.fhir.search import parse_search
 from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
-from gateway.store.repository import _conditions, _order, rows_in
+from gateway.store.repository import KeyLookup, _conditions, _order
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
 
@@ -66,11 +66,29 @@ async def test_lookups_by_key_use_the_primary_keys(database: Database) -> None:
     a row-value IN list would make SQLite scan both tables whole, at every intake."""
     i, r = resource_identities.c, resources.c
     keys = [("Patient", INS_NIR, "1"), ("Patient", INS_NIR, "2"), ("Practitioner", RPPS, "3")]
-    identities = await _plan(
-        database, sa.select(i.resource_id).where(rows_in((i.resource_type, i.system, i.value), keys))
-    )
-    current = await _plan(
-        database, sa.select(resources).where(rows_in((r.resource_type, r.id), [("Patient", "a"), ("Task", "b")]))
-    )
-    for plan in (identities, current):
+    identities, parameters = KeyLookup([i.resource_id], [i.resource_type, i.system, i.value])(keys)
+    current, current_parameters = KeyLookup(resources, [r.resource_type, r.id])([("Patient", "a"), ("Task", "b")])
+    for plan in (
+        await _plan(database, identities.params(parameters)),
+        await _plan(database, current.params(current_parameters)),
+    ):
         assert plan and not any(step.startswith("SCAN") for step in plan), plan
+
+
+def test_a_key_lookup_is_built_once_per_number_of_groups() -> None:
+    """Only the values change from one look-up to the next: the statement (and SQLAlchemy's compiled form of
+    it) is reused, never rebuilt."""
+    i = resource_identities.c
+    lookup = KeyLookup([i.resource_id], [i.resource_type, i.system, i.value])
+    first, parameters = lookup([("Patient", INS_NIR, "1"), ("Practitioner", RPPS, "3"), ("Patient", INS_NIR, "2")])
+    second, _ = lookup([("Organization", "f", "9"), ("Patient", INS_NIR, "4")])
+    assert first is second
+    assert parameters == {
+        "k0_0": "Patient",
+        "k0_1": INS_NIR,
+        "v0": ["1", "2"],
+        "k1_0": "Practitioner",
+        "k1_1": RPPS,
+        "v1": ["3"],
+    }
+    assert lookup([("Patient", INS_NIR, "5")])[0] is not first
