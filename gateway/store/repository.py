@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import Criterion, ParamType, SearchQuery, index_entries, is_last_updated
+from gateway.fhir.search import ParamType, SearchQuery, index_entries, is_last_updated
 from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
@@ -282,24 +282,22 @@ class ResourceRepository:
 
     async def find(self, query: SearchQuery, limit: int) -> list[StoredResource]:
         """Up to ``limit`` matches, without counting them all (conditional create, rule look-ups)."""
-        result = await self._execute(
-            sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(limit)
-        )
+        shape, parameters = _shape(query)
+        result = await self._execute(_matches(shape, query.descending, limit, 0), parameters)
         return [StoredResource.from_row(row) for row in result]
 
     async def search(
         self, query: SearchQuery, visible: sa.ColumnElement[bool] | None = None
     ) -> tuple[int, list[StoredResource]]:
         """A page of matches and their total; ``visible`` (``gateway.store.visibility``) filters before both."""
-        conditions = _conditions(query)
-        if visible is not None:
-            conditions.append(visible)
-        total = (await self._execute(sa.select(sa.func.count()).select_from(resources).where(*conditions))).scalar_one()
+        shape, parameters = _shape(query)
+        count, page = _count(shape), _matches(shape, query.descending, query.count, query.offset)
+        if visible is not None:  # the viewer's filter carries its own values: added to copies, for this search
+            count, page = count.where(visible), page.where(visible)
+        total = (await self._execute(count, parameters)).scalar_one()
         if query.summary_count or query.count == 0:
             return total, []
-        result = await self._execute(
-            sa.select(resources).where(*conditions).order_by(*_order(query)).limit(query.count).offset(query.offset)
-        )
+        result = await self._execute(page, parameters)
         return total, [StoredResource.from_row(row) for row in result]
 
     # --- writes ---
@@ -445,56 +443,114 @@ class ResourceRepository:
         return staged
 
 
-def _conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
-    return [
-        resources.c.resource_type == query.resource_type,
-        *(_condition(c, query.resource_type) for c in query.criteria),
-    ]
+# A search's statement depends on its shape — resource type, which criteria with how many values of which kind,
+# sort, page — not on the values, which are bound as parameters p0, p1, … in the order ``_shape`` lists them and
+# ``_Binder`` consumes them. So the statement is built (and cache-keyed by SQLAlchemy) once per shape: building it
+# afresh cost more than running it (the opposition look-up runs at every intake).
+Shape = tuple[Any, ...]
+_LAST_UPDATED = "_lastUpdated"  # the shape of every criterion on the resources' storage time
 
 
-def _order(query: SearchQuery) -> tuple[sa.ColumnElement[Any], ...]:
+def _shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
+    """The query without its values, and the values as parameters."""
+    values: list[Any] = []
+    criteria: list[Shape] = []
+    for criterion in query.criteria:
+        parameter = criterion.parameter
+        if is_last_updated(parameter):  # _lastUpdated, or a date that is the storage time: the column
+            for start, end in criterion.ranges:
+                values += [bound for bound in (start, end) if bound is not None]
+            ranges = tuple((start is not None, end is not None) for start, end in criterion.ranges)
+            criteria.append((_LAST_UPDATED, ranges))
+        elif parameter.name == "_id":
+            values.append([token.value for token in criterion.tokens if token.value])
+            criteria.append((parameter.name,))
+        elif parameter.type is ParamType.STRING:
+            escaped = (
+                text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%" for text in criterion.strings
+            )
+            values += list(criterion.strings) if criterion.exact else list(escaped)
+            criteria.append((parameter.name, "string", criterion.exact, len(criterion.strings)))
+        else:
+            tokens = []
+            for token in criterion.tokens:
+                values += [part for part in (token.value, token.system) if part]
+                system = "any" if token.system is None else "none" if token.system == "" else "given"
+                tokens.append((token.value is not None, system))
+            criteria.append((parameter.name, "token", tuple(tokens)))
+    return (query.resource_type, tuple(criteria)), {f"p{i}": value for i, value in enumerate(values)}
+
+
+class _Binder:
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __call__(self, *, expanding: bool = False) -> sa.BindParameter[Any]:
+        name, self._next = f"p{self._next}", self._next + 1
+        return sa.bindparam(name, expanding=expanding)
+
+
+def _conditions(shape: Shape) -> list[sa.ColumnElement[bool]]:
+    resource_type, criteria = shape
+    bind = _Binder()
+    return [resources.c.resource_type == resource_type, *(_condition(c, resource_type, bind) for c in criteria)]
+
+
+def _order(shape: Shape, *, descending: bool) -> tuple[sa.ColumnElement[Any], ...]:
     """Oldest first (or newest with ``_sort=-_lastUpdated``), id breaking ties. With criteria on the search index,
     the sort key is an expression rather than the bare column: otherwise SQLite, without statistics, walks the
     (resource_type, last_updated) index over every resource of the type to save the sort, and tests each against
     the criteria — a look-up that grows with the table. The expression leaves it the plan that fetches the
     matches through the search index first (PostgreSQL plans either way on its own statistics)."""
     r = resources.c
-    indexed = any(not is_last_updated(c.parameter) and c.parameter.name != "_id" for c in query.criteria)
+    indexed = any(criterion[0] not in (_LAST_UPDATED, "_id") for criterion in shape[1])
     moment: sa.ColumnElement[Any] = sa.func.coalesce(r.last_updated, r.last_updated) if indexed else r.last_updated
-    if query.descending:
+    if descending:
         return moment.desc(), r.id.desc()
     return moment, r.id
 
 
-def _condition(criterion: Criterion, resource_type: str) -> sa.ColumnElement[bool]:
+@functools.lru_cache(maxsize=512)
+def _matches(shape: Shape, descending: bool, limit: int, offset: int) -> sa.Select[Any]:
+    statement = sa.select(resources).where(*_conditions(shape)).order_by(*_order(shape, descending=descending))
+    return statement.limit(limit).offset(offset) if offset else statement.limit(limit)
+
+
+@functools.lru_cache(maxsize=128)
+def _count(shape: Shape) -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(resources).where(*_conditions(shape))
+
+
+def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.ColumnElement[bool]:
     r = resources.c
-    parameter = criterion.parameter
-    if is_last_updated(parameter):
+    name = criterion[0]
+    if name == _LAST_UPDATED:
         ranges = []
-        for start, end in criterion.ranges:
+        for has_start, has_end in criterion[1]:
             bounds = []
-            if start is not None:
-                bounds.append(r.last_updated >= start)
-            if end is not None:
-                bounds.append(r.last_updated < end)
+            if has_start:
+                bounds.append(r.last_updated >= bind())
+            if has_end:
+                bounds.append(r.last_updated < bind())
             ranges.append(sa.and_(*bounds))
         return sa.or_(*ranges)
-    if parameter.name == "_id":
-        return r.id.in_([token.value for token in criterion.tokens if token.value])
+    if name == "_id":
+        return r.id.in_(bind(expanding=True))
     s = search_index.c
     alternatives: list[sa.ColumnElement[bool]] = []
-    if parameter.type is ParamType.STRING:
-        for text in criterion.strings:
-            alternatives.append(s.value == text if criterion.exact else s.value.startswith(text, autoescape=True))
+    if criterion[1] == "string":
+        _, _, exact, count = criterion
+        for _ in range(count):
+            alternatives.append(s.value == bind() if exact else s.value.like(bind(), escape="/"))
     else:
-        for token in criterion.tokens:
+        for has_value, system in criterion[2]:
             parts = []
-            if token.value is not None:
-                parts.append(s.value == token.value)
-            if token.system == "":
+            if has_value:
+                parts.append(s.value == bind())
+            if system == "none":
                 parts.append(s.system.is_(None))
-            elif token.system is not None:
-                parts.append(s.system == token.system)
+            elif system == "given":
+                parts.append(s.system == bind())
             alternatives.append(sa.and_(*parts))
     # An uncorrelated IN on the (resource_type, param, value) index: the matching rows are found first, then their
     # resources — never a walk over every resource of the type testing each (what a correlated EXISTS made
@@ -502,7 +558,7 @@ def _condition(criterion: Criterion, resource_type: str) -> sa.ColumnElement[boo
     return r.id.in_(
         sa.select(s.resource_id).where(
             s.resource_type == resource_type,
-            s.param == parameter.name,
+            s.param == name,
             sa.or_(*alternatives),
         )
     )

@@ -106,10 +106,14 @@ async def test_string_search_escapes_wildcards(database: Database) -> None:
     async with UnitOfWork(database) as uow:
         uow.resources.add({"resourceType": "Organization", "name": "100% Santé"})
         uow.resources.add({"resourceType": "Organization", "name": "100 Santé"})
+        uow.resources.add({"resourceType": "Organization", "name": "a_b/c"})
+        uow.resources.add({"resourceType": "Organization", "name": "axb/c"})
         await uow.commit()
     async with UnitOfWork(database, write=False) as uow:
         total, _ = await uow.resources.search(_query("Organization", ("name", "100%")))
-    assert total == 1
+        underscore, _ = await uow.resources.search(_query("Organization", ("name", "a_b/")))
+        slash, _ = await uow.resources.search(_query("Organization", ("name", "axb/c")))
+    assert (total, underscore, slash) == (1, 1, 1)
 
 
 async def test_idempotency_keys(database: Database) -> None:

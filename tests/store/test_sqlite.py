@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.fhir.search import parse_search
 from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
-from gateway.store.repository import KeyLookup, _conditions, _order
+from gateway.store.repository import KeyLookup, _count, _matches, _shape
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
 
@@ -46,8 +46,9 @@ async def test_a_search_finds_matches_through_the_index(database: Database, desc
     if descending:
         params.append(("_sort", "-_lastUpdated"))
     query = parse_search("Consent", params, default_count=100, max_count=100)
-    page = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(10))
-    count = await _plan(database, sa.select(sa.func.count()).select_from(resources).where(*_conditions(query)))
+    shape, parameters = _shape(query)
+    page = await _plan(database, _matches(shape, query.descending, 10, 0).params(parameters))
+    count = await _plan(database, _count(shape).params(parameters))
     for plan in (page, count):
         assert any("resources" in step and "(resource_type=? AND id=?)" in step for step in plan), plan
         assert any("ix_search_index_resource_type_param_value" in step for step in plan), plan
@@ -56,7 +57,8 @@ async def test_a_search_finds_matches_through_the_index(database: Database, desc
 
 async def test_a_plain_listing_pages_along_the_last_updated_index(database: Database) -> None:
     query = parse_search("ServiceRequest", [], default_count=20, max_count=100)
-    plan = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(20))
+    shape, parameters = _shape(query)
+    plan = await _plan(database, _matches(shape, query.descending, 20, 0).params(parameters))
     assert any("ix_resources_resource_type_last_updated_id" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
@@ -73,6 +75,20 @@ async def test_lookups_by_key_use_the_primary_keys(database: Database) -> None:
         await _plan(database, current.params(current_parameters)),
     ):
         assert plan and not any(step.startswith("SCAN") for step in plan), plan
+
+
+def test_a_search_statement_is_built_once_per_shape() -> None:
+    """Searches that differ only by their values (every intake's opposition look-up) share one statement."""
+
+    def statement(nir: str, status: str) -> tuple[sa.Select[tuple[object, ...]], dict[str, object]]:
+        params = [("patient:identifier", f"{INS_NIR}|{nir}"), ("status", status)]
+        shape, parameters = _shape(parse_search("Consent", params, default_count=100, max_count=100))
+        return _matches(shape, False, 100, 0), parameters
+
+    first, parameters = statement("123456789012345", "active")
+    second, _ = statement("223456789012345", "draft")
+    assert first is second
+    assert parameters == {"p0": "123456789012345", "p1": INS_NIR, "p2": "active"}
 
 
 def test_a_key_lookup_is_built_once_per_number_of_groups() -> None:
