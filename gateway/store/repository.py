@@ -115,9 +115,15 @@ class KeyLookup:
     however many rows. The statement for a number of groups is built once, with named parameters: building and
     cache-keying a fresh expression tree at each look-up cost ~0.3 ms, more than running it."""
 
-    def __init__(self, selected: sa.Table | Sequence[sa.ColumnElement[Any]], key: Sequence[sa.Column[Any]]) -> None:
+    def __init__(
+        self,
+        selected: sa.Table | Sequence[sa.ColumnElement[Any]],
+        key: Sequence[sa.Column[Any]],
+        from_: sa.FromClause | None = None,
+    ) -> None:
         self._selected = [selected] if isinstance(selected, sa.Table) else list(selected)
         self._key = list(key)
+        self._from = from_
         self._statements: dict[int, sa.Select[Any]] = {}
 
     def _statement(self, groups: int) -> sa.Select[Any]:
@@ -133,7 +139,10 @@ class KeyLookup:
                     for g in range(groups)
                 )
             )
-            statement = self._statements[groups] = sa.select(*self._selected).where(condition)
+            statement = sa.select(*self._selected)
+            if self._from is not None:
+                statement = statement.select_from(self._from)
+            statement = self._statements[groups] = statement.where(condition)
         return statement
 
     def __call__(self, rows: Iterable[tuple[Any, ...]]) -> tuple[sa.Select[Any], dict[str, Any]]:
@@ -148,14 +157,23 @@ class KeyLookup:
         return self._statement(len(groups)), parameters
 
 
-_identities_by_key = KeyLookup(
+_identity, _resource = resource_identities.c, resources.c
+# The resources holding identifiers, with the identifiers: one statement where an identity look-up and a fetch of
+# the resources were two.
+_holders_by_identity = KeyLookup(
     [
-        resource_identities.c.resource_type,
-        resource_identities.c.system,
-        resource_identities.c.value,
-        resource_identities.c.resource_id,
+        _identity.system,
+        _identity.value,
+        _resource.resource_type,
+        _resource.id,
+        _resource.version_id,
+        _resource.last_updated,
+        _resource.content,
     ],
-    [resource_identities.c.resource_type, resource_identities.c.system, resource_identities.c.value],
+    [_identity.resource_type, _identity.system, _identity.value],
+    resource_identities.join(
+        resources, sa.and_(_resource.resource_type == _identity.resource_type, _resource.id == _identity.resource_id)
+    ),
 )
 _resources_by_reference = KeyLookup(resources, [resources.c.resource_type, resources.c.id])
 # Statements run at every referral, built once (see KeyLookup for why).
@@ -242,13 +260,14 @@ class ResourceRepository:
         found = {(row.system, row.value): row.resource_id for row in result}
         return next((found[key] for key in keys if key in found), None)
 
-    async def identify_many(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
-        """For each (resource type, system, value) held by a resource, that resource's id — one query."""
+    async def identify_many(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], StoredResource]:
+        """For each (resource type, system, value) held by a resource, that resource (current version) — one
+        query."""
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
-        result = await self._execute(*_identities_by_key(keys))
-        return {(row.resource_type, row.system, row.value): row.resource_id for row in result}
+        result = await self._execute(*_holders_by_identity(keys))
+        return {(row.resource_type, row.system, row.value): StoredResource.from_row(row) for row in result}
 
     async def get_many(
         self, references: Iterable[tuple[str, str]], *, for_update: bool = False

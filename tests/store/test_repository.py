@@ -139,5 +139,9 @@ async def test_many_at_once_by_type_and_key(database: Database) -> None:
             [("Patient", "urn:oid:1", "p1"), ("Practitioner", "urn:oid:2", "r1"), ("Patient", "urn:oid:2", "r1")]
         )
         current = await uow.resources.get_many([("Patient", other.id), ("Practitioner", practitioner.id)])
-    assert found == {("Patient", "urn:oid:1", "p1"): patient.id, ("Practitioner", "urn:oid:2", "r1"): practitioner.id}
+    assert {key: stored.id for key, stored in found.items()} == {
+        ("Patient", "urn:oid:1", "p1"): patient.id,
+        ("Practitioner", "urn:oid:2", "r1"): practitioner.id,
+    }
+    assert found[("Patient", "urn:oid:1", "p1")].content == patient.content
     assert set(current) == {("Patient", other.id), ("Practitioner", practitioner.id)}

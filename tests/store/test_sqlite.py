@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.fhir.search import parse_search
 from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
-from gateway.store.repository import KeyLookup, _count, _matches, _shape
+from gateway.store.repository import KeyLookup, _count, _holders_by_identity, _matches, _shape
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
 
@@ -64,17 +64,20 @@ async def test_a_plain_listing_pages_along_the_last_updated_index(database: Data
 
 
 async def test_lookups_by_key_use_the_primary_keys(database: Database) -> None:
-    """Intake looks up a referral's national identifiers and the resources holding them in one query each;
-    a row-value IN list would make SQLite scan both tables whole, at every intake."""
-    i, r = resource_identities.c, resources.c
+    """Intake looks up the resources holding a referral's national identifiers in one query, delivery fetches
+    resources by id in one; a row-value IN list would make SQLite scan the tables whole, at every intake."""
+    r = resources.c
     keys = [("Patient", INS_NIR, "1"), ("Patient", INS_NIR, "2"), ("Practitioner", RPPS, "3")]
-    identities, parameters = KeyLookup([i.resource_id], [i.resource_type, i.system, i.value])(keys)
+    identities, parameters = _holders_by_identity(keys)
     current, current_parameters = KeyLookup(resources, [r.resource_type, r.id])([("Patient", "a"), ("Task", "b")])
     for plan in (
         await _plan(database, identities.params(parameters)),
         await _plan(database, current.params(current_parameters)),
     ):
         assert plan and not any(step.startswith("SCAN") for step in plan), plan
+    holders = await _plan(database, identities.params(parameters))
+    for table in ("resource_identities", "resources"):  # the join too goes by key
+        assert any(step.startswith(f"SEARCH {table} ") for step in holders), holders
 
 
 def test_a_search_statement_is_built_once_per_shape() -> None:
