@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dac-inprocess-") as tmp:
         url = args.database_url or f"sqlite:///{tmp}/gateway.db"
-        settings = Settings(database_url=url, log_level="WARNING")
+        settings = Settings(database_url=url, log_level="WARNING", auth="off")  # as bench_intake.py without --auth
         if settings.is_sqlite:
             migrate.upgrade(settings.database_url)  # before the event loop: alembic runs its own
         configure_logging(settings.log_level, settings.log_json)
