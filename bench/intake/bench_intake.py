@@ -361,6 +361,8 @@ class Load:
     non_2xx: int = 0  # over all requests (warm-up and tail included), transport errors counted too
     first_error: str | None = None
     cpu: CpuUse | None = None  # during the counted window
+    server_cpu_s: float | None = None  # the server's CPU seconds during the counted window
+    delivered: int | None = None  # messages the loopback platform received during the counted window
 
 
 async def generate_load(
@@ -371,7 +373,7 @@ async def generate_load(
     warmup: float,
     seconds: float,
     pid: int,
-    sink_pid: int | None,
+    sink: Server | None,
     authorization: dict[str, str] | None = None,
 ) -> Load:
     result = Load()
@@ -402,15 +404,58 @@ async def generate_load(
                     result.ok += 1
                     result.latencies_ms.append((answered - sent) * 1000.0)
 
-    async def cpu_meter() -> None:
-        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-        before = CpuSample.take(pid, sink_pid)
-        await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-        result.cpu = CpuUse.between(before, CpuSample.take(pid, sink_pid), seconds)
+    sink_pid = sink.pid if sink else None
 
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as http:
-        await asyncio.gather(cpu_meter(), *(client(http) for _ in range(clients)))
+    async def delivered(http: httpx.AsyncClient) -> int | None:
+        if sink is None:
+            return None
+        count: int = (await http.get(f"{sink.base_url}/count")).json()["count"]
+        return count
+
+    async def cpu_meter(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
+        before, delivered_before = CpuSample.take(pid, sink_pid), await delivered(http)
+        await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+        after, delivered_after = CpuSample.take(pid, sink_pid), await delivered(http)
+        result.cpu = CpuUse.between(before, after, seconds)
+        if before.server is not None and after.server is not None:
+            result.server_cpu_s = after.server - before.server
+        if delivered_before is not None and delivered_after is not None:
+            result.delivered = delivered_after - delivered_before
+
+    async with (
+        httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as http,
+        httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as meter_http,  # not queued behind the load's connections
+    ):
+        await asyncio.gather(cpu_meter(meter_http), *(client(http) for _ in range(clients)))
     return result
+
+
+@dataclass
+class Drain:
+    """What the gateway's worker did after the load stopped, until every stored referral was delivered."""
+
+    deliveries: int
+    seconds: float
+    server_cpu_s: float
+    complete: bool  # False: the timeout came first
+
+    @property
+    def cpu_ms_per_delivery(self) -> float | None:
+        return self.server_cpu_s * 1000.0 / self.deliveries if self.deliveries else None
+
+
+def drain_deliveries(server: Server, sink: Server, expected: int, timeout: float) -> Drain:
+    """Wait (up to ``timeout``) until the loopback platform has received ``expected`` messages in all, measuring
+    the server's CPU meanwhile: with no intake running, that is the cost of delivering alone."""
+    started, cpu_before, count_before = time.perf_counter(), cpu_seconds(server.pid), sink_count(sink)
+    count = count_before
+    while count < expected and time.perf_counter() - started < timeout:
+        time.sleep(0.2)
+        count = sink_count(sink)
+    cpu_after = cpu_seconds(server.pid)
+    spent = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else 0.0
+    return Drain(count - count_before, time.perf_counter() - started, spent, count >= expected)
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -438,6 +483,30 @@ class Figures:
     deliveries: int | None  # messages the gateway delivered to the loopback platform during the run
     cpu: CpuUse | None  # cores used during the counted window
     first_error: str | None
+    window_ok: int = 0  # referrals answered 2xx in the counted window
+    window_server_cpu_s: float | None = None  # the server's CPU seconds in the counted window
+    delivered_in_window: int | None = None  # deliveries the loopback platform received in the counted window
+    drain: Drain | None = None  # the worker alone, after the load, until every referral was delivered
+
+    @property
+    def delivery_cpu_ms(self) -> float | None:
+        """Server CPU per delivery, measured while the worker delivered alone (the drain)."""
+        return self.drain.cpu_ms_per_delivery if self.drain else None
+
+    @property
+    def intake_cpu_ms_per_referral(self) -> float | None:
+        """The window's server CPU less the deliveries made in it (each at ``delivery_cpu_ms``), per referral
+        answered: what taking a referral in costs."""
+        if self.window_server_cpu_s is None or not self.window_ok:
+            return None
+        delivering = (self.delivery_cpu_ms or 0.0) * (self.delivered_in_window or 0)
+        return max(0.0, self.window_server_cpu_s * 1000.0 - delivering) / self.window_ok
+
+    @property
+    def end_to_end_cpu_ms_per_referral(self) -> float | None:
+        """Taking a referral in and delivering it: what the server spends per referral once it keeps up."""
+        intake, delivery = self.intake_cpu_ms_per_referral, self.delivery_cpu_ms
+        return intake + delivery if intake is not None and delivery is not None else None
 
 
 def sink_count(sink: Server) -> int:
@@ -481,12 +550,16 @@ def measure(
             args.warmup,
             args.seconds,
             server.pid,
-            sink.pid if sink else None,
+            sink,
             authorization,
         )
     )
     peak_kb = proc_status_kb(server.pid, "VmHWM")
     stored = stored_count(server, authorization)
+    drain = None
+    if sink is not None and stored is not None and args.drain > 0:
+        log(f"{server.name}: waiting (up to {args.drain:g} s) until the {stored} referrals are delivered …")
+        drain = drain_deliveries(server, sink, delivered_before + stored, args.drain)
     deliveries = sink_count(sink) - delivered_before if sink else None
     server_cpu = load.cpu.server if load.cpu else None
     latencies = sorted(load.latencies_ms)
@@ -504,6 +577,10 @@ def measure(
         deliveries=deliveries,
         cpu=load.cpu,
         first_error=load.first_error,
+        window_ok=load.ok,
+        window_server_cpu_s=load.server_cpu_s,
+        delivered_in_window=load.delivered,
+        drain=drain,
     )
 
 
@@ -624,6 +701,15 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
             used.append(f"other processes {f.cpu.others:.2f}")
             details.append(f"cores used in the window (of {os.cpu_count()}): " + ", ".join(used))
         print(f"  {f.target}: " + "; ".join(details))
+        if f.drain is not None:
+            print(
+                f"  {f.target}: server CPU split: delivering {optional(f.delivery_cpu_ms, '.2f')} ms/delivery "
+                f"(the worker alone after the load: {f.drain.deliveries} delivered in {f.drain.seconds:.1f} s"
+                f"{'' if f.drain.complete else ', NOT all: timeout'}); {f.delivered_in_window} of the window's "
+                f"referrals delivered within it; taking in {optional(f.intake_cpu_ms_per_referral, '.2f')} ms/ref "
+                f"(the window's CPU less those deliveries) -> end to end "
+                f"{optional(f.end_to_end_cpu_ms_per_referral, '.2f')} ms/ref"
+            )
         if f.first_error:
             print(f"  {f.target}: first error: {f.first_error[:4000]}")
     for note in notes:
@@ -639,7 +725,12 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
             continue
         ratio = gateway.referrals_per_s / floor.referrals_per_s if floor.referrals_per_s else None
         ratios[backend] = ratio
-        print(f"ratio gateway-{backend} / floor: {optional(ratio, '.2f')}")
+        floor_cpu, gateway_cpu = floor.server_cpu_ms_per_referral, gateway.end_to_end_cpu_ms_per_referral
+        cpu_ratio = floor_cpu / gateway_cpu if floor_cpu and gateway_cpu else None
+        print(
+            f"ratio gateway-{backend} / floor: {optional(ratio, '.2f')} (ref/s); by server CPU per referral, "
+            f"delivery included: {optional(cpu_ratio, '.2f')}"
+        )
 
     checks: dict[str, bool] = {}
     if "sqlite" in ratios:
@@ -658,7 +749,15 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
         "clients": args.clients,
         "seconds": args.seconds,
         "warmup": args.warmup,
-        "runs": {f.target: asdict(f) for f in figures},
+        "runs": {
+            f.target: asdict(f)
+            | {
+                "delivery_cpu_ms": f.delivery_cpu_ms,
+                "intake_cpu_ms_per_referral": f.intake_cpu_ms_per_referral,
+                "end_to_end_cpu_ms_per_referral": f.end_to_end_cpu_ms_per_referral,
+            }
+            for f in figures
+        },
         "ratios": ratios,
         "checks": checks,
         "all_targets_met": all(checks.values()),
@@ -686,6 +785,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="referrals/s the pre-generated body pool is sized for (beyond it, bodies are made on the fly)",
     )
     parser.add_argument("--auth", action="store_true", help="gateways with authentication on (SMART Backend Services)")
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=120.0,
+        help="after the load, wait up to this many seconds for every referral to be delivered, measuring the "
+        "server's CPU per delivery (0: do not wait; default 120)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object at the end")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args(argv)

@@ -182,7 +182,7 @@ class _Resolution:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """What the store already holds under the referral's identifiers, fetched in two queries up front."""
+    """What the store already holds under the referral's identifiers, fetched in one query up front."""
 
     identities: dict[tuple[str, str, str], str]
     resources: dict[tuple[str, str], StoredResource]
@@ -200,8 +200,11 @@ async def _known(uow: UnitOfWork, referral: Referral, platform: Platform) -> _Kn
     for entry in referral.entries:
         if entry.method == "POST" and entry.resource_type != "ServiceRequest":
             wanted += [(entry.resource_type, system, value) for system, value in identity_keys(entry.resource)]
-    identities = await uow.resources.identify_many(wanted)
-    return _Known(identities, await uow.resources.get_many((t, i) for (t, _, _), i in identities.items()))
+    holders = await uow.resources.identify_many(wanted)
+    return _Known(
+        {key: stored.id for key, stored in holders.items()},
+        {(stored.resource_type, stored.id): stored for stored in holders.values()},
+    )
 
 
 async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known) -> _Resolution:

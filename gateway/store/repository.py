@@ -6,6 +6,7 @@ any read in the same transaction and at commit — so a referral of ten resource
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import Criterion, ParamType, SearchQuery, index_entries, is_last_updated
+from gateway.fhir.search import ParamType, SearchQuery, index_entries, is_last_updated
 from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
@@ -86,14 +87,15 @@ class PendingWrites:
         ):
             rows = self.rows.pop(table, None)
             if rows:
-                await connection.execute(sa.insert(table), rows)
+                await connection.execute(_insert(table), rows)
 
 
 def rows_in(columns: Sequence[sa.ColumnElement[Any]], rows: Iterable[tuple[Any, ...]]) -> sa.ColumnElement[bool]:
     """``(a, b, c) IN rows``, written so that the index on those columns serves it: SQLite answers a row-value IN
     list by scanning the whole table. Rows are grouped on all but the last column, and each group takes its last
     column with one expanding IN — a few groups (one per resource type, or type and system), however many rows,
-    so the statement stays cached."""
+    so the statement stays cached. (Look-ups run at every referral use ``KeyLookup``: the same shape,
+    built once.)"""
     groups: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         groups.setdefault(tuple(row[:-1]), []).append(row[-1])
@@ -104,6 +106,91 @@ def rows_in(columns: Sequence[sa.ColumnElement[Any]], rows: Iterable[tuple[Any, 
             for key, values in groups.items()
         )
     )
+
+
+class KeyLookup:
+    """``SELECT … WHERE (a, b, c) IN rows``, written so that the index on those columns serves it: SQLite answers a
+    row-value IN list by scanning the whole table. Rows are grouped on all but the last column, and each group
+    takes its last column with one expanding IN — a few groups (one per resource type, or type and system),
+    however many rows. The statement for a number of groups is built once, with named parameters: building and
+    cache-keying a fresh expression tree at each look-up cost ~0.3 ms, more than running it."""
+
+    def __init__(
+        self,
+        selected: sa.Table | Sequence[sa.ColumnElement[Any]],
+        key: Sequence[sa.Column[Any]],
+        from_: sa.FromClause | None = None,
+    ) -> None:
+        self._selected = [selected] if isinstance(selected, sa.Table) else list(selected)
+        self._key = list(key)
+        self._from = from_
+        self._statements: dict[int, sa.Select[Any]] = {}
+
+    def _statement(self, groups: int) -> sa.Select[Any]:
+        statement = self._statements.get(groups)
+        if statement is None:
+            *leading, last = self._key
+            condition = sa.or_(
+                *(
+                    sa.and_(
+                        *(column == sa.bindparam(f"k{g}_{c}") for c, column in enumerate(leading)),
+                        last.in_(sa.bindparam(f"v{g}", expanding=True)),
+                    )
+                    for g in range(groups)
+                )
+            )
+            statement = sa.select(*self._selected)
+            if self._from is not None:
+                statement = statement.select_from(self._from)
+            statement = self._statements[groups] = statement.where(condition)
+        return statement
+
+    def __call__(self, rows: Iterable[tuple[Any, ...]]) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """The statement and its parameters for these rows (at least one)."""
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row[:-1]), []).append(row[-1])
+        parameters: dict[str, Any] = {}
+        for g, (leading, values) in enumerate(groups.items()):
+            parameters.update({f"k{g}_{c}": value for c, value in enumerate(leading)})
+            parameters[f"v{g}"] = values
+        return self._statement(len(groups)), parameters
+
+
+_identity, _resource = resource_identities.c, resources.c
+# The resources holding identifiers, with the identifiers: one statement where an identity look-up and a fetch of
+# the resources were two.
+_holders_by_identity = KeyLookup(
+    [
+        _identity.system,
+        _identity.value,
+        _resource.resource_type,
+        _resource.id,
+        _resource.version_id,
+        _resource.last_updated,
+        _resource.content,
+    ],
+    [_identity.resource_type, _identity.system, _identity.value],
+    resource_identities.join(
+        resources, sa.and_(_resource.resource_type == _identity.resource_type, _resource.id == _identity.resource_id)
+    ),
+)
+_resources_by_reference = KeyLookup(resources, [resources.c.resource_type, resources.c.id])
+# Statements run at every referral, built once (see KeyLookup for why).
+_get_resource = sa.select(resources).where(
+    resources.c.resource_type == sa.bindparam("resource_type"), resources.c.id == sa.bindparam("id")
+)
+_resource_exists = sa.select(sa.literal(1)).where(
+    resources.c.resource_type == sa.bindparam("resource_type"), resources.c.id == sa.bindparam("id")
+)
+_idempotency_by_key = sa.select(idempotency_keys.c.key, idempotency_keys.c.outcome).where(
+    idempotency_keys.c.key.in_(sa.bindparam("keys", expanding=True))
+)
+
+
+@functools.cache
+def _insert(table: sa.Table) -> sa.Insert:
+    return sa.insert(table)
 
 
 def _with_meta(resource: Resource, resource_id: str, version_id: int, moment: datetime) -> Resource:
@@ -126,16 +213,16 @@ class ResourceRepository:
         self._connection = connection
         self._pending = pending
 
-    async def _execute(self, statement: sa.Executable) -> sa.CursorResult[Any]:
+    async def _execute(
+        self, statement: sa.Executable, parameters: dict[str, Any] | None = None
+    ) -> sa.CursorResult[Any]:
         await self._pending.flush(self._connection)
-        return await self._connection.execute(statement)
+        return await self._connection.execute(statement, parameters)
 
     # --- reads ---
 
     async def get(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        result = await self._execute(
-            sa.select(resources).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
-        )
+        result = await self._execute(_get_resource, {"resource_type": resource_type, "id": resource_id})
         row = result.first()
         return StoredResource.from_row(row) if row else None
 
@@ -173,18 +260,14 @@ class ResourceRepository:
         found = {(row.system, row.value): row.resource_id for row in result}
         return next((found[key] for key in keys if key in found), None)
 
-    async def identify_many(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
-        """For each (resource type, system, value) held by a resource, that resource's id — one query."""
+    async def identify_many(self, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], StoredResource]:
+        """For each (resource type, system, value) held by a resource, that resource (current version) — one
+        query."""
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
-        i = resource_identities.c
-        result = await self._execute(
-            sa.select(i.resource_type, i.system, i.value, i.resource_id).where(
-                rows_in((i.resource_type, i.system, i.value), keys)
-            )
-        )
-        return {(row.resource_type, row.system, row.value): row.resource_id for row in result}
+        result = await self._execute(*_holders_by_identity(keys))
+        return {(row.resource_type, row.system, row.value): StoredResource.from_row(row) for row in result}
 
     async def get_many(
         self, references: Iterable[tuple[str, str]], *, for_update: bool = False
@@ -194,11 +277,10 @@ class ResourceRepository:
         references = list(dict.fromkeys(references))
         if not references:
             return {}
-        r = resources.c
-        query = sa.select(resources).where(rows_in((r.resource_type, r.id), references))
+        statement, parameters = _resources_by_reference(references)
         if for_update:
-            query = query.order_by(r.resource_type, r.id).with_for_update()
-        result = await self._execute(query)
+            statement = statement.order_by(resources.c.resource_type, resources.c.id).with_for_update()
+        result = await self._execute(statement, parameters)
         found = (StoredResource.from_row(row) for row in result)
         return {(stored.resource_type, stored.id): stored for stored in found}
 
@@ -214,31 +296,27 @@ class ResourceRepository:
         return [row.resource_id for row in result]
 
     async def exists(self, resource_type: str, resource_id: str) -> bool:
-        result = await self._execute(
-            sa.select(sa.literal(1)).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
-        )
+        result = await self._execute(_resource_exists, {"resource_type": resource_type, "id": resource_id})
         return result.first() is not None
 
     async def find(self, query: SearchQuery, limit: int) -> list[StoredResource]:
         """Up to ``limit`` matches, without counting them all (conditional create, rule look-ups)."""
-        result = await self._execute(
-            sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(limit)
-        )
+        shape, parameters = _shape(query)
+        result = await self._execute(_matches(shape, query.descending, limit, 0), parameters)
         return [StoredResource.from_row(row) for row in result]
 
     async def search(
         self, query: SearchQuery, visible: sa.ColumnElement[bool] | None = None
     ) -> tuple[int, list[StoredResource]]:
         """A page of matches and their total; ``visible`` (``gateway.store.visibility``) filters before both."""
-        conditions = _conditions(query)
-        if visible is not None:
-            conditions.append(visible)
-        total = (await self._execute(sa.select(sa.func.count()).select_from(resources).where(*conditions))).scalar_one()
+        shape, parameters = _shape(query)
+        count, page = _count(shape), _matches(shape, query.descending, query.count, query.offset)
+        if visible is not None:  # the viewer's filter carries its own values: added to copies, for this search
+            count, page = count.where(visible), page.where(visible)
+        total = (await self._execute(count, parameters)).scalar_one()
         if query.summary_count or query.count == 0:
             return total, []
-        result = await self._execute(
-            sa.select(resources).where(*conditions).order_by(*_order(query)).limit(query.count).offset(query.offset)
-        )
+        result = await self._execute(page, parameters)
         return total, [StoredResource.from_row(row) for row in result]
 
     # --- writes ---
@@ -384,56 +462,114 @@ class ResourceRepository:
         return staged
 
 
-def _conditions(query: SearchQuery) -> list[sa.ColumnElement[bool]]:
-    return [
-        resources.c.resource_type == query.resource_type,
-        *(_condition(c, query.resource_type) for c in query.criteria),
-    ]
+# A search's statement depends on its shape — resource type, which criteria with how many values of which kind,
+# sort, page — not on the values, which are bound as parameters p0, p1, … in the order ``_shape`` lists them and
+# ``_Binder`` consumes them. So the statement is built (and cache-keyed by SQLAlchemy) once per shape: building it
+# afresh cost more than running it (the opposition look-up runs at every intake).
+Shape = tuple[Any, ...]
+_LAST_UPDATED = "_lastUpdated"  # the shape of every criterion on the resources' storage time
 
 
-def _order(query: SearchQuery) -> tuple[sa.ColumnElement[Any], ...]:
+def _shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
+    """The query without its values, and the values as parameters."""
+    values: list[Any] = []
+    criteria: list[Shape] = []
+    for criterion in query.criteria:
+        parameter = criterion.parameter
+        if is_last_updated(parameter):  # _lastUpdated, or a date that is the storage time: the column
+            for start, end in criterion.ranges:
+                values += [bound for bound in (start, end) if bound is not None]
+            ranges = tuple((start is not None, end is not None) for start, end in criterion.ranges)
+            criteria.append((_LAST_UPDATED, ranges))
+        elif parameter.name == "_id":
+            values.append([token.value for token in criterion.tokens if token.value])
+            criteria.append((parameter.name,))
+        elif parameter.type is ParamType.STRING:
+            escaped = (
+                text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%" for text in criterion.strings
+            )
+            values += list(criterion.strings) if criterion.exact else list(escaped)
+            criteria.append((parameter.name, "string", criterion.exact, len(criterion.strings)))
+        else:
+            tokens = []
+            for token in criterion.tokens:
+                values += [part for part in (token.value, token.system) if part]
+                system = "any" if token.system is None else "none" if token.system == "" else "given"
+                tokens.append((token.value is not None, system))
+            criteria.append((parameter.name, "token", tuple(tokens)))
+    return (query.resource_type, tuple(criteria)), {f"p{i}": value for i, value in enumerate(values)}
+
+
+class _Binder:
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __call__(self, *, expanding: bool = False) -> sa.BindParameter[Any]:
+        name, self._next = f"p{self._next}", self._next + 1
+        return sa.bindparam(name, expanding=expanding)
+
+
+def _conditions(shape: Shape) -> list[sa.ColumnElement[bool]]:
+    resource_type, criteria = shape
+    bind = _Binder()
+    return [resources.c.resource_type == resource_type, *(_condition(c, resource_type, bind) for c in criteria)]
+
+
+def _order(shape: Shape, *, descending: bool) -> tuple[sa.ColumnElement[Any], ...]:
     """Oldest first (or newest with ``_sort=-_lastUpdated``), id breaking ties. With criteria on the search index,
     the sort key is an expression rather than the bare column: otherwise SQLite, without statistics, walks the
     (resource_type, last_updated) index over every resource of the type to save the sort, and tests each against
     the criteria — a look-up that grows with the table. The expression leaves it the plan that fetches the
     matches through the search index first (PostgreSQL plans either way on its own statistics)."""
     r = resources.c
-    indexed = any(not is_last_updated(c.parameter) and c.parameter.name != "_id" for c in query.criteria)
+    indexed = any(criterion[0] not in (_LAST_UPDATED, "_id") for criterion in shape[1])
     moment: sa.ColumnElement[Any] = sa.func.coalesce(r.last_updated, r.last_updated) if indexed else r.last_updated
-    if query.descending:
+    if descending:
         return moment.desc(), r.id.desc()
     return moment, r.id
 
 
-def _condition(criterion: Criterion, resource_type: str) -> sa.ColumnElement[bool]:
+@functools.lru_cache(maxsize=512)
+def _matches(shape: Shape, descending: bool, limit: int, offset: int) -> sa.Select[Any]:
+    statement = sa.select(resources).where(*_conditions(shape)).order_by(*_order(shape, descending=descending))
+    return statement.limit(limit).offset(offset) if offset else statement.limit(limit)
+
+
+@functools.lru_cache(maxsize=128)
+def _count(shape: Shape) -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(resources).where(*_conditions(shape))
+
+
+def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.ColumnElement[bool]:
     r = resources.c
-    parameter = criterion.parameter
-    if is_last_updated(parameter):
+    name = criterion[0]
+    if name == _LAST_UPDATED:
         ranges = []
-        for start, end in criterion.ranges:
+        for has_start, has_end in criterion[1]:
             bounds = []
-            if start is not None:
-                bounds.append(r.last_updated >= start)
-            if end is not None:
-                bounds.append(r.last_updated < end)
+            if has_start:
+                bounds.append(r.last_updated >= bind())
+            if has_end:
+                bounds.append(r.last_updated < bind())
             ranges.append(sa.and_(*bounds))
         return sa.or_(*ranges)
-    if parameter.name == "_id":
-        return r.id.in_([token.value for token in criterion.tokens if token.value])
+    if name == "_id":
+        return r.id.in_(bind(expanding=True))
     s = search_index.c
     alternatives: list[sa.ColumnElement[bool]] = []
-    if parameter.type is ParamType.STRING:
-        for text in criterion.strings:
-            alternatives.append(s.value == text if criterion.exact else s.value.startswith(text, autoescape=True))
+    if criterion[1] == "string":
+        _, _, exact, count = criterion
+        for _ in range(count):
+            alternatives.append(s.value == bind() if exact else s.value.like(bind(), escape="/"))
     else:
-        for token in criterion.tokens:
+        for has_value, system in criterion[2]:
             parts = []
-            if token.value is not None:
-                parts.append(s.value == token.value)
-            if token.system == "":
+            if has_value:
+                parts.append(s.value == bind())
+            if system == "none":
                 parts.append(s.system.is_(None))
-            elif token.system is not None:
-                parts.append(s.system == token.system)
+            elif system == "given":
+                parts.append(s.system == bind())
             alternatives.append(sa.and_(*parts))
     # An uncorrelated IN on the (resource_type, param, value) index: the matching rows are found first, then their
     # resources — never a walk over every resource of the type testing each (what a correlated EXISTS made
@@ -441,7 +577,7 @@ def _condition(criterion: Criterion, resource_type: str) -> sa.ColumnElement[boo
     return r.id.in_(
         sa.select(s.resource_id).where(
             s.resource_type == resource_type,
-            s.param == parameter.name,
+            s.param == name,
             sa.or_(*alternatives),
         )
     )
@@ -457,8 +593,7 @@ class IdempotencyRepository:
         if not keys:
             return None
         await self._pending.flush(self._connection)
-        k = idempotency_keys.c
-        result = await self._connection.execute(sa.select(k.key, k.outcome).where(k.key.in_(keys)))
+        result = await self._connection.execute(_idempotency_by_key, {"keys": list(keys)})
         found = {row.key: row.outcome for row in result}
         for key in keys:
             if key in found:

@@ -150,6 +150,12 @@ class Engine:
         self._rules_by_id: dict[str, dict[str, ElementRule]] = {}
         self._nodes: dict[str, Node] = {}
         self._invariants: dict[tuple[str, str, str], Invariant | None] = {}
+        # Definitions are fixed once loaded: the kinds are read once (asked for every resource and reference).
+        self._resource_types = {"Resource"} | {
+            str(definition["type"])
+            for url, definition in self._definitions.items()
+            if definition.get("kind") == "resource" and url == base_url(str(definition.get("type")))
+        }
 
     # -- compiling ----------------------------------------------------------------------------------------------
 
@@ -161,8 +167,7 @@ class Engine:
         return str(definition["type"]) if definition else None
 
     def is_resource_type(self, type_code: str) -> bool:
-        definition = self._definitions.get(base_url(type_code))
-        return type_code == "Resource" or (definition is not None and definition.get("kind") == "resource")
+        return type_code in self._resource_types
 
     def compile_all(self) -> None:
         for url in self._definitions:

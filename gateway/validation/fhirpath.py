@@ -3,9 +3,10 @@
 fhirpathpy interprets its syntax tree on every call (0.03–0.5 ms an invariant, DESIGN §9); most R4 and DAC
 invariants use a small part of the language — member paths, ``exists()`` / ``empty()`` / ``count()`` /
 ``where()`` / ``all()`` / ``first()`` / ``not()`` / ``hasValue()``, ``is()`` / ``ofType()``, ``contains()`` /
-``startsWith()`` / ``matches()`` on strings, ``=`` / ``!=`` / comparisons, ``and`` / ``or`` / ``xor`` /
-``implies`` with FHIRPath's empty-propagating logic, ``%resource``. ``compile_native`` compiles such an expression;
-anything outside that part (``select``, ``|``, ``descendants()``, ``resolve()``, …) gives None and the invariant is
+``startsWith()`` / ``matches()`` on strings, ``select()`` / ``isDistinct()``, ``=`` / ``!=`` / comparisons, ``|``
+(union of primitive values), ``+`` on numbers, ``&`` on strings, ``and`` / ``or`` / ``xor`` / ``implies`` with
+FHIRPath's empty-propagating logic, ``%resource``. ``compile_native`` compiles such an expression; anything
+outside that part (``descendants()``, ``resolve()``, …) gives None and the invariant is
 evaluated by fhirpathpy, as is any evaluation the fast path finds itself unable to decide (``Unsupported``).
 tests/validation/test_fhirpath.py checks both agree on every invariant over every example.
 
@@ -37,7 +38,7 @@ class Typed:
 
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+(?:\.\d+)?)|(?P<op><=|>=|!=|=|<|>|\(|\)|\.|,)"
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+(?:\.\d+)?)|(?P<op><=|>=|!=|=|<|>|\(|\)|\.|,|\||&|\+)"
     r"|(?P<name>[%$]?[A-Za-z_][A-Za-z0-9_]*|`[^`]+`))"
 )
 
@@ -178,16 +179,29 @@ class _Parser:
         return left
 
     def comparison(self) -> Compiled:
-        left = self.path()
+        left = self.union()
         if self.peek() in ("=", "!=", "<", ">", "<=", ">="):
             op = self.take()
-            right = self.path()
+            right = self.union()
 
             def compare(items: Collection, env: Env) -> Collection:
                 return _compare(op, left(items, env), right(items, env))
 
             return compare
         return left
+
+    def union(self) -> Compiled:
+        compiled = self.additive()
+        while self.peek() == "|":
+            self.take("|")
+            compiled = _union(compiled, self.additive())
+        return compiled
+
+    def additive(self) -> Compiled:
+        compiled = self.path()
+        while self.peek() in ("+", "&"):
+            compiled = (_plus if self.take() == "+" else _concatenate)(compiled, self.path())
+        return compiled
 
     def path(self) -> Compiled:
         compiled = self.primary()
@@ -246,6 +260,52 @@ def _logic_node(
     def evaluate(items: Collection, env: Env) -> Collection:
         result = combine(_truth(left(items, env)), _truth(right(items, env)))
         return [] if result is None else [result]
+
+    return evaluate
+
+
+def _primitives(collection: Collection) -> list[str | int | float | bool]:
+    """The items as plain values; FHIRPath equality of anything else (objects, typed values) is not ours."""
+    values = []
+    for item in collection:
+        if isinstance(item, Typed) or not isinstance(item, (str, int, float, bool)):
+            raise Unsupported("equality of complex values")
+        values.append(item)
+    return values
+
+
+def _union(left: Compiled, right: Compiled) -> Compiled:
+    def evaluate(items: Collection, env: Env) -> Collection:
+        merged = _primitives(left(items, env)) + _primitives(right(items, env))
+        # dict.fromkeys keeps the order but folds True into 1: such mixes are left to fhirpathpy.
+        if any(isinstance(value, bool) for value in merged):
+            raise Unsupported("a union with booleans")
+        return list(dict.fromkeys(merged))
+
+    return evaluate
+
+
+def _plus(left: Compiled, right: Compiled) -> Compiled:
+    def evaluate(items: Collection, env: Env) -> Collection:
+        a, b = left(items, env), right(items, env)
+        if not a or not b:
+            return []
+        x, y = _singleton(a), _singleton(b)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y)):
+            raise Unsupported("+ on anything but numbers")
+        return [x + y]
+
+    return evaluate
+
+
+def _concatenate(left: Compiled, right: Compiled) -> Compiled:
+    """``&``: string concatenation, an empty operand read as the empty string."""
+
+    def evaluate(items: Collection, env: Env) -> Collection:
+        parts = [_singleton(left(items, env)), _singleton(right(items, env))]
+        if not all(part is None or isinstance(part, str) for part in parts):
+            raise Unsupported("& on anything but strings")
+        return ["".join(part or "" for part in parts)]
 
     return evaluate
 
@@ -314,6 +374,23 @@ def _where(source: Compiled, argument: Compiled | str | None) -> Compiled:
     return lambda items, env: [item for item in source(items, env) if _truth(criterion([item], env)) is True]
 
 
+def _select(source: Compiled, argument: Compiled | str | None) -> Compiled:
+    projection = _criterion(argument)
+    return lambda items, env: [found for item in source(items, env) for found in projection([item], env)]
+
+
+def _is_distinct(source: Compiled, argument: Compiled | str | None) -> Compiled:
+    _no_argument(argument)
+
+    def evaluate(items: Collection, env: Env) -> Collection:
+        values = _primitives(source(items, env))
+        if any(isinstance(value, bool) for value in values):
+            raise Unsupported("distinctness with booleans")
+        return [len(set(values)) == len(values)]
+
+    return evaluate
+
+
 def _all(source: Compiled, argument: Compiled | str | None) -> Compiled:
     criterion = _criterion(argument)
     return lambda items, env: [all(_truth(criterion([item], env)) is True for item in source(items, env))]
@@ -366,6 +443,8 @@ _FUNCTIONS: dict[str, Callable[[Compiled, Compiled | str | None], Compiled]] = {
     "hasValue": _has_value,
     "where": _where,
     "all": _all,
+    "select": _select,
+    "isDistinct": _is_distinct,
     "is": _is,
     "ofType": _of_type,
     "contains": _string_function(lambda value, part: part in value),

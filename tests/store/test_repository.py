@@ -106,10 +106,14 @@ async def test_string_search_escapes_wildcards(database: Database) -> None:
     async with UnitOfWork(database) as uow:
         uow.resources.add({"resourceType": "Organization", "name": "100% Santé"})
         uow.resources.add({"resourceType": "Organization", "name": "100 Santé"})
+        uow.resources.add({"resourceType": "Organization", "name": "a_b/c"})
+        uow.resources.add({"resourceType": "Organization", "name": "axb/c"})
         await uow.commit()
     async with UnitOfWork(database, write=False) as uow:
         total, _ = await uow.resources.search(_query("Organization", ("name", "100%")))
-    assert total == 1
+        underscore, _ = await uow.resources.search(_query("Organization", ("name", "a_b/")))
+        slash, _ = await uow.resources.search(_query("Organization", ("name", "axb/c")))
+    assert (total, underscore, slash) == (1, 1, 1)
 
 
 async def test_idempotency_keys(database: Database) -> None:
@@ -135,5 +139,9 @@ async def test_many_at_once_by_type_and_key(database: Database) -> None:
             [("Patient", "urn:oid:1", "p1"), ("Practitioner", "urn:oid:2", "r1"), ("Patient", "urn:oid:2", "r1")]
         )
         current = await uow.resources.get_many([("Patient", other.id), ("Practitioner", practitioner.id)])
-    assert found == {("Patient", "urn:oid:1", "p1"): patient.id, ("Practitioner", "urn:oid:2", "r1"): practitioner.id}
+    assert {key: stored.id for key, stored in found.items()} == {
+        ("Patient", "urn:oid:1", "p1"): patient.id,
+        ("Practitioner", "urn:oid:2", "r1"): practitioner.id,
+    }
+    assert found[("Patient", "urn:oid:1", "p1")].content == patient.content
     assert set(current) == {("Patient", other.id), ("Practitioner", practitioner.id)}

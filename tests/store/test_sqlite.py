@@ -12,7 +12,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.fhir.search import parse_search
 from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
-from gateway.store.repository import _conditions, _order, rows_in
+from gateway.store.repository import KeyLookup, _count, _holders_by_identity, _matches, _shape
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
 
@@ -46,8 +46,9 @@ async def test_a_search_finds_matches_through_the_index(database: Database, desc
     if descending:
         params.append(("_sort", "-_lastUpdated"))
     query = parse_search("Consent", params, default_count=100, max_count=100)
-    page = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(10))
-    count = await _plan(database, sa.select(sa.func.count()).select_from(resources).where(*_conditions(query)))
+    shape, parameters = _shape(query)
+    page = await _plan(database, _matches(shape, query.descending, 10, 0).params(parameters))
+    count = await _plan(database, _count(shape).params(parameters))
     for plan in (page, count):
         assert any("resources" in step and "(resource_type=? AND id=?)" in step for step in plan), plan
         assert any("ix_search_index_resource_type_param_value" in step for step in plan), plan
@@ -56,21 +57,57 @@ async def test_a_search_finds_matches_through_the_index(database: Database, desc
 
 async def test_a_plain_listing_pages_along_the_last_updated_index(database: Database) -> None:
     query = parse_search("ServiceRequest", [], default_count=20, max_count=100)
-    plan = await _plan(database, sa.select(resources).where(*_conditions(query)).order_by(*_order(query)).limit(20))
+    shape, parameters = _shape(query)
+    plan = await _plan(database, _matches(shape, query.descending, 20, 0).params(parameters))
     assert any("ix_resources_resource_type_last_updated_id" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
 async def test_lookups_by_key_use_the_primary_keys(database: Database) -> None:
-    """Intake looks up a referral's national identifiers and the resources holding them in one query each;
-    a row-value IN list would make SQLite scan both tables whole, at every intake."""
-    i, r = resource_identities.c, resources.c
+    """Intake looks up the resources holding a referral's national identifiers in one query, delivery fetches
+    resources by id in one; a row-value IN list would make SQLite scan the tables whole, at every intake."""
+    r = resources.c
     keys = [("Patient", INS_NIR, "1"), ("Patient", INS_NIR, "2"), ("Practitioner", RPPS, "3")]
-    identities = await _plan(
-        database, sa.select(i.resource_id).where(rows_in((i.resource_type, i.system, i.value), keys))
-    )
-    current = await _plan(
-        database, sa.select(resources).where(rows_in((r.resource_type, r.id), [("Patient", "a"), ("Task", "b")]))
-    )
-    for plan in (identities, current):
+    identities, parameters = _holders_by_identity(keys)
+    current, current_parameters = KeyLookup(resources, [r.resource_type, r.id])([("Patient", "a"), ("Task", "b")])
+    for plan in (
+        await _plan(database, identities.params(parameters)),
+        await _plan(database, current.params(current_parameters)),
+    ):
         assert plan and not any(step.startswith("SCAN") for step in plan), plan
+    holders = await _plan(database, identities.params(parameters))
+    for table in ("resource_identities", "resources"):  # the join too goes by key
+        assert any(step.startswith(f"SEARCH {table} ") for step in holders), holders
+
+
+def test_a_search_statement_is_built_once_per_shape() -> None:
+    """Searches that differ only by their values (every intake's opposition look-up) share one statement."""
+
+    def statement(nir: str, status: str) -> tuple[sa.Select[tuple[object, ...]], dict[str, object]]:
+        params = [("patient:identifier", f"{INS_NIR}|{nir}"), ("status", status)]
+        shape, parameters = _shape(parse_search("Consent", params, default_count=100, max_count=100))
+        return _matches(shape, False, 100, 0), parameters
+
+    first, parameters = statement("123456789012345", "active")
+    second, _ = statement("223456789012345", "draft")
+    assert first is second
+    assert parameters == {"p0": "123456789012345", "p1": INS_NIR, "p2": "active"}
+
+
+def test_a_key_lookup_is_built_once_per_number_of_groups() -> None:
+    """Only the values change from one look-up to the next: the statement (and SQLAlchemy's compiled form of
+    it) is reused, never rebuilt."""
+    i = resource_identities.c
+    lookup = KeyLookup([i.resource_id], [i.resource_type, i.system, i.value])
+    first, parameters = lookup([("Patient", INS_NIR, "1"), ("Practitioner", RPPS, "3"), ("Patient", INS_NIR, "2")])
+    second, _ = lookup([("Organization", "f", "9"), ("Patient", INS_NIR, "4")])
+    assert first is second
+    assert parameters == {
+        "k0_0": "Patient",
+        "k0_1": INS_NIR,
+        "v0": ["1", "2"],
+        "k1_0": "Practitioner",
+        "k1_1": RPPS,
+        "v1": ["3"],
+    }
+    assert lookup([("Patient", INS_NIR, "5")])[0] is not first
