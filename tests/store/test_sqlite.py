@@ -3,6 +3,7 @@ index instead of walking every resource of a type. (SQLite only: PostgreSQL plan
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.fhir.search import parse_search
 from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
+from gateway.store.database import _InlineSQLiteConnection, _RunAtOnce
 from gateway.store.repository import _conditions, _order, rows_in
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
@@ -74,3 +76,22 @@ async def test_lookups_by_key_use_the_primary_keys(database: Database) -> None:
     )
     for plan in (identities, current):
         assert plan and not any(step.startswith("SCAN") for step in plan), plan
+
+
+def test_the_aiosqlite_internals_the_inline_connection_relies_on_are_there() -> None:
+    """gateway/store/database.py replaces aiosqlite's private ``_tx`` queue (its ``put_nowait`` runs each call at
+    once) and awaits its private ``_connect()``; pyproject.toml pins aiosqlite to versions that have both. A new
+    aiosqlite that renames or reshapes them must fail here, loudly, not hang or start a thread in production."""
+    import importlib.metadata
+    import inspect
+
+    import aiosqlite.core
+
+    major, minor = (int(part) for part in importlib.metadata.version("aiosqlite").split(".")[:2])
+    assert (0, 20) <= (major, minor) < (0, 23), "aiosqlite outside the pinned range: re-check database.py"
+    source = inspect.getsource(aiosqlite.core.Connection)
+    assert "self._tx.put_nowait((future, function))" in source, "aiosqlite no longer queues calls through _tx"
+    assert "self._tx.put_nowait((future, self._connector))" in source, "aiosqlite no longer connects through _tx"
+    assert inspect.iscoroutinefunction(aiosqlite.core.Connection._connect), "aiosqlite's _connect() changed"
+    connection = _InlineSQLiteConnection(lambda: sqlite3.connect(":memory:", check_same_thread=False))
+    assert isinstance(connection._tx, _RunAtOnce)
