@@ -149,7 +149,16 @@ def worker() -> None:
     from gateway.store.database import Database
     from gateway.worker import run_worker
 
-    settings = Settings()
+    settings = _settings()
+    if settings.is_sqlite:
+        # As for `serve --workers`: statements run inline on each process's event loop and SQLite has one writer,
+        # so a worker process beside `gateway serve` on one file would block that loop on its locks (and the API's
+        # would block it). On SQLite, `gateway serve` runs the worker in its own process.
+        typer.echo(
+            "`gateway worker` needs PostgreSQL (GATEWAY_DATABASE_URL); on SQLite `gateway serve` runs the worker",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     try:
         routing = load_routing(settings.routing)
     except RoutingConfigError as exc:

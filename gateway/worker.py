@@ -2,6 +2,8 @@
 
 ``gateway worker`` runs it alone (several may share one PostgreSQL database: claims are leases taken with
 ``SKIP LOCKED``, escalations are version-checked); ``gateway serve`` runs it beside the API in one event loop.
+Each job runs in a system audit context (the gateway as agent): what it changes gets its AuditEvent in the same
+transaction, as an API request's changes do.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import timedelta
 import httpx
 import structlog
 
+from gateway.audit.context import system_audit
 from gateway.config import Settings
 from gateway.routing.config import RoutingTable
 from gateway.routing.delivery import DeliverySettings, Dispatcher, http_client
@@ -54,9 +57,11 @@ async def run_worker(
             try:
                 if time.monotonic() - last_deadlines >= settings.scheduler_interval:
                     last_deadlines = time.monotonic()
-                    await escalate_due(database)
+                    with system_audit("update"):  # each job's changes are audited in their transactions
+                        await escalate_due(database)
                 dispatcher.slot_freed.clear()
-                started = await dispatcher.dispatch()
+                with system_audit("update"):  # deliveries started here inherit it (contextvars)
+                    started = await dispatcher.dispatch()
             except Exception as exc:  # a failing round must not kill the worker; the next one retries
                 log.error("worker_round_failed", error_type=type(exc).__name__)
             if started and started >= room:

@@ -10,7 +10,7 @@ transaction instead (``gateway.audit.context``): committed together, or rolled b
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 
 import structlog
 
@@ -25,21 +25,25 @@ MAX_PENDING = 100_000
 
 
 class AuditBuffer:
+    """Events wait in a bounded deque (the oldest dropped in O(1) when full); a task flushes them every
+    ``interval``. ``stop()`` lets a flush under way finish, then writes what is left: nothing is cancelled mid-way,
+    so no swapped-out batch is lost."""
+
     def __init__(self, database: Database, interval: float = 0.1) -> None:
         self._database = database
         self._interval = interval
-        self._pending: list[Resource] = []
+        self._pending: deque[Resource] = deque(maxlen=MAX_PENDING)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.dropped = 0
 
     def add(self, event: Resource) -> None:
-        if len(self._pending) >= MAX_PENDING:
-            self._pending.pop(0)
-            self.dropped += 1
+        if len(self._pending) == self._pending.maxlen:
+            self.dropped += 1  # append() drops the oldest
         self._pending.append(event)
 
     async def flush(self) -> None:
-        events, self._pending = self._pending, []
+        events, self._pending = self._pending, deque(maxlen=MAX_PENDING)
         if not events:
             return
         try:
@@ -47,21 +51,28 @@ class AuditBuffer:
                 for event in events:
                     uow.resources.add(event)
                 await uow.commit()
-        except Exception as exc:  # the database is away: keep them for the next flush
+        except Exception as exc:  # the database is away: keep them for the next flush, the newest if too many
             log.warning("audit_flush_failed", error_type=type(exc).__name__, events=len(events))
-            self._pending = (events + self._pending)[-MAX_PENDING:]
+            newer = self._pending
+            self._pending = events
+            for event in newer:
+                self.add(event)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.flush()
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+            except TimeoutError:
+                await self.flush()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Wait for the flush under way (never cancel it), then write what is left."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
+            self._task = None
         await self.flush()

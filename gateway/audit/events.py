@@ -24,6 +24,8 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 #: The system of client ids in ``agent.who.identifier`` (the clients file's ``client_id``).
 CLIENT_ID_SYSTEM = "https://fhir.dac-gateway.org/client-id"
 DELIVERY_ID_SYSTEM = "https://fhir.dac-gateway.org/delivery-id"  # = the MessageHeader id
+#: The gateway's own client id, as requestor of what it does by itself (deliveries, worker jobs).
+GATEWAY_CLIENT_ID = "dac-gateway"
 #: The gateway as agent and observer: by name only, so that searching by agent indexes the clients alone.
 GATEWAY = {"display": "DAC Gateway"}
 
@@ -65,7 +67,7 @@ def delivery_event(
 ) -> Resource:
     """A delivery attempt ($process-message to a platform or peer): the gateway is the requestor."""
     event = audit_event(
-        AuditedInteraction("operation", "dac-gateway", when, outcome, references, destination=destination)
+        AuditedInteraction("operation", GATEWAY_CLIENT_ID, when, outcome, references, destination=destination)
     )
     event["entity"] = [
         *event.get("entity", []),

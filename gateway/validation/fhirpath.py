@@ -10,15 +10,21 @@ outside that part (``descendants()``, ``resolve()``, …) gives None and the inv
 evaluated by fhirpathpy, as is any evaluation the fast path finds itself unable to decide (``Unsupported``).
 tests/validation/test_fhirpath.py checks both agree on every invariant over every example.
 
-Choice elements are read as the specification writes them: ``value.ofType(Coding)`` finds ``valueCoding``.
+Choice elements are read as the specification writes them: ``value.ofType(Coding)`` finds ``valueCoding``, and
+only a key whose suffix is an R4 type name is one (``periodMax`` is not ``period``, ``patientInstruction`` is not
+``patient``). String literals are unescaped by FHIRPath's table (``\\'``, ``\\n``, ``\\uXXXX``, …); any other
+backslash is kept, so a ``matches()`` pattern reaches ``re`` as written (``'\\d+'``).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from gateway.validation.definitions import structure_definitions
 
 Collection = list[Any]
 Env = dict[str, Any]
@@ -41,6 +47,36 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+(?:\.\d+)?)|(?P<op><=|>=|!=|=|<|>|\(|\)|\.|,|\||&|\+)"
     r"|(?P<name>[%$]?[A-Za-z_][A-Za-z0-9_]*|`[^`]+`))"
 )
+
+
+_ESCAPES = {"'": "'", '"': '"', "`": "`", "\\": "\\", "/": "/", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+
+
+def _unescape(text: str) -> str:
+    """A string literal's value: FHIRPath's escapes are replaced, any other backslash is kept as written."""
+
+    def replace(match: re.Match[str]) -> str:
+        escaped = match.group(1)
+        if len(escaped) == 5:
+            return chr(int(escaped[1:], 16))
+        return _ESCAPES.get(escaped, match.group(0))
+
+    return _ESCAPE.sub(replace, text)
+
+
+@functools.cache
+def choice_suffixes() -> dict[str, str]:
+    """How a choice element's key may end (``Coding``, ``DateTime``, …) → its type (``Coding``, ``dateTime``): the R4
+    type names, from the data types the engine loads and every type a ``[x]`` element of their snapshots allows."""
+    names: set[str] = set()
+    for definition in structure_definitions().values():
+        if definition.get("kind") in ("primitive-type", "complex-type"):
+            names.add(str(definition["type"]))
+        for element in (definition.get("snapshot") or {}).get("element") or []:
+            if str(element.get("path", "")).endswith("[x]"):
+                names.update(str(type_["code"]) for type_ in element.get("type") or [] if "code" in type_)
+    return {name[0].upper() + name[1:]: name for name in names if name and "." not in name and "/" not in name}
 
 
 def _tokens(expression: str) -> list[str]:
@@ -87,9 +123,12 @@ def _member(items: Collection, name: str) -> Collection:
         elif f"_{name}" in node:
             raise Unsupported("a primitive known only by its extensions")
         else:
+            suffixes = choice_suffixes()
             for key, value in node.items():  # a choice element: value → valueCoding, valueAddress, …
-                if isinstance(key, str) and key.startswith(name) and key[len(name) : len(name) + 1].isupper():
-                    found.append(Typed(key[len(name) :], value))
+                if isinstance(key, str) and key.startswith(name) and key[len(name) :] in suffixes:
+                    found.append(Typed(suffixes[key[len(name) :]], value))
+                elif isinstance(key, str) and key.startswith(f"_{name}") and key[len(name) + 1 :] in suffixes:
+                    raise Unsupported("a choice primitive known only by its extensions")
     return found
 
 
@@ -217,7 +256,7 @@ class _Parser:
             self.take(")")
             return inner
         if token.startswith("'"):
-            text = re.sub(r"\\(.)", r"\1", token[1:-1])
+            text = _unescape(token[1:-1])
             return lambda items, env: [text]
         if token[0].isdigit():
             number = float(token) if "." in token else int(token)

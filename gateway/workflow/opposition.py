@@ -5,10 +5,13 @@ whoever sends them — are revoked at intake."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode
+import structlog
+
+from gateway.errors import BusinessRuleViolation, Conflict, InvalidResource, IssueCode
 from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import parse_search, split_reference
@@ -19,12 +22,15 @@ from gateway.routing.config import RoutingTable
 from gateway.routing.schedule import platform_of, schedule_platform_update, schedule_update
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
-from gateway.store.unit_of_work import UnitOfWork
+from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
 from gateway.workflow.transitions import FINAL
 
 OPEN_REQUEST_STATUSES = ("draft", "active", "on-hold")
+#: Runs of the transaction before a patient's referrals changing concurrently every time is reported as 409.
+MAX_ATTEMPTS = 8
+log = structlog.get_logger("gateway.workflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +70,29 @@ async def _patient_reference(uow: UnitOfWork, consent: Resource, patient: Resour
 async def record_consent(
     database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None = None
 ) -> ConsentOutcome:
+    """Store the Consent (and, for an opposition, revoke and cancel) in one transaction. A referral or Task changed
+    concurrently fails it with ``DuplicateKey``; it is then run again as a whole, from what was posted, so an
+    opposition is never committed with a referral it should have revoked still open."""
     parse_model(consent)
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return await _record(database, routing, copy.deepcopy(consent), copy.deepcopy(patient))
+        except DuplicateKey as exc:
+            log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
+            if attempt == MAX_ATTEMPTS - 1:
+                raise Conflict.single(
+                    IssueCode.CONCURRENT_CHANGE,
+                    "the patient's referrals kept changing concurrently; nothing was stored, retry it",
+                ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _record(
+    database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None
+) -> ConsentOutcome:
     now = utc_now()
     async with UnitOfWork(database) as uow:
         patient_reference = await _patient_reference(uow, consent, patient)
-        consent = dict(consent)
         if patient_reference:
             consent["patient"] = {**(consent.get("patient") or {}), "reference": patient_reference}
         stored = uow.resources.add(consent)
@@ -91,18 +115,17 @@ async def record_consent(
                     revocation_reason(RevocationReason.PATIENT_OPPOSITION),
                 ]
                 moved["supportingInfo"] = [*moved.get("supportingInfo", []), {"reference": stored.reference}]
-                updated = await uow.resources.update(request, moved)
-                if updated is not None:
-                    revoked.append(request.reference)
-                    # The opposition becomes part of the referral it ends: its parties may read why.
-                    uow.visibility.add_members(request.id, [("Consent", stored.id)])
-                    targets.append(f"{request.reference}/_history/{updated.version_id}")
-                    # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
-                    await schedule_update(uow, request.reference, now, "revoked")
-                    if request.content.get("status") == "active" and (
-                        platform := await platform_of(uow, routing, request.content)
-                    ):
-                        schedule_platform_update(uow, platform, request.reference, now, "revoked")
+                updated = _changed(await uow.resources.update(request, moved), request)
+                revoked.append(request.reference)
+                # The opposition becomes part of the referral it ends: its parties may read why.
+                uow.visibility.add_members(request.id, [("Consent", stored.id)])
+                targets.append(f"{request.reference}/_history/{updated.version_id}")
+                # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
+                await schedule_update(uow, request.reference, now, "revoked")
+                if request.content.get("status") == "active" and (
+                    platform := await platform_of(uow, routing, request.content)
+                ):
+                    schedule_platform_update(uow, platform, request.reference, now, "revoked")
                 targets += await _cancel_open_tasks(uow, request.reference, now)
             performer = next(
                 (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None
@@ -121,6 +144,14 @@ async def record_consent(
     return ConsentOutcome(stored, patient_reference, revoked)
 
 
+def _changed(updated: StoredResource | None, current: StoredResource) -> StoredResource:
+    """The new version, or ``DuplicateKey`` when someone changed ``current`` since it was read: the whole unit
+    of work is then rolled back and run again (skipping it would leave that referral or Task open)."""
+    if updated is None:
+        raise DuplicateKey(f"{current.reference} changed during the transaction")
+    return updated
+
+
 async def _cancel_open_tasks(uow: UnitOfWork, service_request: str, now: datetime) -> list[str]:
     _, tasks = await uow.resources.search(
         parse_search("Task", [("focus", service_request)], default_count=1000, max_count=1000)
@@ -134,7 +165,6 @@ async def _cancel_open_tasks(uow: UnitOfWork, service_request: str, now: datetim
         content["statusReason"] = {"text": "The patient objects to the referral (L1110-12)."}
         content["businessStatus"] = business_status(BusinessStatus.CANCELLED)
         content["lastModified"] = fhir_instant(now)
-        updated = await uow.resources.update(task, content)
-        if updated is not None:
-            cancelled.append(f"{task.reference}/_history/{updated.version_id}")
+        updated = _changed(await uow.resources.update(task, content), task)
+        cancelled.append(f"{task.reference}/_history/{updated.version_id}")
     return cancelled

@@ -71,3 +71,11 @@ def test_several_processes_need_postgresql(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "needs PostgreSQL" in done.stderr
+
+
+def test_a_separate_worker_needs_postgresql(tmp_path: Path) -> None:
+    routing = write_routing(tmp_path, {"dac-75": {"endpoint": "http://127.0.0.1:9/fhir", "finess": "750000010"}}, {})
+    env = GatewayProcess(tmp_path, routing, database_url=f"sqlite:///{tmp_path / 'gateway.db'}").environment()
+    done = subprocess.run([*GATEWAY, "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "needs PostgreSQL" in done.stderr and "Traceback" not in done.stderr

@@ -3,6 +3,7 @@ index instead of walking every resource of a type. (SQLite only: PostgreSQL plan
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.dialects import sqlite
 from gateway.fhir.search import parse_search
 from gateway.intake.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
+from gateway.store.database import _InlineSQLiteConnection, _RunAtOnce
 from gateway.store.repository import KeyLookup, _count, _holders_by_identity, _matches, _shape
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
@@ -111,3 +113,22 @@ def test_a_key_lookup_is_built_once_per_number_of_groups() -> None:
         "v1": ["3"],
     }
     assert lookup([("Patient", INS_NIR, "5")])[0] is not first
+
+
+def test_the_aiosqlite_internals_the_inline_connection_relies_on_are_there() -> None:
+    """gateway/store/database.py replaces aiosqlite's private ``_tx`` queue (its ``put_nowait`` runs each call at
+    once) and awaits its private ``_connect()``; pyproject.toml pins aiosqlite to versions that have both. A new
+    aiosqlite that renames or reshapes them must fail here, loudly, not hang or start a thread in production."""
+    import importlib.metadata
+    import inspect
+
+    import aiosqlite.core
+
+    major, minor = (int(part) for part in importlib.metadata.version("aiosqlite").split(".")[:2])
+    assert (0, 20) <= (major, minor) < (0, 23), "aiosqlite outside the pinned range: re-check database.py"
+    source = inspect.getsource(aiosqlite.core.Connection)
+    assert "self._tx.put_nowait((future, function))" in source, "aiosqlite no longer queues calls through _tx"
+    assert "self._tx.put_nowait((future, self._connector))" in source, "aiosqlite no longer connects through _tx"
+    assert inspect.iscoroutinefunction(aiosqlite.core.Connection._connect), "aiosqlite's _connect() changed"
+    connection = _InlineSQLiteConnection(lambda: sqlite3.connect(":memory:", check_same_thread=False))
+    assert isinstance(connection._tx, _RunAtOnce)

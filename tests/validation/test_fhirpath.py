@@ -127,3 +127,54 @@ def test_dates_are_never_ordered_as_strings() -> None:
     assert native is not None
     with pytest.raises(Unsupported):
         native({"start": "2025-01-01T10:00:00+01:00", "end": "2025-01-01T09:30:00Z"}, {})
+
+
+@pytest.mark.parametrize(
+    ("expression", "node", "expected"),
+    [
+        ("periodMax.empty() or period.exists()", {"periodMax": 2, "periodUnit": "d"}, False),  # tim-6
+        ("durationMax.empty() or duration.exists()", {"durationMax": 2, "durationUnit": "h"}, False),  # tim-7
+        ("patient.exists()", {"patientInstruction": "fasting"}, False),
+        ("period.exists()", {"periodX": 1}, False),
+        ("value.exists()", {"valueDateTime": "2025-01-01"}, True),
+        ("value.ofType(dateTime).exists()", {"valueDateTime": "2025-01-01"}, True),
+    ],
+)
+def test_only_a_type_name_suffix_makes_a_choice_element(expression: str, node: dict[str, Any], expected: bool) -> None:
+    native = compile_native(expression)
+    assert native is not None
+    assert native(node, {}) is expected
+
+
+def test_a_repeat_with_a_period_max_and_no_period_is_refused() -> None:
+    bundle = json.loads((EXAMPLES / "referral-gp.json").read_text())
+    request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    request.pop("occurrenceDateTime", None), request.pop("occurrencePeriod", None)
+    request["occurrenceTiming"] = {"repeat": {"periodMax": 2, "periodUnit": "d"}}
+    failing = {issue.diagnostics for issue in engine().validate(bundle) if issue.severity == "error"}
+    assert any("tim-6" in (text or "") for text in failing), failing
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        (r"'\d+'", r"\d+"),
+        (r"'a\nb'", "a\nb"),
+        (r"'a\\nb'", "a\\nb"),
+        (r"'it\'s'", "it's"),
+        (r"'\"q\" \`b\` \/ \f\r\t'", '"q" `b` / \f\r\t'),
+        (r"'\u00e9\u00C9'", "éÉ"),
+        (r"'[a-z]\.\s'", r"[a-z]\.\s"),
+    ],
+)
+def test_string_escapes_follow_the_fhirpath_table(literal: str, value: str) -> None:
+    native = compile_native(f"x = {literal}")
+    assert native is not None
+    assert native({"x": value}, {}) is True
+
+
+def test_a_regex_escape_reaches_matches_intact() -> None:
+    native = compile_native(r"x.matches('^\d+$')")
+    assert native is not None
+    assert native({"x": "123"}, {}) is True
+    assert native({"x": "ddd"}, {}) is False

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import httpx
+import pytest
 
+from gateway.errors import Conflict
+from gateway.routing.config import RoutingTable
+from gateway.store import Database
+from gateway.store.repository import ResourceRepository, StoredResource
+from gateway.workflow.opposition import record_consent
 from tests.conftest import load_example
 from tests.support.referrals import renamed, resource
 
@@ -142,3 +149,53 @@ async def test_opposition_examples(client: httpx.AsyncClient) -> None:
     assert message.status_code == 200, message.text
     for service_request in (nurse_referral, corsica_referral):
         assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "revoked"
+
+
+def _stale_first_update(monkeypatch: pytest.MonkeyPatch, resource_type: str, times: int) -> list[str]:
+    """Simulate a concurrent change: the first ``times`` updates of a ``resource_type`` are made against the
+    version before the one read, so the store's compare-and-set finds the row moved and returns None."""
+    original = ResourceRepository.update
+    bumped: list[str] = []
+
+    async def update(self: ResourceRepository, current: StoredResource, *args: Any, **kwargs: Any) -> Any:
+        if current.resource_type == resource_type and len(bumped) < times:
+            bumped.append(current.reference)
+            current = dataclasses.replace(current, version_id=current.version_id - 1)
+        return await original(self, current, *args, **kwargs)
+
+    monkeypatch.setattr(ResourceRepository, "update", update)
+    return bumped
+
+
+@pytest.mark.parametrize("resource_type", ["ServiceRequest", "Task"])
+async def test_an_opposition_racing_a_change_is_run_again_and_still_revokes(
+    client: httpx.AsyncClient,
+    database: Database,
+    routing: RoutingTable,
+    monkeypatch: pytest.MonkeyPatch,
+    resource_type: str,
+) -> None:
+    bundle = load_example("referral-social-worker.json")  # no Consent: a patient-information Task is open
+    _, service_request = await _post(client, bundle)
+    bumped = _stale_first_update(monkeypatch, resource_type, times=1)
+    outcome = await record_consent(database, routing, _consent_deny(_ins(bundle)))
+    assert bumped and outcome.revoked == [f"ServiceRequest/{service_request['id']}"]
+    after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
+    assert after["status"] == "revoked"
+    tasks = (await client.get("/fhir/Task", params={"focus": f"ServiceRequest/{service_request['id']}"})).json()
+    assert {entry["resource"]["status"] for entry in tasks["entry"]} == {"cancelled"}
+    consents = (await client.get("/fhir/Consent")).json()
+    assert consents["total"] == 1  # the first run was rolled back as a whole
+
+
+async def test_an_opposition_that_keeps_racing_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = load_example("referral-social-worker.json")
+    _, service_request = await _post(client, bundle)
+    _stale_first_update(monkeypatch, "ServiceRequest", times=100)
+    with pytest.raises(Conflict):
+        await record_consent(database, routing, _consent_deny(_ins(bundle)))
+    after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
+    assert after["status"] == "active"
+    assert (await client.get("/fhir/Consent")).json()["total"] == 0

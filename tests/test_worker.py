@@ -1,0 +1,54 @@
+"""The worker: what its jobs change is audited in the same transaction, with the gateway as agent."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway import worker
+from gateway.config import Settings
+from gateway.fhir.primitives import utc_now
+from gateway.routing.config import RoutingTable
+from gateway.store import Database
+from gateway.workflow.deadlines import escalate_due
+from tests.audit.test_audit import audit_events
+from tests.workflow.test_decisions_api import _gp_validation
+
+
+async def test_a_deadline_escalation_by_the_worker_is_audited(
+    client: httpx.AsyncClient,
+    database: Database,
+    routing: RoutingTable,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, task = await _gp_validation(client)
+    later = utc_now() + timedelta(days=30)
+    escalated = asyncio.Event()
+
+    async def escalate_later(db: Database) -> int:
+        count = await escalate_due(db, later)
+        escalated.set()
+        return count
+
+    monkeypatch.setattr(worker, "escalate_due", escalate_later)
+    before = {event["id"] for event in await audit_events(database)}
+    stop = asyncio.Event()
+    no_network = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: httpx.Response(503)))
+    running = asyncio.create_task(worker.run_worker(database, routing, settings, stop, no_network))
+    await asyncio.wait_for(escalated.wait(), timeout=10)
+    stop.set()
+    await asyncio.wait_for(running, timeout=10)
+    await no_network.aclose()
+
+    new: list[dict[str, Any]] = [e for e in await audit_events(database) if e["id"] not in before]
+    (event,) = [e for e in new if any(f"Task/{task['id']}/_history/" in str(x) for x in e.get("entity", []))]
+    assert event["subtype"][0]["code"] == "update" and event["outcome"] == "0"
+    assert event["agent"][0]["who"]["identifier"]["value"] == "dac-gateway"
+    entities = [entity["what"]["reference"] for entity in event["entity"]]
+    assert f"Task/{task['id']}/_history/2" in entities
+    assert any(reference.startswith("Task/") and reference != f"Task/{task['id']}/_history/2" for reference in entities)
