@@ -61,6 +61,7 @@ BACKENDS = ("sqlite", "postgresql")
 # server process stays under 200 MB resident.
 MIN_RATIO_SQLITE = 0.5
 MAX_RSS_MB = 200.0
+MIN_SCALING_2P = 1.6  # issue #7: two API processes on PostgreSQL against one
 
 BODY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fhir.dac-gateway.org/bench")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -159,16 +160,44 @@ def proc_status_kb(pid: int, field_name: str) -> int | None:
     return None
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process so far, every thread (None if it is gone)."""
-    if pid is None:
-        return None
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is fields[0], utime fields[11]
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is fields[0], ppid fields[1]
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (``gateway serve --workers N`` does its work in child processes)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, []))
+    return tree
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time so far of a process and its descendants, every thread (None if it is gone)."""
+    if pid is None or _stat_fields(pid) is None:
+        return None
+    total = 0.0
+    for member in process_tree(pid):
+        fields = _stat_fields(member)
+        if fields is not None:  # utime, stime are fields[11], fields[12]
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def peak_rss_kb(pid: int) -> int | None:
+    """The largest peak resident set among a process and its descendants (each API process is its own)."""
+    peaks = [kb for member in process_tree(pid) if (kb := proc_status_kb(member, "VmHWM")) is not None]
+    return max(peaks) if peaks else None
 
 
 def machine_busy_seconds() -> float:
@@ -554,7 +583,7 @@ def measure(
             authorization,
         )
     )
-    peak_kb = proc_status_kb(server.pid, "VmHWM")
+    peak_kb = peak_rss_kb(server.pid)
     stored = stored_count(server, authorization)
     drain = None
     if sink is not None and stored is not None and args.drain > 0:
@@ -599,6 +628,7 @@ def run_gateway(
     work: Path,
     routing: Path,
     sink: Server,
+    processes: int = 1,
 ) -> Figures:
     env = clean_env(
         GATEWAY_DATABASE_URL=database_url, GATEWAY_LOG_LEVEL="WARNING", GATEWAY_ROUTING=str(routing), GATEWAY_AUTH="off"
@@ -613,8 +643,9 @@ def run_gateway(
         if upgrade.returncode != 0:
             raise RuntimeError(f"gateway db upgrade failed ({upgrade.returncode}):\n{upgrade.stdout}{upgrade.stderr}")
     port = free_port()
-    argv = [gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    name = f"gateway-{backend}"  # the same with --auth, so the ratios to the floor are printed alike
+    argv = [gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes)]
+    # The same name with --auth, so the ratios to the floor are printed alike; "-2p" for two API processes.
+    name = f"gateway-{backend}" + (f"-{processes}p" if processes > 1 else "")
     with serve(name, argv, env, work, f"http://127.0.0.1:{port}", "/fhir/metadata", work) as server:
         authorization = client.authorization(server.base_url) if client else None
         return measure(server, referrals, args, sink, authorization)
@@ -732,7 +763,15 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
             f"delivery included: {optional(cpu_ratio, '.2f')}"
         )
 
+    one, several = by_target.get("gateway-postgresql"), by_target.get(f"gateway-postgresql-{args.api_processes}p")
+    scaling = None
+    if one is not None and several is not None and one.referrals_per_s:
+        scaling = several.referrals_per_s / one.referrals_per_s
+        print(f"scaling gateway-postgresql, {args.api_processes} API processes / 1: {scaling:.2f}")
+
     checks: dict[str, bool] = {}
+    if scaling is not None and args.api_processes == 2:
+        checks[f"postgresql: 2 API processes >= {MIN_SCALING_2P} x one"] = scaling >= MIN_SCALING_2P
     if "sqlite" in ratios:
         sqlite_ratio = ratios["sqlite"]
         checks[f"sqlite ratio >= {MIN_RATIO_SQLITE}"] = sqlite_ratio is not None and sqlite_ratio >= MIN_RATIO_SQLITE
@@ -792,6 +831,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="after the load, wait up to this many seconds for every referral to be delivered, measuring the "
         "server's CPU per delivery (0: do not wait; default 120)",
     )
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="also measure PostgreSQL with this many API processes (gateway serve --workers N) and print the scaling",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON object at the end")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -826,6 +871,13 @@ def run_targets(referrals: Referrals, args: argparse.Namespace, work: Path, note
             else:
                 with postgres_database() as url:
                     figures.append(run_gateway("postgresql", url, referrals, args, work, routing, sink))
+                if args.api_processes > 1:  # the same load on N API processes sharing a fresh database
+                    with postgres_database() as url:
+                        figures.append(
+                            run_gateway(
+                                "postgresql", url, referrals, args, work, routing, sink, processes=args.api_processes
+                            )
+                        )
     return figures
 
 
