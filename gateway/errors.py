@@ -116,6 +116,7 @@ class IssueCode(StrEnum):
     CLIENT_AUTHENTICATION_FAILED = "client-authentication-failed"
     TOKEN_REQUEST_INVALID = "token-request-invalid"
     SCOPE_NOT_ALLOWED = "scope-not-allowed"
+    REFERRAL_IDENTIFIER_TAKEN = "referral-identifier-taken"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -199,6 +200,10 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.CLIENT_AUTHENTICATION_FAILED: "The client assertion (private_key_jwt) was refused.",
     IssueCode.TOKEN_REQUEST_INVALID: "The token request is malformed or uses an unsupported grant type.",
     IssueCode.SCOPE_NOT_ALLOWED: "None of the requested scopes is registered for this client.",
+    IssueCode.REFERRAL_IDENTIFIER_TAKEN: (
+        "Another sender's referral already carries this ServiceRequest identifier, Bundle.identifier or "
+        "MessageHeader id; nothing was stored."
+    ),
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.

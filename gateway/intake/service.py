@@ -115,7 +115,8 @@ async def take_in(
     database: Database, referral: Referral, routing: RoutingTable, sender: str | None = None
 ) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
-    the client that posted it (None when authentication is off), who may then read what it sent."""
+    the client that posts it (None when authentication is off), who may then read what it sent; a replay is for
+    the client that posted the referral first, any other sender gets a 409 (referral-identifier-taken)."""
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(
@@ -128,6 +129,16 @@ async def take_in(
             async with UnitOfWork(database) as uow:
                 recorded = await uow.idempotency.find(referral.idempotency_keys)
                 if recorded is not None:
+                    if sender is not None and not await uow.visibility.is_sender(
+                        str(recorded["service_request_id"]), sender
+                    ):
+                        # Another sender's referral: its answer (ids, statuses) is not this caller's to read.
+                        raise Conflict.single(
+                            IssueCode.REFERRAL_IDENTIFIER_TAKEN,
+                            "another sender's referral already carries this identifier (ServiceRequest identifier, "
+                            "Bundle.identifier or MessageHeader id); nothing was stored: give your referral its own",
+                            "Bundle",
+                        )
                     outcome = IntakeOutcome.from_json(recorded, replayed=True)
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)

@@ -143,6 +143,13 @@ class VisibilityRepository:
     def add_sender(self, service_request_id: str, client_id: str) -> None:
         self._pending.add(referral_senders, {"service_request_id": service_request_id, "client_id": client_id})
 
+    async def is_sender(self, service_request_id: str, client_id: str) -> bool:
+        """``client_id`` posted the referral whose ServiceRequest id this is."""
+        await self._pending.flush(self._connection)
+        s = referral_senders.c
+        query = sa.select(sa.exists().where(s.service_request_id == service_request_id, s.client_id == client_id))
+        return bool((await self._connection.execute(query)).scalar_one())
+
     async def can_see(self, viewer: Viewer, resource_type: str, resource_id: str) -> bool:
         condition = visible(viewer, resource_type, sa.literal(resource_id, sa.String))
         if condition is None:

@@ -82,6 +82,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #client-authentication-failed "Client authentication failed" "The client assertion (private_key_jwt) was refused."
 * #token-request-invalid "Token request invalid" "The token request is malformed or uses an unsupported grant type."
 * #scope-not-allowed "Scope not allowed" "None of the requested scopes is registered for this client."
+* #referral-identifier-taken "Referral identifier taken" "Another sender's referral already carries this ServiceRequest identifier, Bundle.identifier or MessageHeader id; nothing was stored."
 
 ValueSet: DacIssueVS
 Id: dac-issue
