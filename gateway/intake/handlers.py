@@ -10,6 +10,7 @@ from gateway.intake.service import take_in
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.store.visibility import EVERYTHING, Viewer
 from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
 from gateway.workflow.opposition import ConsentOutcome, record_consent
@@ -20,9 +21,14 @@ REFERRAL_UPDATE = "referral-update"
 
 
 async def process_transaction(
-    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, sender: str | None = None
+    database: Database,
+    routing: RoutingTable,
+    bundle: Resource,
+    base_url: str,
+    sender: str | None = None,
+    viewer: Viewer = EVERYTHING,
 ) -> Resource:
-    outcome = await take_in(database, read_referral(bundle, "transaction"), routing, sender)
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing, sender, viewer)
     return transaction_response(outcome, base_url)
 
 
@@ -45,6 +51,7 @@ async def process_message(
     base_url: str,
     hop_limit: int,
     sender: str | None = None,
+    viewer: Viewer = EVERYTHING,
 ) -> Resource:
     """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
     event = _event(bundle) if bundle.get("type") == "message" else None
@@ -65,7 +72,7 @@ async def process_message(
             "a routing loop between gateways ends",
             "Bundle.entry[0].resource.extension",
         )
-    outcome = await take_in(database, referral, routing, sender)
+    outcome = await take_in(database, referral, routing, sender, viewer)
     async with UnitOfWork(database, write=False) as uow:
         service_request = await uow.resources.get("ServiceRequest", outcome.service_request_id)
     if service_request is None:  # pragma: no cover - stored in the same transaction as the outcome

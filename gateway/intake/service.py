@@ -36,7 +36,9 @@ from gateway.routing.router import route
 from gateway.routing.schedule import schedule_referral
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
+from gateway.store.tables import resources
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
+from gateway.store.visibility import EVERYTHING, Viewer, visible
 from gateway.validation.rules import uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.provenance import GATEWAY, client_agent
@@ -112,11 +114,16 @@ class IntakeOutcome:
 
 
 async def take_in(
-    database: Database, referral: Referral, routing: RoutingTable, sender: str | None = None
+    database: Database,
+    referral: Referral,
+    routing: RoutingTable,
+    sender: str | None = None,
+    viewer: Viewer = EVERYTHING,
 ) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
     the client that posts it (None when authentication is off), who may then read what it sent; a replay is for
-    the client that posted the referral first, any other sender gets a 409 (referral-identifier-taken)."""
+    the client that posted the referral first, any other sender gets a 409 (referral-identifier-taken).
+    ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources."""
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(
@@ -143,7 +150,7 @@ async def take_in(
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform, sender)
+                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer)
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
@@ -218,7 +225,7 @@ async def _known(uow: UnitOfWork, referral: Referral, platform: Platform) -> _Kn
     )
 
 
-async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known) -> _Resolution:
+async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer: Viewer) -> _Resolution:
     resource_type = entry.resource_type
     if entry.method == "PUT":
         target = entry.update_target or ""
@@ -256,10 +263,13 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known) -> _Res
         )
         wanted = _identifier_pairs(query)
         if wanted and set(wanted) <= set(keys):
-            # The identifiers this resource is registered under: already looked up with the others.
+            # The identifiers this resource is registered under: already looked up with the others. The
+            # national-identity match every entry gets anyway (DESIGN §3.1): one patient, one professional.
             matches = [m for m in [known.matching(resource_type, wanted)] if m is not None]
         else:
-            matches = await uow.resources.find(query, limit=2)
+            # Any other search matches only among what the caller may see: it must not adopt (and so come to
+            # read) another party's Consent or CareTeam, nor learn from a 412 that such a resource exists.
+            matches = await uow.resources.find(query, limit=2, visible=visible(viewer, resource_type, resources.c.id))
         if len(matches) > 1:
             raise PreconditionFailed.single(
                 IssueCode.CONDITIONAL_MULTIPLE_MATCHES,
@@ -302,12 +312,14 @@ def _rewrite_references(
     return to_check
 
 
-async def _store(uow: UnitOfWork, referral: Referral, platform: Platform, sender: str | None) -> IntakeOutcome:
+async def _store(
+    uow: UnitOfWork, referral: Referral, platform: Platform, sender: str | None, viewer: Viewer
+) -> IntakeOutcome:
     known = await _known(uow, referral, platform)
     resolutions = []
     claimed: dict[tuple[str, str, str], _Resolution] = {}
     for entry in referral.entries:
-        resolution = await _resolve(uow, entry, known)
+        resolution = await _resolve(uow, entry, known, viewer)
         typed_keys = [(entry.resource_type, system, value) for system, value in identity_keys(entry.resource)]
         earlier = next((claimed[key] for key in typed_keys if key in claimed), None)
         if resolution.create and earlier is not None and entry.resource_type != "ServiceRequest":

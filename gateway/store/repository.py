@@ -299,10 +299,16 @@ class ResourceRepository:
         result = await self._execute(_resource_exists, {"resource_type": resource_type, "id": resource_id})
         return result.first() is not None
 
-    async def find(self, query: SearchQuery, limit: int) -> list[StoredResource]:
-        """Up to ``limit`` matches, without counting them all (conditional create, rule look-ups)."""
+    async def find(
+        self, query: SearchQuery, limit: int, visible: sa.ColumnElement[bool] | None = None
+    ) -> list[StoredResource]:
+        """Up to ``limit`` matches, without counting them all (conditional create, rule look-ups); ``visible``
+        (``gateway.store.visibility``) filters them."""
         shape, parameters = _shape(query)
-        result = await self._execute(_matches(shape, query.descending, limit, 0), parameters)
+        statement = _matches(shape, query.descending, limit, 0)
+        if visible is not None:  # the viewer's filter carries its own values: added to a copy, for this look-up
+            statement = statement.where(visible)
+        result = await self._execute(statement, parameters)
         return [StoredResource.from_row(row) for row in result]
 
     async def search(

@@ -43,3 +43,25 @@ async def test_a_message_replay_is_for_its_sender_only(secure: httpx.AsyncClient
     assert b.status_code == 409, b.text
     assert b.json()["issue"][0]["details"]["coding"][0]["code"] == "referral-identifier-taken"
     assert service_request["id"] not in b.text
+
+
+async def test_if_none_exist_matches_only_what_the_caller_sees(secure: httpx.AsyncClient, parties: World) -> None:
+    consent_a = parties.resources["Consent A"][0]
+    headers_b = parties.headers["sender B"]
+    bundle = fresh(commune="75056")
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Consent":
+            entry["request"]["ifNoneExist"] = f"_id={consent_a.split('/')[1]}"
+    answer = await secure.post("/fhir", json=bundle, headers=headers_b | FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    consent_b = next(location for location in _locations(answer) if location.startswith("Consent/"))
+    assert consent_b.split("/_history")[0] != consent_a  # a Consent of B's own, not A's adopted
+    assert (await secure.get(f"/fhir/{consent_a}", headers=headers_b)).status_code == 404
+    # The sender's own resources still match: its retry under a new identifier adopts its Consent.
+    again = fresh(commune="75056")
+    for entry in again["entry"]:
+        if entry["resource"]["resourceType"] == "Consent":
+            entry["request"]["ifNoneExist"] = f"_id={consent_b.split('/')[1]}"
+    mine = await secure.post("/fhir", json=again, headers=headers_b | FHIR_JSON)
+    assert mine.status_code == 200, mine.text
+    assert consent_b in _locations(mine)

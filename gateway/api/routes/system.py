@@ -14,6 +14,7 @@ from gateway.api.deps import (
     RoutingDep,
     SettingsDep,
     TokenUrlDep,
+    ViewerDep,
 )
 from gateway.api.responses import FhirResponse
 from gateway.auth.scopes import Permission
@@ -46,6 +47,7 @@ async def metadata(request: Request, answer: AnswerDep, base_url: BaseUrlDep, to
 @router.post("", summary="Referral as a transaction Bundle", openapi_extra=_FHIR_BODY)
 async def transaction(
     client: ClientDep,
+    viewer: ViewerDep,
     bundle: ResourceBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
@@ -53,12 +55,15 @@ async def transaction(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)
-    return FhirResponse(await process_transaction(database, routing, bundle, base_url, client.sender_id), answer)
+    return FhirResponse(
+        await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer), answer
+    )
 
 
 @router.post("/$process-message", summary="Referral as a message Bundle", openapi_extra=_FHIR_BODY)
 async def process_message_operation(
     client: ClientDep,
+    viewer: ViewerDep,
     bundle: ResourceBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
@@ -67,7 +72,7 @@ async def process_message_operation(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
-    outcome = await process_message(database, routing, bundle, base_url, settings.hop_limit, client.sender_id)
+    outcome = await process_message(database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer)
     return FhirResponse(outcome, answer)
 
 
