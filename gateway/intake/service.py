@@ -230,7 +230,8 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
     if entry.method == "PUT":
         target = entry.update_target or ""
         current = await uow.resources.get(resource_type, target)
-        if current is None:
+        if current is None or not await uow.visibility.can_see(viewer, resource_type, target):
+            # What the caller may not see, it may not update either: the same 404 as for nothing there.
             raise ResourceNotFound.single(
                 IssueCode.RESOURCE_NOT_FOUND,
                 f"{resource_type}/{target} does not exist",

@@ -3,11 +3,13 @@ resources, report on it, decide its Tasks. Everything not the caller's is a 404 
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
-from tests.support.referrals import as_message, fresh
+from tests.support.referrals import as_message, fresh, renamed
 
 
 @pytest.fixture
@@ -65,3 +67,35 @@ async def test_if_none_exist_matches_only_what_the_caller_sees(secure: httpx.Asy
     mine = await secure.post("/fhir", json=again, headers=headers_b | FHIR_JSON)
     assert mine.status_code == 200, mine.text
     assert consent_b in _locations(mine)
+
+
+def _put_patient(bundle: dict[str, Any], patient: str, phone: str) -> dict[str, Any]:
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["id"] = patient.split("/")[1]
+            entry["resource"]["telecom"] = [{"system": "phone", "value": phone}]
+            entry["request"] = {"method": "PUT", "url": patient}
+    return bundle
+
+
+async def test_a_transaction_updates_only_what_the_caller_sees(secure: httpx.AsyncClient, parties: World) -> None:
+    bundle_a = fresh(commune="75056")  # a Patient only A referred
+    a = await secure.post("/fhir", json=bundle_a, headers=parties.headers["sender A"] | FHIR_JSON)
+    assert a.status_code == 200, a.text
+    patient = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("Patient/"))
+    headers_b = parties.headers["sender B"]
+    answer = await secure.post(
+        "/fhir", json=_put_patient(renamed(bundle_a, "-B"), patient, "0600000000"), headers=headers_b | FHIR_JSON
+    )
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "resource-not-found"
+    read = await secure.get(f"/fhir/{patient}", headers=parties.headers["sender A"])
+    assert "0600000000" not in read.text and read.json()["meta"]["versionId"] == "1"
+    # Its own sender updates it.
+    mine = await secure.post(
+        "/fhir",
+        json=_put_patient(renamed(bundle_a, "-A2"), patient, "0611111111"),
+        headers=parties.headers["sender A"] | FHIR_JSON,
+    )
+    assert mine.status_code == 200, mine.text
+    assert "0611111111" in (await secure.get(f"/fhir/{patient}", headers=parties.headers["sender A"])).text
