@@ -52,8 +52,11 @@ async def process_message(
     hop_limit: int,
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
+    platform: str | None = None,
 ) -> Resource:
-    """``$process-message``: a ``referral-request``, or an ``opposition`` (a Consent deny and its Patient)."""
+    """``$process-message``: a ``referral-request``, an ``opposition`` (a Consent deny and its Patient), or a
+    ``referral-update`` (from a peer gateway). ``sender``: the calling client (None with authentication off),
+    ``viewer`` what it may see, ``platform`` the platform key of a ``platform`` client."""
     event = _event(bundle) if bundle.get("type") == "message" else None
     if event in (OPPOSITION, REFERRAL_UPDATE):
         # The structure and profiles first, as for a referral: the handlers read R4 shapes.
@@ -62,7 +65,7 @@ async def process_message(
             raise InvalidResource(*errors)
         if event == OPPOSITION:
             return await _process_opposition(database, routing, bundle, base_url)
-        return await _process_update(database, routing, bundle, base_url)
+        return await _process_update(database, routing, bundle, base_url, platform, authenticated=sender is not None)
     referral = read_referral(bundle, "message")
     if referral.hop_count >= hop_limit:
         # Gateways forwarding to each other in a loop: the count ends it.
@@ -123,7 +126,15 @@ async def _process_opposition(database: Database, routing: RoutingTable, bundle:
     return message_response(resources[0], outcome.consent, base_url, consent_note(outcome))
 
 
-async def _process_update(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
+async def _process_update(
+    database: Database,
+    routing: RoutingTable,
+    bundle: Resource,
+    base_url: str,
+    platform: str | None,
+    *,
+    authenticated: bool,
+) -> Resource:
     """A ``referral-update`` from where we sent a referral (a peer gateway, which runs its workflow): our copy
     of the ServiceRequest follows the status it reports, when that status ends or suspends the request."""
     resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
@@ -132,7 +143,7 @@ async def _process_update(database: Database, routing: RoutingTable, bundle: Res
         raise BusinessRuleViolation.single(
             IssueCode.REFERRAL_SERVICEREQUEST_MISSING, "a referral-update carries its ServiceRequest", "Bundle.entry"
         )
-    outcome = await follow_update(database, routing, reported)
+    outcome = await follow_update(database, routing, reported, platform, authenticated=authenticated)
     return message_response(resources[0], outcome, base_url)
 
 

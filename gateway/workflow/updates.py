@@ -17,9 +17,18 @@ from gateway.workflow.provenance import Agent, provenance
 FOLLOWED_STATUSES = frozenset({"revoked", "completed", "on-hold", "entered-in-error"})
 
 
-async def follow_update(database: Database, routing: RoutingTable, reported: Resource) -> StoredResource:
+async def follow_update(
+    database: Database,
+    routing: RoutingTable,
+    reported: Resource,
+    reporter_platform: str | None = None,
+    *,
+    authenticated: bool = False,
+) -> StoredResource:
     """Only for a referral this gateway forwarded to a peer gateway: any other referral's course is decided
-    here, by its GP and platform, not by a message."""
+    here, by its GP and platform, not by a message. With authentication on, only from the peer itself: a
+    ``platform`` client bound to the platform key (``reporter_platform``) the referral was forwarded to; anyone
+    else gets the 404 of an unknown referral, so that a message learns nothing about another party's referral."""
     identifiers = [i for i in reported.get("identifier") or [] if i.get("system") and i.get("value")]
     params = [("identifier", ",".join(f"{i['system']}|{i['value']}" for i in identifiers))] if identifiers else []
     async with UnitOfWork(database) as uow:
@@ -28,14 +37,14 @@ async def follow_update(database: Database, routing: RoutingTable, reported: Res
             if params
             else []
         )
-        if len(matches) != 1:
+        platform = await platform_of(uow, routing, matches[0].content) if len(matches) == 1 else None
+        if len(matches) != 1 or (authenticated and (platform is None or platform.key != reporter_platform)):
             raise ResourceNotFound.single(
                 IssueCode.RESOURCE_NOT_FOUND,
                 "this gateway holds no referral with the reported ServiceRequest identifier",
                 "Bundle.entry.resource.identifier",
             )
         current = matches[0]
-        platform = await platform_of(uow, routing, current.content)
         if platform is None or platform.kind is not PlatformKind.PEER_GATEWAY:
             raise BusinessRuleViolation.single(
                 IssueCode.MESSAGE_EVENT_UNSUPPORTED,

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.auth.conftest import PEER, token_of
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
 from tests.support.referrals import as_message, fresh, renamed
 
@@ -99,3 +100,58 @@ async def test_a_transaction_updates_only_what_the_caller_sees(secure: httpx.Asy
     )
     assert mine.status_code == 200, mine.text
     assert "0611111111" in (await secure.get(f"/fhir/{patient}", headers=parties.headers["sender A"])).text
+
+
+def _referral_update(bundle: dict[str, Any], status: str) -> dict[str, Any]:
+    """A peer gateway's report on a referral it was forwarded: the ServiceRequest (by its identifier) and Patient."""
+    service_request = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    header_url, request_url = (f"urn:uuid:0b2ee0f5-0000-4000-8000-00000000000{n}" for n in (1, 2))
+    reported = {k: v for k, v in service_request["resource"].items() if k not in ("supportingInfo", "performer")}
+    reported |= {
+        "status": status,
+        "subject": {"reference": patient["fullUrl"]},
+        "requester": {"reference": "PractitionerRole/x"},
+    }
+    header = {
+        "resourceType": "MessageHeader",
+        "id": header_url.removeprefix("urn:uuid:"),
+        "eventCoding": {
+            "system": "https://fhir.dac-gateway.org/CodeSystem/dac-message-event",
+            "code": "referral-update",
+        },
+        "source": {"endpoint": "https://gateway.dac67.example.org/fhir"},
+        "focus": [{"reference": request_url}],
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "message",
+        "timestamp": "2026-11-23T10:00:00Z",
+        "entry": [
+            {"fullUrl": header_url, "resource": header},
+            {"fullUrl": request_url, "resource": reported},
+            {"fullUrl": patient["fullUrl"], "resource": patient["resource"]},
+        ],
+    }
+
+
+async def test_a_referral_update_comes_only_from_the_peer_it_was_forwarded_to(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    bundle = fresh(commune="67482")  # Bas-Rhin: forwarded to the peer gateway dac-67
+    a = await secure.post("/fhir", json=bundle, headers=parties.headers["sender A"] | FHIR_JSON)
+    assert a.status_code == 200, a.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("ServiceRequest/"))
+    update = _referral_update(bundle, "revoked")
+    for role in ("sender B", "sender A"):  # another sender, and even the referral's own sender
+        refused = await secure.post("/fhir/$process-message", json=update, headers=parties.headers[role] | FHIR_JSON)
+        assert refused.status_code == 404, (role, refused.text)
+        assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "resource-not-found"
+        assert service_request.split("/")[1] not in refused.text
+    operator = parties.headers["operator"]
+    assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] != "revoked"
+    peer = await token_of(secure, PEER)
+    followed = await secure.post("/fhir/$process-message", json=update, headers=peer | FHIR_JSON)
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["entry"][1]["resource"]["status"] == "revoked"
+    assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"

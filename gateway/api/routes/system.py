@@ -17,6 +17,7 @@ from gateway.api.deps import (
     ViewerDep,
 )
 from gateway.api.responses import FhirResponse
+from gateway.auth.clients import Role
 from gateway.auth.scopes import Permission
 from gateway.auth.smart import rest_security
 from gateway.errors import InvalidRequest, IssueCode
@@ -72,7 +73,10 @@ async def process_message_operation(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
-    outcome = await process_message(database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer)
+    platform = client.platform if client.role is Role.PLATFORM else None
+    outcome = await process_message(
+        database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform
+    )
     return FhirResponse(outcome, answer)
 
 
