@@ -64,7 +64,7 @@ async def process_message(
         if errors:
             raise InvalidResource(*errors)
         if event == OPPOSITION:
-            return await _process_opposition(database, routing, bundle, base_url)
+            return await _process_opposition(database, routing, bundle, base_url, viewer)
         return await _process_update(database, routing, bundle, base_url, platform, authenticated=sender is not None)
     referral = read_referral(bundle, "message")
     if referral.hop_count >= hop_limit:
@@ -84,9 +84,16 @@ async def process_message(
     return message_response(referral.message_header, service_request, base_url, intake_note(outcome))
 
 
-def consent_note(outcome: ConsentOutcome) -> Resource:
-    if outcome.revoked:
-        text = f"Opposition recorded; revoked: {', '.join(outcome.revoked)}."
+def consent_note(outcome: ConsentOutcome, visible: list[str] | None = None) -> Resource:
+    """The answer's note: how many referrals an opposition revoked, naming only those in ``visible`` (the
+    caller's; all of them when None) — another party's referrals are counted, never named."""
+    named = outcome.revoked if visible is None else [r for r in outcome.revoked if r in visible]
+    if outcome.revoked and len(named) == len(outcome.revoked):
+        text = f"Opposition recorded; revoked: {', '.join(named)}."
+    elif outcome.revoked:
+        count = len(outcome.revoked)
+        text = f"Opposition recorded; {count} open referral{'s' * (count > 1)} of this patient revoked"
+        text += f", of which yours: {', '.join(named)}." if named else "."
     elif outcome.patient is None:
         text = "Recorded; no patient with this identifier is known yet: later referrals for them will see it."
     else:
@@ -97,7 +104,22 @@ def consent_note(outcome: ConsentOutcome) -> Resource:
     }
 
 
-async def _process_opposition(database: Database, routing: RoutingTable, bundle: Resource, base_url: str) -> Resource:
+async def _visible(database: Database, viewer: Viewer, references: list[str]) -> list[str]:
+    """Those of ``references`` (``Type/id``) the viewer may see."""
+    if viewer.everything or not references:
+        return references
+    seen = []
+    async with UnitOfWork(database, write=False) as uow:
+        for reference in references:
+            resource_type, resource_id = reference.split("/", 1)
+            if await uow.visibility.can_see(viewer, resource_type, resource_id):
+                seen.append(reference)
+    return seen
+
+
+async def _process_opposition(
+    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, viewer: Viewer
+) -> Resource:
     resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
     consents = [(i, r) for i, r in enumerate(resources) if r.get("resourceType") == "Consent"]
     patients = [r for r in resources if r.get("resourceType") == "Patient"]
@@ -123,7 +145,8 @@ async def _process_opposition(database: Database, routing: RoutingTable, bundle:
             f"Bundle.entry[{index}].resource.provision.type",
         )
     outcome = await record_consent(database, routing, consent, patients[0] if patients else None)
-    return message_response(resources[0], outcome.consent, base_url, consent_note(outcome))
+    note = consent_note(outcome, await _visible(database, viewer, outcome.revoked))
+    return message_response(resources[0], outcome.consent, base_url, note)
 
 
 async def _process_update(

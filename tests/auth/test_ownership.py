@@ -155,3 +155,62 @@ async def test_a_referral_update_comes_only_from_the_peer_it_was_forwarded_to(
     assert followed.status_code == 200, followed.text
     assert followed.json()["entry"][1]["resource"]["status"] == "revoked"
     assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"
+
+
+def _opposition(bundle: dict[str, Any]) -> dict[str, Any]:
+    """An ``opposition`` message for the patient of ``bundle``: the Consent deny and the Patient."""
+    patient = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    header_url, consent_url = (f"urn:uuid:5e1c0a7d-0000-4000-8000-00000000000{n}" for n in (1, 2))
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient["fullUrl"]},
+        "dateTime": "2026-11-23T10:00:00+01:00",
+        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
+        "provision": {"type": "deny"},
+    }
+    header = {
+        "resourceType": "MessageHeader",
+        "id": header_url.removeprefix("urn:uuid:"),
+        "eventCoding": {"system": "https://fhir.dac-gateway.org/CodeSystem/dac-message-event", "code": "opposition"},
+        "source": {"endpoint": "https://hospital.example/fhir"},
+        "focus": [{"reference": consent_url}],
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "message",
+        "timestamp": "2026-11-23T10:00:00Z",
+        "entry": [
+            {"fullUrl": header_url, "resource": header},
+            {"fullUrl": patient["fullUrl"], "resource": patient["resource"]},
+            {"fullUrl": consent_url, "resource": consent},
+        ],
+    }
+
+
+async def test_an_opposition_names_only_the_callers_revoked_referrals(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    bundle = fresh(commune="75056")
+    references = {}
+    for role, posted in (("sender A", bundle), ("sender B", renamed(bundle, "-B"))):  # one patient, two senders
+        answer = await secure.post("/fhir", json=posted, headers=parties.headers[role] | FHIR_JSON)
+        assert answer.status_code == 200, answer.text
+        references[role] = next(
+            loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/")
+        )
+    answer = await secure.post(
+        "/fhir/$process-message", json=_opposition(bundle), headers=parties.headers["sender A"] | FHIR_JSON
+    )
+    assert answer.status_code == 200, answer.text
+    note = answer.json()["entry"][-1]["resource"]["issue"][0]["diagnostics"]
+    assert "2 open referrals of this patient revoked" in note
+    assert references["sender A"] in note
+    assert references["sender B"].split("/")[1] not in answer.text
+    operator = parties.headers["operator"]
+    for reference in references.values():
+        assert (await secure.get(f"/fhir/{reference}", headers=operator)).json()["status"] == "revoked"
