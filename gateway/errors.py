@@ -117,6 +117,7 @@ class IssueCode(StrEnum):
     TOKEN_REQUEST_INVALID = "token-request-invalid"
     SCOPE_NOT_ALLOWED = "scope-not-allowed"
     REFERRAL_IDENTIFIER_TAKEN = "referral-identifier-taken"
+    DECISION_NOT_ALLOWED = "decision-not-allowed"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -203,6 +204,10 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.REFERRAL_IDENTIFIER_TAKEN: (
         "Another sender's referral already carries this ServiceRequest identifier, Bundle.identifier or "
         "MessageHeader id; nothing was stored."
+    ),
+    IssueCode.DECISION_NOT_ALLOWED: (
+        "The client's role may not make this decision on this Task (a sender only withdraws its referral; a "
+        "platform decides its own Tasks, and a GP validation only once escalated)."
     ),
 }
 

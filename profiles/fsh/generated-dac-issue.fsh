@@ -83,6 +83,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #token-request-invalid "Token request invalid" "The token request is malformed or uses an unsupported grant type."
 * #scope-not-allowed "Scope not allowed" "None of the requested scopes is registered for this client."
 * #referral-identifier-taken "Referral identifier taken" "Another sender's referral already carries this ServiceRequest identifier, Bundle.identifier or MessageHeader id; nothing was stored."
+* #decision-not-allowed "Decision not allowed" "The client's role may not make this decision on this Task (a sender only withdraws its referral; a platform decides its own Tasks, and a GP validation only once escalated)."
 
 ValueSet: DacIssueVS
 Id: dac-issue

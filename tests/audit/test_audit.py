@@ -24,7 +24,7 @@ from gateway.routing.delivery import DeliverySettings, Dispatcher
 from gateway.store import Database, UnitOfWork
 from gateway.store.tables import outbox, resources
 from gateway.store.unit_of_work import DuplicateKey
-from tests.auth.conftest import OPERATOR, SENDER, token_of
+from tests.auth.conftest import OPERATOR, PLATFORM, SENDER, token_of
 from tests.conftest import load_example
 from tests.support.referrals import fresh
 
@@ -136,7 +136,8 @@ async def test_a_task_decision_is_audited_with_the_task_and_its_provenance(
     posted: tuple[dict[str, str], str, str],
     method: str,
 ) -> None:
-    headers, _, task_reference = posted
+    _, _, task_reference = posted
+    headers = await token_of(secure, PLATFORM)  # the platform-intake Task is the Paris platform's to decide
     task = (await secure.get(f"/fhir/{task_reference}", headers=headers)).json()
     version = {"If-Match": f'W/"{task["meta"]["versionId"]}"'}
     if method == "PUT":

@@ -24,10 +24,11 @@ OTHER_SENDER = SmartClient(
 PLATFORM = SmartClient("dac75-app", "platform", ["system/*.rs", "system/Task.u"], "dac-75")
 OTHER_PLATFORM = SmartClient("dac59-app", "platform", ["system/*.rs", "system/Task.u"], "dac-59-metropole")
 HAINAUT_PLATFORM = SmartClient("dac59h-app", "platform", ["system/*.rs", "system/Task.u"], "dac-59-hainaut")
+FINISTERE = SmartClient("dac29-app", "platform", ["system/*.rs", "system/Task.u"], "dac-29")  # pta-2016
 PEER = SmartClient("dac67-gateway", "platform", ["system/ServiceRequest.c", "system/*.rs"], "dac-67")
 OPERATOR = SmartClient("ops", "operator", ["system/*.rs", "system/AuditEvent.rs", "system/Task.u"])
 READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
-CLIENTS = [SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, PEER, OPERATOR, READ_ONLY]
+CLIENTS = [SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, OPERATOR, READ_ONLY]
 
 
 @pytest.fixture(scope="session")

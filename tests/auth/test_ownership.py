@@ -3,12 +3,15 @@ resources, report on it, decide its Tasks. Everything not the caller's is a 404 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.auth.conftest import PEER, token_of
+from gateway.store import Database
+from gateway.workflow.deadlines import escalate_due
+from tests.auth.conftest import FINISTERE, PEER, token_of
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
 from tests.support.referrals import as_message, fresh, renamed
 
@@ -214,3 +217,72 @@ async def test_an_opposition_names_only_the_callers_revoked_referrals(
     operator = parties.headers["operator"]
     for reference in references.values():
         assert (await secure.get(f"/fhir/{reference}", headers=operator)).json()["status"] == "revoked"
+
+
+async def _decide(
+    http: httpx.AsyncClient, headers: dict[str, str], reference: str, changes: dict[str, Any]
+) -> httpx.Response:
+    task = (await http.get(f"/fhir/{reference}", headers=headers)).json()
+    version = {"If-Match": f'W/"{task["meta"]["versionId"]}"'}
+    return await http.put(f"/fhir/{reference}", json=task | changes, headers=headers | version | FHIR_JSON)
+
+
+def _refused(answer: httpx.Response) -> bool:
+    return (
+        answer.status_code == 403
+        and answer.json()["issue"][0]["details"]["coding"][0]["code"] == "decision-not-allowed"
+    )
+
+
+async def _gp_validation(http: httpx.AsyncClient, headers: dict[str, str]) -> tuple[str, str]:
+    """A referral to Finistère (policy pta-2016: the GP validates): its ServiceRequest and gp-validation Task."""
+    answer = await http.post("/fhir", json=fresh(commune="29019"), headers=headers | FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+    tasks = await http.get("/fhir/Task", params={"focus": service_request, "code": "gp-validation"}, headers=headers)
+    return service_request, f"Task/{tasks.json()['entry'][0]['resource']['id']}"
+
+
+async def test_the_requester_never_validates_in_the_gps_place(secure: httpx.AsyncClient, parties: World) -> None:
+    sender = parties.headers["sender A"]
+    service_request, task = await _gp_validation(secure, sender)
+    assert (await secure.get(f"/fhir/{service_request}", headers=sender)).json()["status"] == "draft"
+    reason = {"statusReason": {"text": "wrong patient"}}
+    for changes in ({"status": "accepted"}, {"status": "completed"}, {"status": "rejected"} | reason):
+        assert _refused(await _decide(secure, sender, task, changes)), changes
+    current = (await secure.get(f"/fhir/{task}", headers=sender)).json()
+    version = {"If-Match": f'W/"{current["meta"]["versionId"]}"'}
+    patch = [{"op": "replace", "path": "/status", "value": "accepted"}]
+    patched = await secure.patch(
+        f"/fhir/{task}", json=patch, headers=sender | version | {"Content-Type": "application/json-patch+json"}
+    )
+    assert _refused(patched)
+    assert (await secure.get(f"/fhir/{service_request}", headers=sender)).json()["status"] == "draft"
+    assert (await secure.get(f"/fhir/{task}", headers=sender)).json()["meta"] == current["meta"]
+    # Another sender does not see the Task at all: 404 before any 403.
+    other = await secure.put(
+        f"/fhir/{task}", json=current | {"status": "cancelled"} | reason, headers=parties.headers["sender B"] | version
+    )
+    assert other.status_code == 404
+    # What the requester may do: withdraw its referral, with a reason.
+    withdrawn = await _decide(secure, sender, task, {"status": "cancelled"} | reason)
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert (await secure.get(f"/fhir/{service_request}", headers=sender)).json()["status"] == "revoked"
+
+
+async def test_the_platform_answers_for_the_gp_only_once_escalated(
+    secure: httpx.AsyncClient, parties: World, database: Database
+) -> None:
+    service_request, task = await _gp_validation(secure, parties.headers["sender A"])
+    platform = await token_of(secure, FINISTERE)
+    assert _refused(await _decide(secure, platform, task, {"status": "accepted"}))
+    assert _refused(await _decide(secure, platform, task, {"businessStatus": {"text": "escalated"}}))
+    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) >= 1
+    assert _refused(await _decide(secure, platform, task, {"status": "cancelled", "statusReason": {"text": "x"}}))
+    accepted = await _decide(secure, platform, task, {"status": "accepted"})
+    assert accepted.status_code == 200, accepted.text
+    assert (await secure.get(f"/fhir/{service_request}", headers=platform)).json()["status"] == "active"
+    # Its own Tasks, the platform decides; the operator, any.
+    tasks = await secure.get("/fhir/Task", params={"focus": service_request, "code": "contact-gp"}, headers=platform)
+    contact = f"Task/{tasks.json()['entry'][0]['resource']['id']}"
+    assert (await _decide(secure, platform, contact, {"status": "completed"})).status_code == 200

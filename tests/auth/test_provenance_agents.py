@@ -2,17 +2,21 @@
 
 A platform acts as its own Organization, a sender as itself (by client id); either may act on behalf of the
 Task's owner (the GP) and nobody else; an operator may record other agents and is then named as the enterer.
-Anything else is a 403 ``provenance-agent-mismatch``, and the Task is left as it was.
+Anything else is a 403 ``provenance-agent-mismatch``, and the Task is left as it was. Who may decide at all is
+``gateway.workflow.permissions``: the platform answers for the GP once the Task is escalated, a sender withdraws.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.store import Database
+from gateway.workflow.deadlines import escalate_due
 from tests.auth.conftest import (
     HAINAUT_PLATFORM,
     OPERATOR,
@@ -35,10 +39,14 @@ ROLES = {
     "operator": OPERATOR,
 }
 HAINAUT_FINESS = {"system": "https://finess.esante.gouv.fr", "value": "590000030"}
+WITHDRAWAL = {"status": "cancelled", "statusReason": {"text": "withdrawn by the requester"}}
 
 
-async def _waiting(secure: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, str]]:
-    """A referral held for the GP (pta-2016, routed to DAC Hainaut): its gp-validation Task."""
+async def _waiting(
+    secure: httpx.AsyncClient, database: Database | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A referral held for the GP (pta-2016, routed to DAC Hainaut): its gp-validation Task — escalated past its
+    deadline when ``database`` is given, so that the platform may answer for the GP."""
     headers = {"sender": await token_of(secure, SENDER), "operator": await token_of(secure, OPERATOR)}
     headers["platform"] = await token_of(secure, HAINAUT_PLATFORM)
     answer = await secure.post("/fhir", json=pta_2016_referral(), headers=headers["sender"] | FHIR_JSON)
@@ -47,6 +55,9 @@ async def _waiting(secure: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str,
     service_request = location.split("/_history")[0]
     tasks = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=headers["operator"])).json()
     (task,) = [e["resource"] for e in tasks["entry"] if e["resource"]["code"]["coding"][0]["code"] == "gp-validation"]
+    if database is not None:
+        assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) == 1
+        task = (await secure.get(f"/fhir/Task/{task['id']}", headers=headers["operator"])).json()
     return task, headers
 
 
@@ -55,13 +66,17 @@ def _header(*agents: dict[str, Any]) -> str:
 
 
 async def _decide(
-    secure: httpx.AsyncClient, task: dict[str, Any], headers: dict[str, str], x_provenance: str | None = None
+    secure: httpx.AsyncClient,
+    task: dict[str, Any],
+    headers: dict[str, str],
+    x_provenance: str | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> httpx.Response:
     extra = {"x-provenance": x_provenance} if x_provenance else {}
     return await secure.put(
         f"/fhir/Task/{task['id']}",
-        json=task | {"status": "completed"},
-        headers=headers | FHIR_JSON | {"if-match": 'W/"1"'} | extra,
+        json=task | (changes or {"status": "completed"}),
+        headers=headers | FHIR_JSON | {"if-match": f'W/"{task["meta"]["versionId"]}"'} | extra,
     )
 
 
@@ -70,7 +85,11 @@ async def _provenance_of(secure: httpx.AsyncClient, task: dict[str, Any], operat
     (provenance,) = [
         e["resource"]
         for e in found.get("entry", [])
-        if any(t["reference"].startswith(f"Task/{task['id']}/") for t in e["resource"]["target"])
+        # The decision's: it targets the version after ``task`` (an escalation has a Provenance of its own).
+        if any(
+            t["reference"] == f"Task/{task['id']}/_history/{int(task['meta']['versionId']) + 1}"
+            for t in e["resource"]["target"]
+        )
     ]
     return provenance
 
@@ -79,8 +98,10 @@ def _who(provenance: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(agent["type"]["coding"][0]["code"], agent["who"]) for agent in provenance["agent"]]
 
 
-async def test_a_platform_records_the_gps_answer_as_itself_on_the_gps_behalf(secure: httpx.AsyncClient) -> None:
-    task, headers = await _waiting(secure)
+async def test_a_platform_records_the_gps_answer_as_itself_on_the_gps_behalf(
+    secure: httpx.AsyncClient, database: Database
+) -> None:
+    task, headers = await _waiting(secure, database)
     service_request = (await secure.get(f"/fhir/{task['focus']['reference']}", headers=headers["operator"])).json()
     platform = service_request["performer"][0]["reference"]
     header = _header({"who": {"reference": platform}, "onBehalfOf": task["owner"]})
@@ -91,8 +112,10 @@ async def test_a_platform_records_the_gps_answer_as_itself_on_the_gps_behalf(sec
     assert provenance["agent"][0]["onBehalfOf"] == task["owner"]
 
 
-async def test_a_platform_may_name_its_organization_by_identifier(secure: httpx.AsyncClient) -> None:
-    task, headers = await _waiting(secure)
+async def test_a_platform_may_name_its_organization_by_identifier(
+    secure: httpx.AsyncClient, database: Database
+) -> None:
+    task, headers = await _waiting(secure, database)
     header = _header({"who": {"identifier": HAINAUT_FINESS}, "onBehalfOf": task["owner"]})
     answer = await _decide(secure, task, headers["platform"], header)
     assert answer.status_code == 200, answer.text
@@ -108,9 +131,9 @@ async def test_a_platform_may_name_its_organization_by_identifier(secure: httpx.
     ],
 )
 async def test_a_platform_claiming_another_agent_is_refused(
-    secure: httpx.AsyncClient, who: dict[str, Any] | str, on_behalf_of: str | None
+    secure: httpx.AsyncClient, database: Database, who: dict[str, Any] | str, on_behalf_of: str | None
 ) -> None:
-    task, headers = await _waiting(secure)
+    task, headers = await _waiting(secure, database)
     service_request = (await secure.get(f"/fhir/{task['focus']['reference']}", headers=headers["operator"])).json()
     named = {"owner": task["owner"], "platform": service_request["performer"][0], "requester": task["requester"]}
     agent = {"who": named[who] if isinstance(who, str) else who}
@@ -123,11 +146,11 @@ async def test_a_platform_claiming_another_agent_is_refused(
     assert issue["details"]["coding"][0]["code"] == "provenance-agent-mismatch"
     assert issue["expression"] == ["Provenance.agent[0]"]
     unchanged = (await secure.get(f"/fhir/Task/{task['id']}", headers=headers["operator"])).json()
-    assert unchanged["status"] == "requested" and unchanged["meta"]["versionId"] == "1"
+    assert unchanged["status"] == "requested" and unchanged["meta"]["versionId"] == task["meta"]["versionId"]
 
 
-async def test_without_a_header_the_platform_is_the_author(secure: httpx.AsyncClient) -> None:
-    task, headers = await _waiting(secure)
+async def test_without_a_header_the_platform_is_the_author(secure: httpx.AsyncClient, database: Database) -> None:
+    task, headers = await _waiting(secure, database)
     answer = await _decide(secure, task, headers["platform"])
     assert answer.status_code == 200, answer.text
     service_request = (await secure.get(f"/fhir/{task['focus']['reference']}", headers=headers["operator"])).json()
@@ -137,7 +160,7 @@ async def test_without_a_header_the_platform_is_the_author(secure: httpx.AsyncCl
 
 async def test_a_sender_acts_as_itself_by_client_id(secure: httpx.AsyncClient) -> None:
     task, headers = await _waiting(secure)
-    answer = await _decide(secure, task, headers["sender"])
+    answer = await _decide(secure, task, headers["sender"], changes=WITHDRAWAL)  # all a sender decides
     assert answer.status_code == 200, answer.text
     provenance = await _provenance_of(secure, task, headers["operator"])
     assert _who(provenance) == [("author", {"identifier": {"system": CLIENT_ID, "value": SENDER.client_id}})]
@@ -147,11 +170,15 @@ async def test_a_sender_may_say_it_acts_for_the_gp_but_not_be_the_platform(secur
     task, headers = await _waiting(secure)
     service_request = (await secure.get(f"/fhir/{task['focus']['reference']}", headers=headers["operator"])).json()
     as_platform = _header({"who": {"reference": service_request["performer"][0]["reference"]}})
-    refused = await _decide(secure, task, headers["sender"], as_platform)
+    refused = await _decide(secure, task, headers["sender"], as_platform, WITHDRAWAL)
     assert refused.status_code == 403, refused.text
     itself = {"system": CLIENT_ID, "value": SENDER.client_id}
     answer = await _decide(
-        secure, task, headers["sender"], _header({"who": {"identifier": itself}, "onBehalfOf": task["owner"]})
+        secure,
+        task,
+        headers["sender"],
+        _header({"who": {"identifier": itself}, "onBehalfOf": task["owner"]}),
+        WITHDRAWAL,
     )
     assert answer.status_code == 200, answer.text
     provenance = await _provenance_of(secure, task, headers["operator"])

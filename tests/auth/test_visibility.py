@@ -153,7 +153,8 @@ async def test_search_totals_and_pages_count_only_what_is_visible(
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_update(secure: httpx.AsyncClient, world: World, method: str) -> None:
-    """A stale If-Match: 412 for a Task the caller may see (it exists for them), 404 for one it may not."""
+    """A stale If-Match: 404 for a Task the caller may not see; for one it sees, 403 when the decision is not its
+    to make (Task A is a gp-validation Task: only the operator decides it now), else 412."""
     reference, whose = world.resources["Task A"]
     task = (await secure.get(f"/fhir/{reference}", headers=world.headers["operator"])).json()
     wrong = []
@@ -166,7 +167,7 @@ async def test_update(secure: httpx.AsyncClient, world: World, method: str) -> N
             answer = await secure.patch(
                 f"/fhir/{reference}", json=patch, headers=headers | {"Content-Type": "application/json-patch+json"}
             )
-        expected = 412 if _expected(role, whose) else 404
+        expected = (412 if role == "operator" else 403) if _expected(role, whose) else 404
         if answer.status_code != expected:
             wrong.append(f"{role}: {answer.status_code}, expected {expected}")
     assert not wrong, wrong
@@ -182,12 +183,12 @@ async def test_a_task_made_after_intake_follows_its_referral(secure: httpx.Async
 
 async def test_a_decisions_provenance_is_seen_by_the_referrals_parties(secure: httpx.AsyncClient, world: World) -> None:
     reference, _ = world.resources["Task A"]
-    paris = world.headers["platform Paris"]
-    task = (await secure.get(f"/fhir/{reference}", headers=paris)).json()
+    operator = world.headers["operator"]  # a gp-validation Task, not escalated: the operator may decide it
+    task = (await secure.get(f"/fhir/{reference}", headers=operator)).json()
     decided = await secure.put(
         f"/fhir/{reference}",
         json=task | {"status": "accepted"},
-        headers=paris | FHIR_JSON | {"If-Match": f'W/"{task["meta"]["versionId"]}"'},
+        headers=operator | FHIR_JSON | {"If-Match": f'W/"{task["meta"]["versionId"]}"'},
     )
     assert decided.status_code == 200, decided.text
     provenance = await secure.get("/fhir/Provenance", params={"target": reference}, headers=world.headers["operator"])

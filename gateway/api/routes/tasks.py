@@ -18,6 +18,7 @@ from gateway.fhir.limits import check_limits
 from gateway.fhir.types import Resource
 from gateway.store import queries
 from gateway.workflow.decisions import decide
+from gateway.workflow.permissions import check_decision_right
 from gateway.workflow.provenance import Agent, Identifier
 
 router = APIRouter(prefix="/fhir/Task", tags=["workflow"])
@@ -84,7 +85,8 @@ async def put_task(
     x_provenance: XProvenance = None,
 ) -> FhirResponse:  # fmt: skip
     client.require("Task", Permission.UPDATE)
-    await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
+    current = await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
+    check_decision_right(client.role, current.content, task)  # 403 for a decision not the caller's to make
     stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor)
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
 
@@ -110,5 +112,6 @@ async def patch_task(
     if not isinstance(patched, dict):
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
+    check_decision_right(client.role, current.content, patched)
     stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor)
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))

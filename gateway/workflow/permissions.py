@@ -1,0 +1,77 @@
+"""Who may decide what on a Task (DESIGN §3.3): role × Task code × target status, as one table.
+
+Visibility comes first (``gateway.store.visibility``: a Task the caller may not see is a 404); this table then
+says which of the Tasks it sees a client may move, and to which status — anything else is a 403
+``decision-not-allowed``. The state machine (``gateway.workflow.transitions``) still applies on top.
+
+- an ``operator`` makes any allowed transition (support, corrections);
+- a ``sender`` (the requester's software) only withdraws its referral: its gp-validation Task ``cancelled``,
+  with a statusReason — it never validates, completes or rejects in the GP's place;
+- a ``platform`` works its own Tasks (platform-intake, contact-gp, patient-information), and records the GP's
+  answer on a gp-validation Task once the Task is escalated (no answer by its deadline: "à défaut par la
+  plateforme", D6327-4) — never before, when the GP still answers for itself.
+
+"Target status": the status the decision leaves the Task in; a decision that keeps the status (a note, an
+output) needs the right to that status too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.auth.clients import Role
+from gateway.errors import Forbidden, IssueCode
+from gateway.fhir.types import Resource
+from gateway.workflow.policies import TaskType
+from gateway.workflow.tasks import BUSINESS_STATUS_SYSTEM, BusinessStatus, task_type_of
+from gateway.workflow.transitions import TRANSITIONS
+
+ANY_STATUS = frozenset(TRANSITIONS)
+#: What the GP answers on a gp-validation Task (the platform records it for the GP once escalated).
+GP_ANSWERS = frozenset({"received", "in-progress", "accepted", "completed", "rejected"})
+WITHDRAWAL = frozenset({"cancelled"})
+NOTHING: frozenset[str] = frozenset()
+
+#: (role, Task code, the Task escalated?) → the statuses a decision may leave it in. ``None`` as the code: any.
+DECISIONS: Mapping[tuple[Role, str | None, bool], frozenset[str]] = {
+    (Role.OPERATOR, None, False): ANY_STATUS,
+    (Role.OPERATOR, None, True): ANY_STATUS,
+    (Role.SENDER, TaskType.GP_VALIDATION, False): WITHDRAWAL,
+    (Role.SENDER, TaskType.GP_VALIDATION, True): WITHDRAWAL,
+    (Role.PLATFORM, TaskType.GP_VALIDATION, True): GP_ANSWERS,
+    **{
+        (Role.PLATFORM, code, escalated): ANY_STATUS
+        for code in (TaskType.PLATFORM_INTAKE, TaskType.CONTACT_GP, TaskType.PATIENT_INFORMATION)
+        for escalated in (False, True)
+    },
+}
+
+
+def escalated(task: Resource) -> bool:
+    coding = (task.get("businessStatus") or {}).get("coding") or []
+    return any(
+        isinstance(c, dict) and c.get("system") == BUSINESS_STATUS_SYSTEM and c.get("code") == BusinessStatus.ESCALATED
+        for c in coding
+    )
+
+
+def allowed_statuses(role: Role, task: Resource) -> frozenset[str]:
+    """The statuses ``role`` may leave this (stored) Task in."""
+    code, late = task_type_of(task), escalated(task)
+    return DECISIONS.get((role, None, late), NOTHING) | DECISIONS.get((role, code or "", late), NOTHING)
+
+
+def check_decision_right(role: Role, current: Resource, proposed: Resource) -> None:
+    """403 (``decision-not-allowed``) unless ``role`` may make this decision on the stored Task ``current``."""
+    target = proposed.get("status")
+    allowed = allowed_statuses(role, current)
+    if isinstance(target, str) and target in allowed:
+        return
+    code = task_type_of(current) or "unknown"
+    if allowed:
+        detail = f"on a {code} Task a {role} client may only set status {', '.join(sorted(allowed))}"
+    elif role is Role.PLATFORM and code == TaskType.GP_VALIDATION:
+        detail = "a platform records the GP's answer on a gp-validation Task only once it is escalated"
+    else:
+        detail = f"a {role} client does not decide {code} Tasks"
+    raise Forbidden.single(IssueCode.DECISION_NOT_ALLOWED, detail, "Task.status")
