@@ -99,7 +99,16 @@ class Database:
         # hide_parameters: a failing statement's error never carries the values (patients' names, INS) into a log.
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
-            options |= {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
+            # force_custom_plan: asyncpg prepares every statement, and after five runs PostgreSQL may switch to a
+            # generic plan that cannot see how selective a search's values are — the opposition look-up at every
+            # intake (a patient's identifier, status active) then walked every active Consent. Planning each run
+            # with its values costs a fraction of a millisecond.
+            options |= {
+                "pool_size": 10,
+                "max_overflow": 10,
+                "pool_pre_ping": True,
+                "connect_args": {"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+            }
         if self.is_sqlite:
             options["async_creator"] = _sqlite_creator(self.url)
         self.engine = create_async_engine(self.url, **options)
