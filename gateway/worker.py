@@ -47,7 +47,7 @@ async def run_worker(
 ) -> None:
     own_client = client is None
     delivery = delivery_settings(settings)
-    client = client or http_client(settings.delivery_timeout, connections=delivery.batch)
+    client = client or http_client(settings.delivery_timeout)
     dispatcher = Dispatcher(database, routing, client, delivery)
     last_deadlines = float("-inf")
     log.info("worker_started", worker=dispatcher.owner)

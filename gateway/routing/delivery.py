@@ -19,7 +19,7 @@ import os
 import random
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +35,7 @@ from gateway.routing.config import RoutingTable
 from gateway.routing.messages import NothingToSend, build_messages
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
 from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_updates
+from gateway.routing.transport import ShardedTransport
 from gateway.store.database import Database
 from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
 from gateway.store.unit_of_work import UnitOfWork
@@ -53,16 +54,21 @@ class DeliverySettings:
     backoff_base: float = 2.0
     backoff_cap: float = 3600.0
     lease: timedelta = timedelta(seconds=120)
-    batch: int = 64  # deliveries in flight at once, all destinations together
-    per_destination: int = 8  # of which to one destination
+    batch: int = 64  # deliveries leased at once (sending or queued to send), all destinations together
+    per_destination: int = 8  # deliveries sending at once to one destination (its slots)
+    # Leased ahead for a destination whose slots are all busy, and sent as they free: a claim is then worth a
+    # whole destination's slots, not the one or two that just freed. The queue is short (as long as the slots
+    # are many), so a queued message waits one attempt at most — far less than its lease.
+    queued_per_destination: int | None = None  # None: as many as per_destination
+    record_linger: float = 0.005  # seconds the outcomes of one group commit wait for more, while others are sending
 
 
-def http_client(timeout: float = 20.0, connections: int = 100) -> httpx.AsyncClient:
-    """A pooled HTTP/1.1 client: ``connections`` should cover the deliveries in flight, so that each keeps its
-    connection alive from one message to the next instead of opening a new one."""
+def http_client(timeout: float = 20.0) -> httpx.AsyncClient:
+    """A pooled HTTP/1.1 client: connections are kept alive from one message to the next, in small pools per
+    destination (``ShardedTransport``: httpcore's bookkeeping grows with the connections of one pool)."""
     return httpx.AsyncClient(
+        transport=ShardedTransport(),
         timeout=httpx.Timeout(timeout, connect=5.0),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         headers={"User-Agent": "dac-gateway"},
     )
 
@@ -83,7 +89,13 @@ class Dispatcher:
         self.settings = settings
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.rng = rng or random.Random()
-        self.in_flight: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()  # per destination: leased here, sending or queued, not over
+        self.sending: Counter[str] = Counter()  # per destination: of those, being sent now (at most its slots)
+        self._queued: dict[str, deque[tuple[OutboxEntry, bytes | NothingToSend]]] = {}
+        queued = (
+            settings.per_destination if settings.queued_per_destination is None else settings.queued_per_destination
+        )
+        self._held_per_destination = settings.per_destination + queued
         self.slot_freed = asyncio.Event()  # set when enough slots are free again for a claim worth its cost
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[OutboxEntry, AttemptResult]] = []  # attempts over, outcome not yet written
@@ -91,29 +103,34 @@ class Dispatcher:
 
     @property
     def room(self) -> int:
-        """How many more deliveries may start now, all destinations together."""
+        """How many more deliveries may be leased now, all destinations together."""
         return self.settings.batch - sum(self.in_flight.values())
 
     async def dispatch(self) -> int:
-        """Lease what is due and start sending it (without waiting); returns how many were started."""
+        """Lease what is due and start sending it (without waiting) — or queue it behind its destination's busy
+        slots; returns how many were leased."""
         room = self.room
         if room <= 0:
             return 0
-        per_destination = self.settings.per_destination
-        rooms = {destination: per_destination - count for destination, count in self.in_flight.items()}
+        held = self._held_per_destination
+        rooms = {destination: held - count for destination, count in self.in_flight.items()}
         # One transaction: the lease, and the messages built from the referrals as committed (and, on
         # PostgreSQL, as of the lease: READ COMMITTED sees what committed before each statement).
         async with UnitOfWork(self.database) as uow:
             entries = await uow.outbox.claim(
-                self.owner, utc_now(), self.settings.lease, room, per_destination=per_destination, rooms=rooms
+                self.owner, utc_now(), self.settings.lease, room, per_destination=held, rooms=rooms
             )
             messages = await build_messages(uow, entries, self.settings.base_url) if entries else {}
             await uow.commit()
         self.in_flight.update(entry.destination for entry in entries)
         for entry in entries:
-            task = asyncio.create_task(self._deliver(entry, messages[entry.id]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.sending[entry.destination] < self.settings.per_destination:
+                self.sending[entry.destination] += 1
+                task = asyncio.create_task(self._send(entry, messages[entry.id]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._queued.setdefault(entry.destination, deque()).append((entry, messages[entry.id]))
         return len(entries)
 
     async def drain(self) -> None:
@@ -130,14 +147,15 @@ class Dispatcher:
         await self.drain()
         return total
 
-    def _free_slot(self, destination: str) -> None:
+    def _over(self, destination: str) -> None:
+        """One of the destination's deliveries is over (its outcome waits to be written)."""
         self.in_flight[destination] -= 1
         left = self.in_flight[destination]
         if left <= 0:
             del self.in_flight[destination]
-        # Wake the worker once half a destination's slots, or half of all, are free: a claim of one or two rows
-        # would cost about as much as one of many.
-        if left <= self.settings.per_destination // 2 or self.room >= self.settings.batch // 2:
+        # Wake the worker once a destination has room for a claim of all its slots' worth, or half of all is
+        # free: a claim of one or two rows would cost about as much as one of many.
+        if left <= self._held_per_destination - self.settings.per_destination or self.room >= self.settings.batch // 2:
             self.slot_freed.set()
 
     def _headers(self, entry: OutboxEntry) -> dict[str, str]:
@@ -164,6 +182,24 @@ class Dispatcher:
         body = "" if response.is_success else response.text  # only a refusal's issue codes are kept
         return judge_response(response.status_code, response.headers.get("retry-after"), body, utc_now())
 
+    async def _send(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
+        """Hold one of the destination's slots: deliver this entry, then those queued behind it."""
+        destination = entry.destination
+        try:
+            while True:
+                await self._deliver(entry, message)
+                queued = self._queued.get(destination)
+                if not queued:
+                    break
+                entry, message = queued.popleft()
+        finally:
+            self.sending[destination] -= 1
+            if self.sending[destination] <= 0:
+                del self.sending[destination]
+                # Only if this task was cancelled: what it leaves queued is taken again when its lease expires.
+                for left in self._queued.pop(destination, ()):
+                    self._over(left[0].destination)
+
     async def _deliver(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         try:
             started = time.perf_counter()
@@ -174,9 +210,12 @@ class Dispatcher:
             log.error("delivery_crashed", delivery_id=entry.id, error_type=type(exc).__name__)
             return
         finally:
-            self._free_slot(entry.destination)
+            self._over(entry.destination)
         self._finished.append((entry, result))
-        await self._record_finished()
+        if not self._recording:  # else the group commit under way takes this outcome in its next round
+            task = asyncio.create_task(self._record_finished())  # the slot goes on to the next entry meanwhile
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _record_finished(self) -> None:
         """Write the outcomes waiting, in one transaction; while it runs, attempts that end add theirs, and the
@@ -186,7 +225,10 @@ class Dispatcher:
             return  # the one recording now takes ours in its next round
         self._recording = True
         try:
-            await asyncio.sleep(0)  # attempts ending in this same turn of the event loop join the first batch
+            # Attempts ending meanwhile join this batch: a few milliseconds while others are being sent (the
+            # platform has the message already; only the Task's businessStatus waits), one turn of the loop
+            # otherwise.
+            await asyncio.sleep(self.settings.record_linger if self.sending else 0)
             while self._finished:
                 finished, self._finished = self._finished, []
                 try:

@@ -232,10 +232,15 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
     paris = await _referrals(database, routing, 3)  # the oldest
     (reunion,) = await _referrals(database, routing, 1, commune="97411")
     release, paris_sent, reunion_sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    paris_sending, most_paris_sending = 0, 0
 
     async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal paris_sending, most_paris_sending
+        paris_sending += 1
+        most_paris_sending = max(most_paris_sending, paris_sending)
         paris_sent.set()
         await release.wait()
+        paris_sending -= 1
         return httpx.Response(200)
 
     def fast(request: httpx.Request) -> httpx.Response:
@@ -246,9 +251,10 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
     respx.post(REUNION).mock(side_effect=fast)
     async with httpx.AsyncClient() as client:
         dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8)
-        assert await dispatcher.dispatch() == 2  # one for Paris (its only slot), and La Réunion's, at once
+        # Leased at once: two for Paris (one for its only slot, one queued behind it), and La Réunion's.
+        assert await dispatcher.dispatch() == 3
         await asyncio.wait_for(asyncio.gather(paris_sent.wait(), reunion_sent.wait()), 10)
-        assert dispatcher.in_flight["dac-75"] == 1
+        assert (dispatcher.in_flight["dac-75"], dispatcher.sending["dac-75"]) == (2, 1)
         for _ in range(100):  # La Réunion's is recorded while Paris's first attempt still hangs
             if (entries := await _entries(database))[reunion].status == DELIVERED:
                 break
@@ -256,7 +262,8 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
         assert entries[reunion].status == DELIVERED
         assert [entries[sr].status for sr in paris] == [PENDING] * 3
         release.set()
-        await dispatcher.drain()
-        assert await dispatcher.deliver_due() == 2
-    assert paris_route.call_count == 3
+        await dispatcher.drain()  # the queued one went out when the slot freed
+        assert await dispatcher.deliver_due() == 1
+    assert paris_route.call_count == 3 and most_paris_sending == 1
+    assert not dispatcher.in_flight and not dispatcher.sending
     assert {entry.status for entry in (await _entries(database)).values()} == {DELIVERED}
