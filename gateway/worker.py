@@ -9,6 +9,7 @@ transaction, as an API request's changes do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import timedelta
 
@@ -50,6 +51,8 @@ async def run_worker(
     client = client or http_client(settings.delivery_timeout)
     dispatcher = Dispatcher(database, routing, client, delivery)
     last_deadlines = float("-inf")
+    written = database.outbox_event()  # deliveries committed: look at once, not at the next poll
+    listener = asyncio.create_task(database.listen_outbox(stop))  # those of other processes (PostgreSQL)
     log.info("worker_started", worker=dispatcher.owner)
     try:
         while not stop.is_set():
@@ -60,6 +63,7 @@ async def run_worker(
                     with system_audit("update"):  # each job's changes are audited in their transactions
                         await escalate_due(database)
                 dispatcher.slot_freed.clear()
+                written.clear()
                 with system_audit("update"):  # deliveries started here inherit it (contextvars)
                     started = await dispatcher.dispatch()
             except Exception as exc:  # a failing round must not kill the worker; the next one retries
@@ -67,13 +71,21 @@ async def run_worker(
             if started and started >= room:
                 await asyncio.sleep(0)  # the claim was full: more may be due, look again at once
                 continue
-            # Nothing to start: wait for the next poll, a freed slot, or the stop signal.
-            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(dispatcher.slot_freed.wait())]
+            # Nothing to start: wait for the next poll, new deliveries, a freed slot, or the stop signal.
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(dispatcher.slot_freed.wait()),
+                asyncio.ensure_future(written.wait()),
+            ]
             await asyncio.wait(waiters, timeout=settings.delivery_poll_interval, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
         await dispatcher.drain()
     finally:
+        database.drop_outbox_event(written)
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
         if own_client:
             await client.aclose()
         log.info("worker_stopped", worker=dispatcher.owner)

@@ -22,18 +22,24 @@ instead of spinning in SQLite's busy handler). Reads never wait: WAL lets them r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Generator
 from typing import Any
 
 import aiosqlite
+import asyncpg
+import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from gateway.config import async_database_url
 
+log = structlog.get_logger("gateway.store")
 _IMMEDIATE = "gateway_sqlite_immediate"
+#: PostgreSQL channel notified by every transaction that commits deliveries to the outbox.
+OUTBOX_CHANNEL = "gateway_outbox"
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -115,6 +121,7 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._write_lock: asyncio.Lock | None = None
+        self._outbox_events: set[asyncio.Event] = set()
 
     @property
     def write_lock(self) -> asyncio.Lock | None:
@@ -133,3 +140,46 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    # --- deliveries committed: wake the workers now rather than at their next poll ---
+
+    def outbox_event(self) -> asyncio.Event:
+        """An event set each time deliveries are committed to the outbox — by this process, and on PostgreSQL by
+        any process while ``listen_outbox`` runs. A worker waits on it as well as on its poll interval."""
+        event = asyncio.Event()
+        self._outbox_events.add(event)
+        return event
+
+    def drop_outbox_event(self, event: asyncio.Event) -> None:
+        self._outbox_events.discard(event)
+
+    def outbox_written(self) -> None:
+        for waiting in self._outbox_events:
+            waiting.set()
+
+    async def listen_outbox(self, stop: asyncio.Event, check_every: float = 30.0) -> None:
+        """PostgreSQL: ``LISTEN`` on ``OUTBOX_CHANNEL`` (each transaction that enqueues deliveries notifies it)
+        until ``stop``, on a connection of its own, opened again when lost. Polling stays the fallback: a
+        notification missed while reconnecting delays a delivery by one poll interval, never loses it."""
+        if self.is_sqlite:
+            return
+        dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                connection = await asyncpg.connect(dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("outbox_listen_failed", error_type=type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), check_every)
+                continue
+            try:
+                await connection.add_listener(OUTBOX_CHANNEL, lambda *_: self.outbox_written())
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), check_every)
+                    await connection.execute("SELECT 1")  # a connection lost quietly shows here
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox_listen_lost", error_type=type(exc).__name__)
+            finally:
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await connection.close(timeout=5)

@@ -73,6 +73,7 @@ class OutboxRepository:
         self._connection = connection
         self._pending = pending
         self._skip_locked = skip_locked
+        self.enqueued = False  # deliveries were added (or put back) in this transaction: wake the workers
 
     async def _execute(
         self, statement: sa.Executable, parameters: dict[str, Any] | None = None
@@ -91,6 +92,7 @@ class OutboxRepository:
         now: datetime,
         task_id: str | None = None,
     ) -> None:
+        self.enqueued = True
         self._pending.add(
             outbox,
             {
@@ -231,6 +233,7 @@ class OutboxRepository:
 
     async def replay(self, entry_id: str, now: datetime) -> bool:
         """Put a dead (or delivered) entry back in the queue, with its id — receivers drop duplicates by it."""
+        self.enqueued = True
         result = await self._execute(
             sa.update(outbox)
             .where(outbox.c.id == entry_id)
