@@ -211,10 +211,14 @@ async def run(args: argparse.Namespace) -> None:
                 f"backend {args.backend}, serve + {args.workers} worker(s): {n} deliveries in {elapsed:.2f} s = "
                 f"{n / elapsed:.0f} deliveries/s (duplicates: {len(ids) - len(set(ids))})\n"
                 f"  CPU per delivery: gateway {1000 * gateway_cpu / n:.2f} ms, "
-                f"database {1000 * database_cpu / n:.2f} ms, platform {1000 * platform_cpu / n:.2f} ms"
+                f"database {1000 * database_cpu / n:.2f} ms, platform {1000 * platform_cpu / n:.2f} ms\n"
+                f"  CPU-bound ceiling on this machine ({os.cpu_count()} cores, all of them for gateway, database and "
+                f"platform): {os.cpu_count() * n / (gateway_cpu + database_cpu + platform_cpu):.0f} deliveries/s"
             )
 
             # 2. latency: a steady stream with the platform up
+            if args.stream <= 0:
+                return
             seen = len(platform.notes)
             answers: list[tuple[str, float]] = []
             for i in range(args.stream):

@@ -4,7 +4,8 @@ invariant of the loaded definitions that it compiles.
 fhirpathpy is given the element's path (``base``), so it types choice elements from the R4 model
 (``Timing.repeat.bounds`` → ``boundsDuration`` …); the nodes mix the names the expression reads, their real choice
 keys, look-alikes that are not choice keys (``periodMax``, ``patientInstruction``) and the expression's own string
-literals.
+literals. (Not the bare name of a choice element: fhirpathpy, typing from the path, ignores such a key, the fast
+path, which knows no path, reads it — and the engine reports it as an unknown element anyway.)
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def _nodes(expression: str, path: str) -> st.SearchStrategy[dict[str, Any]]:
         keys.update(name + suffix for suffix in _LOOK_ALIKES)
         choice = R4["choiceTypePaths"].get(R4["pathsDefinedElsewhere"].get(f"{path}.{name}", f"{path}.{name}"))
         keys.update(name + type_[0].upper() + type_[1:] for type_ in choice or [])
+        if choice:  # a choice element is never its bare name in JSON (the engine reports that key as unknown)
+            keys.discard(name)
     literals = [re.sub(r"\\(.)", r"\1", text[1:-1]) for text in _LITERAL.findall(expression)]
     leaves = (
         (st.sampled_from([*literals, "", "#p1", "http://x", "a b"]) if literals else st.sampled_from(["", "#p1", "x"]))

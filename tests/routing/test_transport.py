@@ -1,0 +1,60 @@
+"""The delivery transport: an origin's concurrent requests spread over pools of at most ``pool_size``
+connections, each slot given back when the answer has been read; a failing request gives its slot back too."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import respx
+
+from gateway.routing.transport import ShardedTransport
+
+PARIS, LYON = "https://dac75.example.org/fhir/$process-message", "https://dac69.example.org/fhir/$process-message"
+
+
+def _busy(transport: ShardedTransport) -> dict[str, list[int]]:
+    return {host: [shard.busy for shard in shards] for (_, host, _), shards in transport._shards.items()}
+
+
+@respx.mock
+async def test_concurrent_requests_spread_over_small_pools_per_origin() -> None:
+    release, all_arrived = asyncio.Event(), asyncio.Event()
+    arrived = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 11:
+            all_arrived.set()
+        await release.wait()
+        return httpx.Response(200, content=b"{}")
+
+    respx.post(PARIS).mock(side_effect=slow)
+    respx.post(LYON).mock(side_effect=slow)
+    transport = ShardedTransport(pool_size=4)
+    async with httpx.AsyncClient(transport=transport) as client:
+        sending = [asyncio.create_task(client.post(PARIS, content=b"{}")) for _ in range(10)]
+        sending.append(asyncio.create_task(client.post(LYON, content=b"{}")))
+        await asyncio.wait_for(all_arrived.wait(), 10)
+        assert _busy(transport) == {"dac75.example.org": [4, 4, 2], "dac69.example.org": [1]}
+        release.set()
+        answers = await asyncio.gather(*sending)
+        assert [answer.status_code for answer in answers] == [200] * 11
+        assert _busy(transport) == {"dac75.example.org": [0, 0, 0], "dac69.example.org": [0]}
+        # Later requests reuse the pools: none is added while the existing ones have room.
+        await asyncio.gather(*(client.post(PARIS, content=b"{}") for _ in range(8)))
+        assert _busy(transport) == {"dac75.example.org": [0, 0, 0], "dac69.example.org": [0]}
+    assert transport._shards == {}  # closed with the client
+
+
+@respx.mock
+async def test_a_failed_request_gives_its_slot_back() -> None:
+    respx.post(PARIS).mock(side_effect=httpx.ConnectError("refused"))
+    transport = ShardedTransport(pool_size=2)
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(3):
+            with pytest.raises(httpx.ConnectError):
+                await client.post(PARIS, content=b"{}")
+        assert _busy(transport) == {"dac75.example.org": [0]}
