@@ -86,6 +86,10 @@ async def run_worker(
                 # Under load that is one claim for many referrals, instead of a claim transaction per referral
                 # competing with intake (on SQLite, for its single writer).
                 await asyncio.sleep(WAKE_GATHER)
+        try:
+            await dispatcher.release_queued()
+        except Exception as exc:  # their leases expire instead: nothing is lost
+            log.error("worker_release_failed", error_type=type(exc).__name__)
         await dispatcher.drain()
     finally:
         database.drop_outbox_event(written)

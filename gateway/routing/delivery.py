@@ -133,6 +133,21 @@ class Dispatcher:
                 self._queued.setdefault(entry.destination, deque()).append((entry, messages[entry.id]))
         return len(entries)
 
+    async def release_queued(self) -> int:
+        """Give back the leases of what waits behind busy slots (the worker is stopping): other workers may send
+        those at once instead of after the lease. What is being sent is not touched. Returns how many."""
+        queued = [entry for waiting in self._queued.values() for entry, _ in waiting]
+        for waiting in self._queued.values():
+            waiting.clear()
+        if not queued:
+            return 0
+        for entry in queued:
+            self._over(entry.destination)
+        async with UnitOfWork(self.database) as uow:
+            await uow.outbox.release(self.owner, [entry.id for entry in queued])
+            await uow.commit()
+        return len(queued)
+
     async def drain(self) -> None:
         """Wait for every delivery started so far, and for its outcome to be recorded."""
         while self._tasks:

@@ -267,3 +267,31 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
     assert paris_route.call_count == 3 and most_paris_sending == 1
     assert not dispatcher.in_flight and not dispatcher.sending
     assert {entry.status for entry in (await _entries(database)).values()} == {DELIVERED}
+
+
+@respx.mock
+async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
+    database: Database, routing: RoutingTable
+) -> None:
+    await _referrals(database, routing, 3)
+    release, sent = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        sent.set()
+        await release.wait()
+        return httpx.Response(200)
+
+    route = respx.post(PARIS).mock(side_effect=slow)
+    async with httpx.AsyncClient() as client:
+        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8)
+        assert await dispatcher.dispatch() == 2  # one sending, one queued behind it
+        await asyncio.wait_for(sent.wait(), 10)
+        assert await dispatcher.release_queued() == 1
+        leased = [entry for entry in (await _entries(database)).values() if entry.status == PENDING]
+        async with UnitOfWork(database) as uow:  # the one given back is due at once, for any worker
+            taken = await uow.outbox.claim("another", utc_now(), LEASE, 10)
+            await uow.commit()
+        assert len(leased) == 3 and len(taken) == 2  # it, and the third, never claimed
+        release.set()
+        await dispatcher.drain()
+    assert route.call_count == 1 and not dispatcher.in_flight
