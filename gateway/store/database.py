@@ -165,12 +165,13 @@ class Database:
             return
         dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
         while not stop.is_set():
+            # Any failure here only costs latency (the workers poll): logged, retried, never fatal.
             try:
                 connection = await asyncpg.connect(dsn)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:
                 log.warning("outbox_listen_failed", error_type=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), check_every)
+                    await asyncio.wait_for(stop.wait(), min(5.0, check_every))
                 continue
             try:
                 await connection.add_listener(OUTBOX_CHANNEL, lambda *_: self.outbox_written())
@@ -178,8 +179,10 @@ class Database:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), check_every)
                     await connection.execute("SELECT 1")  # a connection lost quietly shows here
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:
                 log.warning("outbox_listen_lost", error_type=type(exc).__name__)
             finally:
-                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                with contextlib.suppress(Exception):
                     await connection.close(timeout=5)
+            with contextlib.suppress(TimeoutError):  # lost (stop aside): a breath before connecting again
+                await asyncio.wait_for(stop.wait(), 1.0)
