@@ -73,6 +73,15 @@ def http_client(timeout: float = 20.0) -> httpx.AsyncClient:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A leased entry waiting for one of its destination's slots, with its message and since when (monotonic)."""
+
+    entry: OutboxEntry
+    message: bytes | NothingToSend
+    since: float
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -91,7 +100,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.in_flight: Counter[str] = Counter()  # per destination: leased here, sending or queued, not over
         self.sending: Counter[str] = Counter()  # per destination: of those, being sent now (at most its slots)
-        self._queued: dict[str, deque[tuple[OutboxEntry, bytes | NothingToSend]]] = {}
+        self._queued: dict[str, deque[_Queued]] = {}
         queued = (
             settings.per_destination if settings.queued_per_destination is None else settings.queued_per_destination
         )
@@ -130,23 +139,27 @@ class Dispatcher:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             else:
-                self._queued.setdefault(entry.destination, deque()).append((entry, messages[entry.id]))
+                queued = _Queued(entry, messages[entry.id], time.monotonic())
+                self._queued.setdefault(entry.destination, deque()).append(queued)
         return len(entries)
 
     async def release_queued(self) -> int:
         """Give back the leases of what waits behind busy slots (the worker is stopping): other workers may send
         those at once instead of after the lease. What is being sent is not touched. Returns how many."""
-        queued = [entry for waiting in self._queued.values() for entry, _ in waiting]
-        for waiting in self._queued.values():
-            waiting.clear()
-        if not queued:
-            return 0
-        for entry in queued:
+        queued = [waiting.entry for queue in self._queued.values() for waiting in queue]
+        for queue in self._queued.values():
+            queue.clear()
+        await self._give_back(queued)
+        return len(queued)
+
+    async def _give_back(self, entries: Sequence[OutboxEntry]) -> None:
+        if not entries:
+            return
+        for entry in entries:
             self._over(entry.destination)
         async with UnitOfWork(self.database) as uow:
-            await uow.outbox.release(self.owner, [entry.id for entry in queued])
+            await uow.outbox.release(self.owner, [entry.id for entry in entries])
             await uow.commit()
-        return len(queued)
 
     async def drain(self) -> None:
         """Wait for every delivery started so far, and for its outcome to be recorded."""
@@ -203,17 +216,34 @@ class Dispatcher:
         try:
             while True:
                 await self._deliver(entry, message)
-                queued = self._queued.get(destination)
-                if not queued:
+                waiting = await self._next_queued(destination)
+                if waiting is None:
                     break
-                entry, message = queued.popleft()
+                entry, message = waiting.entry, waiting.message
         finally:
             self.sending[destination] -= 1
             if self.sending[destination] <= 0:
                 del self.sending[destination]
                 # Only if this task was cancelled: what it leaves queued is taken again when its lease expires.
                 for left in self._queued.pop(destination, ()):
-                    self._over(left[0].destination)
+                    self._over(left.entry.destination)
+
+    async def _next_queued(self, destination: str) -> _Queued | None:
+        """The next entry queued for this destination; one that waited half its lease behind a slow platform is
+        given back instead (another worker may soon take it over: better than two sending it at once)."""
+        stale: list[OutboxEntry] = []
+        queued = self._queued.get(destination)
+        waiting = None
+        while queued and waiting is None:
+            waiting = queued.popleft()
+            if time.monotonic() - waiting.since > self.settings.lease.total_seconds() / 2:
+                stale.append(waiting.entry)
+                waiting = None
+        try:
+            await self._give_back(stale)
+        except Exception as exc:  # their leases expire instead: nothing is lost
+            log.error("delivery_release_failed", deliveries=len(stale), error_type=type(exc).__name__)
+        return waiting
 
     async def _deliver(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         try:

@@ -295,3 +295,26 @@ async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
         release.set()
         await dispatcher.drain()
     assert route.call_count == 1 and not dispatcher.in_flight
+
+
+@respx.mock
+async def test_an_entry_queued_past_half_its_lease_is_given_back_not_sent(
+    database: Database, routing: RoutingTable
+) -> None:
+    await _referrals(database, routing, 2)
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.6)  # past half the lease of the entry queued behind this one
+        return httpx.Response(200)
+
+    route = respx.post(PARIS).mock(side_effect=slow)
+    async with httpx.AsyncClient() as client:
+        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8, lease=timedelta(seconds=1))
+        assert await dispatcher.dispatch() == 2
+        await dispatcher.drain()
+    assert route.call_count == 1 and not dispatcher.in_flight
+    statuses = sorted((entry.status, entry.attempts) for entry in (await _entries(database)).values())
+    assert statuses == [(DELIVERED, 1), (PENDING, 0)]
+    async with UnitOfWork(database) as uow:  # given back: due at once, for any worker
+        assert len(await uow.outbox.claim("another", utc_now(), LEASE, 10)) == 1
+        await uow.commit()
