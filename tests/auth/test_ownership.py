@@ -286,3 +286,68 @@ async def test_the_platform_answers_for_the_gp_only_once_escalated(
     tasks = await secure.get("/fhir/Task", params={"focus": service_request, "code": "contact-gp"}, headers=platform)
     contact = f"Task/{tasks.json()['entry'][0]['resource']['id']}"
     assert (await _decide(secure, platform, contact, {"status": "completed"})).status_code == 200
+
+
+def _referring_to(bundle: dict[str, Any], reference: str) -> dict[str, Any]:
+    """``bundle`` whose ServiceRequest names ``reference`` (a resource on the gateway, by id) in supportingInfo."""
+    service_request = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest")
+    service_request["supportingInfo"] = [{"reference": reference}]
+    return bundle
+
+
+def _unresolved(answer: httpx.Response, reference: str) -> tuple[int, list[tuple[str, str, str, str]]]:
+    """The answer, with the reference's id taken out of the diagnostics: what must not differ."""
+    issues = answer.json().get("issue", [])
+    return answer.status_code, [
+        (
+            issue["code"],
+            issue["details"]["coding"][0]["code"],
+            issue["expression"][0],
+            issue["diagnostics"].replace(reference, "<reference>"),
+        )
+        for issue in issues
+    ]
+
+
+async def test_a_reference_to_what_the_caller_may_not_see_is_answered_as_unknown(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    headers_a, headers_b, operator = (parties.headers[r] for r in ("sender A", "sender B", "operator"))
+    a = await secure.post("/fhir", json=fresh(commune="75056"), headers=headers_a | FHIR_JSON)  # a patient of A's only
+    assert a.status_code == 200, a.text
+    of_a = {loc.split("/")[0]: loc.split("/_history")[0] for loc in _locations(a)}
+    tasks = await secure.get("/fhir/Task", params={"focus": of_a["ServiceRequest"]}, headers=operator)
+    of_a["Task"] = f"Task/{tasks.json()['entry'][0]['resource']['id']}"
+    unknown = "Patient/0f0e0d0c-0000-4000-8000-000000000000"
+    expected = _unresolved(
+        await secure.post("/fhir", json=_referring_to(fresh(commune="75056"), unknown), headers=headers_b | FHIR_JSON),
+        unknown,
+    )
+    assert expected[0] == 422 and expected[1][0][1] == "reference-unresolved", expected
+    for resource_type in ("Patient", "Consent", "ServiceRequest", "Task", "PractitionerRole"):
+        reference = of_a[resource_type]
+        assert (await secure.get(f"/fhir/{reference}", headers=headers_b)).status_code == 404
+        answer = await secure.post(
+            "/fhir", json=_referring_to(fresh(commune="75056"), reference), headers=headers_b | FHIR_JSON
+        )
+        assert _unresolved(answer, reference) == expected, (resource_type, answer.text)
+        assert reference.split("/")[1] not in answer.text.replace(reference, "")
+    # Its own resources, the caller references.
+    mine = await secure.post(
+        "/fhir", json=_referring_to(fresh(commune="75056"), of_a["Consent"]), headers=headers_a | FHIR_JSON
+    )
+    assert mine.status_code == 200, mine.text
+
+
+async def test_shared_directory_data_is_referenceable_by_anyone(secure: httpx.AsyncClient, parties: World) -> None:
+    headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
+    # A's GP (RPPS) and organisation (FINESS), which B's own referrals never name; and the platform's Organization.
+    a = await secure.post("/fhir", json=fresh("referral-gp.json", commune="75056"), headers=headers_a | FHIR_JSON)
+    assert a.status_code == 200, a.text
+    of_a = {loc.split("/")[0]: loc.split("/_history")[0] for loc in _locations(a)}
+    performer = (await secure.get(f"/fhir/{of_a['ServiceRequest']}", headers=headers_a)).json()["performer"][0]
+    for reference in (of_a["Practitioner"], of_a["Organization"], performer["reference"]):
+        answer = await secure.post(
+            "/fhir", json=_referring_to(fresh(commune="75056"), reference), headers=headers_b | FHIR_JSON
+        )
+        assert answer.status_code == 200, (reference, answer.text)
