@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.types import Resource
 from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
@@ -9,6 +11,7 @@ from gateway.intake.responses import intake_note, message_response, transaction_
 from gateway.intake.service import take_in
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
+from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer
 from gateway.validation.engine import engine
@@ -144,9 +147,9 @@ async def _process_opposition(
             "an opposition message's Consent has provision.type deny",
             f"Bundle.entry[{index}].resource.provision.type",
         )
-    outcome = await record_consent(database, routing, consent, patients[0] if patients else None)
+    outcome = await record_consent(database, routing, consent, patients[0] if patients else None, viewer)
     note = consent_note(outcome, await _visible(database, viewer, outcome.revoked))
-    return message_response(resources[0], outcome.consent, base_url, note)
+    return message_response(resources[0], await answered_consent(database, viewer, outcome), base_url, note)
 
 
 async def _process_update(
@@ -170,9 +173,27 @@ async def _process_update(
     return message_response(resources[0], outcome, base_url)
 
 
-async def process_consent(database: Database, routing: RoutingTable, consent: Resource) -> ConsentOutcome:
+async def process_consent(
+    database: Database, routing: RoutingTable, consent: Resource, viewer: Viewer = EVERYTHING
+) -> StoredResource:
+    """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``)."""
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
         )
-    return await record_consent(database, routing, consent)
+    outcome = await record_consent(database, routing, consent, viewer=viewer)
+    return await answered_consent(database, viewer, outcome)
+
+
+async def answered_consent(database: Database, viewer: Viewer, outcome: ConsentOutcome) -> StoredResource:
+    """The stored Consent as its poster is answered: ``patient`` names the stored Patient only when the caller may
+    see it; otherwise the patient as the caller identified it (its INS) — so the answer is the same whether or
+    not that patient is known here, and carries no id of a resource the caller may not see."""
+    if outcome.patient is None or await _visible(database, viewer, [outcome.patient]):
+        return outcome.consent
+    content = dict(outcome.consent.content)
+    if outcome.identified_patient is not None:
+        content["patient"] = outcome.identified_patient
+    else:  # an opposition message whose Patient has no identifier: nothing to name it by
+        content.pop("patient", None)
+    return dataclasses.replace(outcome.consent, content=content)

@@ -23,6 +23,7 @@ from gateway.routing.schedule import platform_of, schedule_platform_update, sche
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
+from gateway.store.visibility import EVERYTHING, Viewer
 from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
 from gateway.workflow.transitions import FINAL
@@ -38,9 +39,14 @@ class ConsentOutcome:
     consent: StoredResource
     patient: str | None  # the stored Patient it applies to, when known here
     revoked: list[str] = field(default_factory=list)  # ServiceRequest references revoked by an opposition
+    #: ``Consent.patient`` as the caller identified the patient (by INS), without the stored Patient's id: what
+    #: the answer names when the caller may not see that Patient (``gateway.intake.handlers.answered_consent``).
+    identified_patient: Resource | None = None
 
 
-async def _patient_reference(uow: UnitOfWork, consent: Resource, patient: Resource | None) -> str | None:
+async def _patient_reference(
+    uow: UnitOfWork, consent: Resource, patient: Resource | None, viewer: Viewer
+) -> str | None:
     if patient is not None:  # carried by a message: the same Patient as any referral with that INS
         keys = identity_keys(patient)
         found = await uow.resources.identify("Patient", keys)
@@ -48,7 +54,12 @@ async def _patient_reference(uow: UnitOfWork, consent: Resource, patient: Resour
     reference = consent.get("patient") or {}
     if isinstance(reference.get("reference"), str):
         target_type, target_id = split_reference(reference["reference"])
-        if target_type != "Patient" or not await uow.resources.exists("Patient", target_id):
+        if (
+            target_type != "Patient"
+            or not await uow.resources.exists("Patient", target_id)
+            or not await uow.visibility.can_see(viewer, "Patient", target_id)
+        ):
+            # A Patient the caller may not see is answered as one that does not exist: by id, only one's own.
             raise BusinessRuleViolation.single(
                 IssueCode.REFERENCE_UNRESOLVED,
                 f"{reference['reference']} is not a Patient on this gateway; reference the patient by INS instead",
@@ -68,15 +79,20 @@ async def _patient_reference(uow: UnitOfWork, consent: Resource, patient: Resour
 
 
 async def record_consent(
-    database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None = None
+    database: Database,
+    routing: RoutingTable,
+    consent: Resource,
+    patient: Resource | None = None,
+    viewer: Viewer = EVERYTHING,
 ) -> ConsentOutcome:
     """Store the Consent (and, for an opposition, revoke and cancel) in one transaction. A referral or Task changed
     concurrently fails it with ``DuplicateKey``; it is then run again as a whole, from what was posted, so an
-    opposition is never committed with a referral it should have revoked still open."""
+    opposition is never committed with a referral it should have revoked still open. ``viewer``: what the caller
+    may see — a patient referenced by id must be one of those (by INS, any patient)."""
     parse_model(consent)
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return await _record(database, routing, copy.deepcopy(consent), copy.deepcopy(patient))
+            return await _record(database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer)
         except DuplicateKey as exc:
             log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
             if attempt == MAX_ATTEMPTS - 1:
@@ -88,11 +104,12 @@ async def record_consent(
 
 
 async def _record(
-    database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None
+    database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None, viewer: Viewer
 ) -> ConsentOutcome:
     now = utc_now()
+    identified = _identified_patient(consent, patient)
     async with UnitOfWork(database) as uow:
-        patient_reference = await _patient_reference(uow, consent, patient)
+        patient_reference = await _patient_reference(uow, consent, patient, viewer)
         if patient_reference:
             consent["patient"] = {**(consent.get("patient") or {}), "reference": patient_reference}
         stored = uow.resources.add(consent)
@@ -141,7 +158,20 @@ async def _record(
                 )
             )
         await uow.commit()
-    return ConsentOutcome(stored, patient_reference, revoked)
+    return ConsentOutcome(stored, patient_reference, revoked, identified)
+
+
+def _identified_patient(consent: Resource, patient: Resource | None) -> Resource | None:
+    """The patient as the caller identified it, by identifier only: ``Consent.patient.identifier`` as posted, or
+    the national identifier of the Patient an opposition message carries."""
+    posted = consent.get("patient")
+    if isinstance(posted, dict) and isinstance(posted.get("identifier"), dict):
+        return {key: value for key, value in posted.items() if key != "reference"}
+    keys = identity_keys(patient) if patient is not None else []
+    if keys:
+        system, value = keys[0]
+        return {"identifier": {"system": system, "value": value}}
+    return None
 
 
 def _changed(updated: StoredResource | None, current: StoredResource) -> StoredResource:

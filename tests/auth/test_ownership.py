@@ -351,3 +351,74 @@ async def test_shared_directory_data_is_referenceable_by_anyone(secure: httpx.As
             "/fhir", json=_referring_to(fresh(commune="75056"), reference), headers=headers_b | FHIR_JSON
         )
         assert answer.status_code == 200, (reference, answer.text)
+
+
+def _consent_for(patient: dict[str, Any], provision: str = "deny") -> dict[str, Any]:
+    """A Consent posted on its own for ``patient`` (a Reference: by INS, or by id)."""
+    consent = _opposition(fresh())["entry"][2]["resource"]
+    return consent | {"patient": patient, "provision": {"type": provision}}
+
+
+def _ins_of(bundle: dict[str, Any]) -> dict[str, str]:
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    return next(
+        {"system": i["system"], "value": i["value"]} for i in patient["identifier"] if i["system"].endswith("4.8")
+    )
+
+
+async def test_a_consent_by_ins_names_no_patient_the_caller_may_not_see(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
+    of_b = fresh(commune="75056")  # a patient only B referred
+    b = await secure.post("/fhir", json=of_b, headers=headers_b | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
+    nobody = _ins_of(fresh())  # an INS no referral ever named
+    answers = {}
+    for label, identifier in (("B's patient", _ins_of(of_b)), ("unknown", nobody)):
+        answer = await secure.post(
+            "/fhir/Consent", json=_consent_for({"identifier": identifier}), headers=headers_a | FHIR_JSON
+        )
+        assert answer.status_code == 201, answer.text
+        assert patient.split("/")[1] not in answer.text
+        answers[label] = answer.json()
+    assert answers["B's patient"]["patient"] == {"identifier": _ins_of(of_b)}  # as A identified the patient
+    assert answers["unknown"]["patient"] == {"identifier": nobody}
+    # The opposition still works: B's referral is revoked; B, who sees the patient, reads the stored reference.
+    service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+    assert (await secure.get(f"/fhir/{service_request}", headers=headers_b)).json()["status"] == "revoked"
+    consent = answers["B's patient"]["id"]
+    assert (await secure.get(f"/fhir/Consent/{consent}", headers=headers_b)).json()["patient"]["reference"] == patient
+    # By id, the Patient A may not see is the 422 of a Patient that does not exist.
+    nowhere = "Patient/0f0e0d0c-0000-4000-8000-000000000000"
+    by_id = await secure.post("/fhir/Consent", json=_consent_for({"reference": patient}), headers=headers_a | FHIR_JSON)
+    unknown = await secure.post(
+        "/fhir/Consent", json=_consent_for({"reference": nowhere}), headers=headers_a | FHIR_JSON
+    )
+    assert by_id.status_code == unknown.status_code == 422, by_id.text
+    assert _unresolved(by_id, patient) == _unresolved(unknown, nowhere)
+    # A patient the caller sees keeps its reference in the answer.
+    of_a = fresh(commune="75056")
+    a = await secure.post("/fhir", json=of_a, headers=headers_a | FHIR_JSON)
+    mine = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("Patient/"))
+    answer = await secure.post(
+        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_a)}, "permit"), headers=headers_a | FHIR_JSON
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["patient"]["reference"] == mine
+
+
+async def test_an_opposition_message_names_no_patient_the_caller_may_not_see(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    of_b = fresh(commune="75056")
+    b = await secure.post("/fhir", json=of_b, headers=parties.headers["sender B"] | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
+    answer = await secure.post(
+        "/fhir/$process-message", json=_opposition(of_b), headers=parties.headers["sender A"] | FHIR_JSON
+    )
+    assert answer.status_code == 200, answer.text
+    assert patient.split("/")[1] not in answer.text
+    assert answer.json()["entry"][1]["resource"]["patient"] == {"identifier": _ins_of(of_b)}

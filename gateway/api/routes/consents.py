@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep
+from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep, ViewerDep
 from gateway.api.responses import FhirResponse
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
 @router.post("", summary="Record a Consent (an opposition revokes the patient's open referrals)", status_code=201)
 async def create_consent(
     client: ClientDep,
+    viewer: ViewerDep,
     consent: ResourceBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
@@ -23,8 +24,6 @@ async def create_consent(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("Consent", Permission.CREATE)
-    outcome = await process_consent(database, routing, consent)
-    headers = resource_headers(outcome.consent) | {
-        "Location": f"{base_url}/{outcome.consent.reference}/_history/{outcome.consent.version_id}"
-    }
-    return FhirResponse(outcome.consent.content, answer, 201, headers)
+    stored = await process_consent(database, routing, consent, viewer)
+    headers = resource_headers(stored) | {"Location": f"{base_url}/{stored.reference}/_history/{stored.version_id}"}
+    return FhirResponse(stored.content, answer, 201, headers)
