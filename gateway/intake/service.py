@@ -435,7 +435,7 @@ async def _store(
         gp_link=gp_link,
         validation_declared=declared is not None,
     )
-    opposition_on_record = await _opposition_on_record(
+    oppositions = await _oppositions_on_record(
         uow,
         patient_reference if patient_resolution.existing is not None else None,
         identity_keys(referral.patient.resource),
@@ -446,7 +446,8 @@ async def _store(
             gp_validation_delay=platform.gp_validation_delay,
             trigger=trigger,
             consent=facts.consent_state([entry.resource for entry in referral.of_type("Consent")]),
-            opposition_on_record=opposition_on_record,
+            opposition_on_record=bool(oppositions),
+            oppositions=tuple(oppositions),
             declared_validation=declared[0] if declared else None,
             declared_validator=declared[1] if declared else None,
             forwarded=platform.kind is PlatformKind.PEER_GATEWAY,
@@ -457,6 +458,14 @@ async def _store(
         # The gateway decides (route, hold, revoke); the client that posted the referral caused it.
         deciders := [GATEWAY] if sender is None else [GATEWAY, client_agent(sender)],
     )
+    if plan.service_request_status == "revoked":
+        # An opposition on record ends this referral: it becomes part of it, as a later opposition becomes part
+        # of the referrals it revokes — its parties may read why (the Provenance names it as the source). Those
+        # among the bundle's own entries are members already.
+        uow.visibility.add_members(
+            by_entry[id(referral.service_request)].id,
+            [("Consent", o.split("/", 1)[1]) for o in oppositions if o not in in_bundle],
+        )
     service_request["status"] = plan.service_request_status
     if plan.service_request_extensions:
         service_request["extension"] = [*service_request.get("extension", []), *plan.service_request_extensions]
@@ -533,19 +542,21 @@ def _platform_organization(
     return f"Organization/{found}"
 
 
-async def _opposition_on_record(uow: UnitOfWork, patient_reference: str | None, keys: list[tuple[str, str]]) -> bool:
-    """An active opposition (Consent deny) of this patient: by stored id for a known patient, and by national
-    identifier for one recorded before the patient was (an opposition sent on its own, by INS)."""
+async def _oppositions_on_record(
+    uow: UnitOfWork, patient_reference: str | None, keys: list[tuple[str, str]]
+) -> list[str]:
+    """The active oppositions (Consent deny) of this patient, as references: by stored id for a known patient,
+    and by national identifier for one recorded before the patient was (an opposition sent on its own, by INS)."""
     params = [("patient", patient_reference)] if patient_reference else []
     if keys:
         params.append(("patient:identifier", ",".join(f"{system}|{value}" for system, value in keys)))
+    found: dict[str, None] = {}
     for param in params:
         consents = await uow.resources.find(
             parse_search("Consent", [param, ("status", "active")], default_count=100, max_count=100), limit=100
         )
-        if any(facts.is_opposition(consent.content) for consent in consents):
-            return True
-    return False
+        found |= dict.fromkeys(c.reference for c in consents if facts.is_opposition(c.content))
+    return list(found)
 
 
 def _first_reference(value: Any) -> str | None:

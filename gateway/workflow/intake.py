@@ -35,6 +35,7 @@ class ReferralFacts:
     declared_validator: str | None = None  # … and who (a stored reference), when said
     forwarded: bool = False  # the competent platform runs its own gateway: its workflow decides, not ours
     consents: tuple[str, ...] = ()  # the referral's Consents (stored references): what an opposition rests on
+    oppositions: tuple[str, ...] = ()  # the oppositions (Consent deny) on record, as stored references
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,12 @@ def plan_intake(
                     deciders,
                     "referral revoked at intake, not routed",
                     reason=f"patient-opposition: {why} (L1110-12)",
-                    entities=facts.consents if facts.consent is ConsentState.DENY else (),
+                    # What the revocation rests on: the referral's own deny, and any opposition on record.
+                    entities=list(
+                        dict.fromkeys(
+                            (*(facts.consents if facts.consent is ConsentState.DENY else ()), *facts.oppositions)
+                        )
+                    ),
                 )
             ],
             notes=[f"Referral revoked and not routed: {why} (droit d'opposition, CSP art. L1110-12)."],

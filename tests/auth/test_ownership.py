@@ -422,3 +422,24 @@ async def test_an_opposition_message_names_no_patient_the_caller_may_not_see(
     assert answer.status_code == 200, answer.text
     assert patient.split("/")[1] not in answer.text
     assert answer.json()["entry"][1]["resource"]["patient"] == {"identifier": _ins_of(of_b)}
+
+
+async def test_an_opposition_on_record_is_part_of_the_referral_it_revokes(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
+    bundle = fresh(commune="75056")
+    opposition = await secure.post(
+        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(bundle)}), headers=headers_a | FHIR_JSON
+    )
+    assert opposition.status_code == 201, opposition.text
+    consent = f"Consent/{opposition.json()['id']}"
+    assert (await secure.get(f"/fhir/{consent}", headers=headers_b)).status_code == 404
+    b = await secure.post("/fhir", json=bundle, headers=headers_b | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+    assert (await secure.get(f"/fhir/{service_request}", headers=headers_b)).json()["status"] == "revoked"
+    provenances = await secure.get("/fhir/Provenance", params={"target": service_request}, headers=headers_b)
+    (revoked,) = (entry["resource"] for entry in provenances.json()["entry"])
+    assert revoked["entity"] == [{"role": "source", "what": {"reference": consent}}]
+    assert (await secure.get(f"/fhir/{consent}", headers=headers_b)).status_code == 200  # what it rests on

@@ -98,3 +98,14 @@ async def test_a_later_opposition(client: httpx.AsyncClient) -> None:
     )
     assert opposition["agent"][0]["who"] == GATEWAY
     assert opposition["entity"] == [{"role": "source", "what": {"reference": f"Consent/{consent.json()['id']}"}}]
+
+
+async def test_revoked_at_intake_for_an_opposition_on_record_rests_on_that_consent(client: httpx.AsyncClient) -> None:
+    bundle = load_example("referral-hospital-nurse.json")
+    opposition = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=FHIR_JSON)
+    assert opposition.status_code == 201, opposition.text  # recorded on its own, by INS, before any referral
+    reference, generated = await _intake(client, bundle)  # its own Consent says permit
+    (revoked,) = (await _provenances(client, reference)).values()
+    assert revoked["activity"]["text"] == "referral revoked at intake, not routed"
+    assert revoked["entity"] == [{"role": "source", "what": {"reference": f"Consent/{opposition.json()['id']}"}}]
+    assert f"Provenance/{revoked['id']}" in generated
