@@ -67,7 +67,7 @@ async def process_message(
         if errors:
             raise InvalidResource(*errors)
         if event == OPPOSITION:
-            return await _process_opposition(database, routing, bundle, base_url, viewer)
+            return await _process_opposition(database, routing, bundle, base_url, viewer, sender)
         return await _process_update(database, routing, bundle, base_url, platform, authenticated=sender is not None)
     referral = read_referral(bundle, "message")
     if referral.hop_count >= hop_limit:
@@ -121,7 +121,7 @@ async def _visible(database: Database, viewer: Viewer, references: list[str]) ->
 
 
 async def _process_opposition(
-    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, viewer: Viewer
+    database: Database, routing: RoutingTable, bundle: Resource, base_url: str, viewer: Viewer, sender: str | None
 ) -> Resource:
     resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
     consents = [(i, r) for i, r in enumerate(resources) if r.get("resourceType") == "Consent"]
@@ -147,7 +147,7 @@ async def _process_opposition(
             "an opposition message's Consent has provision.type deny",
             f"Bundle.entry[{index}].resource.provision.type",
         )
-    outcome = await record_consent(database, routing, consent, patients[0] if patients else None, viewer)
+    outcome = await record_consent(database, routing, consent, patients[0] if patients else None, viewer, sender)
     note = consent_note(outcome, await _visible(database, viewer, outcome.revoked))
     return message_response(resources[0], await answered_consent(database, viewer, outcome), base_url, note)
 
@@ -174,14 +174,19 @@ async def _process_update(
 
 
 async def process_consent(
-    database: Database, routing: RoutingTable, consent: Resource, viewer: Viewer = EVERYTHING
+    database: Database,
+    routing: RoutingTable,
+    consent: Resource,
+    viewer: Viewer = EVERYTHING,
+    sender: str | None = None,
 ) -> StoredResource:
-    """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``)."""
+    """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``); ``sender``
+    the posting client (None when authentication is off)."""
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
         )
-    outcome = await record_consent(database, routing, consent, viewer=viewer)
+    outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender)
     return await answered_consent(database, viewer, outcome)
 
 

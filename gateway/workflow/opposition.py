@@ -24,7 +24,7 @@ from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer
-from gateway.workflow.provenance import GATEWAY, Agent, provenance
+from gateway.workflow.provenance import GATEWAY, Agent, client_agent, provenance
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
 from gateway.workflow.transitions import FINAL
 
@@ -84,15 +84,17 @@ async def record_consent(
     consent: Resource,
     patient: Resource | None = None,
     viewer: Viewer = EVERYTHING,
+    sender: str | None = None,
 ) -> ConsentOutcome:
     """Store the Consent (and, for an opposition, revoke and cancel) in one transaction. A referral or Task changed
     concurrently fails it with ``DuplicateKey``; it is then run again as a whole, from what was posted, so an
     opposition is never committed with a referral it should have revoked still open. ``viewer``: what the caller
-    may see — a patient referenced by id must be one of those (by INS, any patient)."""
+    may see — a patient referenced by id must be one of those (by INS, any patient); ``sender``: the client that
+    posts it (None when authentication is off), named in the Provenance of what an opposition revokes."""
     parse_model(consent)
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return await _record(database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer)
+            return await _record(database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer, sender)
         except DuplicateKey as exc:
             log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
             if attempt == MAX_ATTEMPTS - 1:
@@ -104,7 +106,12 @@ async def record_consent(
 
 
 async def _record(
-    database: Database, routing: RoutingTable, consent: Resource, patient: Resource | None, viewer: Viewer
+    database: Database,
+    routing: RoutingTable,
+    consent: Resource,
+    patient: Resource | None,
+    viewer: Viewer,
+    sender: str | None,
 ) -> ConsentOutcome:
     now = utc_now()
     identified = _identified_patient(consent, patient)
@@ -151,7 +158,12 @@ async def _record(
                 provenance(
                     targets,
                     now,
-                    [GATEWAY, Agent("informant", performer or patient_reference)],
+                    # The gateway revokes; who informed the patient says so; the client that posted it caused it.
+                    [
+                        GATEWAY,
+                        Agent("informant", performer or patient_reference),
+                        *([client_agent(sender)] if sender is not None else []),
+                    ],
                     "patient opposition recorded: open referrals revoked, their open Tasks cancelled",
                     reason="patient-opposition (droit d'opposition, L1110-12)",
                     entities=[stored.reference],

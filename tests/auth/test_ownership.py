@@ -3,6 +3,7 @@ resources, report on it, decide its Tasks. Everything not the caller's is a 404 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -443,3 +444,32 @@ async def test_an_opposition_on_record_is_part_of_the_referral_it_revokes(
     (revoked,) = (entry["resource"] for entry in provenances.json()["entry"])
     assert revoked["entity"] == [{"role": "source", "what": {"reference": consent}}]
     assert (await secure.get(f"/fhir/{consent}", headers=headers_b)).status_code == 200  # what it rests on
+
+
+async def test_a_later_oppositions_provenance_names_the_client_that_posted_it(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    headers_a = parties.headers["sender A"]
+    for post in ("Consent", "message"):
+        bundle = fresh(commune="75056")
+        a = await secure.post("/fhir", json=bundle, headers=headers_a | FHIR_JSON)
+        assert a.status_code == 200, a.text
+        service_request = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("ServiceRequest/"))
+        if post == "Consent":
+            answer = await secure.post(
+                "/fhir/Consent", json=_consent_for({"identifier": _ins_of(bundle)}), headers=headers_a | FHIR_JSON
+            )
+        else:
+            answer = await secure.post(
+                "/fhir/$process-message", json=_opposition(bundle), headers=headers_a | FHIR_JSON
+            )
+        assert answer.status_code in (200, 201), answer.text
+        provenances = await secure.get("/fhir/Provenance", params={"target": service_request}, headers=headers_a)
+        (opposition,) = (
+            entry["resource"]
+            for entry in provenances.json()["entry"]
+            if entry["resource"]["activity"]["text"].startswith("patient opposition")
+        )
+        agents = {(a["type"]["coding"][0]["code"], json.dumps(a["who"], sort_keys=True)) for a in opposition["agent"]}
+        client = {"identifier": {"system": "https://fhir.dac-gateway.org/client-id", "value": "hospital"}}
+        assert ("author", json.dumps(client, sort_keys=True)) in agents, (post, opposition["agent"])

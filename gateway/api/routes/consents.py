@@ -24,6 +24,6 @@ async def create_consent(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     client.require("Consent", Permission.CREATE)
-    stored = await process_consent(database, routing, consent, viewer)
+    stored = await process_consent(database, routing, consent, viewer, client.sender_id)
     headers = resource_headers(stored) | {"Location": f"{base_url}/{stored.reference}/_history/{stored.version_id}"}
     return FhirResponse(stored.content, answer, 201, headers)
