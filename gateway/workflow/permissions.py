@@ -9,7 +9,14 @@ says which of the Tasks it sees a client may move, and to which status — anyth
   with a statusReason — it never validates, completes or rejects in the GP's place;
 - a ``platform`` works its own Tasks (platform-intake, contact-gp, patient-information), and records the GP's
   answer on a gp-validation Task once the Task is escalated (no answer by its deadline: "à défaut par la
-  plateforme", D6327-4) — never before, when the GP still answers for itself.
+  plateforme", D6327-4) — never before, when the GP still answers for itself;
+- a gp-information Task (the GP is informed, not asked: the requester is a physician linked to the GP, or any
+  professional under dac-2022) records that the GP was told. D6327-4: the GP "est systématiquement contacté par
+  le professionnel requérant, ou à défaut par la plate-forme" — so the ``sender`` (the requester's software)
+  and the ``platform`` both may report it under way or done (``GP_INFORMED``), and nothing else: informing is no
+  validation, so neither accepts nor rejects it, and it is no withdrawal, so neither cancels it (an opposition
+  or an operator does). The platform sees the Task only once the referral is routed to it — for gp-information,
+  at intake, since informing never holds routing: from then on it is the platform's referral to take over.
 
 "Target status": the status the decision leaves the Task in; a decision that keeps the status (a note, an
 output) needs the right to that status too.
@@ -30,6 +37,8 @@ ANY_STATUS = frozenset(TRANSITIONS)
 #: What the GP answers on a gp-validation Task (the platform records it for the GP once escalated).
 GP_ANSWERS = frozenset({"received", "in-progress", "accepted", "completed", "rejected"})
 WITHDRAWAL = frozenset({"cancelled"})
+#: Informing the GP (gp-information): under way, then done — by the requester or, failing that, the platform.
+GP_INFORMED = frozenset({"in-progress", "completed"})
 NOTHING: frozenset[str] = frozenset()
 
 #: (role, Task code, the Task escalated?) → the statuses a decision may leave it in. ``None`` as the code: any.
@@ -39,6 +48,11 @@ DECISIONS: Mapping[tuple[Role, str | None, bool], frozenset[str]] = {
     (Role.SENDER, TaskType.GP_VALIDATION, False): WITHDRAWAL,
     (Role.SENDER, TaskType.GP_VALIDATION, True): WITHDRAWAL,
     (Role.PLATFORM, TaskType.GP_VALIDATION, True): GP_ANSWERS,
+    **{
+        (role, TaskType.GP_INFORMATION, escalated): GP_INFORMED
+        for role in (Role.SENDER, Role.PLATFORM)
+        for escalated in (False, True)
+    },
     **{
         (Role.PLATFORM, code, escalated): ANY_STATUS
         for code in (TaskType.PLATFORM_INTAKE, TaskType.CONTACT_GP, TaskType.PATIENT_INFORMATION)

@@ -473,3 +473,32 @@ async def test_a_later_oppositions_provenance_names_the_client_that_posted_it(
         agents = {(a["type"]["coding"][0]["code"], json.dumps(a["who"], sort_keys=True)) for a in opposition["agent"]}
         client = {"identifier": {"system": "https://fhir.dac-gateway.org/client-id", "value": "hospital"}}
         assert ("author", json.dumps(client, sort_keys=True)) in agents, (post, opposition["agent"])
+
+
+async def test_the_gp_is_informed_by_the_requester_or_failing_that_the_platform(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    sender, platform = parties.headers["sender A"], parties.headers["platform Paris"]
+
+    async def gp_information() -> str:
+        answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=sender | FHIR_JSON)  # dac-2022
+        assert answer.status_code == 200, answer.text
+        service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if "ServiceRequest/" in loc)
+        tasks = await secure.get(
+            "/fhir/Task", params={"focus": service_request, "code": "gp-information"}, headers=sender
+        )
+        return f"Task/{tasks.json()['entry'][0]['resource']['id']}"
+
+    informed_by_sender = await gp_information()
+    assert _refused(await _decide(secure, sender, informed_by_sender, {"status": "accepted"}))  # no validation
+    assert (await _decide(secure, sender, informed_by_sender, {"status": "in-progress"})).status_code == 200
+    done = await _decide(secure, sender, informed_by_sender, {"status": "completed"})
+    assert done.status_code == 200, done.text
+    provenances = await secure.get("/fhir/Provenance", params={"target": informed_by_sender}, headers=sender)
+    for decided in (e["resource"] for e in provenances.json()["entry"]):  # requested → in-progress → completed
+        assert decided["agent"][0]["who"]["identifier"]["value"] == "hospital"
+    informed_by_platform = await gp_information()
+    assert (await secure.get(f"/fhir/{informed_by_platform}", headers=parties.headers["sender B"])).status_code == 404
+    done = await _decide(secure, platform, informed_by_platform, {"status": "completed"})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "completed"

@@ -154,7 +154,8 @@ async def test_search_totals_and_pages_count_only_what_is_visible(
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_update(secure: httpx.AsyncClient, world: World, method: str) -> None:
     """A stale If-Match: 404 for a Task the caller may not see; for one it sees, 403 when the decision is not its
-    to make (Task A is a gp-validation Task: only the operator decides it now), else 412."""
+    to make (Task A is A's gp-information Task: its sender and platform only report the GP informed — in progress
+    or completed —, never accept it; only the operator does), else 412."""
     reference, whose = world.resources["Task A"]
     task = (await secure.get(f"/fhir/{reference}", headers=world.headers["operator"])).json()
     wrong = []
@@ -163,7 +164,7 @@ async def test_update(secure: httpx.AsyncClient, world: World, method: str) -> N
         if method == "PUT":
             answer = await secure.put(f"/fhir/{reference}", json=task, headers=headers | FHIR_JSON)
         else:
-            patch = [{"op": "replace", "path": "/status", "value": "in-progress"}]
+            patch = [{"op": "replace", "path": "/status", "value": "accepted"}]
             answer = await secure.patch(
                 f"/fhir/{reference}", json=patch, headers=headers | {"Content-Type": "application/json-patch+json"}
             )
@@ -183,7 +184,7 @@ async def test_a_task_made_after_intake_follows_its_referral(secure: httpx.Async
 
 async def test_a_decisions_provenance_is_seen_by_the_referrals_parties(secure: httpx.AsyncClient, world: World) -> None:
     reference, _ = world.resources["Task A"]
-    operator = world.headers["operator"]  # a gp-validation Task, not escalated: the operator may decide it
+    operator = world.headers["operator"]  # A's gp-information Task: the operator may accept it
     task = (await secure.get(f"/fhir/{reference}", headers=operator)).json()
     decided = await secure.put(
         f"/fhir/{reference}",

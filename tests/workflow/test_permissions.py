@@ -31,6 +31,11 @@ ALLOWED = [
     (Role.PLATFORM, TaskType.PLATFORM_INTAKE, False, "completed"),
     (Role.PLATFORM, TaskType.CONTACT_GP, False, "in-progress"),
     (Role.PLATFORM, TaskType.PATIENT_INFORMATION, False, "completed"),
+    # The GP informed (D6327-4): by the requester's software, or failing that by the platform.
+    (Role.SENDER, TaskType.GP_INFORMATION, False, "in-progress"),
+    (Role.SENDER, TaskType.GP_INFORMATION, False, "completed"),
+    (Role.PLATFORM, TaskType.GP_INFORMATION, False, "in-progress"),
+    (Role.PLATFORM, TaskType.GP_INFORMATION, False, "completed"),
 ]
 REFUSED = [
     (Role.SENDER, TaskType.GP_VALIDATION, False, "accepted"),
@@ -42,7 +47,12 @@ REFUSED = [
     (Role.PLATFORM, TaskType.GP_VALIDATION, False, "accepted"),
     (Role.PLATFORM, TaskType.GP_VALIDATION, False, "requested"),  # may not escalate it itself
     (Role.PLATFORM, TaskType.GP_VALIDATION, True, "cancelled"),
-    (Role.PLATFORM, TaskType.GP_INFORMATION, False, "completed"),
+    (Role.SENDER, TaskType.GP_INFORMATION, False, "accepted"),  # informing is no validation
+    (Role.SENDER, TaskType.GP_INFORMATION, False, "rejected"),
+    (Role.SENDER, TaskType.GP_INFORMATION, False, "cancelled"),
+    (Role.SENDER, TaskType.GP_INFORMATION, False, "requested"),
+    (Role.PLATFORM, TaskType.GP_INFORMATION, False, "accepted"),
+    (Role.PLATFORM, TaskType.GP_INFORMATION, False, "cancelled"),
 ]
 
 
