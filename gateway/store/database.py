@@ -38,7 +38,7 @@ from gateway.config import async_database_url
 
 log = structlog.get_logger("gateway.store")
 _IMMEDIATE = "gateway_sqlite_immediate"
-#: PostgreSQL channel notified by every transaction that commits deliveries to the outbox.
+#: PostgreSQL channel notified by every transaction that inserts into the outbox (its trigger, migration 0005).
 OUTBOX_CHANNEL = "gateway_outbox"
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",

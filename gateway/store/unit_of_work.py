@@ -17,14 +17,13 @@ import contextlib
 from types import TracebackType
 from typing import Self
 
-import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.audit.context import current_audit
 from gateway.errors import IssueCode, StoreUnavailable
 from gateway.store.assertions import AssertionRepository
-from gateway.store.database import OUTBOX_CHANNEL, Database
+from gateway.store.database import Database
 from gateway.store.outbox import OutboxRepository
 from gateway.store.repository import IdempotencyRepository, PendingWrites, ResourceRepository
 from gateway.store.visibility import VisibilityRepository
@@ -36,7 +35,6 @@ class DuplicateKey(Exception):
 
 #: SQLSTATE classes of a lost server: 08 connection exception, 57P operator intervention (shutdown, restart).
 _LOST_SQLSTATES = ("08", "57P")
-_NOTIFY_OUTBOX = sa.text(f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")  # sent at commit (PostgreSQL)
 
 
 def connection_lost(exc: BaseException | None) -> bool:
@@ -107,14 +105,13 @@ class UnitOfWork:
             self.resources.add(event)
         try:
             await self._pending.flush(self._connection)
-            if self.outbox.enqueued and not self._database.is_sqlite:
-                await self._connection.execute(_NOTIFY_OUTBOX)  # for the workers of other processes
             await self._connection.commit()
         except sa_exc.IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
         self._committed = True
         if self.outbox.enqueued:
-            self._database.outbox_written()  # this process's worker
+            # This process's worker; on PostgreSQL the outbox's trigger also NOTIFYs every process's (0005).
+            self._database.outbox_written()
         if audit is not None and event is not None:
             audit.recorded_in_transaction = True
 
