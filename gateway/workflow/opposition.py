@@ -120,6 +120,12 @@ async def _record(
         if patient_reference:
             consent["patient"] = {**(consent.get("patient") or {}), "reference": patient_reference}
         stored = uow.resources.add(consent)
+        if sender is not None:
+            # Its poster reads it back (the Location it was given): a Consent posted on its own is a record of
+            # its own for visibility — keyed by its reference, which no ServiceRequest id can equal — with the
+            # posting client as its sender.
+            uow.visibility.add_members(stored.reference, [("Consent", stored.id)])
+            uow.visibility.add_sender(stored.reference, sender)
         revoked: list[str] = []
         if is_opposition(consent) and patient_reference:
             targets = [stored.reference]

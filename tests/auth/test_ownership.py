@@ -502,3 +502,22 @@ async def test_the_gp_is_informed_by_the_requester_or_failing_that_the_platform(
     done = await _decide(secure, platform, informed_by_platform, {"status": "completed"})
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "completed"
+
+
+async def test_a_consent_posted_on_its_own_is_read_back_by_its_poster_only(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
+    for provision in ("deny", "permit"):  # an opposition with no referral to revoke, and a consent
+        posted = await secure.post(
+            "/fhir/Consent",
+            json=_consent_for({"identifier": _ins_of(fresh())}, provision),
+            headers=headers_a | FHIR_JSON,
+        )
+        assert posted.status_code == 201, posted.text
+        location = posted.headers["location"].split("/_history")[0]
+        mine = await secure.get(location, headers=headers_a)
+        assert mine.status_code == 200 and mine.json()["provision"]["type"] == provision
+        assert (await secure.get(location, headers=headers_b)).status_code == 404
+        found = await secure.get("/fhir/Consent", params={"_id": posted.json()["id"]}, headers=headers_a)
+        assert [entry["resource"]["id"] for entry in found.json()["entry"]] == [posted.json()["id"]]
