@@ -54,6 +54,9 @@ class DeliverySettings:
     backoff_base: float = 2.0
     backoff_cap: float = 3600.0
     lease: timedelta = timedelta(seconds=120)
+    # The longest an attempt may take (HTTP timeouts, with a margin): an entry queued behind busy slots is sent
+    # only while at least that much of its lease is left.
+    attempt_time: float = 30.0
     batch: int = 64  # deliveries leased at once (sending or queued to send), all destinations together
     per_destination: int = 8  # deliveries sending at once to one destination (its slots)
     # Leased ahead for a destination whose slots are all busy, and sent as they free: a claim is then worth a
@@ -65,9 +68,12 @@ class DeliverySettings:
 
 def http_client(timeout: float = 20.0) -> httpx.AsyncClient:
     """A pooled HTTP/1.1 client: connections are kept alive from one message to the next, in small pools per
-    destination (``ShardedTransport``: httpcore's bookkeeping grows with the connections of one pool)."""
+    destination (``ShardedTransport``: httpcore's bookkeeping grows with the connections of one pool). Mounted
+    for every URL rather than given as the transport, so that httpx still honours ``HTTP(S)_PROXY`` and
+    ``NO_PROXY`` from the environment (their mounts are more specific and win; those requests take httpx's own
+    pool)."""
     return httpx.AsyncClient(
-        transport=ShardedTransport(),
+        mounts={"all://": ShardedTransport()},
         timeout=httpx.Timeout(timeout, connect=5.0),
         headers={"User-Agent": "dac-gateway"},
     )
@@ -229,21 +235,22 @@ class Dispatcher:
                     self._over(left.entry.destination)
 
     async def _next_queued(self, destination: str) -> _Queued | None:
-        """The next entry queued for this destination; one that waited half its lease behind a slow platform is
-        given back instead (another worker may soon take it over: better than two sending it at once)."""
-        stale: list[OutboxEntry] = []
-        queued = self._queued.get(destination)
-        waiting = None
-        while queued and waiting is None:
-            waiting = queued.popleft()
-            if time.monotonic() - waiting.since > self.settings.lease.total_seconds() / 2:
-                stale.append(waiting.entry)
-                waiting = None
-        try:
-            await self._give_back(stale)
-        except Exception as exc:  # their leases expire instead: nothing is lost
-            log.error("delivery_release_failed", deliveries=len(stale), error_type=type(exc).__name__)
-        return waiting
+        """The next entry queued for this destination that still has time to be sent within its lease; those that
+        no longer have (behind a slow platform) are given back instead: another worker may take one over once
+        its lease runs out, and two must not send it at once. Nothing is taken off the queue but what this
+        returns or gives back, and no await comes between the last look at the queue and the answer."""
+        deadline = self.settings.lease.total_seconds() - self.settings.attempt_time
+        while True:
+            queued = self._queued.get(destination)
+            stale: list[OutboxEntry] = []
+            while queued and time.monotonic() - queued[0].since > deadline:
+                stale.append(queued.popleft().entry)
+            if not stale:
+                return queued.popleft() if queued else None
+            try:
+                await self._give_back(stale)  # counted as over before it awaits: cancellation leaks nothing
+            except Exception as exc:  # their leases expire instead: nothing is lost
+                log.error("delivery_release_failed", deliveries=len(stale), error_type=type(exc).__name__)
 
     async def _deliver(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         try:

@@ -298,18 +298,20 @@ async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
 
 
 @respx.mock
-async def test_an_entry_queued_past_half_its_lease_is_given_back_not_sent(
+async def test_an_entry_queued_until_too_little_of_its_lease_is_left_is_given_back_not_sent(
     database: Database, routing: RoutingTable
 ) -> None:
     await _referrals(database, routing, 2)
 
     async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.6)  # past half the lease of the entry queued behind this one
+        await asyncio.sleep(0.6)  # the entry queued behind it has less than an attempt's time left
         return httpx.Response(200)
 
     route = respx.post(PARIS).mock(side_effect=slow)
     async with httpx.AsyncClient() as client:
-        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8, lease=timedelta(seconds=1))
+        dispatcher = _dispatcher(
+            database, routing, client, per_destination=1, batch=8, lease=timedelta(seconds=1), attempt_time=0.5
+        )
         assert await dispatcher.dispatch() == 2
         await dispatcher.drain()
     assert route.call_count == 1 and not dispatcher.in_flight

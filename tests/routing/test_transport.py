@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from gateway.routing.delivery import http_client
 from gateway.routing.transport import ShardedTransport
 
 PARIS, LYON = "https://dac75.example.org/fhir/$process-message", "https://dac69.example.org/fhir/$process-message"
@@ -58,3 +59,32 @@ async def test_a_failed_request_gives_its_slot_back() -> None:
             with pytest.raises(httpx.ConnectError):
                 await client.post(PARIS, content=b"{}")
         assert _busy(transport) == {"dac75.example.org": [0]}
+
+
+async def test_the_delivery_client_still_goes_through_the_environments_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An egress proxy (HTTP_PROXY) is honoured: the request reaches it in absolute form."""
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+            0,
+        )
+        await reader.readexactly(length)
+        seen.append(head.split(b"\r\n")[0])
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with server, http_client(5.0) as client:
+        answer = await client.post("http://platform.invalid/fhir/$process-message", content=b"{}")
+    assert answer.status_code == 200
+    assert seen == [b"POST http://platform.invalid/fhir/$process-message HTTP/1.1"]
