@@ -38,8 +38,9 @@ from gateway.config import async_database_url
 
 log = structlog.get_logger("gateway.store")
 _IMMEDIATE = "gateway_sqlite_immediate"
-#: PostgreSQL channel notified by every transaction that inserts into the outbox (its trigger, migration 0005).
+#: PostgreSQL channel on which a process tells the others that it committed deliveries to the outbox.
 OUTBOX_CHANNEL = "gateway_outbox"
+NOTIFY_GATHER = 0.005  # seconds: the commits of one such moment go out as one notification
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -122,6 +123,7 @@ class Database:
             _configure_sqlite(self.engine)
         self._write_lock: asyncio.Lock | None = None
         self._outbox_events: set[asyncio.Event] = set()
+        self._notify_others = asyncio.Event()
 
     @property
     def write_lock(self) -> asyncio.Lock | None:
@@ -154,31 +156,54 @@ class Database:
         self._outbox_events.discard(event)
 
     def outbox_written(self) -> None:
+        """Deliveries were committed by this process: wake its workers now, and (``listen_outbox``) the others'."""
+        self._wake_workers()
+        self._notify_others.set()
+
+    def _notified(self, connection: Any, pid: int, _channel: str, _payload: str) -> None:
+        if pid != connection.get_server_pid():  # not the echo of this process's own NOTIFY
+            self._wake_workers()
+
+    def _wake_workers(self) -> None:
         for waiting in self._outbox_events:
             waiting.set()
 
     async def listen_outbox(self, stop: asyncio.Event, check_every: float = 30.0) -> None:
-        """PostgreSQL: ``LISTEN`` on ``OUTBOX_CHANNEL`` (each transaction that enqueues deliveries notifies it)
-        until ``stop``, on a connection of its own, opened again when lost. Polling stays the fallback: a
-        notification missed while reconnecting delays a delivery by one poll interval, never loses it."""
+        """PostgreSQL, until ``stop``, on a connection of its own (opened again when lost): ``LISTEN`` on
+        ``OUTBOX_CHANNEL`` and wake this process's workers when another process notifies it; and ``NOTIFY`` it
+        when this process committed deliveries.
+
+        Why not NOTIFY inside the committing transaction: PostgreSQL serialises the commits of every notifying
+        transaction of the cluster (a lock held through the commit's WAL flush), so intake commits would queue one
+        behind the other. Here the notification follows the commit, from this connection, with
+        ``synchronous_commit`` off (a notification is no data to make durable), once for all the commits of
+        ``NOTIFY_GATHER``. Polling stays the fallback: a notification missed while reconnecting delays a delivery
+        by one poll interval, never loses it."""
         if self.is_sqlite:
             return
         dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
         while not stop.is_set():
             # Any failure here only costs latency (the workers poll): logged, retried, never fatal.
             try:
-                connection = await asyncpg.connect(dsn)
+                connection = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "off"})
             except Exception as exc:
                 log.warning("outbox_listen_failed", error_type=type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(5.0, check_every))
                 continue
             try:
-                await connection.add_listener(OUTBOX_CHANNEL, lambda *_: self.outbox_written())
+                await connection.add_listener(OUTBOX_CHANNEL, self._notified)
                 while not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), check_every)
-                    await connection.execute("SELECT 1")  # a connection lost quietly shows here
+                    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._notify_others.wait())]
+                    await asyncio.wait(waiters, timeout=check_every, return_when=asyncio.FIRST_COMPLETED)
+                    for waiter in waiters:
+                        waiter.cancel()
+                    if self._notify_others.is_set():
+                        self._notify_others.clear()
+                        await connection.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+                        await asyncio.sleep(NOTIFY_GATHER)
+                    elif not stop.is_set():
+                        await connection.execute("SELECT 1")  # a connection lost quietly shows here
             except Exception as exc:
                 log.warning("outbox_listen_lost", error_type=type(exc).__name__)
             finally:

@@ -214,6 +214,7 @@ class OutboxRepository:
 
     async def release(self, owner: str, entry_ids: Sequence[str]) -> None:
         """Give back leases without an attempt (the worker could not send them): due again at once."""
+        self.enqueued = True  # for the other workers to take them now
         o = outbox.c
         await self._execute(
             sa.update(outbox)

@@ -110,8 +110,7 @@ class UnitOfWork:
             raise DuplicateKey(str(exc.orig)) from exc
         self._committed = True
         if self.outbox.enqueued:
-            # This process's worker; on PostgreSQL the outbox's trigger also NOTIFYs every process's (0005).
-            self._database.outbox_written()
+            self._database.outbox_written()  # wake the workers, this process's and (PostgreSQL) the others'
         if audit is not None and event is not None:
             audit.recorded_in_transaction = True
 

@@ -40,11 +40,13 @@ async def test_a_commit_that_enqueues_wakes_this_processs_workers(database: Data
 async def test_another_process_commit_reaches_a_listening_worker(database: Database, database_url: str) -> None:
     listening = Database(database_url)  # another process's view: its own engine, its own events
     woken, stop = listening.outbox_event(), asyncio.Event()
-    listener = asyncio.create_task(listening.listen_outbox(stop))
+    own = database.outbox_event()
+    # Each process runs its listener (the worker starts it): it notifies the others of this process's commits.
+    listeners = [asyncio.create_task(db.listen_outbox(stop)) for db in (database, listening)]
     try:
-        for _ in range(200):  # until the LISTEN is in place: a notification before it is not queued for it
+        for n in range(200):  # until both LISTENs are in place: a notification before that is not queued
             async with UnitOfWork(database) as uow:
-                _enqueue(uow, "dac-75", 1, _)
+                _enqueue(uow, "dac-75", 1, n)
                 await uow.commit()
             try:
                 await asyncio.wait_for(woken.wait(), 0.05)
@@ -53,14 +55,24 @@ async def test_another_process_commit_reaches_a_listening_worker(database: Datab
                 continue
         assert woken.is_set()
         woken.clear()
-        async with UnitOfWork(database) as uow:  # and each later commit with deliveries reaches it
+        await asyncio.sleep(0.2)
+        assert not woken.is_set()  # one commit, one notification: no echo bouncing between processes
+        own.clear()
+        async with UnitOfWork(database) as uow:  # each later commit with deliveries reaches it
             _enqueue(uow, "dac-75", 1, 1000)
             await uow.commit()
+        assert own.is_set()  # this process's worker at once, without the round trip
         await asyncio.wait_for(woken.wait(), 5)
+        own.clear()
+        async with UnitOfWork(listening) as uow:  # and the other way round
+            _enqueue(uow, "dac-75", 1, 2000)
+            await uow.commit()
+        await asyncio.wait_for(own.wait(), 5)
     finally:
         stop.set()
-        await asyncio.wait_for(listener, 10)
+        await asyncio.wait_for(asyncio.gather(*listeners), 10)
         listening.drop_outbox_event(woken)
+        database.drop_outbox_event(own)
         await listening.dispose()
 
 
