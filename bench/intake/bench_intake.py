@@ -16,6 +16,9 @@ not counted, then ``--seconds`` counted. The gateways deliver what they route to
 
     .venv/bin/python bench/intake/bench_intake.py --seconds 15 [--backends sqlite,postgresql] [--auth] [--json]
 
+``--rate R`` offers R referrals/s instead, open-loop: each request starts on its schedule whether or not the
+earlier ones were answered, and its latency counts from that scheduled start (no coordinated omission).
+
 ``--auth`` runs the gateways with authentication on (SMART Backend Services): the bench registers a client with a
 key made for the run, gets an access token at ``/auth/token`` and sends it with every referral.
 """
@@ -62,6 +65,11 @@ BACKENDS = ("sqlite", "postgresql")
 MIN_RATIO_SQLITE = 0.5
 MAX_RSS_MB = 200.0
 MIN_SCALING_2P = 1.6  # issue #7: two API processes on PostgreSQL against one
+
+CLOSED_LOOP_CLIENTS = 8
+# Open loop: enough connections that requests do not queue behind each other at the offered rate (100/s at 50 ms
+# is 5 in flight); one that does wait for a connection is still timed from its scheduled start.
+OPEN_LOOP_CONNECTIONS = 64
 
 BODY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://fhir.dac-gateway.org/bench")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -194,6 +202,35 @@ def cpu_seconds(pid: int | None) -> float | None:
     return total
 
 
+def database_backends(database: str) -> list[int]:
+    """The PostgreSQL server processes serving connections to ``database`` (their title names it:
+    ``postgres: 15/main: postgres bench_1a2b… 127.0.0.1(40000) idle``)."""
+    backends = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("postgres: ") and f" {database} " in title:
+            backends.append(int(entry.name))
+    return backends
+
+
+def database_cpu_seconds(database: str | None) -> float | None:
+    """User + system CPU time so far of the PostgreSQL backends serving ``database`` (None: no such database).
+    A backend that exits takes its time with it: the gateway's pool keeps its connections, so few do."""
+    if database is None:
+        return None
+    total = 0.0
+    for backend in database_backends(database):
+        fields = _stat_fields(backend)
+        if fields is not None:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def peak_rss_kb(pid: int) -> int | None:
     """The largest peak resident set among a process and its descendants (each API process is its own)."""
     peaks = [kb for member in process_tree(pid) if (kb := proc_status_kb(member, "VmHWM")) is not None]
@@ -213,10 +250,17 @@ class CpuSample:
     server: float | None
     sink: float | None
     load_generator: float
+    database: float | None = None  # the PostgreSQL backends of the target's database
 
     @classmethod
-    def take(cls, server_pid: int, sink_pid: int | None) -> CpuSample:
-        return cls(machine_busy_seconds(), cpu_seconds(server_pid), cpu_seconds(sink_pid), time.process_time())
+    def take(cls, server_pid: int, sink_pid: int | None, database: str | None = None) -> CpuSample:
+        return cls(
+            machine_busy_seconds(),
+            cpu_seconds(server_pid),
+            cpu_seconds(sink_pid),
+            time.process_time(),
+            database_cpu_seconds(database),
+        )
 
 
 @dataclass
@@ -226,7 +270,8 @@ class CpuUse:
     server: float | None
     load_generator: float
     sink: float | None
-    others: float  # every other process (PostgreSQL's included), and the kernel on their behalf
+    others: float  # every other process (PostgreSQL's other processes included), and the kernel on their behalf
+    database: float | None = None  # the PostgreSQL backends serving the target's database
 
     @classmethod
     def between(cls, before: CpuSample, after: CpuSample, seconds: float) -> CpuUse:
@@ -234,9 +279,11 @@ class CpuUse:
             return (b - a) / seconds if a is not None and b is not None else None
 
         server, sink = delta(before.server, after.server), delta(before.sink, after.sink)
+        database = delta(before.database, after.database)
         load_generator = (after.load_generator - before.load_generator) / seconds
         machine = (after.machine - before.machine) / seconds
-        return cls(server, load_generator, sink, max(0.0, machine - (server or 0.0) - (sink or 0.0) - load_generator))
+        accounted = (server or 0.0) + (sink or 0.0) + (database or 0.0) + load_generator
+        return cls(server, load_generator, sink, max(0.0, machine - accounted), database)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -383,14 +430,18 @@ def postgres_database() -> Iterator[str]:
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class Load:
-    requests: int = 0  # sent in the counted window and answered before it ended
-    ok: int = 0  # … with a 2xx
-    latencies_ms: list[float] = field(default_factory=list)  # of those
+    # Closed loop: sent in the counted window and answered before it ended. Open loop (--rate): scheduled in the
+    # counted window, answered whenever (the run waits for them).
+    requests: int = 0
+    ok: int = 0  # 2xx answers received in the counted window (what ref/s counts)
+    latencies_ms: list[float] = field(default_factory=list)  # of the 2xx answers to ``requests``
+    behind_ms: float = 0.0  # open loop: how late the load generator started a request, at worst
     sent: int = 0  # all requests, warm-up and tail included
     non_2xx: int = 0  # over all requests (warm-up and tail included), transport errors counted too
     first_error: str | None = None
     cpu: CpuUse | None = None  # during the counted window
     server_cpu_s: float | None = None  # the server's CPU seconds during the counted window
+    database_cpu_s: float | None = None  # the PostgreSQL backends' CPU seconds during the counted window
     delivered: int | None = None  # messages the loopback platform received during the counted window
 
 
@@ -404,34 +455,67 @@ async def generate_load(
     pid: int,
     sink: Server | None,
     authorization: dict[str, str] | None = None,
+    rate: float | None = None,
+    database: str | None = None,
 ) -> Load:
+    """Closed loop (``rate`` None): ``clients`` clients, each posting its next referral once answered. Open loop:
+    ``rate`` referrals/s, each started on its schedule over up to ``clients`` connections; a request waiting for
+    a connection, or started late by a busy load generator, is timed from its scheduled start all the same."""
     result = Load()
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON} | (authorization or {})
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     start = time.perf_counter()
     window_start, window_end = start + warmup, start + warmup + seconds
 
-    async def client(http: httpx.AsyncClient) -> None:
-        while time.perf_counter() < window_end:
-            body = referrals.body(next(next_index))
-            sent = time.perf_counter()
-            error: str | None = None
-            try:
-                response = await http.post(url, content=body, headers=headers)
-                if not 200 <= response.status_code <= 299:
-                    error = f"HTTP {response.status_code}: {response.text}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            answered = time.perf_counter()
-            result.sent += 1
-            if error is not None:
-                result.non_2xx += 1
-                result.first_error = result.first_error or error
-            if window_start <= sent and answered <= window_end:
+    async def post(http: httpx.AsyncClient, scheduled: float) -> None:
+        """One referral; ``scheduled`` is when it was due (its latency counts from then)."""
+        body = referrals.body(next(next_index))
+        error: str | None = None
+        try:
+            response = await http.post(url, content=body, headers=headers)
+            if not 200 <= response.status_code <= 299:
+                error = f"HTTP {response.status_code}: {response.text}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        answered = time.perf_counter()
+        result.sent += 1
+        if error is not None:
+            result.non_2xx += 1
+            result.first_error = result.first_error or error
+        in_window = window_start <= scheduled < window_end
+        if rate is None:  # closed loop: what was sent and answered within the window
+            if in_window and answered <= window_end:
                 result.requests += 1
                 if error is None:
                     result.ok += 1
-                    result.latencies_ms.append((answered - sent) * 1000.0)
+                    result.latencies_ms.append((answered - scheduled) * 1000.0)
+            return
+        if error is None and window_start <= answered <= window_end:
+            result.ok += 1  # throughput: the answers the window saw, whenever they were due
+        if in_window:
+            result.requests += 1
+            if error is None:
+                result.latencies_ms.append((answered - scheduled) * 1000.0)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < window_end:
+            await post(http, time.perf_counter())
+
+    async def scheduler(http: httpx.AsyncClient, per_second: float) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        for n in itertools.count():
+            due = start + n / per_second
+            if due >= window_end:
+                break
+            now = time.perf_counter()
+            if due > now:
+                await asyncio.sleep(due - now)
+            else:
+                result.behind_ms = max(result.behind_ms, (now - due) * 1000.0)
+            task = asyncio.create_task(post(http, due))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        await asyncio.gather(*in_flight)  # the window's last requests are timed to their answers too
 
     sink_pid = sink.pid if sink else None
 
@@ -443,12 +527,14 @@ async def generate_load(
 
     async def cpu_meter(http: httpx.AsyncClient) -> None:
         await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-        before, delivered_before = CpuSample.take(pid, sink_pid), await delivered(http)
+        before, delivered_before = CpuSample.take(pid, sink_pid, database), await delivered(http)
         await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-        after, delivered_after = CpuSample.take(pid, sink_pid), await delivered(http)
+        after, delivered_after = CpuSample.take(pid, sink_pid, database), await delivered(http)
         result.cpu = CpuUse.between(before, after, seconds)
         if before.server is not None and after.server is not None:
             result.server_cpu_s = after.server - before.server
+        if before.database is not None and after.database is not None:
+            result.database_cpu_s = after.database - before.database
         if delivered_before is not None and delivered_after is not None:
             result.delivered = delivered_after - delivered_before
 
@@ -456,7 +542,8 @@ async def generate_load(
         httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as http,
         httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as meter_http,  # not queued behind the load's connections
     ):
-        await asyncio.gather(cpu_meter(meter_http), *(client(http) for _ in range(clients)))
+        load = [scheduler(http, rate)] if rate is not None else [client(http) for _ in range(clients)]
+        await asyncio.gather(cpu_meter(meter_http), *load)
     return result
 
 
@@ -487,10 +574,10 @@ def drain_deliveries(server: Server, sink: Server, expected: int, timeout: float
     return Drain(count - count_before, time.perf_counter() - started, spent, count >= expected)
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of already sorted values (None when there are none: nothing was answered)."""
     if not sorted_values:
-        return 0.0
+        return None
     return sorted_values[max(0, math.ceil(fraction * len(sorted_values)) - 1)]
 
 
@@ -502,8 +589,9 @@ class Figures:
     target: str
     requests: int
     referrals_per_s: float
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float | None  # None: no 2xx answer to time
+    p95_ms: float | None
+    p99_ms: float | None
     non_2xx: int
     peak_rss_mb: float | None
     server_cpu_ms_per_referral: float | None
@@ -516,6 +604,16 @@ class Figures:
     window_server_cpu_s: float | None = None  # the server's CPU seconds in the counted window
     delivered_in_window: int | None = None  # deliveries the loopback platform received in the counted window
     drain: Drain | None = None  # the worker alone, after the load, until every referral was delivered
+    window_database_cpu_s: float | None = None  # the PostgreSQL backends' CPU seconds in the counted window
+    offered_rate: float | None = None  # open loop: referrals/s offered
+    behind_ms: float | None = None  # open loop: how late the load generator started a request, at worst
+
+    @property
+    def database_cpu_ms_per_referral(self) -> float | None:
+        """The PostgreSQL backends' CPU in the counted window (the worker's deliveries included) per referral."""
+        if self.window_database_cpu_s is None or not self.window_ok:
+            return None
+        return self.window_database_cpu_s * 1000.0 / self.window_ok
 
     @property
     def delivery_cpu_ms(self) -> float | None:
@@ -567,8 +665,10 @@ def measure(
     args: argparse.Namespace,
     sink: Server | None,
     authorization: dict[str, str] | None = None,
+    database: str | None = None,
 ) -> Figures:
-    log(f"{server.name}: {args.clients} clients, {args.warmup:g} s warm-up + {args.seconds:g} s counted …")
+    load_shape = f"{args.rate:g} referrals/s offered" if args.rate else f"{args.clients} clients"
+    log(f"{server.name}: {load_shape}, {args.warmup:g} s warm-up + {args.seconds:g} s counted …")
     delivered_before = sink_count(sink) if sink else 0
     load = asyncio.run(
         generate_load(
@@ -581,6 +681,8 @@ def measure(
             server.pid,
             sink,
             authorization,
+            args.rate,
+            database,
         )
     )
     peak_kb = peak_rss_kb(server.pid)
@@ -597,6 +699,7 @@ def measure(
         requests=load.requests,
         referrals_per_s=load.ok / args.seconds,
         p50_ms=percentile(latencies, 0.50),
+        p95_ms=percentile(latencies, 0.95),
         p99_ms=percentile(latencies, 0.99),
         non_2xx=load.non_2xx,
         peak_rss_mb=peak_kb / 1024.0 if peak_kb is not None else None,
@@ -610,6 +713,9 @@ def measure(
         window_server_cpu_s=load.server_cpu_s,
         delivered_in_window=load.delivered,
         drain=drain,
+        window_database_cpu_s=load.database_cpu_s,
+        offered_rate=args.rate,
+        behind_ms=load.behind_ms if args.rate else None,
     )
 
 
@@ -646,9 +752,10 @@ def run_gateway(
     argv = [gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes)]
     # The same name with --auth, so the ratios to the floor are printed alike; "-2p" for two API processes.
     name = f"gateway-{backend}" + (f"-{processes}p" if processes > 1 else "")
+    database = database_url.rsplit("/", 1)[-1] if backend == "postgresql" else None
     with serve(name, argv, env, work, f"http://127.0.0.1:{port}", "/fhir/metadata", work) as server:
         authorization = client.authorization(server.base_url) if client else None
-        return measure(server, referrals, args, sink, authorization)
+        return measure(server, referrals, args, sink, authorization, database)
 
 
 class BenchClient:
@@ -704,20 +811,27 @@ def optional(value: float | None, spec: str) -> str:
 
 
 def print_report(figures: list[Figures], notes: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    load_shape = (
+        f"{args.rate:g} referrals/s offered (open loop, at most {args.clients} connections)"
+        if args.rate
+        else f"{args.clients} clients"
+    )
     print(
-        f"\nReferral intake ({TEMPLATE.name}, a new referral and patient each time): {args.clients} clients, "
+        f"\nReferral intake ({TEMPLATE.name}, a new referral and patient each time): {load_shape}, "
         f"{args.seconds:g} s counted after {args.warmup:g} s warm-up"
     )
     header = (
-        f"{'target':<20}{'requests':>9}{'ref/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
-        f"{'peak RSS MB':>13}{'CPU ms/ref':>12}"
+        f"{'target':<20}{'requests':>9}{'ref/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+        f"{'peak RSS MB':>13}{'CPU ms/ref':>12}{'PG ms/ref':>11}"
     )
     print(header)
     print("-" * len(header))
     for f in figures:
         print(
-            f"{f.target:<20}{f.requests:>9}{f.referrals_per_s:>9.1f}{f.p50_ms:>9.1f}{f.p99_ms:>9.1f}{f.non_2xx:>9}"
+            f"{f.target:<20}{f.requests:>9}{f.referrals_per_s:>9.1f}{optional(f.p50_ms, '9.1f')}"
+            f"{optional(f.p95_ms, '9.1f')}{optional(f.p99_ms, '9.1f')}{f.non_2xx:>9}"
             f"{optional(f.peak_rss_mb, '13.1f')}{optional(f.server_cpu_ms_per_referral, '12.2f')}"
+            f"{optional(f.database_cpu_ms_per_referral, '11.2f')}"
         )
     for f in figures:
         details = [f"{f.sent} sent in all, {f.stored if f.stored is not None else '?'} stored"]
@@ -729,8 +843,15 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
             used = [f"server {optional(f.cpu.server, '.2f')}", f"load generator {f.cpu.load_generator:.2f}"]
             if f.cpu.sink is not None:
                 used.append(f"loopback platform {f.cpu.sink:.2f}")
+            if f.cpu.database is not None:
+                used.append(f"PostgreSQL backends {f.cpu.database:.2f}")
             used.append(f"other processes {f.cpu.others:.2f}")
             details.append(f"cores used in the window (of {os.cpu_count()}): " + ", ".join(used))
+        if f.offered_rate is not None:
+            details.append(
+                f"offered {f.offered_rate:g}/s, achieved {f.referrals_per_s:.1f}/s; load generator at worst "
+                f"{optional(f.behind_ms, '.1f')} ms behind its schedule"
+            )
         print(f"  {f.target}: " + "; ".join(details))
         if f.drain is not None:
             print(
@@ -786,6 +907,7 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
         print(f"  {'ok  ' if held else 'MISS'}  {check}")
     return {
         "clients": args.clients,
+        "rate": args.rate,
         "seconds": args.seconds,
         "warmup": args.warmup,
         "runs": {
@@ -794,6 +916,7 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
                 "delivery_cpu_ms": f.delivery_cpu_ms,
                 "intake_cpu_ms_per_referral": f.intake_cpu_ms_per_referral,
                 "end_to_end_cpu_ms_per_referral": f.end_to_end_cpu_ms_per_referral,
+                "database_cpu_ms_per_referral": f.database_cpu_ms_per_referral,
             }
             for f in figures
         },
@@ -811,7 +934,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0, help="counted duration per target (default 15)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up per target, not counted (default 2)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="concurrent clients (default 8); with --rate, the most connections open at once (default 64)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="offer this many referrals/s, open loop (each started on schedule, timed from it) instead of "
+        "--clients closed-loop clients",
+    )
     parser.add_argument(
         "--backends",
         default=",".join(BACKENDS),
@@ -844,8 +979,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = set(args.backend_list) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))} (choose among {', '.join(BACKENDS)})")
+    if args.clients is None:
+        args.clients = OPEN_LOOP_CONNECTIONS if args.rate is not None else CLOSED_LOOP_CLIENTS
     if args.seconds <= 0 or args.warmup < 0 or args.clients < 1:
         parser.error("--seconds must be > 0, --warmup >= 0, --clients >= 1")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be > 0")
     return args
 
 
@@ -885,7 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_signal)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (nohup, &)
-    pool_size = math.ceil((args.seconds + args.warmup) * args.pool_rate) + args.clients
+    pool_size = math.ceil((args.seconds + args.warmup) * (args.rate or args.pool_rate)) + args.clients
     log(f"pre-generating {pool_size} referral bodies from {TEMPLATE.name} …")
     referrals = Referrals(TEMPLATE, pool_size)
     notes: list[str] = []
