@@ -413,7 +413,6 @@ async def _store(
     service_request_reference = f"ServiceRequest/{by_entry[id(referral.service_request)].id}"
     patient_resolution = by_entry[id(referral.patient)]
     patient_reference = f"Patient/{patient_resolution.id}"
-    platform_reference = _platform_organization(uow, platform, known, claimed)
 
     in_bundle = {f"{r.entry.resource_type}/{r.id}": r.entry.resource for r in resolutions}
 
@@ -440,6 +439,9 @@ async def _store(
         patient_reference if patient_resolution.existing is not None else None,
         identity_keys(referral.patient.resource),
     )
+    # After the look-ups: the platform's Organization, when it is new, is the first write, and every write waits
+    # for the commit's single flush (a write staged before a read is flushed first: one more round trip).
+    platform_reference = _platform_organization(uow, platform, known, claimed)
     plan = plan_intake(
         ReferralFacts(
             policy=platform.policy,

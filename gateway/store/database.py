@@ -14,6 +14,13 @@ queue on an ``asyncio.Lock`` and never meet one; several processes on one SQLite
 support (use PostgreSQL for that), and a short ``busy_timeout`` bounds the wait when an operator's command
 (``gateway outbox replay``) writes beside a running server.
 
+On PostgreSQL a pooled connection may have died while it waited (the server restarted, a failover), so one
+idle for a while is pinged before it is handed out, and a dead one replaced (``_ping_when_idle``). Not every
+checkout: SQLAlchemy's ``pool_pre_ping`` does that, and on asyncpg its ping is three round trips (BEGIN, an
+empty query, ROLLBACK) — under load as many as the referral's own statements. A connection used a moment ago is
+alive or died so recently that the request fails as it would have during the outage (a 503), and the pool
+replaces it.
+
 SQLite allows one writer at a time. Write transactions start with ``BEGIN IMMEDIATE`` (so two never deadlock
 upgrading read locks), and inside one process they also queue on an ``asyncio.Lock`` (so they wait their turn
 instead of spinning in SQLite's busy handler). Reads never wait: WAL lets them run beside the writer.
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -31,6 +39,7 @@ import aiosqlite
 import asyncpg
 import structlog
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -92,6 +101,36 @@ def _sqlite_creator(url: str) -> Callable[[], Any]:
     return create
 
 
+#: A PostgreSQL connection idle longer than this is pinged before it is handed out again.
+PING_AFTER_IDLE_SECONDS = 5.0
+_IDLE_SINCE = "gateway_idle_since"
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """SQLAlchemy's pattern for pessimistic disconnect handling of its own: raising ``DisconnectionError`` at
+    checkout makes the pool discard that connection and check out another (a new one if need be)."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "connect")
+    def _on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is not None and time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise sa_exc.DisconnectionError(f"a pooled connection is dead ({type(exc).__name__})") from exc
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -113,7 +152,6 @@ class Database:
             options |= {
                 "pool_size": 10,
                 "max_overflow": 10,
-                "pool_pre_ping": True,
                 "connect_args": {"server_settings": {"plan_cache_mode": "force_custom_plan"}},
             }
         if self.is_sqlite:
@@ -121,6 +159,8 @@ class Database:
         self.engine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_when_idle(self.engine)
         self._write_lock: asyncio.Lock | None = None
         self._outbox_events: set[asyncio.Event] = set()
         self._notify_others = asyncio.Event()

@@ -1,7 +1,9 @@
 """Repositories: the only code that knows the SQL. Callers see ``StoredResource``s and search results.
 
-Writes are buffered and sent in bulk (one ``executemany`` per table) when the unit of work flushes — before
-any read in the same transaction and at commit — so a referral of ten resources costs a handful of statements.
+Writes are buffered and sent in bulk when the unit of work flushes — before any read in the same transaction
+and at commit. On SQLite that is one ``executemany`` per table. On PostgreSQL it is one statement for every table
+(``_BulkInsert``): each round trip to the server costs the gateway a socket write and a wake-up of the server
+process, more than the rows themselves, and a referral fills nine tables.
 """
 
 from __future__ import annotations
@@ -73,21 +75,81 @@ class PendingWrites:
             self.written.append(f"{row['resource_type']}/{row['id']}/_history/{row['version_id']}")
 
     async def flush(self, connection: AsyncConnection) -> None:
-        # Identities and idempotency keys first: a duplicate fails fast, before the bulk of the rows is sent.
-        for table in (
-            resource_identities,
-            idempotency_keys,
-            resources,
-            resource_versions,
-            search_index,
-            outbox,
-            referral_origins,
-            referral_members,
-            referral_senders,
-        ):
-            rows = self.rows.pop(table, None)
-            if rows:
-                await connection.execute(_insert(table), rows)
+        batches = [(table, rows) for table in _FLUSH_ORDER if (rows := self.rows.pop(table, None))]
+        if not batches:
+            return
+        if connection.dialect.name == "postgresql":
+            statement, parameters = _bulk_insert(batches, connection.dialect)
+            await connection.execute(statement, parameters)
+            return
+        for table, rows in batches:
+            await connection.execute(_insert(table), rows)
+
+
+# Identities and idempotency keys first: on SQLite, where each table is a statement of its own, a duplicate fails
+# fast, before the bulk of the rows is sent.
+_FLUSH_ORDER = (
+    resource_identities,
+    idempotency_keys,
+    resources,
+    resource_versions,
+    search_index,
+    outbox,
+    referral_origins,
+    referral_members,
+    referral_senders,
+)
+
+
+class _BulkInsert:
+    """One PostgreSQL statement that inserts rows into several tables: each table's rows go as one array per
+    column, turned back into rows by ``unnest``, each table's INSERT a data-modifying CTE of the statement::
+
+        WITH t0 AS (INSERT INTO resources (…) SELECT * FROM unnest(CAST(:t0_c0 AS VARCHAR(64)[]), …)), …
+        INSERT INTO search_index (…) SELECT * FROM unnest(…)
+
+    One round trip and one execution on the server, where ``executemany`` was a round trip per table and an
+    execution per row (a referral is about a hundred rows). It is atomic like any statement: a duplicate key
+    in any table fails it whole (IntegrityError, as before). The statement depends only on which tables and
+    columns are written, so there are few of them and each is prepared once per connection."""
+
+    def __init__(self) -> None:
+        self._statements: dict[tuple[tuple[str, tuple[str, ...]], ...], sa.TextClause] = {}
+
+    def __call__(
+        self, batches: Sequence[tuple[sa.Table, list[dict[str, Any]]]], dialect: sa.Dialect
+    ) -> tuple[sa.TextClause, dict[str, Any]]:
+        # Every row of a table names the same columns (as executemany requires): the first one's.
+        groups = [(table, tuple(rows[0]), rows) for table, rows in batches]
+        shape = tuple((table.name, columns) for table, columns, _ in groups)
+        statement = self._statements.get(shape)
+        if statement is None:
+            statement = self._statements[shape] = self._build(groups, dialect)
+        parameters = {
+            f"t{g}_c{c}": [row[column] for row in rows]
+            for g, (_, columns, rows) in enumerate(groups)
+            for c, column in enumerate(columns)
+        }
+        return statement, parameters
+
+    @staticmethod
+    def _build(
+        groups: Sequence[tuple[sa.Table, tuple[str, ...], list[dict[str, Any]]]], dialect: sa.Dialect
+    ) -> sa.TextClause:
+        quote = dialect.identifier_preparer
+        inserts = []
+        for g, (table, columns, _) in enumerate(groups):
+            arrays = ", ".join(
+                f"CAST(:t{g}_c{c} AS {table.c[column].type.compile(dialect)}[])" for c, column in enumerate(columns)
+            )
+            names = ", ".join(quote.quote(column) for column in columns)
+            inserts.append(f"INSERT INTO {quote.format_table(table)} ({names}) SELECT * FROM unnest({arrays})")
+        *first, last = inserts
+        ctes = ", ".join(f"t{g} AS ({insert})" for g, insert in enumerate(first))
+        return sa.text(f"WITH {ctes} {last}" if ctes else last)
+
+
+_bulk_insert = _BulkInsert()
 
 
 def rows_in(columns: Sequence[sa.ColumnElement[Any]], rows: Iterable[tuple[Any, ...]]) -> sa.ColumnElement[bool]:
