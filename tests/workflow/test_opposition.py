@@ -67,6 +67,19 @@ async def test_an_opposition_on_record_holds_for_later_referrals(client: httpx.A
     assert service_request["status"] == "revoked"
 
 
+async def test_an_opposition_no_longer_active_does_not_hold(client: httpx.AsyncClient) -> None:
+    """The look-up at intake fetches the patient's Consents whatever their status (see _opposition_on_record
+    for why) and keeps the active denials only."""
+    bundle = load_example("referral-opposition.json")
+    resource(bundle, "Consent")["status"] = "inactive"  # withdrawn since
+    await _post(client, bundle)
+    later = renamed(bundle, "-later")
+    resource(later, "Consent")["provision"]["type"] = "permit"
+    resource(later, "Consent")["status"] = "active"
+    _, service_request = await _post(client, later)
+    assert service_request["status"] != "revoked"
+
+
 async def test_a_later_opposition_revokes_open_referrals_and_cancels_their_tasks(client: httpx.AsyncClient) -> None:
     bundle = load_example("referral-social-worker.json")  # no Consent: a patient-information Task is open
     _, service_request = await _post(client, bundle)
