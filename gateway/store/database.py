@@ -21,6 +21,14 @@ empty query, ROLLBACK) — under load as many as the referral's own statements. 
 alive or died so recently that the request fails as it would have during the outage (a 503), and the pool
 replaces it.
 
+On PostgreSQL a unit of work also begins its transaction only when it first writes (``_begin_before_writing``):
+its reads before that run on their own, as autocommit statements, and when its only write is the commit's
+flush — one statement on PostgreSQL, atomic by itself — there is no BEGIN or COMMIT at all. A referral's intake
+is three look-ups and that flush: four round trips instead of six. Nothing is lost by it: under READ COMMITTED,
+which the gateway uses, every statement of a transaction takes a new snapshot anyway, so reads in a transaction
+see nothing that reads on their own would not; what needs the transaction — a write, a locking read (``FOR
+UPDATE``), any read after a write — comes after the BEGIN.
+
 SQLite allows one writer at a time. Write transactions start with ``BEGIN IMMEDIATE`` (so two never deadlock
 upgrading read locks), and inside one process they also queue on an ``asyncio.Lock`` (so they wait their turn
 instead of spinning in SQLite's busy handler). Reads never wait: WAL lets them run beside the writer.
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Generator
@@ -131,6 +140,39 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise sa_exc.DisconnectionError(f"a pooled connection is dead ({type(exc).__name__})") from exc
 
 
+#: Where a PostgreSQL unit of work stands, in its pooled connection's ``info`` (absent: an ordinary connection,
+#: whose transaction SQLAlchemy begins before its first statement).
+_TRANSACTION = "gateway_transaction"
+_DEFERRED = "deferred"  # nothing written yet: statements run on their own (asyncpg autocommit)
+_BEGUN = "begun"  # a write came: BEGIN was sent before it, COMMIT or ROLLBACK ends it
+_COMMIT_ALONE = "commit-alone"  # the commit's single flush statement, on its own
+#: A statement that only reads: a SELECT without a row lock. Anything else (INSERT, UPDATE, DELETE, a WITH that
+#: may modify data, SELECT … FOR UPDATE / FOR SHARE) begins the transaction first.
+_READ_ONLY = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+_LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
+
+
+def _begin_before_writing(engine: AsyncEngine) -> None:
+    """The asyncpg adapter begins a transaction before a statement unless it is in autocommit mode; a deferred
+    unit of work's connection is put in that mode at checkout (``Database.connect``), and taken out of it here,
+    before the first statement that is not a plain read — the adapter then sends BEGIN before that one."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _on_statement(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        info = connection.info
+        if info.get(_TRANSACTION) != _DEFERRED:
+            return
+        if _READ_ONLY.match(statement) and not _LOCKING.search(statement):
+            return
+        info[_TRANSACTION] = _BEGUN
+        connection.connection.dbapi_connection.autocommit = False
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if record is not None and record.info.pop(_TRANSACTION, None) is not None and dbapi_connection is not None:
+            dbapi_connection.autocommit = False  # the next user of the connection gets an ordinary one
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -161,6 +203,7 @@ class Database:
             _configure_sqlite(self.engine)
         else:
             _ping_when_idle(self.engine)
+            _begin_before_writing(self.engine)
         self._write_lock: asyncio.Lock | None = None
         self._outbox_events: set[asyncio.Event] = set()
         self._notify_others = asyncio.Event()
@@ -175,10 +218,25 @@ class Database:
         return self._write_lock
 
     async def connect(self, *, write: bool) -> AsyncConnection:
+        """A connection for a unit of work. On PostgreSQL its transaction is deferred until it first writes (see
+        the module docstring)."""
         connection = await self.engine.connect()
         if write and self.is_sqlite:
             await connection.execution_options(**{_IMMEDIATE: True})
+        if not self.is_sqlite:
+            raw = await connection.get_raw_connection()
+            raw.info[_TRANSACTION] = _DEFERRED
+            raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
         return connection
+
+    async def commit_alone(self, connection: AsyncConnection) -> None:
+        """Before a unit of work's commit flush: when nothing was written yet on this PostgreSQL connection, the
+        flush — one statement — runs on its own, atomic without BEGIN and COMMIT."""
+        if self.is_sqlite:
+            return
+        raw = await connection.get_raw_connection()
+        if raw.info.get(_TRANSACTION) == _DEFERRED:
+            raw.info[_TRANSACTION] = _COMMIT_ALONE
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from sqlalchemy import event
 from gateway.store import Database
 from gateway.store.repository import PendingWrites
 from gateway.store.tables import referral_members, resource_identities, search_index
+from gateway.store.unit_of_work import UnitOfWork
 from tests.conftest import load_example
 from tests.support.databases import USES_POSTGRESQL
 
@@ -69,3 +71,62 @@ async def test_a_flush_writes_every_table_and_every_row(database: Database, stat
     assert sorted(identities) == ["1", "2"]
     assert sorted(names) == [("Dupont", None), ("Durand", None)]
     assert members == ["p1"]
+
+
+@pytest.fixture
+def begins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every transaction asyncpg begins (a BEGIN round trip each), while the test runs."""
+    begun: list[str] = []
+    start = asyncpg.transaction.Transaction.start
+
+    async def counted(self: asyncpg.transaction.Transaction) -> None:
+        begun.append("BEGIN")
+        await start(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counted)
+    return begun
+
+
+@pytest.mark.skipif(not USES_POSTGRESQL, reason="PostgreSQL's transactions begin when a unit of work first writes")
+async def test_a_new_referral_sends_no_begin_nor_commit(client: httpx.AsyncClient, begins: list[str]) -> None:
+    """Its look-ups run on their own and its writes are one statement: atomic without a transaction around it."""
+    answer = await client.post("/fhir", json=load_example("referral-hospital-nurse.json"), headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    assert begins == []
+    service_request = next(e for e in answer.json()["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    read = await client.get("/fhir/" + service_request["response"]["location"].split("/_history")[0])
+    assert read.status_code == 200
+
+
+async def test_a_write_after_reads_is_rolled_back_with_the_unit_of_work(database: Database, begins: list[str]) -> None:
+    """Reads first (on their own, on PostgreSQL), then an immediate write: the write begins the transaction, and
+    the unit of work's failure rolls it back."""
+    async with UnitOfWork(database) as uow:
+        created = uow.resources.add({"resourceType": "Organization", "name": "A"})
+        await uow.commit()
+    begins.clear()
+    with pytest.raises(RuntimeError):
+        async with UnitOfWork(database) as uow:
+            current = await uow.resources.get("Organization", created.id)
+            assert current is not None
+            assert await uow.resources.update(current, {"resourceType": "Organization", "name": "B"}) is not None
+            raise RuntimeError("boom")
+    if USES_POSTGRESQL:
+        assert begins == ["BEGIN"]
+    async with UnitOfWork(database, write=False) as uow:
+        after = await uow.resources.get("Organization", created.id)
+    assert after is not None and after.version_id == 1 and after.content["name"] == "A"
+
+
+async def test_a_pooled_connection_is_given_back_ordinary(database: Database) -> None:
+    """A unit of work's connection returns to the pool as it came: the next plain user gets a transaction that
+    its rollback undoes, not autocommit."""
+    for _ in range(3):  # the pool hands the same connection back
+        async with UnitOfWork(database, write=False) as uow:
+            await uow.resources.exists("Organization", "x")
+    row = {"resource_type": "Patient", "system": "s", "value": "v", "resource_id": "p"}
+    async with database.engine.connect() as connection:
+        await connection.execute(sa.insert(resource_identities), row)
+        await connection.rollback()
+    async with database.engine.connect() as connection:
+        assert (await connection.execute(sa.select(sa.func.count()).select_from(resource_identities))).scalar() == 0
