@@ -153,19 +153,23 @@ _LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b",
 
 
 def _begin_before_writing(engine: AsyncEngine) -> None:
-    """The asyncpg adapter begins a transaction before a statement unless it is in autocommit mode; a deferred
-    unit of work's connection is put in that mode at checkout (``Database.connect``), and taken out of it here,
-    before the first statement that is not a plain read — the adapter then sends BEGIN before that one."""
+    """The asyncpg adapter begins a transaction before a statement unless it is in autocommit mode. Before each
+    statement of a deferred unit of work, this puts it in that mode for a plain read (and for the commit's flush
+    when nothing was written before), and out of it for good at the first write — the adapter then sends BEGIN
+    before that statement."""
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def _on_statement(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         info = connection.info
-        if info.get(_TRANSACTION) != _DEFERRED:
+        state = info.get(_TRANSACTION)
+        if state is None or state == _BEGUN:
             return
-        if _READ_ONLY.match(statement) and not _LOCKING.search(statement):
-            return
-        info[_TRANSACTION] = _BEGUN
-        connection.connection.dbapi_connection.autocommit = False
+        adapter = connection.connection.dbapi_connection
+        if state == _DEFERRED and not (_READ_ONLY.match(statement) and not _LOCKING.search(statement)):
+            info[_TRANSACTION] = _BEGUN
+            adapter.autocommit = False
+        else:
+            adapter.autocommit = True
 
     @event.listens_for(engine.sync_engine.pool, "checkin")
     def _on_checkin(dbapi_connection: Any, record: Any) -> None:
@@ -224,19 +228,14 @@ class Database:
         if write and self.is_sqlite:
             await connection.execution_options(**{_IMMEDIATE: True})
         if not self.is_sqlite:
-            raw = await connection.get_raw_connection()
-            raw.info[_TRANSACTION] = _DEFERRED
-            raw.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+            connection.info[_TRANSACTION] = _DEFERRED
         return connection
 
-    async def commit_alone(self, connection: AsyncConnection) -> None:
+    def commit_alone(self, connection: AsyncConnection) -> None:
         """Before a unit of work's commit flush: when nothing was written yet on this PostgreSQL connection, the
         flush — one statement — runs on its own, atomic without BEGIN and COMMIT."""
-        if self.is_sqlite:
-            return
-        raw = await connection.get_raw_connection()
-        if raw.info.get(_TRANSACTION) == _DEFERRED:
-            raw.info[_TRANSACTION] = _COMMIT_ALONE
+        if not self.is_sqlite and connection.info.get(_TRANSACTION) == _DEFERRED:
+            connection.info[_TRANSACTION] = _COMMIT_ALONE
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -106,7 +106,7 @@ class UnitOfWork:
         try:
             # On PostgreSQL, when nothing was written before, the flush is the one write: a single statement,
             # sent without BEGIN and COMMIT (gateway.store.database); the commit below then has nothing to end.
-            await self._database.commit_alone(self._connection)
+            self._database.commit_alone(self._connection)
             await self._pending.flush(self._connection)
             await self._connection.commit()
         except sa_exc.IntegrityError as exc:
