@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -62,6 +63,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         warm_up_models()  # XML and the Task / Consent paths still build R4B models
         warm_up_engine()  # the profiles compiled once, before the first request
+        # What start-up built (profiles, compiled FHIRPath, models, routing) lives as long as the process: frozen,
+        # the garbage collector stops walking it at every full collection (a few % of a referral's CPU).
+        gc.freeze()
         if authority is None:
             log.warning(
                 "authentication_off",
