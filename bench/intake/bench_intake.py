@@ -555,23 +555,35 @@ class Drain:
     seconds: float
     server_cpu_s: float
     complete: bool  # False: the timeout came first
+    database_cpu_s: float | None = None  # the PostgreSQL backends of the target's database, meanwhile
 
     @property
     def cpu_ms_per_delivery(self) -> float | None:
         return self.server_cpu_s * 1000.0 / self.deliveries if self.deliveries else None
 
+    @property
+    def database_cpu_ms_per_delivery(self) -> float | None:
+        if self.database_cpu_s is None or not self.deliveries:
+            return None
+        return self.database_cpu_s * 1000.0 / self.deliveries
 
-def drain_deliveries(server: Server, sink: Server, expected: int, timeout: float) -> Drain:
+
+def drain_deliveries(server: Server, sink: Server, expected: int, timeout: float, database: str | None = None) -> Drain:
     """Wait (up to ``timeout``) until the loopback platform has received ``expected`` messages in all, measuring
-    the server's CPU meanwhile: with no intake running, that is the cost of delivering alone."""
+    the server's CPU (and its PostgreSQL backends') meanwhile: with no intake running, that is the cost of
+    delivering alone."""
     started, cpu_before, count_before = time.perf_counter(), cpu_seconds(server.pid), sink_count(sink)
+    database_before = database_cpu_seconds(database)
     count = count_before
     while count < expected and time.perf_counter() - started < timeout:
         time.sleep(0.2)
         count = sink_count(sink)
-    cpu_after = cpu_seconds(server.pid)
+    cpu_after, database_after = cpu_seconds(server.pid), database_cpu_seconds(database)
     spent = (cpu_after - cpu_before) if cpu_before is not None and cpu_after is not None else 0.0
-    return Drain(count - count_before, time.perf_counter() - started, spent, count >= expected)
+    database_spent = (
+        database_after - database_before if database_before is not None and database_after is not None else None
+    )
+    return Drain(count - count_before, time.perf_counter() - started, spent, count >= expected, database_spent)
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -614,6 +626,16 @@ class Figures:
         if self.window_database_cpu_s is None or not self.window_ok:
             return None
         return self.window_database_cpu_s * 1000.0 / self.window_ok
+
+    @property
+    def database_end_to_end_cpu_ms_per_referral(self) -> float | None:
+        """As ``end_to_end_cpu_ms_per_referral``, for the PostgreSQL backends: the window's CPU less the
+        deliveries made in it, per referral, plus one delivery's (measured during the drain)."""
+        per_delivery = self.drain.database_cpu_ms_per_delivery if self.drain else None
+        if self.window_database_cpu_s is None or per_delivery is None or not self.window_ok:
+            return None
+        delivering = per_delivery * (self.delivered_in_window or 0)
+        return max(0.0, self.window_database_cpu_s * 1000.0 - delivering) / self.window_ok + per_delivery
 
     @property
     def delivery_cpu_ms(self) -> float | None:
@@ -690,7 +712,7 @@ def measure(
     drain = None
     if sink is not None and stored is not None and args.drain > 0:
         log(f"{server.name}: waiting (up to {args.drain:g} s) until the {stored} referrals are delivered …")
-        drain = drain_deliveries(server, sink, delivered_before + stored, args.drain)
+        drain = drain_deliveries(server, sink, delivered_before + stored, args.drain, database)
     deliveries = sink_count(sink) - delivered_before if sink else None
     server_cpu = load.cpu.server if load.cpu else None
     latencies = sorted(load.latencies_ms)
@@ -862,6 +884,12 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
                 f"(the window's CPU less those deliveries) -> end to end "
                 f"{optional(f.end_to_end_cpu_ms_per_referral, '.2f')} ms/ref"
             )
+            if f.drain.database_cpu_s is not None:
+                print(
+                    f"  {f.target}: PostgreSQL backends' CPU split alike: delivering "
+                    f"{optional(f.drain.database_cpu_ms_per_delivery, '.2f')} ms/delivery -> end to end "
+                    f"{optional(f.database_end_to_end_cpu_ms_per_referral, '.2f')} ms/ref"
+                )
         if f.first_error:
             print(f"  {f.target}: first error: {f.first_error[:4000]}")
     for note in notes:
@@ -917,6 +945,7 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
                 "intake_cpu_ms_per_referral": f.intake_cpu_ms_per_referral,
                 "end_to_end_cpu_ms_per_referral": f.end_to_end_cpu_ms_per_referral,
                 "database_cpu_ms_per_referral": f.database_cpu_ms_per_referral,
+                "database_end_to_end_cpu_ms_per_referral": f.database_end_to_end_cpu_ms_per_referral,
             }
             for f in figures
         },
