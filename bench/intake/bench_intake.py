@@ -463,7 +463,10 @@ async def generate_load(
     a connection, or started late by a busy load generator, is timed from its scheduled start all the same."""
     result = Load()
     headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON} | (authorization or {})
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # Idle connections expire here before uvicorn closes them (its keep-alive timeout is 5 s, httpx's default too):
+    # a request sent on a connection the server is closing fails with a ReadError that is the bench's, not the
+    # server's. (Closed-loop connections are never idle; open-loop ones may be.)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     start = time.perf_counter()
     window_start, window_end = start + warmup, start + warmup + seconds
 
@@ -502,6 +505,15 @@ async def generate_load(
             await post(http, time.perf_counter())
 
     async def scheduler(http: httpx.AsyncClient, per_second: float) -> None:
+        # Requests due while every connection is busy wait here, not in httpx's pool: its queue of waiting
+        # requests is walked at every release, and with a backlog of hundreds the load generator would burn the
+        # CPU the server needs. Their latency still counts from when they were due.
+        connections = asyncio.Semaphore(clients)
+
+        async def post_when_a_connection_is_free(due: float) -> None:
+            async with connections:
+                await post(http, due)
+
         in_flight: set[asyncio.Task[None]] = set()
         for n in itertools.count():
             due = start + n / per_second
@@ -512,7 +524,7 @@ async def generate_load(
                 await asyncio.sleep(due - now)
             else:
                 result.behind_ms = max(result.behind_ms, (now - due) * 1000.0)
-            task = asyncio.create_task(post(http, due))
+            task = asyncio.create_task(post_when_a_connection_is_free(due))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         await asyncio.gather(*in_flight)  # the window's last requests are timed to their answers too
@@ -903,6 +915,7 @@ def print_report(figures: list[Figures], notes: list[str], args: argparse.Namesp
         gateway = by_target.get(f"gateway-{backend}")
         if floor is None or gateway is None:
             continue
+        # With --rate both are capped at the rate offered: the ratio by ref/s says little then, the one by CPU does.
         ratio = gateway.referrals_per_s / floor.referrals_per_s if floor.referrals_per_s else None
         ratios[backend] = ratio
         floor_cpu, gateway_cpu = floor.server_cpu_ms_per_referral, gateway.end_to_end_cpu_ms_per_referral
