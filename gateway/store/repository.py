@@ -506,6 +506,17 @@ class ResourceRepository:
                         {"resource_type": stored.resource_type, "resource_id": stored.id, "param": entry.param}
                         | {"system": entry.system, "value": entry.value},
                     )
+        if self._connection.dialect.name == "postgresql":
+            # One execution each, from arrays: executemany would be an execution (and a plan) per row.
+            await self._connection.execute(
+                _UPDATE_FROM_ARRAYS,
+                {"moment": moment} | _columns(updates, ("b_type", "b_id", "b_version", "b_next", "b_content")),
+            )
+            if gone:
+                await self._connection.execute(
+                    _DELETE_FROM_ARRAYS, _columns(gone, ("b_type", "b_id", "b_param", "b_system", "b_value"))
+                )
+            return staged
         await self._connection.execute(
             sa.update(resources)
             .where(
@@ -528,6 +539,29 @@ class ResourceRepository:
                 gone,
             )
         return staged
+
+
+def _columns(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
+    """Rows as one list per key (for ``unnest``)."""
+    return {key: [row[key] for row in rows] for key in keys}
+
+
+#: ``update_many`` on PostgreSQL: the version check and the new contents of every row in one statement.
+_UPDATE_FROM_ARRAYS = sa.text(
+    "UPDATE resources AS r SET version_id = u.next_version, last_updated = :moment, content = u.content "
+    "FROM unnest(CAST(:b_type AS VARCHAR(64)[]), CAST(:b_id AS VARCHAR(64)[]), CAST(:b_version AS INTEGER[]), "
+    "CAST(:b_next AS INTEGER[]), CAST(:b_content AS TEXT[])) "
+    "AS u(resource_type, id, version_id, next_version, content) "
+    "WHERE r.resource_type = u.resource_type AND r.id = u.id AND r.version_id = u.version_id"
+).bindparams(sa.bindparam("moment", type_=sa.DateTime(timezone=True)))
+#: ``update_many`` on PostgreSQL: the index rows that no longer hold, in one statement.
+_DELETE_FROM_ARRAYS = sa.text(
+    "DELETE FROM search_index AS s USING unnest(CAST(:b_type AS VARCHAR(64)[]), CAST(:b_id AS VARCHAR(64)[]), "
+    "CAST(:b_param AS VARCHAR(64)[]), CAST(:b_system AS VARCHAR(512)[]), CAST(:b_value AS VARCHAR(1024)[])) "
+    "AS g(resource_type, resource_id, param, system, value) "
+    "WHERE s.resource_type = g.resource_type AND s.resource_id = g.resource_id AND s.param = g.param "
+    "AND s.system IS NOT DISTINCT FROM g.system AND s.value = g.value"
+)
 
 
 # A search's statement depends on its shape — resource type, which criteria with how many values of which kind,

@@ -145,3 +145,50 @@ async def test_many_at_once_by_type_and_key(database: Database) -> None:
     }
     assert found[("Patient", "urn:oid:1", "p1")].content == patient.content
     assert set(current) == {("Patient", other.id), ("Practitioner", practitioner.id)}
+
+
+async def test_update_many_writes_each_next_version_and_only_the_index_rows_that_change(database: Database) -> None:
+    def task(business: str, status: str = "requested") -> dict[str, object]:
+        return {
+            "resourceType": "Task",
+            "status": status,
+            "intent": "order",
+            "businessStatus": {"coding": [{"system": "urn:test", "code": business}]},
+            "code": {"coding": [{"system": "urn:test", "code": "platform-intake"}]},
+        }
+
+    async with UnitOfWork(database) as uow:
+        created = [uow.resources.add(task("queued")) for _ in range(3)]
+        await uow.commit()
+    async with UnitOfWork(database) as uow:
+        current = await uow.resources.get_many((("Task", c.id) for c in created), for_update=True)
+        changes = [(current[("Task", c.id)], task("delivered", "accepted" if n == 0 else "requested"))
+                   for n, c in enumerate(created)]  # fmt: skip
+        written = await uow.resources.update_many(changes)
+        await uow.commit()
+    assert [stored.version_id for stored in written] == [2, 2, 2]
+    async with UnitOfWork(database, write=False) as uow:
+        now = await uow.resources.get_many(("Task", c.id) for c in created)
+        delivered, _ = await uow.resources.search(_query("Task", ("business-status", "urn:test|delivered")))
+        queued, _ = await uow.resources.search(_query("Task", ("business-status", "urn:test|queued")))
+        accepted, _ = await uow.resources.search(_query("Task", ("status", "accepted")))
+        requested, _ = await uow.resources.search(_query("Task", ("status", "requested")))
+        by_code, _ = await uow.resources.search(_query("Task", ("code", "urn:test|platform-intake")))
+        first = await uow.resources.get_version("Task", created[0].id, 1)
+    assert {stored.version_id for stored in now.values()} == {2}
+    assert {stored.content["businessStatus"]["coding"][0]["code"] for stored in now.values()} == {"delivered"}
+    assert (delivered, queued, accepted, requested, by_code) == (3, 0, 1, 2, 3)  # an unchanged row stays
+    assert first is not None and first.content["businessStatus"]["coding"][0]["code"] == "queued"
+    # A version that is no longer current (read without the lock, against the contract) overwrites nothing: its
+    # next version exists already, and the whole transaction fails.
+    with pytest.raises(DuplicateKey):
+        async with UnitOfWork(database) as uow:
+            await uow.resources.update_many([(created[1], task("failed"))])
+            await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        still = await uow.resources.get("Task", created[1].id)
+    assert (
+        still is not None
+        and still.version_id == 2
+        and still.content["businessStatus"]["coding"][0]["code"] == "delivered"
+    )
