@@ -20,7 +20,7 @@ from gateway.audit.context import system_audit
 from gateway.config import Settings
 from gateway.routing.config import RoutingTable
 from gateway.routing.delivery import DeliverySettings, Dispatcher, http_client
-from gateway.store.database import Database
+from gateway.store.database import Database, wait_for_any
 from gateway.workflow.deadlines import escalate_due
 
 log = structlog.get_logger("gateway.worker")
@@ -75,14 +75,7 @@ async def run_worker(
                 await asyncio.sleep(0)  # the claim was full: more may be due, look again at once
                 continue
             # Nothing to start: wait for the next poll, new deliveries, a freed slot, or the stop signal.
-            waiters = [
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(dispatcher.slot_freed.wait()),
-                asyncio.ensure_future(written.wait()),
-            ]
-            await asyncio.wait(waiters, timeout=settings.delivery_poll_interval, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            await wait_for_any([stop, dispatcher.slot_freed, written], settings.delivery_poll_interval)
             if written.is_set() and not dispatcher.slot_freed.is_set():
                 # Woken by new deliveries alone: let the commits of the next few milliseconds join this claim.
                 # Under load that is one claim for many referrals, instead of a claim transaction per referral

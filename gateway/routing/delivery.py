@@ -59,10 +59,6 @@ class DeliverySettings:
     attempt_time: float = 30.0
     batch: int = 64  # deliveries leased at once (sending or queued to send), all destinations together
     per_destination: int = 8  # deliveries sending at once to one destination (its slots)
-    # Leased ahead for a destination whose slots are all busy, and sent as they free: a claim is then worth a
-    # whole destination's slots, not the one or two that just freed. The queue is short (as long as the slots
-    # are many), so a queued message waits one attempt at most — far less than its lease.
-    queued_per_destination: int | None = None  # None: as many as per_destination
     record_linger: float = 0.005  # seconds the outcomes of one group commit wait for more, while others are sending
 
 
@@ -107,10 +103,10 @@ class Dispatcher:
         self.in_flight: Counter[str] = Counter()  # per destination: leased here, sending or queued, not over
         self.sending: Counter[str] = Counter()  # per destination: of those, being sent now (at most its slots)
         self._queued: dict[str, deque[_Queued]] = {}
-        queued = (
-            settings.per_destination if settings.queued_per_destination is None else settings.queued_per_destination
-        )
-        self._held_per_destination = settings.per_destination + queued
+        # As many again as its slots are leased ahead for a destination whose slots are all busy, and sent as
+        # they free: a claim is then worth a whole destination's slots, not the one or two that just freed, and a
+        # queued message waits about one attempt.
+        self._held_per_destination = 2 * settings.per_destination
         self.slot_freed = asyncio.Event()  # set when enough slots are free again for a claim worth its cost
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[OutboxEntry, AttemptResult]] = []  # attempts over, outcome not yet written

@@ -41,7 +41,7 @@ import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import aiosqlite
@@ -65,6 +65,16 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=5000",
     "PRAGMA foreign_keys=ON",
 )
+
+
+async def wait_for_any(events: Sequence[asyncio.Event], seconds: float) -> None:
+    """Until one of ``events`` is set, or ``seconds`` have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 class _RunAtOnce:
@@ -285,16 +295,12 @@ class Database:
                 connection = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "off"})
             except Exception as exc:
                 log.warning("outbox_listen_failed", error_type=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(5.0, check_every))
+                await wait_for_any([stop], min(5.0, check_every))
                 continue
             try:
                 await connection.add_listener(OUTBOX_CHANNEL, self._notified)
                 while not stop.is_set():
-                    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._notify_others.wait())]
-                    await asyncio.wait(waiters, timeout=check_every, return_when=asyncio.FIRST_COMPLETED)
-                    for waiter in waiters:
-                        waiter.cancel()
+                    await wait_for_any([stop, self._notify_others], check_every)
                     if self._notify_others.is_set():
                         self._notify_others.clear()
                         await connection.execute(f"NOTIFY {OUTBOX_CHANNEL}")
@@ -306,5 +312,4 @@ class Database:
             finally:
                 with contextlib.suppress(Exception):
                     await connection.close(timeout=5)
-            with contextlib.suppress(TimeoutError):  # lost (stop aside): a breath before connecting again
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await wait_for_any([stop], 1.0)  # lost (stop aside): a breath before connecting again
