@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.store.repository import PendingWrites, as_utc, rows_in
@@ -73,6 +74,7 @@ class OutboxRepository:
         self._connection = connection
         self._pending = pending
         self._skip_locked = skip_locked
+        self._postgresql = connection.dialect.name == "postgresql"
         self.enqueued = False  # deliveries were added (or put back) in this transaction: wake the workers
 
     async def _execute(
@@ -139,8 +141,10 @@ class OutboxRepository:
         scan = sa.select(o.id, o.destination, o.next_attempt_at).where(*due)
         if full:
             scan = scan.where(o.destination.not_in(full))
-        # Look past the first ``limit`` rows so that one destination's backlog does not hide the others'.
-        scan = scan.order_by(o.next_attempt_at, o.id).limit(limit if per_destination is None else 2 * limit)
+        # Look past the first ``limit`` rows so that one destination's backlog does not hide the others'. In the
+        # order of the (status, next_attempt_at) index alone, so that reading it in order, up to the limit, is the
+        # plan even where the statistics are stale (a tie-break on id would need a sort of every due row).
+        scan = scan.order_by(o.next_attempt_at).limit(limit if per_destination is None else 2 * limit)
         if self._skip_locked:
             scan = scan.with_for_update(skip_locked=True)
         # MATERIALIZED: computed once. As a plain subquery PostgreSQL may rescan it for each row the UPDATE
@@ -165,9 +169,12 @@ class OutboxRepository:
                 .cte("chosen")
                 .prefix_with("MATERIALIZED")
             )
+        # By id alone: the rows chosen are due, and ours until the statement ends (locked on PostgreSQL; SQLite has
+        # one writer). Conditions on status or time here would let PostgreSQL, misled by stale statistics, drive
+        # the UPDATE from a scan of every due row, each joined with every row chosen.
         result = await self._execute(
             sa.update(outbox)
-            .where(o.id.in_(sa.select(chosen.c.id)), *due)
+            .where(o.id == chosen.c.id)
             .values(lease_owner=owner, lease_expires_at=now + lease)
             .returning(*outbox.c)
         )
@@ -191,7 +198,7 @@ class OutboxRepository:
         for moment, ids in delivered_at.items():
             result = await self._execute(
                 sa.update(outbox)
-                .where(o.id.in_(ids), *held)
+                .where(self._id_in(ids), *held)
                 .values(status=DELIVERED, delivered_at=moment, attempts=o.attempts + 1, last_error=None, **cleared)
                 .returning(o.id)
             )
@@ -212,13 +219,20 @@ class OutboxRepository:
             recorded.update(row.id for row in result)
         return recorded
 
+    def _id_in(self, ids: Sequence[str]) -> sa.ColumnElement[bool]:
+        """``outbox.id`` is one of ``ids``: on PostgreSQL ``= ANY`` of one array — one statement whatever their
+        number, looked up by the primary key (an IN list is a statement, and a plan, per length)."""
+        if self._postgresql:
+            return outbox.c.id == sa.any_(sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.String(64))))
+        return outbox.c.id.in_(list(ids))
+
     async def release(self, owner: str, entry_ids: Sequence[str]) -> None:
         """Give back leases without an attempt (the worker could not send them): due again at once."""
         self.enqueued = True  # for the other workers to take them now
         o = outbox.c
         await self._execute(
             sa.update(outbox)
-            .where(o.id.in_(list(entry_ids)), o.lease_owner == owner, o.status == PENDING)
+            .where(self._id_in(entry_ids), o.lease_owner == owner, o.status == PENDING)
             .values(lease_owner=None, lease_expires_at=None)
         )
 
@@ -283,25 +297,57 @@ class OutboxRepository:
         references = list(dict.fromkeys(references))
         if not references:
             return {}
-        r = resources.c
-        result = await self._execute(
-            sa.select(r.resource_type, r.id, r.content).where(rows_in((r.resource_type, r.id), references))
-        )
+        if self._postgresql:
+            types, ids = (list(column) for column in zip(*references, strict=True))
+            result = await self._execute(_RESOURCE_TEXTS_FROM_ARRAYS, {"types": types, "ids": ids})
+        else:
+            r = resources.c
+            result = await self._execute(
+                sa.select(r.resource_type, r.id, r.content).where(rows_in((r.resource_type, r.id), references))
+            )
         return {(row.resource_type, row.id): row.content for row in result}
 
     async def task_texts(self, service_request_ids: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
-        """The Tasks whose focus is each of these ServiceRequests: {ServiceRequest id: [(Task id, JSON)]}."""
+        """The Tasks whose focus is each of these ServiceRequests: {ServiceRequest id: [(Task id, JSON)]}, each
+        list in the order the Tasks were last updated."""
         ids = list(dict.fromkeys(service_request_ids))
         if not ids:
             return {}
-        r, s = resources.c, search_index.c
-        result = await self._execute(
-            sa.select(s.value, r.id, r.content)
-            .join(resources, sa.and_(r.resource_type == s.resource_type, r.id == s.resource_id))
-            .where(s.resource_type == "Task", s.param == "focus", s.system == "ServiceRequest", s.value.in_(ids))
-            .order_by(r.last_updated, r.id)
-        )
+        if self._postgresql:
+            result = await self._execute(_TASK_TEXTS_FROM_ARRAY, {"ids": ids})
+        else:
+            r, s = resources.c, search_index.c
+            result = await self._execute(
+                sa.select(s.value, r.id, r.content, r.last_updated)
+                .join(resources, sa.and_(r.resource_type == s.resource_type, r.id == s.resource_id))
+                .where(s.resource_type == "Task", s.param == "focus", s.system == "ServiceRequest", s.value.in_(ids))
+            )
         tasks: dict[str, list[tuple[str, str]]] = {}
-        for row in result:
+        for row in sorted(result, key=lambda row: (as_utc(row.last_updated), row.id)):
             tasks.setdefault(row.value, []).append((row.id, row.content))
         return tasks
+
+
+# On PostgreSQL, look-ups by many keys join the keys as arrays: one statement whatever their number (an IN list
+# of n values is a new statement, planned anew, for each n), and a nested loop of index look-ups, one per key, that
+# the planner picks whether or not the tables were analysed lately — an IN list is otherwise a filter over the
+# index's whole prefix (every Task's focus row) when the statistics are stale. ``OFFSET 0`` keeps each LATERAL
+# subquery a look-up per key: flattened into a join, it is the planner's to reorder.
+_RESOURCE_TEXTS_FROM_ARRAYS = sa.text(
+    "SELECT r.resource_type, r.id, r.content "
+    "FROM unnest(CAST(:types AS VARCHAR(64)[]), CAST(:ids AS VARCHAR(64)[])) AS k(resource_type, id) "
+    "CROSS JOIN LATERAL (SELECT resource_type, id, content FROM resources "
+    "WHERE resources.resource_type = k.resource_type AND resources.id = k.id OFFSET 0) AS r"
+)
+_TASK_TEXTS_FROM_ARRAY = sa.text(
+    "SELECT s.value, r.id, r.content, r.last_updated "
+    "FROM unnest(CAST(:ids AS VARCHAR(1024)[])) AS k(value) "
+    "CROSS JOIN LATERAL (SELECT value, resource_id FROM search_index "
+    "WHERE resource_type = 'Task' AND param = 'focus' AND value = k.value AND system = 'ServiceRequest' OFFSET 0) AS s "
+    "JOIN resources AS r ON r.resource_type = 'Task' AND r.id = s.resource_id"
+).columns(
+    sa.column("value", sa.String),
+    sa.column("id", sa.String),
+    sa.column("content", sa.Text),
+    sa.column("last_updated", sa.DateTime(timezone=True)),
+)
