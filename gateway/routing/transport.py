@@ -10,9 +10,13 @@ the concurrency, with httpx still doing all of HTTP (timeouts, keep-alive, TLS, 
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 
+import httpcore
 import httpx
+
+from gateway.routing.network import AsyncioBackend
 
 POOL_SIZE = 4  # connections per pool: past this, httpcore's per-request bookkeeping grows faster than the work
 
@@ -47,6 +51,21 @@ class _Releasing(httpx.AsyncByteStream):
                 self._shard = None
 
 
+def asyncio_transport(limits: httpx.Limits, ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
+    """httpx's transport, over httpcore's connection pool on the asyncio network backend (``network``). httpx
+    takes no network backend, so its pool is replaced by the same pool built with ours: httpx still turns requests,
+    answers and httpcore's exceptions into its own."""
+    transport = httpx.AsyncHTTPTransport(limits=limits, verify=ssl_context)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
+
+
 class ShardedTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncHTTPTransport``s of at most ``pool_size`` connections each, opened per origin as the
     concurrency to that origin needs them; a request goes to the origin's least busy pool."""
@@ -57,13 +76,16 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
         self._pool_size = pool_size
         self._shards: dict[tuple[str, str, int | None], list[_Shard]] = {}
+        self._ssl_context: ssl.SSLContext | None = None  # made once, at the first pool (loading CAs costs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         shards = self._shards.setdefault((url.scheme, url.host, url.port), [])
         shard = min(shards, key=lambda s: s.busy, default=None)
         if shard is None or shard.busy >= self._pool_size:
-            shard = _Shard(httpx.AsyncHTTPTransport(limits=self._limits))
+            if self._ssl_context is None:
+                self._ssl_context = httpx.create_ssl_context()  # as httpx's default: certifi, SSL_CERT_FILE/DIR
+            shard = _Shard(asyncio_transport(self._limits, self._ssl_context))
             shards.append(shard)
         shard.busy += 1
         try:

@@ -1,0 +1,266 @@
+"""The asyncio network backend under httpx (``gateway.routing.network``), against real loopback servers, on
+asyncio's own event loop and on uvloop's (what ``gateway serve`` and ``gateway worker`` run): answers whole and
+intact however large, keep-alive, a connection the server closed while idle, timeouts and refusals as httpx's
+exceptions, TLS with verification — and a request's head and body sent in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvloop
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.routing.network import FLUSH_SIZE, AsyncioBackend, _Connection
+from gateway.routing.transport import asyncio_transport
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def run_on(loop: str, scenario: Callable[[], Awaitable[None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(asyncio.wait_for(scenario(), 30))
+
+
+def _client(ssl_context: ssl.SSLContext | None = None, timeout: float = 5.0) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=5.0)
+    transport = asyncio_transport(limits, ssl_context or ssl.create_default_context())
+    return httpx.AsyncClient(transport=transport, timeout=timeout)
+
+
+class _Server:
+    """A loopback HTTP/1.1 server: reads each request whole (Content-Length), hands it to ``answer``, and writes
+    what that returns (or nothing, for ``None``); counts connections and requests."""
+
+    def __init__(self, answer: Callable[[bytes, bytes], bytes | None], *, close_after_answer: bool = False) -> None:
+        self.answer = answer
+        self.close_after_answer = close_after_answer
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                body = await reader.readexactly(length)
+                self.requests.append((head, body))
+                answer = self.answer(head, body)
+                if answer is None:
+                    await asyncio.sleep(3600)
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if self.close_after_answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _ok(body: bytes = b"{}") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_requests_and_answers_arrive_whole_over_kept_alive_connections(loop: str) -> None:
+    large = bytes(range(256)) * 4096  # 1 MiB each way: several flushes, the socket's flow control both ways
+
+    async def scenario() -> None:
+        server = _Server(lambda head, body: _ok(body[::-1]))
+        port = await server.start()
+        async with _client() as client:
+            for body in (b'{"small": true}', large, b"{}"):
+                response = await client.post(f"http://127.0.0.1:{port}/fhir/$process-message", content=body)
+                assert response.status_code == 200
+                assert response.content == body[::-1]
+        assert [body for _, body in server.requests] == [b'{"small": true}', large, b"{}"]
+        assert server.connections == 1  # one connection, kept alive from one request to the next
+        await server.stop()
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_connection_the_server_closed_while_idle_is_not_reused(loop: str) -> None:
+    async def scenario() -> None:
+        server = _Server(lambda head, body: _ok(), close_after_answer=True)  # no "Connection: close" said
+        port = await server.start()
+        async with _client() as client:
+            for _ in range(3):
+                response = await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+                assert response.status_code == 200
+                await asyncio.sleep(0.05)  # the server's close reaches the idle connection
+        assert server.connections == 3
+        await server.stop()
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_server_that_never_answers_is_a_read_timeout(loop: str) -> None:
+    async def scenario() -> None:
+        server = _Server(lambda head, body: None)
+        port = await server.start()
+        async with _client(timeout=0.3) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+        assert len(server.requests) == 1  # the request was sent whole before the wait
+        await server.stop()
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_refused_connection_is_a_connect_error(loop: str) -> None:
+    async def scenario() -> None:
+        server = _Server(lambda head, body: _ok())
+        port = await server.start()
+        await server.stop()
+        assert server.server is not None
+        await server.server.wait_closed()
+        async with _client() as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_server_closing_mid_answer_is_a_read_error(loop: str) -> None:
+    async def scenario() -> None:
+        truncated = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"
+        server = _Server(lambda head, body: truncated, close_after_answer=True)
+        port = await server.start()
+        async with _client() as client:
+            with pytest.raises(httpx.RemoteProtocolError):  # h11: the peer closed before the body ended
+                await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+        await server.stop()
+
+    run_on(loop, scenario)
+
+
+@contextmanager
+def _certificate(tmp_path: Path) -> Iterator[tuple[ssl.SSLContext, ssl.SSLContext]]:
+    """A self-signed certificate for 127.0.0.1 and localhost: (server context, client context trusting it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dac-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    yield server, client
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_with_a_verified_certificate(loop: str, tmp_path: Path) -> None:
+    with _certificate(tmp_path) as (server_context, client_context):
+
+        async def scenario() -> None:
+            server = _Server(lambda head, body: _ok(body))
+            port = await server.start(server_context)
+            async with _client(client_context) as client:
+                for body in (b'{"tls": 1}', b"x" * (3 * FLUSH_SIZE)):
+                    response = await client.post(f"https://localhost:{port}/fhir/$process-message", content=body)
+                    assert response.status_code == 200 and response.content == body
+            # An unknown certificate is refused, and said so as a connection error.
+            async with _client(ssl.create_default_context()) as client:
+                with pytest.raises(httpx.ConnectError):
+                    await client.post(f"https://localhost:{port}/x", content=b"{}")
+            await server.stop()
+
+        run_on(loop, scenario)
+
+
+class _RecordingTransport:
+    """Stands for asyncio's transport: what was written, in how many writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_request_head_and_body_leave_in_one_write_at_the_first_read() -> None:
+    from gateway.routing.network import AsyncioStream
+
+    connection = _Connection(asyncio.get_running_loop())
+    recording = _RecordingTransport()
+    connection.connection_made(recording)  # type: ignore[arg-type]
+    stream = AsyncioStream(connection)
+    await stream.write(b"POST /x HTTP/1.1\r\ncontent-length: 2\r\n\r\n")
+    await stream.write(b"{}")
+    assert recording.writes == []  # held until the answer is awaited
+    connection.data_received(b"HTTP/1.1 200 OK\r\n")
+    assert await stream.read(65536) == b"HTTP/1.1 200 OK\r\n"
+    assert recording.writes == [b"POST /x HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}"]
+    # A body larger than FLUSH_SIZE is not held whole: it goes as it is written.
+    await stream.write(b"a" * FLUSH_SIZE)
+    assert recording.writes[1:] == [b"a" * FLUSH_SIZE]
+    assert stream.get_extra_info("is_readable") is False
+    connection.eof_received()
+    assert stream.get_extra_info("is_readable") is True  # an idle connection the peer closed
+    assert await stream.read(10) == b""
+
+
+def test_the_backend_is_what_the_delivery_client_uses() -> None:
+    """If httpx changes how its transport holds its pool, this fails (rather than silently going back to anyio)."""
+    limits = httpx.Limits(max_connections=2)
+    transport = asyncio_transport(limits, ssl.create_default_context())
+    assert isinstance(transport._pool._network_backend, AsyncioBackend)
