@@ -49,11 +49,13 @@ class NothingToSend:
     reason: str
 
 
-async def _gather(uow: UnitOfWork, service_requests: dict[str, str]) -> dict[str, dict[Key, str]]:
+async def _gather(
+    uow: UnitOfWork, service_requests: dict[str, str], parsed: dict[Key, Resource]
+) -> dict[str, dict[Key, str]]:
     """For each ServiceRequest (id → JSON), it and what it stands on: patient, requester (role, practitioner,
-    organisation), platform, CareTeam and its members, Consent — in order found. One query per level."""
+    organisation), platform, CareTeam and its members, Consent — in order found. One query per level. ``parsed``
+    holds the resources parsed so far (the ServiceRequests at least), and gains those parsed here."""
     texts: dict[Key, str] = {("ServiceRequest", sr): text for sr, text in service_requests.items()}
-    parsed: dict[Key, Resource] = {}
     found: dict[str, dict[Key, str]] = {sr: {("ServiceRequest", sr): text} for sr, text in service_requests.items()}
     level: dict[str, list[Key]] = {sr: [("ServiceRequest", sr)] for sr in service_requests}
     while level:
@@ -117,7 +119,8 @@ async def build_messages(
             focus[entry.id] = focus_id
     stored = await uow.outbox.resource_texts(("ServiceRequest", sr) for sr in focus.values())
     service_requests = {sr: text for (_, sr), text in stored.items()}
-    gathered = await _gather(uow, service_requests)
+    parsed: dict[Key, Resource] = {key: orjson.loads(text) for key, text in stored.items()}
+    gathered = await _gather(uow, service_requests, parsed)
     # A peer gateway runs its own workflow: it gets the referral, not our Tasks.
     with_tasks = {focus[e.id] for e in entries if e.id in focus and e.payload.get("kind") != "peer-gateway"}
     tasks = await uow.outbox.task_texts(sr for sr in with_tasks if sr in service_requests)
@@ -127,7 +130,7 @@ async def build_messages(
         if sr is None or sr not in service_requests:
             messages[entry.id] = NothingToSend("the ServiceRequest of this delivery no longer exists")
             continue
-        status = orjson.loads(service_requests[sr]).get("status")
+        status = parsed["ServiceRequest", sr].get("status")
         if entry.event == "referral-request" and status in ("revoked", "entered-in-error"):
             # An opposition (or a rejection) came first: the referral, and the patient's data, stay here.
             messages[entry.id] = NothingToSend(f"not sent: the referral was {status} before delivery")

@@ -8,6 +8,7 @@ so several workers never wait on each other; on SQLite the single writer seriali
 from __future__ import annotations
 
 import builtins
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,6 +68,73 @@ class Finished:
     attempts: int
     at: datetime
     error: str | None = None
+
+
+@functools.cache
+def _claim_statement(skip_locked: bool, full: int, open_rooms: int, limited: bool) -> sa.Update:
+    """The claim's statement for its shape (how many destinations are full, how many have a room of their own),
+    built once: building and cache-keying this tree of CTEs afresh cost more than running it. Parameters: ``now``,
+    ``owner``, ``lease_until``, ``limit``, ``scan_limit``, ``per_destination``, ``full`` (destinations skipped),
+    ``room_destination_N`` / ``room_N``."""
+    o = outbox.c
+    now = sa.bindparam("now", type_=o.next_attempt_at.type)
+    due = [
+        o.status == PENDING,
+        o.next_attempt_at <= now,
+        sa.or_(o.lease_expires_at.is_(None), o.lease_expires_at < now),
+    ]
+    scan = sa.select(o.id, o.destination, o.next_attempt_at).where(*due)
+    if full:
+        scan = scan.where(o.destination.not_in(sa.bindparam("full", expanding=True)))
+    # Look past the first ``limit`` rows so that one destination's backlog does not hide the others'. In the order
+    # of the (status, next_attempt_at) index alone, so that reading it in order, up to the limit, is the plan even
+    # where the statistics are stale (a tie-break on id would need a sort of every due row).
+    scan = scan.order_by(o.next_attempt_at).limit(sa.bindparam("scan_limit", type_=sa.Integer))
+    if skip_locked:
+        scan = scan.with_for_update(skip_locked=True)
+    # MATERIALIZED: computed once. As a plain subquery PostgreSQL may rescan it for each row the UPDATE touches —
+    # and each rescan, seeing the leases just written, would pick other rows, past ``limit``.
+    candidates = scan.cte("candidates").prefix_with("MATERIALIZED")
+    chosen: sa.CTE = candidates
+    if limited:
+        c = candidates.c
+        rank = sa.func.row_number().over(partition_by=c.destination, order_by=(c.next_attempt_at, c.id))
+        ranked = sa.select(candidates, rank.label("rank")).subquery("ranked")
+        per_destination = sa.bindparam("per_destination", type_=sa.Integer)
+        cap: sa.ColumnElement[int] = (
+            sa.case(
+                *(
+                    (
+                        ranked.c.destination == sa.bindparam(f"room_destination_{n}"),
+                        sa.bindparam(f"room_{n}", type_=sa.Integer),
+                    )
+                    for n in range(open_rooms)
+                ),
+                else_=per_destination,
+            )
+            if open_rooms
+            else per_destination
+        )
+        chosen = (
+            sa.select(ranked.c.id)
+            .where(ranked.c.rank <= cap)
+            .order_by(ranked.c.next_attempt_at, ranked.c.id)
+            .limit(sa.bindparam("limit", type_=sa.Integer))
+            .cte("chosen")
+            .prefix_with("MATERIALIZED")
+        )
+    # By id alone: the rows chosen are due, and ours until the statement ends (locked on PostgreSQL; SQLite has one
+    # writer). Conditions on status or time here would let PostgreSQL, misled by stale statistics, drive the UPDATE
+    # from a scan of every due row, each joined with every row chosen.
+    return (
+        sa.update(outbox)
+        .where(o.id == chosen.c.id)
+        .values(
+            lease_owner=sa.bindparam("owner"),
+            lease_expires_at=sa.bindparam("lease_until", type_=o.lease_expires_at.type),
+        )
+        .returning(*outbox.c)
+    )
 
 
 class OutboxRepository:
@@ -130,54 +198,23 @@ class OutboxRepository:
 
         The candidates are locked with ``SKIP LOCKED`` (PostgreSQL), so concurrent workers take disjoint rows;
         a destination at its limit is passed over without holding back the others in the same claim."""
-        o = outbox.c
         rooms = rooms or {}
-        due = [
-            o.status == PENDING,
-            o.next_attempt_at <= now,
-            sa.or_(o.lease_expires_at.is_(None), o.lease_expires_at < now),
-        ]
         full = [destination for destination, room in rooms.items() if room <= 0]
-        scan = sa.select(o.id, o.destination, o.next_attempt_at).where(*due)
-        if full:
-            scan = scan.where(o.destination.not_in(full))
-        # Look past the first ``limit`` rows so that one destination's backlog does not hide the others'. In the
-        # order of the (status, next_attempt_at) index alone, so that reading it in order, up to the limit, is the
-        # plan even where the statistics are stale (a tie-break on id would need a sort of every due row).
-        scan = scan.order_by(o.next_attempt_at).limit(limit if per_destination is None else 2 * limit)
-        if self._skip_locked:
-            scan = scan.with_for_update(skip_locked=True)
-        # MATERIALIZED: computed once. As a plain subquery PostgreSQL may rescan it for each row the UPDATE
-        # touches — and each rescan, seeing the leases just written, would pick other rows, past ``limit``.
-        candidates = scan.cte("candidates").prefix_with("MATERIALIZED")
-        chosen: sa.CTE = candidates
-        if per_destination is not None:
-            c = candidates.c
-            rank = sa.func.row_number().over(partition_by=c.destination, order_by=(c.next_attempt_at, c.id))
-            ranked = sa.select(candidates, rank.label("rank")).subquery("ranked")
-            open_rooms = {destination: room for destination, room in rooms.items() if room > 0}
-            cap: sa.ColumnElement[int] = (
-                sa.case(open_rooms, value=ranked.c.destination, else_=per_destination)
-                if open_rooms
-                else sa.literal(per_destination)
-            )
-            chosen = (
-                sa.select(ranked.c.id)
-                .where(ranked.c.rank <= cap)
-                .order_by(ranked.c.next_attempt_at, ranked.c.id)
-                .limit(limit)
-                .cte("chosen")
-                .prefix_with("MATERIALIZED")
-            )
-        # By id alone: the rows chosen are due, and ours until the statement ends (locked on PostgreSQL; SQLite has
-        # one writer). Conditions on status or time here would let PostgreSQL, misled by stale statistics, drive
-        # the UPDATE from a scan of every due row, each joined with every row chosen.
-        result = await self._execute(
-            sa.update(outbox)
-            .where(o.id == chosen.c.id)
-            .values(lease_owner=owner, lease_expires_at=now + lease)
-            .returning(*outbox.c)
-        )
+        open_rooms = [(destination, room) for destination, room in rooms.items() if room > 0]
+        limited = per_destination is not None
+        statement = _claim_statement(self._skip_locked, len(full), len(open_rooms) if limited else 0, limited)
+        parameters: dict[str, Any] = {
+            "now": now,
+            "owner": owner,
+            "lease_until": now + lease,
+            "limit": limit,
+            "scan_limit": 2 * limit if limited else limit,
+            "per_destination": per_destination or limit,
+            "full": full,
+        }
+        for n, (destination, room) in enumerate(open_rooms if limited else ()):
+            parameters[f"room_destination_{n}"], parameters[f"room_{n}"] = destination, room
+        result = await self._execute(statement, parameters)
         entries = [OutboxEntry.from_row(row) for row in result]
         return sorted(entries, key=lambda entry: entry.next_attempt_at)
 
@@ -286,8 +323,7 @@ class OutboxRepository:
         ids = list(dict.fromkeys(service_request_ids))
         if not ids:
             return {}
-        r = referral_origins.c
-        result = await self._execute(sa.select(r.service_request_id, r.endpoint).where(r.service_request_id.in_(ids)))
+        result = await self._execute(_ORIGINS, {"ids": ids})
         return {row.service_request_id: row.endpoint for row in result}
 
     # --- what messages carry: stored resources as JSON text, sent as they are (no parse, no dump) ---
@@ -328,6 +364,9 @@ class OutboxRepository:
         return tasks
 
 
+_ORIGINS = sa.select(referral_origins.c.service_request_id, referral_origins.c.endpoint).where(
+    referral_origins.c.service_request_id.in_(sa.bindparam("ids", expanding=True))
+)
 # On PostgreSQL, look-ups by many keys join the keys as arrays: one statement whatever their number (an IN list
 # of n values is a new statement, planned anew, for each n), and a nested loop of index look-ups, one per key, that
 # the planner picks whether or not the tables were analysed lately — an IN list is otherwise a filter over the

@@ -186,10 +186,10 @@ class KeyLookup:
         self._selected = [selected] if isinstance(selected, sa.Table) else list(selected)
         self._key = list(key)
         self._from = from_
-        self._statements: dict[int, sa.Select[Any]] = {}
+        self._statements: dict[tuple[int, bool], sa.Select[Any]] = {}
 
-    def _statement(self, groups: int) -> sa.Select[Any]:
-        statement = self._statements.get(groups)
+    def _statement(self, groups: int, for_update: bool) -> sa.Select[Any]:
+        statement = self._statements.get((groups, for_update))
         if statement is None:
             *leading, last = self._key
             condition = sa.or_(
@@ -204,11 +204,16 @@ class KeyLookup:
             statement = sa.select(*self._selected)
             if self._from is not None:
                 statement = statement.select_from(self._from)
-            statement = self._statements[groups] = statement.where(condition)
+            statement = statement.where(condition)
+            if for_update:  # locked in the key's order, so that two transactions locking the same rows cannot deadlock
+                statement = statement.order_by(*self._key).with_for_update()
+            self._statements[groups, for_update] = statement
         return statement
 
-    def __call__(self, rows: Iterable[tuple[Any, ...]]) -> tuple[sa.Select[Any], dict[str, Any]]:
-        """The statement and its parameters for these rows (at least one)."""
+    def __call__(
+        self, rows: Iterable[tuple[Any, ...]], *, for_update: bool = False
+    ) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """The statement and its parameters for these rows (at least one); ``for_update`` locks the rows found."""
         groups: dict[tuple[Any, ...], list[Any]] = {}
         for row in rows:
             groups.setdefault(tuple(row[:-1]), []).append(row[-1])
@@ -216,7 +221,7 @@ class KeyLookup:
         for g, (leading, values) in enumerate(groups.items()):
             parameters.update({f"k{g}_{c}": value for c, value in enumerate(leading)})
             parameters[f"v{g}"] = values
-        return self._statement(len(groups)), parameters
+        return self._statement(len(groups), for_update), parameters
 
 
 _identity, _resource = resource_identities.c, resources.c
@@ -339,10 +344,7 @@ class ResourceRepository:
         references = list(dict.fromkeys(references))
         if not references:
             return {}
-        statement, parameters = _resources_by_reference(references)
-        if for_update:
-            statement = statement.order_by(resources.c.resource_type, resources.c.id).with_for_update()
-        result = await self._execute(statement, parameters)
+        result = await self._execute(*_resources_by_reference(references, for_update=for_update))
         found = (StoredResource.from_row(row) for row in result)
         return {(stored.resource_type, stored.id): stored for stored in found}
 
