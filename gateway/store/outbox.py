@@ -323,7 +323,7 @@ class OutboxRepository:
         ids = list(dict.fromkeys(service_request_ids))
         if not ids:
             return {}
-        result = await self._execute(_ORIGINS, {"ids": ids})
+        result = await self._execute(_ORIGINS_FROM_ARRAY if self._postgresql else _ORIGINS, {"ids": ids})
         return {row.service_request_id: row.endpoint for row in result}
 
     # --- what messages carry: stored resources as JSON text, sent as they are (no parse, no dump) ---
@@ -366,6 +366,9 @@ class OutboxRepository:
 
 _ORIGINS = sa.select(referral_origins.c.service_request_id, referral_origins.c.endpoint).where(
     referral_origins.c.service_request_id.in_(sa.bindparam("ids", expanding=True))
+)
+_ORIGINS_FROM_ARRAY = sa.select(referral_origins.c.service_request_id, referral_origins.c.endpoint).where(
+    referral_origins.c.service_request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String(64))))
 )
 # On PostgreSQL, look-ups by many keys join the keys as arrays: one statement whatever their number (an IN list
 # of n values is a new statement, planned anew, for each n), and a nested loop of index look-ups, one per key, that

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
@@ -186,17 +187,19 @@ class KeyLookup:
         self._selected = [selected] if isinstance(selected, sa.Table) else list(selected)
         self._key = list(key)
         self._from = from_
-        self._statements: dict[tuple[int, bool], sa.Select[Any]] = {}
+        self._statements: dict[tuple[int, bool, bool], sa.Select[Any]] = {}
 
-    def _statement(self, groups: int, for_update: bool) -> sa.Select[Any]:
-        statement = self._statements.get((groups, for_update))
+    def _statement(self, groups: int, for_update: bool, arrays: bool) -> sa.Select[Any]:
+        statement = self._statements.get((groups, for_update, arrays))
         if statement is None:
             *leading, last = self._key
             condition = sa.or_(
                 *(
                     sa.and_(
                         *(column == sa.bindparam(f"k{g}_{c}") for c, column in enumerate(leading)),
-                        last.in_(sa.bindparam(f"v{g}", expanding=True)),
+                        last == sa.any_(sa.bindparam(f"v{g}", type_=postgresql.ARRAY(last.type)))
+                        if arrays
+                        else last.in_(sa.bindparam(f"v{g}", expanding=True)),
                     )
                     for g in range(groups)
                 )
@@ -207,13 +210,15 @@ class KeyLookup:
             statement = statement.where(condition)
             if for_update:  # locked in the key's order, so that two transactions locking the same rows cannot deadlock
                 statement = statement.order_by(*self._key).with_for_update()
-            self._statements[groups, for_update] = statement
+            self._statements[groups, for_update, arrays] = statement
         return statement
 
     def __call__(
-        self, rows: Iterable[tuple[Any, ...]], *, for_update: bool = False
+        self, rows: Iterable[tuple[Any, ...]], *, for_update: bool = False, arrays: bool = False
     ) -> tuple[sa.Select[Any], dict[str, Any]]:
-        """The statement and its parameters for these rows (at least one); ``for_update`` locks the rows found."""
+        """The statement and its parameters for these rows (at least one); ``for_update`` locks the rows found.
+        ``arrays`` (PostgreSQL): each group's values as one array (``= ANY``), so that the statement's text is the
+        same whatever their number — an expanding IN is a new text per length, each prepared anew by the driver."""
         groups: dict[tuple[Any, ...], list[Any]] = {}
         for row in rows:
             groups.setdefault(tuple(row[:-1]), []).append(row[-1])
@@ -221,7 +226,7 @@ class KeyLookup:
         for g, (leading, values) in enumerate(groups.items()):
             parameters.update({f"k{g}_{c}": value for c, value in enumerate(leading)})
             parameters[f"v{g}"] = values
-        return self._statement(len(groups), for_update), parameters
+        return self._statement(len(groups), for_update, arrays), parameters
 
 
 _identity, _resource = resource_identities.c, resources.c
@@ -279,6 +284,7 @@ class ResourceRepository:
     def __init__(self, connection: AsyncConnection, pending: PendingWrites) -> None:
         self._connection = connection
         self._pending = pending
+        self._postgresql = connection.dialect.name == "postgresql"
 
     async def _execute(
         self, statement: sa.Executable, parameters: dict[str, Any] | None = None
@@ -333,7 +339,7 @@ class ResourceRepository:
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
-        result = await self._execute(*_holders_by_identity(keys))
+        result = await self._execute(*_holders_by_identity(keys, arrays=self._postgresql))
         return {(row.resource_type, row.system, row.value): StoredResource.from_row(row) for row in result}
 
     async def get_many(
@@ -344,7 +350,9 @@ class ResourceRepository:
         references = list(dict.fromkeys(references))
         if not references:
             return {}
-        result = await self._execute(*_resources_by_reference(references, for_update=for_update))
+        result = await self._execute(
+            *_resources_by_reference(references, for_update=for_update, arrays=self._postgresql)
+        )
         found = (StoredResource.from_row(row) for row in result)
         return {(stored.resource_type, stored.id): stored for stored in found}
 
@@ -508,7 +516,7 @@ class ResourceRepository:
                         {"resource_type": stored.resource_type, "resource_id": stored.id, "param": entry.param}
                         | {"system": entry.system, "value": entry.value},
                     )
-        if self._connection.dialect.name == "postgresql":
+        if self._postgresql:
             # One execution each, from arrays: executemany would be an execution (and a plan) per row.
             await self._connection.execute(
                 _UPDATE_FROM_ARRAYS,
