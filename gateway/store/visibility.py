@@ -14,7 +14,8 @@ sees the Tasks it owns; a Provenance belongs to the referral of the ServiceReque
 from the search index, so no later writer has to remember to register them.
 A resource shared by several referrals (one Patient referred twice) is visible to the parties of each. A Consent
 posted on its own (``POST /fhir/Consent``, an opposition message) is a record of its own: its members and senders
-are keyed by its reference (``Consent/…``, never a ServiceRequest id), its poster the sender.
+are keyed by its reference (``Consent/…``, never a ServiceRequest id), its poster the sender. The referrals an
+opposition revokes do not get it: their parties learn why from the revocation reason, not what the Consent says.
 
 Why tables of our own rather than a column on ``resources``: a resource belongs to any number of referrals, and
 a membership row costs one bulk insert in the intake's flush, while the resource rows stay as they are.

@@ -29,6 +29,7 @@ from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_st
 from gateway.workflow.transitions import FINAL
 
 OPEN_REQUEST_STATUSES = ("draft", "active", "on-hold")
+OPPOSITION_REASON = "patient-opposition (droit d'opposition, L1110-12)"
 #: Runs of the transaction before a patient's referrals changing concurrently every time is reported as 409.
 MAX_ATTEMPTS = 8
 log = structlog.get_logger("gateway.workflow")
@@ -128,7 +129,6 @@ async def _record(
             uow.visibility.add_sender(stored.reference, sender)
         revoked: list[str] = []
         if is_opposition(consent) and patient_reference:
-            targets = [stored.reference]
             _, requests = await uow.resources.search(
                 parse_search(
                     "ServiceRequest",
@@ -144,37 +144,47 @@ async def _record(
                     *moved.get("extension", []),
                     revocation_reason(RevocationReason.PATIENT_OPPOSITION),
                 ]
-                moved["supportingInfo"] = [*moved.get("supportingInfo", []), {"reference": stored.reference}]
                 updated = _changed(await uow.resources.update(request, moved), request)
                 revoked.append(request.reference)
-                # The opposition becomes part of the referral it ends: its parties may read why.
-                uow.visibility.add_members(request.id, [("Consent", stored.id)])
-                targets.append(f"{request.reference}/_history/{updated.version_id}")
                 # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
                 await schedule_update(uow, request.reference, now, "revoked")
                 if request.content.get("status") == "active" and (
                     platform := await platform_of(uow, routing, request.content)
                 ):
                     schedule_platform_update(uow, platform, request.reference, now, "revoked")
+                targets = [f"{request.reference}/_history/{updated.version_id}"]
                 targets += await _cancel_open_tasks(uow, request.reference, now)
+                # Its parties learn why — the revocation reason, the Tasks' statusReason, this reason — and nothing
+                # of the opposition itself: the Consent (who informed the patient, who posted it, …) is its poster's,
+                # so it is neither linked from the referral nor named here (a reference they could not resolve).
+                uow.resources.add(
+                    provenance(
+                        targets,
+                        now,
+                        [GATEWAY],
+                        "referral revoked for a patient opposition, its open Tasks cancelled",
+                        reason=OPPOSITION_REASON,
+                    )
+                )
             performer = next(
                 (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None
             )
-            uow.resources.add(
+            recorded = uow.resources.add(
                 provenance(
-                    targets,
+                    [stored.reference],
                     now,
-                    # The gateway revokes; who informed the patient says so; the client that posted it caused it.
+                    # Who informed the patient says so; the client that posted it caused the revocations.
                     [
                         GATEWAY,
                         Agent("informant", performer or patient_reference),
                         *([client_agent(sender)] if sender is not None else []),
                     ],
                     "patient opposition recorded: open referrals revoked, their open Tasks cancelled",
-                    reason="patient-opposition (droit d'opposition, L1110-12)",
-                    entities=[stored.reference],
+                    reason=OPPOSITION_REASON,
                 )
             )
+            if sender is not None:  # read, like the Consent, by its poster
+                uow.visibility.add_members(stored.reference, [("Provenance", recorded.id)])
         await uow.commit()
     return ConsentOutcome(stored, patient_reference, revoked, identified)
 

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.store import Database
+from gateway.routing.messages import build_messages
+from gateway.store import Database, UnitOfWork
 from gateway.workflow.deadlines import escalate_due
 from tests.auth.conftest import FINISTERE, PEER, token_of
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
@@ -386,11 +387,13 @@ async def test_a_consent_by_ins_names_no_patient_the_caller_may_not_see(
         answers[label] = answer.json()
     assert answers["B's patient"]["patient"] == {"identifier": _ins_of(of_b)}  # as A identified the patient
     assert answers["unknown"]["patient"] == {"identifier": nobody}
-    # The opposition still works: B's referral is revoked; B, who sees the patient, reads the stored reference.
+    # The opposition still works: B's referral is revoked; the stored Consent names the stored Patient (read by
+    # the operator: B learns why its referral was revoked, not what A's Consent says).
     service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
     assert (await secure.get(f"/fhir/{service_request}", headers=headers_b)).json()["status"] == "revoked"
     consent = answers["B's patient"]["id"]
-    assert (await secure.get(f"/fhir/Consent/{consent}", headers=headers_b)).json()["patient"]["reference"] == patient
+    stored = await secure.get(f"/fhir/Consent/{consent}", headers=parties.headers["operator"])
+    assert stored.json()["patient"]["reference"] == patient
     # By id, the Patient A may not see is the 422 of a Patient that does not exist.
     nowhere = "Patient/0f0e0d0c-0000-4000-8000-000000000000"
     by_id = await secure.post("/fhir/Consent", json=_consent_for({"reference": patient}), headers=headers_a | FHIR_JSON)
@@ -449,30 +452,31 @@ async def test_an_opposition_on_record_is_part_of_the_referral_it_revokes(
 async def test_a_later_oppositions_provenance_names_the_client_that_posted_it(
     secure: httpx.AsyncClient, parties: World
 ) -> None:
+    """The opposition's own Provenance (its target the Consent, read like it by its poster): who posted it."""
     headers_a = parties.headers["sender A"]
     for post in ("Consent", "message"):
         bundle = fresh(commune="75056")
         a = await secure.post("/fhir", json=bundle, headers=headers_a | FHIR_JSON)
         assert a.status_code == 200, a.text
-        service_request = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("ServiceRequest/"))
         if post == "Consent":
             answer = await secure.post(
                 "/fhir/Consent", json=_consent_for({"identifier": _ins_of(bundle)}), headers=headers_a | FHIR_JSON
             )
+            consent = f"Consent/{answer.json()['id']}"
         else:
             answer = await secure.post(
                 "/fhir/$process-message", json=_opposition(bundle), headers=headers_a | FHIR_JSON
             )
+            consent = answer.json()["entry"][0]["resource"]["focus"][0]["reference"].split("/fhir/")[-1]
         assert answer.status_code in (200, 201), answer.text
-        provenances = await secure.get("/fhir/Provenance", params={"target": service_request}, headers=headers_a)
-        (opposition,) = (
-            entry["resource"]
-            for entry in provenances.json()["entry"]
-            if entry["resource"]["activity"]["text"].startswith("patient opposition")
-        )
+        provenances = await secure.get("/fhir/Provenance", params={"target": consent}, headers=headers_a)
+        (opposition,) = (entry["resource"] for entry in provenances.json()["entry"])
+        assert opposition["activity"]["text"].startswith("patient opposition recorded")
         agents = {(a["type"]["coding"][0]["code"], json.dumps(a["who"], sort_keys=True)) for a in opposition["agent"]}
         client = {"identifier": {"system": "https://fhir.dac-gateway.org/client-id", "value": "hospital"}}
         assert ("author", json.dumps(client, sort_keys=True)) in agents, (post, opposition["agent"])
+        found = await secure.get("/fhir/Provenance", params={"target": consent}, headers=parties.headers["sender B"])
+        assert found.json()["total"] == 0
 
 
 async def test_the_gp_is_informed_by_the_requester_or_failing_that_the_platform(
@@ -521,3 +525,95 @@ async def test_a_consent_posted_on_its_own_is_read_back_by_its_poster_only(
         assert (await secure.get(location, headers=headers_b)).status_code == 404
         found = await secure.get("/fhir/Consent", params={"_id": posted.json()["id"]}, headers=headers_a)
         assert [entry["resource"]["id"] for entry in found.json()["entry"]] == [posted.json()["id"]]
+
+
+def _server_references(value: Any) -> list[str]:
+    """Every reference by id (``Type/id``, versioned or not) in ``value``, however deep."""
+    if isinstance(value, list):
+        return [reference for item in value for reference in _server_references(item)]
+    if not isinstance(value, dict):
+        return []
+    found = [str(value["reference"])] if isinstance(value.get("reference"), str) else []
+    found = [r for r in found if not r.startswith(("#", "urn:", "http://", "https://"))]
+    return found + [reference for item in value.values() for reference in _server_references(item)]
+
+
+async def test_a_later_opposition_tells_the_revoked_referrals_parties_why_not_what_it_says(
+    secure: httpx.AsyncClient, parties: World, database: Database
+) -> None:
+    """A's opposition revokes A's and B's referrals of one patient. B and the platform learn why (the
+    ServiceRequest's revocation reason, the Tasks' statusReason, the Provenance's reason); the Consent — who
+    informed the patient (here A's PractitionerRole, by id), who posted it — stays A's and the operator's: a
+    404 to the others, a 422 of an unknown id when they name it, and nothing in what they read or are sent
+    names it."""
+    headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
+    oppositions: list[str] = []
+    for post in ("Consent", "message"):
+        bundle = fresh(commune="75056")  # a patient A and B both refer
+        a = await secure.post("/fhir", json=bundle, headers=headers_a | FHIR_JSON)
+        b = await secure.post("/fhir", json=renamed(bundle, "-B"), headers=headers_b | FHIR_JSON)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        informed_by = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("PractitionerRole/"))
+        of_b = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+        assert (await secure.get(f"/fhir/{informed_by}", headers=headers_b)).status_code == 404  # A's, not B's
+        if post == "Consent":
+            consent = _consent_for({"identifier": _ins_of(bundle)}) | {"performer": [{"reference": informed_by}]}
+            answer = await secure.post("/fhir/Consent", json=consent, headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 201, answer.text
+            opposition = f"Consent/{answer.json()['id']}"
+        else:
+            message = _opposition(bundle)
+            message["entry"][2]["resource"]["performer"] = [{"reference": informed_by}]
+            answer = await secure.post("/fhir/$process-message", json=message, headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 200, answer.text
+            opposition = answer.json()["entry"][0]["resource"]["focus"][0]["reference"].split("/fhir/")[-1]
+        consent_id = opposition.split("/")[1]
+        oppositions.append(consent_id)
+        for role in ("sender A", "operator"):  # its poster and the operator read it in full
+            full = await secure.get(f"/fhir/{opposition}", headers=parties.headers[role])
+            assert full.status_code == 200 and full.json()["performer"] == [{"reference": informed_by}], role
+        for role in ("sender B", "platform Paris"):  # the revoked referral's parties
+            headers = parties.headers[role]
+            assert (await secure.get(f"/fhir/{opposition}", headers=headers)).status_code == 404, (post, role)
+            assert (await secure.get(f"/fhir/{opposition}/_history", headers=headers)).status_code == 404
+            found = await secure.get("/fhir/Consent", params={"_id": consent_id}, headers=headers)
+            assert found.json()["total"] == 0, (post, role)
+            service_request = await secure.get(f"/fhir/{of_b}", headers=headers)
+            reason = service_request.json()["extension"][-1]["valueCodeableConcept"]["coding"][0]
+            assert service_request.json()["status"] == "revoked" and reason["code"] == "patient-opposition"
+            tasks = (await secure.get("/fhir/Task", params={"focus": of_b}, headers=headers)).json().get("entry", [])
+            assert tasks and all("objects" in t["resource"]["statusReason"]["text"] for t in tasks), (post, role, tasks)
+            provenances = await secure.get("/fhir/Provenance", params={"target": of_b}, headers=headers)
+            revoked = [
+                e["resource"]
+                for e in provenances.json()["entry"]
+                if "patient-opposition" in e["resource"].get("reason", [{}])[0].get("text", "")
+            ]
+            assert len(revoked) == 1, (post, role, provenances.text)
+            assert not [a for a in revoked[0]["agent"] if "identifier" in a["who"]], revoked[0]["agent"]  # not A
+            for reference in _server_references(revoked):  # every reference there resolves for the caller
+                assert (await secure.get(f"/fhir/{reference}", headers=headers)).status_code == 200, reference
+            everything = [
+                (await secure.get(f"/fhir/{of_b}/_history", headers=headers)).text,
+                (await secure.get("/fhir/Provenance", headers=headers)).text,
+                (await secure.get("/fhir/Task", params={"focus": of_b}, headers=headers)).text,
+                (await secure.get("/fhir/Consent", headers=headers)).text,
+            ]
+            secrets = [consent_id, *([informed_by] if role == "sender B" else [])]  # the platform sees A's too
+            assert not [text for text in everything for secret in secrets if secret in text], (post, role)
+        # B naming it by id is answered as an unknown id.
+        unknown = "Consent/0f0e0d0c-0000-4000-8000-000000000000"
+        named = await secure.post(
+            "/fhir", json=_referring_to(fresh(commune="75056"), opposition), headers=headers_b | FHIR_JSON
+        )
+        nowhere = await secure.post(
+            "/fhir", json=_referring_to(fresh(commune="75056"), unknown), headers=headers_b | FHIR_JSON
+        )
+        assert _unresolved(named, opposition) == _unresolved(nowhere, unknown), named.text
+    # What the platform is sent about the revocations (referral-update) carries no Consent of the opposition.
+    async with UnitOfWork(database, write=False) as uow:
+        updates = [e for e in await uow.outbox.entries() if e.event == "referral-update"]
+        messages = await build_messages(uow, updates, "http://gateway.test/fhir")
+    assert len(updates) == 4
+    sent = [m for m in messages.values() if isinstance(m, bytes)]
+    assert len(sent) == 4 and not [m for m in sent for consent_id in oppositions if consent_id.encode() in m]

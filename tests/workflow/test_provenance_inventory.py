@@ -12,6 +12,7 @@ import httpx
 from gateway.fhir.primitives import utc_now
 from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
+from gateway.workflow.provenance import PROVENANCE_PARTICIPANT
 from tests.conftest import load_example
 from tests.support.referrals import resource
 from tests.workflow.test_decisions_api import pta_2016_referral
@@ -93,11 +94,20 @@ async def test_a_later_opposition(client: httpx.AsyncClient) -> None:
     reference, _ = await _intake(client, bundle)
     consent = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=FHIR_JSON)
     assert consent.status_code == 201, consent.text
-    opposition = next(
-        p for text, p in (await _provenances(client, reference)).items() if text.startswith("patient opposition")
-    )
-    assert opposition["agent"][0]["who"] == GATEWAY
-    assert opposition["entity"] == [{"role": "source", "what": {"reference": f"Consent/{consent.json()['id']}"}}]
+    # Two: the opposition's, targeting the Consent (read by its poster), and the revocation's, targeting the
+    # referral (read by its parties), which explains it without naming the Consent.
+    (opposition,) = (await _provenances(client, f"Consent/{consent.json()['id']}")).values()
+    assert opposition["activity"]["text"].startswith("patient opposition recorded")
+    assert [agent["type"]["coding"][0]["code"] for agent in opposition["agent"]] == ["performer", "informant"]
+    revoked = (await _provenances(client, reference))[
+        "referral revoked for a patient opposition, its open Tasks cancelled"
+    ]
+    assert revoked["agent"] == [
+        {"type": {"coding": [{"system": PROVENANCE_PARTICIPANT, "code": "performer"}]}, "who": GATEWAY}
+    ]
+    assert revoked["reason"][0]["text"].startswith("patient-opposition") and "entity" not in revoked
+    targets = [target["reference"] for target in revoked["target"]]
+    assert targets[0].startswith(f"{reference}/_history/") and all("Consent" not in t for t in targets)
 
 
 async def test_revoked_at_intake_for_an_opposition_on_record_rests_on_that_consent(client: httpx.AsyncClient) -> None:
