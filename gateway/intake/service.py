@@ -439,6 +439,9 @@ async def _store(
         patient_reference if patient_resolution.existing is not None else None,
         identity_keys(referral.patient.resource),
     )
+    # Another party's opposition stops this referral without being shown to its sender: the Provenance names only
+    # those it may read (its own, or of a referral it is a party to); the reason says why in any case.
+    shown = [o for o in oppositions if await uow.visibility.can_see(viewer, "Consent", o.split("/", 1)[1])]
     # After the look-ups: the platform's Organization, when it is new, is the first write, and every write waits
     # for the commit's single flush (a write staged before a read is flushed first: one more round trip).
     platform_reference = _platform_organization(uow, platform, known, claimed)
@@ -449,7 +452,7 @@ async def _store(
             trigger=trigger,
             consent=facts.consent_state([entry.resource for entry in referral.of_type("Consent")]),
             opposition_on_record=bool(oppositions),
-            oppositions=tuple(oppositions),
+            oppositions=tuple(shown),
             declared_validation=declared[0] if declared else None,
             declared_validator=declared[1] if declared else None,
             forwarded=platform.kind is PlatformKind.PEER_GATEWAY,
@@ -460,14 +463,6 @@ async def _store(
         # The gateway decides (route, hold, revoke); the client that posted the referral caused it.
         deciders := [GATEWAY] if sender is None else [GATEWAY, client_agent(sender)],
     )
-    if plan.service_request_status == "revoked":
-        # An opposition on record ends this referral: it becomes part of it, as a later opposition becomes part
-        # of the referrals it revokes — its parties may read why (the Provenance names it as the source). Those
-        # among the bundle's own entries are members already.
-        uow.visibility.add_members(
-            by_entry[id(referral.service_request)].id,
-            [("Consent", o.split("/", 1)[1]) for o in oppositions if o not in in_bundle],
-        )
     service_request["status"] = plan.service_request_status
     if plan.service_request_extensions:
         service_request["extension"] = [*service_request.get("extension", []), *plan.service_request_extensions]

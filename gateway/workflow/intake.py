@@ -35,7 +35,9 @@ class ReferralFacts:
     declared_validator: str | None = None  # … and who (a stored reference), when said
     forwarded: bool = False  # the competent platform runs its own gateway: its workflow decides, not ours
     consents: tuple[str, ...] = ()  # the referral's Consents (stored references): what an opposition rests on
-    oppositions: tuple[str, ...] = ()  # the oppositions (Consent deny) on record, as stored references
+    #: The oppositions (Consent deny) on record that the sender may read, as stored references: what the
+    #: Provenance names besides the referral's own deny (``opposition_on_record`` counts them all).
+    oppositions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

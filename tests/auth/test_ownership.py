@@ -428,25 +428,58 @@ async def test_an_opposition_message_names_no_patient_the_caller_may_not_see(
     assert answer.json()["entry"][1]["resource"]["patient"] == {"identifier": _ins_of(of_b)}
 
 
-async def test_an_opposition_on_record_is_part_of_the_referral_it_revokes(
+async def test_an_opposition_on_record_stops_a_referral_without_showing_it_to_its_sender(
     secure: httpx.AsyncClient, parties: World
 ) -> None:
+    """A's opposition, on record, revokes B's referrals at intake. B's answer and Provenance say why; the
+    Provenance names what it rests on only when B may read it (the deny Consent B itself sent in an earlier
+    referral), never A's Consent, which stays a 404 for B and a 422 of an unknown id when B names it."""
     headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
     bundle = fresh(commune="75056")
     opposition = await secure.post(
         "/fhir/Consent", json=_consent_for({"identifier": _ins_of(bundle)}), headers=headers_a | FHIR_JSON
     )
     assert opposition.status_code == 201, opposition.text
-    consent = f"Consent/{opposition.json()['id']}"
-    assert (await secure.get(f"/fhir/{consent}", headers=headers_b)).status_code == 404
+    of_a = f"Consent/{opposition.json()['id']}"
+    denied = renamed(bundle, "-deny")  # B's first referral: the patient objects in it too
+    next(e["resource"] for e in denied["entry"] if e["resource"]["resourceType"] == "Consent")["provision"] = {
+        "type": "deny"
+    }
+    first = await secure.post("/fhir", json=denied, headers=headers_b | FHIR_JSON)
+    assert first.status_code == 200, first.text
+    of_b = next(loc.split("/_history")[0] for loc in _locations(first) if loc.startswith("Consent/"))
+    assert (await secure.get(f"/fhir/{of_a}", headers=headers_b)).status_code == 404
     b = await secure.post("/fhir", json=bundle, headers=headers_b | FHIR_JSON)
     assert b.status_code == 200, b.text
+    assert any("opposition" in issue["diagnostics"] for issue in _notes(b))
     service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
     assert (await secure.get(f"/fhir/{service_request}", headers=headers_b)).json()["status"] == "revoked"
     provenances = await secure.get("/fhir/Provenance", params={"target": service_request}, headers=headers_b)
     (revoked,) = (entry["resource"] for entry in provenances.json()["entry"])
-    assert revoked["entity"] == [{"role": "source", "what": {"reference": consent}}]
-    assert (await secure.get(f"/fhir/{consent}", headers=headers_b)).status_code == 200  # what it rests on
+    assert revoked["reason"][0]["text"].startswith("patient-opposition")
+    assert revoked["entity"] == [{"role": "source", "what": {"reference": of_b}}]  # B's own, not A's
+    for reference in _server_references(revoked):
+        assert (await secure.get(f"/fhir/{reference}", headers=headers_b)).status_code == 200, reference
+    assert (await secure.get(f"/fhir/{of_a}", headers=headers_b)).status_code == 404
+    read = [
+        b.text,
+        (await secure.get(f"/fhir/{service_request}/_history", headers=headers_b)).text,
+        (await secure.get("/fhir/Provenance", headers=headers_b)).text,
+        (await secure.get("/fhir/Consent", headers=headers_b)).text,
+    ]
+    assert not [text for text in read if of_a.split("/")[1] in text]
+    unknown = "Consent/0f0e0d0c-0000-4000-8000-000000000000"
+    named = await secure.post("/fhir", json=_referring_to(fresh(commune="75056"), of_a), headers=headers_b | FHIR_JSON)
+    nowhere = await secure.post(
+        "/fhir", json=_referring_to(fresh(commune="75056"), unknown), headers=headers_b | FHIR_JSON
+    )
+    assert _unresolved(named, of_a) == _unresolved(nowhere, unknown), named.text
+
+
+def _notes(answer: httpx.Response) -> list[dict[str, Any]]:
+    """The issues of a transaction-response's ServiceRequest entry: what the workflow decided."""
+    entry = next(e for e in answer.json()["entry"] if "/ServiceRequest/" in e["fullUrl"])
+    return list(entry["response"]["outcome"]["issue"])
 
 
 async def test_a_later_oppositions_provenance_names_the_client_that_posted_it(
