@@ -87,20 +87,15 @@ async def process_message(
     return message_response(referral.message_header, service_request, base_url, intake_note(outcome))
 
 
-def consent_note(outcome: ConsentOutcome, visible: list[str] | None = None) -> Resource:
-    """The answer's note: how many referrals an opposition revoked, naming only those in ``visible`` (the
-    caller's; all of them when None) — another party's referrals are counted, never named."""
-    named = outcome.revoked if visible is None else [r for r in outcome.revoked if r in visible]
-    if outcome.revoked and len(named) == len(outcome.revoked):
-        text = f"Opposition recorded; revoked: {', '.join(named)}."
-    elif outcome.revoked:
-        count = len(outcome.revoked)
-        text = f"Opposition recorded; {count} open referral{'s' * (count > 1)} of this patient revoked"
-        text += f", of which yours: {', '.join(named)}." if named else "."
-    elif outcome.patient is None:
-        text = "Recorded; no patient with this identifier is known yet: later referrals for them will see it."
+def consent_note(revoked: list[str]) -> Resource:
+    """The answer's note: the referrals an opposition revoked among those the caller may see (``revoked``). Of
+    another party's it says nothing — neither names nor how many — nor whether the patient was known here: the
+    same note whether the opposition revoked only others' referrals, none, or concerned a patient nobody
+    referred."""
+    if revoked:
+        text = f"Opposition recorded; revoked: {', '.join(revoked)}."
     else:
-        text = "Recorded."
+        text = "Opposition recorded; it holds for this patient's later referrals."
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
@@ -148,7 +143,7 @@ async def _process_opposition(
             f"Bundle.entry[{index}].resource.provision.type",
         )
     outcome = await record_consent(database, routing, consent, patients[0] if patients else None, viewer, sender)
-    note = consent_note(outcome, await _visible(database, viewer, outcome.revoked))
+    note = consent_note(await _visible(database, viewer, outcome.revoked))
     return message_response(resources[0], await answered_consent(database, viewer, outcome), base_url, note)
 
 

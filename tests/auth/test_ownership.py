@@ -213,12 +213,37 @@ async def test_an_opposition_names_only_the_callers_revoked_referrals(
     )
     assert answer.status_code == 200, answer.text
     note = answer.json()["entry"][-1]["resource"]["issue"][0]["diagnostics"]
-    assert "2 open referrals of this patient revoked" in note
-    assert references["sender A"] in note
+    assert note == f"Opposition recorded; revoked: {references['sender A']}."  # B's neither named nor counted
     assert references["sender B"].split("/")[1] not in answer.text
     operator = parties.headers["operator"]
     for reference in references.values():
         assert (await secure.get(f"/fhir/{reference}", headers=operator)).json()["status"] == "revoked"
+
+
+async def test_an_opposition_revoking_only_another_partys_referrals_answers_as_if_it_revoked_nothing(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """The same answer for B's patient (B's referral revoked) as for a patient nobody referred: nothing about B's
+    referrals — not even how many — and nothing that says whether the patient was known here."""
+    headers_a = parties.headers["sender A"]
+    of_b = fresh(commune="75056")
+    b = await secure.post("/fhir", json=of_b, headers=parties.headers["sender B"] | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+    notes = {}
+    for label, bundle in (("B's patient", of_b), ("nobody's", fresh(commune="75056"))):
+        for carried in (True, False):  # with the Patient, or the Consent naming it by INS alone
+            message = _opposition(bundle)
+            if not carried:
+                message["entry"][2]["resource"]["patient"] = {"identifier": _ins_of(bundle)}
+                del message["entry"][1]
+            answer = await secure.post("/fhir/$process-message", json=message, headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 200, answer.text
+            notes[label, carried] = answer.json()["entry"][-1]["resource"]["issue"]
+    assert notes["B's patient", True] == notes["nobody's", True] == notes["B's patient", False]
+    assert notes["nobody's", False] == notes["B's patient", False]
+    operator = parties.headers["operator"]
+    assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"
 
 
 async def _decide(
