@@ -24,7 +24,7 @@ from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer
-from gateway.workflow.provenance import GATEWAY, Agent, client_agent, provenance
+from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
 from gateway.workflow.transitions import FINAL
 
@@ -166,9 +166,7 @@ async def _record(
                         reason=OPPOSITION_REASON,
                     )
                 )
-            performer = next(
-                (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None
-            )
+            informant = await _informant(uow, consent, patient_reference, identified, viewer)
             recorded = uow.resources.add(
                 provenance(
                     [stored.reference],
@@ -176,7 +174,7 @@ async def _record(
                     # Who informed the patient says so; the client that posted it caused the revocations.
                     [
                         GATEWAY,
-                        Agent("informant", performer or patient_reference),
+                        *([Agent("informant", informant)] if informant is not None else []),
                         *([client_agent(sender)] if sender is not None else []),
                     ],
                     "patient opposition recorded: open referrals revoked, their open Tasks cancelled",
@@ -187,6 +185,25 @@ async def _record(
                 uow.visibility.add_members(stored.reference, [("Provenance", recorded.id)])
         await uow.commit()
     return ConsentOutcome(stored, patient_reference, revoked, identified)
+
+
+async def _informant(
+    uow: UnitOfWork, consent: Resource, patient_reference: str, identified: Resource | None, viewer: Viewer
+) -> str | Identifier | None:
+    """Who informed the patient, as the opposition's Provenance (read by its poster) names it: the Consent's
+    performer as posted, else the patient — by the stored Patient's id only when the poster may see it, else as the
+    poster identified it (like the answer: ``gateway.intake.handlers.answered_consent``)."""
+    performer = next(
+        (p["reference"] for p in consent.get("performer") or [] if isinstance(p.get("reference"), str)), None
+    )
+    if performer is not None:
+        return str(performer)
+    if await uow.visibility.can_see(viewer, "Patient", patient_reference.split("/", 1)[1]):
+        return patient_reference
+    identifier = (identified or {}).get("identifier") or {}
+    if identifier.get("system") and identifier.get("value"):
+        return Identifier(str(identifier["system"]), str(identifier["value"]))
+    return None
 
 
 def _identified_patient(consent: Resource, patient: Resource | None) -> Resource | None:

@@ -419,6 +419,11 @@ async def test_a_consent_by_ins_names_no_patient_the_caller_may_not_see(
     consent = answers["B's patient"]["id"]
     stored = await secure.get(f"/fhir/Consent/{consent}", headers=parties.headers["operator"])
     assert stored.json()["patient"]["reference"] == patient
+    # The opposition's Provenance, which A reads, names the patient (who informed, none being said) as A did.
+    provenance = await secure.get("/fhir/Provenance", params={"target": f"Consent/{consent}"}, headers=headers_a)
+    (recorded,) = (entry["resource"] for entry in provenance.json()["entry"])
+    assert {"identifier": _ins_of(of_b)} in [agent["who"] for agent in recorded["agent"]]
+    assert patient.split("/")[1] not in provenance.text
     # By id, the Patient A may not see is the 422 of a Patient that does not exist.
     nowhere = "Patient/0f0e0d0c-0000-4000-8000-000000000000"
     by_id = await secure.post("/fhir/Consent", json=_consent_for({"reference": patient}), headers=headers_a | FHIR_JSON)
