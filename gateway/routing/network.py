@@ -10,7 +10,13 @@ exceptions) and gives them the socket through an ``asyncio.Protocol``:
   that buffer (the event loop has already seen the peer close an idle connection);
 - writes are held until the next read — the request's head and body leave in one ``send``, not two — or until
   ``FLUSH_SIZE`` bytes are held (a large body streams);
-- timeouts are timers on the loop, not cancel scopes.
+- timeouts are timers on the loop, not cancel scopes;
+- a host's addresses are raced as anyio did (happy eyeballs, ``CONNECT_RACE_DELAY``): uvloop's
+  ``create_connection`` tries them one after the other, each for the whole connect timeout.
+
+It serves HTTP/1.1 as httpcore speaks it — one request at a time per connection, each answer read after its
+request was written, by one task — which is what holding writes until the next read and the single waiter rely
+on: not HTTP/2 (httpx's ``http2`` stays off for deliveries), nor upgraded or tunnelled streams.
 """
 
 # ruff: noqa: ASYNC109 — httpcore's network interface takes each operation's timeout as a parameter
@@ -18,8 +24,11 @@ exceptions) and gives them the socket through an ``asyncio.Protocol``:
 from __future__ import annotations
 
 import asyncio
+import functools
+import socket
 import ssl
-from collections.abc import Iterable
+from asyncio.staggered import staggered_race
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import httpcore
@@ -29,6 +38,10 @@ SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple
 
 FLUSH_SIZE = 64 * 1024  # bytes of writes held before they are sent without waiting for the next read
 READ_HIGH_WATER = 256 * 1024  # bytes received and not yet read at which the socket stops being read
+CONNECT_RACE_DELAY = 0.25  # seconds an address is given before the next one is tried beside it (RFC 8305's)
+
+AddressInfo = tuple[int, int, int, str, tuple[Any, ...]]
+Resolver = Callable[..., Awaitable[Iterable[AddressInfo]]]  # loop.getaddrinfo's signature
 
 
 class _Expired(Exception):
@@ -91,10 +104,14 @@ class _Connection(asyncio.Protocol):
 
     # --- for the stream ---
 
-    async def wait(self, timeout: float | None) -> None:
-        """Until the protocol has news (data, end, room to write) or the timeout runs out (``_Expired``)."""
+    def deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else self.loop.time() + timeout
+
+    async def wait(self, deadline: float | None) -> None:
+        """Until the protocol has news (data, end, room to write) or the deadline (loop time) passes
+        (``_Expired``): one deadline for a whole read or write, however many wake-ups it takes."""
         waiter = self.waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+        timer = self.loop.call_at(deadline, _expire, waiter) if deadline is not None else None
         try:
             await waiter
         finally:
@@ -116,9 +133,10 @@ class AsyncioStream(AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         connection = self._connection
         connection.flush()  # what was written is the request: it goes now, in one piece
+        deadline = connection.deadline(timeout)
         while not connection.received and not connection.eof:
             try:
-                await connection.wait(timeout)
+                await connection.wait(deadline)
             except _Expired:
                 raise httpcore.ReadTimeout("timed out reading") from None
         if connection.received:
@@ -144,9 +162,10 @@ class AsyncioStream(AsyncNetworkStream):
         if connection.held_size < FLUSH_SIZE:
             return
         connection.flush()
+        deadline = connection.deadline(timeout)
         while connection.writing_paused and not connection.closed:
             try:
-                await connection.wait(timeout)
+                await connection.wait(deadline)
             except _Expired:
                 raise httpcore.WriteTimeout("timed out writing") from None
         if connection.lost is not None:  # lost by error while the writes were waiting for room
@@ -156,8 +175,15 @@ class AsyncioStream(AsyncNetworkStream):
         connection = self._connection
         connection.held.clear()
         connection.held_size = 0
-        if connection.transport is not None:
-            connection.transport.close()
+        transport = connection.transport
+        if transport is None:
+            return
+        if transport.get_extra_info("ssl_object") is not None:
+            # Closed at once, without waiting (up to 30 s) for the peer's close_notify — as anyio did: the
+            # answers' lengths are framed by HTTP, so nothing is lost, and a hung peer holds no socket.
+            transport.abort()
+        else:
+            transport.close()
 
     async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
@@ -165,6 +191,9 @@ class AsyncioStream(AsyncNetworkStream):
         connection = self._connection
         connection.flush()
         assert connection.transport is not None
+        if connection.closed or connection.eof:  # a handshake would wait for a peer that is gone
+            await self.aclose()
+            raise httpcore.ConnectError("the connection closed before the TLS handshake")
         try:
             async with asyncio.timeout(timeout):
                 transport = await connection.loop.start_tls(
@@ -176,7 +205,11 @@ class AsyncioStream(AsyncNetworkStream):
         except (OSError, ssl.SSLError, ConnectionError) as exc:
             await self.aclose()
             raise httpcore.ConnectError(str(exc)) from exc
+        except BaseException:
+            await self.aclose()
+            raise
         if transport is None:  # the peer closed the connection during the handshake
+            await self.aclose()
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
         connection.transport = transport
         return self
@@ -192,6 +225,9 @@ class AsyncioStream(AsyncNetworkStream):
 
 
 class AsyncioBackend(AsyncNetworkBackend):
+    def __init__(self, resolver: Resolver | None = None) -> None:
+        self._resolver = resolver  # loop.getaddrinfo unless given (tests give hosts addresses of their own)
+
     async def connect_tcp(
         self,
         host: str,
@@ -201,16 +237,22 @@ class AsyncioBackend(AsyncNetworkBackend):
         socket_options: Iterable[SocketOption] | None = None,
     ) -> AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        connection = _Connection(loop)
+        local = (local_address, 0) if local_address else None
         try:
             async with asyncio.timeout(timeout):
-                await loop.create_connection(
-                    lambda: connection, host, port, local_addr=(local_address, 0) if local_address else None
-                )
+                resolve = self._resolver or loop.getaddrinfo
+                addresses = _interleaved(await resolve(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP))
+                if not addresses:
+                    raise OSError(f"{host} has no address")
+                attempts = [functools.partial(_connect, loop, address, local) for address in addresses]
+                connection, _, errors = await staggered_race(attempts, CONNECT_RACE_DELAY)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
+        if connection is None:
+            error = next((e for e in reversed(errors) if e is not None), None)
+            raise httpcore.ConnectError(str(error) if error else f"could not connect to {host}:{port}") from error
         _set_options(connection, socket_options)  # asyncio already sets TCP_NODELAY
         return AsyncioStream(connection)
 
@@ -231,6 +273,30 @@ class AsyncioBackend(AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, address: AddressInfo, local: tuple[str, int] | None) -> _Connection:
+    family, _, proto, _, sockaddr = address
+    connection = _Connection(loop)
+    await loop.create_connection(
+        lambda: connection, sockaddr[0], sockaddr[1], family=family, proto=proto, local_addr=local
+    )
+    return connection
+
+
+def _interleaved(addresses: Iterable[AddressInfo]) -> list[AddressInfo]:
+    """The resolver's addresses, families alternating from the first one's (RFC 8305 §4): a broken IPv6 route
+    costs one race delay, not every IPv6 address's."""
+    families: dict[int, list[AddressInfo]] = {}
+    for address in dict.fromkeys(addresses):
+        families.setdefault(address[0], []).append(address)
+    rounds = [list(group) for group in families.values()]
+    ordered: list[AddressInfo] = []
+    while any(rounds):
+        for group in rounds:
+            if group:
+                ordered.append(group.pop(0))
+    return ordered
 
 
 def _set_options(connection: _Connection, socket_options: Iterable[SocketOption] | None) -> None:

@@ -209,7 +209,7 @@ class OutboxRepository:
             "lease_until": now + lease,
             "limit": limit,
             "scan_limit": 2 * limit if limited else limit,
-            "per_destination": per_destination or limit,
+            "per_destination": limit if per_destination is None else per_destination,
             "full": full,
         }
         for n, (destination, room) in enumerate(open_rooms if limited else ()):
@@ -260,7 +260,7 @@ class OutboxRepository:
         """``outbox.id`` is one of ``ids``: on PostgreSQL ``= ANY`` of one array — one statement whatever their
         number, looked up by the primary key (an IN list is a statement, and a plan, per length)."""
         if self._postgresql:
-            return outbox.c.id == sa.any_(sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.String(64))))
+            return outbox.c.id == sa.any_(sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.String())))
         return outbox.c.id.in_(list(ids))
 
     async def release(self, owner: str, entry_ids: Sequence[str]) -> None:
@@ -368,7 +368,7 @@ _ORIGINS = sa.select(referral_origins.c.service_request_id, referral_origins.c.e
     referral_origins.c.service_request_id.in_(sa.bindparam("ids", expanding=True))
 )
 _ORIGINS_FROM_ARRAY = sa.select(referral_origins.c.service_request_id, referral_origins.c.endpoint).where(
-    referral_origins.c.service_request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String(64))))
+    referral_origins.c.service_request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String())))
 )
 # On PostgreSQL, look-ups by many keys join the keys as arrays: one statement whatever their number (an IN list
 # of n values is a new statement, planned anew, for each n), and a nested loop of index look-ups, one per key, that
@@ -377,13 +377,13 @@ _ORIGINS_FROM_ARRAY = sa.select(referral_origins.c.service_request_id, referral_
 # subquery a look-up per key: flattened into a join, it is the planner's to reorder.
 _RESOURCE_TEXTS_FROM_ARRAYS = sa.text(
     "SELECT r.resource_type, r.id, r.content "
-    "FROM unnest(CAST(:types AS VARCHAR(64)[]), CAST(:ids AS VARCHAR(64)[])) AS k(resource_type, id) "
+    "FROM unnest(CAST(:types AS VARCHAR[]), CAST(:ids AS VARCHAR[])) AS k(resource_type, id) "
     "CROSS JOIN LATERAL (SELECT resource_type, id, content FROM resources "
     "WHERE resources.resource_type = k.resource_type AND resources.id = k.id OFFSET 0) AS r"
 )
 _TASK_TEXTS_FROM_ARRAY = sa.text(
     "SELECT s.value, r.id, r.content, r.last_updated "
-    "FROM unnest(CAST(:ids AS VARCHAR(1024)[])) AS k(value) "
+    "FROM unnest(CAST(:ids AS VARCHAR[])) AS k(value) "
     "CROSS JOIN LATERAL (SELECT value, resource_id FROM search_index "
     "WHERE resource_type = 'Task' AND param = 'focus' AND value = k.value AND system = 'ServiceRequest' OFFSET 0) AS s "
     "JOIN resources AS r ON r.resource_type = 'Task' AND r.id = s.resource_id"

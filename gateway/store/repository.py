@@ -171,6 +171,12 @@ def rows_in(columns: Sequence[sa.ColumnElement[Any]], rows: Iterable[tuple[Any, 
     )
 
 
+def _array_of(element: sa.types.TypeEngine[Any]) -> postgresql.ARRAY[Any]:
+    """A PostgreSQL array of values of this column's type, strings without their length: an explicit cast to
+    ``VARCHAR(n)[]`` would cut longer values, and a cut value could match another row."""
+    return postgresql.ARRAY(sa.String() if isinstance(element, sa.String) else element)
+
+
 class KeyLookup:
     """``SELECT … WHERE (a, b, c) IN rows``, written so that the index on those columns serves it: SQLite answers a
     row-value IN list by scanning the whole table. Rows are grouped on all but the last column, and each group
@@ -197,7 +203,7 @@ class KeyLookup:
                 *(
                     sa.and_(
                         *(column == sa.bindparam(f"k{g}_{c}") for c, column in enumerate(leading)),
-                        last == sa.any_(sa.bindparam(f"v{g}", type_=postgresql.ARRAY(last.type)))
+                        last == sa.any_(sa.bindparam(f"v{g}", type_=_array_of(last.type)))
                         if arrays
                         else last.in_(sa.bindparam(f"v{g}", expanding=True)),
                     )

@@ -6,14 +6,18 @@ exceptions, TLS with verification — and a request's head and body sent in one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 import uvloop
@@ -22,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.routing.network import FLUSH_SIZE, AsyncioBackend, _Connection
+from gateway.routing.network import CONNECT_RACE_DELAY, FLUSH_SIZE, AsyncioBackend, AsyncioStream, _Connection
 from gateway.routing.transport import asyncio_transport
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -33,9 +37,15 @@ def run_on(loop: str, scenario: Callable[[], Awaitable[None]]) -> None:
         runner.run(asyncio.wait_for(scenario(), 30))
 
 
-def _client(ssl_context: ssl.SSLContext | None = None, timeout: float = 5.0) -> httpx.AsyncClient:
+def _client(
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float | httpx.Timeout = 5.0,
+    backend: AsyncioBackend | None = None,
+) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=5.0)
     transport = asyncio_transport(limits, ssl_context or ssl.create_default_context())
+    if backend is not None:
+        transport._pool._network_backend = backend
     return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
@@ -156,7 +166,7 @@ def test_a_refused_connection_is_a_connect_error(loop: str) -> None:
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_a_server_closing_mid_answer_is_a_read_error(loop: str) -> None:
+def test_a_server_closing_mid_answer_is_a_protocol_error(loop: str) -> None:
     async def scenario() -> None:
         truncated = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"
         server = _Server(lambda head, body: truncated, close_after_answer=True)
@@ -238,8 +248,6 @@ class _RecordingTransport:
 
 
 async def test_a_request_head_and_body_leave_in_one_write_at_the_first_read() -> None:
-    from gateway.routing.network import AsyncioStream
-
     connection = _Connection(asyncio.get_running_loop())
     recording = _RecordingTransport()
     connection.connection_made(recording)  # type: ignore[arg-type]
@@ -264,3 +272,110 @@ def test_the_backend_is_what_the_delivery_client_uses() -> None:
     limits = httpx.Limits(max_connections=2)
     transport = asyncio_transport(limits, ssl.create_default_context())
     assert isinstance(transport._pool._network_backend, AsyncioBackend)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_reset_mid_answer_is_a_read_error(loop: str) -> None:
+    async def scenario() -> None:
+        async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            writer.transport.abort()
+
+        server = await asyncio.start_server(reset, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with _client() as client:
+            with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+                await client.post(f"http://127.0.0.1:{port}/x", content=b"{}")
+        server.close()
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_hosts_addresses_are_raced_when_the_first_does_not_answer(loop: str) -> None:
+    """A host with two addresses, the first a black hole (its accept queue is full: SYNs go unanswered): the
+    second is tried CONNECT_RACE_DELAY later, beside it, and answers — not after the whole connect timeout."""
+
+    async def scenario() -> None:
+        server = _Server(lambda head, body: _ok())
+        port = await server.start()
+        hole = socket.socket()
+        hole.bind(("127.0.0.2", port))
+        hole.listen(0)
+        fillers = []
+        for _ in range(8):  # fill the accept queue
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.2", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.2)
+
+        async def resolve(host: str, port_: int, **_: Any) -> list[tuple[Any, ...]]:
+            assert host == "dac.test"
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.2", port_)),
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port_)),
+            ]
+
+        started = asyncio.get_running_loop().time()
+        timeout = httpx.Timeout(10.0, connect=5.0)
+        async with _client(timeout=timeout, backend=AsyncioBackend(resolver=resolve)) as client:
+            response = await client.post(f"http://dac.test:{port}/x", content=b"{}")
+        assert response.status_code == 200
+        assert asyncio.get_running_loop().time() - started < CONNECT_RACE_DELAY + 2.0  # not the 5 s connect timeout
+        assert server.connections == 1
+        for filler in fillers:
+            filler.close()
+        hole.close()
+        await server.stop()
+
+    run_on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_to_a_peer_that_already_closed_fails_at_once(loop: str, tmp_path: Path) -> None:
+    """The server accepts, then closes before the handshake (a busy loop, a load balancer): a connection error
+    now, not a handshake waiting out the connect timeout."""
+
+    async def scenario() -> None:
+        async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(close, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        stream = await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5.0)
+        await asyncio.sleep(0.2)  # the close arrives before the handshake starts
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpcore.ConnectError):
+            await stream.start_tls(ssl.create_default_context(), "localhost", timeout=5.0)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        server.close()
+
+    run_on(loop, scenario)
+
+
+async def test_a_wait_has_one_deadline_however_often_it_is_woken() -> None:
+    """Data arriving while a write waits for room does not restart its timeout."""
+    connection = _Connection(asyncio.get_running_loop())
+    recording = _RecordingTransport()
+    connection.connection_made(recording)  # type: ignore[arg-type]
+    connection.pause_writing()
+    stream = AsyncioStream(connection)
+
+    async def chatter() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            connection.data_received(b"x")
+
+    chatting = asyncio.create_task(chatter())
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(httpcore.WriteTimeout):
+        await stream.write(b"a" * FLUSH_SIZE, timeout=0.3)
+    assert asyncio.get_running_loop().time() - started < 0.6
+    chatting.cancel()
