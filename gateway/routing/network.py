@@ -68,6 +68,11 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.waiter: asyncio.Future[None] | None = None  # a read waiting for data, or a write for room
+        # Where the exchange stands: whether the connection served a request before this one (it was kept
+        # alive), whether any of this request went out, and whether its answer is being read.
+        self.reused = False
+        self.request_sent = False
+        self.answering = False
 
     # --- asyncio.Protocol ---
 
@@ -122,8 +127,16 @@ class _Connection(asyncio.Protocol):
     def flush(self) -> None:
         if self.held and self.transport is not None and not self.closed:
             self.transport.write(self.held[0] if len(self.held) == 1 else b"".join(self.held))
+            self.request_sent = True
         self.held.clear()
         self.held_size = 0
+
+    def stale(self) -> bool:
+        """A kept-alive connection the peer closed before any of this request went out (its close crossed our
+        look at the idle connection): httpcore's pool sends the request again on another connection when told
+        ``ConnectionNotAvailable`` — safe, as the peer received none of it. A new connection is never stale: a
+        peer that closes every connection at once is an error, not a reason to try again."""
+        return self.reused and not self.request_sent and not self.received and (self.eof or self.closed)
 
 
 class AsyncioStream(AsyncNetworkStream):
@@ -132,6 +145,10 @@ class AsyncioStream(AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         connection = self._connection
+        connection.answering = True
+        if connection.held and connection.stale():
+            connection.held.clear()
+            raise httpcore.ConnectionNotAvailable()
         connection.flush()  # what was written is the request: it goes now, in one piece
         deadline = connection.deadline(timeout)
         while not connection.received and not connection.eof:
@@ -155,6 +172,12 @@ class AsyncioStream(AsyncNetworkStream):
         if not buffer:
             return
         connection = self._connection
+        if connection.answering:  # the first write of the next request on a kept-alive connection
+            connection.answering = connection.request_sent = False
+            connection.reused = True
+        if connection.stale():
+            connection.held.clear()
+            raise httpcore.ConnectionNotAvailable()
         if connection.closed:
             raise httpcore.WriteError("the connection is closed")
         connection.held.append(buffer)

@@ -379,3 +379,37 @@ async def test_a_wait_has_one_deadline_however_often_it_is_woken() -> None:
         await stream.write(b"a" * FLUSH_SIZE, timeout=0.3)
     assert asyncio.get_running_loop().time() - started < 0.6
     chatting.cancel()
+
+
+async def test_a_kept_alive_connection_closed_before_the_request_left_is_given_up_for_another() -> None:
+    """The peer's close crossed our look at the idle connection: none of the next request went out, so httpcore's
+    pool is told the connection is not available and sends it on another (ConnectionNotAvailable)."""
+    for closed_before in ("write", "read"):
+        connection = _Connection(asyncio.get_running_loop())
+        recording = _RecordingTransport()
+        connection.connection_made(recording)  # type: ignore[arg-type]
+        stream = AsyncioStream(connection)
+        await stream.write(b"POST /1 HTTP/1.1\r\n\r\n")
+        connection.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        assert await stream.read(65536)
+        if closed_before == "write":
+            connection.eof_received()
+            with pytest.raises(httpcore.ConnectionNotAvailable):
+                await stream.write(b"POST /2 HTTP/1.1\r\n\r\n")
+        else:
+            await stream.write(b"POST /2 HTTP/1.1\r\n\r\n")
+            connection.eof_received()
+            with pytest.raises(httpcore.ConnectionNotAvailable):
+                await stream.read(65536)
+        assert recording.writes == [b"POST /1 HTTP/1.1\r\n\r\n"]  # nothing of the second request was sent
+
+
+async def test_a_new_connection_closed_at_once_is_an_error_not_a_retry() -> None:
+    """A peer that closes every connection before the first request must not make the pool try again forever."""
+    connection = _Connection(asyncio.get_running_loop())
+    recording = _RecordingTransport()
+    connection.connection_made(recording)  # type: ignore[arg-type]
+    stream = AsyncioStream(connection)
+    connection.eof_received()
+    await stream.write(b"POST /1 HTTP/1.1\r\n\r\n")
+    assert await stream.read(65536) == b""  # h11 then says the server disconnected: an error, retried later
