@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.types import Resource
 from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
@@ -186,14 +184,9 @@ async def process_consent(
 
 
 async def answered_consent(database: Database, viewer: Viewer, outcome: ConsentOutcome) -> StoredResource:
-    """The stored Consent as its poster is answered: ``patient`` names the stored Patient only when the caller may
-    see it; otherwise the patient as the caller identified it (its INS) — so the answer is the same whether or
-    not that patient is known here, and carries no id of a resource the caller may not see."""
-    if outcome.patient is None or await _visible(database, viewer, [outcome.patient]):
-        return outcome.consent
-    content = dict(outcome.consent.content)
-    if outcome.identified_patient is not None:
-        content["patient"] = outcome.identified_patient
-    else:  # an opposition message whose Patient has no identifier: nothing to name it by
-        content.pop("patient", None)
-    return dataclasses.replace(outcome.consent, content=content)
+    """The stored Consent as its poster reads it (``VisibilityRepository.as_seen``): ``patient`` names the stored
+    Patient only when the caller may see it; otherwise the patient as the caller identified it (its INS) — so the
+    answer is the same whether or not that patient is known here, and carries no id of a resource the caller may
+    not see."""
+    async with UnitOfWork(database, write=False) as uow:
+        return (await uow.visibility.as_seen(viewer, [outcome.consent]))[0]

@@ -1,7 +1,8 @@
 """Reads: one resource, one version, its history, a search. Each opens a read-only unit of work.
 
 Each read is made for a ``Viewer``: what it may not see answers exactly as what does not exist (404), and a
-search counts and pages only what it may see — so nobody learns that a referral they are no party to exists.
+search counts and pages only what it may see — so nobody learns that a referral they are no party to exists. What
+it may see it reads as ``VisibilityRepository.as_seen`` shows it (a Consent names a Patient it may not see by INS).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ async def read(database: Database, resource_type: str, resource_id: str, viewer:
     require_served(resource_type)
     async with UnitOfWork(database, write=False) as uow:
         stored = await uow.resources.get(resource_type, resource_id)
-        if stored is not None and not await uow.visibility.can_see(viewer, resource_type, resource_id):
-            stored = None
+        if stored is not None:
+            seen = await uow.visibility.can_see(viewer, resource_type, resource_id)
+            stored = (await uow.visibility.as_seen(viewer, [stored]))[0] if seen else None
     if stored is None:
         raise _not_found(resource_type, resource_id)
     return stored
@@ -52,6 +54,8 @@ async def read_version(
             stored = await uow.resources.get_version(resource_type, resource_id, int(version))
             exists = stored is not None or await uow.resources.exists(resource_type, resource_id)
             exists = exists and await uow.visibility.can_see(viewer, resource_type, resource_id)
+            if exists and stored is not None:
+                stored = (await uow.visibility.as_seen(viewer, [stored]))[0]
         if not exists:
             raise _not_found(resource_type, resource_id)
     if stored is None:
@@ -69,6 +73,7 @@ async def history(
         versions = await uow.resources.history(resource_type, resource_id)
         if versions and not await uow.visibility.can_see(viewer, resource_type, resource_id):
             versions = []
+        versions = await uow.visibility.as_seen(viewer, versions)
     if not versions:
         raise _not_found(resource_type, resource_id)
     return versions
@@ -78,4 +83,5 @@ async def search(
     database: Database, query: SearchQuery, viewer: Viewer = EVERYTHING
 ) -> tuple[int, list[StoredResource]]:
     async with UnitOfWork(database, write=False) as uow:
-        return await uow.resources.search(query, visible(viewer, query.resource_type, resources.c.id))
+        total, found = await uow.resources.search(query, visible(viewer, query.resource_type, resources.c.id))
+        return total, await uow.visibility.as_seen(viewer, found)

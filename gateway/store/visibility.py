@@ -17,20 +17,29 @@ posted on its own (``POST /fhir/Consent``, an opposition message) is a record of
 are keyed by its reference (``Consent/…``, never a ServiceRequest id), its poster the sender. The referrals an
 opposition revokes do not get it: their parties learn why from the revocation reason, not what the Consent says.
 
+What a viewer reads of a resource it may see is the stored resource, but for one reference: a Consent names the
+stored Patient (``patient.reference``) only to who may see that Patient. An opposition posted by INS for another
+party's patient is stored linked to that Patient — the link revokes its referrals, finds the opposition at later
+intakes and is the operators' to read — and its poster reads it as it posted it, the patient by identifier: the
+same Consent whether or not that patient is known here, and no id of a Patient it could not resolve
+(``as_seen``, for every read and for the answer to the post).
+
 Why tables of our own rather than a column on ``resources``: a resource belongs to any number of referrals, and
 a membership row costs one bulk insert in the intake's flush, while the resource rows stay as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.repository import PendingWrites
+from gateway.fhir.search import split_reference
+from gateway.store.repository import PendingWrites, StoredResource
 from gateway.store.tables import referral_members, referral_senders, resource_identities, search_index
 
 
@@ -130,6 +139,27 @@ def _of_a_referral(
     )
 
 
+def _consent_patient(stored: StoredResource) -> str | None:
+    """The id of the stored Patient a Consent names by reference, if any."""
+    patient = stored.content.get("patient") if stored.resource_type == "Consent" else None
+    if not isinstance(patient, dict) or not isinstance(patient.get("reference"), str):
+        return None
+    target_type, target_id = split_reference(patient["reference"])
+    return target_id if target_type == "Patient" else None
+
+
+def _patient_by_identifier(stored: StoredResource) -> StoredResource:
+    """The Consent with ``patient`` as its poster identified it: the reference without its ``reference`` (its
+    ``identifier``, the INS, is stored with it); none at all when nothing else names the patient."""
+    content = dict(stored.content)
+    named = {key: value for key, value in content["patient"].items() if key != "reference"}
+    if named:
+        content["patient"] = named
+    else:
+        del content["patient"]
+    return dataclasses.replace(stored, content=content)
+
+
 class VisibilityRepository:
     def __init__(self, connection: AsyncConnection, pending: PendingWrites) -> None:
         self._connection = connection
@@ -159,3 +189,15 @@ class VisibilityRepository:
             return True
         await self._pending.flush(self._connection)
         return bool((await self._connection.execute(sa.select(condition))).scalar_one())
+
+    async def as_seen(self, viewer: Viewer, found: Sequence[StoredResource]) -> list[StoredResource]:
+        """``found`` — resources the viewer may see — as it reads them: a Consent naming by reference a Patient
+        the viewer may not see names it by identifier instead (see the module's docstring)."""
+        if viewer.everything:
+            return list(found)
+        hidden: dict[str, bool] = {}
+        for patient in {p for stored in found if (p := _consent_patient(stored)) is not None}:
+            hidden[patient] = not await self.can_see(viewer, "Patient", patient)
+        return [
+            _patient_by_identifier(stored) if hidden.get(_consent_patient(stored) or "") else stored for stored in found
+        ]

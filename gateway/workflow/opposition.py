@@ -40,9 +40,6 @@ class ConsentOutcome:
     consent: StoredResource
     patient: str | None  # the stored Patient it applies to, when known here
     revoked: list[str] = field(default_factory=list)  # ServiceRequest references revoked by an opposition
-    #: ``Consent.patient`` as the caller identified the patient (by INS), without the stored Patient's id: what
-    #: the answer names when the caller may not see that Patient (``gateway.intake.handlers.answered_consent``).
-    identified_patient: Resource | None = None
 
 
 async def _patient_reference(
@@ -119,7 +116,14 @@ async def _record(
     async with UnitOfWork(database) as uow:
         patient_reference = await _patient_reference(uow, consent, patient, viewer)
         if patient_reference:
-            consent["patient"] = {**(consent.get("patient") or {}), "reference": patient_reference}
+            # The stored Patient by reference, and the patient as the caller identified it (the INS, a message's
+            # Patient's included): what names the patient to a reader who may not see that Patient
+            # (``gateway.store.visibility``: its poster reads it as it posted it).
+            consent["patient"] = {
+                **(consent.get("patient") or {}),
+                **(identified or {}),
+                "reference": patient_reference,
+            }
         stored = uow.resources.add(consent)
         if sender is not None:
             # Its poster reads it back (the Location it was given): a Consent posted on its own is a record of
@@ -184,7 +188,7 @@ async def _record(
             if sender is not None:  # read, like the Consent, by its poster
                 uow.visibility.add_members(stored.reference, [("Provenance", recorded.id)])
         await uow.commit()
-    return ConsentOutcome(stored, patient_reference, revoked, identified)
+    return ConsentOutcome(stored, patient_reference, revoked)
 
 
 async def _informant(

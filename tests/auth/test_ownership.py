@@ -680,3 +680,87 @@ async def test_a_later_opposition_tells_the_revoked_referrals_parties_why_not_wh
     assert len(updates) == 4
     sent = [m for m in messages.values() if isinstance(m, bytes)]
     assert len(sent) == 4 and not [m for m in sent for consent_id in oppositions if consent_id.encode() in m]
+
+
+async def test_the_poster_reads_its_consent_naming_a_patient_it_may_not_see_by_ins_only(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """A's Consent for B's patient (by INS, or an opposition message carrying the Patient) is stored linked to B's
+    Patient. A reads it — read, vread, history, searches — as it was answered: the patient by INS, never the id of
+    a Patient A may not see; the operator reads the link; a Consent for a patient A sees keeps its reference."""
+    headers_a, operator = parties.headers["sender A"], parties.headers["operator"]
+    for post in ("Consent", "message"):
+        of_b = fresh(commune="75056")  # a patient only B referred
+        b = await secure.post("/fhir", json=of_b, headers=parties.headers["sender B"] | FHIR_JSON)
+        assert b.status_code == 200, b.text
+        patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
+        ins = _ins_of(of_b)
+        if post == "Consent":
+            answer = await secure.post(
+                "/fhir/Consent", json=_consent_for({"identifier": ins}), headers=headers_a | FHIR_JSON
+            )
+            assert answer.status_code == 201, answer.text
+            consent = f"Consent/{answer.json()['id']}"
+        else:
+            answer = await secure.post("/fhir/$process-message", json=_opposition(of_b), headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 200, answer.text
+            consent = answer.json()["entry"][0]["resource"]["focus"][0]["reference"].split("/fhir/")[-1]
+        consent_id = consent.split("/")[1]
+        read = await secure.get(f"/fhir/{consent}", headers=headers_a)
+        vread = await secure.get(f"/fhir/{consent}/_history/1", headers=headers_a)
+        history = await secure.get(f"/fhir/{consent}/_history", headers=headers_a)
+        searches = [
+            await secure.get("/fhir/Consent", params=params, headers=headers_a)
+            for params in (
+                {"_id": consent_id},
+                {"patient:identifier": f"{ins['system']}|{ins['value']}"},
+                {"status": "active"},
+                {},
+            )
+        ]
+        seen = [read.json(), vread.json(), *(e["resource"] for e in history.json()["entry"])]
+        for found in searches:
+            assert found.status_code == 200, found.text
+            seen += [e["resource"] for e in found.json().get("entry", []) if e["resource"]["id"] == consent_id]
+        assert len(seen) == 7, (post, seen)
+        assert [resource["patient"] for resource in seen] == [{"identifier": ins}] * 7, post
+        texts = [read.text, vread.text, history.text, *(found.text for found in searches)]
+        assert not [text for text in texts if patient.split("/")[1] in text], post
+        stored = await secure.get(f"/fhir/{consent}", headers=operator)
+        assert stored.json()["patient"]["reference"] == patient, post  # the link, for the operator
+    # A patient A may see: its Consent names the Patient by reference, in reads as in the answer.
+    of_a = fresh(commune="75056")
+    a = await secure.post("/fhir", json=of_a, headers=headers_a | FHIR_JSON)
+    mine = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("Patient/"))
+    answer = await secure.post(
+        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_a)}, "permit"), headers=headers_a | FHIR_JSON
+    )
+    assert answer.status_code == 201, answer.text
+    read = await secure.get(f"/fhir/Consent/{answer.json()['id']}", headers=headers_a)
+    assert read.json()["patient"]["reference"] == mine
+
+
+async def test_an_opposition_for_a_patient_the_poster_may_not_see_still_revokes_and_holds_at_later_intakes(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """A's opposition for B's patient (posted by INS, or as a message carrying the Patient) revokes B's open
+    referral, and stops B's later referral for that INS at intake."""
+    headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
+    for post in ("Consent", "message"):
+        of_b = fresh(commune="75056")
+        b = await secure.post("/fhir", json=of_b, headers=headers_b | FHIR_JSON)
+        assert b.status_code == 200, b.text
+        first = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+        if post == "Consent":
+            answer = await secure.post(
+                "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_b)}), headers=headers_a | FHIR_JSON
+            )
+        else:
+            answer = await secure.post("/fhir/$process-message", json=_opposition(of_b), headers=headers_a | FHIR_JSON)
+        assert answer.status_code in (200, 201), answer.text
+        assert (await secure.get(f"/fhir/{first}", headers=headers_b)).json()["status"] == "revoked", post
+        later = await secure.post("/fhir", json=renamed(of_b, "-later"), headers=headers_b | FHIR_JSON)
+        assert later.status_code == 200, later.text
+        assert any("opposition" in issue["diagnostics"] for issue in _notes(later)), post
+        again = next(loc.split("/_history")[0] for loc in _locations(later) if loc.startswith("ServiceRequest/"))
+        assert (await secure.get(f"/fhir/{again}", headers=headers_b)).json()["status"] == "revoked", post
