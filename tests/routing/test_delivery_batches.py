@@ -229,7 +229,7 @@ async def test_a_crash_between_claim_and_record_is_retaken_after_the_lease(
 async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the_same_claim(
     database: Database, routing: RoutingTable
 ) -> None:
-    paris = await _referrals(database, routing, 3)  # the oldest
+    paris = await _referrals(database, routing, 5)  # the oldest
     (reunion,) = await _referrals(database, routing, 1, commune="97411")
     release, paris_sent, reunion_sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
     paris_sending, most_paris_sending = 0, 0
@@ -251,20 +251,20 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
     respx.post(REUNION).mock(side_effect=fast)
     async with httpx.AsyncClient() as client:
         dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8)
-        # Leased at once: two for Paris (one for its only slot, one queued behind it), and La Réunion's.
-        assert await dispatcher.dispatch() == 3
+        # Leased at once: four for Paris (one for its only slot, three queued behind it), and La Réunion's.
+        assert await dispatcher.dispatch() == 5
         await asyncio.wait_for(asyncio.gather(paris_sent.wait(), reunion_sent.wait()), 10)
-        assert (dispatcher.in_flight["dac-75"], dispatcher.sending["dac-75"]) == (2, 1)
+        assert (dispatcher.in_flight["dac-75"], dispatcher.sending["dac-75"]) == (4, 1)
         for _ in range(100):  # La Réunion's is recorded while Paris's first attempt still hangs
             if (entries := await _entries(database))[reunion].status == DELIVERED:
                 break
             await asyncio.sleep(0.01)
         assert entries[reunion].status == DELIVERED
-        assert [entries[sr].status for sr in paris] == [PENDING] * 3
+        assert [entries[sr].status for sr in paris] == [PENDING] * 5
         release.set()
-        await dispatcher.drain()  # the queued one went out when the slot freed
+        await dispatcher.drain()  # the queued ones went out as the slot freed
         assert await dispatcher.deliver_due() == 1
-    assert paris_route.call_count == 3 and most_paris_sending == 1
+    assert paris_route.call_count == 5 and most_paris_sending == 1
     assert not dispatcher.in_flight and not dispatcher.sending
     assert {entry.status for entry in (await _entries(database)).values()} == {DELIVERED}
 
@@ -273,7 +273,7 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
 async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
     database: Database, routing: RoutingTable
 ) -> None:
-    await _referrals(database, routing, 3)
+    await _referrals(database, routing, 5)
     release, sent = asyncio.Event(), asyncio.Event()
 
     async def slow(request: httpx.Request) -> httpx.Response:
@@ -284,14 +284,14 @@ async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
     route = respx.post(PARIS).mock(side_effect=slow)
     async with httpx.AsyncClient() as client:
         dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8)
-        assert await dispatcher.dispatch() == 2  # one sending, one queued behind it
+        assert await dispatcher.dispatch() == 4  # one sending, three queued behind it
         await asyncio.wait_for(sent.wait(), 10)
-        assert await dispatcher.release_queued() == 1
+        assert await dispatcher.release_queued() == 3
         leased = [entry for entry in (await _entries(database)).values() if entry.status == PENDING]
         async with UnitOfWork(database) as uow:  # the one given back is due at once, for any worker
             taken = await uow.outbox.claim("another", utc_now(), LEASE, 10)
             await uow.commit()
-        assert len(leased) == 3 and len(taken) == 2  # it, and the third, never claimed
+        assert len(leased) == 5 and len(taken) == 4  # those, and the fifth, never claimed
         release.set()
         await dispatcher.drain()
     assert route.call_count == 1 and not dispatcher.in_flight
