@@ -16,10 +16,9 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.repository import PendingWrites, as_utc, rows_in
+from gateway.store.repository import PendingWrites, any_of, as_utc, rows_in
 from gateway.store.tables import outbox, referral_origins, resources, search_index
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -260,7 +259,7 @@ class OutboxRepository:
         """``outbox.id`` is one of ``ids``: on PostgreSQL ``= ANY`` of one array — one statement whatever their
         number, looked up by the primary key (an IN list is a statement, and a plan, per length)."""
         if self._postgresql:
-            return outbox.c.id == sa.any_(sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.String())))
+            return any_of(outbox.c.id, "ids", list(ids))
         return outbox.c.id.in_(list(ids))
 
     async def release(self, owner: str, entry_ids: Sequence[str]) -> None:
@@ -368,7 +367,7 @@ _ORIGINS = sa.select(referral_origins.c.service_request_id, referral_origins.c.e
     referral_origins.c.service_request_id.in_(sa.bindparam("ids", expanding=True))
 )
 _ORIGINS_FROM_ARRAY = sa.select(referral_origins.c.service_request_id, referral_origins.c.endpoint).where(
-    referral_origins.c.service_request_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String())))
+    any_of(referral_origins.c.service_request_id, "ids")
 )
 # On PostgreSQL, look-ups by many keys join the keys as arrays: one statement whatever their number (an IN list
 # of n values is a new statement, planned anew, for each n), and a nested loop of index look-ups, one per key, that

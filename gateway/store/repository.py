@@ -171,10 +171,12 @@ def rows_in(columns: Sequence[sa.ColumnElement[Any]], rows: Iterable[tuple[Any, 
     )
 
 
-def _array_of(element: sa.types.TypeEngine[Any]) -> postgresql.ARRAY[Any]:
-    """A PostgreSQL array of values of this column's type, strings without their length: an explicit cast to
-    ``VARCHAR(n)[]`` would cut longer values, and a cut value could match another row."""
-    return postgresql.ARRAY(sa.String() if isinstance(element, sa.String) else element)
+def any_of(column: sa.ColumnElement[Any], name: str, value: Any = None) -> sa.ColumnElement[bool]:
+    """``column = ANY(:name)`` (PostgreSQL): the values as one array parameter, so that the statement's text is the
+    same whatever their number. Strings are bound without their length: an explicit cast to ``VARCHAR(n)[]`` would
+    cut longer values, and a cut value could match another row."""
+    element = sa.String() if isinstance(column.type, sa.String) else column.type
+    return column == sa.any_(sa.bindparam(name, value, type_=postgresql.ARRAY(element)))
 
 
 class KeyLookup:
@@ -203,9 +205,7 @@ class KeyLookup:
                 *(
                     sa.and_(
                         *(column == sa.bindparam(f"k{g}_{c}") for c, column in enumerate(leading)),
-                        last == sa.any_(sa.bindparam(f"v{g}", type_=_array_of(last.type)))
-                        if arrays
-                        else last.in_(sa.bindparam(f"v{g}", expanding=True)),
+                        any_of(last, f"v{g}") if arrays else last.in_(sa.bindparam(f"v{g}", expanding=True)),
                     )
                     for g in range(groups)
                 )

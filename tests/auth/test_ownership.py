@@ -393,6 +393,21 @@ def _ins_of(bundle: dict[str, Any]) -> dict[str, str]:
     )
 
 
+async def _consent_by_ins_for_own_patient(
+    http: httpx.AsyncClient, headers: dict[str, str]
+) -> tuple[httpx.Response, str]:
+    """The caller refers a new patient, then posts a Consent naming it by INS: the answer, and the Patient's
+    reference."""
+    referral = fresh(commune="75056")
+    posted = await http.post("/fhir", json=referral, headers=headers | FHIR_JSON)
+    patient = next(loc.split("/_history")[0] for loc in _locations(posted) if loc.startswith("Patient/"))
+    answer = await http.post(
+        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(referral)}, "permit"), headers=headers | FHIR_JSON
+    )
+    assert answer.status_code == 201, answer.text
+    return answer, patient
+
+
 async def test_a_consent_by_ins_names_no_patient_the_caller_may_not_see(
     secure: httpx.AsyncClient, parties: World
 ) -> None:
@@ -433,13 +448,7 @@ async def test_a_consent_by_ins_names_no_patient_the_caller_may_not_see(
     assert by_id.status_code == unknown.status_code == 422, by_id.text
     assert _unresolved(by_id, patient) == _unresolved(unknown, nowhere)
     # A patient the caller sees keeps its reference in the answer.
-    of_a = fresh(commune="75056")
-    a = await secure.post("/fhir", json=of_a, headers=headers_a | FHIR_JSON)
-    mine = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("Patient/"))
-    answer = await secure.post(
-        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_a)}, "permit"), headers=headers_a | FHIR_JSON
-    )
-    assert answer.status_code == 201, answer.text
+    answer, mine = await _consent_by_ins_for_own_patient(secure, headers_a)
     assert answer.json()["patient"]["reference"] == mine
 
 
@@ -729,13 +738,7 @@ async def test_the_poster_reads_its_consent_naming_a_patient_it_may_not_see_by_i
         stored = await secure.get(f"/fhir/{consent}", headers=operator)
         assert stored.json()["patient"]["reference"] == patient, post  # the link, for the operator
     # A patient A may see: its Consent names the Patient by reference, in reads as in the answer.
-    of_a = fresh(commune="75056")
-    a = await secure.post("/fhir", json=of_a, headers=headers_a | FHIR_JSON)
-    mine = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("Patient/"))
-    answer = await secure.post(
-        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_a)}, "permit"), headers=headers_a | FHIR_JSON
-    )
-    assert answer.status_code == 201, answer.text
+    answer, mine = await _consent_by_ins_for_own_patient(secure, headers_a)
     read = await secure.get(f"/fhir/Consent/{answer.json()['id']}", headers=headers_a)
     assert read.json()["patient"]["reference"] == mine
 
