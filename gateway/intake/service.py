@@ -36,9 +36,8 @@ from gateway.routing.router import route
 from gateway.routing.schedule import schedule_referral
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
-from gateway.store.tables import resources
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
-from gateway.store.visibility import EVERYTHING, Viewer, visible
+from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.provenance import GATEWAY, client_agent
@@ -270,8 +269,9 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
             matches = [m for m in [known.matching(resource_type, wanted)] if m is not None]
         else:
             # Any other search matches only among what the caller may see: it must not adopt (and so come to
-            # read) another party's Consent or CareTeam, nor learn from a 412 that such a resource exists.
-            matches = await uow.resources.find(query, limit=2, visible=visible(viewer, resource_type, resources.c.id))
+            # read) another party's Consent or CareTeam, nor learn from a 412 that such a resource exists — nor,
+            # from a match, which Patient its own Consent by INS is linked to (``searchable``).
+            matches = await uow.resources.find(query, limit=2, visible=searchable(viewer, query))
         if len(matches) > 1:
             raise PreconditionFailed.single(
                 IssueCode.CONDITIONAL_MULTIPLE_MATCHES,

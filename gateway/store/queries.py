@@ -2,7 +2,8 @@
 
 Each read is made for a ``Viewer``: what it may not see answers exactly as what does not exist (404), and a
 search counts and pages only what it may see — so nobody learns that a referral they are no party to exists. What
-it may see it reads as ``VisibilityRepository.as_seen`` shows it (a Consent names a Patient it may not see by INS).
+it may see it reads as ``VisibilityRepository.as_seen`` shows it (a Consent names a Patient it may not see by INS),
+and searches likewise (``searchable``: no search by that Patient's id finds the Consent).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from gateway.errors import IssueCode, ResourceNotFound
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
-from gateway.store.tables import resources
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.store.visibility import EVERYTHING, Viewer, visible
+from gateway.store.visibility import EVERYTHING, Viewer, searchable
 
 SERVED_TYPES = frozenset(SEARCH_PARAMETERS)
 
@@ -83,5 +83,5 @@ async def search(
     database: Database, query: SearchQuery, viewer: Viewer = EVERYTHING
 ) -> tuple[int, list[StoredResource]]:
     async with UnitOfWork(database, write=False) as uow:
-        total, found = await uow.resources.search(query, visible(viewer, query.resource_type, resources.c.id))
+        total, found = await uow.resources.search(query, searchable(viewer, query))
         return total, await uow.visibility.as_seen(viewer, found)

@@ -22,7 +22,9 @@ stored Patient (``patient.reference``) only to who may see that Patient. An oppo
 party's patient is stored linked to that Patient — the link revokes its referrals, finds the opposition at later
 intakes and is the operators' to read — and its poster reads it as it posted it, the patient by identifier: the
 same Consent whether or not that patient is known here, and no id of a Patient it could not resolve
-(``as_seen``, for every read and for the answer to the post).
+(``as_seen``, for every read and for the answer to the post). A search by that link answers as the read does
+(``searchable``): ``Consent?patient=Patient/<id>`` matches only the Consents whose Patient the viewer may see,
+so that a search never confirms a link the read hides — the empty Bundle of an unknown patient.
 
 Why tables of our own rather than a column on ``resources``: a resource belongs to any number of referrals, and
 a membership row costs one bulk insert in the intake's flush, while the resource rows stay as they are.
@@ -38,9 +40,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.fhir.search import split_reference
+from gateway.fhir.search import SearchQuery, split_reference
 from gateway.store.repository import PendingWrites, StoredResource
-from gateway.store.tables import referral_members, referral_senders, resource_identities, search_index
+from gateway.store.tables import referral_members, referral_senders, resource_identities, resources, search_index
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +141,44 @@ def _of_a_referral(
     )
 
 
+#: The one link a reader reads only when it may see its target: a Consent's ``patient`` — (resource type, search
+#: parameter, target type). ``as_seen`` drops it from what the reader reads, ``searchable`` from what it searches.
+_HIDDEN_LINK = ("Consent", "patient", "Patient")
+
+
+def searchable(viewer: Viewer, query: SearchQuery) -> sa.ColumnElement[bool] | None:
+    """The condition for a match of ``query`` to be shown to the viewer; None when it sees everything. A resource
+    it may see (``visible``) — and, for a search by the hidden link (``Consent?patient=…``, by id, typed or not), one
+    whose link it may read: else the search would confirm who the Consent is about where the read names the patient
+    by INS only. A search by that INS (``patient:identifier``) matches: it finds what the poster posted."""
+    condition = visible(viewer, query.resource_type, resources.c.id)
+    resource_type, param, target_type = _HIDDEN_LINK
+    if condition is None or query.resource_type != resource_type:
+        return condition
+    if not any(criterion.parameter.name == param for criterion in query.criteria):
+        return condition
+    # In SQL, beside the visibility filter, so that the total and the paging links count only what is shown.
+    link = search_index.alias()
+    target_visible = visible(viewer, target_type, link.c.value)
+    assert target_visible is not None  # the viewer does not see everything
+    hidden = sa.exists().where(
+        link.c.resource_type == resource_type,
+        link.c.resource_id == resources.c.id,
+        link.c.param == param,
+        link.c.system == target_type,
+        sa.not_(target_visible),
+    )
+    return sa.and_(condition, sa.not_(hidden))
+
+
 def _consent_patient(stored: StoredResource) -> str | None:
     """The id of the stored Patient a Consent names by reference, if any."""
-    patient = stored.content.get("patient") if stored.resource_type == "Consent" else None
+    resource_type, param, target_type = _HIDDEN_LINK
+    patient = stored.content.get(param) if stored.resource_type == resource_type else None
     if not isinstance(patient, dict) or not isinstance(patient.get("reference"), str):
         return None
-    target_type, target_id = split_reference(patient["reference"])
-    return target_id if target_type == "Patient" else None
+    reference_type, target_id = split_reference(patient["reference"])
+    return target_id if reference_type == target_type else None
 
 
 def _patient_by_identifier(stored: StoredResource) -> StoredResource:

@@ -767,3 +767,68 @@ async def test_an_opposition_for_a_patient_the_poster_may_not_see_still_revokes_
         assert any("opposition" in issue["diagnostics"] for issue in _notes(later)), post
         again = next(loc.split("/_history")[0] for loc in _locations(later) if loc.startswith("ServiceRequest/"))
         assert (await secure.get(f"/fhir/{again}", headers=headers_b)).json()["status"] == "revoked", post
+
+
+async def test_no_search_confirms_the_patient_a_consent_names_by_ins_only(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """A's Consent by INS for B's patient is stored linked to B's Patient, which A reads by INS only: a search by
+    that Patient's id — typed or not, counted or paged, or an ``ifNoneExist`` — answers A as for an unknown
+    patient (nothing), while the operator's matches and A's Consent for a patient A sees matches for A."""
+    headers_a, operator = parties.headers["sender A"], parties.headers["operator"]
+    unknown = "Patient/0f0e0d0c-0000-4000-8000-000000000000"
+    for post in ("Consent", "message"):
+        of_b = fresh(commune="75056")  # a patient only B referred
+        b = await secure.post("/fhir", json=of_b, headers=parties.headers["sender B"] | FHIR_JSON)
+        assert b.status_code == 200, b.text
+        patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
+        if post == "Consent":
+            answer = await secure.post(
+                "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_b)}), headers=headers_a | FHIR_JSON
+            )
+            consent_id = answer.json()["id"]
+        else:
+            answer = await secure.post("/fhir/$process-message", json=_opposition(of_b), headers=headers_a | FHIR_JSON)
+            consent_id = answer.json()["entry"][0]["resource"]["focus"][0]["reference"].split("/")[-1]
+        assert answer.status_code in (200, 201), answer.text
+        for target in (patient, unknown):
+            for params in (
+                {"patient": target},
+                {"patient": target.split("/")[1]},
+                {"patient": f"{target},{unknown}"},
+                {"patient": target, "_summary": "count"},
+                {"patient": target, "_count": "1"},
+                {"patient": target, "status": "active"},
+            ):
+                found = await secure.get("/fhir/Consent", params=params, headers=headers_a)
+                assert found.status_code == 200, found.text
+                assert (found.json()["total"], found.json().get("entry", [])) == (0, []), (post, target, params)
+                posted = await secure.post("/fhir/Consent/_search", data=params, headers=headers_a)
+                assert posted.json()["total"] == 0, (post, target, params)
+        # The forms the gateway does not support are refused alike, whoever the patient.
+        for name in ("patient:Patient", "patient.identifier", "_has:Consent:patient:status"):
+            refused = [
+                (await secure.get("/fhir/Consent", params={name: value}, headers=headers_a)).status_code
+                for value in (patient, unknown)
+            ]
+            assert refused == [400, 400], (name, refused)
+        # Still found by what A posted, and by the operator through the link.
+        ins = _ins_of(of_b)
+        by_ins = await secure.get(
+            "/fhir/Consent", params={"patient:identifier": f"{ins['system']}|{ins['value']}"}, headers=headers_a
+        )
+        assert [e["resource"]["id"] for e in by_ins.json()["entry"]] == [consent_id], post
+        linked = await secure.get("/fhir/Consent", params={"patient": patient}, headers=operator)
+        assert consent_id in [e["resource"]["id"] for e in linked.json()["entry"]], post
+        # A conditional create by that Patient's id adopts nothing: A's Consent is not taken for a match.
+        bundle = fresh(commune="75056")
+        for entry in bundle["entry"]:
+            if entry["resource"]["resourceType"] == "Consent":
+                entry["request"]["ifNoneExist"] = f"patient={patient}"
+        referral = await secure.post("/fhir", json=bundle, headers=headers_a | FHIR_JSON)
+        assert referral.status_code == 200, referral.text
+        assert not [loc for loc in _locations(referral) if consent_id in loc], post
+    # A patient A sees: its Consent by INS is found by that Patient's id.
+    answer, mine = await _consent_by_ins_for_own_patient(secure, headers_a)
+    found = await secure.get("/fhir/Consent", params={"patient": mine}, headers=headers_a)
+    assert answer.json()["id"] in [e["resource"]["id"] for e in found.json()["entry"]]
