@@ -118,7 +118,7 @@ async def _process_opposition(
 ) -> Resource:
     resources = [entry.get("resource") or {} for entry in bundle.get("entry") or []]
     consents = [(i, r) for i, r in enumerate(resources) if r.get("resourceType") == "Consent"]
-    patients = [r for r in resources if r.get("resourceType") == "Patient"]
+    patients = [(i, r) for i, r in enumerate(resources) if r.get("resourceType") == "Patient"]
     if len(consents) != 1 or len(patients) > 1:
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED,
@@ -140,7 +140,9 @@ async def _process_opposition(
             "an opposition message's Consent has provision.type deny",
             f"Bundle.entry[{index}].resource.provision.type",
         )
-    outcome = await record_consent(database, routing, consent, patients[0] if patients else None, viewer, sender)
+    patient_index, patient = patients[0] if patients else (None, None)
+    paths = (f"Bundle.entry[{index}].resource", f"Bundle.entry[{patient_index}].resource")
+    outcome = await record_consent(database, routing, consent, patient, viewer, sender, paths)
     note = consent_note(await _visible(database, viewer, outcome.revoked))
     return message_response(resources[0], await answered_consent(database, viewer, outcome), base_url, note)
 

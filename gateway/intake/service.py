@@ -23,13 +23,13 @@ import orjson
 import structlog
 
 from gateway import metrics
-from gateway.errors import BusinessRuleViolation, Conflict, Issue, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.errors import BusinessRuleViolation, Conflict, IssueCode, PreconditionFailed, ResourceNotFound
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery, parse_search, split_reference
+from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
 from gateway.intake import facts
 from gateway.intake.careteam import build_care_team
-from gateway.intake.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
+from gateway.intake.identity import identity_keys
 from gateway.intake.referral import Referral, ReferralEntry, iter_references
 from gateway.routing.config import Platform, PlatformKind, RoutingTable
 from gateway.routing.router import route
@@ -41,6 +41,7 @@ from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.provenance import GATEWAY, client_agent
+from gateway.workflow.references import platform_keys, unresolved_references
 from gateway.workflow.tasks import TaskReferences
 
 MAX_ATTEMPTS = 8
@@ -130,7 +131,7 @@ async def take_in(
             f"{platform.name} does not accept test identities (INS test OIDs); send the patient's real INS",
             f"{referral.patient.expression}.resource.identifier",
         )
-    platform_keys = frozenset((p.organization_system, p.organization_value) for p in routing.platforms.values())
+    platforms = platform_keys(routing)
     for attempt in range(MAX_ATTEMPTS):
         try:
             async with UnitOfWork(database) as uow:
@@ -150,7 +151,7 @@ async def take_in(
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, platform_keys)
+                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, platforms)
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
@@ -298,51 +299,9 @@ def _identifier_pairs(query: SearchQuery) -> list[tuple[str, str]]:
     return pairs
 
 
-#: Shared directory data: a reference to one of these resources by id is accepted from anyone, seen or not.
-#: They describe professionals and structures, not patients: a Practitioner under a national professional
-#: identifier (RPPS, ADELI, IDNPS — the public Annuaire santé) and an Organization under a national structure
-#: identifier (FINESS, SIRENE, IDNST — public registers), each deduplicated across senders (DESIGN §3.1), so that
-#: whoever posts that RPPS or FINESS is matched to that very resource and its id in the answer anyway; and the
-#: platforms' Organizations of the routing file, which every routed ServiceRequest names as its performer.
-#: Everything else — the Patient (even under its INS: patient data, reached only with the identity traits),
-#: Consent, ServiceRequest, CareTeam, Task, RelatedPerson, DocumentReference, PractitionerRole (a professional's
-#: role in one sender's referrals) and professionals known only by a local identifier — is referenceable only
-#: by a party of a referral it belongs to.
-DIRECTORY_SYSTEMS: dict[str, frozenset[str]] = {
-    resource_type: NATIONAL_IDENTIFIER_SYSTEMS[resource_type] for resource_type in ("Practitioner", "Organization")
-}
-
-
-async def _referenceable(
-    uow: UnitOfWork,
-    viewer: Viewer,
-    resource_type: str,
-    resource_id: str,
-    platform_keys: frozenset[tuple[str, str]],
-) -> bool:
-    """A reference by id to a stored resource resolves for this caller: one it may see, or shared directory
-    data (``DIRECTORY_SYSTEMS``, the platforms' Organizations). Anything else is answered as nothing there."""
-    stored = await uow.resources.get(resource_type, resource_id)
-    if stored is None:
-        return False
-    if await uow.visibility.can_see(viewer, resource_type, resource_id):
-        return True
-    systems = DIRECTORY_SYSTEMS.get(resource_type)
-    if systems is None:
-        return False
-    keys = [
-        key
-        for key in identity_keys(stored.content)
-        if key[0] in systems or (resource_type == "Organization" and key in platform_keys)
-    ]
-    # Registered under it (not merely carrying it): the one resource every referral naming it is matched to.
-    return bool(keys) and await uow.resources.identify(resource_type, keys) == resource_id
-
-
-def _rewrite_references(
-    resolutions: list[_Resolution], stored_ids: dict[str, str]
-) -> list[tuple[dict[str, Any], str, str]]:
-    """Point bundle-internal references at stored ids; return the server references left to check."""
+def _rewrite_references(resolutions: list[_Resolution], stored_ids: dict[str, str]) -> list[tuple[str, str]]:
+    """Point bundle-internal references at stored ids; return the server references left to check (target,
+    FHIRPath of the Reference)."""
     to_check = []
     for resolution in resolutions:
         entry = resolution.entry
@@ -351,7 +310,7 @@ def _rewrite_references(
             if target in stored_ids:
                 reference["reference"] = stored_ids[target]
             elif not target.startswith(("#", "http://", "https://", "urn:")):
-                to_check.append((reference, target, path))
+                to_check.append((target, path))
     return to_check
 
 
@@ -361,10 +320,10 @@ async def _store(
     platform: Platform,
     sender: str | None,
     viewer: Viewer,
-    platform_keys: frozenset[tuple[str, str]] = frozenset(),
+    platforms: frozenset[tuple[str, str]] = frozenset(),
 ) -> IntakeOutcome:
-    """``platform_keys``: the identifiers of every platform's Organization in the routing file (referenceable
-    by anyone, like the national directories: ``_referenceable``)."""
+    """``platforms``: the identifiers of every platform's Organization in the routing file (referenceable
+    by anyone, like the national directories: ``gateway.workflow.references``)."""
     known = await _known(uow, referral, platform)
     resolutions = []
     claimed: dict[tuple[str, str, str], _Resolution] = {}
@@ -387,23 +346,13 @@ async def _store(
     for alias, full_url in referral.aliases.items():
         stored_ids[alias] = stored_ids[full_url]
 
-    unresolved = []
-    for _reference, target, path in _rewrite_references(resolutions, stored_ids):
-        target_type, target_id = split_reference(target)
-        if (
-            target_type is None
-            or target_type not in SEARCH_PARAMETERS
-            or not await _referenceable(uow, viewer, target_type, target_id, platform_keys)
-        ):
-            # What the caller may not see is answered exactly as what does not exist: same code, same words.
-            unresolved.append(
-                Issue(
-                    IssueCode.REFERENCE_UNRESOLVED,
-                    f"{target} is neither an entry of this bundle nor a resource on this gateway",
-                    f"{path}.reference",
-                    "business-rule",
-                )
-            )
+    unresolved = await unresolved_references(
+        uow,
+        viewer,
+        _rewrite_references(resolutions, stored_ids),
+        platforms,
+        "is neither an entry of this bundle nor a resource on this gateway",
+    )
     if unresolved:
         raise BusinessRuleViolation(*unresolved)
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from gateway.errors import Forbidden, InvalidRequest, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.errors import (
+    BusinessRuleViolation,
+    Forbidden,
+    InvalidRequest,
+    IssueCode,
+    PreconditionFailed,
+    ResourceNotFound,
+)
 from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import split_reference
@@ -17,7 +24,9 @@ from gateway.routing.schedule import platform_of, schedule_referral, schedule_up
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.store.visibility import EVERYTHING, Viewer
 from gateway.workflow.provenance import GATEWAY, Actor, Agent, AgentMismatch, decision_agents, provenance
+from gateway.workflow.references import platform_keys, server_references, unresolved_references
 from gateway.workflow.tasks import TaskReferences, business_status, revocation_reason, task_type_of
 from gateway.workflow.transitions import EFFECTS, FINAL, IMPLIED_BUSINESS_STATUS, check_decision
 
@@ -83,9 +92,12 @@ async def decide(
     expected_version: int,
     agents: Sequence[Agent] = (),
     actor: Actor | None = None,
+    viewer: Viewer = EVERYTHING,
 ) -> StoredResource:
     """``agents``: what X-Provenance claims; ``actor``: the authenticated client (None when authentication is
-    off), which the claim must match (``decision_agents``) — a 403 ``provenance-agent-mismatch`` otherwise."""
+    off), which the claim must match (``decision_agents``) — a 403 ``provenance-agent-mismatch`` otherwise;
+    ``viewer``: what the caller may see — what the decision adds by id (an output, a note's author) must be one of
+    those, or shared directory data (``gateway.workflow.references``), else it is the 422 of an unknown id."""
     if proposed.get("resourceType") != "Task" or proposed.get("id") not in (None, task_id):
         raise InvalidRequest.single(
             IssueCode.ENTRY_REQUEST_INVALID, f"the body must be Task/{task_id} (resourceType Task, same id)", "Task.id"
@@ -97,6 +109,12 @@ async def decide(
         if current.version_id != expected_version:
             raise _stale(current, expected_version)
         new_status = check_decision(current.content, proposed)
+        # Only what the decision adds: what the gateway wrote in the Task (focus, for, owner…) stays as it is.
+        already = {target for target, _ in server_references(current.content, "Task")}
+        added = [(target, path) for target, path in server_references(proposed, "Task") if target not in already]
+        unresolved = await unresolved_references(uow, viewer, added, platform_keys(routing))
+        if unresolved:
+            raise BusinessRuleViolation(*unresolved)
         who = await _agents(uow, actor, agents, str((current.content.get("owner") or {}).get("reference", "")))
         now = utc_now()
         content = {key: value for key, value in proposed.items() if key not in ("meta", "executionPeriod")}

@@ -25,6 +25,7 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer
 from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance
+from gateway.workflow.references import platform_keys, server_references, unresolved_references
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
 from gateway.workflow.transitions import FINAL
 
@@ -43,7 +44,7 @@ class ConsentOutcome:
 
 
 async def _patient_reference(
-    uow: UnitOfWork, consent: Resource, patient: Resource | None, viewer: Viewer
+    uow: UnitOfWork, consent: Resource, patient: Resource | None, viewer: Viewer, consent_path: str
 ) -> str | None:
     if patient is not None:  # carried by a message: the same Patient as any referral with that INS
         keys = identity_keys(patient)
@@ -61,7 +62,7 @@ async def _patient_reference(
             raise BusinessRuleViolation.single(
                 IssueCode.REFERENCE_UNRESOLVED,
                 f"{reference['reference']} is not a Patient on this gateway; reference the patient by INS instead",
-                "Consent.patient.reference",
+                f"{consent_path}.patient.reference",
             )
         return f"Patient/{target_id}"
     identifier = reference.get("identifier") or {}
@@ -71,7 +72,7 @@ async def _patient_reference(
     raise InvalidResource.single(
         IssueCode.ELEMENT_REQUIRED,
         "Consent.patient must reference the patient, by id or by national identifier (INS)",
-        "Consent.patient",
+        f"{consent_path}.patient",
         "required",
     )
 
@@ -83,16 +84,22 @@ async def record_consent(
     patient: Resource | None = None,
     viewer: Viewer = EVERYTHING,
     sender: str | None = None,
+    paths: tuple[str, str] = ("Consent", "Patient"),
 ) -> ConsentOutcome:
     """Store the Consent (and, for an opposition, revoke and cancel) in one transaction. A referral or Task changed
     concurrently fails it with ``DuplicateKey``; it is then run again as a whole, from what was posted, so an
     opposition is never committed with a referral it should have revoked still open. ``viewer``: what the caller
-    may see — a patient referenced by id must be one of those (by INS, any patient); ``sender``: the client that
-    posts it (None when authentication is off), named in the Provenance of what an opposition revokes."""
+    may see — a patient referenced by id must be one of those (by INS, any patient), and so must every other
+    resource the Consent or the Patient names by id (``gateway.workflow.references``); ``sender``: the client that
+    posts it (None when authentication is off), named in the Provenance of what an opposition revokes; ``paths``:
+    the FHIRPath of the Consent and of the Patient as posted, for the answer's issues (``Bundle.entry[n].resource``
+    in a message)."""
     parse_model(consent)
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return await _record(database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer, sender)
+            return await _record(
+                database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer, sender, paths
+            )
         except DuplicateKey as exc:
             log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
             if attempt == MAX_ATTEMPTS - 1:
@@ -110,11 +117,26 @@ async def _record(
     patient: Resource | None,
     viewer: Viewer,
     sender: str | None,
+    paths: tuple[str, str],
 ) -> ConsentOutcome:
     now = utc_now()
     identified = _identified_patient(consent, patient)
+    consent_path, patient_path = paths
     async with UnitOfWork(database) as uow:
-        patient_reference = await _patient_reference(uow, consent, patient, viewer)
+        # Every other reference by id (performer, organization, provision.actor, sourceReference, provision.data…)
+        # under the referral's rule: one the caller may not see is the 422 of one that does not exist. The
+        # patient has its own words (by INS instead); a message's Patient replaces the Consent's reference.
+        named = [
+            (target, path)
+            for target, path in server_references(consent, consent_path)
+            if path != f"{consent_path}.patient"
+        ]
+        if patient is not None:
+            named += server_references(patient, patient_path)
+        unresolved = await unresolved_references(uow, viewer, named, platform_keys(routing))
+        if unresolved:
+            raise BusinessRuleViolation(*unresolved)
+        patient_reference = await _patient_reference(uow, consent, patient, viewer, consent_path)
         if patient_reference:
             # The stored Patient by reference, and the patient as the caller identified it (the INS, a message's
             # Patient's included): what names the patient to a reader who may not see that Patient

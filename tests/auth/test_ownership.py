@@ -832,3 +832,165 @@ async def test_no_search_confirms_the_patient_a_consent_names_by_ins_only(
     answer, mine = await _consent_by_ins_for_own_patient(secure, headers_a)
     found = await secure.get("/fhir/Consent", params={"patient": mine}, headers=headers_a)
     assert answer.json()["id"] in [e["resource"]["id"] for e in found.json()["entry"]]
+
+
+_NOWHERE = "0f0e0d0c-0000-4000-8000-000000000000"  # an id nothing on the gateway has
+
+
+def _with_local_organization(bundle: dict[str, Any]) -> dict[str, Any]:
+    """``bundle`` with one more Organization, under a local identifier only: no directory data, its sender's."""
+    organization = {
+        "resourceType": "Organization",
+        "identifier": [{"system": "https://hopital-b.example.org/services", "value": f"coordination-{id(bundle)}"}],
+        "name": "Service de coordination",
+    }
+    bundle["entry"].append(
+        {
+            "fullUrl": "urn:uuid:0a9a1b2c-0000-4000-8000-00000000000b",
+            "resource": organization,
+            "request": {"method": "POST", "url": "Organization"},
+        }
+    )
+    return bundle
+
+
+def _set(resource: dict[str, Any], element: str, reference: str) -> dict[str, Any]:
+    """``resource`` naming ``reference`` in ``element`` (a Consent's, or a Patient's generalPractitioner)."""
+    value = {"reference": reference}
+    placed: dict[str, Any] = {
+        "performer": {"performer": [value]},
+        "organization": {"organization": [value]},
+        "sourceReference": {"sourceReference": value},
+        "provision.actor": {
+            "provision": {
+                **resource.get("provision", {}),
+                "actor": [{"role": {"text": "informed"}, "reference": value}],
+            }
+        },
+        "provision.data": {
+            "provision": {**resource.get("provision", {}), "data": [{"meaning": "instance", "reference": value}]}
+        },
+        "generalPractitioner": {"generalPractitioner": [value]},
+    }
+    return resource | placed[element]
+
+
+async def test_every_reference_of_a_consent_on_its_own_resolves_only_to_what_its_poster_may_see(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """A Consent posted on its own (or in an opposition message, with its Patient) names by id only what its
+    poster may see, or shared directory data, in every element — not only ``patient``: a resource of another
+    party's is the 422 ``reference-unresolved`` of an id nothing has, at the element's FHIRPath, and nothing is
+    stored."""
+    headers_a, headers_b, operator = (parties.headers[r] for r in ("sender A", "sender B", "operator"))
+    b = await secure.post("/fhir", json=_with_local_organization(fresh(commune="75056")), headers=headers_b | FHIR_JSON)
+    a = await secure.post("/fhir", json=_with_local_organization(fresh(commune="75056")), headers=headers_a | FHIR_JSON)
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+
+    def party(answer: httpx.Response) -> dict[str, str]:
+        located = [loc.split("/_history")[0] for loc in _locations(answer)]
+        organizations = [loc for loc in located if loc.startswith("Organization/")]
+        return {loc.split("/")[0]: loc for loc in located} | {"Organization": organizations[-1]}
+
+    of_a, of_b = party(a), party(b)
+    (of_b["CareTeam"],) = {
+        ref
+        for ref in (await secure.get(f"/fhir/{of_b['ServiceRequest']}", headers=headers_b)).text.split('"')
+        if ref.startswith("CareTeam/")
+    }
+    (of_a["CareTeam"],) = {
+        ref
+        for ref in (await secure.get(f"/fhir/{of_a['ServiceRequest']}", headers=headers_a)).text.split('"')
+        if ref.startswith("CareTeam/")
+    }
+    ins = _ins_of(fresh())  # a patient nobody referred: whatever fails, fails on the element named
+    places = {  # element → the type it names here, and its FHIRPath in a Consent posted on its own
+        "performer": ("PractitionerRole", "Consent.performer[0].reference"),
+        "organization": ("Organization", "Consent.organization[0].reference"),
+        "sourceReference": ("Consent", "Consent.sourceReference.reference"),
+        "provision.actor": ("CareTeam", "Consent.provision.actor[0].reference.reference"),
+        "provision.data": ("ServiceRequest", "Consent.provision.data[0].reference.reference"),
+    }
+    for resource_type, _ in places.values():  # B's, none of them directory data: A may not see them
+        assert (await secure.get(f"/fhir/{of_b[resource_type]}", headers=headers_a)).status_code == 404
+    for element, (resource_type, expression) in places.items():
+        answers = {}
+        for whose, reference in (("B's", of_b[resource_type]), ("nowhere", f"{resource_type}/{_NOWHERE}")):
+            consent = _set(_consent_for({"identifier": ins}), element, reference)
+            answer = await secure.post("/fhir/Consent", json=consent, headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 422, (element, whose, answer.text)
+            assert [issue["expression"] for issue in answer.json()["issue"]] == [[expression]], answer.text
+            assert reference.split("/")[1] not in answer.text.replace(reference, "")
+            answers[whose] = _unresolved(answer, reference)
+        assert answers["B's"] == answers["nowhere"], element
+        own = _set(_consent_for({"identifier": ins}, "permit"), element, of_a[resource_type])
+        mine = await secure.post("/fhir/Consent", json=own, headers=headers_a | FHIR_JSON)
+        assert mine.status_code == 201, (element, mine.text)
+    # Shared directory data (B's professional by RPPS, the platform) is named by anyone.
+    performer = (await secure.get(f"/fhir/{of_b['ServiceRequest']}", headers=headers_b)).json()["performer"][0]
+    for reference in (of_b["Practitioner"], performer["reference"]):
+        shared = _set(_consent_for({"identifier": ins}, "permit"), "performer", reference)
+        assert (await secure.post("/fhir/Consent", json=shared, headers=headers_a | FHIR_JSON)).status_code == 201
+    stored = await secure.get(
+        "/fhir/Consent", params={"patient:identifier": f"{ins['system']}|{ins['value']}"}, headers=operator
+    )
+    assert stored.json()["total"] == len(places) + 2  # A's own and the directory's; nothing refused was stored
+
+    # An opposition message: its Consent, and the Patient it carries, under the same rule.
+    for entry_index, element, expression in (
+        (2, "performer", "Bundle.entry[2].resource.performer[0].reference"),
+        (1, "generalPractitioner", "Bundle.entry[1].resource.generalPractitioner[0].reference"),
+    ):
+        answers = {}
+        for whose, reference in (
+            ("B's", of_b["PractitionerRole"]),
+            ("nowhere", f"PractitionerRole/{_NOWHERE}"),
+        ):
+            message = _opposition(fresh(commune="75056"))
+            entry = message["entry"][entry_index]
+            entry["resource"] = _set(entry["resource"], element, reference)
+            answer = await secure.post("/fhir/$process-message", json=message, headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 422, (element, whose, answer.text)
+            assert [issue["expression"] for issue in answer.json()["issue"]] == [[expression]], answer.text
+            answers[whose] = _unresolved(answer, reference)
+        assert answers["B's"] == answers["nowhere"], element
+        message = _opposition(fresh(commune="75056"))
+        entry = message["entry"][entry_index]
+        entry["resource"] = _set(entry["resource"], element, of_a["PractitionerRole"])
+        answer = await secure.post("/fhir/$process-message", json=message, headers=headers_a | FHIR_JSON)
+        assert answer.status_code == 200, (element, answer.text)
+
+
+async def test_a_task_decision_names_by_id_only_what_its_maker_may_see(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """What a decision adds by id — an output, a note's author — resolves only to what the deciding client may see
+    (or directory data): another party's resource is the 422 of an id nothing has, and the Task stays as it was.
+    The references the gateway wrote in the Task (focus, for, owner…) are not the decision's and are not checked."""
+    sender = parties.headers["sender A"]
+    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=sender | FHIR_JSON)  # dac-2022
+    assert answer.status_code == 200, answer.text
+    mine = {loc.split("/")[0]: loc.split("/_history")[0] for loc in _locations(answer)}
+    tasks = await secure.get(
+        "/fhir/Task", params={"focus": mine["ServiceRequest"], "code": "gp-information"}, headers=sender
+    )
+    task = f"Task/{tasks.json()['entry'][0]['resource']['id']}"
+    of_b = parties.resources["ServiceRequest B"][0]
+    assert (await secure.get(f"/fhir/{of_b}", headers=sender)).status_code == 404
+    output_type = {"text": "GP informed"}
+    for changes, expression in (
+        ({"output": [{"type": output_type, "valueReference": {"reference": "{}"}}]}, "Task.output[0].valueReference"),
+        ({"note": [{"authorReference": {"reference": "{}"}, "text": "told"}]}, "Task.note[0].authorReference"),
+    ):
+        answers = {}
+        for whose, reference in (("B's", of_b), ("nowhere", f"ServiceRequest/{_NOWHERE}")):
+            placed = json.loads(json.dumps(changes).replace("{}", reference))
+            decided = await _decide(secure, sender, task, {"status": "in-progress"} | placed)
+            assert decided.status_code == 422, (expression, whose, decided.text)
+            assert [i["expression"] for i in decided.json()["issue"]] == [[f"{expression}.reference"]], decided.text
+            answers[whose] = _unresolved(decided, reference)
+        assert answers["B's"] == answers["nowhere"], expression
+        assert (await secure.get(f"/fhir/{task}", headers=sender)).json()["meta"]["versionId"] == "1"
+    own = {"output": [{"type": output_type, "valueReference": {"reference": mine["ServiceRequest"]}}]}
+    decided = await _decide(secure, sender, task, {"status": "in-progress"} | own)
+    assert decided.status_code == 200, decided.text

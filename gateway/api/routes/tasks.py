@@ -87,7 +87,9 @@ async def put_task(
     client.require("Task", Permission.UPDATE)
     current = await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
     check_decision_right(client.role, current.content, task)  # 403 for a decision not the caller's to make
-    stored = await decide(database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor)
+    stored = await decide(
+        database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor, viewer
+    )
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
 
 
@@ -113,5 +115,5 @@ async def patch_task(
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
     check_decision_right(client.role, current.content, patched)
-    stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor)
+    stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor, viewer)
     return FhirResponse(stored.content, answer, headers=resource_headers(stored))
