@@ -12,8 +12,10 @@ from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer
+from gateway.validation.definitions import base_url
 from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
+from gateway.validation.validate import validate
 from gateway.workflow.opposition import ConsentOutcome, record_consent
 from gateway.workflow.updates import follow_update
 
@@ -181,6 +183,13 @@ async def process_consent(
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
         )
+    # R4's rules, then the identifier rules, as $validate checks them: a required binding broken (a
+    # provision.type "Deny" is no opposition, and must not be stored as something else) or an INS with a wrong key
+    # (it names no patient) is a 422, nothing stored. Against R4's Consent (and any profile it claims), not
+    # dac-consent: an opposition lacking what our profile asks besides (dateTime) is still recorded.
+    errors = [issue for issue in validate(consent, base_url("Consent")) if issue.severity in ("error", "fatal")]
+    if errors:
+        raise InvalidResource(*errors)
     outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender)
     return await answered_consent(database, viewer, outcome)
 

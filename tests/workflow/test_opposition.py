@@ -19,6 +19,7 @@ from tests.support.referrals import renamed, resource
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
+R4_CONSENT = "http://hl7.org/fhir/StructureDefinition/Consent"
 
 
 async def _post(client: httpx.AsyncClient, bundle: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,6 +150,41 @@ async def test_consent_endpoint_checks_its_input(client: httpx.AsyncClient) -> N
     response = await client.post("/fhir/Consent", json=unknown, headers=FHIR_JSON)
     assert response.status_code == 422
     assert response.json()["issue"][0]["expression"] == ["Consent.patient.reference"]
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "code", "expression"),
+    [
+        # A typo in the provision is no opposition: stored, it would neither revoke nor hold for later referrals.
+        ("provision", {"type": "Deny"}, "binding-required", "Consent.provision.type"),
+        ("status", "bogus", "binding-required", "Consent.status"),
+        ("patient", {"identifier": {"system": INS_NIR, "value": "123"}}, "ins-key-invalid", None),
+    ],
+)
+async def test_consent_endpoint_refuses_what_validate_refuses(
+    client: httpx.AsyncClient, element: str, value: Any, code: str, expression: str | None
+) -> None:
+    """POST /fhir/Consent checks what $validate checks against R4's Consent (bindings, identifier keys): a 422
+    naming the element, and nothing stored — the referral stays open."""
+    bundle = load_example("referral-hospital-nurse.json")
+    _, service_request = await _post(client, bundle)
+    consent = _consent_deny(_ins(bundle)) | {element: value}
+    validated = await client.post(
+        "/fhir/Consent/$validate", params={"profile": R4_CONSENT}, json=consent, headers=FHIR_JSON
+    )
+    expected = [i for i in validated.json()["issue"] if i["severity"] == "error"]
+    assert [i["details"]["coding"][0]["code"] for i in expected] == [code]
+    response = await client.post("/fhir/Consent", json=consent, headers=FHIR_JSON)
+    assert response.status_code == 422, response.text
+    issues = response.json()["issue"]
+    assert [i["details"]["coding"][0]["code"] for i in issues] == [code]
+    assert issues[0]["expression"] == expected[0]["expression"]
+    if expression is not None:
+        assert issues[0]["expression"] == [expression]
+    assert (await client.get("/fhir/Consent", params={"patient:identifier": f"{INS_NIR}|{_ins(bundle)}"})).json()[
+        "total"
+    ] == 0
+    assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
 
 
 async def test_opposition_examples(client: httpx.AsyncClient) -> None:
