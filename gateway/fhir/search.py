@@ -3,7 +3,8 @@ resource, and how a query string becomes criteria. Pure: the store turns criteri
 parameters in the CapabilityStatement, and nothing else knows about them.
 
 Names and paths follow the R4 search parameter registry (search-parameters.json); only the types we need are
-implemented: token, reference, string, date (exact), and the special ``_id`` / ``_lastUpdated``.
+implemented: token, reference, string, date (with prefixes and partial dates), and the special ``_id`` /
+``_lastUpdated``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.errors import InvalidRequest, IssueCode
+from gateway.fhir.primitives import fhir_instant
 from gateway.fhir.types import Resource
 
 
@@ -197,8 +199,11 @@ def _index_values(parameter: SearchParameter, value: Any) -> Iterator[tuple[str 
         if isinstance(value, str) and value.strip():
             yield None, normalize_string(value)
     elif parameter.type is ParamType.DATE:
-        if isinstance(value, str):
-            yield None, value
+        period = date_period(value) if isinstance(value, str) else None
+        if period is not None:
+            # The period the value names, as two instants that sort as text: its start as the value, its end
+            # (exclusive) in the system column, so that a search compares ranges (``date_conditions``).
+            yield fhir_instant(period[1]), fhir_instant(period[0])
     elif isinstance(value, dict):
         if "coding" in value:  # CodeableConcept
             for coding in value.get("coding") or []:
@@ -256,7 +261,7 @@ class Criterion:
     tokens: tuple[TokenValue, ...] = ()
     strings: tuple[str, ...] = ()
     exact: bool = False
-    ranges: tuple[tuple[datetime | None, datetime | None], ...] = ()  # [start, end) for _lastUpdated
+    ranges: tuple[tuple[datetime | None, datetime | None], ...] = ()  # [start, end) for dates
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +281,47 @@ def _invalid(message: str, name: str) -> InvalidRequest:
 
 _DATE = re.compile(
     r"^(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb)?(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
-    r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(?P<fraction>\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
+
+
+def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple[datetime, datetime]:
+    """The [start, end) a date of this precision names; ``milliseconds``: a fraction of a second counts."""
+    tz = UTC if g["tz"] in (None, "Z") else datetime.fromisoformat(f"2000-01-01T00:00:00{g['tz']}").tzinfo or UTC
+    start = datetime(
+        int(g["year"] or 0),
+        int(g["month"] or 1),
+        int(g["day"] or 1),
+        int(g["hour"] or 0),
+        int(g["minute"] or 0),
+        int(g["second"] or 0),
+        tzinfo=tz,
+    ).astimezone(UTC)
+    if milliseconds and g["fraction"]:
+        start += timedelta(milliseconds=int(g["fraction"][1:4].ljust(3, "0")))
+        return start, start + timedelta(milliseconds=1)
+    if g["second"]:
+        return start, start + timedelta(seconds=1)
+    if g["minute"]:
+        return start, start + timedelta(minutes=1)
+    if g["day"]:
+        return start, start + timedelta(days=1)
+    if g["month"]:
+        year, month = divmod(int(g["month"]), 12)
+        return start, start.replace(year=start.year + year, month=month + 1)
+    return start, start.replace(year=start.year + 1)
+
+
+def date_period(text: str) -> tuple[datetime, datetime] | None:
+    """The [start, end) instants a stored date, dateTime or instant names (``1941-06-14``: that whole day, in
+    UTC when it has no offset); None when it is none of those."""
+    match = _DATE.match(text)
+    if match is None or match.group("prefix"):
+        return None
+    try:
+        return _period(match.groupdict(), milliseconds=True)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _date_range(text: str, name: str) -> tuple[datetime | None, datetime | None]:
@@ -285,35 +329,11 @@ def _date_range(text: str, name: str) -> tuple[datetime | None, datetime | None]
     match = _DATE.match(text)
     if not match:
         raise _invalid(f"{name}: {text!r} is not a FHIR date (e.g. ge2026-01-01 or 2026-11-23T10:00:00Z)", name)
-    g = match.groupdict()
     try:
-        tz = UTC if g["tz"] in (None, "Z") else datetime.fromisoformat(f"2000-01-01T00:00:00{g['tz']}").tzinfo or UTC
-        start = datetime(
-            int(g["year"]),
-            int(g["month"] or 1),
-            int(g["day"] or 1),
-            int(g["hour"] or 0),
-            int(g["minute"] or 0),
-            int(g["second"] or 0),
-            tzinfo=tz,
-        ).astimezone(UTC)
+        start, end = _period(match.groupdict())
     except (ValueError, OverflowError) as exc:
         raise _invalid(f"{name}: {text!r} is not a valid date", name) from exc
-    try:
-        if g["second"]:
-            end = start + timedelta(seconds=1)
-        elif g["minute"]:
-            end = start + timedelta(minutes=1)
-        elif g["day"]:
-            end = start + timedelta(days=1)
-        elif g["month"]:
-            year, month = divmod(int(g["month"]), 12)
-            end = start.replace(year=start.year + year, month=month + 1)
-        else:
-            end = start.replace(year=start.year + 1)
-    except (ValueError, OverflowError) as exc:
-        raise _invalid(f"{name}: {text!r} is out of range", name) from exc
-    prefix = g["prefix"] or "eq"
+    prefix = match.group("prefix") or "eq"
     ranges: dict[str, tuple[datetime | None, datetime | None]] = {
         "eq": (start, end),
         "ge": (start, None),
@@ -332,7 +352,7 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
     values = [value for value in raw.split(",") if value != ""]
     if not values:
         raise _invalid(f"{name} needs a value", name)
-    if is_last_updated(parameter):
+    if parameter.type is ParamType.DATE:
         if modifier:
             raise _invalid(f"{name}: modifiers are not supported", name)
         return Criterion(parameter, ranges=tuple(_date_range(value, name) for value in values))

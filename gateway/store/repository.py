@@ -599,6 +599,11 @@ def _shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
                 values += [bound for bound in (start, end) if bound is not None]
             ranges = tuple((start is not None, end is not None) for start, end in criterion.ranges)
             criteria.append((_LAST_UPDATED, ranges))
+        elif parameter.type is ParamType.DATE:  # an indexed date: its period's start and end, as text
+            for start, end in criterion.ranges:
+                values += [fhir_instant(bound) for bound in (start, end) if bound is not None]
+            ranges = tuple((start is not None, end is not None) for start, end in criterion.ranges)
+            criteria.append((parameter.name, "date", ranges))
         elif parameter.name == "_id":
             values.append([token.value for token in criterion.tokens if token.value])
             criteria.append((parameter.name,))
@@ -675,7 +680,18 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
         return r.id.in_(bind(expanding=True))
     s = search_index.c
     alternatives: list[sa.ColumnElement[bool]] = []
-    if criterion[1] == "string":
+    if criterion[1] == "date":
+        # The stored period [value, system) against the searched one (FHIR R4 search §3.1.1.5.7): within it for
+        # eq; overlapping what lies above (ge, gt, sa) or below it (le, lt, eb). Both are instants in one fixed-width
+        # UTC form (``fhir_instant``), so comparing them as text compares the instants.
+        for has_start, has_end in criterion[2]:
+            if has_start and has_end:
+                alternatives.append(sa.and_(s.value >= bind(), s.system <= bind()))
+            elif has_start:
+                alternatives.append(s.system > bind())
+            else:
+                alternatives.append(s.value < bind())
+    elif criterion[1] == "string":
         _, _, exact, count = criterion
         for _ in range(count):
             alternatives.append(s.value == bind() if exact else s.value.like(bind(), escape="/"))

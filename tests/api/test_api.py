@@ -10,6 +10,7 @@ import httpx
 from lxml import etree
 
 from tests.conftest import load_example
+from tests.support.referrals import resource
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 NS = {"f": "http://hl7.org/fhir"}
@@ -150,6 +151,9 @@ async def test_search_and_paging(client: httpx.AsyncClient) -> None:
     assert (await client.get("/fhir/CareTeam", params={"patient": patient_id})).json()["total"] == 5
     assert (await client.get("/fhir/ServiceRequest", params={"_lastUpdated": "ge2020-01-01"})).json()["total"] == 5
     assert (await client.get("/fhir/ServiceRequest", params={"_lastUpdated": "lt2020-01-01"})).json()["total"] == 0
+    born = resource(bundle, "Patient")["birthDate"]  # 1941-06-14: a date searched with prefixes and partly
+    for birthdate, total in ((born, 1), (born[:4], 1), (f"ge{born[:4]}", 1), (f"lt{born}", 0), ("le2000", 1)):
+        assert (await client.get("/fhir/Patient", params={"birthdate": birthdate})).json()["total"] == total
     posted = await client.post("/fhir/ServiceRequest/_search", data={"status": "active", "_count": "1"})
     assert posted.json()["total"] == 5 and len(posted.json()["entry"]) == 1
 

@@ -116,6 +116,64 @@ async def test_string_search_escapes_wildcards(database: Database) -> None:
     assert (total, underscore, slash) == (1, 1, 1)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1941-06-14", {"day"}),
+        ("1941", {"day", "next-day", "month", "year"}),
+        ("1941-06", {"day", "next-day", "month"}),
+        # Above or below: the periods that overlap it (a birth year 1941 may be after 14 June).
+        ("ge1941-06-14", {"day", "next-day", "next-year", "month", "year"}),
+        ("gt1941-06-14", {"next-day", "next-year", "month", "year"}),
+        ("le1941-06-14", {"day", "month", "year", "older"}),
+        ("lt1941-06-14", {"month", "year", "older"}),
+        ("lt1941-06-14,ge1942", {"month", "year", "older", "next-year"}),
+        ("sa1941", {"next-year"}),
+        ("eb1941", {"older"}),
+    ],
+)
+async def test_date_parameters_take_prefixes_and_partial_dates(
+    database: Database, value: str, expected: set[str]
+) -> None:
+    """Regression: an indexed date (Patient birthdate, Task deadline) matched only its exact text — ge1940-01-01,
+    1941 or lt2000-01-01 found nobody. Its period is compared now, as _lastUpdated is (FHIR R4 search §3.1.1.5.7)."""
+    born = {
+        "older": "1940-12-31",
+        "year": "1941",
+        "month": "1941-06",
+        "day": "1941-06-14",
+        "next-day": "1941-06-15",
+        "next-year": "1942-01-01",
+    }
+    async with UnitOfWork(database) as uow:
+        ids = {uow.resources.add({"resourceType": "Patient", "birthDate": date}).id: key for key, date in born.items()}
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        total, found = await uow.resources.search(_query("Patient", ("birthdate", value)))
+    assert {ids[r.id] for r in found} == expected and total == len(expected)
+
+
+async def test_deadline_searches_and_escalation_share_instants(database: Database) -> None:
+    """A Task deadline searched by instant, with an offset, and the escalation look-up (``ids_below``) on the
+    same index rows."""
+    async with UnitOfWork(database) as uow:
+        task = {"resourceType": "Task", "status": "requested", "intent": "order"}
+        early = uow.resources.add(task | {"restriction": {"period": {"end": "2026-12-04T10:14:25.910Z"}}}).id
+        late = uow.resources.add(task | {"restriction": {"period": {"end": "2026-12-05T09:00:00+01:00"}}}).id
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        _, overdue = await uow.resources.search(_query("Task", ("deadline", "lt2026-12-05")))
+        _, on_the_day = await uow.resources.search(_query("Task", ("deadline", "2026-12-05")))
+        _, after = await uow.resources.search(_query("Task", ("deadline", "gt2026-12-05T07:59:59Z")))
+        _, exact = await uow.resources.search(_query("Task", ("deadline", "2026-12-04T11:14:25+01:00")))
+        below = await uow.resources.ids_below("Task", "deadline", "2026-12-04T10:14:26.000Z")
+    assert [r.id for r in overdue] == [early]
+    assert [r.id for r in on_the_day] == [late]
+    assert [r.id for r in after] == [late]
+    assert [r.id for r in exact] == [early]
+    assert below == [early]
+
+
 async def test_idempotency_keys(database: Database) -> None:
     async with UnitOfWork(database) as uow:
         uow.idempotency.add(["a", "b"], "sr-1", {"answer": 1})
