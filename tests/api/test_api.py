@@ -156,6 +156,13 @@ async def test_search_and_paging(client: httpx.AsyncClient) -> None:
         assert (await client.get("/fhir/Patient", params={"birthdate": birthdate})).json()["total"] == total
     posted = await client.post("/fhir/ServiceRequest/_search", data={"status": "active", "_count": "1"})
     assert posted.json()["total"] == 5 and len(posted.json()["entry"]) == 1
+    # Regression: parameters in a body that is no form were dropped, and every ServiceRequest answered.
+    for body, content_type in (('{"status": "revoked"}', "application/fhir+json"), ("status=revoked", None)):
+        headers = {"content-type": content_type} if content_type else {}
+        refused = await client.post("/fhir/ServiceRequest/_search", content=body, headers=headers)
+        assert refused.status_code == 415 and _dac_code(refused) == "media-type-unsupported"
+    in_url = await client.post("/fhir/ServiceRequest/_search?status=revoked", headers={"content-type": "text/plain"})
+    assert in_url.status_code == 200 and in_url.json()["total"] == 0
 
 
 async def test_capability_statement(client: httpx.AsyncClient) -> None:

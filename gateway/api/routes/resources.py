@@ -14,6 +14,7 @@ from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, Sett
 from gateway.api.responses import FhirResponse
 from gateway.audit.context import current_audit
 from gateway.auth.scopes import Permission
+from gateway.errors import IssueCode, UnsupportedMediaType
 from gateway.fhir.media import ResponseFormat
 from gateway.fhir.search import parse_search
 from gateway.store import queries
@@ -74,6 +75,9 @@ async def search(
     return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
 
 
+_FORM = "application/x-www-form-urlencoded"
+
+
 @router.post("/{resource_type}/_search", summary="Search (parameters in a form body)")
 async def search_post(
     resource_type: str,
@@ -85,6 +89,15 @@ async def search_post(
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != _FORM and (await request.body()).strip():
+        # Parameters in any other body (JSON, a FHIR Parameters…) would be dropped, and the search run without
+        # them: more than was asked, other patients' data included.
+        raise UnsupportedMediaType.single(
+            IssueCode.MEDIA_TYPE_UNSUPPORTED,
+            f"POST {resource_type}/_search takes its parameters in the URL or as a form body "
+            f"(Content-Type: {_FORM}), not {content_type or 'a body without Content-Type'}",
+        )
     form = await request.form()
     params = [*request.query_params.multi_items(), *((k, str(v)) for k, v in form.multi_items())]
     return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
