@@ -31,7 +31,7 @@ from gateway.errors import Forbidden, IssueCode
 from gateway.fhir.types import Resource
 from gateway.workflow.policies import TaskType
 from gateway.workflow.tasks import BUSINESS_STATUS_SYSTEM, BusinessStatus, task_type_of
-from gateway.workflow.transitions import TRANSITIONS
+from gateway.workflow.transitions import TRANSITIONS, check_status
 
 ANY_STATUS = frozenset(TRANSITIONS)
 #: What the GP answers on a gp-validation Task (the platform records it for the GP once escalated).
@@ -77,9 +77,9 @@ def allowed_statuses(role: Role, task: Resource) -> frozenset[str]:
 
 def check_decision_right(role: Role, current: Resource, proposed: Resource) -> None:
     """403 (``decision-not-allowed``) unless ``role`` may make this decision on the stored Task ``current``."""
-    target = proposed.get("status")
+    target = check_status(proposed)  # no status, or none of R4's: a 422 first
     allowed = allowed_statuses(role, current)
-    if isinstance(target, str) and target in allowed:
+    if target in allowed:
         return
     code = task_type_of(current) or "unknown"
     if allowed:

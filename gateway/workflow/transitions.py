@@ -24,6 +24,14 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     **{status: frozenset() for status in FINAL},
 }
 
+#: R4's Task statuses (required binding http://hl7.org/fhir/ValueSet/task-status).
+TASK_STATUSES = frozenset(
+    {
+        "draft", "requested", "received", "accepted", "rejected", "ready", "cancelled", "in-progress", "on-hold",
+        "failed", "completed", "entered-in-error",
+    }
+)  # fmt: skip
+
 #: What a decision may set; everything else (focus, for, requester, owner, code, …) stays as it is.
 DECIDABLE = frozenset({"status", "statusReason", "businessStatus", "note", "output"})
 _SERVER_MANAGED = frozenset({"meta", "lastModified", "executionPeriod"})  # set by the gateway, whatever is sent
@@ -69,6 +77,29 @@ def _comparable(task: Resource) -> dict[str, Any]:
     return {key: value for key, value in task.items() if key not in DECIDABLE | _SERVER_MANAGED}
 
 
+def check_status(proposed: Resource) -> str:
+    """The proposed Task's status, when it is one of R4's; a 422 otherwise — whoever asks, before who may set which
+    status is looked at (a typo is no missing right)."""
+    status = proposed.get("status")
+    if status is None:
+        raise UnprocessableEntity.single(
+            IssueCode.ELEMENT_REQUIRED, "Task.status is required", "Task.status", "required"
+        )
+    if not isinstance(status, str):
+        raise UnprocessableEntity.single(
+            IssueCode.VALUE_INVALID, "Task.status is a code: a string", "Task.status", "value"
+        )
+    if status not in TASK_STATUSES:
+        raise UnprocessableEntity.single(
+            IssueCode.BINDING_REQUIRED,
+            f"{status!r} is not a Task status (required binding http://hl7.org/fhir/ValueSet/task-status: "
+            f"{', '.join(sorted(TASK_STATUSES))})",
+            "Task.status",
+            "code-invalid",
+        )
+    return status
+
+
 def check_decision(current: Resource, proposed: Resource) -> str | None:
     """Raise when the proposed Task is not an allowed decision on the current one; return the new status when
     the status changes."""
@@ -86,9 +117,7 @@ def check_decision(current: Resource, proposed: Resource) -> str | None:
                 for key in changed
             )
         )
-    old, new = current.get("status"), proposed.get("status")
-    if not isinstance(new, str):
-        raise UnprocessableEntity.single(IssueCode.TASK_ELEMENT_IMMUTABLE, "Task.status is required", "Task.status")
+    old, new = current.get("status"), check_status(proposed)
     if old == new:
         if old in FINAL:
             raise Conflict.single(

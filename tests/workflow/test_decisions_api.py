@@ -160,6 +160,28 @@ async def test_forbidden_transition_says_what_is_allowed(client: httpx.AsyncClie
     assert "from requested to draft" in diagnostics and "accepted" in diagnostics and "rejected" in diagnostics
 
 
+@pytest.mark.parametrize(
+    ("status", "code"), [("acepted", "binding-required"), (None, "element-required"), (7, "value-invalid")]
+)
+async def test_a_status_that_is_no_task_status_is_a_422(client: httpx.AsyncClient, status: Any, code: str) -> None:
+    """Regression: a typo in the status was a 403 decision-not-allowed (even for an operator), as if the caller
+    lacked a right. It is a 422 on Task.status, by PUT and by PATCH, and nothing changes."""
+    _, task = await _gp_validation(client)
+    body = task | {"status": status} if status is not None else {k: v for k, v in task.items() if k != "status"}
+    put = await client.put(f"/fhir/Task/{task['id']}", json=body, headers=FHIR_JSON | {"if-match": 'W/"1"'})
+    operation = {"op": "replace", "path": "/status", "value": status} if status is not None else {}
+    patch = await client.patch(
+        f"/fhir/Task/{task['id']}",
+        json=[operation or {"op": "remove", "path": "/status"}],
+        headers={"content-type": "application/json-patch+json", "if-match": 'W/"1"'},
+    )
+    for response in (put, patch):
+        assert response.status_code == 422, response.text
+        (issue,) = response.json()["issue"]
+        assert issue["details"]["coding"][0]["code"] == code and issue["expression"] == ["Task.status"]
+    assert (await client.get(f"/fhir/Task/{task['id']}")).json()["meta"]["versionId"] == "1"
+
+
 async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) -> None:
     service_request, task = await _gp_validation(client)
     platform = service_request["performer"][0]["reference"]
