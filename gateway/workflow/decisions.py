@@ -118,6 +118,9 @@ async def decide(
         who = await _agents(uow, actor, agents, str((current.content.get("owner") or {}).get("reference", "")))
         now = utc_now()
         content = {key: value for key, value in proposed.items() if key not in ("meta", "executionPeriod")}
+        profiles = (current.content.get("meta") or {}).get("profile")
+        if profiles:  # the profile the gateway claimed for it (dac-task) still holds: the meta sent never counts
+            content["meta"] = {"profile": profiles}
         content["id"] = task_id
         content["lastModified"] = fhir_instant(now)
         if "executionPeriod" in current.content:

@@ -182,6 +182,18 @@ async def test_a_status_that_is_no_task_status_is_a_422(client: httpx.AsyncClien
     assert (await client.get(f"/fhir/Task/{task['id']}")).json()["meta"]["versionId"] == "1"
 
 
+async def test_a_decision_keeps_the_profile_the_task_claims(client: httpx.AsyncClient) -> None:
+    """Regression: the meta sent with a decision was dropped whole, and with it the Task's meta.profile (dac-task):
+    from its second version on, a Task no longer said which profile it conforms to."""
+    _, task = await _gp_validation(client)
+    assert task["meta"]["profile"] == ["https://fhir.dac-gateway.org/StructureDefinition/dac-task"]
+    decided = {k: v for k, v in task.items() if k != "meta"} | {"status": "accepted"}
+    response = await client.put(f"/fhir/Task/{task['id']}", json=decided, headers=FHIR_JSON | {"if-match": 'W/"1"'})
+    assert response.status_code == 200, response.text
+    for answer in (response.json(), (await client.get(f"/fhir/Task/{task['id']}")).json()):
+        assert answer["meta"]["profile"] == task["meta"]["profile"] and answer["meta"]["versionId"] == "2"
+
+
 async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) -> None:
     service_request, task = await _gp_validation(client)
     platform = service_request["performer"][0]["reference"]
