@@ -23,7 +23,14 @@ import orjson
 import structlog
 
 from gateway import metrics
-from gateway.errors import BusinessRuleViolation, Conflict, IssueCode, PreconditionFailed, ResourceNotFound
+from gateway.errors import (
+    BusinessRuleViolation,
+    Conflict,
+    InvalidRequest,
+    IssueCode,
+    PreconditionFailed,
+    ResourceNotFound,
+)
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
@@ -257,12 +264,21 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
         return _Resolution(entry, current.id, existing=current, create=False)
     keys = identity_keys(entry.resource)
     if entry.if_none_exist:
-        query = parse_search(
-            resource_type,
-            parse_qsl(entry.if_none_exist.lstrip("?"), keep_blank_values=True),
-            default_count=2,
-            max_count=2,
-        )
+        where = f"{entry.expression}.request.ifNoneExist"
+        try:
+            query = parse_search(
+                resource_type,
+                parse_qsl(entry.if_none_exist.lstrip("?"), keep_blank_values=True),
+                default_count=2,
+                max_count=2,
+            )
+        except InvalidRequest as exc:  # a search's findings name its parameter: here, the entry's ifNoneExist
+            raise InvalidRequest(
+                *(
+                    dataclasses.replace(issue, diagnostics=f"ifNoneExist: {issue.diagnostics}", expression=where)
+                    for issue in exc.issues
+                )
+            ) from exc
         wanted = _identifier_pairs(query)
         if wanted and set(wanted) <= set(keys):
             # The identifiers this resource is registered under: already looked up with the others. The
@@ -277,7 +293,7 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
             raise PreconditionFailed.single(
                 IssueCode.CONDITIONAL_MULTIPLE_MATCHES,
                 f"ifNoneExist matches several {resource_type} resources; it must match at most one",
-                f"{entry.expression}.request.ifNoneExist",
+                where,
             )
         if matches:
             return _Resolution(entry, matches[0].id, existing=matches[0], create=False)

@@ -60,6 +60,30 @@ async def test_if_none_exist_on_the_service_request_is_refused(client: httpx.Asy
     assert response.json()["issue"][0]["expression"] == [f"Bundle.entry[{index}].request.ifNoneExist"]
 
 
+@pytest.mark.parametrize(
+    ("if_none_exist", "code"),
+    [
+        ("colour=blue", "search-parameter-unknown"),
+        ("birthdate=yesterday", "search-parameter-invalid"),
+        ("identifier:above=x", "search-parameter-invalid"),
+    ],
+)
+async def test_an_if_none_exist_that_is_no_search_names_the_entry(
+    client: httpx.AsyncClient, if_none_exist: str, code: str
+) -> None:
+    """Regression: the 400 of an ifNoneExist that is no valid search had the parameter alone as its expression
+    ("colour"), which names nothing in the posted Bundle."""
+    bundle = copy.deepcopy(load_example("referral-gp.json"))
+    index, entry = _entry(bundle, "Patient")
+    entry["request"]["ifNoneExist"] = if_none_exist
+    response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 400, response.text
+    (issue,) = response.json()["issue"]
+    assert issue["details"]["coding"][0]["code"] == code
+    assert issue["expression"] == [f"Bundle.entry[{index}].request.ifNoneExist"]
+    assert issue["diagnostics"].startswith("ifNoneExist: ")
+
+
 async def test_a_consent_about_another_patient_is_refused(client: httpx.AsyncClient) -> None:
     bundle = copy.deepcopy(load_example("referral-hospital-nurse.json"))
     index, consent = _entry(bundle, "Consent")
