@@ -9,6 +9,8 @@ a 422 ``InvalidResource`` with the element's FHIRPath.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,6 +26,46 @@ FHIR_NAMESPACE = "http://hl7.org/fhir"
 _XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
 #: An XML element level becomes up to two JSON levels (an array of objects): the JSON bound, halved.
 MAX_XML_DEPTH = 50
+
+
+#: A date, dateTime, instant or time as written: fhir.resources reads and writes these as Python datetimes
+#: (``…41.782Z`` in, ``…41.782000Z`` out to JSON, ``…41.782000+00:00`` out to XML), so each is put back as it came.
+_TEMPORAL = re.compile(
+    r"^(\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?|\d{2}:\d{2}:\d{2}(\.\d+)?)$"
+)
+_Visit = Callable[[Any, Any, str, etree._Element], None]
+
+
+def _align(node: dict[str, Any], element: etree._Element, visit: _Visit) -> None:
+    """Walk a resource's JSON and its XML side by side: ``visit(container, key, value, xml element)`` for every
+    primitive string value (``container[key]`` is the value). Elements of one name pair up in order; a resource
+    inside ``resource`` or ``contained`` is the wrapper's element child."""
+    children: dict[str, list[etree._Element]] = {}
+    for child in element:
+        if isinstance(child.tag, str) and etree.QName(child).namespace == FHIR_NAMESPACE:
+            children.setdefault(etree.QName(child).localname, []).append(child)
+    for name, elements in children.items():
+        value = node.get(name)
+        items = value if isinstance(value, list) else [value]
+        for index, (item, child) in enumerate(zip(items, elements, strict=False)):
+            if isinstance(item, dict):
+                wrapped = [c for c in child if isinstance(c.tag, str)] if "resourceType" in item else []
+                _align(item, wrapped[0] if wrapped else child, visit)
+            elif isinstance(item, str):
+                visit(
+                    value if isinstance(value, list) else node, index if isinstance(value, list) else name, item, child
+                )
+
+
+def _as_posted(container: Any, key: Any, value: str, element: etree._Element) -> None:
+    written = element.get("value")
+    if written is not None and written != value and _TEMPORAL.match(written):
+        container[key] = written
+
+
+def _as_stored(container: Any, key: Any, value: str, element: etree._Element) -> None:
+    if element.get("value") not in (None, value) and _TEMPORAL.match(value):
+        element.set("value", value)
 
 
 def hardened_parser() -> etree.XMLParser:
@@ -156,6 +198,7 @@ def xml_to_resource(body: bytes) -> Resource:
     except (ValueError, TypeError) as exc:
         raise _unparsable(f"XML could not be read as FHIR: {exc}") from exc
     resource: Resource = orjson.loads(model.model_dump_json())
+    _align(resource, root, _as_posted)  # dates as written, not as fhir.resources re-wrote them
     check_limits(resource)  # string lengths, and the entries of Bundles nested in this one
     return resource
 
@@ -165,4 +208,6 @@ def resource_to_xml(resource: Resource) -> bytes:
     if cls is None:  # pragma: no cover - we only ever render resources we built or stored
         raise ValueError(f"cannot render {resource.get('resourceType')!r} as XML")
     rendered: Any = cls.model_validate(resource).model_dump_xml()  # bytes, though annotated str
-    return rendered if isinstance(rendered, bytes) else str(rendered).encode()
+    root = etree.fromstring(rendered if isinstance(rendered, bytes) else str(rendered).encode(), hardened_parser())
+    _align(resource, root, _as_stored)  # dates as stored (and as the JSON says them), not as datetimes print
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="utf-8"))

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lxml import etree
 
 from gateway.fhir.primitives import utc_now
 from gateway.store import Database
@@ -16,6 +17,7 @@ from gateway.workflow.deadlines import escalate_due
 from tests.conftest import load_example
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
+NS = {"f": "http://hl7.org/fhir"}
 VALENCIENNES = {
     "use": "home",
     "line": ["3 rue de Famars"],
@@ -192,6 +194,27 @@ async def test_a_decision_keeps_the_profile_the_task_claims(client: httpx.AsyncC
     assert response.status_code == 200, response.text
     for answer in (response.json(), (await client.get(f"/fhir/Task/{task['id']}")).json()):
         assert answer["meta"]["profile"] == task["meta"]["profile"] and answer["meta"]["versionId"] == "2"
+
+
+async def test_a_decision_in_xml_on_the_task_read_in_xml(client: httpx.AsyncClient) -> None:
+    """Regression: XML wrote the gateway's instants as Python prints them (``…41.782000+00:00``) and read them
+    back as ``…41.782000Z``, so the Task read in XML, its status changed and PUT back in XML, was a 422
+    task-element-immutable on authoredOn and restriction: no XML client could decide. Dates now go through XML
+    as they are stored."""
+    service_request, task = await _gp_validation(client)
+    read = await client.get(f"/fhir/Task/{task['id']}", headers={"accept": "application/fhir+xml"})
+    root = etree.fromstring(read.content)
+    assert root.find("f:authoredOn", NS).get("value") == task["authoredOn"]
+    assert root.find("f:restriction/f:period/f:end", NS).get("value") == task["restriction"]["period"]["end"]
+    root.find("f:status", NS).set("value", "accepted")
+    response = await client.put(
+        f"/fhir/Task/{task['id']}",
+        content=etree.tostring(root),
+        headers={"content-type": "application/fhir+xml", "accept": "application/fhir+xml", "if-match": 'W/"1"'},
+    )
+    assert response.status_code == 200, response.text
+    assert etree.fromstring(response.content).find("f:status", NS).get("value") == "accepted"
+    assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
 
 
 async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) -> None:
