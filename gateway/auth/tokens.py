@@ -57,8 +57,14 @@ class ApiClient:
             )
 
 
-#: The caller when authentication is off (development): an operator allowed everything.
-DEVELOPMENT_CLIENT = ApiClient("development", Role.OPERATOR, ScopeSet.parse(["system/*.cruds"]), authenticated=False)
+#: The caller when authentication is off (development): an operator allowed everything — the audit trail too,
+#: which a wildcard scope does not reach (``NAMED_ONLY``).
+DEVELOPMENT_CLIENT = ApiClient(
+    "development",
+    Role.OPERATOR,
+    ScopeSet.parse(["system/*.cruds", "system/AuditEvent.rs"]),
+    authenticated=False,
+)
 
 
 class AccessTokens:

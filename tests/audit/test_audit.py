@@ -219,6 +219,19 @@ async def test_audit_events_are_searchable_by_the_operator_only(
     assert await total(date="lt2020-01-01") == 0
 
 
+async def test_with_authentication_off_the_audit_trail_is_readable(client: httpx.AsyncClient, app: FastAPI) -> None:
+    """Regression: with GATEWAY_AUTH=off (every caller an operator allowed everything, README) the audit trail the
+    CapabilityStatement lists was a 403 scope-insufficient: the development caller's system/*.cruds does not
+    reach it."""
+    await client.get("/fhir/ServiceRequest/unknown")
+    await app.state.audit.flush()
+    answer = await client.get("/fhir/AuditEvent", params={"subtype": "read"})
+    assert answer.status_code == 200, answer.text
+    (event,) = [e["resource"] for e in answer.json()["entry"]]
+    assert event["outcome"] == "4"
+    assert (await client.get(f"/fhir/AuditEvent/{event['id']}")).status_code == 200
+
+
 async def test_the_capability_statement_lists_audit_event(secure: httpx.AsyncClient) -> None:
     statement = (await secure.get("/fhir/metadata")).json()
     audit = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
