@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.api.audit import interaction_of
+from gateway.api.responses import prefer_return
 from gateway.audit.context import current_audit
 from gateway.auth.clients import Role
 from gateway.auth.token_endpoint import Authority
@@ -113,6 +114,10 @@ def _actor(
     return Actor(client.client_id, trusted=client.role is Role.OPERATOR)
 
 
+async def _prefer_return(request: Request) -> str:
+    return prefer_return(request.headers.get("prefer"))
+
+
 async def _body(request: Request) -> Resource:
     fmt = request_format(request.headers.get("content-type"))
     return parse_resource(await request.body(), fmt)
@@ -129,3 +134,4 @@ TokenUrlDep = Annotated[str, Depends(_token_url)]
 ClientDep = Annotated[ApiClient, Depends(_client)]
 ViewerDep = Annotated[Viewer, Depends(_viewer)]
 ActorDep = Annotated[Actor | None, Depends(_actor)]
+PreferReturnDep = Annotated[str, Depends(_prefer_return)]

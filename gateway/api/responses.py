@@ -1,4 +1,5 @@
-"""Responses carrying a FHIR resource, rendered in the negotiated format (they differ only in rendering)."""
+"""Responses carrying a FHIR resource, rendered in the negotiated format (they differ only in rendering), and the
+answer of a create or update as the client's ``Prefer: return=`` asks."""
 
 from __future__ import annotations
 
@@ -22,3 +23,37 @@ class FhirResponse(Response):
         super().__init__(
             serialize_resource(resource, answer.format), status_code, dict(headers or {}), answer.content_type
         )
+
+
+#: FHIR R4 http §3.1.0.1.6: what a create or update answers with — the resource (the default), nothing, or an
+#: OperationOutcome.
+RETURN_PREFERENCES = ("representation", "minimal", "OperationOutcome")
+
+
+def prefer_return(prefer: str | None) -> str:
+    """The ``return`` preference of a ``Prefer`` header (``representation`` when absent or not one of FHIR's)."""
+    for token in (prefer or "").replace(";", ",").split(","):
+        name, _, value = token.strip().partition("=")
+        if name.strip().lower() == "return" and value.strip().strip('"') in RETURN_PREFERENCES:
+            return value.strip().strip('"')
+    return "representation"
+
+
+def written(
+    resource: Resource,
+    answer: ResponseFormat,
+    status_code: int,
+    headers: Mapping[str, str],
+    preference: str,
+    reference: str,
+) -> Response:
+    """A create's or update's answer: ``reference`` (``Type/id/_history/n``) names what was written."""
+    if preference == "minimal":
+        return Response(status_code=status_code, headers=dict(headers))
+    if preference == "OperationOutcome":
+        outcome = {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"{reference} written"}],
+        }
+        return FhirResponse(outcome, answer, status_code, headers)
+    return FhirResponse(resource, answer, status_code, headers)

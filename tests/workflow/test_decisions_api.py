@@ -217,6 +217,33 @@ async def test_a_decision_in_xml_on_the_task_read_in_xml(client: httpx.AsyncClie
     assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
 
 
+async def test_prefer_return_shapes_the_answer_of_a_decision(client: httpx.AsyncClient) -> None:
+    """Regression: Prefer: return=minimal and return=OperationOutcome were ignored (the Task came back whole).
+    FHIR R4 http: minimal is no body, OperationOutcome an outcome; the headers are the same either way."""
+    _, task = await _gp_validation(client)
+    minimal = await client.put(
+        f"/fhir/Task/{task['id']}",
+        json=task | {"status": "received"},
+        headers=FHIR_JSON | {"if-match": 'W/"1"', "prefer": "return=minimal"},
+    )
+    assert minimal.status_code == 200 and minimal.content == b""
+    assert minimal.headers["etag"] == 'W/"2"' and minimal.headers["content-location"].endswith("/_history/2")
+    outcome = await client.patch(
+        f"/fhir/Task/{task['id']}",
+        json=[{"op": "replace", "path": "/status", "value": "accepted"}],
+        headers={
+            "content-type": "application/json-patch+json",
+            "if-match": 'W/"2"',
+            "prefer": "return=OperationOutcome",
+        },
+    )
+    assert outcome.status_code == 200 and outcome.headers["etag"] == 'W/"3"'
+    (issue,) = outcome.json()["issue"]
+    assert issue["severity"] == "information" and f"Task/{task['id']}/_history/3" in issue["diagnostics"]
+    whole = await client.get(f"/fhir/Task/{task['id']}")
+    assert whole.json()["status"] == "accepted"
+
+
 async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) -> None:
     service_request, task = await _gp_validation(client)
     platform = service_request["performer"][0]["reference"]

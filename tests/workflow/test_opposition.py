@@ -187,6 +187,14 @@ async def test_consent_endpoint_refuses_what_validate_refuses(
     assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
 
 
+async def test_consent_answer_as_prefer_return_asks(client: httpx.AsyncClient) -> None:
+    bundle = load_example("referral-hospital-nurse.json")
+    headers = FHIR_JSON | {"prefer": "return=minimal"}
+    response = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=headers)
+    assert response.status_code == 201 and response.content == b""
+    assert (await client.get(response.headers["location"])).json()["provision"]["type"] == "deny"
+
+
 async def test_opposition_examples(client: httpx.AsyncClient) -> None:
     _, nurse_referral = await _post(client, load_example("referral-hospital-nurse.json"))
     _, corsica_referral = await _post(client, load_example("referral-corsica.json"))

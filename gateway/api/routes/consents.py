@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.responses import Response
 
-from gateway.api.deps import AnswerDep, BaseUrlDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep, ViewerDep
-from gateway.api.responses import FhirResponse
+from gateway.api.deps import (
+    AnswerDep,
+    BaseUrlDep,
+    ClientDep,
+    DatabaseDep,
+    PreferReturnDep,
+    ResourceBodyDep,
+    RoutingDep,
+    ViewerDep,
+)
+from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
 from gateway.intake.handlers import process_consent
@@ -22,8 +32,9 @@ async def create_consent(
     routing: RoutingDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
-) -> FhirResponse:
+    preference: PreferReturnDep,
+) -> Response:
     client.require("Consent", Permission.CREATE)
     stored = await process_consent(database, routing, consent, viewer, client.sender_id)
     headers = resource_headers(stored) | {"Location": f"{base_url}/{stored.reference}/_history/{stored.version_id}"}
-    return FhirResponse(stored.content, answer, 201, headers)
+    return written(stored.content, answer, 201, headers, preference, f"{stored.reference}/_history/{stored.version_id}")

@@ -8,15 +8,26 @@ from typing import Annotated, Any
 import jsonpatch
 import orjson
 from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
 
-from gateway.api.deps import ActorDep, AnswerDep, ClientDep, DatabaseDep, ResourceBodyDep, RoutingDep, ViewerDep
-from gateway.api.responses import FhirResponse
+from gateway.api.deps import (
+    ActorDep,
+    AnswerDep,
+    ClientDep,
+    DatabaseDep,
+    PreferReturnDep,
+    ResourceBodyDep,
+    RoutingDep,
+    ViewerDep,
+)
+from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
 from gateway.errors import InvalidRequest, IssueCode, PreconditionRequired, UnsupportedMediaType
 from gateway.fhir.limits import check_limits
 from gateway.fhir.types import Resource
 from gateway.store import queries
+from gateway.store.repository import StoredResource
 from gateway.workflow.decisions import decide
 from gateway.workflow.permissions import check_decision_right
 from gateway.workflow.provenance import Agent, Identifier
@@ -74,6 +85,10 @@ def _agents(x_provenance: str | None) -> list[Agent]:
     return agents
 
 
+def _version(stored: StoredResource) -> str:
+    return f"{stored.reference}/_history/{stored.version_id}"
+
+
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 
@@ -81,23 +96,24 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
     task_id: str, client: ClientDep, viewer: ViewerDep, actor: ActorDep, task: ResourceBodyDep,
-    database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None,
-    x_provenance: XProvenance = None,
-) -> FhirResponse:  # fmt: skip
+    database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep,
+    if_match: IfMatch = None, x_provenance: XProvenance = None,
+) -> Response:  # fmt: skip
     client.require("Task", Permission.UPDATE)
     current = await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
     check_decision_right(client.role, current.content, task)  # 403 for a decision not the caller's to make
     stored = await decide(
         database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor, viewer
     )
-    return FhirResponse(stored.content, answer, headers=resource_headers(stored))
+    return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
 
 
 @router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
 async def patch_task(
     task_id: str, request: Request, client: ClientDep, viewer: ViewerDep, actor: ActorDep, database: DatabaseDep,
-    routing: RoutingDep, answer: AnswerDep, if_match: IfMatch = None, x_provenance: XProvenance = None,
-) -> FhirResponse:  # fmt: skip
+    routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep, if_match: IfMatch = None,
+    x_provenance: XProvenance = None,
+) -> Response:  # fmt: skip
     client.require("Task", Permission.UPDATE)
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json-patch+json":
@@ -116,4 +132,4 @@ async def patch_task(
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
     check_decision_right(client.role, current.content, patched)
     stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor, viewer)
-    return FhirResponse(stored.content, answer, headers=resource_headers(stored))
+    return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
