@@ -19,7 +19,7 @@ import structlog
 from gateway.audit.context import system_audit
 from gateway.config import Settings
 from gateway.routing.config import RoutingTable
-from gateway.routing.delivery import DeliverySettings, Dispatcher, http_client
+from gateway.routing.delivery import HELD_PER_SLOT, DeliverySettings, Dispatcher, http_client
 from gateway.store.database import Database, wait_for_any
 from gateway.workflow.deadlines import escalate_due
 
@@ -36,8 +36,8 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         backoff_cap=settings.delivery_backoff_cap,
         lease=timedelta(seconds=settings.delivery_lease),
         per_destination=settings.delivery_per_destination,
-        # Room for four destinations' full holds (sending and queued): a few slow platforms never take it all.
-        batch=max(64, 8 * settings.delivery_per_destination),
+        # Room for two destinations' full holds (sending and queued): one slow platform never takes it all.
+        batch=max(64, 2 * HELD_PER_SLOT * settings.delivery_per_destination),
         attempt_time=settings.delivery_timeout + 10.0,  # read timeout, connect timeout (5 s) and a margin
     )
 

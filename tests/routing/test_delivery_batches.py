@@ -16,7 +16,7 @@ from gateway.fhir.primitives import new_id, utc_now
 from gateway.fhir.search import parse_search
 from gateway.intake import read_referral, take_in
 from gateway.routing.config import RoutingTable
-from gateway.routing.delivery import DeliverySettings, Dispatcher
+from gateway.routing.delivery import CLAIMED_PER_SLOT, HELD_PER_SLOT, DeliverySettings, Dispatcher
 from gateway.store import Database, UnitOfWork
 from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
 from tests.routing.test_delivery import _intake_task
@@ -229,7 +229,7 @@ async def test_a_crash_between_claim_and_record_is_retaken_after_the_lease(
 async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the_same_claim(
     database: Database, routing: RoutingTable
 ) -> None:
-    paris = await _referrals(database, routing, 5)  # the oldest
+    paris = await _referrals(database, routing, HELD_PER_SLOT + 1)  # the oldest: one more than one slot holds
     (reunion,) = await _referrals(database, routing, 1, commune="97411")
     release, paris_sent, reunion_sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
     paris_sending, most_paris_sending = 0, 0
@@ -250,22 +250,54 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
     paris_route = respx.post(PARIS).mock(side_effect=slow)
     respx.post(REUNION).mock(side_effect=fast)
     async with httpx.AsyncClient() as client:
-        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8)
-        # Leased at once: four for Paris (one for its only slot, three queued behind it), and La Réunion's.
-        assert await dispatcher.dispatch() == 5
+        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=2 * HELD_PER_SLOT)
+        # Leased at once: what Paris's one slot holds (one sending, the others queued behind it), and La Réunion's.
+        assert await dispatcher.dispatch() == HELD_PER_SLOT + 1
         await asyncio.wait_for(asyncio.gather(paris_sent.wait(), reunion_sent.wait()), 10)
-        assert (dispatcher.in_flight["dac-75"], dispatcher.sending["dac-75"]) == (4, 1)
+        assert (dispatcher.in_flight["dac-75"], dispatcher.sending["dac-75"]) == (HELD_PER_SLOT, 1)
         for _ in range(100):  # La Réunion's is recorded while Paris's first attempt still hangs
             if (entries := await _entries(database))[reunion].status == DELIVERED:
                 break
             await asyncio.sleep(0.01)
         assert entries[reunion].status == DELIVERED
-        assert [entries[sr].status for sr in paris] == [PENDING] * 5
+        assert [entries[sr].status for sr in paris] == [PENDING] * len(paris)
         release.set()
         await dispatcher.drain()  # the queued ones went out as the slot freed
         assert await dispatcher.deliver_due() == 1
-    assert paris_route.call_count == 5 and most_paris_sending == 1
+    assert paris_route.call_count == len(paris) and most_paris_sending == 1
     assert not dispatcher.in_flight and not dispatcher.sending
+    assert {entry.status for entry in (await _entries(database)).values()} == {DELIVERED}
+
+
+@respx.mock
+async def test_the_worker_is_woken_for_a_claim_once_a_destination_has_room_for_a_whole_one(
+    database: Database, routing: RoutingTable
+) -> None:
+    """Not at every delivery's end: a claim of one row costs about what one of many does. Half of ``batch`` is
+    free all along (one destination never holds more), and that alone must not wake it."""
+    await _referrals(database, routing, HELD_PER_SLOT)
+    arrivals: asyncio.Queue[None] = asyncio.Queue()
+    answers: asyncio.Queue[None] = asyncio.Queue()
+
+    async def platform(request: httpx.Request) -> httpx.Response:
+        arrivals.put_nowait(None)
+        await answers.get()
+        return httpx.Response(200)
+
+    respx.post(PARIS).mock(side_effect=platform)
+    async with httpx.AsyncClient() as client:
+        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=2 * HELD_PER_SLOT)
+        assert await dispatcher.dispatch() == HELD_PER_SLOT
+        await asyncio.wait_for(arrivals.get(), 10)
+        for answered in range(1, CLAIMED_PER_SLOT + 1):
+            answers.put_nowait(None)
+            await asyncio.wait_for(arrivals.get(), 10)  # the next one is sent: this one's delivery is over
+            assert dispatcher.in_flight["dac-75"] == HELD_PER_SLOT - answered
+            assert dispatcher.room >= dispatcher.settings.batch // 2
+            assert dispatcher.slot_freed.is_set() is (answered == CLAIMED_PER_SLOT), answered
+        for _ in range(HELD_PER_SLOT):
+            answers.put_nowait(None)
+        await dispatcher.drain()
     assert {entry.status for entry in (await _entries(database)).values()} == {DELIVERED}
 
 
@@ -273,7 +305,7 @@ async def test_a_destination_at_its_slot_limit_does_not_hold_back_another_in_the
 async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
     database: Database, routing: RoutingTable
 ) -> None:
-    await _referrals(database, routing, 5)
+    await _referrals(database, routing, HELD_PER_SLOT + 1)
     release, sent = asyncio.Event(), asyncio.Event()
 
     async def slow(request: httpx.Request) -> httpx.Response:
@@ -283,15 +315,15 @@ async def test_a_stopping_worker_gives_back_what_waits_behind_busy_slots(
 
     route = respx.post(PARIS).mock(side_effect=slow)
     async with httpx.AsyncClient() as client:
-        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=8)
-        assert await dispatcher.dispatch() == 4  # one sending, three queued behind it
+        dispatcher = _dispatcher(database, routing, client, per_destination=1, batch=2 * HELD_PER_SLOT)
+        assert await dispatcher.dispatch() == HELD_PER_SLOT  # one sending, the others queued behind it
         await asyncio.wait_for(sent.wait(), 10)
-        assert await dispatcher.release_queued() == 3
+        assert await dispatcher.release_queued() == HELD_PER_SLOT - 1
         leased = [entry for entry in (await _entries(database)).values() if entry.status == PENDING]
-        async with UnitOfWork(database) as uow:  # the one given back is due at once, for any worker
-            taken = await uow.outbox.claim("another", utc_now(), LEASE, 10)
+        async with UnitOfWork(database) as uow:  # those given back are due at once, for any worker
+            taken = await uow.outbox.claim("another", utc_now(), LEASE, 100)
             await uow.commit()
-        assert len(leased) == 5 and len(taken) == 4  # those, and the fifth, never claimed
+        assert len(leased) == HELD_PER_SLOT + 1 and len(taken) == HELD_PER_SLOT  # those, and the last, never claimed
         release.set()
         await dispatcher.drain()
     assert route.call_count == 1 and not dispatcher.in_flight
