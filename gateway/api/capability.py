@@ -10,6 +10,9 @@ from gateway.fhir.types import Resource
 _INTERACTIONS = ("read", "vread", "history-instance", "search-type")
 #: Beyond reading: Task decisions (PUT / JSON Patch, If-Match required) and Consent recording.
 _WRITES = {"Task": ("update", "patch"), "Consent": ("create",)}
+#: Conditional create: inside a transaction (``ifNoneExist``) for the directory types, and ``POST /fhir/Consent``
+#: with ``If-None-Exist``.
+_CONDITIONAL_CREATE = ("Patient", "Practitioner", "Organization", "PractitionerRole", "Consent")
 
 
 def _search_param(name: str, kind: str, documentation: str) -> Resource:
@@ -32,7 +35,7 @@ def capability_statement(base_url: str, security: Resource | None = None) -> Res
                 "readHistory": True,
                 "updateCreate": False,
                 "conditionalUpdate": False,
-                "conditionalCreate": resource_type in ("Patient", "Practitioner", "Organization", "PractitionerRole"),
+                "conditionalCreate": resource_type in _CONDITIONAL_CREATE,
                 "searchParam": [_search_param(p.name, p.type.value, p.documentation) for p in all_parameters.values()],
             }
         )

@@ -46,14 +46,16 @@ def written(
     headers: Mapping[str, str],
     preference: str,
     reference: str,
+    action: str = "written",
 ) -> Response:
-    """A create's or update's answer: ``reference`` (``Type/id/_history/n``) names what was written."""
+    """A create's or update's answer: ``reference`` (``Type/id/_history/n``) names what was written — or, as
+    ``action`` says, what a conditional create matched instead."""
     if preference == "minimal":
         return Response(status_code=status_code, headers=dict(headers))
     if preference == "OperationOutcome":
         outcome = {
             "resourceType": "OperationOutcome",
-            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"{reference} written"}],
+            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"{reference} {action}"}],
         }
         return FhirResponse(outcome, answer, status_code, headers)
     return FhirResponse(resource, answer, status_code, headers)

@@ -9,12 +9,14 @@ implemented: token, reference, string, date (with prefixes and partial dates), a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qsl
 
 from gateway.errors import InvalidRequest, IssueCode
 from gateway.fhir.primitives import fhir_instant
@@ -434,6 +436,24 @@ def parse_search(
         criteria.append(_criterion(parameter, name, modifier or None, raw))
         echo.append((name, raw))
     return SearchQuery(resource_type, tuple(criteria), count, offset, descending, summary_count, tuple(echo))
+
+
+def parse_condition(resource_type: str, criteria: str, where: str, label: str) -> SearchQuery:
+    """The search of a conditional create (R4 http.html#ccreate: what would follow the ``?`` of a search URL) —
+    the ``If-None-Exist`` header, or a transaction entry's ``request.ifNoneExist``. At most two matches are ever
+    needed (none, one, several). A search that is not valid is a 400 whose issues point at ``where``, their
+    diagnostics prefixed with ``label``: the parameter alone would name nothing the client sent as such."""
+    try:
+        return parse_search(
+            resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True), default_count=2, max_count=2
+        )
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            *(
+                dataclasses.replace(issue, diagnostics=f"{label}: {issue.diagnostics}", expression=where)
+                for issue in exc.issues
+            )
+        ) from exc
 
 
 def _integer(name: str, raw: str, low: int, high: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
+from gateway.fhir.search import parse_condition
 from gateway.fhir.types import Resource
 from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
 from gateway.intake.responses import intake_note, message_response, transaction_response
@@ -176,9 +177,12 @@ async def process_consent(
     consent: Resource,
     viewer: Viewer = EVERYTHING,
     sender: str | None = None,
-) -> StoredResource:
-    """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``); ``sender``
-    the posting client (None when authentication is off)."""
+    if_none_exist: str | None = None,
+) -> tuple[StoredResource, bool]:
+    """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``), and whether
+    it was created — False when ``if_none_exist`` (the ``If-None-Exist`` header: a conditional create, R4
+    http.html#ccreate) matched one the caller may see, which is then the answer, nothing written; ``sender`` the
+    posting client (None when authentication is off)."""
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
@@ -190,8 +194,13 @@ async def process_consent(
     errors = [issue for issue in validate(consent, base_url("Consent")) if issue.severity in ("error", "fatal")]
     if errors:
         raise InvalidResource(*errors)
-    outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender)
-    return await answered_consent(database, viewer, outcome)
+    condition = (
+        None
+        if if_none_exist is None
+        else parse_condition("Consent", if_none_exist, "http.If-None-Exist", "If-None-Exist")
+    )
+    outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender, condition=condition)
+    return await answered_consent(database, viewer, outcome), outcome.created
 
 
 async def answered_consent(database: Database, viewer: Viewer, outcome: ConsentOutcome) -> StoredResource:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl
 
 import orjson
 import structlog
@@ -26,13 +25,12 @@ from gateway import metrics
 from gateway.errors import (
     BusinessRuleViolation,
     Conflict,
-    InvalidRequest,
     IssueCode,
     PreconditionFailed,
     ResourceNotFound,
 )
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import SearchQuery, parse_search, split_reference
+from gateway.fhir.search import SearchQuery, parse_condition, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
 from gateway.intake import facts
 from gateway.intake.careteam import build_care_team
@@ -265,20 +263,7 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
     keys = identity_keys(entry.resource)
     if entry.if_none_exist:
         where = f"{entry.expression}.request.ifNoneExist"
-        try:
-            query = parse_search(
-                resource_type,
-                parse_qsl(entry.if_none_exist.lstrip("?"), keep_blank_values=True),
-                default_count=2,
-                max_count=2,
-            )
-        except InvalidRequest as exc:  # a search's findings name its parameter: here, the entry's ifNoneExist
-            raise InvalidRequest(
-                *(
-                    dataclasses.replace(issue, diagnostics=f"ifNoneExist: {issue.diagnostics}", expression=where)
-                    for issue in exc.issues
-                )
-            ) from exc
+        query = parse_condition(resource_type, entry.if_none_exist, where, "ifNoneExist")
         wanted = _identifier_pairs(query)
         if wanted and set(wanted) <= set(keys):
             # The identifiers this resource is registered under: already looked up with the others. The

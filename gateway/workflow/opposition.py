@@ -6,15 +6,16 @@ whoever sends them — are revoked at intake."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
 
-from gateway.errors import BusinessRuleViolation, Conflict, InvalidResource, IssueCode
+from gateway.errors import BusinessRuleViolation, Conflict, InvalidResource, IssueCode, PreconditionFailed
 from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
-from gateway.fhir.search import parse_search, split_reference
+from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import Resource
 from gateway.intake.facts import is_opposition
 from gateway.intake.identity import identity_keys
@@ -23,7 +24,7 @@ from gateway.routing.schedule import platform_of, schedule_platform_update, sche
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
-from gateway.store.visibility import EVERYTHING, Viewer
+from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance
 from gateway.workflow.references import platform_keys, server_references, unresolved_references
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
@@ -41,6 +42,7 @@ class ConsentOutcome:
     consent: StoredResource
     patient: str | None  # the stored Patient it applies to, when known here
     revoked: list[str] = field(default_factory=list)  # ServiceRequest references revoked by an opposition
+    created: bool = True  # False: a conditional create found it already there, and wrote nothing
 
 
 async def _patient_reference(
@@ -85,6 +87,7 @@ async def record_consent(
     viewer: Viewer = EVERYTHING,
     sender: str | None = None,
     paths: tuple[str, str] = ("Consent", "Patient"),
+    condition: SearchQuery | None = None,
 ) -> ConsentOutcome:
     """Store the Consent (and, for an opposition, revoke and cancel) in one transaction. A referral or Task changed
     concurrently fails it with ``DuplicateKey``; it is then run again as a whole, from what was posted, so an
@@ -93,12 +96,16 @@ async def record_consent(
     resource the Consent or the Patient names by id (``gateway.workflow.references``); ``sender``: the client that
     posts it (None when authentication is off), named in the Provenance of what an opposition revokes; ``paths``:
     the FHIRPath of the Consent and of the Patient as posted, for the answer's issues (``Bundle.entry[n].resource``
-    in a message)."""
+    in a message). ``condition``: a conditional create's search (``If-None-Exist``, R4 http.html#ccreate), run
+    first, among what the caller may see (``searchable``, as its searches): one match is the outcome, nothing
+    written and nothing revoked again; several are a 412; none, the Consent is stored — under a key made of the
+    caller's view and the search, so that of identical conditional posts racing, one stores and the others, run
+    again (``DuplicateKey``), find it."""
     parse_model(consent)
     for attempt in range(MAX_ATTEMPTS):
         try:
             return await _record(
-                database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer, sender, paths
+                database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer, sender, paths, condition
             )
         except DuplicateKey as exc:
             log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
@@ -118,11 +125,31 @@ async def _record(
     viewer: Viewer,
     sender: str | None,
     paths: tuple[str, str],
+    condition: SearchQuery | None,
 ) -> ConsentOutcome:
     now = utc_now()
     identified = _identified_patient(consent, patient)
     consent_path, patient_path = paths
+    pending_key: str | None = None  # the conditional create's key, when this post takes it
     async with UnitOfWork(database) as uow:
+        if condition is not None:
+            # The key first, then the search: a key committed before this look-up came with its Consent, which
+            # the search (a later statement, a later snapshot) then sees. Not there: this post takes it, and of
+            # identical posts racing, the others fail on it and are run again. There, and its Consent no longer
+            # matches for this caller (or never did: the search need not match what was posted), it stops nothing.
+            key = _condition_key(viewer, condition)
+            pending_key = key if await uow.idempotency.find([key]) is None else None
+            # Only among what the caller may see, as its searches (a Consent posted by another party is never
+            # matched, nor one whose Patient link the caller may not read): a match reveals nothing new.
+            matches = await uow.resources.find(condition, limit=2, visible=searchable(viewer, condition))
+            if len(matches) > 1:
+                raise PreconditionFailed.single(
+                    IssueCode.CONDITIONAL_MULTIPLE_MATCHES,
+                    "If-None-Exist matches several Consents; it must match at most one",
+                    "http.If-None-Exist",
+                )
+            if matches:
+                return ConsentOutcome(matches[0], None, created=False)
         # Every other reference by id (performer, organization, provision.actor, sourceReference, provision.data…)
         # under the referral's rule: one the caller may not see is the 422 of one that does not exist. The
         # patient has its own words (by INS instead); a message's Patient replaces the Consent's reference.
@@ -147,6 +174,8 @@ async def _record(
                 "reference": patient_reference,
             }
         stored = uow.resources.add(consent)
+        if pending_key is not None:
+            uow.idempotency.add([pending_key], stored.reference, {"consent": stored.id})
         if sender is not None:
             # Its poster reads it back (the Location it was given): a Consent posted on its own is a record of
             # its own for visibility — keyed by its reference, which no ServiceRequest id can equal — with the
@@ -230,6 +259,20 @@ async def _informant(
     if identifier.get("system") and identifier.get("value"):
         return Identifier(str(identifier["system"]), str(identifier["value"]))
     return None
+
+
+def _condition_key(viewer: Viewer, condition: SearchQuery) -> str:
+    """The unique key a conditional create of a Consent takes: the caller's view (what its search can match) and
+    the search's criteria, in a canonical order (hashed: a search may be longer than a key)."""
+    if viewer.everything:
+        scope = "everything"
+    elif viewer.sender is not None:
+        scope = f"sender:{viewer.sender}"
+    else:
+        scope = f"platform:{viewer.platform_organization}"
+    criteria = "&".join(f"{name}={value}" for name, value in sorted(condition.echo))
+    digest = hashlib.sha256(f"{scope}\n{criteria}".encode()).hexdigest()
+    return f"conditional-create:{condition.resource_type}:{digest}"
 
 
 def _identified_patient(consent: Resource, patient: Resource | None) -> Resource | None:

@@ -175,6 +175,8 @@ async def test_capability_statement(client: httpx.AsyncClient) -> None:
     assert {"identifier", "patient", "subject", "status", "code", "_lastUpdated"} <= params
     assert {"owner", "focus"} <= {p["name"] for p in by_type["Task"]["searchParam"]}
     assert rest["operation"][0]["name"] == "process-message"
+    assert by_type["Consent"]["conditionalCreate"] is True  # POST /fhir/Consent with If-None-Exist
+    assert {i["code"] for i in by_type["Consent"]["interaction"]} >= {"create", "search-type"}
     xml = await client.get("/fhir/metadata", headers={"accept": "application/fhir+xml"})
     assert etree.fromstring(xml.content).tag == "{http://hl7.org/fhir}CapabilityStatement"
 

@@ -75,6 +75,35 @@ async def test_if_none_exist_matches_only_what_the_caller_sees(secure: httpx.Asy
     assert consent_b in _locations(mine)
 
 
+async def test_if_none_exist_on_a_consent_matches_only_what_the_caller_sees(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """POST /fhir/Consent with If-None-Exist searches as the caller's searches do: another party's Consent (B's
+    referral's) never matches — a new Consent of the caller's own is made, and the answer names nothing of B's —
+    while the caller's own does (its referral's Consent: 200, nothing written)."""
+    headers_a = parties.headers["sender A"]
+    consent_a = parties.resources["Consent A"][0]
+    every = (await secure.get("/fhir/Consent", headers=parties.headers["operator"])).json()["entry"]
+    consent_b = next(f"Consent/{e['resource']['id']}" for e in every if f"Consent/{e['resource']['id']}" != consent_a)
+    body = _consent_for({"identifier": _ins_of(fresh(commune="75056"))})
+    theirs = await secure.post(
+        "/fhir/Consent",
+        json=body,
+        headers=headers_a | FHIR_JSON | {"If-None-Exist": f"_id={consent_b.split('/')[1]}"},
+    )
+    assert theirs.status_code == 201, theirs.text
+    assert consent_b.split("/")[1] not in theirs.text
+    mine = await secure.post(
+        "/fhir/Consent",
+        json=body,
+        headers=headers_a | FHIR_JSON | {"If-None-Exist": f"_id={consent_a.split('/')[1]}"},
+    )
+    assert mine.status_code == 200, mine.text
+    assert f"Consent/{mine.json()['id']}" == consent_a
+    count = await secure.get("/fhir/Consent", params={"_summary": "count"}, headers=parties.headers["operator"])
+    assert count.json()["total"] == 3  # A's and B's referrals' Consents, and the one A posted on its own
+
+
 def _put_patient(bundle: dict[str, Any], patient: str, phone: str) -> dict[str, Any]:
     for entry in bundle["entry"]:
         if entry["resource"]["resourceType"] == "Patient":

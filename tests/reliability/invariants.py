@@ -7,7 +7,8 @@ ServiceRequest, everything that transaction writes — and nothing written by a 
 2. at least one Task has it as focus, and its idempotency key (the answer replayed to a resubmission) names it;
 3. when it was routed (``active``): exactly one ``platform-intake`` Task and exactly one ``referral-request``
    outbox row for that Task — delivery cannot be lost nor doubled;
-4. no orphans: every Task's focus, every idempotency key's ServiceRequest and every outbox row's Task exists,
+4. no orphans: every Task's focus, every idempotency key's ServiceRequest (or, for a conditional create,
+   Consent) and every outbox row's Task exists,
    and every Patient and CareTeam belongs to some ServiceRequest.
 """
 
@@ -53,7 +54,9 @@ async def _half_stored(database_url: str) -> list[str]:
     tasks = by_type.get("Task", {})
     problems: list[str] = []
     focus_of = {task_id: _ref_id(task.get("focus"), "ServiceRequest") for task_id, task in tasks.items()}
-    keyed = {row.service_request_id for row in keys}
+    # A conditional create of a Consent (If-None-Exist) keys its Consent ("Consent/<id>"); the others a referral.
+    keyed = {row.service_request_id for row in keys if "/" not in row.service_request_id}
+    consents_keyed = {row.service_request_id.split("/", 1)[1] for row in keys if "/" in row.service_request_id}
     requests_by_delivery_task = Counter(row.task_id for row in deliveries if row.event == "referral-request")
     patients_used: set[str] = set()
     care_teams_used: set[str] = set()
@@ -81,6 +84,7 @@ async def _half_stored(database_url: str) -> list[str]:
                 problems.append(f"ServiceRequest/{request_id}: {requests_by_delivery_task[intake[0]]} outbox rows")
     problems += [f"Task/{t}: focus ServiceRequest/{f} missing" for t, f in focus_of.items() if f not in requests]
     problems += [f"idempotency key for missing ServiceRequest/{k}" for k in keyed - requests.keys()]
+    problems += [f"idempotency key for missing Consent/{k}" for k in consents_keyed - by_type.get("Consent", {}).keys()]
     problems += [
         f"outbox {row.id}: Task/{row.task_id} missing" for row in deliveries if row.task_id and row.task_id not in tasks
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 from typing import Any
@@ -256,3 +257,86 @@ async def test_an_opposition_that_keeps_racing_is_refused_and_stores_nothing(
     after = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
     assert after["status"] == "active"
     assert (await client.get("/fhir/Consent")).json()["total"] == 0
+
+
+CONSENT_ID = "https://hospital.example/fhir/consent-id"
+
+
+def _identified(consent: dict[str, Any], value: str) -> dict[str, Any]:
+    return consent | {"identifier": [{"system": CONSENT_ID, "value": value}]}
+
+
+async def test_an_opposition_posted_again_with_if_none_exist_is_not_stored_twice(client: httpx.AsyncClient) -> None:
+    """A retry after a timeout (FHIR conditional create): the first post stores and revokes; the retry matches it,
+    answers 200 with it, and writes nothing — no second Consent, no revocation or Provenance run again."""
+    bundle = load_example("referral-social-worker.json")
+    _, service_request = await _post(client, bundle)
+    consent = _identified(_consent_deny(_ins(bundle)), "OPP-1")
+    headers = FHIR_JSON | {"if-none-exist": f"identifier={CONSENT_ID}|OPP-1"}
+    first = await client.post("/fhir/Consent", json=consent, headers=headers)
+    assert first.status_code == 201, first.text
+    revoked = (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()
+    provenances = (await client.get("/fhir/Provenance", params={"_summary": "count"})).json()["total"]
+    again = await client.post("/fhir/Consent", json=consent, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert again.headers["etag"] == first.headers["etag"] and "location" not in again.headers
+    assert again.headers["content-location"] == f"Consent/{first.json()['id']}/_history/1"
+    assert (await client.get("/fhir/Consent")).json()["total"] == 1
+    assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json() == revoked
+    assert (await client.get("/fhir/Provenance", params={"_summary": "count"})).json()["total"] == provenances
+    minimal = await client.post("/fhir/Consent", json=consent, headers=headers | {"prefer": "return=OperationOutcome"})
+    assert minimal.status_code == 200
+    assert minimal.json()["issue"][0]["diagnostics"] == f"Consent/{first.json()['id']}/_history/1 matched"
+
+
+async def test_if_none_exist_matching_several_consents_is_a_412(client: httpx.AsyncClient) -> None:
+    ins = _ins(load_example("referral-overseas.json"))
+    for value in ("OPP-2", "OPP-3"):
+        posted = await client.post("/fhir/Consent", json=_identified(_consent_deny(ins), value), headers=FHIR_JSON)
+        assert posted.status_code == 201, posted.text
+    headers = FHIR_JSON | {"if-none-exist": f"patient:identifier={INS_NIR}|{ins}"}
+    answer = await client.post("/fhir/Consent", json=_consent_deny(ins), headers=headers)
+    assert answer.status_code == 412, answer.text
+    issue = answer.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "conditional-multiple-matches"
+    assert issue["expression"] == ["http.If-None-Exist"]
+    assert (await client.get("/fhir/Consent")).json()["total"] == 2
+
+
+@pytest.mark.parametrize("criteria", ["colour=blue", "_lastUpdated=yesterday", "identifier:above=x"])
+async def test_an_if_none_exist_that_is_no_valid_search_is_a_400_naming_the_header(
+    client: httpx.AsyncClient, criteria: str
+) -> None:
+    ins = _ins(load_example("referral-overseas.json"))
+    answer = await client.post(
+        "/fhir/Consent", json=_consent_deny(ins), headers=FHIR_JSON | {"if-none-exist": criteria}
+    )
+    assert answer.status_code == 400, answer.text
+    issue = answer.json()["issue"][0]
+    assert issue["expression"] == ["http.If-None-Exist"]
+    assert issue["diagnostics"].startswith("If-None-Exist: ")
+    assert (await client.get("/fhir/Consent")).json()["total"] == 0
+
+
+async def test_identical_conditional_oppositions_at_once_store_one(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posts racing (DESIGN §10): each searches before any commits — held there a moment, so that on PostgreSQL
+    they all do — and still one Consent: the first takes the conditional create's key, the others fail on it, are
+    run again and find the first's Consent."""
+    original = ResourceRepository.find
+
+    async def slow_find(self: ResourceRepository, *args: Any, **kwargs: Any) -> list[StoredResource]:
+        found = await original(self, *args, **kwargs)
+        await asyncio.sleep(0.05)
+        return found
+
+    monkeypatch.setattr(ResourceRepository, "find", slow_find)
+    # A patient not referred yet: no referral to revoke, whose compare-and-set would serialize the posts anyway.
+    consent = _identified(_consent_deny(_ins(load_example("referral-overseas.json"))), "OPP-4")
+    headers = FHIR_JSON | {"if-none-exist": f"identifier={CONSENT_ID}|OPP-4"}
+    answers = await asyncio.gather(*(client.post("/fhir/Consent", json=consent, headers=headers) for _ in range(6)))
+    assert sorted(answer.status_code for answer in answers) == [200] * 5 + [201], [a.text for a in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert (await client.get("/fhir/Consent")).json()["total"] == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
 from starlette.responses import Response
 
 from gateway.api.deps import (
@@ -23,7 +25,12 @@ from gateway.intake.handlers import process_consent
 router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
 
 
-@router.post("", summary="Record a Consent (an opposition revokes the patient's open referrals)", status_code=201)
+@router.post(
+    "",
+    summary="Record a Consent (an opposition revokes the patient's open referrals); If-None-Exist: only if none "
+    "matches",
+    status_code=201,
+)
 async def create_consent(
     client: ClientDep,
     viewer: ViewerDep,
@@ -33,8 +40,12 @@ async def create_consent(
     answer: AnswerDep,
     base_url: BaseUrlDep,
     preference: PreferReturnDep,
+    if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
     client.require("Consent", Permission.CREATE)
-    stored = await process_consent(database, routing, consent, viewer, client.sender_id)
-    headers = resource_headers(stored) | {"Location": f"{base_url}/{stored.reference}/_history/{stored.version_id}"}
-    return written(stored.content, answer, 201, headers, preference, f"{stored.reference}/_history/{stored.version_id}")
+    stored, created = await process_consent(database, routing, consent, viewer, client.sender_id, if_none_exist)
+    version = f"{stored.reference}/_history/{stored.version_id}"
+    if not created:  # a conditional create's match (R4 http.html#ccreate): 200, the post ignored
+        return written(stored.content, answer, 200, resource_headers(stored), preference, version, "matched")
+    headers = resource_headers(stored) | {"Location": f"{base_url}/{version}"}
+    return written(stored.content, answer, 201, headers, preference, version)
