@@ -274,7 +274,9 @@ class SearchQuery:
     offset: int = 0
     descending: bool = False
     summary_count: bool = False
-    echo: tuple[tuple[str, str], ...] = field(default=())  # the selecting parameters, for paging links
+    #: What the paging links repeat: the selecting parameters and the result parameters honoured (``_sort``,
+    #: ``_summary``, ``_total``, ``_format``, ``_pretty``) — all but ``_count`` and ``_offset``, which each link sets.
+    echo: tuple[tuple[str, str], ...] = field(default=())
 
 
 def _invalid(message: str, name: str) -> InvalidRequest:
@@ -421,8 +423,13 @@ def parse_search(
                 if raw not in ("count", "false"):
                     raise _invalid("_summary supports count and false", name)
                 summary_count = raw == "count"
-            elif base == "_total" and raw not in ("none", "estimate", "accurate"):
-                raise _invalid("_total supports none, estimate and accurate", name)
+                echo.append((name, raw))
+            elif base == "_total":
+                if raw not in ("none", "estimate", "accurate"):
+                    raise _invalid("_total supports none, estimate and accurate", name)
+                echo.append((name, raw))
+            else:  # _format, _pretty: how the answer is written, and so its other pages
+                echo.append((name, raw))
             continue
         parameter = known.get(base) or COMMON_PARAMETERS.get(base)
         if parameter is None:

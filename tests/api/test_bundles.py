@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import httpx
+
+from tests.support.referrals import fresh, renamed
+
+FHIR_JSON = "application/fhir+json"
 
 NOTHING = {"identifier": "https://nowhere.example.org/referral-id|none"}
 
@@ -15,3 +21,24 @@ async def test_a_search_that_finds_nothing_has_no_entry(client: httpx.AsyncClien
         bundle = response.json()
         assert bundle["type"] == "searchset" and bundle["total"] == 0 and "entry" not in bundle
         assert bundle["link"][0]["relation"] == "self"
+
+
+async def test_every_searchset_link_carries_the_search_controls_honoured(client: httpx.AsyncClient) -> None:
+    """A link the client follows must run the same search: ``_summary=count`` followed from its self link stays a
+    count; ``_sort``, ``_total`` and ``_format`` are on the self, first, previous, next and last links alike."""
+    for i in range(3):
+        bundle = fresh(commune="75056")
+        posted = await client.post("/fhir", json=renamed(bundle, f"-{i}"), headers={"content-type": FHIR_JSON})
+        assert posted.status_code == 200, posted.text
+    count = (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()
+    self_link = next(link["url"] for link in count["link"] if link["relation"] == "self")
+    assert parse_qs(urlsplit(self_link).query)["_summary"] == ["count"]
+    followed = (await client.get(self_link)).json()
+    assert followed["total"] == 3 and "entry" not in followed
+    controls = {"_sort": "-_lastUpdated", "_total": "accurate", "_format": "json", "_summary": "false"}
+    page = (await client.get("/fhir/ServiceRequest", params=controls | {"_count": "1", "_offset": "1"})).json()
+    assert {link["relation"] for link in page["link"]} == {"self", "first", "previous", "next", "last"}
+    for link in page["link"]:
+        query = parse_qs(urlsplit(link["url"]).query)
+        assert {name: query.get(name) for name in controls} == {name: [value] for name, value in controls.items()}
+        assert query["_count"] == ["1"]
