@@ -98,9 +98,14 @@ async def decide(
     off), which the claim must match (``decision_agents``) — a 403 ``provenance-agent-mismatch`` otherwise;
     ``viewer``: what the caller may see — what the decision adds by id (an output, a note's author) must be one of
     those, or shared directory data (``gateway.workflow.references``), else it is the 422 of an unknown id."""
-    if proposed.get("resourceType") != "Task" or proposed.get("id") not in (None, task_id):
+    if proposed.get("resourceType") != "Task" or proposed.get("id") != task_id:
+        # R4 http.html#update: the body carries the id of the URL; none, or another, is a 400 (a PATCH's result is
+        # processed as an update, so a patch that removes or changes it is one too).
+        found = f"id {proposed['id']!r}" if "id" in proposed else "no id"
         raise InvalidRequest.single(
-            IssueCode.ENTRY_REQUEST_INVALID, f"the body must be Task/{task_id} (resourceType Task, same id)", "Task.id"
+            IssueCode.ENTRY_REQUEST_INVALID,
+            f"the body must be Task/{task_id}: resourceType Task and id {task_id!r}, the id in the URL ({found})",
+            "Task.id",
         )
     async with UnitOfWork(database) as uow:
         current = await uow.resources.get("Task", task_id)

@@ -152,6 +152,53 @@ async def test_a_decision_never_changes_who_or_what(
     assert response.json()["issue"][0]["expression"] == [expression]
 
 
+@pytest.mark.parametrize("body_id", [None, "another-task"])
+async def test_a_put_body_without_the_url_id_is_a_400(client: httpx.AsyncClient, body_id: str | None) -> None:
+    """R4 http.html#update: the body's id must be the URL's; none, or another, is a 400 — not a 422 on an element
+    the decision would change — and nothing changes."""
+    _, task = await _gp_validation(client)
+    body = {key: value for key, value in task.items() if key != "id"} | {"status": "accepted"}
+    if body_id is not None:
+        body["id"] = body_id
+    response = await client.put(f"/fhir/Task/{task['id']}", json=body, headers=FHIR_JSON | {"if-match": 'W/"1"'})
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "entry-request-invalid" and issue["expression"] == ["Task.id"]
+    assert (await client.get(f"/fhir/Task/{task['id']}")).json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("operations", "status"),
+    [
+        # Valid JSON Patches this Task refuses: 422 (R5 http.html#patch: a failing test op is a 422).
+        (
+            [
+                {"op": "test", "path": "/status", "value": "accepted"},
+                {"op": "replace", "path": "/status", "value": "completed"},
+            ],
+            422,
+        ),
+        ([{"op": "remove", "path": "/nothing"}], 422),
+        # No valid JSON Patch: 400.
+        ([{"op": "frobnicate", "path": "/status"}], 400),
+        ([{"op": "replace", "path": "status", "value": "completed"}], 400),
+        ({"op": "replace", "path": "/status", "value": "completed"}, 400),
+        # The result is processed as an update: without its id, a 400 as for a PUT.
+        ([{"op": "remove", "path": "/id"}], 400),
+    ],
+)
+async def test_patch_failures_are_told_apart(client: httpx.AsyncClient, operations: Any, status: int) -> None:
+    _, task = await _gp_validation(client)
+    response = await client.patch(
+        f"/fhir/Task/{task['id']}",
+        json=operations,
+        headers={"content-type": "application/json-patch+json", "if-match": 'W/"1"'},
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert (await client.get(f"/fhir/Task/{task['id']}")).json()["meta"]["versionId"] == "1"
+
+
 async def test_forbidden_transition_says_what_is_allowed(client: httpx.AsyncClient) -> None:
     _, task = await _gp_validation(client)
     response = await client.put(
@@ -274,7 +321,7 @@ async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) ->
         json=[{"op": "replace", "path": "/nothing/here", "value": 1}],
         headers={"content-type": "application/json-patch+json", "if-match": 'W/"2"'},
     )
-    assert bad_patch.status_code == 400
+    assert bad_patch.status_code == 422  # a valid patch this Task cannot take (test_patch_failures_are_…)
 
 
 async def test_deadline_escalation_is_done_once(client: httpx.AsyncClient, database: Database) -> None:

@@ -23,7 +23,13 @@ from gateway.api.deps import (
 from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
-from gateway.errors import InvalidRequest, IssueCode, PreconditionRequired, UnsupportedMediaType
+from gateway.errors import (
+    InvalidRequest,
+    IssueCode,
+    PreconditionRequired,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+)
 from gateway.fhir.limits import check_limits
 from gateway.fhir.types import Resource
 from gateway.store import queries
@@ -123,10 +129,17 @@ async def patch_task(
     expected = _expected_version(if_match)
     current = await queries.read(database, "Task", task_id, viewer)
     try:
-        operations = orjson.loads(await request.body())
-        patched: Resource = jsonpatch.apply_patch(current.content, operations)
+        patch = jsonpatch.JsonPatch(orjson.loads(await request.body()))
     except (orjson.JSONDecodeError, jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
-        raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch cannot be applied: {exc}") from exc
+        raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch is not valid: {exc}") from exc
+    try:
+        patched: Resource = patch.apply(current.content)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        # A valid patch that this Task's content refuses — a failing test op, a path it does not have: 422 (R4
+        # http.html#patch; R5 names the failing test), as for an update that the resource's state refuses.
+        raise UnprocessableEntity.single(
+            IssueCode.PATCH_INVALID, f"the JSON Patch cannot be applied to this Task: {exc}", None, "processing"
+        ) from exc
     if not isinstance(patched, dict):
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
