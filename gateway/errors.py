@@ -13,6 +13,7 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
     │                                    X-Provenance naming another agent than the client
     ├── ResourceNotFound .......... 404  unknown type, id or version
     ├── MethodNotAllowed .......... 405
+    ├── NotAcceptable ............. 406  Accept / _format asks for a format (or FHIR version) we cannot write
     ├── RequestTimeout ............ 408  the body did not arrive within GATEWAY_BODY_TIMEOUT
     ├── PayloadTooLarge ........... 413  over GATEWAY_MAX_BODY_BYTES, enforced while reading; too many entries
     ├── UnsupportedMediaType ...... 415
@@ -42,6 +43,7 @@ class IssueCode(StrEnum):
     BODY_UNPARSABLE = "body-unparsable"
     BODY_TOO_LARGE = "body-too-large"
     MEDIA_TYPE_UNSUPPORTED = "media-type-unsupported"
+    FORMAT_NOT_ACCEPTABLE = "format-not-acceptable"
     XML_DOCTYPE_FORBIDDEN = "xml-doctype-forbidden"
     XML_NAMESPACE_INVALID = "xml-namespace-invalid"
     RESOURCE_TYPE_UNKNOWN = "resource-type-unknown"
@@ -125,6 +127,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.BODY_UNPARSABLE: "The request body is not well-formed FHIR JSON or XML.",
     IssueCode.BODY_TOO_LARGE: "The request body exceeds the gateway's size limit.",
     IssueCode.MEDIA_TYPE_UNSUPPORTED: "The Content-Type is not a FHIR JSON or XML media type.",
+    IssueCode.FORMAT_NOT_ACCEPTABLE: "Accept or _format asks for a format other than FHIR R4 JSON or XML.",
     IssueCode.XML_DOCTYPE_FORBIDDEN: "XML with a DOCTYPE (DTD, entities) is refused.",
     IssueCode.XML_NAMESPACE_INVALID: "The XML root element is not in the FHIR namespace http://hl7.org/fhir.",
     IssueCode.RESOURCE_TYPE_UNKNOWN: "resourceType is missing or is not an R4 resource type.",
@@ -308,6 +311,11 @@ class ResourceNotFound(GatewayError):
 
 class MethodNotAllowed(GatewayError):
     status_code = 405
+    default_issue_type: ClassVar[IssueType] = "not-supported"
+
+
+class NotAcceptable(GatewayError):
+    status_code = 406
     default_issue_type: ClassVar[IssueType] = "not-supported"
 
 

@@ -43,7 +43,9 @@ async def _routing(request: Request) -> RoutingTable:
 
 
 async def _answer(request: Request) -> ResponseFormat:
-    return response_format(request.headers.get("accept"), request.query_params.get("_format"))
+    return response_format(
+        request.headers.get("accept"), request.query_params.get("_format"), request.query_params.get("_pretty")
+    )
 
 
 async def _base_url(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:

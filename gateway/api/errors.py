@@ -25,7 +25,9 @@ from gateway.fhir.outcome import operation_outcome
 
 def _render(request: Request, error: GatewayError) -> Response:
     try:
-        answer = response_format(request.headers.get("accept"), request.query_params.get("_format"))
+        answer = response_format(
+            request.headers.get("accept"), request.query_params.get("_format"), request.query_params.get("_pretty")
+        )
     except GatewayError:
         answer = DEFAULT_RESPONSE
     return FhirResponse(operation_outcome(error.issues), answer, error.status_code)

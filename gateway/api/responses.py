@@ -21,7 +21,10 @@ class FhirResponse(Response):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
-            serialize_resource(resource, answer.format), status_code, dict(headers or {}), answer.content_type
+            serialize_resource(resource, answer.format, pretty=answer.pretty),
+            status_code,
+            dict(headers or {}),
+            answer.content_type,
         )
 
 

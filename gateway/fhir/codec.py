@@ -34,7 +34,8 @@ def parse_resource(body: bytes, fmt: FhirFormat) -> Resource:
     return resource
 
 
-def serialize_resource(resource: Resource, fmt: FhirFormat) -> bytes:
+def serialize_resource(resource: Resource, fmt: FhirFormat, *, pretty: bool = False) -> bytes:
+    """``pretty``: indented, for people (``_pretty=true``); the content is the same."""
     if fmt is FhirFormat.XML:
-        return resource_to_xml(resource)
-    return orjson.dumps(resource)
+        return resource_to_xml(resource, pretty=pretty)
+    return orjson.dumps(resource, option=orjson.OPT_INDENT_2 if pretty else 0)

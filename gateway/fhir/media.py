@@ -1,15 +1,20 @@
 """Content negotiation: which FHIR format a request body is in, and which one the answer should be in.
 
 FHIR R4 §3.1.0.1.10 (http.html#mime-type): ``application/fhir+json`` and ``application/fhir+xml``, the plain
-``application/json`` / ``application/xml`` accepted too, and the ``_format`` parameter overriding ``Accept``.
+``application/json`` / ``application/xml`` accepted too, and the ``_format`` parameter overriding ``Accept``. What
+we cannot write — Turtle, HTML, another FHIR version (``fhirVersion``, http.html#version-parameter) — is a 406
+(http.html: "the appropriate response when the Accept header requests a format that the server does not
+support"), never JSON in its place; an ``Accept`` that also takes ``*/*`` or ``application/*`` (a browser's) or
+any of ours is answered in it. ``_pretty=true`` indents the answer (JSON and XML alike).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from gateway.errors import IssueCode, UnsupportedMediaType
+from gateway.errors import IssueCode, NotAcceptable, UnsupportedMediaType
 
 
 class FhirFormat(StrEnum):
@@ -31,12 +36,17 @@ _MEDIA_TYPES: dict[str, FhirFormat] = {
     "text/xml": FhirFormat.XML,
 }
 _FORMAT_PARAMETER: dict[str, FhirFormat] = {"json": FhirFormat.JSON, "xml": FhirFormat.XML, **_MEDIA_TYPES}
+#: Media ranges of an Accept header that any of ours satisfies: answered in FHIR JSON.
+_WILDCARDS = ("*/*", "application/*")
+#: The ``fhirVersion`` MIME-type parameter values naming R4 (http.html#version-parameter: "4.0"; 4.0.1 read alike).
+_R4 = re.compile(r"^4\.0(\.\d+)?$")
 
 
 @dataclass(frozen=True, slots=True)
 class ResponseFormat:
     format: FhirFormat
     media_type: str
+    pretty: bool = False
 
     @property
     def content_type(self) -> str:
@@ -69,28 +79,57 @@ def _answer_in(media_type: str, fmt: FhirFormat) -> ResponseFormat:
     return ResponseFormat(fmt, FHIR_JSON if fmt is FhirFormat.JSON else FHIR_XML)
 
 
-def response_format(accept: str | None, format_parameter: str | None) -> ResponseFormat:
-    """``_format`` first, then the ``Accept`` entry with the highest q that we serve; JSON otherwise."""
-    if format_parameter:
-        wanted = format_parameter.strip().lower()
-        fmt = _FORMAT_PARAMETER.get(_bare(wanted))
-        if fmt is not None:
-            return _answer_in(_bare(wanted), fmt)
-    if accept:
-        candidates: list[tuple[float, int, str]] = []
+def _parameters(media_range: str) -> tuple[str, dict[str, str]]:
+    """A media range without its parameters (lower case), and its parameters by lower-case name."""
+    media_type, *params = (p.strip() for p in media_range.split(";"))
+    named = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        named[name.strip().lower()] = value.strip().strip('"')
+    return media_type.lower(), named
+
+
+def _r4(params: dict[str, str]) -> bool:
+    return "fhirversion" not in params or bool(_R4.match(params["fhirversion"]))
+
+
+def _not_acceptable(asked: str, what: str) -> NotAcceptable:
+    return NotAcceptable.single(
+        IssueCode.FORMAT_NOT_ACCEPTABLE,
+        f"{what} {asked!r} asks for a format this server cannot write; it answers in FHIR R4 (fhirVersion 4.0) "
+        "JSON (application/fhir+json, application/json, _format=json) or XML (application/fhir+xml, "
+        "application/xml, _format=xml)",
+    )
+
+
+def response_format(accept: str | None, format_parameter: str | None, pretty: str | None = None) -> ResponseFormat:
+    """``_format`` first, then the ``Accept`` entry with the highest q that we serve (a type of ours before a
+    wildcard); JSON when neither says. 406 when what is asked is none of ours. ``pretty``: ``_pretty``."""
+    answer = DEFAULT_RESPONSE
+    if format_parameter and format_parameter.strip():
+        media_type, params = _parameters(format_parameter)
+        fmt = _FORMAT_PARAMETER.get(media_type)
+        if fmt is None or not _r4(params):
+            raise _not_acceptable(format_parameter, "_format")
+        answer = _answer_in(media_type, fmt)
+    elif accept and accept.strip():
+        candidates: list[tuple[float, int, int, str]] = []
         for position, part in enumerate(accept.split(",")):
-            media_type, *params = (p.strip() for p in part.split(";"))
-            quality = 1.0
-            for param in params:
-                name, _, value = param.partition("=")
-                if name.strip().lower() == "q":
-                    try:
-                        quality = float(value)
-                    except ValueError:
-                        quality = 0.0
-            if media_type.lower() in _MEDIA_TYPES and quality > 0:
-                candidates.append((-quality, position, media_type.lower()))
-        if candidates:
-            media_type = min(candidates)[2]
-            return _answer_in(media_type, _MEDIA_TYPES[media_type])
-    return DEFAULT_RESPONSE
+            if not part.strip():
+                continue
+            media_type, params = _parameters(part)
+            try:
+                quality = float(params.get("q", "1"))
+            except ValueError:
+                quality = 0.0
+            if quality <= 0 or not _r4(params):
+                continue
+            if media_type in _MEDIA_TYPES:
+                candidates.append((-quality, 0, position, media_type))
+            elif media_type in _WILDCARDS:
+                candidates.append((-quality, 1, position, FHIR_JSON))
+        if not candidates:
+            raise _not_acceptable(accept, "Accept")
+        media_type = min(candidates)[3]
+        answer = _answer_in(media_type, _MEDIA_TYPES[media_type])
+    return replace(answer, pretty=True) if (pretty or "").strip().lower() == "true" else answer

@@ -203,11 +203,11 @@ def xml_to_resource(body: bytes) -> Resource:
     return resource
 
 
-def resource_to_xml(resource: Resource) -> bytes:
+def resource_to_xml(resource: Resource, *, pretty: bool = False) -> bytes:
     cls = model_class(str(resource.get("resourceType")))
     if cls is None:  # pragma: no cover - we only ever render resources we built or stored
         raise ValueError(f"cannot render {resource.get('resourceType')!r} as XML")
     rendered: Any = cls.model_validate(resource).model_dump_xml()  # bytes, though annotated str
     root = etree.fromstring(rendered if isinstance(rendered, bytes) else str(rendered).encode(), hardened_parser())
     _align(resource, root, _as_stored)  # dates as stored (and as the JSON says them), not as datetimes print
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="utf-8"))
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="utf-8", pretty_print=pretty))

@@ -8,6 +8,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #body-unparsable "Body unparsable" "The request body is not well-formed FHIR JSON or XML."
 * #body-too-large "Body too large" "The request body exceeds the gateway's size limit."
 * #media-type-unsupported "Media type unsupported" "The Content-Type is not a FHIR JSON or XML media type."
+* #format-not-acceptable "Format not acceptable" "Accept or _format asks for a format other than FHIR R4 JSON or XML."
 * #xml-doctype-forbidden "Xml doctype forbidden" "XML with a DOCTYPE (DTD, entities) is refused."
 * #xml-namespace-invalid "Xml namespace invalid" "The XML root element is not in the FHIR namespace http://hl7.org/fhir."
 * #resource-type-unknown "Resource type unknown" "resourceType is missing or is not an R4 resource type."

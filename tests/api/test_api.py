@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from lxml import etree
 
 from tests.conftest import load_example
@@ -202,6 +204,47 @@ async def test_error_in_xml_when_asked(client: httpx.AsyncClient) -> None:
     response = await client.get("/fhir/ServiceRequest/nope", headers={"accept": "application/fhir+xml"})
     assert response.status_code == 404
     assert etree.fromstring(response.content).tag == "{http://hl7.org/fhir}OperationOutcome"
+
+
+async def test_a_format_the_gateway_cannot_write_is_a_406(client: httpx.AsyncClient) -> None:
+    """R4 http.html#mime-type: 406 when Accept (or _format) asks only for what we cannot write — Turtle, HTML,
+    another FHIR version — in JSON, never the resource in JSON as if it had been asked; before any work (a POST
+    stores nothing). A browser's Accept, which takes */*, is answered."""
+    refused = [
+        client.get("/fhir/metadata", params={"_format": "turtle"}),
+        client.get("/fhir/ServiceRequest", headers={"accept": "text/html"}),
+        client.get("/fhir/ServiceRequest/nope", headers={"accept": "application/fhir+json; fhirVersion=3.0"}),
+        client.post("/fhir", json=load_example("referral-gp.json"), headers=FHIR_JSON | {"accept": "text/turtle"}),
+    ]
+    for request in refused:
+        response = await request
+        assert (response.status_code, _dac_code(response)) == (406, "format-not-acceptable"), response.text
+        assert response.headers["content-type"].startswith("application/fhir+json")
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    answered = await client.get("/fhir/metadata", headers={"accept": browser})
+    assert answered.status_code == 200 and answered.headers["content-type"].startswith("application/xml")
+    for accept in ("*/*", "text/html, */*;q=0.1", "application/fhir+json; fhirVersion=4.0"):
+        response = await client.get("/fhir/metadata", headers={"accept": accept})
+        assert response.status_code == 200 and response.json()["resourceType"] == "CapabilityStatement"
+
+
+async def test_pretty_printed_when_asked(client: httpx.AsyncClient) -> None:
+    plain = await client.get("/fhir/metadata")
+    pretty = await client.get("/fhir/metadata", params={"_pretty": "true"})
+    assert b"\n" not in plain.content and pretty.content.count(b"\n") > 10
+    assert json.loads(pretty.content)["rest"] == plain.json()["rest"]
+    xml = await client.get("/fhir/ServiceRequest/nope", params={"_pretty": "true", "_format": "xml"})
+    assert xml.status_code == 404 and xml.content.count(b"\n") > 3
+    assert etree.fromstring(xml.content).tag == "{http://hl7.org/fhir}OperationOutcome"
+
+
+@pytest.mark.parametrize("path", ["Task/bad$id", "Task/bad$id/_history", "Task/bad$id/_history/1", "Task/" + "a" * 65])
+async def test_an_id_r4_does_not_allow_is_a_404(client: httpx.AsyncClient, path: str) -> None:
+    """An id outside R4's id type ([A-Za-z0-9-.]{1,64}) names no resource: the 404 of any unknown id — FHIR sets
+    no other code for a read — so every id the gateway does not hold, or the caller may not see, looks the same."""
+    response = await client.get(f"/fhir/{path}")
+    assert (response.status_code, _dac_code(response)) == (404, "resource-not-found"), response.text
 
 
 async def test_unprocessable_referral_names_the_element(client: httpx.AsyncClient) -> None:

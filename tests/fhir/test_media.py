@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import UnsupportedMediaType
+from gateway.errors import NotAcceptable, UnsupportedMediaType
 from gateway.fhir.media import FHIR_JSON, FHIR_XML, FhirFormat, request_format, response_format
 
 
@@ -39,12 +39,48 @@ def test_unsupported_content_type_is_415(content_type: str | None) -> None:
         ("application/json", None, "application/json"),
         ("application/fhir+json;q=0.5, application/fhir+xml", None, FHIR_XML),
         ("application/fhir+xml;q=0.2, application/fhir+json;q=0.9", None, FHIR_JSON),
-        ("text/html", None, FHIR_JSON),
         ("application/fhir+json", "xml", FHIR_XML),
         ("application/fhir+xml", "json", FHIR_JSON),
         (None, "application/fhir+xml", FHIR_XML),
-        (None, "bogus", FHIR_JSON),
+        # A browser: HTML first, but XML and anything else too — answered in what it takes of ours.
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", None, "application/xml"),
+        ("text/html, */*;q=0.1", None, FHIR_JSON),
+        ("text/html, application/*", None, FHIR_JSON),
+        ("application/fhir+json; fhirVersion=4.0", None, FHIR_JSON),
+        ("application/fhir+xml; fhirVersion=4.0.1", None, FHIR_XML),
+        ("application/fhir+json; fhirVersion=3.0, application/fhir+xml; fhirVersion=4.0", None, FHIR_XML),
+        ("*/*, application/fhir+xml", None, FHIR_XML),  # a type of ours before a wildcard of equal q
+        ("", None, FHIR_JSON),
+        ("text/html", "json", FHIR_JSON),  # _format overrides Accept
     ],
 )
 def test_response_format(accept: str | None, format_parameter: str | None, media_type: str) -> None:
     assert response_format(accept, format_parameter).media_type == media_type
+
+
+@pytest.mark.parametrize(
+    ("accept", "format_parameter"),
+    [
+        ("text/html", None),
+        ("application/fhir+turtle", None),
+        ("application/fhir+json; fhirVersion=3.0", None),
+        ("application/fhir+json;q=0", None),
+        ("application/fhir+json", "turtle"),
+        ("application/fhir+json", "ttl"),
+        (None, "html"),
+        (None, "text/html"),
+        (None, "application/fhir+json; fhirVersion=1.0"),
+        (None, "bogus"),
+    ],
+)
+def test_a_format_we_cannot_write_is_406(accept: str | None, format_parameter: str | None) -> None:
+    """R4 http.html#mime-type: 406 when what is asked is not supported — never JSON in its place."""
+    with pytest.raises(NotAcceptable) as caught:
+        response_format(accept, format_parameter)
+    assert caught.value.status_code == 406
+    assert caught.value.issues[0].code == "format-not-acceptable"
+
+
+def test_pretty() -> None:
+    assert response_format(None, None, "true").pretty
+    assert not response_format(None, None, "false").pretty and not response_format(None, None).pretty

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotAcceptable
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import FhirFormat, request_format, response_format
 from gateway.fhir.models import parse_model
@@ -136,4 +136,7 @@ def test_search_parameters(resource_type: str, params: list[tuple[str, str]]) ->
 @given(st.text(max_size=80), st.text(max_size=80), st.text(max_size=20))
 def test_content_negotiation(content_type: str, accept: str, format_parameter: str) -> None:
     _client_error_or_resource(lambda: request_format(content_type))
-    response_format(accept, format_parameter)  # never refuses: JSON by default
+    try:
+        response_format(accept, format_parameter)
+    except NotAcceptable as refused:  # what it refuses is a 406, never anything else
+        assert refused.status_code == 406

@@ -125,6 +125,11 @@ async def test_versions_are_checked(client: httpx.AsyncClient) -> None:
     accepted = task | {"status": "accepted"}
     missing = await client.put(f"/fhir/Task/{task['id']}", json=accepted, headers=FHIR_JSON)
     assert missing.status_code == 428
+    # If-Match: * holds for any version (RFC 9110): it names none, so it is refused as no If-Match is, not as a 400.
+    anything = await client.put(f"/fhir/Task/{task['id']}", json=accepted, headers=FHIR_JSON | {"if-match": "*"})
+    assert anything.status_code == 428 and anything.json()["issue"][0]["details"]["coding"][0]["code"] == (
+        "if-match-required"
+    )
     stale = await client.put(f"/fhir/Task/{task['id']}", json=accepted, headers=FHIR_JSON | {"if-match": 'W/"7"'})
     assert stale.status_code == 412 and 'W/"1"' in stale.json()["issue"][0]["diagnostics"]
     assert (await client.get(f"/fhir/Task/{task['id']}")).json()["status"] == "requested"

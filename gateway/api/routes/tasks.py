@@ -48,6 +48,13 @@ def _expected_version(if_match: str | None) -> int:
             IssueCode.IF_MATCH_REQUIRED,
             'a decision must name the version it changes: If-Match: W/"<versionId>" (read the Task first)',
         )
+    if if_match.strip() == "*":
+        # RFC 9110 §13.1.1: "*" holds for any current version, which would make the decision unconditional; a
+        # versioned update names the version it changes (428, as without If-Match).
+        raise PreconditionRequired.single(
+            IssueCode.IF_MATCH_REQUIRED,
+            'If-Match: * holds for any version; a decision must name the version it changes: If-Match: W/"<versionId>"',
+        )
     match = _ETAG.match(if_match.strip())
     if match is None:
         raise InvalidRequest.single(IssueCode.VERSION_MISMATCH, f'If-Match {if_match!r} is not W/"<versionId>"')
