@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from lxml import etree
 
 from tests.support.referrals import fresh, renamed
 
@@ -42,3 +43,12 @@ async def test_every_searchset_link_carries_the_search_controls_honoured(client:
         query = parse_qs(urlsplit(link["url"]).query)
         assert {name: query.get(name) for name in controls} == {name: [value] for name, value in controls.items()}
         assert query["_count"] == ["1"]
+
+
+async def test_a_format_in_a_search_form_is_honoured_like_in_the_url(client: httpx.AsyncClient) -> None:
+    """POST _search: a ``_format`` in the form body means what it means in the URL — the answer is in it, and so
+    are the pages its links lead to."""
+    answer = await client.post("/fhir/ServiceRequest/_search", data={"_format": "xml", "_count": "1"})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/fhir+xml")
+    self_link = etree.fromstring(answer.content).find("{http://hl7.org/fhir}link/{http://hl7.org/fhir}url")
+    assert self_link is not None and parse_qs(urlsplit(self_link.get("value")).query)["_format"] == ["xml"]

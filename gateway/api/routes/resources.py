@@ -15,7 +15,7 @@ from gateway.api.responses import FhirResponse
 from gateway.audit.context import current_audit
 from gateway.auth.scopes import Permission
 from gateway.errors import IssueCode, UnsupportedMediaType
-from gateway.fhir.media import ResponseFormat
+from gateway.fhir.media import ResponseFormat, response_format
 from gateway.fhir.search import parse_search
 from gateway.store import queries
 from gateway.store.repository import StoredResource
@@ -100,6 +100,9 @@ async def search_post(
         )
     form = await request.form()
     params = [*request.query_params.multi_items(), *((k, str(v)) for k, v in form.multi_items())]
+    if "_format" in form or "_pretty" in form:  # in the body they mean what they mean in the URL (http.html#search)
+        given = dict(params)  # the last of each, as in the URL
+        answer = response_format(request.headers.get("accept"), given.get("_format"), given.get("_pretty"))
     return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
 
 
