@@ -133,6 +133,12 @@ def test_errors_in_xml(api: httpx.Client, api_gateway: ApiGateway) -> None:
     broken["entry"] = [e for e in broken["entry"] if e["resource"]["resourceType"] != "Patient"]
     assert post_json(api_gateway, broken, **AS_XML).status_code == 422
     assert httpx.post(api_gateway.base, content=b"<Bundle", headers={"content-type": FHIR_XML}).status_code == 400
+    # A format we cannot write (406, in JSON), and answers pretty-printed in both formats.
+    assert api.get("/ServiceRequest", headers={"accept": "text/html"}).status_code == 406
+    assert api.get("/metadata", params={"_format": "turtle"}).status_code == 406
+    for headers in ({}, AS_XML):
+        assert api.get("/metadata", params={"_pretty": "true"}, headers=headers).status_code == 200
+        assert api.get("/ServiceRequest/no-such-one", params={"_pretty": "true"}, headers=headers).status_code == 404
 
 
 def _gp_validation_task(api: httpx.Client, api_gateway: ApiGateway) -> dict[str, Any]:
@@ -160,6 +166,12 @@ def test_decisions_and_their_refusals(api: httpx.Client, api_gateway: ApiGateway
     assert api.put(url, json=completed, headers=json_headers | {"if-match": 'W/"2"'}).status_code == 200
     forbidden = api.put(url, json=completed | {"status": "accepted"}, headers=json_headers | {"if-match": 'W/"3"'})
     assert forbidden.status_code == 409
+    no_id = {key: value for key, value in completed.items() if key != "id"}
+    assert api.put(url, json=no_id, headers=json_headers | {"if-match": 'W/"3"'}).status_code == 400
+    assert api.put(url, json=completed, headers=json_headers | {"if-match": "*"}).status_code == 428
+    failing_test = [{"op": "test", "path": "/status", "value": "requested"}]
+    refused = api.patch(url, json=failing_test, headers={"content-type": "application/json-patch+json"} | version)
+    assert refused.status_code == 422, refused.text
     assert api.get(f"{url}/_history").status_code == 200
 
     other = _gp_validation_task(api, api_gateway)
@@ -190,6 +202,12 @@ def test_oppositions_and_what_they_send(api: httpx.Client, api_gateway: ApiGatew
     wait_until(lambda: referrals <= _focus_received(api_gateway, "referral-request"), what="both referrals delivered")
     consent = post_json(api_gateway, example("consent-opposition.json"), "/Consent")
     assert consent.status_code == 201, consent.text
+    # Posted again on the condition of its id: the one stored (200); on a broader one, several (412); on no search.
+    again = {"If-None-Exist": f"_id={consent.json()['id']}"}
+    assert post_json(api_gateway, example("consent-opposition.json"), "/Consent", **again).status_code == 200
+    for criteria, status in (("status=active,inactive", None), ("colour=blue", 400)):
+        answer = post_json(api_gateway, example("consent-opposition.json"), "/Consent", **{"If-None-Exist": criteria})
+        assert answer.status_code in ((200, 201, 412) if status is None else (status,)), answer.text
     message = post_json(api_gateway, example("message-opposition.json"), "/$process-message")
     assert message.status_code == 200, message.text
     wait_until(lambda: referrals <= _focus_received(api_gateway, "referral-update"), what="the platforms told")
