@@ -36,8 +36,8 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         backoff_cap=settings.delivery_backoff_cap,
         lease=timedelta(seconds=settings.delivery_lease),
         per_destination=settings.delivery_per_destination,
-        # Room for two destinations' full holds (sending and queued): one slow platform never takes it all.
-        batch=max(64, 2 * HELD_PER_SLOT * settings.delivery_per_destination),
+        # Room for four destinations' full holds (sending and queued): a few slow platforms never take it all.
+        batch=max(64, 4 * HELD_PER_SLOT * settings.delivery_per_destination),
         attempt_time=settings.delivery_timeout + 10.0,  # read timeout, connect timeout (5 s) and a margin
     )
 

@@ -64,9 +64,9 @@ class DeliverySettings:
     # The longest an attempt may take (HTTP timeouts, with a margin): an entry queued behind busy slots is sent
     # only while at least that much of its lease is left.
     attempt_time: float = 30.0
-    # Deliveries leased at once (sending or queued to send), all destinations together: room for two destinations'
-    # full holds (HELD_PER_SLOT × per_destination each), so that one slow platform never takes it all.
-    batch: int = 2 * HELD_PER_SLOT * 8
+    # Deliveries leased at once (sending or queued to send), all destinations together: room for four destinations'
+    # full holds (HELD_PER_SLOT × per_destination each), so that a few slow platforms never take it all.
+    batch: int = 4 * HELD_PER_SLOT * 8
     per_destination: int = 8  # deliveries sending at once to one destination (its slots)
     record_linger: float = 0.005  # seconds the outcomes of one group commit wait for more, while others are sending
 
