@@ -204,7 +204,7 @@ def _index_values(parameter: SearchParameter, value: Any) -> Iterator[tuple[str 
         period = date_period(value) if isinstance(value, str) else None
         if period is not None:
             # The period the value names, as two instants that sort as text: its start as the value, its end
-            # (exclusive) in the system column, so that a search compares ranges (``date_conditions``).
+            # (exclusive) in the system column, so that a search compares periods (the store's ``_DATE_PREFIXES``).
             yield fhir_instant(period[1]), fhir_instant(period[0])
     elif isinstance(value, dict):
         if "coding" in value:  # CodeableConcept
@@ -255,6 +255,22 @@ class TokenValue:
     value: str | None  # None: any value (``system|``)
 
 
+#: The date prefixes searched (R4 search.html#prefix); ``ap`` (approximately, a server's own choice of margin) is not.
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    """A searched date: its prefix and the [start, end) it names. What a prefix selects is the store's to say, as
+    R4 defines it against the stored value's own period (``resource`` below): eq, the searched period contains it;
+    ne, it does not; gt / lt, it reaches past the searched end / before the searched start; ge / le, either that or
+    eq; sa / eb, it lies wholly after / before the searched period."""
+
+    prefix: str
+    start: datetime
+    end: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class Criterion:
     """One parameter occurrence: its values are ORed; criteria are ANDed."""
@@ -263,7 +279,7 @@ class Criterion:
     tokens: tuple[TokenValue, ...] = ()
     strings: tuple[str, ...] = ()
     exact: bool = False
-    ranges: tuple[tuple[datetime | None, datetime | None], ...] = ()  # [start, end) for dates
+    dates: tuple[DateValue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +300,7 @@ def _invalid(message: str, name: str) -> InvalidRequest:
 
 
 _DATE = re.compile(
-    r"^(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb)?(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
+    r"^(?P<prefix>eq|ne|gt|lt|ge|le|sa|eb|ap)?(?P<year>\d{4})(-(?P<month>\d{2})(-(?P<day>\d{2})"
     r"(T(?P<hour>\d{2}):(?P<minute>\d{2})(:(?P<second>\d{2})(?P<fraction>\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
 
@@ -328,28 +344,19 @@ def date_period(text: str) -> tuple[datetime, datetime] | None:
         return None
 
 
-def _date_range(text: str, name: str) -> tuple[datetime | None, datetime | None]:
-    """The [start, end) instants a prefixed, possibly partial date selects (FHIR R4 search §3.1.1.5.7)."""
+def _date_value(text: str, name: str) -> DateValue:
+    """A prefixed, possibly partial date as searched (FHIR R4 search §3.1.1.5.7)."""
     match = _DATE.match(text)
     if not match:
         raise _invalid(f"{name}: {text!r} is not a FHIR date (e.g. ge2026-01-01 or 2026-11-23T10:00:00Z)", name)
+    prefix = match.group("prefix") or "eq"
+    if prefix not in DATE_PREFIXES:
+        raise _invalid(f"{name}: the prefix {prefix!r} is not supported (use {', '.join(DATE_PREFIXES)})", name)
     try:
         start, end = _period(match.groupdict())
     except (ValueError, OverflowError) as exc:
         raise _invalid(f"{name}: {text!r} is not a valid date", name) from exc
-    prefix = match.group("prefix") or "eq"
-    ranges: dict[str, tuple[datetime | None, datetime | None]] = {
-        "eq": (start, end),
-        "ge": (start, None),
-        "gt": (end, None),
-        "sa": (end, None),
-        "le": (None, end),
-        "lt": (None, start),
-        "eb": (None, start),
-    }
-    if prefix not in ranges:
-        raise _invalid(f"{name}: the prefix {prefix!r} is not supported here", name)
-    return ranges[prefix]
+    return DateValue(prefix, start, end)
 
 
 def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw: str) -> Criterion:
@@ -359,7 +366,7 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
     if parameter.type is ParamType.DATE:
         if modifier:
             raise _invalid(f"{name}: modifiers are not supported", name)
-        return Criterion(parameter, ranges=tuple(_date_range(value, name) for value in values))
+        return Criterion(parameter, dates=tuple(_date_value(value, name) for value in values))
     if parameter.type is ParamType.STRING:
         if modifier not in (None, "exact", "contains"):
             raise _invalid(f"{name}: modifier :{modifier} is not supported (use :exact or :contains)", name)

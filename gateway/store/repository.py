@@ -9,7 +9,7 @@ process, more than the rows themselves, and a referral fills nine tables.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -595,15 +595,13 @@ def _shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
     for criterion in query.criteria:
         parameter = criterion.parameter
         if is_last_updated(parameter):  # _lastUpdated, or a date that is the storage time: the column
-            for start, end in criterion.ranges:
-                values += [bound for bound in (start, end) if bound is not None]
-            ranges = tuple((start is not None, end is not None) for start, end in criterion.ranges)
-            criteria.append((_LAST_UPDATED, ranges))
+            for date in criterion.dates:
+                values += [date.start, date.end]
+            criteria.append((_LAST_UPDATED, tuple(date.prefix for date in criterion.dates)))
         elif parameter.type is ParamType.DATE:  # an indexed date: its period's start and end, as text
-            for start, end in criterion.ranges:
-                values += [fhir_instant(bound) for bound in (start, end) if bound is not None]
-            ranges = tuple((start is not None, end is not None) for start, end in criterion.ranges)
-            criteria.append((parameter.name, "date", ranges))
+            for date in criterion.dates:
+                values += [fhir_instant(date.start), fhir_instant(date.end)]
+            criteria.append((parameter.name, "date", tuple(date.prefix for date in criterion.dates)))
         elif parameter.name == "_id":
             values.append([token.value for token in criterion.tokens if token.value])
             criteria.append((parameter.name,))
@@ -663,34 +661,48 @@ def _count(shape: Shape) -> sa.Select[Any]:
     return sa.select(sa.func.count()).select_from(resources).where(*_conditions(shape))
 
 
+#: What each date prefix selects (R4 search.html#prefix), for a stored period [start, end) against the searched
+#: one [low, high): eq, the searched period contains the stored one; ne, it does not; gt, the stored period reaches
+#: past the searched one (the range above it intersects); lt, it begins before it; ge / le, gt / lt or eq; sa, it
+#: starts at or after the searched end (no overlap, all above); eb, it ends at or before the searched start.
+_DATE_PREFIXES: dict[str, Callable[[Any, Any, Any, Any], sa.ColumnElement[bool]]] = {
+    "eq": lambda start, end, low, high: sa.and_(start >= low, end <= high),
+    "ne": lambda start, end, low, high: sa.or_(start < low, end > high),
+    "gt": lambda start, end, low, high: end > high,
+    "lt": lambda start, end, low, high: start < low,
+    "ge": lambda start, end, low, high: sa.or_(end > high, sa.and_(start >= low, end <= high)),
+    "le": lambda start, end, low, high: sa.or_(start < low, sa.and_(start >= low, end <= high)),
+    "sa": lambda start, end, low, high: start >= high,
+    "eb": lambda start, end, low, high: end <= low,
+}
+#: The same for a storage time, an instant t (at most millisecond precision, so the period [t, t + 1 ms)).
+_INSTANT_PREFIXES: dict[str, Callable[[Any, Any, Any], sa.ColumnElement[bool]]] = {
+    "eq": lambda t, low, high: sa.and_(t >= low, t < high),
+    "ne": lambda t, low, high: sa.or_(t < low, t >= high),
+    "gt": lambda t, low, high: t >= high,
+    "lt": lambda t, low, high: t < low,
+    "ge": lambda t, low, high: t >= low,
+    "le": lambda t, low, high: t < high,
+    "sa": lambda t, low, high: t >= high,
+    "eb": lambda t, low, high: t < low,
+}
+
+
 def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.ColumnElement[bool]:
     r = resources.c
     name = criterion[0]
     if name == _LAST_UPDATED:
-        ranges = []
-        for has_start, has_end in criterion[1]:
-            bounds = []
-            if has_start:
-                bounds.append(r.last_updated >= bind())
-            if has_end:
-                bounds.append(r.last_updated < bind())
-            ranges.append(sa.and_(*bounds))
-        return sa.or_(*ranges)
+        # Each bound is bound once (``bind()`` names the next value), then used as often as the prefix needs.
+        return sa.or_(*(_INSTANT_PREFIXES[prefix](r.last_updated, bind(), bind()) for prefix in criterion[1]))
     if name == "_id":
         return r.id.in_(bind(expanding=True))
     s = search_index.c
     alternatives: list[sa.ColumnElement[bool]] = []
     if criterion[1] == "date":
-        # The stored period [value, system) against the searched one (FHIR R4 search §3.1.1.5.7): within it for
-        # eq; overlapping what lies above (ge, gt, sa) or below it (le, lt, eb). Both are instants in one fixed-width
-        # UTC form (``fhir_instant``), so comparing them as text compares the instants.
-        for has_start, has_end in criterion[2]:
-            if has_start and has_end:
-                alternatives.append(sa.and_(s.value >= bind(), s.system <= bind()))
-            elif has_start:
-                alternatives.append(s.system > bind())
-            else:
-                alternatives.append(s.value < bind())
+        # The stored period [value, system) against the searched one. Both are instants in one fixed-width UTC form
+        # (``fhir_instant``), so comparing them as text compares the instants.
+        for prefix in criterion[2]:
+            alternatives.append(_DATE_PREFIXES[prefix](s.value, s.system, bind(), bind()))
     elif criterion[1] == "string":
         _, _, exact, count = criterion
         for _ in range(count):

@@ -7,6 +7,7 @@ import pytest
 from gateway.errors import InvalidRequest
 from gateway.fhir.search import (
     MAX_SEARCH_PARAMETERS,
+    DateValue,
     IndexEntry,
     TokenValue,
     index_entries,
@@ -84,18 +85,28 @@ def test_result_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "start", "end"),
+    ("value", "expected"),
     [
-        ("2026-11-23", datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC)),
-        ("ge2026-11", datetime(2026, 11, 1, tzinfo=UTC), None),
-        ("lt2026", None, datetime(2026, 1, 1, tzinfo=UTC)),
-        ("gt2026-12", datetime(2027, 1, 1, tzinfo=UTC), None),
-        ("le2026-11-23T10:00:00+01:00", None, datetime(2026, 11, 23, 9, 0, 1, tzinfo=UTC)),
+        ("2026-11-23", DateValue("eq", datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC))),
+        ("ge2026-11", DateValue("ge", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))),
+        ("lt2026", DateValue("lt", datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))),
+        ("ne2026-12", DateValue("ne", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))),
+        (
+            "le2026-11-23T10:00:00+01:00",
+            DateValue("le", datetime(2026, 11, 23, 9, tzinfo=UTC), datetime(2026, 11, 23, 9, 0, 1, tzinfo=UTC)),
+        ),
     ],
 )
-def test_last_updated_ranges(value: str, start: datetime | None, end: datetime | None) -> None:
+def test_last_updated_dates(value: str, expected: DateValue) -> None:
     (criterion,) = _parse("Task", ("_lastUpdated", value)).criteria
-    assert criterion.ranges == ((start, end),)
+    assert criterion.dates == (expected,)
+
+
+def test_approximately_is_refused_as_not_supported() -> None:
+    """Regression: ap was answered 'is not a FHIR date', as if the date were malformed."""
+    with pytest.raises(InvalidRequest) as caught:
+        _parse("Patient", ("birthdate", "ap1941-06-14"))
+    assert "prefix 'ap' is not supported" in str(caught.value.issues[0].diagnostics)
 
 
 @pytest.mark.parametrize(
@@ -106,7 +117,7 @@ def test_last_updated_ranges(value: str, start: datetime | None, end: datetime |
         ([("_count", "many")], "search-parameter-invalid"),
         ([("_count", "100000")], "search-parameter-invalid"),
         ([("_lastUpdated", "yesterday")], "search-parameter-invalid"),
-        ([("_lastUpdated", "ne2026-01-01")], "search-parameter-invalid"),
+        ([("_lastUpdated", "ap2026-01-01")], "search-parameter-invalid"),
         ([("_sort", "status")], "search-parameter-invalid"),
         ([("status:not", "active")], "search-parameter-invalid"),
         ([("patient", "Group/1")], "search-parameter-invalid"),

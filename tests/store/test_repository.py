@@ -116,37 +116,79 @@ async def test_string_search_escapes_wildcards(database: Database) -> None:
     assert (total, underscore, slash) == (1, 1, 1)
 
 
+#: Stored birth dates of several precisions, and what each prefix finds with searched dates of several precisions
+#: (R4 search.html#prefix, against each stored value's period): the searched period contains it (eq) or not (ne);
+#: it reaches past its end (gt) or before its start (lt); either or eq (ge, le); it lies wholly after (sa) or
+#: before (eb) it.
+_BORN = {
+    "older": "1940-12-31",
+    "year": "1941",
+    "month": "1941-06",
+    "day": "1941-06-14",
+    "next-day": "1941-06-15",
+    "later": "1941-07-02",
+    "next-year": "1942-01-01",
+}
+_ALL = set(_BORN)
+_DATE_SEARCHES = {
+    "1941-06-14": {
+        "eq": {"day"},
+        "ne": _ALL - {"day"},
+        "gt": {"year", "month", "next-day", "later", "next-year"},
+        "lt": {"older", "year", "month"},
+        "ge": {"year", "month", "day", "next-day", "later", "next-year"},
+        "le": {"older", "year", "month", "day"},
+        "sa": {"next-day", "later", "next-year"},
+        "eb": {"older"},
+    },
+    "1941-06": {
+        "eq": {"month", "day", "next-day"},
+        "ne": {"older", "year", "later", "next-year"},
+        "gt": {"year", "later", "next-year"},
+        "lt": {"older", "year"},
+        "ge": {"year", "month", "day", "next-day", "later", "next-year"},
+        "le": {"older", "year", "month", "day", "next-day"},
+        "sa": {"later", "next-year"},
+        "eb": {"older"},
+    },
+    "1941": {
+        "eq": {"year", "month", "day", "next-day", "later"},
+        "ne": {"older", "next-year"},
+        "gt": {"next-year"},
+        "lt": {"older"},
+        "ge": _ALL - {"older"},
+        "le": _ALL - {"next-year"},
+        "sa": {"next-year"},
+        "eb": {"older"},
+    },
+    "1941-06-14T12:00:00Z": {  # finer than most stored values: a day contains it, it contains none
+        "eq": set(),
+        "ne": _ALL,
+        "gt": _ALL - {"older"},
+        "lt": {"older", "year", "month", "day"},
+        "ge": _ALL - {"older"},
+        "le": {"older", "year", "month", "day"},
+        "sa": {"next-day", "later", "next-year"},
+        "eb": {"older"},
+    },
+}
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("1941-06-14", {"day"}),
-        ("1941", {"day", "next-day", "month", "year"}),
-        ("1941-06", {"day", "next-day", "month"}),
-        # Above or below: the periods that overlap it (a birth year 1941 may be after 14 June).
-        ("ge1941-06-14", {"day", "next-day", "next-year", "month", "year"}),
-        ("gt1941-06-14", {"next-day", "next-year", "month", "year"}),
-        ("le1941-06-14", {"day", "month", "year", "older"}),
-        ("lt1941-06-14", {"month", "year", "older"}),
-        ("lt1941-06-14,ge1942", {"month", "year", "older", "next-year"}),
-        ("sa1941", {"next-year"}),
-        ("eb1941", {"older"}),
+        *((f"{prefix}{date}", found) for date, table in _DATE_SEARCHES.items() for prefix, found in table.items()),
+        *((date, table["eq"]) for date, table in _DATE_SEARCHES.items()),  # no prefix: eq
+        ("lt1941-06-14,ge1942", {"month", "year", "older", "next-year"}),  # values ORed
     ],
 )
 async def test_date_parameters_take_prefixes_and_partial_dates(
     database: Database, value: str, expected: set[str]
 ) -> None:
-    """Regression: an indexed date (Patient birthdate, Task deadline) matched only its exact text — ge1940-01-01,
-    1941 or lt2000-01-01 found nobody. Its period is compared now, as _lastUpdated is (FHIR R4 search §3.1.1.5.7)."""
-    born = {
-        "older": "1940-12-31",
-        "year": "1941",
-        "month": "1941-06",
-        "day": "1941-06-14",
-        "next-day": "1941-06-15",
-        "next-year": "1942-01-01",
-    }
+    """Regression: sa and eb found what merely overlapped the periods after and before the searched one
+    (sa1941-06-14 found a birth date 1941 or 1941-06), and ge/le what overlapped them (R4: eq or beyond)."""
     async with UnitOfWork(database) as uow:
-        ids = {uow.resources.add({"resourceType": "Patient", "birthDate": date}).id: key for key, date in born.items()}
+        ids = {uow.resources.add({"resourceType": "Patient", "birthDate": date}).id: key for key, date in _BORN.items()}
         await uow.commit()
     async with UnitOfWork(database, write=False) as uow:
         total, found = await uow.resources.search(_query("Patient", ("birthdate", value)))
