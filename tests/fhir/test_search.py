@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -100,6 +100,12 @@ def test_result_parameters() -> None:
 def test_last_updated_dates(value: str, expected: DateValue) -> None:
     (criterion,) = _parse("Task", ("_lastUpdated", value)).criteria
     assert criterion.dates == (expected,)
+
+
+def test_a_fraction_of_a_second_is_searched_to_the_millisecond() -> None:
+    (criterion,) = _parse("Task", ("deadline", "gt2026-12-04T10:14:25.9Z")).criteria
+    start = datetime(2026, 12, 4, 10, 14, 25, 900_000, tzinfo=UTC)
+    assert criterion.dates == (DateValue("gt", start, start + timedelta(milliseconds=1)),)
 
 
 def test_approximately_is_refused_as_not_supported() -> None:

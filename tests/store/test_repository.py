@@ -208,12 +208,21 @@ async def test_deadline_searches_and_escalation_share_instants(database: Databas
         _, on_the_day = await uow.resources.search(_query("Task", ("deadline", "2026-12-05")))
         _, after = await uow.resources.search(_query("Task", ("deadline", "gt2026-12-05T07:59:59Z")))
         _, exact = await uow.resources.search(_query("Task", ("deadline", "2026-12-04T11:14:25+01:00")))
+        _, other_millisecond = await uow.resources.search(_query("Task", ("deadline", "2026-12-04T10:14:25.123Z")))
+        _, same_millisecond = await uow.resources.search(_query("Task", ("deadline", "2026-12-04T10:14:25.91Z")))
+        _, in_the_second = await uow.resources.search(_query("Task", ("deadline", "2026-12-04T10:14:25Z")))
         below = await uow.resources.ids_below("Task", "deadline", "2026-12-04T10:14:26.000Z")
     assert [r.id for r in overdue] == [early]
     assert [r.id for r in on_the_day] == [late]
     assert [r.id for r in after] == [late]
     assert [r.id for r in exact] == [early]
     assert below == [early]
+    # Regression: the fraction of a searched instant was ignored, so …25.123Z found the deadline …25.910Z.
+    assert (other_millisecond, [r.id for r in same_millisecond], [r.id for r in in_the_second]) == (
+        [],
+        [early],
+        [early],
+    )
 
 
 async def test_idempotency_keys(database: Database) -> None:
