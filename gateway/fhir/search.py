@@ -13,10 +13,11 @@ import dataclasses
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 from gateway.errors import InvalidRequest, IssueCode
 from gateway.fhir.primitives import fhir_instant
@@ -305,9 +306,23 @@ _DATE = re.compile(
 )
 
 
+#: The time zone of a date or time without an offset, stored or searched: R4 search.html#date, "where both search
+#: parameters and resource element date times do not have time zones, the server's local time zone should be
+#: assumed" — a French gateway's, so a birth date 1941-06-14 is that day in Paris, and deadline=2026-12-05 finds
+#: 2026-12-05T00:30:00+01:00. Index and search read such values alike (``_period``).
+LOCAL_TIME_ZONE = ZoneInfo("Europe/Paris")
+
+
 def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple[datetime, datetime]:
-    """The [start, end) a date of this precision names; ``milliseconds``: a fraction of a second counts."""
-    tz = UTC if g["tz"] in (None, "Z") else datetime.fromisoformat(f"2000-01-01T00:00:00{g['tz']}").tzinfo or UTC
+    """The [start, end) a date of this precision names, as UTC instants; ``milliseconds``: a fraction of a second
+    counts. The end is reckoned on the local calendar before conversion: a day in Paris is 23 or 25 hours long when
+    the clocks change."""
+    if g["tz"] is None:
+        tz: tzinfo = LOCAL_TIME_ZONE
+    elif g["tz"] == "Z":
+        tz = UTC
+    else:
+        tz = datetime.fromisoformat(f"2000-01-01T00:00:00{g['tz']}").tzinfo or UTC
     start = datetime(
         int(g["year"] or 0),
         int(g["month"] or 1),
@@ -316,25 +331,27 @@ def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple
         int(g["minute"] or 0),
         int(g["second"] or 0),
         tzinfo=tz,
-    ).astimezone(UTC)
+    )
     if milliseconds and g["fraction"]:
         start += timedelta(milliseconds=int(g["fraction"][1:4].ljust(3, "0")))
-        return start, start + timedelta(milliseconds=1)
-    if g["second"]:
-        return start, start + timedelta(seconds=1)
-    if g["minute"]:
-        return start, start + timedelta(minutes=1)
-    if g["day"]:
-        return start, start + timedelta(days=1)
-    if g["month"]:
+        end = start + timedelta(milliseconds=1)
+    elif g["second"]:
+        end = start + timedelta(seconds=1)
+    elif g["minute"]:
+        end = start + timedelta(minutes=1)
+    elif g["day"]:
+        end = start + timedelta(days=1)  # aware arithmetic is on the wall clock: the next midnight
+    elif g["month"]:
         year, month = divmod(int(g["month"]), 12)
-        return start, start.replace(year=start.year + year, month=month + 1)
-    return start, start.replace(year=start.year + 1)
+        end = start.replace(year=start.year + year, month=month + 1)
+    else:
+        end = start.replace(year=start.year + 1)
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def date_period(text: str) -> tuple[datetime, datetime] | None:
     """The [start, end) instants a stored date, dateTime or instant names (``1941-06-14``: that whole day, in
-    UTC when it has no offset); None when it is none of those."""
+    ``LOCAL_TIME_ZONE`` when it has no offset); None when it is none of those."""
     match = _DATE.match(text)
     if match is None or match.group("prefix"):
         return None

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.fhir.search import (
+    LOCAL_TIME_ZONE,
     MAX_SEARCH_PARAMETERS,
     DateValue,
     IndexEntry,
@@ -84,13 +85,22 @@ def test_result_parameters() -> None:
     assert query.echo == (("_sort", "-_lastUpdated"), ("status", "active"))
 
 
+def _paris(year: int, month: int, day: int) -> datetime:
+    return datetime(year, month, day, tzinfo=LOCAL_TIME_ZONE).astimezone(UTC)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2026-11-23", DateValue("eq", datetime(2026, 11, 23, tzinfo=UTC), datetime(2026, 11, 24, tzinfo=UTC))),
-        ("ge2026-11", DateValue("ge", datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))),
-        ("lt2026", DateValue("lt", datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))),
-        ("ne2026-12", DateValue("ne", datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))),
+        ("2026-11-23", DateValue("eq", _paris(2026, 11, 23), _paris(2026, 11, 24))),
+        ("ge2026-11", DateValue("ge", _paris(2026, 11, 1), _paris(2026, 12, 1))),
+        ("lt2026", DateValue("lt", _paris(2026, 1, 1), _paris(2027, 1, 1))),
+        ("ne2026-12", DateValue("ne", _paris(2026, 12, 1), _paris(2027, 1, 1))),
+        ("2026-03-29", DateValue("eq", _paris(2026, 3, 29), _paris(2026, 3, 30))),  # 23 hours: clocks go forward
+        (
+            "2026-11-23T10:00:00Z",
+            DateValue("eq", datetime(2026, 11, 23, 10, tzinfo=UTC), datetime(2026, 11, 23, 10, 0, 1, tzinfo=UTC)),
+        ),
         (
             "le2026-11-23T10:00:00+01:00",
             DateValue("le", datetime(2026, 11, 23, 9, tzinfo=UTC), datetime(2026, 11, 23, 9, 0, 1, tzinfo=UTC)),
@@ -106,6 +116,16 @@ def test_a_fraction_of_a_second_is_searched_to_the_millisecond() -> None:
     (criterion,) = _parse("Task", ("deadline", "gt2026-12-04T10:14:25.9Z")).criteria
     start = datetime(2026, 12, 4, 10, 14, 25, 900_000, tzinfo=UTC)
     assert criterion.dates == (DateValue("gt", start, start + timedelta(milliseconds=1)),)
+
+
+def test_a_date_without_offset_is_indexed_in_paris() -> None:
+    """Regression: it was read in UTC, the search's values too, so a deadline 2026-12-05T00:30:00+01:00 was not
+    found by deadline=2026-12-05. R4: without a time zone, the server's local time."""
+    (winter,) = index_entries({"resourceType": "Patient", "birthDate": "2000-01-15"})
+    (summer,) = index_entries({"resourceType": "Patient", "birthDate": "1941-06-14"})
+    assert winter == IndexEntry("birthdate", "2000-01-15T23:00:00.000Z", "2000-01-14T23:00:00.000Z")
+    assert summer == IndexEntry("birthdate", "1941-06-14T22:00:00.000Z", "1941-06-13T22:00:00.000Z")
+    assert _paris(2026, 3, 29) == datetime(2026, 3, 28, 23, tzinfo=UTC)
 
 
 def test_approximately_is_refused_as_not_supported() -> None:

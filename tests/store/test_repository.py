@@ -225,6 +225,22 @@ async def test_deadline_searches_and_escalation_share_instants(database: Databas
     )
 
 
+async def test_dates_without_offset_are_paris_dates(database: Database) -> None:
+    """Regression: a date without offset, stored or searched, was read in UTC: deadline=2026-12-05 missed a deadline
+    at 00:30 in Paris that day, and a birth date 1941-06-14 began at 02:00 Paris time (R4: the server's local time)."""
+    async with UnitOfWork(database) as uow:
+        task = {"resourceType": "Task", "status": "requested", "intent": "order"}
+        night = uow.resources.add(task | {"restriction": {"period": {"end": "2026-12-05T00:30:00+01:00"}}}).id
+        born = uow.resources.add({"resourceType": "Patient", "birthDate": "1941-06-14"}).id
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        _, on_the_day = await uow.resources.search(_query("Task", ("deadline", "2026-12-05")))
+        _, the_day_before = await uow.resources.search(_query("Task", ("deadline", "2026-12-04")))
+        _, from_midnight = await uow.resources.search(_query("Patient", ("birthdate", "lt1941-06-14T00:30:00+02:00")))
+    assert ([r.id for r in on_the_day], the_day_before) == ([night], [])
+    assert [r.id for r in from_midnight] == [born]
+
+
 async def test_idempotency_keys(database: Database) -> None:
     async with UnitOfWork(database) as uow:
         uow.idempotency.add(["a", "b"], "sr-1", {"answer": 1})
