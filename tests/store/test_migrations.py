@@ -1,0 +1,116 @@
+"""Migrations over data: a database made at an earlier revision, filled as the gateway of that revision filled it,
+then brought forward (and back)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from gateway.fhir.search import index_entries
+from gateway.store import Database
+from gateway.store.migrate import alembic_config, upgrade
+from gateway.store.tables import resources, search_index
+from tests.support.databases import drop_scratch_database, scratch_database_url
+
+_CONTENTS = {
+    ("Patient", "p-year"): {"birthDate": "1941", "gender": "female"},
+    ("Patient", "p-month"): {"birthDate": "1941-06"},
+    ("Patient", "p-day"): {"birthDate": "1941-06-14"},
+    ("Patient", "p-winter"): {"birthDate": "2000-01-15"},
+    ("Patient", "p-none"): {"gender": "male"},
+    ("Task", "t-offset"): {"restriction": {"period": {"end": "2026-12-05T00:30:00+01:00"}}},
+    ("Task", "t-millis"): {"restriction": {"period": {"end": "2026-12-04T10:14:25.910Z"}}},
+}
+#: The index of revision 0004: each date as posted, no system; other parameters as they are today.
+_BEFORE = {
+    ("Patient", "p-year", "birthdate", None, "1941"),
+    ("Patient", "p-year", "gender", None, "female"),
+    ("Patient", "p-month", "birthdate", None, "1941-06"),
+    ("Patient", "p-day", "birthdate", None, "1941-06-14"),
+    ("Patient", "p-winter", "birthdate", None, "2000-01-15"),
+    ("Patient", "p-none", "gender", None, "male"),
+    ("Task", "t-offset", "deadline", None, "2026-12-05T00:30:00+01:00"),
+    ("Task", "t-millis", "deadline", None, "2026-12-04T10:14:25.910Z"),
+}
+#: What the gateway itself indexes today, for the same contents.
+_AFTER = {
+    (resource_type, resource_id, entry.param, entry.system, entry.value)
+    for (resource_type, resource_id), content in _CONTENTS.items()
+    for entry in index_entries({"resourceType": resource_type, **content})
+}
+
+
+@pytest.fixture
+def url_0004(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0004")
+    yield url
+    drop_scratch_database(url)
+
+
+@pytest.fixture
+async def at_0004(url_0004: str) -> AsyncIterator[tuple[str, Database]]:
+    url = url_0004
+    database = Database(url)
+    moment = datetime(2026, 11, 29, tzinfo=UTC)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            sa.insert(resources),
+            [
+                {
+                    "resource_type": resource_type,
+                    "id": resource_id,
+                    "version_id": 1,
+                    "last_updated": moment,
+                    "content": orjson.dumps({"resourceType": resource_type, "id": resource_id, **content}).decode(),
+                }
+                for (resource_type, resource_id), content in _CONTENTS.items()
+            ],
+        )
+        await connection.execute(
+            sa.insert(search_index),
+            [
+                {"resource_type": t, "resource_id": i, "param": p, "system": system, "value": value}
+                for t, i, p, system, value in _BEFORE
+            ],
+        )
+    try:
+        yield url, database
+    finally:
+        await database.dispose()
+
+
+async def _index(database: Database) -> set[tuple[str, str, str, str | None, str]]:
+    s = search_index.c
+    async with database.engine.connect() as connection:
+        result = await connection.execute(sa.select(s.resource_type, s.resource_id, s.param, s.system, s.value))
+        return {tuple(row) for row in result}  # type: ignore[misc]
+
+
+async def test_0005_recomputes_date_rows_again_and_back(at_0004: tuple[str, Database]) -> None:
+    """Regression: 0005 read each stored row as a date, so a second run read ``….000Z`` to the millisecond (a
+    birth year 1941 became the period of its first instant), and its downgrade cut a birth year 1941 to
+    1941-01-01. It now recomputes the date rows from the resources, up (as the gateway indexes) and down (the
+    dates as posted)."""
+    url, database = at_0004
+    config = alembic_config(url)
+    await asyncio.to_thread(upgrade, url, "0005")
+    assert await _index(database) == _AFTER
+    assert ("Patient", "p-winter", "birthdate", "2000-01-15T23:00:00.000Z", "2000-01-14T23:00:00.000Z") in _AFTER
+
+    await asyncio.to_thread(command.stamp, config, "0004")  # as if the upgrade ran again over its own rows
+    await asyncio.to_thread(upgrade, url, "0005")
+    assert await _index(database) == _AFTER
+
+    await asyncio.to_thread(command.downgrade, config, "0004")
+    assert await _index(database) == _BEFORE
+    await asyncio.to_thread(command.stamp, config, "0005")  # and the downgrade again over its own rows
+    await asyncio.to_thread(command.downgrade, config, "0004")
+    assert await _index(database) == _BEFORE
