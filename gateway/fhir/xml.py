@@ -36,25 +36,74 @@ _TEMPORAL = re.compile(
 _Visit = Callable[[Any, Any, str, etree._Element], None]
 
 
-def _align(node: dict[str, Any], element: etree._Element, visit: _Visit) -> None:
+def _is_fhir(element: etree._Element) -> bool:
+    return isinstance(element.tag, str) and etree.QName(element).namespace == FHIR_NAMESPACE
+
+
+def _carries_note(element: etree._Element) -> bool:
+    """A primitive element with an id or extensions: what JSON writes in the ``_name`` companion."""
+    return element.get("id") is not None or any(
+        _is_fhir(child) and etree.QName(child).localname == "extension" for child in element
+    )
+
+
+def _restore_repeats(node: dict[str, Any], name: str, elements: list[etree._Element]) -> None:
+    """fhir.resources drops a repeat of a primitive that has only an extension (a data-absent-reason in place of a
+    time of day), from the value list but not from the ``_name`` list: the values that remain then sit at the wrong
+    indexes, and the extension on the wrong value. Both lists are rebuilt one entry per XML element, null where the
+    element has no value, or no id or extension (R4 json.html#primitive)."""
+    elements = [child for child in elements if child.get("value") is not None or _carries_note(child)]
+    values = [item for item in node[name] if item is not None]
+    notes = [note for note in node.get(f"_{name}") or [] if note is not None]
+    if len(values) != sum(child.get("value") is not None for child in elements):
+        return  # not the loss we know: left as read
+    if len(notes) != sum(_carries_note(child) for child in elements):
+        return
+    next_value, next_note = iter(values), iter(notes)
+    node[name] = [next(next_value) if child.get("value") is not None else None for child in elements]
+    if notes:
+        node[f"_{name}"] = [next(next_note) if _carries_note(child) else None for child in elements]
+
+
+def _align(node: dict[str, Any], element: etree._Element, visit: _Visit, *, reading: bool = False) -> None:
     """Walk a resource's JSON and its XML side by side: ``visit(container, key, value, xml element)`` for every
-    primitive string value (``container[key]`` is the value). Elements of one name pair up in order; a resource
-    inside ``resource`` or ``contained`` is the wrapper's element child."""
+    primitive string value (``container[key]`` is the value), extensions on primitives included. Elements of one
+    name pair up in order — of a primitive, the JSON values with the elements that have a value; a resource inside
+    ``resource`` or ``contained`` is the wrapper's element child. ``reading``: the JSON is fhir.resources' reading
+    of this XML, whose lost repeats are restored first (``_restore_repeats``)."""
     children: dict[str, list[etree._Element]] = {}
     for child in element:
-        if isinstance(child.tag, str) and etree.QName(child).namespace == FHIR_NAMESPACE:
+        if _is_fhir(child):
             children.setdefault(etree.QName(child).localname, []).append(child)
     for name, elements in children.items():
         value = node.get(name)
         items = value if isinstance(value, list) else [value]
-        for index, (item, child) in enumerate(zip(items, elements, strict=False)):
-            if isinstance(item, dict):
-                wrapped = [c for c in child if isinstance(c.tag, str)] if "resourceType" in item else []
-                _align(item, wrapped[0] if wrapped else child, visit)
-            elif isinstance(item, str):
+        if any(isinstance(item, dict) for item in items):
+            for item, child in zip(items, elements, strict=False):
+                if isinstance(item, dict):
+                    wrapped = [c for c in child if isinstance(c.tag, str)] if "resourceType" in item else []
+                    _align(item, wrapped[0] if wrapped else child, visit, reading=reading)
+            continue
+        if reading and isinstance(value, list) and len(value) != len(elements):
+            _restore_repeats(node, name, elements)
+            value = node[name]
+            items = value
+        notes = node.get(f"_{name}")
+        # The JSON values that are there (not null), with the XML elements that have a value, in order.
+        present = [(index, item) for index, item in enumerate(items) if item is not None]
+        valued = [child for child in elements if child.get("value") is not None]
+        for (index, item), child in zip(present, valued, strict=False):
+            if isinstance(item, str):
                 visit(
                     value if isinstance(value, list) else node, index if isinstance(value, list) else name, item, child
                 )
+        # An extension on a primitive (``_birthDate``) holds values of its own, dates among them.
+        if isinstance(notes, dict) and len(elements) == 1:
+            _align(notes, elements[0], visit, reading=reading)
+        elif isinstance(notes, list) and len(notes) == len(elements):
+            for note, child in zip(notes, elements, strict=True):
+                if isinstance(note, dict):
+                    _align(note, child, visit, reading=reading)
 
 
 def _as_posted(container: Any, key: Any, value: str, element: etree._Element) -> None:
@@ -198,7 +247,7 @@ def xml_to_resource(body: bytes) -> Resource:
     except (ValueError, TypeError) as exc:
         raise _unparsable(f"XML could not be read as FHIR: {exc}") from exc
     resource: Resource = orjson.loads(model.model_dump_json())
-    _align(resource, root, _as_posted)  # dates as written, not as fhir.resources re-wrote them
+    _align(resource, root, _as_posted, reading=True)  # dates as written, not as fhir.resources re-wrote them
     check_limits(resource)  # string lengths, and the entries of Bundles nested in this one
     return resource
 

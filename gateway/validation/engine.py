@@ -524,13 +524,17 @@ class _Walk:
                     "structure",
                 )
             key, value, type_code = entries[0]
-            self.values(value, rule, type_code, f"{expression}.{key}", resource)
+            self.values(value, rule, type_code, f"{expression}.{key}", resource, item.get(f"_{key}"))
 
     def _companion_only(self, item: Json, rule: ElementRule) -> bool:
         """A primitive sent only as its ``_name`` (extensions, no value) is present."""
         return f"_{rule.name}" in item
 
-    def values(self, value: Any, rule: ElementRule, type_code: str, expression: str, resource: Json) -> None:
+    def values(
+        self, value: Any, rule: ElementRule, type_code: str, expression: str, resource: Json, companion: Any = None
+    ) -> None:
+        """``companion``: the ``_name`` list of a repeated primitive, whose entries stand for the values that are
+        null (R4 json.html#primitive: a repeat with an extension and no value is null in the value list)."""
         if rule.repeats:
             if not isinstance(value, list):
                 self.add(IssueCode.VALUE_INVALID, f"{rule.path} is a list in FHIR JSON", expression, "value")
@@ -559,6 +563,12 @@ class _Walk:
                 expression,
                 "structure",
             )
+        if isinstance(companion, list) and rule.repeats:
+            items = [
+                (item, where)
+                for index, (item, where) in enumerate(items)
+                if not (item is None and index < len(companion) and isinstance(companion[index], dict))
+            ]
         if rule.slices:
             self.sliced(items, rule, type_code, expression, resource)
             return

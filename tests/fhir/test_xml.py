@@ -7,6 +7,7 @@ import pytest
 from gateway.errors import InvalidRequest, InvalidResource
 from gateway.fhir.codec import parse_resource, serialize_resource
 from gateway.fhir.media import FhirFormat
+from gateway.validation.engine import engine
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -88,3 +89,47 @@ def test_json_must_be_an_object_with_a_known_resource_type() -> None:
         with pytest.raises(InvalidRequest) as caught:
             parse_resource(body, FhirFormat.JSON)
         assert caught.value.issues[0].code == code, body
+
+
+_ABSENT = '<extension url="http://hl7.org/fhir/StructureDefinition/data-absent-reason"><valueCode value="unknown"/>'
+_NOTE = {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]}
+_TIMING = f"""<ServiceRequest xmlns="http://hl7.org/fhir"><status value="active"/><intent value="order"/>
+<subject><reference value="Patient/1"/></subject><occurrenceTiming>
+<event>{_ABSENT}</extension></event><event value="2026-12-01T10:00:00.5Z"/>
+<repeat><timeOfDay>{_ABSENT}</extension></timeOfDay><timeOfDay value="12:00:00"/><timeOfDay value="18:00:00"/></repeat>
+</occurrenceTiming></ServiceRequest>""".encode()
+
+
+def test_a_repeat_with_only_an_extension_keeps_its_place() -> None:
+    """Regression: fhir.resources drops a repeated primitive that has only an extension from the values but not from
+    the ``_`` list, and the dates put back as written were paired off by one: timeOfDay [absent, 12:00, 18:00] read
+    as [12:00, 12:00], Timing.event's …00.5Z lost. Each list now has one entry per element, null where none."""
+    timing = parse_resource(_TIMING, FhirFormat.XML)["occurrenceTiming"]
+    assert timing["repeat"] == {"timeOfDay": [None, "12:00:00", "18:00:00"], "_timeOfDay": [_NOTE, None, None]}
+    assert (timing["event"], timing["_event"]) == ([None, "2026-12-01T10:00:00.5Z"], [_NOTE, None])
+    again = parse_resource(
+        serialize_resource({"resourceType": "ServiceRequest", **_service_request(timing)}, FhirFormat.XML),
+        FhirFormat.XML,
+    )
+    assert again["occurrenceTiming"] == timing
+    # A null that its _ list accounts for is a value R4 JSON allows; one that nothing accounts for is not.
+    found = engine().validate({"resourceType": "ServiceRequest", **_service_request(timing)})
+    assert not [issue for issue in found if "occurrenceTiming" in str(issue.expression)]
+    bare = {"repeat": {"timeOfDay": [None, "12:00:00"]}}
+    found = engine().validate({"resourceType": "ServiceRequest", **_service_request(bare)})
+    assert [issue.expression for issue in found if "occurrenceTiming" in str(issue.expression)] == [
+        "ServiceRequest.occurrenceTiming.repeat.timeOfDay[0]"
+    ]
+
+
+def _service_request(timing: dict[str, object]) -> dict[str, object]:
+    return {"status": "active", "intent": "order", "subject": {"reference": "Patient/1"}, "occurrenceTiming": timing}
+
+
+def test_a_date_inside_an_extension_on_a_primitive_is_kept_as_written() -> None:
+    body = b"""<Patient xmlns="http://hl7.org/fhir"><birthDate value="1941-06-14"><extension
+    url="http://hl7.org/fhir/StructureDefinition/patient-birthTime"><valueDateTime value="1941-06-14T10:22:41.5+02:00"/>
+    </extension></birthDate></Patient>"""
+    patient = parse_resource(body, FhirFormat.XML)
+    assert patient["_birthDate"]["extension"][0]["valueDateTime"] == "1941-06-14T10:22:41.5+02:00"
+    assert b'value="1941-06-14T10:22:41.5+02:00"' in serialize_resource(patient, FhirFormat.XML)
