@@ -189,8 +189,10 @@ async def process_consent(
         )
     # R4's rules, then the identifier rules, as $validate checks them: a required binding broken (a
     # provision.type "Deny" is no opposition, and must not be stored as something else) or an INS with a wrong key
-    # (it names no patient) is a 422, nothing stored. Against R4's Consent (and any profile it claims), not
-    # dac-consent: an opposition lacking what our profile asks besides (dateTime) is still recorded.
+    # (it names no patient) is a 422, nothing stored. Against R4's Consent and every profile it claims in
+    # meta.profile (the engine checks those too), not dac-consent unless claimed: an opposition that does not claim
+    # it, lacking what our profile asks besides (dateTime), is still recorded; one that claims it must conform, as
+    # it says it does.
     errors = [issue for issue in validate(consent, base_url("Consent")) if issue.severity in ("error", "fatal")]
     if errors:
         raise InvalidResource(*errors)

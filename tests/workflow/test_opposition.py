@@ -340,3 +340,15 @@ async def test_identical_conditional_oppositions_at_once_store_one(
     assert sorted(answer.status_code for answer in answers) == [200] * 5 + [201], [a.text for a in answers]
     assert len({answer.json()["id"] for answer in answers}) == 1
     assert (await client.get("/fhir/Consent")).json()["total"] == 1
+
+
+async def test_a_consent_is_checked_against_dac_consent_only_when_it_claims_it(client: httpx.AsyncClient) -> None:
+    """README: a posted Consent is checked against every profile in its meta.profile. Not claiming dac-consent, an
+    opposition without dateTime is recorded; claiming it, it is a 422 on what it lacks, nothing stored."""
+    bundle = load_example("referral-hospital-nurse.json")
+    undated = {key: value for key, value in _consent_deny(_ins(bundle)).items() if key != "dateTime"}
+    claiming = undated | {"meta": {"profile": ["https://fhir.dac-gateway.org/StructureDefinition/dac-consent"]}}
+    refused = await client.post("/fhir/Consent", json=claiming, headers=FHIR_JSON)
+    assert refused.status_code == 422, refused.text
+    assert [i["expression"] for i in refused.json()["issue"]] == [["Consent.dateTime"]]
+    assert (await client.post("/fhir/Consent", json=undated, headers=FHIR_JSON)).status_code == 201
