@@ -92,14 +92,16 @@ async def _client(request: Request) -> ApiClient:
 async def _viewer(
     client: Annotated[ApiClient, Depends(_client)], routing: Annotated[RoutingTable, Depends(_routing)]
 ) -> Viewer:
-    """What the caller may see: everything (operators), what it sent (senders), what was routed to its platform."""
+    """What the caller may see: everything (operators); what it sent (any other client); and for a platform's
+    client, what was routed to its platform too — a peer gateway reads back the referrals it forwarded, a platform
+    the Consent it posted."""
     if client.role is Role.OPERATOR:
         return EVERYTHING
     if client.role is Role.PLATFORM:
         platform = routing.platforms.get(client.platform or "")
-        if platform is None:  # the routing file no longer names it: nothing is routed there
-            return Viewer()
-        return Viewer(platform_organization=(platform.organization_system, platform.organization_value))
+        if platform is not None:  # else the routing file no longer names it: nothing is routed there
+            organization = (platform.organization_system, platform.organization_value)
+            return Viewer(sender=client.client_id, platform_organization=organization)
     return Viewer(sender=client.client_id)
 
 

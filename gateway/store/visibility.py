@@ -4,7 +4,8 @@ A referral is its ServiceRequest; its *members* are the resources it brought or 
 professionals, Consent, CareTeam, Tasks, …), its *senders* the clients that posted it. A viewer sees a resource
 when it is a party to a referral the resource belongs to:
 
-- a sender, to the referrals it sent (``referral_senders``, recorded at intake: the only place that knows);
+- a sender — any client — to the referrals it sent (``referral_senders``, recorded at intake: the only place that
+  knows);
 - a platform, to the referrals routed to it — read from the ServiceRequest's ``performer`` in the search index
   (the platform's Organization), so routing needs no bookkeeping of its own and a re-routed referral follows;
 - an operator, to everything.
@@ -47,8 +48,8 @@ from gateway.store.tables import referral_members, referral_senders, resource_id
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Whose view of the store. ``everything`` for operators; else a sender's client id or a platform's
-    Organization identifier (system, value)."""
+    """Whose view of the store. ``everything`` for operators; else the client id it sent as, and for a platform's
+    client its platform's Organization identifier (system, value) too."""
 
     everything: bool = False
     sender: str | None = None

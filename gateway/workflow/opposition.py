@@ -264,12 +264,7 @@ async def _informant(
 def _condition_key(viewer: Viewer, condition: SearchQuery) -> str:
     """The unique key a conditional create of a Consent takes: the caller's view (what its search can match) and
     the search's criteria, in a canonical order (hashed: a search may be longer than a key)."""
-    if viewer.everything:
-        scope = "everything"
-    elif viewer.sender is not None:
-        scope = f"sender:{viewer.sender}"
-    else:
-        scope = f"platform:{viewer.platform_organization}"
+    scope = "everything" if viewer.everything else f"sender:{viewer.sender}|platform:{viewer.platform_organization}"
     criteria = "&".join(f"{name}={value}" for name, value in sorted(condition.echo))
     digest = hashlib.sha256(f"{scope}\n{criteria}".encode()).hexdigest()
     return f"conditional-create:{condition.resource_type}:{digest}"

@@ -1023,3 +1023,18 @@ async def test_a_task_decision_names_by_id_only_what_its_maker_may_see(
     own = {"output": [{"type": output_type, "valueReference": {"reference": mine["ServiceRequest"]}}]}
     decided = await _decide(secure, sender, task, {"status": "in-progress"} | own)
     assert decided.status_code == 200, decided.text
+
+
+async def test_a_platform_client_reads_back_what_it_sent(secure: httpx.AsyncClient, parties: World) -> None:
+    """A platform's client sees what is routed to its platform, and like any client what it posted itself: a peer
+    gateway forwarding a referral routed elsewhere polls its Task and ServiceRequest (DESIGN §3, updates back)."""
+    peer = await token_of(secure, PEER)
+    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=peer | FHIR_JSON)  # routed to Paris
+    assert answer.status_code == 200, answer.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+    assert (await secure.get(f"/fhir/{service_request}", headers=peer)).status_code == 200
+    tasks = await secure.get("/fhir/Task", params={"focus": service_request}, headers=peer)
+    assert tasks.json()["total"] >= 1
+    # Only what it posted: the other senders' referrals stay out of its sight.
+    other, _ = parties.resources["ServiceRequest A"]
+    assert (await secure.get(f"/fhir/{other}", headers=peer)).status_code == 404
