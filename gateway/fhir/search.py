@@ -428,6 +428,12 @@ def parse_search(
             None,
             "too-long",
         )
+    for name, raw in params:
+        if "\x00" in name or "\x00" in raw:
+            # PostgreSQL text cannot hold NUL (a driver error, a 500); SQLite can: refused for both, as in bodies.
+            raise InvalidRequest.single(
+                IssueCode.VALUE_TOO_LONG, f"search parameter {name!r} holds a NUL character", name, "value"
+            )
     known = SEARCH_PARAMETERS.get(resource_type, {})
     criteria: list[Criterion] = []
     echo: list[tuple[str, str]] = []
@@ -475,10 +481,15 @@ def parse_condition(resource_type: str, criteria: str, where: str, label: str) -
     the ``If-None-Exist`` header, or a transaction entry's ``request.ifNoneExist``. At most two matches are ever
     needed (none, one, several). A search that is not valid is a 400 whose issues point at ``where``, their
     diagnostics prefixed with ``label``: the parameter alone would name nothing the client sent as such."""
+    params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     try:
-        return parse_search(
-            resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True), default_count=2, max_count=2
-        )
+        if result := [name for name, _ in params if name.partition(":")[0] in RESULT_PARAMETERS]:
+            raise _invalid(f"{', '.join(result)} shapes a search's answer, and selects nothing", result[0])
+        query = parse_search(resource_type, params, default_count=2, max_count=2)
+        if not query.criteria:
+            # No criterion would match every resource the caller may see: the first one found adopted as this
+            # entry's (another patient's record, a Consent stored in place of an opposition).
+            raise _invalid("a condition needs at least one search parameter, e.g. identifier=system|value", label)
     except InvalidRequest as exc:
         raise InvalidRequest(
             *(
@@ -486,6 +497,7 @@ def parse_condition(resource_type: str, criteria: str, where: str, label: str) -
                 for issue in exc.issues
             )
         ) from exc
+    return query
 
 
 def _integer(name: str, raw: str, low: int, high: int) -> int:

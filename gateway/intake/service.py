@@ -34,7 +34,7 @@ from gateway.fhir.search import SearchQuery, parse_condition, parse_search, spli
 from gateway.fhir.types import JSONObject, Resource
 from gateway.intake import facts
 from gateway.intake.careteam import build_care_team
-from gateway.intake.identity import identity_keys
+from gateway.intake.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
 from gateway.intake.referral import Referral, ReferralEntry, iter_references
 from gateway.routing.config import Platform, PlatformKind, RoutingTable
 from gateway.routing.router import route
@@ -281,10 +281,26 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
                 where,
             )
         if matches:
+            _check_same_identity(resource_type, entry.resource, matches[0], where)
             return _Resolution(entry, matches[0].id, existing=matches[0], create=False)
     if resource_type != "ServiceRequest" and (existing := known.matching(resource_type, keys)):
         return _Resolution(entry, existing.id, existing=existing, create=False)
     return _Resolution(entry, new_id())
+
+
+def _check_same_identity(resource_type: str, posted: Resource, matched: StoredResource, where: str) -> None:
+    """A condition (on a name, a birth date…) may match a resource registered under other national identifiers
+    than the entry's: adopting it would make two patients, or two professionals, one. A 422, at the condition."""
+    national = NATIONAL_IDENTIFIER_SYSTEMS.get(resource_type, frozenset())
+    ours = {key for key in identity_keys(posted) if key[0] in national}
+    theirs = {key for key in identity_keys(matched.content) if key[0] in national}
+    if ours and theirs and not ours & theirs:
+        raise BusinessRuleViolation.single(
+            IssueCode.IDENTIFIER_CHANGE_FORBIDDEN,
+            f"ifNoneExist matches {matched.reference}, registered under other national identifiers than this "
+            "entry's: it is not the same one; match on identifier=system|value",
+            where,
+        )
 
 
 def _identifier_pairs(query: SearchQuery) -> list[tuple[str, str]]:

@@ -170,3 +170,11 @@ async def test_a_coding_system_of_the_wrong_type_is_a_4xx(client: httpx.AsyncCli
     response = await client.post("/fhir", json=bundle, headers=FHIR_JSON)
     assert 400 <= response.status_code < 500, response.text
     assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
+
+
+@pytest.mark.parametrize("query", ["identifier=a%00b", "status=active%00", "_id=x%00"])
+async def test_a_nul_in_a_search_is_a_400_on_both_backends(client: httpx.AsyncClient, query: str) -> None:
+    """PostgreSQL text holds no NUL: the driver's error was a 500 there, while SQLite answered 200."""
+    answer = await client.get(f"/fhir/Consent?{query}")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "value-too-long"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import BusinessRuleViolation, PreconditionFailed, ResourceNotFound
+from gateway.errors import BusinessRuleViolation, InvalidRequest, PreconditionFailed, ResourceNotFound
 from gateway.fhir.search import parse_search
 from gateway.intake import read_referral, take_in
 from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
@@ -140,6 +140,42 @@ async def test_if_none_exist_matching_several_is_412(database: Database, routing
         await take_in(database, read_referral(bundle, "transaction"), routing)
     assert caught.value.issues[0].code == "conditional-multiple-matches"
     assert await _count(database, "ServiceRequest") == 0
+
+
+@pytest.mark.parametrize("condition", ["&", "?", "_format=json", "_count=1", "_sort=-_lastUpdated"])
+async def test_an_if_none_exist_that_selects_nothing_adopts_no_other_patient(
+    database: Database, routing: RoutingTable, condition: str
+) -> None:
+    """Without a criterion the search matched every Patient stored, and the first one became this referral's
+    patient: another patient's record, under another INS. A 400 at the condition, nothing stored."""
+    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
+    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
+    index, patient_entry = next(
+        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
+    )
+    patient_entry["request"]["ifNoneExist"] = condition
+    with pytest.raises(InvalidRequest) as caught:
+        await take_in(database, read_referral(bundle, "transaction"), routing)
+    assert caught.value.issues[0].expression == f"Bundle.entry[{index}].request.ifNoneExist"
+    assert (await _count(database, "Patient"), await _count(database, "ServiceRequest")) == (1, 1)
+
+
+async def test_an_if_none_exist_matching_a_patient_under_another_ins_is_refused(
+    database: Database, routing: RoutingTable
+) -> None:
+    """A condition on other elements than the INS may find a patient registered under another one: adopting it
+    would make two patients one."""
+    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
+    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
+    index, patient_entry = next(
+        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
+    )
+    patient_entry["request"]["ifNoneExist"] = "_lastUpdated=ge2000-01-01"
+    with pytest.raises(BusinessRuleViolation) as caught:
+        await take_in(database, read_referral(bundle, "transaction"), routing)
+    assert caught.value.issues[0].code == "identifier-change-forbidden"
+    assert caught.value.issues[0].expression == f"Bundle.entry[{index}].request.ifNoneExist"
+    assert (await _count(database, "Patient"), await _count(database, "ServiceRequest")) == (1, 1)
 
 
 async def test_put_with_if_match(database: Database, routing: RoutingTable) -> None:

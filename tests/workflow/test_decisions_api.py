@@ -188,6 +188,10 @@ async def test_a_put_body_without_the_url_id_is_a_400(client: httpx.AsyncClient,
         ([{"op": "frobnicate", "path": "/status"}], 400),
         ([{"op": "replace", "path": "status", "value": "completed"}], 400),
         ({"op": "replace", "path": "/status", "value": "completed"}, 400),
+        # Operations without what they need, which jsonpatch finds only when applying them: no valid patch either.
+        ([{"op": "replace", "path": "/status"}], 400),
+        ([{"op": "test", "path": "/status"}], 400),
+        ([{"op": "move", "path": "/status"}], 400),
         # The result is processed as an update: without its id, a 400 as for a PUT.
         ([{"op": "remove", "path": "/id"}], 400),
     ],

@@ -319,6 +319,27 @@ async def test_an_if_none_exist_that_is_no_valid_search_is_a_400_naming_the_head
     assert (await client.get("/fhir/Consent")).json()["total"] == 0
 
 
+@pytest.mark.parametrize(
+    "criteria", ["", "&", "?", "_format=json", "_count=1", "_summary=count", "_sort=-_lastUpdated", "identifier=a%00b"]
+)
+async def test_an_if_none_exist_that_selects_nothing_is_a_400_not_a_match_of_any_consent(
+    client: httpx.AsyncClient, criteria: str
+) -> None:
+    """Without a criterion the search would match every Consent the caller sees, and the first one would stand in
+    for the opposition posted: nothing stored, nothing revoked, and a 200."""
+    ins = _ins(load_example("referral-overseas.json"))
+    first = await client.post("/fhir/Consent", json=_identified(_consent_deny(ins), "OPP-1"), headers=FHIR_JSON)
+    assert first.status_code == 201, first.text
+    answer = await client.post(
+        "/fhir/Consent", json=_consent_deny(ins), headers=FHIR_JSON | {"if-none-exist": criteria}
+    )
+    assert answer.status_code == 400, answer.text
+    issue = answer.json()["issue"][0]
+    assert issue["expression"] == ["http.If-None-Exist"]
+    assert issue["diagnostics"].startswith("If-None-Exist: ")
+    assert (await client.get("/fhir/Consent")).json()["total"] == 1
+
+
 async def test_identical_conditional_oppositions_at_once_store_one(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -141,6 +141,8 @@ async def patch_task(
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch is not valid: {exc}") from exc
     try:
         patched: Resource = patch.apply(current.content)
+    except jsonpatch.InvalidJsonPatch as exc:  # an operation without its value or from: found only when applied
+        raise InvalidRequest.single(IssueCode.PATCH_INVALID, f"the JSON Patch is not valid: {exc}") from exc
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
         # A valid patch that this Task's content refuses — a failing test op, a path it does not have: 422 (R4
         # http.html#patch; R5 names the failing test), as for an update that the resource's state refuses.
