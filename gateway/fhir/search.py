@@ -315,8 +315,17 @@ LOCAL_TIME_ZONE = ZoneInfo("Europe/Paris")
 
 def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple[datetime, datetime]:
     """The [start, end) a date of this precision names, as UTC instants; ``milliseconds``: a fraction of a second
-    counts. The end is reckoned on the local calendar before conversion: a day in Paris is 23 or 25 hours long when
-    the clocks change."""
+    counts.
+
+    A day, month or year is reckoned on the local calendar: a day in Paris is 23 or 25 hours long when the clocks
+    change, and ends at the next local midnight. A minute, second or millisecond is reckoned in UTC from its start:
+    on the wall clock, 02:59 + 1 min on the morning the clocks go forward is 03:00, an instant *before* 02:59's
+    (inverted period), and 02:59:59 + 1 s on the morning they go back spans the repeated hour.
+
+    A local time that is not unambiguous is read as zoneinfo reads it (PEP 495, ``fold=0``): one the clocks skip
+    (2026-03-29T02:30, in the gap) with the offset before the change, so it is the instant the clocks read 03:30
+    CEST; one they show twice (2026-10-25T02:30) as its first occurrence, in summer time. Either way the period is
+    one minute (second, millisecond) long, after its start."""
     if g["tz"] is None:
         tz: tzinfo = LOCAL_TIME_ZONE
     elif g["tz"] == "Z":
@@ -334,19 +343,22 @@ def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple
     )
     if milliseconds and g["fraction"]:
         start += timedelta(milliseconds=int(g["fraction"][1:4].ljust(3, "0")))
-        end = start + timedelta(milliseconds=1)
+        length = timedelta(milliseconds=1)
     elif g["second"]:
-        end = start + timedelta(seconds=1)
+        length = timedelta(seconds=1)
     elif g["minute"]:
-        end = start + timedelta(minutes=1)
-    elif g["day"]:
-        end = start + timedelta(days=1)  # aware arithmetic is on the wall clock: the next midnight
-    elif g["month"]:
-        year, month = divmod(int(g["month"]), 12)
-        end = start.replace(year=start.year + year, month=month + 1)
+        length = timedelta(minutes=1)
     else:
-        end = start.replace(year=start.year + 1)
-    return start.astimezone(UTC), end.astimezone(UTC)
+        if g["day"]:
+            end = start + timedelta(days=1)  # aware arithmetic is on the wall clock: the next midnight
+        elif g["month"]:
+            year, month = divmod(int(g["month"]), 12)
+            end = start.replace(year=start.year + year, month=month + 1)
+        else:
+            end = start.replace(year=start.year + 1)
+        return start.astimezone(UTC), end.astimezone(UTC)
+    utc_start = start.astimezone(UTC)
+    return utc_start, utc_start + length
 
 
 def date_period(text: str) -> tuple[datetime, datetime] | None:

@@ -11,6 +11,7 @@ from gateway.fhir.search import (
     DateValue,
     IndexEntry,
     TokenValue,
+    date_period,
     index_entries,
     parse_search,
     split_reference,
@@ -163,3 +164,39 @@ def test_too_many_parameters_are_refused_before_any_sql() -> None:
     with pytest.raises(InvalidRequest) as error:
         _parse("ServiceRequest", *[("status", "active")] * (MAX_SEARCH_PARAMETERS + 1))
     assert error.value.issues[0].code == "search-parameter-invalid"
+
+
+def _utc(*fields: int) -> datetime:
+    return datetime(*fields, tzinfo=UTC)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "start", "end"),
+    [
+        # Spring forward, 2026-03-29: 02:00 CET becomes 03:00 CEST; 02:xx does not exist on the wall clock. It is
+        # read with the offset before the change (zoneinfo, fold=0): 02:59 is 03:59 CEST.
+        ("2026-03-29T01:59", _utc(2026, 3, 29, 0, 59), _utc(2026, 3, 29, 1, 0)),
+        ("2026-03-29T02:00", _utc(2026, 3, 29, 1, 0), _utc(2026, 3, 29, 1, 1)),
+        ("2026-03-29T02:59", _utc(2026, 3, 29, 1, 59), _utc(2026, 3, 29, 2, 0)),
+        ("2026-03-29T02:59:59", _utc(2026, 3, 29, 1, 59, 59), _utc(2026, 3, 29, 2, 0)),
+        ("2026-03-29T02:59:59.999", _utc(2026, 3, 29, 1, 59, 59, 999_000), _utc(2026, 3, 29, 2, 0)),
+        ("2026-03-29T03:00", _utc(2026, 3, 29, 1, 0), _utc(2026, 3, 29, 1, 1)),
+        ("2026-03-29", _utc(2026, 3, 28, 23), _utc(2026, 3, 29, 22)),  # a 23-hour day
+        # Fall back, 2026-10-25: 03:00 CEST becomes 02:00 CET; 02:xx happens twice. The first (summer time) is meant.
+        ("2026-10-25T01:59:59", _utc(2026, 10, 24, 23, 59, 59), _utc(2026, 10, 25, 0, 0)),
+        ("2026-10-25T02:00", _utc(2026, 10, 25, 0, 0), _utc(2026, 10, 25, 0, 1)),
+        ("2026-10-25T02:59", _utc(2026, 10, 25, 0, 59), _utc(2026, 10, 25, 1, 0)),
+        ("2026-10-25T02:59:59", _utc(2026, 10, 25, 0, 59, 59), _utc(2026, 10, 25, 1, 0)),
+        ("2026-10-25T02:59:59.5", _utc(2026, 10, 25, 0, 59, 59, 500_000), _utc(2026, 10, 25, 0, 59, 59, 501_000)),
+        ("2026-10-25T03:00", _utc(2026, 10, 25, 2, 0), _utc(2026, 10, 25, 2, 1)),
+        ("2026-10-25", _utc(2026, 10, 24, 22), _utc(2026, 10, 25, 23)),  # a 25-hour day
+        ("2026-10", _utc(2026, 9, 30, 22), _utc(2026, 10, 31, 23)),
+    ],
+)
+def test_periods_across_the_clock_changes(value: str, start: datetime, end: datetime) -> None:
+    """Regression: a minute or second was added on the wall clock, so 2026-03-29T02:59 (skipped by the clocks) was
+    the inverted period [01:59Z, 01:00Z) and 2026-10-25T02:59:59 (shown twice) a second an hour long. Below a day
+    the length is added in UTC; a day, month, year is still reckoned on the local calendar."""
+    assert date_period(value) == (start, end)
+    (criterion,) = _parse("Task", ("deadline", value)).criteria
+    assert criterion.dates == (DateValue("eq", start, end),)
