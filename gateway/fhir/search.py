@@ -313,6 +313,22 @@ _DATE = re.compile(
 LOCAL_TIME_ZONE = ZoneInfo("Europe/Paris")
 
 
+#: The earliest instant a period can start at. Paris kept local mean time (+00:09:21) until 1911, so a date of the
+#: year 1 without offset starts before ``datetime.min`` in UTC; such a start is clamped here (``_utc``) rather than
+#: leaving the value unindexed and its search a 400.
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; one that falls before ``datetime.min`` there (year 1, east of Greenwich) is ``_EARLIEST``."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        if (moment.utcoffset() or timedelta(0)) > timedelta(0):
+            return _EARLIEST
+        raise  # past year 9999: not a date this gateway can index, as before
+
+
 def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple[datetime, datetime]:
     """The [start, end) a date of this precision names, as UTC instants; ``milliseconds``: a fraction of a second
     counts.
@@ -356,8 +372,8 @@ def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple
             end = start.replace(year=start.year + year, month=month + 1)
         else:
             end = start.replace(year=start.year + 1)
-        return start.astimezone(UTC), end.astimezone(UTC)
-    utc_start = start.astimezone(UTC)
+        return _utc(start), _utc(end)
+    utc_start = _utc(start)
     return utc_start, utc_start + length
 
 

@@ -200,3 +200,22 @@ def test_periods_across_the_clock_changes(value: str, start: datetime, end: date
     assert date_period(value) == (start, end)
     (criterion,) = _parse("Task", ("deadline", value)).criteria
     assert criterion.dates == (DateValue("eq", start, end),)
+
+
+def test_a_date_of_the_year_1_is_indexed_and_searched() -> None:
+    """Regression: Paris kept local mean time (+00:09:21) until 1911, so 0001-01-01 there starts before
+    datetime.min in UTC; it overflowed, the value was not indexed and birthdate=0001-01-01 was a 400. The start is
+    clamped to datetime.min UTC."""
+    earliest = datetime.min.replace(tzinfo=UTC)
+    day_end = _utc(1, 1, 1, 23, 50, 39)
+    assert date_period("0001-01-01") == (earliest, day_end)
+    assert date_period("0001") == (earliest, _utc(1, 12, 31, 23, 50, 39))
+    assert date_period("0001-01-01T00:00") == (earliest, _utc(1, 1, 1, 0, 1))  # still after its start
+    assert index_entries({"resourceType": "Patient", "birthDate": "0001-01-01"}) == [
+        IndexEntry("birthdate", "0001-01-01T23:50:39.000Z", "0001-01-01T00:00:00.000Z")
+    ]
+    (criterion,) = _parse("Patient", ("birthdate", "0001-01-01")).criteria
+    assert criterion.dates == (DateValue("eq", earliest, day_end),)
+    assert date_period("0001-01-01T00:00:00Z") == (earliest, _utc(1, 1, 1, 0, 0, 1))  # in UTC it always fitted
+    assert date_period("0001-01-01T00:00:00+01:00") == (earliest, _utc(1, 1, 1, 0, 0, 1))  # an offset alike
+    assert date_period("9999-12-31T23:00:00-01:00") is None  # past year 9999: still none

@@ -241,6 +241,21 @@ async def test_dates_without_offset_are_paris_dates(database: Database) -> None:
     assert [r.id for r in from_midnight] == [born]
 
 
+async def test_a_birth_date_of_the_year_1_is_found(database: Database) -> None:
+    """Regression: 0001-01-01 in Paris (local mean time then, +00:09:21) began before datetime.min in UTC; it was
+    not indexed and its search was a 400. Its start is clamped to 0001-01-01T00:00:00Z."""
+    async with UnitOfWork(database) as uow:
+        first = uow.resources.add({"resourceType": "Patient", "birthDate": "0001-01-01"}).id
+        second = uow.resources.add({"resourceType": "Patient", "birthDate": "0001-01-02"}).id
+        await uow.commit()
+    async with UnitOfWork(database, write=False) as uow:
+        _, on_the_day = await uow.resources.search(_query("Patient", ("birthdate", "0001-01-01")))
+        _, in_the_year = await uow.resources.search(_query("Patient", ("birthdate", "0001")))
+        _, before = await uow.resources.search(_query("Patient", ("birthdate", "lt0001-01-02")))
+    assert [r.id for r in on_the_day] == [first] == [r.id for r in before]
+    assert {r.id for r in in_the_year} == {first, second}
+
+
 async def test_idempotency_keys(database: Database) -> None:
     async with UnitOfWork(database) as uow:
         uow.idempotency.add(["a", "b"], "sr-1", {"answer": 1})
