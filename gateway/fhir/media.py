@@ -5,7 +5,8 @@ FHIR R4 §3.1.0.1.10 (http.html#mime-type): ``application/fhir+json`` and ``appl
 we cannot write — Turtle, HTML, another FHIR version (``fhirVersion``, http.html#version-parameter) — is a 406
 (http.html: "the appropriate response when the Accept header requests a format that the server does not
 support"), never JSON in its place; an ``Accept`` that also takes ``*/*`` or ``application/*`` (a browser's) or
-any of ours is answered in it. ``_pretty=true`` indents the answer (JSON and XML alike).
+any of ours is answered in it, unless it refuses that one (``q=0``, RFC 9110 §12.4.2). ``_pretty=true`` indents
+the answer (JSON and XML alike).
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ _MEDIA_TYPES: dict[str, FhirFormat] = {
     "text/xml": FhirFormat.XML,
 }
 _FORMAT_PARAMETER: dict[str, FhirFormat] = {"json": FhirFormat.JSON, "xml": FhirFormat.XML, **_MEDIA_TYPES}
-#: Media ranges of an Accept header that any of ours satisfies: answered in FHIR JSON.
-_WILDCARDS = ("*/*", "application/*")
+#: Media ranges of an Accept header that any of ours satisfies, the more specific first (RFC 9110 §12.5.1).
+_WILDCARDS = ("application/*", "*/*")
+#: The media types an answer is sent as, in the order a wildcard takes them when the client prefers none: FHIR's own
+#: first (R4 http.html#mime-type), the plain ones for a client that refused those.
+_ANSWERS = (FHIR_JSON, FHIR_XML, "application/json", "application/xml")
+#: RFC 9110 §12.4.2 qvalue: 0 to 1, at most three decimals. Anything else (nan, inf, 2, -1, 0.1234, x) is no weight.
+_QVALUE = re.compile(r"^(0(\.\d{0,3})?|1(\.0{0,3})?)$")
 #: The ``fhirVersion`` MIME-type parameter values naming R4 (http.html#version-parameter: "4.0"; 4.0.1 read alike).
 _R4 = re.compile(r"^4\.0(\.\d+)?$")
 
@@ -93,6 +99,52 @@ def _r4(params: dict[str, str]) -> bool:
     return "fhirversion" not in params or bool(_R4.match(params["fhirversion"]))
 
 
+def _negotiate(accept: str) -> str | None:
+    """The type of ``_ANSWERS`` an ``Accept`` header takes with the highest q, None when it takes none of them.
+
+    RFC 9110 §12.5.1: a type's weight is that of the most specific range that names it — its own (or a spelling of
+    ours that is answered in it: text/json, application/json+fhir …), else ``application/*``, else ``*/*`` — so
+    ``application/fhir+json;q=0, */*`` refuses FHIR JSON however welcome the rest is (§12.4.2: q=0 is "not
+    acceptable"), and is answered in FHIR XML. At equal q a type named before a wildcard, then the range listed
+    first, then ``_ANSWERS`` order decide. A range whose q is not a qvalue, or that names another FHIR version, is
+    disregarded (RFC 9110 lets a server disregard what it cannot honour): it neither asks for nor refuses a type."""
+    ranges: dict[str, tuple[float, int]] = {}  # media range: its q and position, as first listed
+    for position, part in enumerate(accept.split(",")):
+        media_type, params = _parameters(part)
+        qvalue = params.get("q", "1")
+        if media_type and _QVALUE.match(qvalue) and _r4(params):
+            ranges.setdefault(media_type, (float(qvalue), position))
+    chosen: tuple[tuple[float, int, int, int], str] | None = None
+    for preference, answer in enumerate(_ANSWERS):
+        weight = _weight(answer, ranges)
+        if weight is not None and weight[0] > 0:
+            quality, rank, position = weight
+            key = (-quality, rank, position, preference)
+            if chosen is None or key < chosen[0]:
+                chosen = key, answer
+    return None if chosen is None else chosen[1]
+
+
+def _weight(answer: str, ranges: dict[str, tuple[float, int]]) -> tuple[float, int, int] | None:
+    """The q of ``answer`` from the most specific range naming it, with that rank (0 named, 1 ``application/*``,
+    2 ``*/*``) and position; None when no range names it."""
+    if answer in ranges:
+        return ranges[answer][0], 0, ranges[answer][1]
+    # Another spelling answered in it (text/json: FHIR JSON) asks for it; refused (q=0), it refuses only itself.
+    taken = [
+        ranges[m]
+        for m, fmt in _MEDIA_TYPES.items()
+        if m in ranges and ranges[m][0] > 0 and _answer_in(m, fmt).media_type == answer
+    ]
+    if taken:
+        quality, position = max(taken, key=lambda r: (r[0], -r[1]))
+        return quality, 0, position
+    for rank, wildcard in enumerate(_WILDCARDS, start=1):
+        if wildcard in ranges:
+            return ranges[wildcard][0], rank, ranges[wildcard][1]
+    return None
+
+
 def _not_acceptable(asked: str, what: str) -> NotAcceptable:
     return NotAcceptable.single(
         IssueCode.FORMAT_NOT_ACCEPTABLE,
@@ -103,8 +155,8 @@ def _not_acceptable(asked: str, what: str) -> NotAcceptable:
 
 
 def response_format(accept: str | None, format_parameter: str | None, pretty: str | None = None) -> ResponseFormat:
-    """``_format`` first, then the ``Accept`` entry with the highest q that we serve (a type of ours before a
-    wildcard); JSON when neither says. 406 when what is asked is none of ours. ``pretty``: ``_pretty``."""
+    """``_format`` first, then the type of ours ``Accept`` weighs highest (``_negotiate``); JSON when neither says.
+    406 when what is asked is none of ours, or all of ours are refused (q=0). ``pretty``: ``_pretty``."""
     answer = DEFAULT_RESPONSE
     if format_parameter and format_parameter.strip():
         media_type, params = _parameters(format_parameter)
@@ -113,23 +165,8 @@ def response_format(accept: str | None, format_parameter: str | None, pretty: st
             raise _not_acceptable(format_parameter, "_format")
         answer = _answer_in(media_type, fmt)
     elif accept and accept.strip():
-        candidates: list[tuple[float, int, int, str]] = []
-        for position, part in enumerate(accept.split(",")):
-            if not part.strip():
-                continue
-            media_type, params = _parameters(part)
-            try:
-                quality = float(params.get("q", "1"))
-            except ValueError:
-                quality = 0.0
-            if quality <= 0 or not _r4(params):
-                continue
-            if media_type in _MEDIA_TYPES:
-                candidates.append((-quality, 0, position, media_type))
-            elif media_type in _WILDCARDS:
-                candidates.append((-quality, 1, position, FHIR_JSON))
-        if not candidates:
+        negotiated = _negotiate(accept)
+        if negotiated is None:
             raise _not_acceptable(accept, "Accept")
-        media_type = min(candidates)[3]
-        answer = _answer_in(media_type, _MEDIA_TYPES[media_type])
+        answer = _answer_in(negotiated, _MEDIA_TYPES[negotiated])
     return replace(answer, pretty=True) if (pretty or "").strip().lower() == "true" else answer

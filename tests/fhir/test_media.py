@@ -81,6 +81,50 @@ def test_a_format_we_cannot_write_is_406(accept: str | None, format_parameter: s
     assert caught.value.issues[0].code == "format-not-acceptable"
 
 
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        # RFC 9110 §12.4.2: q=0 is "not acceptable". A wildcard takes the next of ours the client has not refused.
+        ("application/fhir+json;q=0, */*", FHIR_XML),
+        ("application/fhir+json;q=0, application/*", FHIR_XML),
+        ("application/fhir+json;q=0, application/fhir+xml;q=0, */*", "application/json"),
+        ("application/fhir+json;q=0.0, application/fhir+xml;q=0, application/json;q=0, */*", "application/xml"),
+        ("*/*;q=0, application/fhir+xml", FHIR_XML),
+        ("application/*;q=0, */*, application/json;q=0.5", "application/json"),
+        ("text/json;q=0, */*", FHIR_JSON),  # refusing a spelling of ours refuses only that spelling
+        # §12.5.1: the most specific range weighs a type, so a wildcard does not lift a low q of its own.
+        ("application/fhir+json;q=0.1, */*", FHIR_XML),
+        ("*/*;q=0.9, application/*;q=0.2, application/fhir+xml;q=0.5", FHIR_XML),
+        # A q that is not a qvalue (0 to 1, three decimals at most) is disregarded: it neither asks nor refuses.
+        ("application/fhir+xml;q=nan, application/fhir+json;q=0.5", FHIR_JSON),
+        ("application/fhir+xml;q=inf, application/fhir+json;q=0.5", FHIR_JSON),
+        ("application/fhir+xml;q=2, application/fhir+json;q=0.5", FHIR_JSON),
+        ("application/fhir+xml;q=-1, */*", FHIR_JSON),
+        ("application/fhir+json;q=x, application/fhir+xml;q=0.001", FHIR_XML),
+        ("application/fhir+xml;q=1.000, application/fhir+json;q=0.999", FHIR_XML),
+    ],
+)
+def test_q_values(accept: str, media_type: str) -> None:
+    """Regression: application/fhir+json;q=0, */* was answered in FHIR JSON, the type refused, and q=nan or q=inf
+    was taken as a weight (inf outranking every other)."""
+    assert response_format(accept, None).media_type == media_type
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/fhir+json;q=0, application/fhir+xml;q=0, application/json;q=0, application/xml;q=0, */*",
+        "application/*;q=0, text/html",
+        "*/*;q=0",
+        "application/fhir+json;q=nan",
+        "application/fhir+json;q=inf",
+    ],
+)
+def test_all_of_ours_refused_is_406(accept: str) -> None:
+    with pytest.raises(NotAcceptable):
+        response_format(accept, None)
+
+
 def test_pretty() -> None:
     assert response_format(None, None, "true").pretty
     assert not response_format(None, None, "false").pretty and not response_format(None, None).pretty
