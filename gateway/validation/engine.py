@@ -484,7 +484,8 @@ class _Walk:
             if key == "resourceType" and node.is_resource:
                 continue
             if key.startswith("_") and key[1:] in node.properties:
-                self.companion(value, node.properties[key[1:]], f"{expression}.{key[1:]}", resource)
+                companion_of = node.properties[key[1:]]
+                self.companion(value, companion_of, f"{expression}.{key[1:]}", resource, item.get(key[1:]))
                 continue
             choice = next(
                 (r for stem, r in node.choices.items() if key.startswith(stem) and key[len(stem) :][:1].isupper()), None
@@ -534,7 +535,8 @@ class _Walk:
         self, value: Any, rule: ElementRule, type_code: str, expression: str, resource: Json, companion: Any = None
     ) -> None:
         """``companion``: the ``_name`` list of a repeated primitive, whose entries stand for the values that are
-        null (R4 json.html#primitive: a repeat with an extension and no value is null in the value list)."""
+        null (R4 json.html#primitive: a repeat with an extension and no value is null in the value list); that such
+        an entry has an extension, and the lists one length, ``companion()`` checks."""
         if rule.repeats:
             if not isinstance(value, list):
                 self.add(IssueCode.VALUE_INVALID, f"{rule.path} is a list in FHIR JSON", expression, "value")
@@ -691,14 +693,27 @@ class _Walk:
             return None
         return self.engine.element_node(rule, "Extension")
 
-    def companion(self, value: Any, prop: tuple[ElementRule, str], expression: str, resource: Json) -> None:
-        """``_birthDate``: the id and extensions of a primitive (a list of them, null-padded, for a list)."""
+    def companion(
+        self, value: Any, prop: tuple[ElementRule, str], expression: str, resource: Json, values: Any = None
+    ) -> None:
+        """``_birthDate``: the id and extensions of a primitive (a list of them, null-padded, for a list);
+        ``values``: the primitive's own value (list), None when absent."""
         rule, type_code = prop
         element = self.engine.node(base_url("Element"))
         items = value if rule.repeats and isinstance(value, list) else [value]
         if rule.repeats != isinstance(value, list) or primitive_type(type_code) is None:
             self.add(IssueCode.VALUE_INVALID, f"_{rule.name} does not match {rule.path}", expression, "value")
             return
+        if rule.repeats and isinstance(values, list) and len(values) != len(items):
+            # R4 json.html#primitive pairs the two lists by position: of unequal length, which entry is whose is
+            # anyone's guess (a reader pairing them differently moves an extension to another value).
+            self.add(
+                IssueCode.VALUE_INVALID,
+                f"_{rule.name} has {len(items)} entries for {len(values)} values of {rule.path}: one each, null "
+                "where there is none (R4 json.html#primitive)",
+                expression,
+                "structure",
+            )
         for index, item in enumerate(items):
             where = f"{expression}[{index}]" if rule.repeats else expression
             if item is None and rule.repeats:
@@ -706,6 +721,20 @@ class _Walk:
             if not isinstance(item, dict) or not item:
                 self.add(IssueCode.TYPE_INVALID, f"_{rule.name} holds an id and extensions", where, "structure")
                 continue
+            if rule.repeats:
+                own = values[index] if isinstance(values, list) and index < len(values) else None
+            else:
+                own = values
+            if own is None and not item.get("extension"):
+                # Without a value, the element's children are all it has, and an id is not one (ele-1:
+                # hasValue() or children().count() > id.count()).
+                self.add(
+                    IssueCode.VALUE_INVALID,
+                    f"{rule.path} has no value and _{rule.name} no extension: an element has a value or children "
+                    "(ele-1)",
+                    where,
+                    "value",
+                )
             self.element(item, element, where, resource)
 
     def fixed_and_pattern(self, item: Any, rule: ElementRule, expression: str) -> None:

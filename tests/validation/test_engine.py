@@ -410,3 +410,43 @@ def test_a_referral_message_is_checked_against_its_bundle_profile() -> None:
 )
 def test_odd_shapes_give_findings(odd: Json) -> None:
     assert _errors(engine().validate(odd))
+
+
+_UNKNOWN = {
+    "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ({"given": [None, "Ann"], "_given": [_UNKNOWN, None]}, []),  # R4 json.html#primitive: null, extension
+        ({"given": ["Ann", "Lee"], "_given": [None, {"id": "g2"}]}, []),  # an id beside a value is fine
+        # ele-1: no value, and an id is no child.
+        ({"given": [None, "Ann"], "_given": [{"id": "g1"}, None]}, [("value-invalid", "Patient.name[0].given[0]")]),
+        # The two lists pair by position: of unequal length they do not pair.
+        (
+            {"given": ["Ann", "Lee"], "_given": [{"id": "g1"}]},
+            [("value-invalid", "Patient.name[0].given")],
+        ),
+        (
+            {"given": [None, "Ann", "Lee"], "_given": [_UNKNOWN, None, None, _UNKNOWN]},
+            [("value-invalid", "Patient.name[0].given")],
+        ),
+        (
+            {"given": ["Ann", None], "_given": [None]},  # the null no entry accounts for is a wrong value too
+            [("type-invalid", "Patient.name[0].given[1]"), ("value-invalid", "Patient.name[0].given")],
+        ),
+    ],
+)
+def test_null_repeats_and_their_extensions(name: Json, expected: list[tuple[str, str]]) -> None:
+    """Regression: a null in a repeated primitive was taken as present whenever its _ entry existed — one with only
+    an id (no value, no children: ele-1) or a _ list shorter or longer than the values too."""
+    found = engine().validate({"resourceType": "Patient", "name": [{"family": "Doe", **name}]})
+    assert [error for error in _errors(found) if str(error[1]).startswith("Patient.name")] == expected
+
+
+def test_a_single_primitive_with_only_an_id_has_no_value() -> None:
+    for companion, expected in (({"id": "b"}, [("value-invalid", "Patient.birthDate")]), (_UNKNOWN, [])):
+        found = engine().validate({"resourceType": "Patient", "_birthDate": companion})
+        assert [error for error in _errors(found) if error[1] == "Patient.birthDate"] == expected
