@@ -11,6 +11,7 @@ the answer (JSON and XML alike).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -42,8 +43,19 @@ _WILDCARDS = ("application/*", "*/*")
 #: The media types an answer is sent as, in the order a wildcard takes them when the client prefers none: FHIR's own
 #: first (R4 http.html#mime-type), the plain ones for a client that refused those.
 _ANSWERS = (FHIR_JSON, FHIR_XML, "application/json", "application/xml")
-#: RFC 9110 §12.4.2 qvalue: 0 to 1, at most three decimals. Anything else (nan, inf, 2, -1, 0.1234, x) is no weight.
-_QVALUE = re.compile(r"^(0(\.\d{0,3})?|1(\.0{0,3})?)$")
+
+
+def _quality(text: str) -> float | None:
+    """A range's q, read leniently: RFC 9110 §12.4.2 writes 0 to 1 with at most three decimals, but clients also
+    send ``1.0000`` or ``.5`` — read as the number they mean, held to [0, 1]. Not a finite number (nan, inf, x): no
+    weight, the range disregarded."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else None
+
+
 #: The ``fhirVersion`` MIME-type parameter values naming R4 (http.html#version-parameter: "4.0"; 4.0.1 read alike).
 _R4 = re.compile(r"^4\.0(\.\d+)?$")
 
@@ -106,14 +118,14 @@ def _negotiate(accept: str) -> str | None:
     ours that is answered in it: text/json, application/json+fhir …), else ``application/*``, else ``*/*`` — so
     ``application/fhir+json;q=0, */*`` refuses FHIR JSON however welcome the rest is (§12.4.2: q=0 is "not
     acceptable"), and is answered in FHIR XML. At equal q a type named before a wildcard, then the range listed
-    first, then ``_ANSWERS`` order decide. A range whose q is not a qvalue, or that names another FHIR version, is
+    first, then ``_ANSWERS`` order decide. A range whose q is no number, or that names another FHIR version, is
     disregarded (RFC 9110 lets a server disregard what it cannot honour): it neither asks for nor refuses a type."""
     ranges: dict[str, tuple[float, int]] = {}  # media range: its q and position, as first listed
     for position, part in enumerate(accept.split(",")):
         media_type, params = _parameters(part)
-        qvalue = params.get("q", "1")
-        if media_type and _QVALUE.match(qvalue) and _r4(params):
-            ranges.setdefault(media_type, (float(qvalue), position))
+        quality = _quality(params.get("q", "1"))
+        if media_type and quality is not None and _r4(params):
+            ranges.setdefault(media_type, (quality, position))
     chosen: tuple[tuple[float, int, int, int], str] | None = None
     for preference, answer in enumerate(_ANSWERS):
         weight = _weight(answer, ranges)

@@ -317,6 +317,7 @@ LOCAL_TIME_ZONE = ZoneInfo("Europe/Paris")
 #: year 1 without offset starts before ``datetime.min`` in UTC; such a start is clamped here (``_utc``) rather than
 #: leaving the value unindexed and its search a 400.
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)  # the end of the periods that end past year 9999
 
 
 def _utc(moment: datetime) -> datetime:
@@ -365,16 +366,19 @@ def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple
     elif g["minute"]:
         length = timedelta(minutes=1)
     else:
-        if g["day"]:
-            end = start + timedelta(days=1)  # aware arithmetic is on the wall clock: the next midnight
-        elif g["month"]:
-            year, month = divmod(int(g["month"]), 12)
-            end = start.replace(year=start.year + year, month=month + 1)
-        else:
-            end = start.replace(year=start.year + 1)
-        return _utc(start), _utc(end)
+        try:
+            if g["day"]:
+                end = start + timedelta(days=1)  # aware arithmetic is on the wall clock: the next midnight
+            elif g["month"]:
+                year, month = divmod(int(g["month"]), 12)
+                end = start.replace(year=start.year + year, month=month + 1)
+            else:
+                end = start.replace(year=start.year + 1)
+        except (OverflowError, ValueError):  # the last day, month or year of 9999 (a "no end" placeholder)
+            return _utc(start), _LATEST
+        return _utc(start), min(_utc(end), _LATEST)
     utc_start = _utc(start)
-    return utc_start, utc_start + length
+    return utc_start, utc_start + length if _LATEST - utc_start > length else _LATEST
 
 
 def date_period(text: str) -> tuple[datetime, datetime] | None:

@@ -289,16 +289,24 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
 
 
 def _check_same_identity(resource_type: str, posted: Resource, matched: StoredResource, where: str) -> None:
-    """A condition (on a name, a birth date…) may match a resource registered under other national identifiers
-    than the entry's: adopting it would make two patients, or two professionals, one. A 422, at the condition."""
+    """A condition (on a name, a birth date…) may match a resource registered under another value of one of the
+    entry's national identifier systems (another INS-NIR, another RPPS): adopting it would make two patients, or
+    two professionals, one. A 422, at the condition. Only a contradiction counts: other systems (an IDNPS beside an
+    RPPS, an INS-NIA beside an INS-NIR) may name the same one."""
     national = NATIONAL_IDENTIFIER_SYSTEMS.get(resource_type, frozenset())
-    ours = {key for key in identity_keys(posted) if key[0] in national}
-    theirs = {key for key in identity_keys(matched.content) if key[0] in national}
-    if ours and theirs and not ours & theirs:
+    ours: dict[str, set[str]] = {}
+    for system, value in identity_keys(posted):
+        if system in national:
+            ours.setdefault(system, set()).add(value)
+    theirs: dict[str, set[str]] = {}
+    for system, value in identity_keys(matched.content):
+        if system in national:
+            theirs.setdefault(system, set()).add(value)
+    if any(system in theirs and not values & theirs[system] for system, values in ours.items()):
         raise BusinessRuleViolation.single(
             IssueCode.IDENTIFIER_CHANGE_FORBIDDEN,
-            f"ifNoneExist matches {matched.reference}, registered under other national identifiers than this "
-            "entry's: it is not the same one; match on identifier=system|value",
+            f"ifNoneExist matches {matched.reference}, registered under another value of this entry's national "
+            "identifiers: it is not the same one; match on identifier=system|value",
             where,
         )
 

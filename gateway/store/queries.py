@@ -9,6 +9,7 @@ and searches likewise (``searchable``: no search by that Patient's id finds the 
 from __future__ import annotations
 
 from gateway.errors import IssueCode, ResourceNotFound
+from gateway.fhir.primitives import is_id
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
@@ -32,8 +33,16 @@ def _not_found(resource_type: str, resource_id: str) -> ResourceNotFound:
     return ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"{resource_type}/{resource_id} is not known")
 
 
+def _require_id(resource_type: str, resource_id: str) -> None:
+    """An id no resource can have (R4's id type) is not looked up: it is unknown — and a NUL, which PostgreSQL text
+    cannot hold, would be the driver's error (a 500) rather than a 404."""
+    if not is_id(resource_id):
+        raise _not_found(resource_type, resource_id[:64].replace("\x00", "?"))
+
+
 async def read(database: Database, resource_type: str, resource_id: str, viewer: Viewer = EVERYTHING) -> StoredResource:
     require_served(resource_type)
+    _require_id(resource_type, resource_id)
     async with UnitOfWork(database, write=False) as uow:
         stored = await uow.resources.get(resource_type, resource_id)
         if stored is not None:
@@ -48,6 +57,7 @@ async def read_version(
     database: Database, resource_type: str, resource_id: str, version: str, viewer: Viewer = EVERYTHING
 ) -> StoredResource:
     require_served(resource_type)
+    _require_id(resource_type, resource_id)
     stored = None
     if version.isascii() and version.isdigit() and len(version) <= 9:
         async with UnitOfWork(database, write=False) as uow:
@@ -69,6 +79,7 @@ async def history(
     database: Database, resource_type: str, resource_id: str, viewer: Viewer = EVERYTHING
 ) -> list[StoredResource]:
     require_served(resource_type)
+    _require_id(resource_type, resource_id)
     async with UnitOfWork(database, write=False) as uow:
         versions = await uow.resources.history(resource_type, resource_id)
         if versions and not await uow.visibility.can_see(viewer, resource_type, resource_id):

@@ -20,15 +20,23 @@ says which of the Tasks it sees a client may move, and to which status — anyth
 
 "Target status": the status the decision leaves the Task in; a decision that keeps the status (a note, an
 output) needs the right to that status too.
+
+A client acts in the capacity in which it sees the Task (``acting_roles``): a platform's client sees the Tasks of
+what was routed to its platform and, as any client, of the referrals it posted — on those it is their sender, with
+a sender's rights, not a platform's (else a peer gateway could work another platform's Tasks, or answer for the GP
+on a referral it sent).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from gateway.auth.clients import Role
 from gateway.errors import Forbidden, IssueCode
 from gateway.fhir.types import Resource
+from gateway.store.database import Database
+from gateway.store.unit_of_work import UnitOfWork
+from gateway.store.visibility import Viewer
 from gateway.workflow.policies import TaskType
 from gateway.workflow.tasks import BUSINESS_STATUS_SYSTEM, BusinessStatus, task_type_of
 from gateway.workflow.transitions import TRANSITIONS, check_status
@@ -75,17 +83,34 @@ def allowed_statuses(role: Role, task: Resource) -> frozenset[str]:
     return DECISIONS.get((role, None, late), NOTHING) | DECISIONS.get((role, code or "", late), NOTHING)
 
 
-def check_decision_right(role: Role, current: Resource, proposed: Resource) -> None:
-    """403 (``decision-not-allowed``) unless ``role`` may make this decision on the stored Task ``current``."""
+async def acting_roles(database: Database, role: Role, viewer: Viewer, task_id: str) -> frozenset[Role]:
+    """The capacities in which the caller acts on a Task it sees: its role — but a platform's client acts as the
+    platform only on a Task its platform sees, and as a sender on a Task of a referral it posted."""
+    if role is not Role.PLATFORM or viewer.sender is None or viewer.platform_organization is None:
+        return frozenset({role})
+    capacities = {
+        Role.PLATFORM: Viewer(platform_organization=viewer.platform_organization),
+        Role.SENDER: Viewer(sender=viewer.sender),
+    }
+    async with UnitOfWork(database, write=False) as uow:
+        return frozenset(
+            [capacity for capacity, seen in capacities.items() if await uow.visibility.can_see(seen, "Task", task_id)]
+        )
+
+
+def check_decision_right(roles: Collection[Role], current: Resource, proposed: Resource) -> None:
+    """403 (``decision-not-allowed``) unless one of ``roles`` may make this decision on the stored Task
+    ``current``."""
     target = check_status(proposed)  # no status, or none of R4's: a 422 first
-    allowed = allowed_statuses(role, current)
+    allowed = frozenset().union(*(allowed_statuses(role, current) for role in roles))
     if target in allowed:
         return
     code = task_type_of(current) or "unknown"
+    who = " or ".join(sorted(str(role) for role in roles)) or "this"
     if allowed:
-        detail = f"on a {code} Task a {role} client may only set status {', '.join(sorted(allowed))}"
-    elif role is Role.PLATFORM and code == TaskType.GP_VALIDATION:
+        detail = f"on a {code} Task a {who} client may only set status {', '.join(sorted(allowed))}"
+    elif Role.PLATFORM in roles and code == TaskType.GP_VALIDATION:
         detail = "a platform records the GP's answer on a gp-validation Task only once it is escalated"
     else:
-        detail = f"a {role} client does not decide {code} Tasks"
+        detail = f"a {who} client does not decide {code} Tasks"
     raise Forbidden.single(IssueCode.DECISION_NOT_ALLOWED, detail, "Task.status")

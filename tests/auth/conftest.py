@@ -26,9 +26,16 @@ OTHER_PLATFORM = SmartClient("dac59-app", "platform", ["system/*.rs", "system/Ta
 HAINAUT_PLATFORM = SmartClient("dac59h-app", "platform", ["system/*.rs", "system/Task.u"], "dac-59-hainaut")
 FINISTERE = SmartClient("dac29-app", "platform", ["system/*.rs", "system/Task.u"], "dac-29")  # pta-2016
 PEER = SmartClient("dac67-gateway", "platform", ["system/ServiceRequest.c", "system/*.rs"], "dac-67")
+# A platform's software that refers patients too (to other platforms) and works its own Tasks.
+REFERRING_PLATFORM = SmartClient(
+    "dac29-referrer", "platform", ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"], "dac-29"
+)
 OPERATOR = SmartClient("ops", "operator", ["system/*.rs", "system/AuditEvent.rs", "system/Task.u"])
 READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
-CLIENTS = [SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, OPERATOR, READ_ONLY]
+CLIENTS = [
+    SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, REFERRING_PLATFORM, OPERATOR,
+    READ_ONLY,
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 from gateway.routing.messages import build_messages
 from gateway.store import Database, UnitOfWork
 from gateway.workflow.deadlines import escalate_due
-from tests.auth.conftest import FINISTERE, PEER, token_of
+from tests.auth.conftest import FINISTERE, PEER, REFERRING_PLATFORM, token_of
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
 from tests.support.referrals import as_message, fresh, renamed
 
@@ -1038,3 +1038,33 @@ async def test_a_platform_client_reads_back_what_it_sent(secure: httpx.AsyncClie
     # Only what it posted: the other senders' referrals stay out of its sight.
     other, _ = parties.resources["ServiceRequest A"]
     assert (await secure.get(f"/fhir/{other}", headers=peer)).status_code == 404
+
+
+async def test_a_platform_client_acts_as_the_sender_on_the_referrals_it_posted(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """It reads them back, but a referral it posted, routed to another platform, is not its platform's to work: on
+    its Tasks it has a sender's rights (inform the GP), not a platform's (take in, answer for the GP)."""
+    referrer = await token_of(secure, REFERRING_PLATFORM)  # Finistère's software
+    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=referrer | FHIR_JSON)  # routed to Paris
+    assert answer.status_code == 200, answer.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+    found = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=referrer)).json()
+    tasks = {entry["resource"]["code"]["coding"][0]["code"]: entry["resource"] for entry in found["entry"]}
+    intake = tasks["platform-intake"]
+    refused = await secure.put(
+        f"/fhir/Task/{intake['id']}",
+        json=intake | {"status": "rejected", "statusReason": {"text": "not ours"}},
+        headers=referrer | FHIR_JSON | {"if-match": 'W/"1"'},
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "decision-not-allowed"
+    informing = tasks["gp-information"]
+    informed = await secure.put(
+        f"/fhir/Task/{informing['id']}",
+        json=informing | {"status": "in-progress"},
+        headers=referrer | FHIR_JSON | {"if-match": f'W/"{informing["meta"]["versionId"]}"'},
+    )
+    assert informed.status_code == 200, informed.text
+    operator = parties.headers["operator"]
+    assert (await secure.get(f"/fhir/Task/{intake['id']}", headers=operator)).json()["meta"]["versionId"] == "1"

@@ -95,10 +95,12 @@ def test_a_format_we_cannot_write_is_406(accept: str | None, format_parameter: s
         # §12.5.1: the most specific range weighs a type, so a wildcard does not lift a low q of its own.
         ("application/fhir+json;q=0.1, */*", FHIR_XML),
         ("*/*;q=0.9, application/*;q=0.2, application/fhir+xml;q=0.5", FHIR_XML),
-        # A q that is not a qvalue (0 to 1, three decimals at most) is disregarded: it neither asks nor refuses.
+        # A q that is no finite number is disregarded: it neither asks nor refuses; others are held to [0, 1].
         ("application/fhir+xml;q=nan, application/fhir+json;q=0.5", FHIR_JSON),
         ("application/fhir+xml;q=inf, application/fhir+json;q=0.5", FHIR_JSON),
-        ("application/fhir+xml;q=2, application/fhir+json;q=0.5", FHIR_JSON),
+        ("application/fhir+xml;q=2, application/fhir+json;q=0.5", FHIR_XML),  # held to 1
+        ("application/fhir+xml;q=1.0000", FHIR_XML),  # more decimals than the RFC writes: still a weight
+        ("application/fhir+json;q=.5", FHIR_JSON),
         ("application/fhir+xml;q=-1, */*", FHIR_JSON),
         ("application/fhir+json;q=x, application/fhir+xml;q=0.001", FHIR_XML),
         ("application/fhir+xml;q=1.000, application/fhir+json;q=0.999", FHIR_XML),

@@ -219,3 +219,17 @@ def test_a_date_of_the_year_1_is_indexed_and_searched() -> None:
     assert date_period("0001-01-01T00:00:00Z") == (earliest, _utc(1, 1, 1, 0, 0, 1))  # in UTC it always fitted
     assert date_period("0001-01-01T00:00:00+01:00") == (earliest, _utc(1, 1, 1, 0, 0, 1))  # an offset alike
     assert date_period("9999-12-31T23:00:00-01:00") is None  # past year 9999: still none
+
+
+def test_the_last_day_of_9999_is_indexed_and_searched() -> None:
+    """A common "no end" placeholder: its end, the next local midnight, is past year 9999 and overflowed — not
+    indexed, and a 400 when searched. Its period now ends at the latest instant."""
+    latest = datetime.max.replace(tzinfo=UTC)
+    for value in ("9999-12-31", "9999-12", "9999"):
+        period = date_period(value)
+        assert period is not None and period[1] == latest and period[0] < latest, value
+    assert index_entries({"resourceType": "Patient", "birthDate": "9999-12-31"}) == [
+        IndexEntry("birthdate", "9999-12-31T23:59:59.999Z", "9999-12-30T23:00:00.000Z")
+    ]
+    (criterion,) = _parse("Patient", ("birthdate", "ge9999-12-31")).criteria
+    assert criterion.dates == (DateValue("ge", _utc(9999, 12, 30, 23), latest),)

@@ -58,11 +58,11 @@ REFUSED = [
 
 @pytest.mark.parametrize(("role", "code", "escalated", "status"), ALLOWED)
 def test_allowed(role: Role, code: str, escalated: bool, status: str) -> None:
-    check_decision_right(role, _task(code, escalated), _task(code, escalated) | {"status": status})
+    check_decision_right({role}, _task(code, escalated), _task(code, escalated) | {"status": status})
 
 
 @pytest.mark.parametrize(("role", "code", "escalated", "status"), REFUSED)
 def test_refused(role: Role, code: str, escalated: bool, status: str) -> None:
     with pytest.raises(Forbidden) as refused:
-        check_decision_right(role, _task(code, escalated), _task(code, escalated) | {"status": status})
+        check_decision_right({role}, _task(code, escalated), _task(code, escalated) | {"status": status})
     assert refused.value.issues[0].code == "decision-not-allowed"

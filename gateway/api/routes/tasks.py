@@ -35,7 +35,7 @@ from gateway.fhir.types import Resource
 from gateway.store import queries
 from gateway.store.repository import StoredResource
 from gateway.workflow.decisions import decide
-from gateway.workflow.permissions import check_decision_right
+from gateway.workflow.permissions import acting_roles, check_decision_right
 from gateway.workflow.provenance import Agent, Identifier
 
 router = APIRouter(prefix="/fhir/Task", tags=["workflow"])
@@ -114,7 +114,8 @@ async def put_task(
 ) -> Response:  # fmt: skip
     client.require("Task", Permission.UPDATE)
     current = await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
-    check_decision_right(client.role, current.content, task)  # 403 for a decision not the caller's to make
+    roles = await acting_roles(database, client.role, viewer, task_id)  # as the platform, or as its sender
+    check_decision_right(roles, current.content, task)  # 403 for a decision not the caller's to make
     stored = await decide(
         database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor, viewer
     )
@@ -152,6 +153,6 @@ async def patch_task(
     if not isinstance(patched, dict):
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
-    check_decision_right(client.role, current.content, patched)
+    check_decision_right(await acting_roles(database, client.role, viewer, task_id), current.content, patched)
     stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor, viewer)
     return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
