@@ -113,7 +113,7 @@ def _actor(
         return None
     if client.role is Role.PLATFORM:
         platform = routing.platforms.get(client.platform or "")
-        if platform is not None:  # else it sees nothing (``_viewer``) and decides on nothing
+        if platform is not None:  # else nothing is routed to it: it acts only as the sender of what it posted
             return Actor(client.client_id, Identifier(platform.organization_system, platform.organization_value))
     return Actor(client.client_id, trusted=client.role is Role.OPERATOR)
 

@@ -11,7 +11,6 @@ the answer (JSON and XML alike).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -45,15 +44,16 @@ _WILDCARDS = ("application/*", "*/*")
 _ANSWERS = (FHIR_JSON, FHIR_XML, "application/json", "application/xml")
 
 
+_QUALITY = re.compile(r"\d+(\.\d*)?|\.\d+")
+
+
 def _quality(text: str) -> float | None:
     """A range's q, read leniently: RFC 9110 §12.4.2 writes 0 to 1 with at most three decimals, but clients also
-    send ``1.0000`` or ``.5`` — read as the number they mean, held to [0, 1]. Not a finite number (nan, inf, x): no
-    weight, the range disregarded."""
-    try:
-        value = float(text)
-    except ValueError:
+    send ``1.0000`` or ``.5`` — read as the number they mean, held to 1. Not a plain number (-1, nan, inf, 1e-1,
+    0_5, x): no weight, the range disregarded."""
+    if _QUALITY.fullmatch(text.strip()) is None:
         return None
-    return min(max(value, 0.0), 1.0) if math.isfinite(value) else None
+    return min(float(text), 1.0)
 
 
 #: The ``fhirVersion`` MIME-type parameter values naming R4 (http.html#version-parameter: "4.0"; 4.0.1 read alike).

@@ -375,7 +375,10 @@ def _period(g: Mapping[str, str | None], *, milliseconds: bool = False) -> tuple
             else:
                 end = start.replace(year=start.year + 1)
         except (OverflowError, ValueError):  # the last day, month or year of 9999 (a "no end" placeholder)
-            return _utc(start), _LATEST
+            # Its end, midnight of year 10000 there, is no datetime: the last day's start in UTC plus a day (no
+            # clock change on 31 December), or the latest instant where that is past it (west of Greenwich).
+            last_day = _utc(datetime(9999, 12, 31, tzinfo=tz))
+            return _utc(start), last_day + timedelta(days=1) if _LATEST - last_day > timedelta(days=1) else _LATEST
         return _utc(start), min(_utc(end), _LATEST)
     utc_start = _utc(start)
     return utc_start, utc_start + length if _LATEST - utc_start > length else _LATEST

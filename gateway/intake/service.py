@@ -288,25 +288,35 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
     return _Resolution(entry, new_id())
 
 
-def _check_same_identity(resource_type: str, posted: Resource, matched: StoredResource, where: str) -> None:
-    """A condition (on a name, a birth date…) may match a resource registered under another value of one of the
-    entry's national identifier systems (another INS-NIR, another RPPS): adopting it would make two patients, or
-    two professionals, one. A 422, at the condition. Only a contradiction counts: other systems (an IDNPS beside an
-    RPPS, an INS-NIA beside an INS-NIR) may name the same one."""
+def _identity_namespaces(resource_type: str, resource: Resource) -> dict[str, set[str]]:
+    """The resource's national identifiers by what they number: a patient has one INS whatever its system (NIR,
+    NIA, test ones: two of them are two patients, or a test identity and a real one); a professional one RPPS and
+    one ADELI (an IDNPS is one of those: ``professional_keys``); a structure one value per system."""
+    if resource_type == "Practitioner":
+        namespaces: dict[str, set[str]] = {}
+        for key in facts.professional_keys(resource):
+            kind, _, value = key.partition(":")
+            namespaces.setdefault(kind, set()).add(value)
+        return namespaces
     national = NATIONAL_IDENTIFIER_SYSTEMS.get(resource_type, frozenset())
-    ours: dict[str, set[str]] = {}
-    for system, value in identity_keys(posted):
+    namespaces = {}
+    for system, value in identity_keys(resource):
         if system in national:
-            ours.setdefault(system, set()).add(value)
-    theirs: dict[str, set[str]] = {}
-    for system, value in identity_keys(matched.content):
-        if system in national:
-            theirs.setdefault(system, set()).add(value)
-    if any(system in theirs and not values & theirs[system] for system, values in ours.items()):
+            namespaces.setdefault("ins" if resource_type == "Patient" else system, set()).add(value)
+    return namespaces
+
+
+def _check_same_identity(resource_type: str, posted: Resource, matched: StoredResource, where: str) -> None:
+    """A condition (on a name, a birth date…) may match a resource registered under another national identifier
+    than the entry's (another INS, another RPPS): adopting it would make two patients, or two professionals, one.
+    A 422, at the condition. Only a contradiction counts: an IDNPS beside the RPPS it derives from is the same."""
+    ours = _identity_namespaces(resource_type, posted)
+    theirs = _identity_namespaces(resource_type, matched.content)
+    if any(kind in theirs and not values & theirs[kind] for kind, values in ours.items()):
         raise BusinessRuleViolation.single(
             IssueCode.IDENTIFIER_CHANGE_FORBIDDEN,
-            f"ifNoneExist matches {matched.reference}, registered under another value of this entry's national "
-            "identifiers: it is not the same one; match on identifier=system|value",
+            f"ifNoneExist matches {matched.reference}, registered under another national identifier than this "
+            "entry's: it is not the same one; match on identifier=system|value",
             where,
         )
 

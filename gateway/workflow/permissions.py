@@ -86,12 +86,15 @@ def allowed_statuses(role: Role, task: Resource) -> frozenset[str]:
 async def acting_roles(database: Database, role: Role, viewer: Viewer, task_id: str) -> frozenset[Role]:
     """The capacities in which the caller acts on a Task it sees: its role — but a platform's client acts as the
     platform only on a Task its platform sees, and as a sender on a Task of a referral it posted."""
-    if role is not Role.PLATFORM or viewer.sender is None or viewer.platform_organization is None:
+    if role is not Role.PLATFORM:
         return frozenset({role})
-    capacities = {
-        Role.PLATFORM: Viewer(platform_organization=viewer.platform_organization),
-        Role.SENDER: Viewer(sender=viewer.sender),
-    }
+    # From what its view holds: a platform the routing file no longer names routes nothing to the client, whose
+    # token may outlive that change — it then acts as the sender of what it posted, never as a platform.
+    capacities: dict[Role, Viewer] = {}
+    if viewer.platform_organization is not None:
+        capacities[Role.PLATFORM] = Viewer(platform_organization=viewer.platform_organization)
+    if viewer.sender is not None:
+        capacities[Role.SENDER] = Viewer(sender=viewer.sender)
     async with UnitOfWork(database, write=False) as uow:
         return frozenset(
             [capacity for capacity, seen in capacities.items() if await uow.visibility.can_see(seen, "Task", task_id)]

@@ -3,13 +3,16 @@ resources, report on it, decide its Tasks. Everything not the caller's is a 404 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from gateway.routing.config import RoutingTable
 from gateway.routing.messages import build_messages
 from gateway.store import Database, UnitOfWork
 from gateway.workflow.deadlines import escalate_due
@@ -1068,3 +1071,29 @@ async def test_a_platform_client_acts_as_the_sender_on_the_referrals_it_posted(
     assert informed.status_code == 200, informed.text
     operator = parties.headers["operator"]
     assert (await secure.get(f"/fhir/Task/{intake['id']}", headers=operator)).json()["meta"]["versionId"] == "1"
+
+
+async def test_a_platform_client_whose_platform_left_the_routing_file_acts_only_as_a_sender(
+    secure: httpx.AsyncClient, secure_app: FastAPI, parties: World
+) -> None:
+    """Its token outlives the change: what it posted, it still reads and works as their sender — never as a
+    platform (it took a platform's rights on every Task it saw)."""
+    referrer = await token_of(secure, REFERRING_PLATFORM)
+    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=referrer | FHIR_JSON)  # routed to Paris
+    assert answer.status_code == 200, answer.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+    routing: RoutingTable = secure_app.state.routing
+    platforms = {key: platform for key, platform in routing.platforms.items() if key != "dac-29"}
+    secure_app.state.routing = dataclasses.replace(routing, platforms=platforms)
+    try:
+        found = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=referrer)).json()
+        tasks = {entry["resource"]["code"]["coding"][0]["code"]: entry["resource"] for entry in found["entry"]}
+        intake = tasks["platform-intake"]
+        refused = await secure.put(
+            f"/fhir/Task/{intake['id']}",
+            json=intake | {"status": "rejected", "statusReason": {"text": "not ours"}},
+            headers=referrer | FHIR_JSON | {"if-match": 'W/"1"'},
+        )
+        assert refused.status_code == 403, refused.text
+    finally:
+        secure_app.state.routing = routing

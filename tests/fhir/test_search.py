@@ -225,11 +225,13 @@ def test_the_last_day_of_9999_is_indexed_and_searched() -> None:
     """A common "no end" placeholder: its end, the next local midnight, is past year 9999 and overflowed — not
     indexed, and a 400 when searched. Its period now ends at the latest instant."""
     latest = datetime.max.replace(tzinfo=UTC)
-    for value in ("9999-12-31", "9999-12", "9999"):
-        period = date_period(value)
-        assert period is not None and period[1] == latest and period[0] < latest, value
+    paris_new_year_10000 = _utc(9999, 12, 31, 23)  # midnight in Paris, UTC+1 in winter
+    assert date_period("9999-12-31") == (_utc(9999, 12, 30, 23), paris_new_year_10000)
+    assert date_period("9999-12") == (_utc(9999, 11, 30, 23), paris_new_year_10000)
+    assert date_period("9999") == (_utc(9998, 12, 31, 23), paris_new_year_10000)
+    assert date_period("9999-12-31T23:59:59Z") == (_utc(9999, 12, 31, 23, 59, 59), latest)
     assert index_entries({"resourceType": "Patient", "birthDate": "9999-12-31"}) == [
-        IndexEntry("birthdate", "9999-12-31T23:59:59.999Z", "9999-12-30T23:00:00.000Z")
+        IndexEntry("birthdate", "9999-12-31T23:00:00.000Z", "9999-12-30T23:00:00.000Z")
     ]
     (criterion,) = _parse("Patient", ("birthdate", "ge9999-12-31")).criteria
-    assert criterion.dates == (DateValue("ge", _utc(9999, 12, 30, 23), latest),)
+    assert criterion.dates == (DateValue("ge", _utc(9999, 12, 30, 23), paris_new_year_10000),)

@@ -178,6 +178,27 @@ async def test_an_if_none_exist_matching_a_patient_under_another_ins_is_refused(
     assert (await _count(database, "Patient"), await _count(database, "ServiceRequest")) == (1, 1)
 
 
+async def test_an_if_none_exist_matching_a_patient_under_another_kind_of_ins_is_refused(
+    database: Database, routing: RoutingTable
+) -> None:
+    """An INS-NIA and an INS-NIR are two numbers of one kind: a patient has one INS. A condition matching a
+    patient registered under an INS-NIR from an entry with another INS-NIA would make them one (adopted, the
+    posted INS dropped)."""
+    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
+    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
+    index, patient_entry = next(
+        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
+    )
+    (ins,) = patient_entry["resource"]["identifier"]
+    ins["system"], ins["type"]["coding"][0]["code"] = "urn:oid:1.2.250.1.213.1.4.9", "INS-NIA"
+    patient_entry["request"]["ifNoneExist"] = "_lastUpdated=ge2000-01-01"
+    with pytest.raises(BusinessRuleViolation) as caught:
+        await take_in(database, read_referral(bundle, "transaction"), routing)
+    assert caught.value.issues[0].code == "identifier-change-forbidden"
+    assert caught.value.issues[0].expression == f"Bundle.entry[{index}].request.ifNoneExist"
+    assert (await _count(database, "Patient"), await _count(database, "ServiceRequest")) == (1, 1)
+
+
 async def test_put_with_if_match(database: Database, routing: RoutingTable) -> None:
     first = await take_in(database, read_referral(load_example("referral-gp.json"), "transaction"), routing)
     patient_id = next(e.id for e in first.entries if e.resource_type == "Patient")
