@@ -44,16 +44,17 @@ _WILDCARDS = ("application/*", "*/*")
 _ANSWERS = (FHIR_JSON, FHIR_XML, "application/json", "application/xml")
 
 
-_QUALITY = re.compile(r"\d+(\.\d*)?|\.\d+")
+_QUALITY = re.compile(r"\d+(\.\d*)?|\.\d+", re.ASCII)
 
 
 def _quality(text: str) -> float | None:
     """A range's q, read leniently: RFC 9110 §12.4.2 writes 0 to 1 with at most three decimals, but clients also
     send ``1.0000`` or ``.5`` — read as the number they mean, held to 1. Not a plain number (-1, nan, inf, 1e-1,
     0_5, x): no weight, the range disregarded."""
-    if _QUALITY.fullmatch(text.strip()) is None:
+    number = text.strip()
+    if _QUALITY.fullmatch(number) is None:
         return None
-    return min(float(text), 1.0)
+    return min(float(number), 1.0)
 
 
 #: The ``fhirVersion`` MIME-type parameter values naming R4 (http.html#version-parameter: "4.0"; 4.0.1 read alike).

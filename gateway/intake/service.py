@@ -302,7 +302,9 @@ def _identity_namespaces(resource_type: str, resource: Resource) -> dict[str, se
     namespaces = {}
     for system, value in identity_keys(resource):
         if system in national:
-            namespaces.setdefault("ins" if resource_type == "Patient" else system, set()).add(value)
+            # A patient's INS is kept with its system: a test identity's number is no real one's.
+            kind, key = ("ins", f"{system}|{value}") if resource_type == "Patient" else (system, value)
+            namespaces.setdefault(kind, set()).add(key)
     return namespaces
 
 

@@ -104,6 +104,7 @@ def test_a_format_we_cannot_write_is_406(accept: str | None, format_parameter: s
         ("application/fhir+xml;q=-1, application/fhir+json;q=0.5", FHIR_JSON),  # no qvalue: disregarded, no refusal
         ("application/fhir+xml;q=1e-1, application/fhir+json;q=0.5", FHIR_JSON),
         ("application/fhir+xml;q=0_5, application/fhir+json;q=0.5", FHIR_JSON),
+        ('application/fhir+xml;q="0.9\x1c", application/fhir+json;q=0.5', FHIR_XML),  # float() refused the raw text
         ("application/fhir+xml;q=-1, */*", FHIR_JSON),
         ("application/fhir+json;q=x, application/fhir+xml;q=0.001", FHIR_XML),
         ("application/fhir+xml;q=1.000, application/fhir+json;q=0.999", FHIR_XML),

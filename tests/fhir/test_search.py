@@ -223,7 +223,7 @@ def test_a_date_of_the_year_1_is_indexed_and_searched() -> None:
 
 def test_the_last_day_of_9999_is_indexed_and_searched() -> None:
     """A common "no end" placeholder: its end, the next local midnight, is past year 9999 and overflowed — not
-    indexed, and a 400 when searched. Its period now ends at the latest instant."""
+    indexed, and a 400 when searched. Its period now ends at its local midnight, reckoned in UTC."""
     latest = datetime.max.replace(tzinfo=UTC)
     paris_new_year_10000 = _utc(9999, 12, 31, 23)  # midnight in Paris, UTC+1 in winter
     assert date_period("9999-12-31") == (_utc(9999, 12, 30, 23), paris_new_year_10000)

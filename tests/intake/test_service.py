@@ -12,6 +12,7 @@ from gateway.errors import BusinessRuleViolation, InvalidRequest, PreconditionFa
 from gateway.fhir.search import parse_search
 from gateway.intake import read_referral, take_in
 from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
+from gateway.intake.service import _identity_namespaces
 from gateway.routing.config import RoutingTable
 from gateway.store import Database, UnitOfWork
 from tests.conftest import load_example
@@ -228,3 +229,13 @@ async def test_put_of_an_unknown_id_is_404(database: Database, routing: RoutingT
     with pytest.raises(ResourceNotFound):
         await take_in(database, read_referral(bundle, "transaction"), routing)
     assert await _count(database, "ServiceRequest") == 0
+
+
+def test_a_test_ins_is_not_the_real_ins_of_the_same_number() -> None:
+    """All INS systems share one number format: a test identity's number can be a real one's. Only the same
+    identifier (system and number) makes two registrations one patient."""
+    number = "150028100403144"
+    real = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": number}]}
+    test = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": number}]}
+    assert not _identity_namespaces("Patient", real)["ins"] & _identity_namespaces("Patient", test)["ins"]
+    assert _identity_namespaces("Patient", real)["ins"] & _identity_namespaces("Patient", real | {"id": "x"})["ins"]
