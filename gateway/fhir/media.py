@@ -75,13 +75,15 @@ class ResponseFormat:
 DEFAULT_RESPONSE = ResponseFormat(FhirFormat.JSON, FHIR_JSON)
 
 
-def _bare(media_type: str) -> str:
-    return media_type.split(";", 1)[0].strip().lower()
+def bare_media_type(content_type: str | None) -> str:
+    """A Content-Type's (or media range's) type alone, lower case: ``application/fhir+json; charset=utf-8`` is
+    ``application/fhir+json``; none is ``""``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 def request_format(content_type: str | None) -> FhirFormat:
     """The format of a request body, from its Content-Type; anything else is a 415."""
-    fmt = _MEDIA_TYPES.get(_bare(content_type or ""))
+    fmt = _MEDIA_TYPES.get(bare_media_type(content_type))
     if fmt is None:
         raise UnsupportedMediaType.single(
             IssueCode.MEDIA_TYPE_UNSUPPORTED,

@@ -30,6 +30,26 @@ def _locations(answer: httpx.Response) -> list[str]:
     return [entry["response"]["location"] for entry in answer.json().get("entry", []) if "response" in entry]
 
 
+async def _posted_to_paris(secure: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    """A new referral routed to Paris, posted with ``headers``: its ServiceRequest's reference."""
+    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=headers | FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    return next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+
+
+async def _tasks_by_code(secure: httpx.AsyncClient, headers: dict[str, str], service_request: str) -> dict[str, Any]:
+    found = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=headers)).json()
+    return {entry["resource"]["code"]["coding"][0]["code"]: entry["resource"] for entry in found["entry"]}
+
+
+async def _reject_intake(secure: httpx.AsyncClient, headers: dict[str, str], intake: dict[str, Any]) -> httpx.Response:
+    return await secure.put(
+        f"/fhir/Task/{intake['id']}",
+        json=intake | {"status": "rejected", "statusReason": {"text": "not ours"}},
+        headers=headers | FHIR_JSON | {"if-match": 'W/"1"'},
+    )
+
+
 async def test_a_replay_is_for_its_sender_only(secure: httpx.AsyncClient, parties: World) -> None:
     bundle = fresh(commune="75056")
     a = await secure.post("/fhir", json=bundle, headers=parties.headers["sender A"] | FHIR_JSON)
@@ -1032,9 +1052,7 @@ async def test_a_platform_client_reads_back_what_it_sent(secure: httpx.AsyncClie
     """A platform's client sees what is routed to its platform, and like any client what it posted itself: a peer
     gateway forwarding a referral routed elsewhere polls its Task and ServiceRequest (DESIGN §3, updates back)."""
     peer = await token_of(secure, PEER)
-    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=peer | FHIR_JSON)  # routed to Paris
-    assert answer.status_code == 200, answer.text
-    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+    service_request = await _posted_to_paris(secure, peer)
     assert (await secure.get(f"/fhir/{service_request}", headers=peer)).status_code == 200
     tasks = await secure.get("/fhir/Task", params={"focus": service_request}, headers=peer)
     assert tasks.json()["total"] >= 1
@@ -1049,17 +1067,9 @@ async def test_a_platform_client_acts_as_the_sender_on_the_referrals_it_posted(
     """It reads them back, but a referral it posted, routed to another platform, is not its platform's to work: on
     its Tasks it has a sender's rights (inform the GP), not a platform's (take in, answer for the GP)."""
     referrer = await token_of(secure, REFERRING_PLATFORM)  # Finistère's software
-    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=referrer | FHIR_JSON)  # routed to Paris
-    assert answer.status_code == 200, answer.text
-    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
-    found = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=referrer)).json()
-    tasks = {entry["resource"]["code"]["coding"][0]["code"]: entry["resource"] for entry in found["entry"]}
+    tasks = await _tasks_by_code(secure, referrer, await _posted_to_paris(secure, referrer))
     intake = tasks["platform-intake"]
-    refused = await secure.put(
-        f"/fhir/Task/{intake['id']}",
-        json=intake | {"status": "rejected", "statusReason": {"text": "not ours"}},
-        headers=referrer | FHIR_JSON | {"if-match": 'W/"1"'},
-    )
+    refused = await _reject_intake(secure, referrer, intake)
     assert refused.status_code == 403, refused.text
     assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "decision-not-allowed"
     informing = tasks["gp-information"]
@@ -1079,21 +1089,13 @@ async def test_a_platform_client_whose_platform_left_the_routing_file_acts_only_
     """Its token outlives the change: what it posted, it still reads and works as their sender — never as a
     platform (it took a platform's rights on every Task it saw)."""
     referrer = await token_of(secure, REFERRING_PLATFORM)
-    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=referrer | FHIR_JSON)  # routed to Paris
-    assert answer.status_code == 200, answer.text
-    service_request = next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+    service_request = await _posted_to_paris(secure, referrer)
     routing: RoutingTable = secure_app.state.routing
     platforms = {key: platform for key, platform in routing.platforms.items() if key != "dac-29"}
     secure_app.state.routing = dataclasses.replace(routing, platforms=platforms)
     try:
-        found = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=referrer)).json()
-        tasks = {entry["resource"]["code"]["coding"][0]["code"]: entry["resource"] for entry in found["entry"]}
-        intake = tasks["platform-intake"]
-        refused = await secure.put(
-            f"/fhir/Task/{intake['id']}",
-            json=intake | {"status": "rejected", "statusReason": {"text": "not ours"}},
-            headers=referrer | FHIR_JSON | {"if-match": 'W/"1"'},
-        )
+        tasks = await _tasks_by_code(secure, referrer, service_request)
+        refused = await _reject_intake(secure, referrer, tasks["platform-intake"])
         assert refused.status_code == 403, refused.text
     finally:
         secure_app.state.routing = routing

@@ -143,56 +143,44 @@ async def test_if_none_exist_matching_several_is_412(database: Database, routing
     assert await _count(database, "ServiceRequest") == 0
 
 
+async def _second_patient(
+    database: Database, routing: RoutingTable, condition: str, ins: tuple[str, str] | None = None
+) -> tuple[dict[str, Any], int]:
+    """The social worker's referral, its Patient entry (at ``index``) under ``condition``, and under ``ins``
+    (system, FR Core type) rather than its INS-NIR — after the overseas referral, another patient, was stored."""
+    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
+    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
+    index, patient_entry = next(
+        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
+    )
+    if ins is not None:
+        (identifier,) = patient_entry["resource"]["identifier"]
+        identifier["system"], identifier["type"]["coding"][0]["code"] = ins
+    patient_entry["request"]["ifNoneExist"] = condition
+    return bundle, index
+
+
 @pytest.mark.parametrize("condition", ["&", "?", "_format=json", "_count=1", "_sort=-_lastUpdated"])
 async def test_an_if_none_exist_that_selects_nothing_adopts_no_other_patient(
     database: Database, routing: RoutingTable, condition: str
 ) -> None:
     """Without a criterion the search matched every Patient stored, and the first one became this referral's
     patient: another patient's record, under another INS. A 400 at the condition, nothing stored."""
-    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
-    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
-    index, patient_entry = next(
-        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
-    )
-    patient_entry["request"]["ifNoneExist"] = condition
+    bundle, index = await _second_patient(database, routing, condition)
     with pytest.raises(InvalidRequest) as caught:
         await take_in(database, read_referral(bundle, "transaction"), routing)
     assert caught.value.issues[0].expression == f"Bundle.entry[{index}].request.ifNoneExist"
     assert (await _count(database, "Patient"), await _count(database, "ServiceRequest")) == (1, 1)
 
 
+@pytest.mark.parametrize("ins", [None, ("urn:oid:1.2.250.1.213.1.4.9", "INS-NIA")])
 async def test_an_if_none_exist_matching_a_patient_under_another_ins_is_refused(
-    database: Database, routing: RoutingTable
+    database: Database, routing: RoutingTable, ins: tuple[str, str] | None
 ) -> None:
-    """A condition on other elements than the INS may find a patient registered under another one: adopting it
-    would make two patients one."""
-    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
-    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
-    index, patient_entry = next(
-        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
-    )
-    patient_entry["request"]["ifNoneExist"] = "_lastUpdated=ge2000-01-01"
-    with pytest.raises(BusinessRuleViolation) as caught:
-        await take_in(database, read_referral(bundle, "transaction"), routing)
-    assert caught.value.issues[0].code == "identifier-change-forbidden"
-    assert caught.value.issues[0].expression == f"Bundle.entry[{index}].request.ifNoneExist"
-    assert (await _count(database, "Patient"), await _count(database, "ServiceRequest")) == (1, 1)
-
-
-async def test_an_if_none_exist_matching_a_patient_under_another_kind_of_ins_is_refused(
-    database: Database, routing: RoutingTable
-) -> None:
-    """An INS-NIA and an INS-NIR are two numbers of one kind: a patient has one INS. A condition matching a
-    patient registered under an INS-NIR from an entry with another INS-NIA would make them one (adopted, the
-    posted INS dropped)."""
-    await take_in(database, read_referral(load_example("referral-overseas.json"), "transaction"), routing)
-    bundle = copy.deepcopy(load_example("referral-social-worker.json"))
-    index, patient_entry = next(
-        (i, e) for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Patient"
-    )
-    (ins,) = patient_entry["resource"]["identifier"]
-    ins["system"], ins["type"]["coding"][0]["code"] = "urn:oid:1.2.250.1.213.1.4.9", "INS-NIA"
-    patient_entry["request"]["ifNoneExist"] = "_lastUpdated=ge2000-01-01"
+    """A condition on other elements than the INS may find a patient registered under another one — another
+    INS-NIR, or an INS-NIA (two numbers of one kind: a patient has one INS): adopting it would make two patients
+    one (adopted, the posted INS dropped)."""
+    bundle, index = await _second_patient(database, routing, "_lastUpdated=ge2000-01-01", ins)
     with pytest.raises(BusinessRuleViolation) as caught:
         await take_in(database, read_referral(bundle, "transaction"), routing)
     assert caught.value.issues[0].code == "identifier-change-forbidden"

@@ -15,7 +15,7 @@ from gateway.api.responses import FhirResponse
 from gateway.audit.context import current_audit
 from gateway.auth.scopes import Permission
 from gateway.errors import IssueCode, UnsupportedMediaType
-from gateway.fhir.media import ResponseFormat, response_format
+from gateway.fhir.media import ResponseFormat, bare_media_type, response_format
 from gateway.fhir.search import parse_search
 from gateway.store import queries
 from gateway.store.repository import StoredResource
@@ -89,7 +89,7 @@ async def search_post(
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    content_type = bare_media_type(request.headers.get("content-type"))
     if content_type != _FORM and (await request.body()).strip():
         # Parameters in any other body (JSON, a FHIR Parameters…) would be dropped, and the search run without
         # them: more than was asked, other patients' data included.

@@ -31,6 +31,7 @@ from gateway.errors import (
     UnsupportedMediaType,
 )
 from gateway.fhir.limits import check_limits
+from gateway.fhir.media import bare_media_type
 from gateway.fhir.types import Resource
 from gateway.store import queries
 from gateway.store.repository import StoredResource
@@ -129,7 +130,7 @@ async def patch_task(
     x_provenance: XProvenance = None,
 ) -> Response:  # fmt: skip
     client.require("Task", Permission.UPDATE)
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    content_type = bare_media_type(request.headers.get("content-type"))
     if content_type != "application/json-patch+json":
         raise UnsupportedMediaType.single(
             IssueCode.MEDIA_TYPE_UNSUPPORTED, "PATCH takes a JSON Patch (Content-Type: application/json-patch+json)"
