@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from gateway.errors import InvalidRequest, IssueCode
+from gateway.errors import BusinessRuleViolation, InvalidRequest, IssueCode
+from gateway.fhir.france import INS_SYSTEMS, ins_problem
 from gateway.fhir.primitives import fhir_instant
 from gateway.fhir.types import Resource
 
@@ -441,6 +442,10 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
             tokens.append(TokenValue(target_type, target_id))
         elif parameter.type is ParamType.TOKEN and "|" in value:
             system, _, code = value.partition("|")
+            if system in INS_SYSTEMS and code and (problem := ins_problem(code)):
+                # The INS's one form, as everywhere it is posted: another spelling would find nothing, and say so
+                # with a 200 (an empty Bundle) where the caller means a patient.
+                raise BusinessRuleViolation.single(IssueCode.INS_KEY_INVALID, f"{name}: {problem} ({system})", name)
             tokens.append(TokenValue(system, code or None))
         else:
             tokens.append(TokenValue(None, value))
@@ -525,8 +530,8 @@ def parse_condition(resource_type: str, criteria: str, where: str, label: str) -
             # No criterion would match every resource the caller may see: the first one found adopted as this
             # entry's (another patient's record, a Consent stored in place of an opposition).
             raise _invalid("a condition needs at least one search parameter, e.g. identifier=system|value", label)
-    except InvalidRequest as exc:
-        raise InvalidRequest(
+    except (InvalidRequest, BusinessRuleViolation) as exc:
+        raise type(exc)(
             *(
                 dataclasses.replace(issue, diagnostics=f"{label}: {issue.diagnostics}", expression=where)
                 for issue in exc.issues

@@ -7,12 +7,13 @@ FINESS the same Organization, whoever sends them. A resource without one is matc
 
 from __future__ import annotations
 
+from gateway.fhir.france import INS_NIA as INS_NIA  # re-exported: the INS systems are defined with their check
+from gateway.fhir.france import INS_NIA_TEST as INS_NIA_TEST
+from gateway.fhir.france import INS_NIR as INS_NIR
+from gateway.fhir.france import INS_NIR_TEST as INS_NIR_TEST
+from gateway.fhir.france import INS_SYSTEMS
 from gateway.fhir.types import Resource
 
-INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
-INS_NIA = "urn:oid:1.2.250.1.213.1.4.9"
-INS_NIR_TEST = "urn:oid:1.2.250.1.213.1.4.10"
-INS_NIA_TEST = "urn:oid:1.2.250.1.213.1.4.11"
 IDNPS = "urn:oid:1.2.250.1.71.4.2.1"
 RPPS = "https://rpps.esante.gouv.fr"
 ADELI = "https://adeli.esante.gouv.fr"
@@ -21,7 +22,7 @@ FINESS = "https://finess.esante.gouv.fr"
 SIRENE = "https://sirene.fr"
 
 NATIONAL_IDENTIFIER_SYSTEMS: dict[str, frozenset[str]] = {
-    "Patient": frozenset({INS_NIR, INS_NIA, INS_NIR_TEST, INS_NIA_TEST}),
+    "Patient": INS_SYSTEMS,
     "Practitioner": frozenset({IDNPS, RPPS, ADELI}),
     "Organization": frozenset({IDNST, FINESS, SIRENE}),
 }

@@ -1,7 +1,6 @@
 """French national identifiers (DESIGN §8): their shape and check keys, as a table of system → rule.
 
-- INS-NIR / INS-NIA: 13 characters + a 2-digit key = 97 − (number mod 97); for births in Corsica the
-  department 2A / 2B counts as 19 / 18 when computing (référentiel INS; NIR as defined by the INSEE).
+- INS-NIR / INS-NIA: ``gateway.fhir.france.ins_problem``, the one check of an INS's form.
 - RPPS: 11 digits, the last a Luhn key over the first ten; IDNPS = "8" + RPPS, or "0" + ADELI.
 - FINESS: 9 characters, the last a Luhn key (Corsican numbers, 2A / 2B, are checked for shape only).
 - SIREN / SIRET: 9 / 14 digits, Luhn (La Poste's establishments, SIREN 356000000, use a digit-sum rule).
@@ -12,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from gateway.fhir.france import INS_SYSTEMS as INS_SYSTEMS  # re-exported
+from gateway.fhir.france import ins_problem
 from gateway.intake.identity import (
     ADELI,
     FINESS,
@@ -25,11 +26,9 @@ from gateway.intake.identity import (
     SIRENE,
 )
 
-_NIR = re.compile(r"^[1-478]\d{2}(0[1-9]|1[0-2]|[2-9]\d)(\d{2}|2[AB])\d{6}\d{2}$")
-
 
 def luhn_valid(digits: str) -> bool:
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):  # int() reads full-width digits too
         return False
     total = 0
     for position, char in enumerate(reversed(digits)):
@@ -40,21 +39,6 @@ def luhn_valid(digits: str) -> bool:
                 value -= 9
         total += value
     return total % 10 == 0
-
-
-def nir_problem(value: str) -> str | None:
-    """Why an INS-NIR / INS-NIA is not valid, or None."""
-    value = value.upper()
-    if len(value) != 15 or not _NIR.match(value):
-        return "an INS is 15 characters: sex, year, month, department (or 2A / 2B), commune, order, then a 2-digit key"
-    number = value[:13].replace("2A", "19", 1) if value[5:7] == "2A" else value[:13]
-    number = number.replace("2B", "18", 1) if value[5:7] == "2B" else number
-    if not number.isdigit():
-        return "an INS has digits only, but for 2A / 2B (Corsica)"
-    expected = 97 - int(number) % 97
-    if int(value[13:]) != expected:
-        return f"the INS key {value[13:]} is wrong for {value[:13]} (97 − number mod 97 = {expected:02d})"
-    return None
 
 
 def rpps_problem(value: str) -> str | None:
@@ -102,10 +86,10 @@ def idnst_problem(value: str) -> str | None:
 
 #: system → rule. Systems not listed are not ours to check.
 IDENTIFIER_RULES: Mapping[str, Callable[[str], str | None]] = {
-    INS_NIR: nir_problem,
-    INS_NIA: nir_problem,
-    INS_NIR_TEST: nir_problem,
-    INS_NIA_TEST: nir_problem,
+    INS_NIR: ins_problem,
+    INS_NIA: ins_problem,
+    INS_NIR_TEST: ins_problem,
+    INS_NIA_TEST: ins_problem,
     RPPS: rpps_problem,
     ADELI: adeli_problem,
     IDNPS: idnps_problem,
@@ -113,5 +97,4 @@ IDENTIFIER_RULES: Mapping[str, Callable[[str], str | None]] = {
     SIRENE: sirene_problem,
     IDNST: idnst_problem,
 }
-INS_SYSTEMS = frozenset({INS_NIR, INS_NIA, INS_NIR_TEST, INS_NIA_TEST})
 TEST_INS_SYSTEMS = frozenset({INS_NIR_TEST, INS_NIA_TEST})

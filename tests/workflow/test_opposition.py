@@ -6,6 +6,7 @@ import asyncio
 import copy
 import dataclasses
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -373,3 +374,49 @@ async def test_a_consent_is_checked_against_dac_consent_only_when_it_claims_it(c
     assert refused.status_code == 422, refused.text
     assert [i["expression"] for i in refused.json()["issue"]] == [["Consent.dateTime"]]
     assert (await client.post("/fhir/Consent", json=undated, headers=FHIR_JSON)).status_code == 201
+
+
+#: Regression (issue 23, item 5): spellings of referral-corsica's INS 278052A00404539 that name no stored INS.
+NON_CANONICAL_INS = ["278052a00404539", "２７８０５２Ａ００４０４５３９", "27805٢A00404539"]
+
+
+@pytest.mark.parametrize("value", NON_CANONICAL_INS)
+async def test_a_non_canonical_ins_is_refused_on_every_path_and_revokes_nothing(
+    client: httpx.AsyncClient, value: str
+) -> None:
+    """An opposition by a lower-case Corsican ``a`` or non-ASCII digits was stored with 201 and revoked nothing
+    (the INS is compared as stored). The one INS check (``gateway.fhir.france.ins_problem``) now refuses it with a
+    422 naming the element, on each path that carries an INS; the referral stays active."""
+    bundle = load_example("referral-corsica.json")
+    _, service_request = await _post(client, bundle)
+    assert service_request["status"] == "active"
+
+    response = await client.post("/fhir/Consent", json=_consent_deny(value), headers=FHIR_JSON)
+    assert response.status_code == 422, response.text
+    issue = response.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "ins-key-invalid"
+    assert issue["expression"] == ["Consent.patient.identifier.value"]
+
+    message = load_example("message-opposition.json")
+    patient = resource(message, "Patient")
+    position = next(i for i, ident in enumerate(patient["identifier"]) if ident["system"] == INS_NIR)
+    patient["identifier"][position]["value"] = value
+    response = await client.post("/fhir/$process-message", json=message, headers=FHIR_JSON)
+    assert response.status_code == 422, response.text
+    index = next(i for i, e in enumerate(message["entry"]) if e["resource"]["resourceType"] == "Patient")
+    expressions = [expression for issue in response.json()["issue"] for expression in issue.get("expression", [])]
+    assert any(expression.startswith(f"Bundle.entry[{index}].resource") for expression in expressions)
+
+    for path, name in (("/fhir/Patient", "identifier"), ("/fhir/Consent", "patient:identifier")):
+        response = await client.get(path, params={name: f"{INS_NIR}|{value}"})
+        assert response.status_code == 422, response.text
+        assert response.json()["issue"][0]["expression"] == [name]
+    response = await client.post(
+        "/fhir/Consent",
+        json=_consent_deny(_ins(bundle)),
+        headers=FHIR_JSON | {"If-None-Exist": f"patient:identifier={INS_NIR}|{quote(value)}"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["http.If-None-Exist"]
+
+    assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json()["status"] == "active"
