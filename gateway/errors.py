@@ -120,6 +120,9 @@ class IssueCode(StrEnum):
     SCOPE_NOT_ALLOWED = "scope-not-allowed"
     REFERRAL_IDENTIFIER_TAKEN = "referral-identifier-taken"
     DECISION_NOT_ALLOWED = "decision-not-allowed"
+    PATIENT_IDENTITY_REQUIRED = "patient-identity-required"
+    IDENTIFIER_SYSTEM_NOT_OWNED = "identifier-system-not-owned"
+    DIRECTORY_RECORD_READ_ONLY = "directory-record-read-only"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -211,6 +214,18 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.DECISION_NOT_ALLOWED: (
         "The client's role may not make this decision on this Task (a sender only withdraws its referral; a "
         "platform decides its own Tasks, and a GP validation only once escalated)."
+    ),
+    IssueCode.PATIENT_IDENTITY_REQUIRED: (
+        "An opposition names its patient as a referral does: a Patient the client may see, or the INS with the "
+        "five identity traits matching the identity on record; nothing was revoked."
+    ),
+    IssueCode.IDENTIFIER_SYSTEM_NOT_OWNED: (
+        "The ServiceRequest identifier or Bundle.identifier is in an identifier system registered for another "
+        "client; nothing was stored."
+    ),
+    IssueCode.DIRECTORY_RECORD_READ_ONLY: (
+        "Practitioners, Organizations and PractitionerRoles are directory records shared by every party: only an "
+        "operator changes them."
     ),
 }
 

@@ -118,6 +118,15 @@ def _actor(
     return Actor(client.client_id, trusted=client.role is Role.OPERATOR)
 
 
+async def _foreign_systems(request: Request, client: Annotated[ApiClient, Depends(_client)]) -> frozenset[str]:
+    """The identifier systems other clients registered as their own (none with authentication off). A platform's
+    client is not held to them: a peer gateway forwards referrals under their senders' identifiers."""
+    authority: Authority | None = request.app.state.authority
+    if authority is None or client.role is Role.PLATFORM:
+        return frozenset()
+    return authority.registry.identifier_systems_of_others(client.client_id)
+
+
 async def _prefer_return(request: Request) -> str:
     return prefer_return(request.headers.get("prefer"))
 
@@ -139,3 +148,4 @@ ClientDep = Annotated[ApiClient, Depends(_client)]
 ViewerDep = Annotated[Viewer, Depends(_viewer)]
 ActorDep = Annotated[Actor | None, Depends(_actor)]
 PreferReturnDep = Annotated[str, Depends(_prefer_return)]
+ForeignSystemsDep = Annotated[frozenset[str], Depends(_foreign_systems)]

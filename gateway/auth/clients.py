@@ -5,6 +5,7 @@
     role = "sender"                    # sender | platform | operator
     scopes = ["system/ServiceRequest.c", "system/ServiceRequest.rs", "system/Task.rs"]
     jwks_file = "hopital-nord.jwks.json"   # relative to this file; or jwks = { keys = [ … ] } inline
+    identifier_systems = ["https://hopital-nord.example/referrals"]   # optional: the identifier systems it owns
 
     [[clients]]
     client_id = "dac75-app"
@@ -54,6 +55,9 @@ class RegisteredClient:
     scopes: ScopeSet
     keys: Mapping[str, PyJWK]  # kid → public key
     platform: str | None = None
+    #: The identifier systems this client owns: a ServiceRequest identifier or Bundle.identifier in one of them
+    #: is refused from any other client (no squatting another's next identifier).
+    identifier_systems: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,15 @@ class ClientRegistry:
 
     def get(self, client_id: str) -> RegisteredClient | None:
         return self.clients.get(client_id)
+
+    def identifier_systems_of_others(self, client_id: str) -> frozenset[str]:
+        """The identifier systems registered by clients other than ``client_id``."""
+        return frozenset(
+            system
+            for other in self.clients.values()
+            if other.client_id != client_id
+            for system in other.identifier_systems
+        )
 
     def scopes_supported(self) -> list[str]:
         return sorted({str(scope) for client in self.clients.values() for scope in client.scopes.scopes})
@@ -122,7 +135,10 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
             jwks = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AuthConfigError(f"client {client_id!r}: {path} cannot be read as a JWKS: {exc}") from exc
-    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform)
+    systems = entry.get("identifier_systems", [])
+    if not isinstance(systems, list) or not all(isinstance(system, str) and system for system in systems):
+        raise AuthConfigError(f"client {client_id!r}: identifier_systems must be a list of system URIs")
+    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform, frozenset(systems))
 
 
 def load_clients(path: Path, platforms: frozenset[str]) -> ClientRegistry:
@@ -141,5 +157,7 @@ def load_clients(path: Path, platforms: frozenset[str]) -> ClientRegistry:
         client = _client(entry, path.parent, platforms)
         if client.client_id in clients:
             raise AuthConfigError(f"{path}: client {client.client_id!r} is registered twice")
+        if shared := sorted(client.identifier_systems & {s for c in clients.values() for s in c.identifier_systems}):
+            raise AuthConfigError(f"{path}: identifier system {shared[0]!r} is registered for two clients")
         clients[client.client_id] = client
     return ClientRegistry(clients)

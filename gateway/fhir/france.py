@@ -21,14 +21,22 @@ INS_SYSTEMS = frozenset({INS_NIR, INS_NIA, INS_NIR_TEST, INS_NIA_TEST})
 _NIR = re.compile(r"[1-478][0-9]{2}(?:0[1-9]|1[0-2]|[2-9][0-9])(?:[0-9]{2}|2[AB])[0-9]{6}[0-9]{2}", re.ASCII)
 
 
-def ins_problem(value: str) -> str | None:
-    """Why ``value`` is not an INS (INS-NIR, INS-NIA, or a test one) in its one written form, or None. 13
-    characters and a 2-digit key = 97 − (number mod 97), Corsica's 2A / 2B counting as 19 / 18 (référentiel INS)."""
+def ins_form_problem(value: str) -> str | None:
+    """Why ``value`` is not written as an INS is (INS-NIR, INS-NIA, or a test one), or None: its one form, whatever
+    its key. What a search by INS checks (a wrong key finds nothing, as any unknown value)."""
     if not _NIR.fullmatch(value):
         return (
             "an INS is 15 characters, ASCII digits but for 2A / 2B (Corsica, upper case): sex, year, month, "
             "department, commune, order, then a 2-digit key"
         )
+    return None
+
+
+def ins_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid INS, or None: its form (``ins_form_problem``), then its 2-digit key = 97 −
+    (number mod 97), Corsica's 2A / 2B counting as 19 / 18 (référentiel INS)."""
+    if problem := ins_form_problem(value):
+        return problem
     department = value[5:7]
     number = value[:5] + {"2A": "19", "2B": "18"}.get(department, department) + value[7:13]
     expected = 97 - int(number) % 97

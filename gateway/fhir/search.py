@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from gateway.errors import BusinessRuleViolation, InvalidRequest, IssueCode
-from gateway.fhir.france import INS_SYSTEMS, ins_problem
+from gateway.fhir.france import INS_SYSTEMS, ins_form_problem
 from gateway.fhir.primitives import fhir_instant
 from gateway.fhir.types import Resource
 
@@ -442,7 +442,7 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
             tokens.append(TokenValue(target_type, target_id))
         elif parameter.type is ParamType.TOKEN and "|" in value:
             system, _, code = value.partition("|")
-            if system in INS_SYSTEMS and code and (problem := ins_problem(code)):
+            if system in INS_SYSTEMS and code and (problem := ins_form_problem(code)):
                 # The INS's one form, as everywhere it is posted: another spelling would find nothing, and say so
                 # with a 200 (an empty Bundle) where the caller means a patient.
                 raise BusinessRuleViolation.single(IssueCode.INS_KEY_INVALID, f"{name}: {problem} ({system})", name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.search import parse_condition
 from gateway.fhir.types import Resource
-from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, read_referral
+from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, Referral, foreign_identifier_issues, read_referral
 from gateway.intake.responses import intake_note, message_response, transaction_response
 from gateway.intake.service import take_in
 from gateway.routing.config import RoutingTable
@@ -31,9 +31,21 @@ async def process_transaction(
     base_url: str,
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
+    foreign_systems: frozenset[str] = frozenset(),
 ) -> Resource:
-    outcome = await take_in(database, read_referral(bundle, "transaction"), routing, sender, viewer)
+    """``foreign_systems``: the identifier systems other clients registered as theirs (``_owned``)."""
+    referral = _owned(bundle, read_referral(bundle, "transaction"), foreign_systems)
+    outcome = await take_in(database, referral, routing, sender, viewer)
     return transaction_response(outcome, base_url)
+
+
+def _owned(bundle: Resource, referral: Referral, foreign_systems: frozenset[str]) -> Referral:
+    """The referral, unless it identifies itself in another client's identifier system: a 422 at the system. Its
+    keys are its sender's (``take_in``); a system registered for a client is that client's alone besides."""
+    issues = foreign_identifier_issues(bundle, referral, foreign_systems)
+    if issues:
+        raise BusinessRuleViolation(*issues)
+    return referral
 
 
 def _event(bundle: Resource) -> str | None:
@@ -57,6 +69,7 @@ async def process_message(
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
     platform: str | None = None,
+    foreign_systems: frozenset[str] = frozenset(),
 ) -> Resource:
     """``$process-message``: a ``referral-request``, an ``opposition`` (a Consent deny and its Patient), or a
     ``referral-update`` (from a peer gateway). ``sender``: the calling client (None with authentication off),
@@ -70,7 +83,7 @@ async def process_message(
         if event == OPPOSITION:
             return await _process_opposition(database, routing, bundle, base_url, viewer, sender)
         return await _process_update(database, routing, bundle, base_url, platform, authenticated=sender is not None)
-    referral = read_referral(bundle, "message")
+    referral = _owned(bundle, read_referral(bundle, "message"), foreign_systems)
     if referral.hop_count >= hop_limit:
         # Gateways forwarding to each other in a loop: the count ends it.
         raise BusinessRuleViolation.single(
@@ -196,6 +209,16 @@ async def process_consent(
     errors = [issue for issue in validate(consent, base_url("Consent")) if issue.severity in ("error", "fatal")]
     if errors:
         raise InvalidResource(*errors)
+    # A contained Patient (how a standalone opposition gives the patient's identity traits) under the rules of a
+    # referral's Patient: a valid INS, with its five traits.
+    patient_issues = [
+        issue
+        for index, inner in enumerate(consent.get("contained") or [])
+        if isinstance(inner, dict) and inner.get("resourceType") == "Patient"
+        for issue in resource_rules(inner, f"Consent.contained[{index}]")
+    ]
+    if patient_issues:
+        raise BusinessRuleViolation(*patient_issues)
     condition = (
         None
         if if_none_exist is None

@@ -26,8 +26,9 @@ NATIONAL_IDENTIFIER_SYSTEMS: dict[str, frozenset[str]] = {
     "Practitioner": frozenset({IDNPS, RPPS, ADELI}),
     "Organization": frozenset({IDNST, FINESS, SIRENE}),
 }
-#: Types matched on their identifiers at intake (a ServiceRequest's identifier is its idempotency key).
-MATCHED_TYPES = frozenset({*NATIONAL_IDENTIFIER_SYSTEMS, "ServiceRequest"})
+#: Types matched on their identifiers at intake. Not a ServiceRequest: its identifier is its sender's idempotency
+#: key, scoped to that sender (``idempotency_keys``) — two senders may use one value, as their systems are theirs.
+MATCHED_TYPES = frozenset(NATIONAL_IDENTIFIER_SYSTEMS)
 
 
 def identity_keys(resource: Resource) -> list[tuple[str, str]]:

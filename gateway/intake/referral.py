@@ -389,6 +389,25 @@ def idempotency_keys(bundle: Resource, service_request: Resource, header: Resour
     return keys
 
 
+def foreign_identifier_issues(bundle: Resource, referral: Referral, foreign: frozenset[str]) -> list[Issue]:
+    """The referral's keys (ServiceRequest identifiers, Bundle.identifier) in an identifier system another client
+    registered as its own (``foreign``): one issue each, at the system."""
+    service_request = referral.service_request
+    places: list[tuple[Any, str]] = [(bundle.get("identifier"), "Bundle.identifier")]
+    identifiers = service_request.resource.get("identifier")
+    for index, identifier in enumerate(identifiers if isinstance(identifiers, list) else []):
+        places.append((identifier, f"{service_request.expression}.resource.identifier[{index}]"))
+    return [
+        _rule(
+            IssueCode.IDENTIFIER_SYSTEM_NOT_OWNED,
+            f"{identifier['system']} is another client's identifier system: identify your referrals in your own",
+            f"{where}.system",
+        )
+        for identifier, where in places
+        if isinstance(identifier, dict) and identifier.get("system") in foreign
+    ]
+
+
 #: Findings after which the referral's own rules are not run: the JSON does not have the shapes they read.
 SHAPE_BROKEN = frozenset({IssueCode.TYPE_INVALID, IssueCode.VALUE_INVALID, IssueCode.RESOURCE_TYPE_UNKNOWN})
 

@@ -15,6 +15,7 @@ the loser's transaction fails as a whole with ``DuplicateKey`` and is run again,
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from gateway import metrics
 from gateway.errors import (
     BusinessRuleViolation,
     Conflict,
+    Forbidden,
     IssueCode,
     PreconditionFailed,
     ResourceNotFound,
@@ -45,12 +47,17 @@ from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
-from gateway.workflow.provenance import GATEWAY, client_agent
-from gateway.workflow.references import platform_keys, unresolved_references
+from gateway.workflow.provenance import GATEWAY, client_agent, provenance
+from gateway.workflow.references import unresolved_references
 from gateway.workflow.tasks import TaskReferences
 
 MAX_ATTEMPTS = 8
 log = structlog.get_logger("gateway.intake")
+
+#: Directory records: shared by every referral that names the same professional or structure (matched on their
+#: national identifiers), and the platforms' Organizations of the routing file. A referral matches them and uses
+#: them as they are on file; only an operator changes them (a PUT entry), and each change leaves a Provenance.
+DIRECTORY_TYPES = frozenset({"Practitioner", "Organization", "PractitionerRole"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +133,8 @@ async def take_in(
     viewer: Viewer = EVERYTHING,
 ) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
-    the client that posts it (None when authentication is off), who may then read what it sent; a replay is for
-    the client that posted the referral first, any other sender gets a 409 (referral-identifier-taken).
+    the client that posts it (None when authentication is off), who may then read what it sent; idempotency keys
+    are its own: another sender's referral under the same identifiers is another referral.
     ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources."""
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
@@ -136,32 +143,24 @@ async def take_in(
             f"{platform.name} does not accept test identities (INS test OIDs); send the patient's real INS",
             f"{referral.patient.expression}.resource.identifier",
         )
-    platforms = platform_keys(routing)
+    listed = {(p.organization_system, p.organization_value): p for p in routing.platforms.values()}
     for attempt in range(MAX_ATTEMPTS):
         try:
             async with UnitOfWork(database) as uow:
-                recorded = await uow.idempotency.find(referral.idempotency_keys)
+                # The sender's own keys only: another's referral under the same identifier is no replay, and no
+                # conflict either — neither can take the other's identifiers, nor learn of them from a 409.
+                recorded = await uow.idempotency.find(referral.idempotency_keys, sender)
                 if recorded is not None:
-                    if sender is not None and not await uow.visibility.is_sender(
-                        str(recorded["service_request_id"]), sender
-                    ):
-                        # Another sender's referral: its answer (ids, statuses) is not this caller's to read.
-                        raise Conflict.single(
-                            IssueCode.REFERRAL_IDENTIFIER_TAKEN,
-                            "another sender's referral already carries this identifier (ServiceRequest identifier, "
-                            "Bundle.identifier or MessageHeader id); nothing was stored: give your referral its own",
-                            "Bundle",
-                        )
                     outcome = IntakeOutcome.from_json(recorded, replayed=True)
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, platforms)
+                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, listed)
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
                     uow.visibility.add_sender(outcome.service_request_id, sender)
-                uow.idempotency.add(referral.idempotency_keys, outcome.service_request_id, outcome.to_json())
+                uow.idempotency.add(referral.idempotency_keys, sender, outcome.service_request_id, outcome.to_json())
                 await uow.commit()
             metrics.referrals.labels("stored").inc()
             # Ids only: they say which referral without saying who the patient is.
@@ -242,6 +241,15 @@ async def _resolve(uow: UnitOfWork, entry: ReferralEntry, known: _Known, viewer:
                 IssueCode.RESOURCE_NOT_FOUND,
                 f"{resource_type}/{target} does not exist",
                 f"{entry.expression}.request.url",
+            )
+        if resource_type in DIRECTORY_TYPES and not viewer.everything:
+            # Every party and every delivery carries what is on file: a sender's names and telecoms over it would
+            # be everyone's (issue 23). Operators only (with authentication off, the caller is one).
+            raise Forbidden.single(
+                IssueCode.DIRECTORY_RECORD_READ_ONLY,
+                f"{resource_type}/{target} is a directory record shared by every party: only an operator changes it; "
+                "send the entry as a POST (it is matched on its national identifier and used as on file)",
+                f"{entry.expression}.request.method",
             )
         if entry.if_match is not None and entry.if_match.strip() not in (
             current.etag,
@@ -357,15 +365,24 @@ async def _store(
     platform: Platform,
     sender: str | None,
     viewer: Viewer,
-    platforms: frozenset[tuple[str, str]] = frozenset(),
+    listed: Mapping[tuple[str, str], Platform] | None = None,
 ) -> IntakeOutcome:
-    """``platforms``: the identifiers of every platform's Organization in the routing file (referenceable
-    by anyone, like the national directories: ``gateway.workflow.references``)."""
+    """``listed``: every platform of the routing file by its Organization's identifier (referenceable by anyone,
+    like the national directories: ``gateway.workflow.references``)."""
+    listed = listed or {}
+    platforms = frozenset(listed)
     known = await _known(uow, referral, platform)
     resolutions = []
     claimed: dict[tuple[str, str, str], _Resolution] = {}
     for entry in referral.entries:
         resolution = await _resolve(uow, entry, known, viewer)
+        if resolution.create and entry.resource_type == "Organization":
+            routed = next((listed[key] for key in identity_keys(entry.resource) if key in listed), None)
+            if routed is not None:
+                # A platform's Organization is the routing file's, whoever names it first (a peer gateway's
+                # forwarded referral): what a bundle says of it is not kept.
+                entry.resource.clear()
+                entry.resource.update(_platform_organization_content(routed))
         typed_keys = [(entry.resource_type, system, value) for system, value in identity_keys(entry.resource)]
         earlier = next((claimed[key] for key in typed_keys if key in claimed), None)
         if resolution.create and earlier is not None and entry.resource_type != "ServiceRequest":
@@ -480,6 +497,7 @@ async def _store(
 
     entries: list[EntryOutcome] = []
     created: dict[str, StoredResource] = {}
+    notes = list(plan.notes)
     for resolution in resolutions:
         entry = resolution.entry
         if resolution.create:
@@ -495,14 +513,33 @@ async def _store(
             if updated is None:
                 raise DuplicateKey(f"{resolution.existing.reference} changed during the transaction")
             entries.append(EntryOutcome.of(updated, False, entry.full_url))
+            if entry.resource_type in DIRECTORY_TYPES:  # an operator's change (``_resolve``): who, and when
+                generated.append(
+                    provenance(
+                        [f"{updated.reference}/_history/{updated.version_id}"],
+                        now,
+                        deciders,
+                        "directory record changed by an operator",
+                    )
+                )
         else:
             assert resolution.existing is not None
             entries.append(EntryOutcome.of(resolution.existing, False, entry.full_url))
+            if entry.resource_type in DIRECTORY_TYPES and _differs(entry.resource, resolution.existing.content):
+                notes.append(
+                    f"{resolution.existing.reference} was matched on its identifiers and is used as on file: what "
+                    "this referral says of it differs and was not kept (directory records change only by an operator)"
+                )
     made = [
         EntryOutcome.of(uow.resources.add(resource, resource_id=resource.pop("id", None) or new_id()), True)
         for resource in generated
     ]
-    return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made, plan.notes)
+    return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made, notes)
+
+
+def _differs(posted: Resource, stored: Resource) -> bool:
+    """Whether a posted entry says something else than the record on file (ids and meta aside)."""
+    return any(stored.get(key) != value for key, value in posted.items() if key not in ("id", "meta", "text"))
 
 
 def _platform_organization(
@@ -514,15 +551,18 @@ def _platform_organization(
     in_bundle = claimed.get(("Organization", *key[0]))
     found = in_bundle.id if in_bundle is not None else known.identities.get(("Organization", *key[0]))
     if found is None:
-        organization = {
-            "resourceType": "Organization",
-            "identifier": [{"system": platform.organization_system, "value": platform.organization_value}],
-            "active": True,
-            "name": platform.name,
-            "telecom": [{"system": "url", "value": platform.endpoint}],
-        }
-        found = uow.resources.add(organization, identity_keys=key).id
+        found = uow.resources.add(_platform_organization_content(platform), identity_keys=key).id
     return f"Organization/{found}"
+
+
+def _platform_organization_content(platform: Platform) -> Resource:
+    return {
+        "resourceType": "Organization",
+        "identifier": [{"system": platform.organization_system, "value": platform.organization_value}],
+        "active": True,
+        "name": platform.name,
+        "telecom": [{"system": "url", "value": platform.endpoint}],
+    }
 
 
 async def _oppositions_on_record(

@@ -262,7 +262,8 @@ _resource_exists = sa.select(sa.literal(1)).where(
     resources.c.resource_type == sa.bindparam("resource_type"), resources.c.id == sa.bindparam("id")
 )
 _idempotency_by_key = sa.select(idempotency_keys.c.key, idempotency_keys.c.outcome).where(
-    idempotency_keys.c.key.in_(sa.bindparam("keys", expanding=True))
+    idempotency_keys.c.client_id == sa.bindparam("client_id"),
+    idempotency_keys.c.key.in_(sa.bindparam("keys", expanding=True)),
 )
 
 
@@ -734,12 +735,13 @@ class IdempotencyRepository:
         self._connection = connection
         self._pending = pending
 
-    async def find(self, keys: Sequence[str]) -> JSONObject | None:
-        """The recorded outcome under the first of these keys that has one."""
+    async def find(self, keys: Sequence[str], client_id: str | None) -> JSONObject | None:
+        """The recorded outcome under the first of these keys that has one, among those ``client_id`` recorded
+        (None: authentication off, one caller)."""
         if not keys:
             return None
         await self._pending.flush(self._connection)
-        result = await self._connection.execute(_idempotency_by_key, {"keys": list(keys)})
+        result = await self._connection.execute(_idempotency_by_key, {"client_id": client_id or "", "keys": list(keys)})
         found = {row.key: row.outcome for row in result}
         for key in keys:
             if key in found:
@@ -747,11 +749,17 @@ class IdempotencyRepository:
                 return outcome
         return None
 
-    def add(self, keys: Sequence[str], service_request_id: str, outcome: JSONObject) -> None:
+    def add(self, keys: Sequence[str], client_id: str | None, service_request_id: str, outcome: JSONObject) -> None:
         text = orjson.dumps(outcome).decode()
         moment = utc_now()
         for key in dict.fromkeys(keys):
             self._pending.add(
                 idempotency_keys,
-                {"key": key, "service_request_id": service_request_id, "outcome": text, "created_at": moment},
+                {
+                    "client_id": client_id or "",
+                    "key": key,
+                    "service_request_id": service_request_id,
+                    "outcome": text,
+                    "created_at": moment,
+                },
             )

@@ -6,7 +6,8 @@
   Practitioner, FINESS for an Organization, the sender's identifier for a ServiceRequest). The primary key makes a
   duplicate impossible, whatever the concurrency: the second writer's transaction fails and is retried.
 - ``idempotency_keys``: what a referral's answer was, under each key a resubmission may carry (ServiceRequest
-  identifier, Bundle.identifier, MessageHeader id).
+  identifier, Bundle.identifier, MessageHeader id), per client that posted it ('' with authentication off): two
+  senders may use the same identifier value, and neither can take, nor learn of, the other's.
 - ``outbox``: messages to deliver (to platforms, peer gateways, senders), written in the transaction of the
   change they announce; workers lease rows, send, and record the outcome.
 - ``referral_origins``: where a referral that came as a message wants its updates sent.
@@ -76,6 +77,7 @@ resource_identities = sa.Table(
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
+    sa.Column("client_id", sa.String(255), primary_key=True),
     sa.Column("key", sa.String(1100), primary_key=True),
     sa.Column("service_request_id", sa.String(64), nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),

@@ -108,6 +108,24 @@ def ins_traits_issues(patient: Resource, expression: str) -> list[Issue]:
     ]
 
 
+def identity_traits(patient: Resource) -> tuple[str, str, str, str, str] | None:
+    """The five identity traits of the référentiel INS — birth family name, birth given names, gender, birth date,
+    INSEE code of the birth place — in the form two records of one person share (names and codes ignoring case
+    and spacing), or None when any is missing."""
+    official = [n for n in patient.get("name") or [] if isinstance(n, dict) and n.get("use") == "official"]
+    family = next((n["family"] for n in official if isinstance(n.get("family"), str) and n["family"]), None)
+    given = next((n["given"] for n in official if isinstance(n.get("given"), list) and n["given"]), None)
+    gender, birth_date, place = patient.get("gender"), patient.get("birthDate"), _birth_place_code(patient)
+    if not (family and given and isinstance(gender, str) and isinstance(birth_date, str) and place):
+        return None
+    names = " ".join(str(name) for name in given)
+    return (_folded(family), _folded(names), gender, birth_date, place.upper())
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
 def insee_code_issues(patient: Resource, expression: str) -> list[Issue]:
     issues = []
     for index, address in enumerate(patient.get("address") or []):
@@ -136,6 +154,10 @@ def resource_rules(resource: Resource, expression: str) -> list[Issue]:
         issues += ins_traits_issues(resource, expression)
         issues += insee_code_issues(resource, expression)
     return issues
+
+
+def uses_ins(patient: Resource) -> bool:
+    return any(isinstance(i, dict) and i.get("system") in INS_SYSTEMS for i in patient.get("identifier") or [])
 
 
 def uses_test_identity(patient: Resource) -> bool:

@@ -25,6 +25,7 @@ from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
+from gateway.validation.rules import identity_traits, uses_ins
 from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance
 from gateway.workflow.references import platform_keys, server_references, unresolved_references
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
@@ -46,11 +47,19 @@ class ConsentOutcome:
 
 
 async def _patient_reference(
-    uow: UnitOfWork, consent: Resource, patient: Resource | None, viewer: Viewer, consent_path: str
+    uow: UnitOfWork,
+    consent: Resource,
+    patient: Resource | None,
+    viewer: Viewer,
+    paths: tuple[str, str],
+    opposition: bool,
 ) -> str | None:
+    consent_path, patient_path = paths
     if patient is not None:  # carried by a message: the same Patient as any referral with that INS
         keys = identity_keys(patient)
         found = await uow.resources.identify("Patient", keys)
+        if opposition:
+            await _check_identity(uow, viewer, found, patient, patient_path)
         return f"Patient/{found or uow.resources.add(patient, identity_keys=keys).id}"
     reference = consent.get("patient") or {}
     if isinstance(reference.get("reference"), str):
@@ -70,6 +79,8 @@ async def _patient_reference(
     identifier = reference.get("identifier") or {}
     if identifier.get("system") and identifier.get("value"):
         found = await uow.resources.identify("Patient", [(identifier["system"], identifier["value"])])
+        if opposition:
+            await _check_identity(uow, viewer, found, None, f"{consent_path}.patient")
         return f"Patient/{found}" if found else None
     raise InvalidResource.single(
         IssueCode.ELEMENT_REQUIRED,
@@ -77,6 +88,58 @@ async def _patient_reference(
         f"{consent_path}.patient",
         "required",
     )
+
+
+async def _check_identity(
+    uow: UnitOfWork, viewer: Viewer, found: str | None, patient: Resource | None, expression: str
+) -> None:
+    """An opposition revokes every party's referrals for its patient: it names the patient as a referral does —
+    a Patient the caller may see (a party to one of its referrals), or the INS with the five identity traits, which
+    must match the identity on record — else 422 ``patient-identity-required``, before anything is written. An
+    INS alone (numbers can be enumerated) is not enough. With authentication off the caller sees everything."""
+    if viewer.everything or (found is not None and await uow.visibility.can_see(viewer, "Patient", found)):
+        return
+    traits = identity_traits(patient) if patient is not None and uses_ins(patient) else None
+    if traits is not None:
+        stored = await uow.resources.get("Patient", found) if found is not None else None
+        if found is None or (stored is not None and identity_traits(stored.content) == traits):
+            return  # a patient not known here: recorded by INS, for the later referrals it stops
+    raise BusinessRuleViolation.single(
+        IssueCode.PATIENT_IDENTITY_REQUIRED,
+        "an opposition names its patient as a referral does: a Patient of one of your referrals, or the INS with "
+        "the five identity traits (birth family name, birth given names, gender, birth date, birth place INSEE "
+        "code) as on record — a Patient (a message's entry, or contained in the Consent); nothing was revoked",
+        expression,
+    )
+
+
+def contained_patient(consent: Resource) -> Resource | None:
+    """The Patient a standalone Consent carries in ``contained`` and names as ``patient`` (``#id``): how a POST
+    /fhir/Consent gives the patient's identity traits. Taken out of the Consent, which then names the patient as
+    any other does (the stored Patient, its INS)."""
+    reference = (consent.get("patient") or {}).get("reference")
+    if not isinstance(reference, str) or not reference.startswith("#"):
+        return None
+    contained = consent.get("contained") or []
+    found = next(
+        (
+            r
+            for r in contained
+            if isinstance(r, dict) and r.get("resourceType") == "Patient" and r.get("id") == reference[1:]
+        ),
+        None,
+    )
+    if found is None:
+        return None
+    rest = [r for r in contained if r is not found]
+    if rest:
+        consent["contained"] = rest
+    else:
+        consent.pop("contained", None)
+    del consent["patient"]["reference"]
+    patient = dict(found)
+    patient.pop("id", None)
+    return patient
 
 
 async def record_consent(
@@ -128,6 +191,8 @@ async def _record(
     condition: SearchQuery | None,
 ) -> ConsentOutcome:
     now = utc_now()
+    if patient is None and (inner := contained_patient(consent)) is not None:
+        patient, paths = inner, (paths[0], f"{paths[0]}.contained")
     identified = _identified_patient(consent, patient)
     consent_path, patient_path = paths
     pending_key: str | None = None  # the conditional create's key, when this post takes it
@@ -138,7 +203,7 @@ async def _record(
             # identical posts racing, the others fail on it and are run again. There, and its Consent no longer
             # matches for this caller (or never did: the search need not match what was posted), it stops nothing.
             key = _condition_key(viewer, condition)
-            pending_key = key if await uow.idempotency.find([key]) is None else None
+            pending_key = key if await uow.idempotency.find([key], sender) is None else None
             # Only among what the caller may see, as its searches (a Consent posted by another party is never
             # matched, nor one whose Patient link the caller may not read): a match reveals nothing new.
             matches = await uow.resources.find(condition, limit=2, visible=searchable(viewer, condition))
@@ -163,7 +228,7 @@ async def _record(
         unresolved = await unresolved_references(uow, viewer, named, platform_keys(routing))
         if unresolved:
             raise BusinessRuleViolation(*unresolved)
-        patient_reference = await _patient_reference(uow, consent, patient, viewer, consent_path)
+        patient_reference = await _patient_reference(uow, consent, patient, viewer, paths, is_opposition(consent))
         if patient_reference:
             # The stored Patient by reference, and the patient as the caller identified it (the INS, a message's
             # Patient's included): what names the patient to a reader who may not see that Patient
@@ -175,7 +240,7 @@ async def _record(
             }
         stored = uow.resources.add(consent)
         if pending_key is not None:
-            uow.idempotency.add([pending_key], stored.reference, {"consent": stored.id})
+            uow.idempotency.add([pending_key], sender, stored.reference, {"consent": stored.id})
         if sender is not None:
             # Its poster reads it back (the Location it was given): a Consent posted on its own is a record of
             # its own for visibility — keyed by its reference, which no ServiceRequest id can equal — with the

@@ -85,6 +85,9 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #scope-not-allowed "Scope not allowed" "None of the requested scopes is registered for this client."
 * #referral-identifier-taken "Referral identifier taken" "Another sender's referral already carries this ServiceRequest identifier, Bundle.identifier or MessageHeader id; nothing was stored."
 * #decision-not-allowed "Decision not allowed" "The client's role may not make this decision on this Task (a sender only withdraws its referral; a platform decides its own Tasks, and a GP validation only once escalated)."
+* #patient-identity-required "Patient identity required" "An opposition names its patient as a referral does: a Patient the client may see, or the INS with the five identity traits matching the identity on record; nothing was revoked."
+* #identifier-system-not-owned "Identifier system not owned" "The ServiceRequest identifier or Bundle.identifier is in an identifier system registered for another client; nothing was stored."
+* #directory-record-read-only "Directory record read only" "Practitioners, Organizations and PractitionerRoles are directory records shared by every party: only an operator changes them."
 
 ValueSet: DacIssueVS
 Id: dac-issue

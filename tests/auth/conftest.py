@@ -15,8 +15,13 @@ from gateway.store import Database
 from tests.support.auth import TEST_SECRET, SmartClient, write_clients
 
 TOKEN_URL = "http://gateway.test/auth/token"
+#: The identifier system the hospital registered as its own (GATEWAY_CLIENTS identifier_systems).
+HOSPITAL_SYSTEM = "https://hospital.example/referrals"
 SENDER = SmartClient(
-    "hospital", "sender", ["system/ServiceRequest.cr", "system/*.rs", "system/Consent.c", "system/Task.u"]
+    "hospital",
+    "sender",
+    ["system/ServiceRequest.cr", "system/*.rs", "system/Consent.c", "system/Task.u"],
+    identifier_systems=(HOSPITAL_SYSTEM,),
 )
 OTHER_SENDER = SmartClient(
     "gp-software", "sender", ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"], algorithm="RS384"
@@ -32,9 +37,11 @@ REFERRING_PLATFORM = SmartClient(
 )
 OPERATOR = SmartClient("ops", "operator", ["system/*.rs", "system/AuditEvent.rs", "system/Task.u"])
 READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
+# An operator that also posts transactions: how a directory record (Practitioner, Organization) is changed.
+DIRECTORY_OPERATOR = SmartClient("ops-directory", "operator", ["system/*.rs", "system/ServiceRequest.c"])
 CLIENTS = [
     SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, REFERRING_PLATFORM, OPERATOR,
-    READ_ONLY,
+    READ_ONLY, DIRECTORY_OPERATOR,
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@ resources, report on it, decide its Tasks. Everything not the caller's is a 404 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from gateway.audit.events import CLIENT_ID_SYSTEM
 from gateway.routing.config import RoutingTable
 from gateway.routing.messages import build_messages
 from gateway.store import Database, UnitOfWork
 from gateway.workflow.deadlines import escalate_due
-from tests.auth.conftest import FINISTERE, PEER, REFERRING_PLATFORM, token_of
+from tests.auth.conftest import DIRECTORY_OPERATOR, FINISTERE, HOSPITAL_SYSTEM, PEER, REFERRING_PLATFORM, token_of
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
-from tests.support.referrals import as_message, fresh, renamed
+from tests.support.referrals import as_message, fresh, renamed, resource
 
 
 @pytest.fixture
@@ -50,17 +52,31 @@ async def _reject_intake(secure: httpx.AsyncClient, headers: dict[str, str], int
     )
 
 
+def _service_request_of(answer: httpx.Response) -> str:
+    return next(loc.split("/_history")[0] for loc in _locations(answer) if loc.startswith("ServiceRequest/"))
+
+
 async def test_a_replay_is_for_its_sender_only(secure: httpx.AsyncClient, parties: World) -> None:
+    """Regression (issue 23, item 3): idempotency keys were global, so a sender pre-posting another's next
+    identifier got that sender's real referral a 409 for ever, and the 409 told which identifiers existed. Keys are
+    now each client's: another sender's post under the same identifiers is a referral of its own, and each
+    sender's retry replays its own answer."""
     bundle = fresh(commune="75056")
+    b = await secure.post("/fhir", json=bundle, headers=parties.headers["sender B"] | FHIR_JSON)  # squats first
+    assert b.status_code == 200, b.text
     a = await secure.post("/fhir", json=bundle, headers=parties.headers["sender A"] | FHIR_JSON)
     assert a.status_code == 200, a.text
-    again = await secure.post("/fhir", json=bundle, headers=parties.headers["sender A"] | FHIR_JSON)
-    assert _locations(again) == _locations(a)  # the sender's own retry: replayed
-    b = await secure.post("/fhir", json=bundle, headers=parties.headers["sender B"] | FHIR_JSON)
-    assert b.status_code == 409, b.text
-    assert b.json()["issue"][0]["details"]["coding"][0]["code"] == "referral-identifier-taken"
-    for location in _locations(a):
-        assert location.split("/_history")[0].split("/")[1] not in b.text
+    assert _service_request_of(a) != _service_request_of(b)
+    assert _service_request_of(b).split("/")[1] not in a.text
+    for role, first in (("sender A", a), ("sender B", b)):
+        again = await secure.post("/fhir", json=bundle, headers=parties.headers[role] | FHIR_JSON)
+        assert _locations(again) == _locations(first)  # each sender's own retry: replayed
+    operator = parties.headers["operator"]
+    identifier = resource(bundle, "ServiceRequest")["identifier"][0]
+    found = await secure.get(
+        "/fhir/ServiceRequest", params={"identifier": f"{identifier['system']}|{identifier['value']}"}, headers=operator
+    )
+    assert found.json()["total"] == 2
 
 
 async def test_a_message_replay_is_for_its_sender_only(secure: httpx.AsyncClient, parties: World) -> None:
@@ -71,9 +87,45 @@ async def test_a_message_replay_is_for_its_sender_only(secure: httpx.AsyncClient
     assert a.status_code == 200, a.text
     service_request = a.json()["entry"][1]["resource"]
     b = await secure.post("/fhir/$process-message", json=message, headers=parties.headers["sender B"] | FHIR_JSON)
-    assert b.status_code == 409, b.text
-    assert b.json()["issue"][0]["details"]["coding"][0]["code"] == "referral-identifier-taken"
+    assert b.status_code == 200, b.text
+    assert b.json()["entry"][1]["resource"]["id"] != service_request["id"]
     assert service_request["id"] not in b.text
+    again = await secure.post("/fhir/$process-message", json=message, headers=parties.headers["sender A"] | FHIR_JSON)
+    assert again.json()["entry"][1]["resource"]["id"] == service_request["id"]
+
+
+async def test_an_identifier_in_another_clients_registered_system_is_refused(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """Issue 23, item 3: the hospital registered its identifier system (identifier_systems); a ServiceRequest
+    identifier or Bundle.identifier in it from another client is a 422 naming the element, nothing stored; the
+    hospital itself uses it."""
+    operator = parties.headers["operator"]
+    before = (await secure.get("/fhir/ServiceRequest", params={"_summary": "count"}, headers=operator)).json()
+    for element in ("ServiceRequest", "Bundle"):
+        bundle = fresh(commune="75056")
+        target = resource(bundle, "ServiceRequest")["identifier"][0] if element == "ServiceRequest" else bundle
+        (target if element == "ServiceRequest" else target["identifier"])["system"] = HOSPITAL_SYSTEM
+        refused = await secure.post("/fhir", json=bundle, headers=parties.headers["sender B"] | FHIR_JSON)
+        assert refused.status_code == 422, refused.text
+        issue = refused.json()["issue"][0]
+        assert issue["details"]["coding"][0]["code"] == "identifier-system-not-owned"
+        index = next(i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "ServiceRequest")
+        expected = f"Bundle.entry[{index}].resource.identifier[0].system" if element == "ServiceRequest" else None
+        assert issue["expression"] == [expected or "Bundle.identifier.system"]
+        message = as_message(
+            bundle, "https://sender-b.example/fhir", f"7f1d2a9e-0000-4000-8000-00000000b00{len(element)}"
+        )
+        refused = await secure.post(
+            "/fhir/$process-message", json=message, headers=parties.headers["sender B"] | FHIR_JSON
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "identifier-system-not-owned"
+        after = (await secure.get("/fhir/ServiceRequest", params={"_summary": "count"}, headers=operator)).json()
+        assert after["total"] == before["total"]
+        mine = await secure.post("/fhir", json=bundle, headers=parties.headers["sender A"] | FHIR_JSON)
+        assert mine.status_code == 200, mine.text
+        before = after | {"total": after["total"] + 1}
 
 
 async def test_if_none_exist_matches_only_what_the_caller_sees(secure: httpx.AsyncClient, parties: World) -> None:
@@ -108,7 +160,7 @@ async def test_if_none_exist_on_a_consent_matches_only_what_the_caller_sees(
     consent_a = parties.resources["Consent A"][0]
     every = (await secure.get("/fhir/Consent", headers=parties.headers["operator"])).json()["entry"]
     consent_b = next(f"Consent/{e['resource']['id']}" for e in every if f"Consent/{e['resource']['id']}" != consent_a)
-    body = _consent_for({"identifier": _ins_of(fresh(commune="75056"))})
+    body = _consent_by_ins(fresh(commune="75056"))
     theirs = await secure.post(
         "/fhir/Consent",
         json=body,
@@ -290,9 +342,11 @@ async def test_an_opposition_revoking_only_another_partys_referrals_answers_as_i
                 message["entry"][2]["resource"]["patient"] = {"identifier": _ins_of(bundle)}
                 del message["entry"][1]
             answer = await secure.post("/fhir/$process-message", json=message, headers=headers_a | FHIR_JSON)
-            assert answer.status_code == 200, answer.text
-            notes[label, carried] = answer.json()["entry"][-1]["resource"]["issue"]
-    assert notes["B's patient", True] == notes["nobody's", True] == notes["B's patient", False]
+            # By INS alone A, no party to either patient's referrals, names no patient (issue 23, item 6): the
+            # same 422 whether the patient is B's or nobody's.
+            assert answer.status_code == (200 if carried else 422), answer.text
+            notes[label, carried] = answer.json()["entry"][-1]["resource"]["issue"] if carried else answer.json()
+    assert notes["B's patient", True] == notes["nobody's", True]
     assert notes["nobody's", False] == notes["B's patient", False]
     operator = parties.headers["operator"]
     assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"
@@ -438,6 +492,13 @@ def _consent_for(patient: dict[str, Any], provision: str = "deny") -> dict[str, 
     return consent | {"patient": patient, "provision": {"type": provision}}
 
 
+def _consent_by_ins(bundle: dict[str, Any], provision: str = "deny") -> dict[str, Any]:
+    """A Consent posted on its own naming the patient of ``bundle`` by INS, with its five identity traits (a
+    contained Patient): how a client that is no party to the patient's referrals names it (issue 23, item 6)."""
+    patient = {"reference": "#p", "identifier": _ins_of(bundle)}
+    return _consent_for(patient, provision) | {"contained": [_patient_of(bundle) | {"id": "p"}]}
+
+
 def _ins_of(bundle: dict[str, Any]) -> dict[str, str]:
     patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     return next(
@@ -468,12 +529,11 @@ async def test_a_consent_by_ins_names_no_patient_the_caller_may_not_see(
     b = await secure.post("/fhir", json=of_b, headers=headers_b | FHIR_JSON)
     assert b.status_code == 200, b.text
     patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
-    nobody = _ins_of(fresh())  # an INS no referral ever named
+    unknown = fresh()  # a patient no referral ever named
+    nobody = _ins_of(unknown)
     answers = {}
-    for label, identifier in (("B's patient", _ins_of(of_b)), ("unknown", nobody)):
-        answer = await secure.post(
-            "/fhir/Consent", json=_consent_for({"identifier": identifier}), headers=headers_a | FHIR_JSON
-        )
+    for label, bundle in (("B's patient", of_b), ("unknown", unknown)):
+        answer = await secure.post("/fhir/Consent", json=_consent_by_ins(bundle), headers=headers_a | FHIR_JSON)
         assert answer.status_code == 201, answer.text
         assert patient.split("/")[1] not in answer.text
         answers[label] = answer.json()
@@ -527,9 +587,7 @@ async def test_an_opposition_on_record_stops_a_referral_without_showing_it_to_it
     referral), never A's Consent, which stays a 404 for B and a 422 of an unknown id when B names it."""
     headers_a, headers_b = parties.headers["sender A"], parties.headers["sender B"]
     bundle = fresh(commune="75056")
-    opposition = await secure.post(
-        "/fhir/Consent", json=_consent_for({"identifier": _ins_of(bundle)}), headers=headers_a | FHIR_JSON
-    )
+    opposition = await secure.post("/fhir/Consent", json=_consent_by_ins(bundle), headers=headers_a | FHIR_JSON)
     assert opposition.status_code == 201, opposition.text
     of_a = f"Consent/{opposition.json()['id']}"
     denied = renamed(bundle, "-deny")  # B's first referral: the patient objects in it too
@@ -583,9 +641,7 @@ async def test_a_later_oppositions_provenance_names_the_client_that_posted_it(
         a = await secure.post("/fhir", json=bundle, headers=headers_a | FHIR_JSON)
         assert a.status_code == 200, a.text
         if post == "Consent":
-            answer = await secure.post(
-                "/fhir/Consent", json=_consent_for({"identifier": _ins_of(bundle)}), headers=headers_a | FHIR_JSON
-            )
+            answer = await secure.post("/fhir/Consent", json=_consent_by_ins(bundle), headers=headers_a | FHIR_JSON)
             consent = f"Consent/{answer.json()['id']}"
         else:
             answer = await secure.post(
@@ -639,7 +695,7 @@ async def test_a_consent_posted_on_its_own_is_read_back_by_its_poster_only(
     for provision in ("deny", "permit"):  # an opposition with no referral to revoke, and a consent
         posted = await secure.post(
             "/fhir/Consent",
-            json=_consent_for({"identifier": _ins_of(fresh())}, provision),
+            json=_consent_by_ins(fresh(), provision),
             headers=headers_a | FHIR_JSON,
         )
         assert posted.status_code == 201, posted.text
@@ -681,7 +737,7 @@ async def test_a_later_opposition_tells_the_revoked_referrals_parties_why_not_wh
         of_b = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
         assert (await secure.get(f"/fhir/{informed_by}", headers=headers_b)).status_code == 404  # A's, not B's
         if post == "Consent":
-            consent = _consent_for({"identifier": _ins_of(bundle)}) | {"performer": [{"reference": informed_by}]}
+            consent = _consent_by_ins(bundle) | {"performer": [{"reference": informed_by}]}
             answer = await secure.post("/fhir/Consent", json=consent, headers=headers_a | FHIR_JSON)
             assert answer.status_code == 201, answer.text
             opposition = f"Consent/{answer.json()['id']}"
@@ -757,9 +813,7 @@ async def test_the_poster_reads_its_consent_naming_a_patient_it_may_not_see_by_i
         patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
         ins = _ins_of(of_b)
         if post == "Consent":
-            answer = await secure.post(
-                "/fhir/Consent", json=_consent_for({"identifier": ins}), headers=headers_a | FHIR_JSON
-            )
+            answer = await secure.post("/fhir/Consent", json=_consent_by_ins(of_b), headers=headers_a | FHIR_JSON)
             assert answer.status_code == 201, answer.text
             consent = f"Consent/{answer.json()['id']}"
         else:
@@ -807,9 +861,7 @@ async def test_an_opposition_for_a_patient_the_poster_may_not_see_still_revokes_
         assert b.status_code == 200, b.text
         first = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
         if post == "Consent":
-            answer = await secure.post(
-                "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_b)}), headers=headers_a | FHIR_JSON
-            )
+            answer = await secure.post("/fhir/Consent", json=_consent_by_ins(of_b), headers=headers_a | FHIR_JSON)
         else:
             answer = await secure.post("/fhir/$process-message", json=_opposition(of_b), headers=headers_a | FHIR_JSON)
         assert answer.status_code in (200, 201), answer.text
@@ -835,9 +887,7 @@ async def test_no_search_confirms_the_patient_a_consent_names_by_ins_only(
         assert b.status_code == 200, b.text
         patient = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("Patient/"))
         if post == "Consent":
-            answer = await secure.post(
-                "/fhir/Consent", json=_consent_for({"identifier": _ins_of(of_b)}), headers=headers_a | FHIR_JSON
-            )
+            answer = await secure.post("/fhir/Consent", json=_consent_by_ins(of_b), headers=headers_a | FHIR_JSON)
             consent_id = answer.json()["id"]
         else:
             answer = await secure.post("/fhir/$process-message", json=_opposition(of_b), headers=headers_a | FHIR_JSON)
@@ -1099,3 +1149,133 @@ async def test_a_platform_client_whose_platform_left_the_routing_file_acts_only_
         assert refused.status_code == 403, refused.text
     finally:
         secure_app.state.routing = routing
+
+
+def _patient_of(bundle: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"))
+
+
+async def test_an_opposition_from_a_sender_never_a_party_needs_the_patients_identity(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """Regression (issue 23, item 6): any sender revoked any patient's referrals with an opposition naming it by
+    INS alone. A caller that is no party to the patient's referrals now names it with the INS and the five identity
+    traits matching the identity on record (a message's Patient, or a Patient contained in the Consent); else 422
+    patient-identity-required, and nothing is revoked."""
+    headers_a, operator = parties.headers["sender A"], parties.headers["operator"]
+    of_b = fresh(commune="75056")
+    b = await secure.post("/fhir", json=of_b, headers=parties.headers["sender B"] | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+
+    wrong = _patient_of(of_b)
+    next(n for n in wrong["name"] if n.get("use") == "official")["family"] = "AUTRE"
+    by_ins_only = _opposition(of_b)
+    by_ins_only["entry"][2]["resource"]["patient"] = {"identifier": _ins_of(of_b)}
+    del by_ins_only["entry"][1]
+    wrong_traits = _opposition(of_b)
+    wrong_traits["entry"][1]["resource"] = wrong
+    contained_wrong = _consent_for({"reference": "#p"}) | {"contained": [wrong | {"id": "p"}]}
+    refused = [
+        ("/fhir/Consent", _consent_for({"identifier": _ins_of(of_b)}), "Consent.patient"),
+        ("/fhir/$process-message", by_ins_only, "Bundle.entry[1].resource.patient"),
+        ("/fhir/$process-message", wrong_traits, "Bundle.entry[1].resource"),
+        ("/fhir/Consent", contained_wrong, "Consent.contained"),
+    ]
+    for path, body, expression in refused:
+        answer = await secure.post(path, json=body, headers=headers_a | FHIR_JSON)
+        assert answer.status_code == 422, (path, answer.text)
+        issue = answer.json()["issue"][0]
+        assert issue["details"]["coding"][0]["code"] == "patient-identity-required"
+        assert issue["expression"] == [expression]
+        assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "active"
+    assert (await secure.get("/fhir/Consent", params={"_summary": "count"}, headers=operator)).json()["total"] == 3
+
+    # With the five traits as on record (the INS and the traits travel together): recorded, B's referral revoked.
+    contained_right = _consent_for({"reference": "#p"}) | {"contained": [_patient_of(of_b) | {"id": "p"}]}
+    answer = await secure.post("/fhir/Consent", json=contained_right, headers=headers_a | FHIR_JSON)
+    assert answer.status_code == 201, answer.text
+    assert "contained" not in answer.json() and answer.json()["patient"]["identifier"] == _ins_of(of_b)
+    assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"
+
+    # A party to the patient's referral names it by INS alone, as before; a message's Patient with its traits too.
+    for carried in (False, True):
+        mine = fresh(commune="75056")
+        posted = await secure.post("/fhir", json=mine, headers=headers_a | FHIR_JSON)
+        own = next(loc.split("/_history")[0] for loc in _locations(posted) if loc.startswith("ServiceRequest/"))
+        if carried:
+            answer = await secure.post(
+                "/fhir/$process-message", json=_opposition(mine), headers=parties.headers["sender B"] | FHIR_JSON
+            )
+            assert answer.status_code == 200, answer.text
+        else:
+            body = _consent_for({"identifier": _ins_of(mine)})
+            answer = await secure.post("/fhir/Consent", json=body, headers=headers_a | FHIR_JSON)
+            assert answer.status_code == 201, answer.text
+        assert (await secure.get(f"/fhir/{own}", headers=operator)).json()["status"] == "revoked"
+
+
+def _entry_of(bundle: dict[str, Any], resource_type: str) -> dict[str, Any]:
+    return next(e for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type)
+
+
+async def test_a_directory_record_is_matched_and_changed_by_an_operator_only(
+    secure: httpx.AsyncClient, parties: World
+) -> None:
+    """Regression (issue 23, item 4): a sender whose referral named a Practitioner (RPPS) could PUT new names and
+    telecoms over it, carried then by every party's referral, with no Provenance. A referral now matches a
+    directory record and uses it as on file (an informational note says what it sent was not kept); a PUT entry
+    on one is a 403 unless an operator sends it, and an operator's change leaves a Provenance."""
+    operator = parties.headers["operator"]
+    first = fresh(commune="75056")
+    a = await secure.post("/fhir", json=first, headers=parties.headers["sender A"] | FHIR_JSON)
+    assert a.status_code == 200, a.text
+    practitioner = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("Practitioner/"))
+    on_file = (await secure.get(f"/fhir/{practitioner}", headers=operator)).json()
+
+    other = fresh(commune="75056")
+    posted = _entry_of(other, "Practitioner")["resource"]
+    posted["name"] = [{"use": "official", "family": "PIRATE", "given": ["Eve"]}]
+    posted["telecom"] = [{"system": "phone", "value": "+33 6 00 00 00 00"}]
+    b = await secure.post("/fhir", json=other, headers=parties.headers["sender B"] | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    assert practitioner in [loc.split("/_history")[0] for loc in _locations(b)]
+    notes = [
+        issue["diagnostics"]
+        for e in b.json()["entry"]
+        for issue in (e["response"].get("outcome") or {}).get("issue", [])
+    ]
+    assert any(practitioner in note and "used as on file" in note for note in notes), notes
+    assert (await secure.get(f"/fhir/{practitioner}", headers=operator)).json() == on_file
+
+    def rewriting(bundle: dict[str, Any]) -> dict[str, Any]:
+        entry = _entry_of(bundle, "Practitioner")
+        entry["resource"] |= {"id": practitioner.split("/")[1], "name": [{"use": "official", "family": "PIRATE"}]}
+        entry["request"] = {"method": "PUT", "url": practitioner}
+        return bundle
+
+    for role in ("sender A", "sender B"):  # both parties see it; neither rewrites it
+        refused = await secure.post(
+            "/fhir", json=rewriting(fresh(commune="75056")), headers=parties.headers[role] | FHIR_JSON
+        )
+        assert refused.status_code == 403, refused.text
+        issue = refused.json()["issue"][0]
+        assert issue["details"]["coding"][0]["code"] == "directory-record-read-only"
+        index = next(i for i, e in enumerate(fresh()["entry"]) if e["resource"]["resourceType"] == "Practitioner")
+        assert issue["expression"] == [f"Bundle.entry[{index}].request.method"]
+    assert (await secure.get(f"/fhir/{practitioner}", headers=operator)).json() == on_file
+    direct = await secure.put(f"/fhir/{practitioner}", json=on_file, headers=parties.headers["sender A"] | FHIR_JSON)
+    assert direct.status_code == 405  # no update route for it: only a transaction's entry could
+
+    writer = await token_of(secure, DIRECTORY_OPERATOR)
+    changed = await secure.post("/fhir", json=rewriting(fresh(commune="75056")), headers=writer | FHIR_JSON)
+    assert changed.status_code == 200, changed.text
+    now = (await secure.get(f"/fhir/{practitioner}", headers=operator)).json()
+    assert now["name"][0]["family"] == "PIRATE" and now["meta"]["versionId"] == "2"
+    provenances = await secure.get(
+        "/fhir/Provenance", params={"target": f"{practitioner}/_history/2"}, headers=operator
+    )
+    (recorded,) = (entry["resource"] for entry in provenances.json()["entry"])
+    assert recorded["activity"]["text"] == "directory record changed by an operator"
+    agents = [agent["who"].get("identifier") for agent in recorded["agent"]]
+    assert {"system": CLIENT_ID_SYSTEM, "value": DIRECTORY_OPERATOR.client_id} in agents

@@ -114,3 +114,108 @@ async def test_0005_recomputes_date_rows_again_and_back(at_0004: tuple[str, Data
     await asyncio.to_thread(command.stamp, config, "0005")  # and the downgrade again over its own rows
     await asyncio.to_thread(command.downgrade, config, "0004")
     assert await _index(database) == _BEFORE
+
+
+@pytest.fixture
+def url_0005(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0005")
+    yield url
+    drop_scratch_database(url)
+
+
+_SYSTEM = "https://hospital.example/referrals"
+
+
+async def test_0006_gives_each_idempotency_key_to_its_referrals_senders_and_back(url_0005: str) -> None:
+    """Issue 23, item 3: idempotency keys become their client's. A key goes to each sender of its referral (a
+    referral with none was posted with authentication off: ''); a ServiceRequest identifier is no unique identity
+    any more. The downgrade gives back one row per key and the ServiceRequest identities."""
+    database = Database(url_0005)
+    moment = datetime(2026, 12, 7, tzinfo=UTC)
+    keys = sa.table(
+        "idempotency_keys",
+        sa.column("key", sa.String),
+        sa.column("service_request_id", sa.String),
+        sa.column("outcome", sa.Text),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+    )
+    identities = sa.table(
+        "resource_identities",
+        *(sa.column(name, sa.String) for name in ("resource_type", "system", "value", "resource_id")),
+    )
+    senders = sa.table("referral_senders", sa.column("service_request_id"), sa.column("client_id"))
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(resources),
+                [
+                    {
+                        "resource_type": "ServiceRequest",
+                        "id": sr,
+                        "version_id": 1,
+                        "last_updated": moment,
+                        "content": orjson.dumps(
+                            {"resourceType": "ServiceRequest", "identifier": [{"system": _SYSTEM, "value": value}]}
+                        ).decode(),
+                    }
+                    for sr, value in (("sr-a", "1"), ("sr-off", "2"))
+                ],
+            )
+            await connection.execute(
+                sa.insert(identities),
+                [
+                    {"resource_type": "ServiceRequest", "system": _SYSTEM, "value": "1", "resource_id": "sr-a"},
+                    {"resource_type": "ServiceRequest", "system": _SYSTEM, "value": "2", "resource_id": "sr-off"},
+                    {
+                        "resource_type": "Patient",
+                        "system": "urn:oid:1.2.250.1.213.1.4.8",
+                        "value": "x",
+                        "resource_id": "p",
+                    },
+                ],
+            )
+            await connection.execute(
+                sa.insert(keys),
+                [
+                    {"key": key, "service_request_id": sr, "outcome": "{}", "created_at": moment}
+                    for key, sr in (
+                        (f"servicerequest:{_SYSTEM}|1", "sr-a"),
+                        ("bundle:b|1", "sr-a"),
+                        ("k-off", "sr-off"),
+                    )
+                ],
+            )
+            await connection.execute(
+                sa.insert(senders), [{"service_request_id": "sr-a", "client_id": c} for c in ("hospital", "peer")]
+            )
+
+        async def rows(statement: str) -> set[tuple[str, ...]]:
+            async with database.engine.connect() as connection:
+                return {tuple(row) for row in await connection.execute(sa.text(statement))}
+
+        await asyncio.to_thread(upgrade, url_0005, "0006")
+        assert await rows("SELECT client_id, key, service_request_id FROM idempotency_keys") == {
+            ("hospital", f"servicerequest:{_SYSTEM}|1", "sr-a"),
+            ("peer", f"servicerequest:{_SYSTEM}|1", "sr-a"),
+            ("hospital", "bundle:b|1", "sr-a"),
+            ("peer", "bundle:b|1", "sr-a"),
+            ("", "k-off", "sr-off"),
+        }
+        assert await rows("SELECT resource_type, resource_id FROM resource_identities") == {("Patient", "p")}
+
+        await asyncio.to_thread(command.downgrade, alembic_config(url_0005), "0005")
+        assert await rows("SELECT key, service_request_id FROM idempotency_keys") == {
+            (f"servicerequest:{_SYSTEM}|1", "sr-a"),
+            ("bundle:b|1", "sr-a"),
+            ("k-off", "sr-off"),
+        }
+        assert await rows("SELECT resource_type, value, resource_id FROM resource_identities") == {
+            ("ServiceRequest", "1", "sr-a"),
+            ("ServiceRequest", "2", "sr-off"),
+            ("Patient", "x", "p"),
+        }
+        await asyncio.to_thread(upgrade, url_0005, "0006")  # and up again over the downgrade's rows
+        assert len(await rows("SELECT client_id, key FROM idempotency_keys")) == 5
+    finally:
+        await database.dispose()

@@ -258,12 +258,21 @@ async def test_a_birth_date_of_the_year_1_is_found(database: Database) -> None:
 
 async def test_idempotency_keys(database: Database) -> None:
     async with UnitOfWork(database) as uow:
-        uow.idempotency.add(["a", "b"], "sr-1", {"answer": 1})
+        uow.idempotency.add(["a", "b"], "hospital", "sr-1", {"answer": 1})
         await uow.commit()
     async with UnitOfWork(database) as uow:
-        assert await uow.idempotency.find(["x", "b"]) == {"answer": 1}
-        assert await uow.idempotency.find(["x"]) is None
-        uow.idempotency.add(["a"], "sr-2", {"answer": 2})
+        assert await uow.idempotency.find(["x", "b"], "hospital") == {"answer": 1}
+        assert await uow.idempotency.find(["x"], "hospital") is None
+        # Another client's keys (or the one caller's with authentication off: None) are not the hospital's.
+        assert await uow.idempotency.find(["a", "b"], "gp-software") is None
+        assert await uow.idempotency.find(["a", "b"], None) is None
+        uow.idempotency.add(["a"], "gp-software", "sr-2", {"answer": 2})
+        uow.idempotency.add(["a"], None, "sr-3", {"answer": 3})
+        await uow.commit()
+    async with UnitOfWork(database) as uow:
+        assert await uow.idempotency.find(["a"], "gp-software") == {"answer": 2}
+        assert await uow.idempotency.find(["a"], None) == {"answer": 3}
+        uow.idempotency.add(["a"], "hospital", "sr-4", {"answer": 4})
         with pytest.raises(DuplicateKey):
             await uow.commit()
 

@@ -29,6 +29,7 @@ class SmartClient:
     platform: str | None = None
     algorithm: str = "ES384"
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    identifier_systems: tuple[str, ...] = ()
 
     @property
     def private_key(self) -> Any:
@@ -73,6 +74,8 @@ def write_clients(directory: Path, clients: list[SmartClient]) -> Path:
         if client.platform:
             lines.append(f'platform = "{client.platform}"')
         lines.append(f"scopes = {json.dumps(client.scopes)}")
+        if client.identifier_systems:
+            lines.append(f"identifier_systems = {json.dumps(list(client.identifier_systems))}")
         jwks = {"keys": [client.public_jwk()]}
         if position == 0:
             (directory / f"{client.client_id}.jwks.json").write_text(json.dumps(jwks))

@@ -10,6 +10,7 @@ from gateway.api.deps import (
     BaseUrlDep,
     ClientDep,
     DatabaseDep,
+    ForeignSystemsDep,
     ResourceBodyDep,
     RoutingDep,
     SettingsDep,
@@ -54,10 +55,12 @@ async def transaction(
     routing: RoutingDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
+    foreign_systems: ForeignSystemsDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)
     return FhirResponse(
-        await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer), answer
+        await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer, foreign_systems),
+        answer,
     )
 
 
@@ -71,11 +74,12 @@ async def process_message_operation(
     settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
+    foreign_systems: ForeignSystemsDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
     platform = client.platform if client.role is Role.PLATFORM else None
     outcome = await process_message(
-        database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform
+        database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform, foreign_systems
     )
     return FhirResponse(outcome, answer)
 
