@@ -227,3 +227,47 @@ def test_a_test_ins_is_not_the_real_ins_of_the_same_number() -> None:
     test = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": number}]}
     assert not _identity_namespaces("Patient", real)["ins"] & _identity_namespaces("Patient", test)["ins"]
     assert _identity_namespaces("Patient", real)["ins"] & _identity_namespaces("Patient", real | {"id": "x"})["ins"]
+
+
+async def test_directory_records_are_used_as_on_file_and_changed_by_the_operator(
+    database: Database, routing: RoutingTable
+) -> None:
+    """Issue 23, item 4, authentication off (the caller is the development operator): a platform's Organization a
+    bundle carries first is stored as the routing file says; a later referral naming a known Practitioner with
+    other names leaves it as on file and says so; a PUT entry (the operator's) changes it, with a Provenance."""
+    bundle = load_example("referral-hospital-nurse.json")
+    bundle["entry"].append(
+        {
+            "fullUrl": "urn:uuid:9d0e4c55-0000-4000-8000-0000000000aa",
+            "resource": {
+                "resourceType": "Organization",
+                "identifier": [{"system": "https://finess.esante.gouv.fr", "value": "750000010"}],
+                "name": "Not DAC Paris",
+                "telecom": [{"system": "url", "value": "https://elsewhere.example/fhir"}],
+            },
+            "request": {"method": "POST", "url": "Organization"},
+        }
+    )
+    first = await take_in(database, read_referral(bundle, "transaction"), routing)
+    platform_organization = await _get(database, "Organization", first.entries[-1].id)
+    assert platform_organization["name"] == "DAC Paris"
+    assert platform_organization["telecom"] == [{"system": "url", "value": routing.platforms["dac-75"].endpoint}]
+    index = next(i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "Practitioner")
+    practitioner = first.entries[index]
+    on_file = await _get(database, "Practitioner", practitioner.id)
+
+    other = renamed(load_example("referral-hospital-nurse.json"), "-other")
+    other["entry"][index]["resource"]["name"] = [{"use": "official", "family": "PIRATE", "given": ["Eve"]}]
+    second = await take_in(database, read_referral(other, "transaction"), routing)
+    assert second.entries[index].id == practitioner.id
+    assert any(f"Practitioner/{practitioner.id} was matched" in note for note in second.notes)
+    assert await _get(database, "Practitioner", practitioner.id) == on_file
+
+    rewrite = renamed(load_example("referral-hospital-nurse.json"), "-rewrite")
+    rewrite["entry"][index]["resource"] |= {"id": practitioner.id, "name": [{"use": "official", "family": "NOUVEAU"}]}
+    rewrite["entry"][index]["request"] = {"method": "PUT", "url": f"Practitioner/{practitioner.id}"}
+    third = await take_in(database, read_referral(rewrite, "transaction"), routing)
+    assert (await _get(database, "Practitioner", practitioner.id))["name"][0]["family"] == "NOUVEAU"
+    provenances = [entry for entry in third.generated if entry.resource_type == "Provenance"]
+    targets = [(await _get(database, "Provenance", entry.id))["target"] for entry in provenances]
+    assert [{"reference": f"Practitioner/{practitioner.id}/_history/2"}] in targets
