@@ -164,6 +164,12 @@ def ensure_node_modules() -> None:
     wanted = sha256_of(TOOLS / "package.json", lock)
     if stamp.is_file() and stamp.read_text().strip() == wanted and SUSHI.is_file() and DEFINITIONS.is_dir():
         return
+    if NODE_MODULES.is_symlink():
+        # Shared with another checkout (a git worktree's link to the main one's): npm ci would empty the folder it
+        # points to under the other checkout's feet. Used as it is; refreshed only where it lives.
+        if not (SUSHI.is_file() and DEFINITIONS.is_dir()):
+            raise BuildError(f"{NODE_MODULES} links to {NODE_MODULES.resolve()}, which lacks SUSHI: npm ci there")
+        return
     log("npm ci in tools/profiles/")
     run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], TOOLS)
     stamp.write_text(wanted + "\n")
