@@ -42,6 +42,11 @@ def profiles_dir() -> Path:
     return _data() / "profiles"
 
 
+def examples_dir() -> Path:
+    """examples/: the example referrals, which the FHIR package carries (package/example/)."""
+    return _data() / "examples"
+
+
 def example_routing() -> Path:
     """The example routing file (mappings/routing/routing.toml): the default of ``GATEWAY_ROUTING``."""
     return _data() / "mappings" / "routing" / "routing.toml"
