@@ -67,4 +67,5 @@ for _type in catalog.CONFORMANCE_TYPES:
     router.add_api_route(f"/fhir/{_type}", _searcher(_type), methods=["GET"], summary=f"Search {_type}")
     router.add_api_route(f"/fhir/{_type}/{{resource_id}}", _reader(_type), methods=["GET"], summary=f"Read {_type}")
     for _path in (f"/fhir/{_type}", f"/fhir/{_type}/{{resource_id}}"):
+        # Hidden from the OpenAPI document, hence from the CapabilityStatement: no interaction, a 405.
         router.add_api_route(_path, refuse_write, methods=list(WRITE_METHODS), include_in_schema=False)
