@@ -78,7 +78,7 @@ def install(work: Path, wheel: Path) -> Path:
     started = time.monotonic()
     result = run([sys.executable, "-m", "venv", str(venv)])
     check(result.returncode == 0, "fresh virtual environment", result.stderr)
-    pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-compile"]
     offline = [*pip, "--no-index", "--find-links", str(WHEELHOUSE), str(wheel)]
     result = run(offline)
     if result.returncode != 0:
