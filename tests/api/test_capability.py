@@ -143,3 +143,11 @@ def test_a_route_of_an_unknown_shape_stops_the_statement(app: FastAPI) -> None:
     install_openapi(app)  # its document anew, with the route
     with pytest.raises(UndescribedRoute, match=r"POST /fhir/Task/\{task_id\}/frobnicate"):
         served(app)
+
+
+async def test_the_same_statement_with_authentication_on(client: httpx.AsyncClient, secure: httpx.AsyncClient) -> None:
+    """With authentication on the routes are the same, and so is what the statement says of them (plus security)."""
+    off, on = await _statement(client), await _statement(secure)
+    assert on["rest"][0]["resource"] == off["rest"][0]["resource"]
+    assert on["rest"][0]["operation"] == off["rest"][0]["operation"] and on["messaging"] == off["messaging"]
+    assert "security" in on["rest"][0] and "security" not in off["rest"][0]
