@@ -64,7 +64,12 @@ def build_wheel(work: Path) -> Path:
         else:
             shutil.copy2(path, source / name)
     started = time.monotonic()
-    result = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"), str(source)])
+    # setuptools (the build backend, pyproject.toml) from build/wheelhouse/ too once it is there: no index needed.
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"), str(source)]
+    result = run([*build, "--no-index", "--find-links", str(WHEELHOUSE)])
+    if result.returncode != 0:
+        run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELHOUSE), "setuptools>=69"])
+        result = run(build)
     wheels = sorted((work / "dist").glob("dac_gateway-*.whl"))
     check(result.returncode == 0 and len(wheels) == 1, "wheel built", result.stderr[-2000:])
     print(f"     {wheels[0].name} in {time.monotonic() - started:.0f} s", flush=True)
