@@ -16,7 +16,15 @@ from gateway.conformance.catalog import CONFORMANCE_TYPES
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 #: A value of each search parameter type that parses (what it finds does not matter, that it is searched does).
-SAMPLE = {"token": "x", "reference": "Patient/x", "string": "x", "date": "2020", "uri": "http://x.org/y"}
+SAMPLE = {
+    "token": "x",
+    "reference": "Patient/x",
+    "string": "x",
+    "date": "2020",
+    "uri": "http://x.org/y",
+    "number": "1",
+    "quantity": "1",
+}
 
 
 async def _statement(client: httpx.AsyncClient) -> dict[str, Any]:
