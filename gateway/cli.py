@@ -37,6 +37,22 @@ def _settings() -> Settings:
         raise typer.Exit(code=2) from exc
 
 
+def _definitions(*, compile_engine: bool) -> None:
+    """The FHIR definitions loaded (and compiled, for what validates), or a message and exit status 2: without
+    them the gateway would take in whatever it is sent, so it never starts so (DESIGN §15)."""
+    from gateway.conformance.files import DefinitionsNotFound, check_definitions
+
+    try:
+        check_definitions()
+        if compile_engine:
+            from gateway.validation.engine import warm_up
+
+            warm_up()
+    except DefinitionsNotFound as exc:
+        typer.echo(f"cannot load the FHIR definitions: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -48,6 +64,7 @@ def serve(
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
     settings = _settings()
+    _definitions(compile_engine=True)
     if settings.base_url is None:  # our own address, for the messages we send (MessageHeader.source, fullUrls)
         settings = settings.model_copy(update={"base_url": f"http://{host}:{port}/fhir"})
     configure_logging(settings.log_level, settings.log_json)
@@ -112,6 +129,7 @@ def validate(
     from gateway.fhir.media import FhirFormat
     from gateway.validation.validate import validate as validate_resource
 
+    _definitions(compile_engine=True)
     failed = False
     for path in files:
         fmt = FhirFormat.XML if path.suffix.lower() == ".xml" else FhirFormat.JSON
@@ -159,6 +177,7 @@ def worker() -> None:
             err=True,
         )
         raise typer.Exit(code=2)
+    _definitions(compile_engine=False)  # what it sends and writes is built on them too
     try:
         routing = load_routing(settings.routing)
     except RoutingConfigError as exc:

@@ -9,8 +9,10 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The repository's example routing file: the default so that `gateway serve` works out of a fresh clone.
-EXAMPLE_ROUTING = Path(__file__).resolve().parent.parent / "mappings" / "routing" / "routing.toml"
+from gateway.conformance.files import example_routing
+
+#: The example routing file (package data): the default so that `gateway serve` works out of a fresh install.
+EXAMPLE_ROUTING = example_routing()
 
 
 def async_database_url(url: str) -> str:

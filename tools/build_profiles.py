@@ -3,7 +3,7 @@
 
     build     compile profiles/fsh/ with SUSHI into profiles/*.json (with snapshots) and extract profiles/r4/
     check     rebuild into a temporary folder; exit 1, naming the files, when the committed JSON drifted
-    package   pack profiles/ into the FHIR package build/dac.gateway.profiles-0.1.0.tgz
+    package   pack profiles/ and examples/ into the FHIR package build/dac.gateway-0.1.0.tgz (GET /package.tgz)
 
 What ``build`` does:
 
@@ -27,16 +27,13 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import gzip
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -59,7 +56,7 @@ ERRORS_PY = ROOT / "gateway" / "errors.py"
 GENERATED_ISSUE_FSH = "generated-dac-issue.fsh"
 
 CANONICAL = "https://fhir.dac-gateway.org"
-PACKAGE_NAME = "dac.gateway.profiles"
+PACKAGE_NAME = "dac.gateway"
 CORE_NAME = "hl7.fhir.r4.core"
 CORE_VERSION = "4.0.1"
 #: Bumped when the way the core package is made changes, so that the cache is made anew.
@@ -163,6 +160,12 @@ def ensure_node_modules() -> None:
     stamp = NODE_MODULES / ".dac-lock-sha256"
     wanted = sha256_of(TOOLS / "package.json", lock)
     if stamp.is_file() and stamp.read_text().strip() == wanted and SUSHI.is_file() and DEFINITIONS.is_dir():
+        return
+    if NODE_MODULES.is_symlink():
+        # Shared with another checkout (a git worktree's link to the main one's): npm ci would empty the folder it
+        # points to under the other checkout's feet. Used as it is; refreshed only where it lives.
+        if not (SUSHI.is_file() and DEFINITIONS.is_dir()):
+            raise BuildError(f"{NODE_MODULES} links to {NODE_MODULES.resolve()}, which lacks SUSHI: npm ci there")
         return
     log("npm ci in tools/profiles/")
     run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], TOOLS)
@@ -682,33 +685,18 @@ def command_check(_arguments: argparse.Namespace) -> int:
 
 
 def command_package(_arguments: argparse.Namespace) -> int:
-    """build/dac.gateway.profiles-0.1.0.tgz: package/package.json, our resources and .index.json."""
-    manifest = read_json(PROFILES / "package.json")
-    files: dict[str, Json] = {}
-    for path in sorted(PROFILES.glob("*.json")):
-        if path.name == "package.json":
-            continue
-        resource = read_json(path)
-        if isinstance(resource, dict) and "resourceType" in resource:
-            files[path.name] = resource
-    if not files:
-        raise BuildError("no resources under profiles/: run the build first")
-    members: dict[str, bytes] = {"package/package.json": dump_json(manifest).encode()}
-    members |= {f"package/{name}": dump_json(resource).encode() for name, resource in files.items()}
-    index = {"index-version": 1, "files": [index_entry(name, files[name]) for name in sorted(files)]}
-    members["package/.index.json"] = dump_json(index).encode()
+    """build/dac.gateway-0.1.0.tgz: the gateway's own packing (gateway/conformance/package.py), from the files of
+    this checkout: the bytes ``GET /package.tgz`` serves."""
+    sys.path.insert(0, str(ROOT))
+    from gateway.conformance.package import pack, package_members, package_name
+
+    if not (PROFILES / "package.json").is_file():
+        raise BuildError("no profiles/package.json: run the build first")
+    members = package_members(PROFILES, ROOT / "examples")
     BUILD.mkdir(exist_ok=True)
-    target = BUILD / f"{manifest['name']}-{manifest['version']}.tgz"
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name in sorted(members):
-            info = tarfile.TarInfo(name)
-            info.size = len(members[name])
-            info.mode = 0o644
-            info.mtime = 0
-            archive.addfile(info, io.BytesIO(members[name]))
-    target.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))  # no date anywhere: the same bytes every time
-    print(f"{target.relative_to(ROOT)}: {len(files)} resources, {target.stat().st_size / 1e3:.0f} kB")
+    target = BUILD / package_name(PROFILES)
+    target.write_bytes(pack(members))
+    print(f"{target.relative_to(ROOT)}: {len(members)} files, {target.stat().st_size / 1e3:.0f} kB")
     return 0
 
 
@@ -717,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="compile profiles/fsh/ into profiles/*.json and extract profiles/r4/")
     commands.add_parser("check", help="fail when the committed JSON under profiles/ drifted from the FSH sources")
-    commands.add_parser("package", help="build build/dac.gateway.profiles-0.1.0.tgz from profiles/")
+    commands.add_parser("package", help="build build/dac.gateway-0.1.0.tgz from profiles/ and examples/")
     arguments = parser.parse_args(argv)
     handlers = {"build": command_build, "check": command_check, "package": command_package}
     try:

@@ -15,7 +15,7 @@ from gateway.api.audit import AuditMiddleware
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
-from gateway.api.routes import auth, consents, operations, resources, system, tasks
+from gateway.api.routes import auth, conformance, consents, operations, resources, system, tasks
 from gateway.audit.buffer import AuditBuffer
 from gateway.auth.clients import AuthConfigError, load_clients
 from gateway.auth.token_endpoint import Authority
@@ -104,6 +104,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(tasks.router)
     app.include_router(consents.router)
+    app.include_router(conformance.router)  # before resources: /fhir/StructureDefinition… are its own
     app.include_router(resources.router)
     app.add_middleware(AuditMiddleware, buffer=audit)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)

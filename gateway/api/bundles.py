@@ -83,3 +83,23 @@ def history(base_url: str, versions: Sequence[StoredResource]) -> Resource:
         "link": [{"relation": "self", "url": f"{base_url}/{reference}/_history"}],
     }
     return _with_entries(bundle, entries)
+
+
+def conformance_searchset(
+    base_url: str, resource_type: str, params: Sequence[tuple[str, str]], found: Sequence[Resource]
+) -> Resource:
+    """A search of the published conformance resources: a few dozen at most, so one page with all of them."""
+    query = f"?{urlencode(params)}" if params else ""
+    bundle: Resource = {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "meta": {"lastUpdated": fhir_instant(utc_now())},
+        "type": "searchset",
+        "total": len(found),
+        "link": [{"relation": "self", "url": f"{base_url}/{resource_type}{query}"}],
+    }
+    entries = [
+        {"fullUrl": f"{base_url}/{resource_type}/{resource['id']}", "resource": resource, "search": {"mode": "match"}}
+        for resource in found
+    ]
+    return _with_entries(bundle, entries)

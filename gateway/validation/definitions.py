@@ -1,6 +1,6 @@
 """The conformance resources the engine is compiled from, read once from profiles/ (ours) and profiles/r4/ (the
-R4 base): StructureDefinitions by canonical URL, ValueSet expansions, the referral MessageDefinition and the
-resource types its GraphDefinition allows."""
+R4 base), package data (gateway.conformance.files): StructureDefinitions by canonical URL, ValueSet expansions, the
+referral MessageDefinition and the resource types its GraphDefinition allows."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.conformance.files import DefinitionsNotFound, check_definitions
 from gateway.fhir.outcome import CANONICAL_BASE
 
-PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 R4_BASE = "http://hl7.org/fhir/StructureDefinition/"
 #: ``expansion.parameter`` naming a system whose codes the build could not enumerate (profiles/README.md).
 UNEXPANDED_SYSTEM = "dac-unexpanded-system"
@@ -22,13 +22,17 @@ Json = dict[str, Any]
 
 
 def _read(path: Path) -> Json:
-    data: Json = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data: Json = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DefinitionsNotFound(f"cannot read the FHIR definition {path}: {exc}") from exc
     return data
 
 
 def _conformance_files(prefix: str) -> Iterator[Path]:
-    yield from sorted(PROFILES.glob(f"{prefix}-*.json"))
-    yield from sorted((PROFILES / "r4").glob(f"{prefix}-*.json"))
+    profiles = check_definitions()
+    yield from sorted(profiles.glob(f"{prefix}-*.json"))
+    yield from sorted((profiles / "r4").glob(f"{prefix}-*.json"))
 
 
 @functools.cache
@@ -105,12 +109,13 @@ def _graph_types(links: list[Json]) -> Iterator[str]:
 def message_rules() -> dict[tuple[str, str], MessageRule]:
     """(event system, event code) → the MessageDefinition's rule."""
     rules = {}
-    for definition in map(_read, sorted(PROFILES.glob("MessageDefinition-*.json"))):
+    profiles = check_definitions()
+    for definition in map(_read, sorted(profiles.glob("MessageDefinition-*.json"))):
         event = definition["eventCoding"]
         focus = definition.get("focus") or []
         allowed = {"MessageHeader"}
         for graph_url in definition.get("graph") or []:  # 0..1 in R4, a list in its JSON
-            graph = _read(PROFILES / f"GraphDefinition-{str(graph_url).rsplit('/', 1)[-1]}.json")
+            graph = _read(profiles / f"GraphDefinition-{str(graph_url).rsplit('/', 1)[-1]}.json")
             allowed |= {str(graph["start"]), *_graph_types(graph.get("link") or [])}
         maxes = [str(item.get("max", "*")) for item in focus]
         rules[(event["system"], event["code"])] = MessageRule(

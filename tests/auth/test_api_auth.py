@@ -5,12 +5,17 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
+from gateway.api.routes import conformance
 from tests.auth.conftest import OPERATOR, READ_ONLY, SENDER, TOKEN_URL, token_of
 from tests.conftest import load_example
 
 OPEN = {"/health", "/ready", "/metrics", "/fhir/metadata", "/auth/token", "/.well-known/smart-configuration",
         "/fhir/.well-known/smart-configuration", "/docs", "/docs/oauth2-redirect", "/openapi.json"}  # fmt: skip
+#: What the gateway publishes for other FHIR tools (conformance resources, /package.tgz): definitions, no patient
+#: data, readable without a token (tests/conformance).
+OPEN |= {route.path for route in conformance.router.routes if isinstance(route, APIRoute) and "GET" in route.methods}
 
 
 async def test_client_credentials_then_a_referral_posted_and_read_back(secure: httpx.AsyncClient) -> None:
@@ -108,7 +113,11 @@ async def test_every_api_route_but_the_open_ones_needs_a_token(secure_app: FastA
     assert checked >= 12
 
 
-@pytest.mark.parametrize("path", ["/health", "/metrics", "/fhir/metadata", "/.well-known/smart-configuration"])
+@pytest.mark.parametrize(
+    "path",
+    ["/health", "/metrics", "/fhir/metadata", "/.well-known/smart-configuration", "/package.tgz",
+     "/fhir/StructureDefinition/dac-task", "/fhir/ValueSet?url=https://fhir.dac-gateway.org/ValueSet/dac-mission"],
+)  # fmt: skip
 async def test_open_routes_need_no_token(secure: httpx.AsyncClient, path: str) -> None:
     assert (await secure.get(path)).status_code == 200
 

@@ -763,3 +763,20 @@ def test_log_lines_are_json_without_patient_data(api_gateway: ApiGateway) -> Non
     assert api_gateway.sensitive, "the tests above posted patients"
     leaked = sorted(value for value in api_gateway.sensitive if value in "\n".join(lines))
     assert not leaked, f"patient data in the log: {leaked}"
+
+
+def test_conformance_resources_served(api: httpx.Client) -> None:
+    """What other FHIR tools fetch (DESIGN §15), from a running gateway; each answer checked by the independent
+    validators like every other."""
+    for path, params in (
+        ("/OperationDefinition", {"url": "https://fhir.dac-gateway.org/OperationDefinition/dac-validate"}),
+        ("/SearchParameter/dac-task-deadline", {}),
+        ("/CodeSystem", {"name": "DacMission"}),
+        ("/ValueSet/$expand", {"url": "https://fhir.dac-gateway.org/ValueSet/dac-mission"}),
+        ("/MessageDefinition/referral-request", {}),
+        ("/StructureDefinition", {"url": "https://fhir.dac-gateway.org/StructureDefinition/dac-task"}),
+    ):
+        response = api.get(path, params=params)
+        assert response.status_code == 200, (path, response.text[:300])
+        body = response.json()
+        assert body.get("total", 1) == 1, path

@@ -43,7 +43,7 @@ _FHIR_BODY = {
 @router.get("/metadata", summary="CapabilityStatement")
 async def metadata(request: Request, answer: AnswerDep, base_url: BaseUrlDep, token_url: TokenUrlDep) -> FhirResponse:
     security = rest_security(token_url) if request.app.state.authority is not None else None
-    return FhirResponse(capability_statement(base_url, security), answer)
+    return FhirResponse(capability_statement(request.app, base_url, security), answer)
 
 
 @router.post("", summary="Referral as a transaction Bundle", openapi_extra=_FHIR_BODY)
