@@ -7,6 +7,8 @@ FINESS the same Organization, whoever sends them. A resource without one is matc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from gateway.fhir.types import Resource
 
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
@@ -45,3 +47,9 @@ def identity_keys(resource: Resource) -> list[tuple[str, str]]:
     ]
     national = NATIONAL_IDENTIFIER_SYSTEMS.get(resource_type, frozenset())
     return list(dict.fromkeys([key for key in keys if key[0] in national] or keys))
+
+
+def professional_identifiers(rpps: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """The identifiers (system, value) a Practitioner may carry each RPPS number under: the RPPS itself, and the
+    IDNPS derived from it ("8" + RPPS)."""
+    return tuple((system, value) for number in rpps for system, value in ((RPPS, number), (IDNPS, f"8{number}")))
