@@ -29,6 +29,7 @@ class SmartClient:
     platform: str | None = None
     algorithm: str = "ES384"
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    rpps: list[str] | None = None  # a practitioner's professionals
 
     @property
     def private_key(self) -> Any:
@@ -72,6 +73,8 @@ def write_clients(directory: Path, clients: list[SmartClient]) -> Path:
         lines += ["[[clients]]", f'client_id = "{client.client_id}"', f'role = "{client.role}"']
         if client.platform:
             lines.append(f'platform = "{client.platform}"')
+        if client.rpps is not None:
+            lines.append(f"rpps = {json.dumps(client.rpps)}")
         lines.append(f"scopes = {json.dumps(client.scopes)}")
         jwks = {"keys": [client.public_jwk()]}
         if position == 0:
