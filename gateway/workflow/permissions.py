@@ -99,7 +99,8 @@ def allowed_statuses(role: Role, task: Resource) -> frozenset[str]:
 
 async def acting_roles(database: Database, role: Role, viewer: Viewer, task_id: str) -> frozenset[Role]:
     """The capacities in which the caller acts on a Task it sees: its role — but a platform's client acts as the
-    platform only on a Task its platform sees, and as a sender on a Task of a referral it posted."""
+    platform only on a Task its platform sees, a practitioner's as the GP only on its professionals' Tasks, and
+    either as a sender on a Task of a referral it posted."""
     if role not in (Role.PLATFORM, Role.PRACTITIONER):
         return frozenset({role})
     # From what its view holds: a platform the routing file no longer names routes nothing to the client, whose

@@ -31,9 +31,15 @@ REFERRING_PLATFORM = SmartClient(
     "dac29-referrer", "platform", ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"], "dac-29"
 )
 OPERATOR = SmartClient("ops", "operator", ["system/*.rs", "system/AuditEvent.rs", "system/Task.u"])
-# The GP of the examples' patients (RPPS 10100345676), and another physician (the nurse's pta-2016 example's GP).
+# The GP of the examples' patients (RPPS 10100345676), and another physician (the nurse's pta-2016 example's GP),
+# whose software refers patients too.
 GP_SOFTWARE = SmartClient("cabinet-lilas", "practitioner", ["system/*.rs", "system/Task.u"], rpps=["10100345676"])
-OTHER_GP = SmartClient("cabinet-tilleuls", "practitioner", ["system/*.rs", "system/Task.u"], rpps=["10100246809"])
+OTHER_GP = SmartClient(
+    "cabinet-tilleuls",
+    "practitioner",
+    ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"],
+    rpps=["10100246809"],
+)
 READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
 CLIENTS = [
     SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, REFERRING_PLATFORM, OPERATOR,

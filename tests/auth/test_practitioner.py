@@ -224,6 +224,18 @@ async def test_the_gps_software_names_only_the_professional_in_x_provenance(secu
     assert agents[0]["who"]["reference"].startswith("Practitioner/")  # the professional, not their role
 
 
+async def test_on_a_referral_it_posted_a_practitioner_is_its_sender_not_the_gp(secure: httpx.AsyncClient) -> None:
+    """Another physician's software posts a referral held for Dr Lilas: it may withdraw it, not answer for her."""
+    posted = await _posted(secure, pta_2016_referral(), await token_of(secure, OTHER_GP))
+    task = await _task(secure, posted["ServiceRequest"], "gp-validation")
+    other = await token_of(secure, OTHER_GP)
+    assert _issue(await _decide(secure, other, task, {"status": "accepted"}))[:2] == (403, "decision-not-allowed")
+    withdrawn = await _decide(secure, other, task, {"status": "cancelled"} | REASON)
+    assert withdrawn.status_code == 200, withdrawn.text
+    (agent,) = (await _decision_provenance(secure, task))["agent"]
+    assert agent["who"] == {"identifier": {"system": CLIENT_ID, "value": OTHER_GP.client_id}}
+
+
 async def test_the_gp_reports_being_informed(secure: httpx.AsyncClient) -> None:
     """Under dac-2022 the GP is informed (gp-information): under way, done; never an acceptance."""
     posted = await _posted(secure, fresh(commune="75056"), await token_of(secure, SENDER))
