@@ -18,6 +18,7 @@ from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
 from gateway.workflow.tasks import REQUEST_STATUS_REASON
 from tests.auth.conftest import GP_SOFTWARE, HAINAUT_PLATFORM, OPERATOR, OTHER_GP, OTHER_SENDER, SENDER, token_of
+from tests.conftest import load_example
 from tests.support.referrals import fresh
 from tests.workflow.test_decisions_api import pta_2016_referral
 
@@ -222,6 +223,20 @@ async def test_the_gps_software_names_only_the_professional_in_x_provenance(secu
     agents = (await _decision_provenance(secure, task))["agent"]
     assert agents[0]["type"]["coding"][0]["code"] == "verifier"
     assert agents[0]["who"]["reference"].startswith("Practitioner/")  # the professional, not their role
+
+
+async def test_the_gp_reads_the_referrals_consent_not_the_opposition_that_revoked_it(secure: httpx.AsyncClient) -> None:
+    posted, task = await _held(secure)
+    sender = await token_of(secure, SENDER)
+    opposition = await secure.post(
+        "/fhir/Consent", json=load_example("consent-opposition.json"), headers=sender | FHIR_JSON
+    )
+    assert opposition.status_code == 201, opposition.text
+    gp = await token_of(secure, GP_SOFTWARE)
+    assert (await secure.get(f"/fhir/Task/{task['id']}", headers=gp)).json()["status"] == "cancelled"
+    assert (await secure.get(f"/fhir/Consent/{opposition.json()['id']}", headers=gp)).status_code == 404
+    found = (await secure.get("/fhir/Consent", headers=gp)).json()
+    assert [f"Consent/{e['resource']['id']}" for e in found["entry"]] == [posted["Consent"]]
 
 
 async def test_on_a_referral_it_posted_a_practitioner_is_its_sender_not_the_gp(secure: httpx.AsyncClient) -> None:
