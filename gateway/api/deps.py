@@ -21,6 +21,7 @@ from gateway.errors import IssueCode, TokenRequestRejected
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
+from gateway.intake.identity import professional_identifiers
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.visibility import EVERYTHING, Viewer
@@ -94,9 +95,11 @@ async def _viewer(
 ) -> Viewer:
     """What the caller may see: everything (operators); what it sent (any other client); and for a platform's
     client, what was routed to its platform too — a peer gateway reads back the referrals it forwarded, a platform
-    the Consent it posted."""
+    the Consent it posted; for a practitioner's, the Tasks of its professionals and their referrals."""
     if client.role is Role.OPERATOR:
         return EVERYTHING
+    if client.role is Role.PRACTITIONER:
+        return Viewer(sender=client.client_id, professionals=professional_identifiers(client.rpps))
     if client.role is Role.PLATFORM:
         platform = routing.platforms.get(client.platform or "")
         if platform is not None:  # else the routing file no longer names it: nothing is routed there
@@ -115,6 +118,8 @@ def _actor(
         platform = routing.platforms.get(client.platform or "")
         if platform is not None:  # else nothing is routed to it: it acts only as the sender of what it posted
             return Actor(client.client_id, Identifier(platform.organization_system, platform.organization_value))
+    if client.role is Role.PRACTITIONER:
+        return Actor(client.client_id, professionals=professional_identifiers(client.rpps))
     return Actor(client.client_id, trusted=client.role is Role.OPERATOR)
 
 

@@ -2,7 +2,7 @@
 
     [[clients]]
     client_id = "hopital-nord"
-    role = "sender"                    # sender | platform | operator
+    role = "sender"                    # sender | platform | practitioner | operator
     scopes = ["system/ServiceRequest.c", "system/ServiceRequest.rs", "system/Task.rs"]
     jwks_file = "hopital-nord.jwks.json"   # relative to this file; or jwks = { keys = [ … ] } inline
     identifier_systems = ["https://hopital-nord.example/referrals"]   # optional: the identifier systems it owns
@@ -13,6 +13,13 @@
     platform = "dac-75"                # a platform key of the routing file: it sees what was routed there
     scopes = ["system/*.rs", "system/Task.u"]
     jwks = { keys = [ { kty = "EC", crv = "P-384", kid = "k1", x = "…", y = "…" } ] }
+
+    [[clients]]
+    client_id = "cabinet-lilas"
+    role = "practitioner"
+    rpps = ["10100345676"]             # the professionals it acts for: it sees and decides the Tasks they own
+    scopes = ["system/*.rs", "system/Task.u"]
+    jwks_file = "cabinet-lilas.jwks.json"
 
 Keys are parsed here, once (each request's assertion is checked against an already-decoded key). Only public
 keys are accepted: a JWK carrying a private part (``d``) is refused, so a private key pasted by mistake stops
@@ -46,6 +53,8 @@ class Role(StrEnum):
     SENDER = "sender"  # hospital or GP software (or a peer gateway posting to $process-message): sees what it sent
     PLATFORM = "platform"  # a DAC platform's software: sees what was routed to its platform
     OPERATOR = "operator"  # the gateway's operators: see everything, and the audit trail
+    #: a physician's (a GP's) software, bound to RPPS numbers: sees and decides the Tasks its professionals own
+    PRACTITIONER = "practitioner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,7 @@ class RegisteredClient:
     #: The identifier systems this client owns: a ServiceRequest identifier or Bundle.identifier in one of them
     #: is refused from any other client (no squatting another's next identifier).
     identifier_systems: frozenset[str] = frozenset()
+    rpps: tuple[str, ...] = ()  # a practitioner's professionals (RPPS numbers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,7 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
         raise AuthConfigError(f"client {client_id!r}: platform {platform!r} is not a platform of the routing file")
     if role is not Role.PLATFORM and platform is not None:
         raise AuthConfigError(f"client {client_id!r}: only a platform client names a platform")
+    rpps = _rpps(client_id, role, entry.get("rpps"))
     texts = entry.get("scopes")
     if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
         raise AuthConfigError(f"client {client_id!r}: scopes must be a list of strings")
@@ -138,7 +149,21 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
     systems = entry.get("identifier_systems", [])
     if not isinstance(systems, list) or not all(isinstance(system, str) and system for system in systems):
         raise AuthConfigError(f"client {client_id!r}: identifier_systems must be a list of system URIs")
-    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform, frozenset(systems))
+    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform, frozenset(systems), rpps)
+
+
+def _rpps(client_id: str, role: Role, numbers: Any) -> tuple[str, ...]:
+    """A practitioner's RPPS numbers: at least one, each 11 digits; no other role has any."""
+    if role is not Role.PRACTITIONER:
+        if numbers is not None:
+            raise AuthConfigError(f"client {client_id!r}: only a practitioner client names rpps numbers")
+        return ()
+    if not isinstance(numbers, list) or not numbers or not all(isinstance(number, str) for number in numbers):
+        raise AuthConfigError(f'client {client_id!r}: a practitioner needs rpps = ["<RPPS number>", …]')
+    for number in numbers:
+        if not (len(number) == 11 and number.isascii() and number.isdigit()):
+            raise AuthConfigError(f"client {client_id!r}: rpps {number!r} is not an RPPS number (11 digits)")
+    return tuple(dict.fromkeys(numbers))
 
 
 def load_clients(path: Path, platforms: frozenset[str]) -> ClientRegistry:

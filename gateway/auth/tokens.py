@@ -3,8 +3,8 @@
 An access token is a JWT the gateway signs with HS256 under ``GATEWAY_AUTH_SECRET``. The gateway is both the
 only issuer and the only audience, so a shared symmetric key is enough, and it is what makes tokens cheap: every
 ``gateway serve`` process sharing the secret verifies any token locally — one HMAC, tens of microseconds, no
-database round trip, no session table — and the token carries what authorisation needs (client, role, platform,
-scopes). The cost is that a token cannot be revoked before it expires; lifetimes are therefore short
+database round trip, no session table — and the token carries what authorisation needs (client, role, platform or
+RPPS numbers, scopes). The cost is that a token cannot be revoked before it expires; lifetimes are therefore short
 (``GATEWAY_ACCESS_TOKEN_LIFETIME``, 5 minutes by default), and removing a client from the clients file stops it
 getting new ones. Clients' own assertions are asymmetric (RS384 / ES384, ``gateway.auth.assertions``): only
 they hold their private keys.
@@ -41,6 +41,7 @@ class ApiClient:
     scopes: ScopeSet
     platform: str | None = None
     authenticated: bool = True  # False: the stand-in caller when authentication is off
+    rpps: tuple[str, ...] = ()  # a practitioner's professionals
 
     @property
     def sender_id(self) -> str | None:
@@ -87,6 +88,8 @@ class AccessTokens:
         }
         if client.platform is not None:
             claims["platform"] = client.platform
+        if client.rpps:
+            claims["rpps"] = list(client.rpps)
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> ApiClient:
@@ -108,6 +111,7 @@ class AccessTokens:
                 Role(claims["role"]),
                 ScopeSet.parse(str(claims["scope"]).split()),
                 str(claims["platform"]) if claims.get("platform") is not None else None,
+                rpps=tuple(str(number) for number in claims.get("rpps") or ()),
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated.single(

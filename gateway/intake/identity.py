@@ -7,6 +7,8 @@ FINESS the same Organization, whoever sends them. A resource without one is matc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from gateway.fhir.france import INS_NIA as INS_NIA  # re-exported: the INS systems are defined with their check
 from gateway.fhir.france import INS_NIA_TEST as INS_NIA_TEST
 from gateway.fhir.france import INS_NIR as INS_NIR
@@ -47,3 +49,9 @@ def identity_keys(resource: Resource) -> list[tuple[str, str]]:
     ]
     national = NATIONAL_IDENTIFIER_SYSTEMS.get(resource_type, frozenset())
     return list(dict.fromkeys([key for key in keys if key[0] in national] or keys))
+
+
+def professional_identifiers(rpps: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """The identifiers (system, value) a Practitioner may carry each RPPS number under: the RPPS itself, and the
+    IDNPS derived from it ("8" + RPPS)."""
+    return tuple((system, value) for number in rpps for system, value in ((RPPS, number), (IDNPS, f"8{number}")))

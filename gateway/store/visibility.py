@@ -7,12 +7,18 @@ when it is a party to a referral the resource belongs to:
 - a sender — any client — to the referrals it sent (``referral_senders``, recorded at intake: the only place that
   knows);
 - a platform, to the referrals routed to it — read from the ServiceRequest's ``performer`` in the search index
-  (the platform's Organization), so routing needs no bookkeeping of its own and a re-routed referral follows;
+  (the platform's Organization), so routing needs no bookkeeping of its own and a re-routed referral follows —
+  once they reached it: routed (a ``platform-intake`` Task of its own) or escalated to it (a ``contact-gp`` Task).
+  A referral held for the GP's validation (pta-2016) names its platform already, but is not the platform's yet
+  (DESIGN §11): until then it sees nothing of it;
+- a practitioner (a GP's software), to the referrals a Task of one of its professionals focuses on — a Task owned
+  by a Practitioner carrying one of its RPPS numbers (as RPPS or IDNPS), or by a PractitionerRole of one; of their
+  Tasks it sees only those (not the platform's);
 - an operator, to everything.
 
 Tasks made after intake (decisions, deadlines) belong to the referral their ``focus`` names, and a platform also
-sees the Tasks it owns; a Provenance belongs to the referral of the ServiceRequest or Task it targets: all read
-from the search index, so no later writer has to remember to register them.
+sees the Tasks it owns (once the referral reached it); a Provenance belongs to the referral of the ServiceRequest
+or Task it targets: all read from the search index, so no later writer has to remember to register them.
 A resource shared by several referrals (one Patient referred twice) is visible to the parties of each. A Consent
 posted on its own (``POST /fhir/Consent``, an opposition message) is a record of its own: its members and senders
 are keyed by its reference (``Consent/…``, never a ServiceRequest id), its poster the sender. The referrals an
@@ -41,6 +47,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.search import SearchQuery, split_reference
 from gateway.store.repository import PendingWrites, StoredResource
 from gateway.store.tables import referral_members, referral_senders, resource_identities, resources, search_index
@@ -48,27 +55,108 @@ from gateway.store.tables import referral_members, referral_senders, resource_id
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Whose view of the store. ``everything`` for operators; else the client id it sent as, and for a platform's
-    client its platform's Organization identifier (system, value) too."""
+    """Whose view of the store. ``everything`` for operators; else the client id it sent as, for a platform's
+    client its platform's Organization identifier (system, value) too, and for a practitioner's its professionals,
+    as the identifiers (system, value) a Practitioner carries them under (an RPPS number and its IDNPS)."""
 
     everything: bool = False
     sender: str | None = None
     platform_organization: tuple[str, str] | None = None
+    professionals: tuple[tuple[str, str], ...] = ()
 
 
 EVERYTHING = Viewer(everything=True)
+#: The Tasks that bring a referral to its platform (``gateway.workflow.policies.TaskType``): routing's
+#: platform-intake, an escalation's contact-gp — (CodeSystem, codes).
+_REACHED_BY = (f"{CANONICAL_BASE}/CodeSystem/dac-task-type", ("platform-intake", "contact-gp"))
 
 
-def _party_to(viewer: Viewer, service_request_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
-    """The viewer is a party to the referral whose ServiceRequest id is ``service_request_id``."""
+def _party_to(
+    viewer: Viewer, service_request_id: sa.ColumnElement[str], *, as_professional: bool = True
+) -> sa.ColumnElement[bool]:
+    """The viewer is a party to the referral whose ServiceRequest id is ``service_request_id`` (a practitioner's
+    professionals' part left out when not ``as_professional``: of a referral's Tasks, it sees its own only)."""
     parties: list[sa.ColumnElement[bool]] = []
     if viewer.sender is not None:
         s = referral_senders.c
         parties.append(sa.exists().where(s.service_request_id == service_request_id, s.client_id == viewer.sender))
     if viewer.platform_organization is not None:
         organization = _organization_id(viewer.platform_organization)
-        parties.append(_indexed("ServiceRequest", service_request_id, "performer", "Organization", organization))
+        parties.append(
+            sa.and_(
+                _indexed("ServiceRequest", service_request_id, "performer", "Organization", organization),
+                _reached(organization, service_request_id),
+            )
+        )
+    if viewer.professionals and as_professional:
+        focus = search_index.alias()
+        parties.append(
+            sa.exists().where(
+                focus.c.resource_type == "Task",
+                focus.c.param == "focus",
+                focus.c.system == "ServiceRequest",
+                focus.c.value == service_request_id,
+                _owned_by_professional(viewer, focus.c.resource_id),
+            )
+        )
     return sa.or_(*parties) if parties else sa.false()
+
+
+def _reached(organization: Any, service_request_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """The referral reached the platform whose Organization id is ``organization``: it owns a Task that routing or
+    an escalation made for it (``_REACHED_BY``) on that referral."""
+    focus, owner, code = search_index.alias(), search_index.alias(), search_index.alias()
+    system, codes = _REACHED_BY
+    return sa.exists().where(
+        focus.c.resource_type == "Task",
+        focus.c.param == "focus",
+        focus.c.system == "ServiceRequest",
+        focus.c.value == service_request_id,
+        owner.c.resource_type == "Task",
+        owner.c.resource_id == focus.c.resource_id,
+        owner.c.param == "owner",
+        owner.c.system == "Organization",
+        owner.c.value == organization,
+        code.c.resource_type == "Task",
+        code.c.resource_id == focus.c.resource_id,
+        code.c.param == "code",
+        code.c.system == system,
+        code.c.value.in_(codes),
+    )
+
+
+def _owned_by_professional(viewer: Viewer, task_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """The Task's owner is one of the viewer's professionals: a Practitioner carrying one of its identifiers, or a
+    PractitionerRole whose practitioner is one."""
+    carrier = search_index.alias()
+    practitioners = sa.select(carrier.c.resource_id).where(
+        carrier.c.resource_type == "Practitioner",
+        carrier.c.param == "identifier",
+        sa.or_(
+            *(sa.and_(carrier.c.system == system, carrier.c.value == value) for system, value in viewer.professionals)
+        ),
+    )
+    owner, by_role, role = search_index.alias(), search_index.alias(), search_index.alias()
+    return sa.or_(
+        sa.exists().where(
+            owner.c.resource_type == "Task",
+            owner.c.resource_id == task_id,
+            owner.c.param == "owner",
+            owner.c.system == "Practitioner",
+            owner.c.value.in_(practitioners),
+        ),
+        sa.exists().where(
+            by_role.c.resource_type == "Task",
+            by_role.c.resource_id == task_id,
+            by_role.c.param == "owner",
+            by_role.c.system == "PractitionerRole",
+            role.c.resource_type == "PractitionerRole",
+            role.c.resource_id == by_role.c.value,
+            role.c.param == "practitioner",
+            role.c.system == "Practitioner",
+            role.c.value.in_(practitioners),
+        ),
+    )
 
 
 def _indexed(
@@ -101,18 +189,44 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
     if viewer.everything:
         return None
     m = referral_members.alias()
+    task = resource_type == "Task"  # a practitioner sees its professionals' Tasks, not all of their referrals'
     alternatives: list[sa.ColumnElement[bool]] = [
         sa.exists().where(
             m.c.resource_type == resource_type,
             m.c.resource_id == resource_id,
-            _party_to(viewer, m.c.service_request_id),
+            _party_to(viewer, m.c.service_request_id, as_professional=not task),
         )
     ]
-    if resource_type == "Task":
-        alternatives.append(_of_a_referral(viewer, "Task", resource_id, "focus"))
+    if task:
+        alternatives.append(_of_a_referral(viewer, "Task", resource_id, "focus", as_professional=False))
         if viewer.platform_organization is not None:
+            # Its own Tasks, once their referral reached it (a re-routed referral's Task stays its owner's).
             organization = _organization_id(viewer.platform_organization)
-            alternatives.append(_indexed("Task", resource_id, "owner", "Organization", organization))
+            focus, code = search_index.alias(), search_index.alias()
+            system, codes = _REACHED_BY
+            alternatives.append(
+                sa.and_(
+                    _indexed("Task", resource_id, "owner", "Organization", organization),
+                    sa.or_(
+                        sa.exists().where(
+                            code.c.resource_type == "Task",
+                            code.c.resource_id == resource_id,
+                            code.c.param == "code",
+                            code.c.system == system,
+                            code.c.value.in_(codes),
+                        ),
+                        sa.exists().where(
+                            focus.c.resource_type == "Task",
+                            focus.c.resource_id == resource_id,
+                            focus.c.param == "focus",
+                            focus.c.system == "ServiceRequest",
+                            _reached(organization, focus.c.value),
+                        ),
+                    ),
+                )
+            )
+        if viewer.professionals:
+            alternatives.append(_owned_by_professional(viewer, resource_id))
     if resource_type == "Provenance":  # a decision's: its targets are the referral's ServiceRequest or Tasks
         target = search_index.alias()
         alternatives.append(_of_a_referral(viewer, "Provenance", resource_id, "target"))
@@ -129,7 +243,7 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
 
 
 def _of_a_referral(
-    viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str], param: str
+    viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str], param: str, *, as_professional: bool = True
 ) -> sa.ColumnElement[bool]:
     """The resource's ``param`` references a ServiceRequest the viewer is a party to."""
     link = search_index.alias()
@@ -138,7 +252,7 @@ def _of_a_referral(
         link.c.resource_id == resource_id,
         link.c.param == param,
         link.c.system == "ServiceRequest",
-        _party_to(viewer, link.c.value),
+        _party_to(viewer, link.c.value, as_professional=as_professional),
     )
 
 

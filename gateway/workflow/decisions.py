@@ -65,13 +65,33 @@ async def _after_service_request_moved(
         await schedule_update(uow, reference, now, service_request["status"])
 
 
+async def _professional(uow: UnitOfWork, actor: Actor, owner: str) -> str | None:
+    """The Practitioner behind the Task's owner (itself, or a PractitionerRole's practitioner), when it carries one
+    of the practitioner actor's identifiers: the professional the actor decides for."""
+    owner_type, owner_id = split_reference(owner)
+    if owner_type == "PractitionerRole":
+        role = await uow.resources.get("PractitionerRole", owner_id)
+        owner_type, owner_id = split_reference(
+            str(((role.content if role else {}).get("practitioner") or {}).get("reference", ""))
+        )
+    practitioner = await uow.resources.get("Practitioner", owner_id) if owner_type == "Practitioner" else None
+    carried = {
+        (str(identifier.get("system")), str(identifier.get("value")))
+        for identifier in (practitioner.content.get("identifier") or [] if practitioner else [])
+        if isinstance(identifier, dict)
+    }
+    return f"Practitioner/{owner_id}" if carried & set(actor.professionals) else None
+
+
 async def _agents(uow: UnitOfWork, actor: Actor | None, claimed: Sequence[Agent], owner: str) -> list[Agent]:
-    organization = None
+    organization = professional = None
     if actor is not None and actor.organization is not None:
         found = await uow.resources.identify("Organization", [(actor.organization.system, actor.organization.value)])
         organization = f"Organization/{found}" if found else None
+    if actor is not None and actor.professionals:
+        professional = await _professional(uow, actor, owner)
     try:
-        return decision_agents(actor, claimed, owner, organization)
+        return decision_agents(actor, claimed, owner, organization, professional)
     except AgentMismatch as exc:
         raise Forbidden.single(IssueCode.PROVENANCE_AGENT_MISMATCH, str(exc), f"Provenance.agent[{exc.index}]") from exc
 

@@ -89,6 +89,8 @@ class Actor:
     """The authenticated client behind a decision: what its Provenance names, and what it may claim.
 
     - a platform acts as its own Organization (``organization``: the routing file's identifier for its platform);
+    - a practitioner's software acts as the professional who owns the Task (the Practitioner carrying one of
+      its ``professionals`` identifiers), and is added as the ``enterer``; on any other Task, as a sender;
     - a sender acts as itself, by client id;
     - either may say it acts on behalf of the Task's owner (the GP whose answer it records), nobody else;
     - an operator (``trusted``) may record other agents; it is then added as the ``enterer``.
@@ -97,6 +99,7 @@ class Actor:
     client_id: str
     organization: Identifier | None = None
     trusted: bool = False
+    professionals: tuple[tuple[str, str], ...] = ()  # (system, value): RPPS numbers and their IDNPS
 
 
 class AgentMismatch(ValueError):
@@ -108,13 +111,20 @@ class AgentMismatch(ValueError):
 
 
 def decision_agents(
-    actor: Actor | None, claimed: Sequence[Agent], owner: str, organization_reference: str | None
+    actor: Actor | None,
+    claimed: Sequence[Agent],
+    owner: str,
+    organization_reference: str | None,
+    professional: str | None = None,
 ) -> list[Agent]:
     """The agents of a decision's Provenance. ``claimed``: X-Provenance's; ``owner``: the Task's owner;
-    ``organization_reference``: the stored Organization of a platform actor, when there is one.
+    ``organization_reference``: the stored Organization of a platform actor, when there is one; ``professional``:
+    the Practitioner behind the owner when the actor is a practitioner's software acting for them.
     Without an actor (authentication off), what was claimed, else the Task's owner."""
     if actor is None:
         return list(claimed) or [Agent("author", owner)]
+    if professional is not None:
+        return _professional_agents(actor, claimed, owner, professional)
     own: str | Identifier = (
         (organization_reference or actor.organization)
         if actor.organization is not None
@@ -139,3 +149,24 @@ def decision_agents(
                 "whose answer the client records",
             )
     return list(claimed)
+
+
+def _professional_agents(actor: Actor, claimed: Sequence[Agent], owner: str, professional: str) -> list[Agent]:
+    """A practitioner's software deciding for the professional who owns the Task: the Provenance names that
+    Practitioner (the owner may be their PractitionerRole), whatever X-Provenance calls them, and the software as
+    the ``enterer``. X-Provenance may name the professional only, by either reference."""
+    for index, agent in enumerate(claimed):
+        if agent.who not in (professional, owner):
+            raise AgentMismatch(
+                index,
+                f"X-Provenance agent[{index}].who is not the professional who owns the Task: a practitioner's "
+                f"software may only name them ({professional} or {owner})",
+            )
+        if agent.on_behalf_of not in (None, owner):
+            raise AgentMismatch(
+                index, f"X-Provenance agent[{index}].onBehalfOf may only name the Task's owner ({owner})"
+            )
+    acting = [Agent(agent.type, professional, agent.on_behalf_of) for agent in claimed] or [
+        Agent("author", professional)
+    ]
+    return [*acting, Agent("enterer", Identifier(CLIENT_ID_SYSTEM, actor.client_id))]

@@ -36,12 +36,21 @@ REFERRING_PLATFORM = SmartClient(
     "dac29-referrer", "platform", ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"], "dac-29"
 )
 OPERATOR = SmartClient("ops", "operator", ["system/*.rs", "system/AuditEvent.rs", "system/Task.u"])
+# The GP of the examples' patients (RPPS 10100345676), and another physician (the nurse's pta-2016 example's GP),
+# whose software refers patients too.
+GP_SOFTWARE = SmartClient("cabinet-lilas", "practitioner", ["system/*.rs", "system/Task.u"], rpps=["10100345676"])
+OTHER_GP = SmartClient(
+    "cabinet-tilleuls",
+    "practitioner",
+    ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"],
+    rpps=["10100246809"],
+)
 READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
 # An operator that also posts transactions: how a directory record (Practitioner, Organization) is changed.
 DIRECTORY_OPERATOR = SmartClient("ops-directory", "operator", ["system/*.rs", "system/ServiceRequest.c"])
 CLIENTS = [
     SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, REFERRING_PLATFORM, OPERATOR,
-    READ_ONLY, DIRECTORY_OPERATOR,
+    READ_ONLY, DIRECTORY_OPERATOR, GP_SOFTWARE, OTHER_GP,
 ]  # fmt: skip
 
 

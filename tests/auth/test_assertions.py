@@ -197,6 +197,36 @@ def test_a_platform_client_must_name_a_known_platform(tmp_path: Path) -> None:
         load_clients(path, frozenset({"dac-75"}))
 
 
+@pytest.mark.parametrize(
+    ("client", "refusal"),
+    [
+        pytest.param(SmartClient("gp", "practitioner", ["system/*.rs"]), "needs rpps", id="practitioner without"),
+        pytest.param(SmartClient("gp", "practitioner", ["system/*.rs"], rpps=[]), "needs rpps", id="empty"),
+        pytest.param(
+            SmartClient("gp", "practitioner", ["system/*.rs"], rpps=["810100345676"]), "not an RPPS", id="an IDNPS"
+        ),
+        pytest.param(
+            SmartClient("h", "sender", ["system/*.rs"], rpps=["10100345676"]), "only a practitioner", id="sender"
+        ),
+    ],
+)
+def test_a_practitioner_client_names_its_rpps_numbers_and_only_it(
+    tmp_path: Path, client: SmartClient, refusal: str
+) -> None:
+    with pytest.raises(AuthConfigError, match=refusal):
+        load_clients(write_clients(tmp_path, [client]), frozenset())
+
+
+def test_a_practitioners_rpps_numbers_travel_in_its_access_token(tmp_path: Path) -> None:
+    gp = SmartClient("cabinet", "practitioner", ["system/*.rs", "system/Task.u"], rpps=["10100345676", "10100246809"])
+    registered = load_clients(write_clients(tmp_path, [gp]), frozenset()).get("cabinet")
+    assert registered is not None and registered.role is Role.PRACTITIONER
+    assert registered.rpps == ("10100345676", "10100246809")
+    tokens = AccessTokens(TEST_SECRET, 300)
+    caller = tokens.verify(tokens.issue(registered, ["system/Task.u"]))
+    assert (caller.role, caller.rpps, caller.platform) == (Role.PRACTITIONER, ("10100345676", "10100246809"), None)
+
+
 def test_a_private_key_in_the_clients_file_stops_start_up(tmp_path: Path) -> None:
     private = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP384R1()), as_dict=True) | {"kid": "k"}
     (tmp_path / "k.json").write_text(json.dumps({"keys": [private]}))

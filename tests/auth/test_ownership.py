@@ -408,9 +408,14 @@ async def test_the_platform_answers_for_the_gp_only_once_escalated(
 ) -> None:
     service_request, task = await _gp_validation(secure, parties.headers["sender A"])
     platform = await token_of(secure, FINISTERE)
-    assert _refused(await _decide(secure, platform, task, {"status": "accepted"}))
-    assert _refused(await _decide(secure, platform, task, {"businessStatus": {"text": "escalated"}}))
+    # Held for the GP, the referral is not the platform's yet (DESIGN §11): no Task to decide, 404 before any 403.
+    current = (await secure.get(f"/fhir/{task}", headers=parties.headers["sender A"])).json()
+    early = await secure.put(
+        f"/fhir/{task}", json=current | {"status": "accepted"}, headers=platform | FHIR_JSON | {"If-Match": 'W/"1"'}
+    )
+    assert early.status_code == 404, early.text
     assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) >= 1
+    assert _refused(await _decide(secure, platform, task, {"businessStatus": {"text": "escalated"}}))
     assert _refused(await _decide(secure, platform, task, {"status": "cancelled", "statusReason": {"text": "x"}}))
     accepted = await _decide(secure, platform, task, {"status": "accepted"})
     assert accepted.status_code == 200, accepted.text

@@ -30,6 +30,7 @@ class SmartClient:
     algorithm: str = "ES384"
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     identifier_systems: tuple[str, ...] = ()
+    rpps: list[str] | None = None  # a practitioner's professionals
 
     @property
     def private_key(self) -> Any:
@@ -73,6 +74,8 @@ def write_clients(directory: Path, clients: list[SmartClient]) -> Path:
         lines += ["[[clients]]", f'client_id = "{client.client_id}"', f'role = "{client.role}"']
         if client.platform:
             lines.append(f'platform = "{client.platform}"')
+        if client.rpps is not None:
+            lines.append(f"rpps = {json.dumps(client.rpps)}")
         lines.append(f"scopes = {json.dumps(client.scopes)}")
         if client.identifier_systems:
             lines.append(f"identifier_systems = {json.dumps(list(client.identifier_systems))}")

@@ -116,10 +116,10 @@ async def put_task(
     client.require("Task", Permission.UPDATE)
     current = await queries.read(database, "Task", task_id, viewer)  # 404 for a Task the caller may not see
     roles = await acting_roles(database, client.role, viewer, task_id)  # as the platform, or as its sender
-    check_decision_right(roles, current.content, task)  # 403 for a decision not the caller's to make
-    stored = await decide(
-        database, routing, task_id, task, _expected_version(if_match), _agents(x_provenance), actor, viewer
-    )
+    agents = _agents(x_provenance)
+    # 403 for a decision not the caller's to make (a sender's relay of the GP's answer: on the GP's behalf)
+    check_decision_right(roles, current.content, task, [agent.on_behalf_of for agent in agents])
+    stored = await decide(database, routing, task_id, task, _expected_version(if_match), agents, actor, viewer)
     return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
 
 
@@ -154,6 +154,8 @@ async def patch_task(
     if not isinstance(patched, dict):
         raise InvalidRequest.single(IssueCode.PATCH_INVALID, "the JSON Patch must leave a Task, not replace it")
     check_limits(patched)  # a patch may add a deep or huge value: bounded like a posted body
-    check_decision_right(await acting_roles(database, client.role, viewer, task_id), current.content, patched)
-    stored = await decide(database, routing, task_id, patched, expected, _agents(x_provenance), actor, viewer)
+    agents = _agents(x_provenance)
+    roles = await acting_roles(database, client.role, viewer, task_id)
+    check_decision_right(roles, current.content, patched, [agent.on_behalf_of for agent in agents])
+    stored = await decide(database, routing, task_id, patched, expected, agents, actor, viewer)
     return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
