@@ -50,19 +50,20 @@ class RemoteKeys:
         self._client = client
         self._refetch_interval = refetch_interval
         self._clock = clock
-        self._fetched: dict[str, _Fetched] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._fetched: dict[tuple[str, str], _Fetched] = {}  # by client id and URL (a registration may change)
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def keys_of(self, client: RegisteredClient, kid: str | None) -> Mapping[str, PyJWK]:
         """The client's keys, fetched if none are kept, if they are old, or if ``kid`` is not among them (and the
         last fetch is older than the refetch interval)."""
         if client.jwks_url is None:
             return client.keys
-        fetched = self._fetched.get(client.client_id)
+        where = (client.client_id, client.jwks_url)
+        fetched = self._fetched.get(where)
         if fetched is not None and not self._due(fetched, kid):
             return fetched.keys
-        async with self._locks.setdefault(client.client_id, asyncio.Lock()):
-            fetched = self._fetched.get(client.client_id)  # another assertion may have fetched meanwhile
+        async with self._locks.setdefault(where, asyncio.Lock()):
+            fetched = self._fetched.get(where)  # another assertion may have fetched meanwhile
             if fetched is not None and not self._due(fetched, kid):
                 return fetched.keys
             try:
@@ -71,9 +72,9 @@ class RemoteKeys:
                 log.warning("jwks_fetch_failed", client_id=client.client_id, reason=str(exc))
                 if fetched is None:
                     raise
-                self._fetched[client.client_id] = _Fetched(fetched.keys, self._clock())  # not again at once
+                self._fetched[where] = _Fetched(fetched.keys, self._clock())  # not again at once
                 return fetched.keys
-            self._fetched[client.client_id] = _Fetched(keys, self._clock())
+            self._fetched[where] = _Fetched(keys, self._clock())
             return keys
 
     def _due(self, fetched: _Fetched, kid: str | None) -> bool:

@@ -10,7 +10,8 @@ from tests.auth.conftest import OPERATOR, READ_ONLY, SENDER, TOKEN_URL, token_of
 from tests.conftest import load_example
 
 OPEN = {"/health", "/ready", "/metrics", "/fhir/metadata", "/auth/token", "/.well-known/smart-configuration",
-        "/fhir/.well-known/smart-configuration", "/docs", "/docs/oauth2-redirect", "/openapi.json"}  # fmt: skip
+        "/fhir/.well-known/smart-configuration", "/.well-known/jwks.json", "/docs", "/docs/oauth2-redirect",
+        "/openapi.json"}  # fmt: skip
 
 
 async def test_client_credentials_then_a_referral_posted_and_read_back(secure: httpx.AsyncClient) -> None:
@@ -108,7 +109,9 @@ async def test_every_api_route_but_the_open_ones_needs_a_token(secure_app: FastA
     assert checked >= 12
 
 
-@pytest.mark.parametrize("path", ["/health", "/metrics", "/fhir/metadata", "/.well-known/smart-configuration"])
+@pytest.mark.parametrize(
+    "path", ["/health", "/metrics", "/fhir/metadata", "/.well-known/smart-configuration", "/.well-known/jwks.json"]
+)
 async def test_open_routes_need_no_token(secure: httpx.AsyncClient, path: str) -> None:
     assert (await secure.get(path)).status_code == 200
 
