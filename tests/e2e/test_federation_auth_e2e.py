@@ -100,7 +100,12 @@ def test_two_gateways_with_auth_on_federate_renewing_their_tokens(tmp_path: Path
     b_auth = _smart_backend(f"{a_root}/auth/token", "gateway-b", "keys/b.pem", "b-1", "RS384")
     (b_dir / "clients.toml").write_text(
         _registration(
-            "gateway-a", "sender", ["system/ServiceRequest.c"], f"{a_root}/.well-known/jwks.json", f"auth = {b_auth}"
+            "gateway-a",
+            "sender",
+            ["system/ServiceRequest.c"],
+            f"{a_root}/.well-known/jwks.json",
+            # Where A is called back (DESIGN §11's registered endpoints), and how B authenticates there.
+            f'endpoints = ["{gateway_a.base}"]\nauth = {b_auth}',
         )
     )
     secured = {"GATEWAY_AUTH": "on", "GATEWAY_AUTH_SECRET": TEST_SECRET}
