@@ -163,6 +163,7 @@ def worker() -> None:
     """Run only the background jobs (deadlines; deliveries); several workers may share one PostgreSQL."""
     import signal
 
+    from gateway.auth.clients import AuthConfigError, ClientRegistry, load_clients
     from gateway.routing.config import RoutingConfigError, load_routing
     from gateway.store.database import Database
     from gateway.worker import run_worker
@@ -183,6 +184,13 @@ def worker() -> None:
     except RoutingConfigError as exc:
         typer.echo(f"invalid routing file: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    registry: ClientRegistry | None = None  # the registrations' auth blocks: how updates back authenticate
+    if settings.auth_enabled and settings.clients is not None:
+        try:
+            registry = load_clients(settings.clients, frozenset(routing.platforms))
+        except AuthConfigError as exc:
+            typer.echo(f"authentication cannot start: {exc}", err=True)
+            raise typer.Exit(code=2) from exc
     configure_logging(settings.log_level, settings.log_json)
     if not migrate.is_current(settings.database_url):
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
@@ -195,7 +203,7 @@ def worker() -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await run_worker(database, routing, settings, stop)
+            await run_worker(database, routing, settings, stop, registry=registry)
         finally:
             await database.dispose()
 

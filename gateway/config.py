@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         default=None, description="Key that signs the gateway's access tokens (≥ 32 bytes), shared by its processes"
     )
     auth_secret_file: Path | None = Field(default=None, description="File holding GATEWAY_AUTH_SECRET instead")
-    access_token_lifetime: int = Field(default=300, ge=30, le=3600, description="Seconds an access token lives")
+    access_token_lifetime: int = Field(
+        default=300, ge=1, le=3600, description="Seconds an access token lives (a few in tests of its renewal)"
+    )
     token_url: str | None = Field(
         default=None,
         description="Public URL of the token endpoint (the assertions' aud); default: next to GATEWAY_BASE_URL",

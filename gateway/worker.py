@@ -17,6 +17,7 @@ import httpx
 import structlog
 
 from gateway.audit.context import system_audit
+from gateway.auth.clients import ClientRegistry
 from gateway.config import Settings
 from gateway.routing.config import RoutingTable
 from gateway.routing.delivery import HELD_PER_SLOT, DeliverySettings, Dispatcher, http_client
@@ -48,11 +49,15 @@ async def run_worker(
     settings: Settings,
     stop: asyncio.Event,
     client: httpx.AsyncClient | None = None,
+    *,
+    registry: ClientRegistry | None = None,
 ) -> None:
+    """``registry``: the registered clients (authentication on), whose ``auth`` blocks say how the updates sent
+    back to them authenticate."""
     own_client = client is None
     delivery = delivery_settings(settings)
     client = client or http_client(settings.delivery_timeout)
-    dispatcher = Dispatcher(database, routing, client, delivery)
+    dispatcher = Dispatcher(database, routing, client, delivery, registry=registry)
     last_deadlines = float("-inf")
     written = database.outbox_event()  # deliveries committed: look at once, not at the next poll
     listener = asyncio.create_task(database.listen_outbox(stop))  # those of other processes (PostgreSQL)

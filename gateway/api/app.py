@@ -74,7 +74,12 @@ def create_app(
             )
         audit.start()
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_worker(database, routing, settings, stop)) if with_worker else None
+        registry = authority.registry if authority is not None else None
+        worker = (
+            asyncio.create_task(run_worker(database, routing, settings, stop, registry=registry))
+            if with_worker
+            else None
+        )
         try:
             yield
         finally:
@@ -82,6 +87,8 @@ def create_app(
             if worker is not None:
                 await worker
             await audit.stop()
+            if authority is not None:
+                await authority.remote_keys.aclose()
             await database.dispose()
 
     app = FastAPI(

@@ -10,10 +10,12 @@ an HMAC secret) never reach a verifier.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import jwt
+from jwt import PyJWK
 
 from gateway.auth.clients import ASSERTION_ALGORITHMS, ClientRegistry, RegisteredClient
 from gateway.errors import IssueCode, TokenRequestRejected
@@ -35,9 +37,25 @@ def _refused(description: str) -> TokenRequestRejected:
     return TokenRequestRejected.because("invalid_client", IssueCode.CLIENT_AUTHENTICATION_FAILED, description)
 
 
+def claimed_signer(assertion: str) -> tuple[str, str] | None:
+    """The (client id, kid) an assertion claims to be signed by, unverified — to fetch the keys of a client
+    registered by ``jwks_url`` before ``verify_assertion``; None when it does not say."""
+    try:
+        client_id = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+        kid = jwt.get_unverified_header(assertion).get("kid")
+    except jwt.InvalidTokenError:
+        return None
+    return (client_id, kid) if isinstance(client_id, str) and isinstance(kid, str) else None
+
+
 def verify_assertion(
-    assertion: str, registry: ClientRegistry, token_url: str, now: float | None = None
+    assertion: str,
+    registry: ClientRegistry,
+    token_url: str,
+    now: float | None = None,
+    keys: Mapping[str, PyJWK] | None = None,
 ) -> VerifiedAssertion:
+    """``keys``: the client's keys when they are not in its registration (fetched from its ``jwks_url``)."""
     now = time.time() if now is None else now
     try:
         header = jwt.get_unverified_header(assertion)
@@ -52,7 +70,7 @@ def verify_assertion(
     if client is None:
         raise _refused("client_assertion iss is not a registered client")
     kid = header.get("kid")
-    key = client.keys.get(kid) if isinstance(kid, str) else None
+    key = (client.keys if keys is None else keys).get(kid) if isinstance(kid, str) else None
     if key is None:
         raise _refused("client_assertion kid names none of the client's registered keys")
     if key.algorithm_name != algorithm:

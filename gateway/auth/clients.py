@@ -21,6 +21,16 @@
     scopes = ["system/*.rs", "system/Task.u"]
     jwks_file = "cabinet-lilas.jwks.json"
 
+    [[clients]]
+    client_id = "gateway-67"           # a peer gateway: its keys where it publishes them, fetched (``jwks``)
+    role = "platform"
+    platform = "dac-67"
+    scopes = ["system/ServiceRequest.c", "system/*.rs"]
+    jwks_url = "https://gw67.example.org/.well-known/jwks.json"
+    # How the gateway authenticates itself to this client for the updates it sends back (``outbound``):
+    auth = { type = "smart-backend", token_url = "https://gw67.example.org/auth/token", client_id = "gw-75",
+             key_file = "keys/gw.pem", kid = "gw-2026", scope = "system/ServiceRequest.c" }
+
 Keys are parsed here, once (each request's assertion is checked against an already-decoded key). Only public
 keys are accepted: a JWK carrying a private part (``d``) is refused, so a private key pasted by mistake stops
 start-up instead of sitting in a config file.
@@ -34,12 +44,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
 from gateway.auth.scopes import ScopeSet
+
+if TYPE_CHECKING:
+    from gateway.auth.outbound import SmartBackendAuth
 
 #: Signature algorithms a client assertion may use (SMART Backend Services): nothing else, never ``none``/HS*.
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
@@ -68,6 +82,8 @@ class RegisteredClient:
     #: is refused from any other client (no squatting another's next identifier).
     identifier_systems: frozenset[str] = frozenset()
     rpps: tuple[str, ...] = ()  # a practitioner's professionals (RPPS numbers)
+    jwks_url: str | None = None  # keys fetched from there (``gateway.auth.jwks``); ``keys`` is then empty
+    auth: SmartBackendAuth | None = None  # how the gateway authenticates the updates it sends back to this client
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +102,10 @@ class ClientRegistry:
             for system in other.identifier_systems
         )
 
+    def outbound_auths(self) -> list[SmartBackendAuth]:
+        """The registrations' ``smart-backend`` blocks (their keys are published, ``/.well-known/jwks.json``)."""
+        return [client.auth for client in self.clients.values() if client.auth is not None]
+
     def scopes_supported(self) -> list[str]:
         return sorted({str(scope) for client in self.clients.values() for scope in client.scopes.scopes})
 
@@ -98,7 +118,7 @@ def _algorithm(jwk: dict[str, Any]) -> str:
     raise AuthConfigError(f"key {jwk.get('kid')!r}: only RSA (RS384) and EC P-384 (ES384) keys are accepted")
 
 
-def _keys(client_id: str, jwks: Any) -> dict[str, PyJWK]:
+def public_keys(client_id: str, jwks: Any) -> dict[str, PyJWK]:
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
         raise AuthConfigError(f"client {client_id!r}: its JWKS needs a non-empty 'keys' list")
     keys: dict[str, PyJWK] = {}
@@ -137,8 +157,19 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
     scopes = ScopeSet.parse(texts)
     if len(scopes.scopes) != len(texts):
         raise AuthConfigError(f"client {client_id!r}: scopes must be system/<Type>.<cruds|read|write|*>")
-    if ("jwks" in entry) == ("jwks_file" in entry):
-        raise AuthConfigError(f"client {client_id!r}: give its public keys as jwks or as jwks_file (one of them)")
+    if sum(name in entry for name in ("jwks", "jwks_file", "jwks_url")) != 1:
+        raise AuthConfigError(
+            f"client {client_id!r}: give its public keys as jwks, jwks_file or jwks_url (one of them)"
+        )
+    auth = _outbound_auth(client_id, entry.get("auth"), directory)
+    systems = entry.get("identifier_systems", [])
+    if not isinstance(systems, list) or not all(isinstance(system, str) and system for system in systems):
+        raise AuthConfigError(f"client {client_id!r}: identifier_systems must be a list of system URIs")
+    if "jwks_url" in entry:
+        jwks_url = _jwks_url(client_id, entry["jwks_url"])
+        return RegisteredClient(
+            client_id, role, scopes, {}, platform, frozenset(systems), rpps, jwks_url=jwks_url, auth=auth
+        )
     jwks = entry.get("jwks")
     if "jwks_file" in entry:
         path = directory / str(entry["jwks_file"])
@@ -146,10 +177,9 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
             jwks = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AuthConfigError(f"client {client_id!r}: {path} cannot be read as a JWKS: {exc}") from exc
-    systems = entry.get("identifier_systems", [])
-    if not isinstance(systems, list) or not all(isinstance(system, str) and system for system in systems):
-        raise AuthConfigError(f"client {client_id!r}: identifier_systems must be a list of system URIs")
-    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform, frozenset(systems), rpps)
+    return RegisteredClient(
+        client_id, role, scopes, public_keys(client_id, jwks), platform, frozenset(systems), rpps, auth=auth
+    )
 
 
 def _rpps(client_id: str, role: Role, numbers: Any) -> tuple[str, ...]:
@@ -164,6 +194,34 @@ def _rpps(client_id: str, role: Role, numbers: Any) -> tuple[str, ...]:
         if not (len(number) == 11 and number.isascii() and number.isdigit()):
             raise AuthConfigError(f"client {client_id!r}: rpps {number!r} is not an RPPS number (11 digits)")
     return tuple(dict.fromkeys(numbers))
+
+
+#: Hosts a ``jwks_url`` may name over plain http: this machine only (tests, development). Anywhere else a key
+#: set fetched without TLS could be swapped on the way, and with it who the client is.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _jwks_url(client_id: str, url: Any) -> str:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or not parts.hostname or parts.scheme not in ("https", "http"):
+        raise AuthConfigError(f"client {client_id!r}: jwks_url must be an https URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise AuthConfigError(f"client {client_id!r}: jwks_url must be https (http only on loopback, for tests)")
+    return str(url)
+
+
+def _outbound_auth(client_id: str, raw: Any, directory: Path) -> SmartBackendAuth | None:
+    # Imported here: the outbound side signs with this module's algorithms (a module-level import would be circular).
+    from gateway.auth.outbound import SMART_BACKEND, OutboundAuthError, parse_smart_backend
+
+    if raw is None or (isinstance(raw, dict) and raw.get("type") == "none"):
+        return None
+    if not isinstance(raw, dict) or raw.get("type") != SMART_BACKEND:
+        raise AuthConfigError(f'client {client_id!r}: auth must be {{ type = "{SMART_BACKEND}", … }} or "none"')
+    try:
+        return parse_smart_backend(raw, directory)
+    except OutboundAuthError as exc:
+        raise AuthConfigError(f"client {client_id!r}: {exc}") from None
 
 
 def load_clients(path: Path, platforms: frozenset[str]) -> ClientRegistry:

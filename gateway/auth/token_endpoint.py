@@ -4,12 +4,14 @@ Services). Everything the route does besides reading the form and rendering the 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
+from jwt import PyJWK
 
-from gateway.auth.assertions import CLIENT_ASSERTION_TYPE, verify_assertion
+from gateway.auth.assertions import CLIENT_ASSERTION_TYPE, claimed_signer, verify_assertion
 from gateway.auth.clients import ClientRegistry
+from gateway.auth.jwks import KeysUnavailable, RemoteKeys
 from gateway.auth.tokens import AccessTokens
 from gateway.errors import IssueCode, TokenRequestRejected
 from gateway.fhir.primitives import utc_now
@@ -26,10 +28,28 @@ class Authority:
     registry: ClientRegistry
     tokens: AccessTokens
     token_url: str | None  # GATEWAY_TOKEN_URL; None: derived from the public base URL
+    remote_keys: RemoteKeys = field(default_factory=RemoteKeys)  # of the clients registered by jwks_url
 
 
 def _invalid_request(description: str) -> TokenRequestRejected:
     return TokenRequestRejected.because("invalid_request", IssueCode.TOKEN_REQUEST_INVALID, description)
+
+
+async def _fetched_keys(authority: Authority, assertion: str) -> Mapping[str, PyJWK] | None:
+    """The keys of the client the assertion names, when it is registered by ``jwks_url``; else None (its
+    registration holds them, or it is no client: ``verify_assertion`` says so)."""
+    claimed = claimed_signer(assertion)
+    client = authority.registry.get(claimed[0]) if claimed is not None else None
+    if claimed is None or client is None or client.jwks_url is None:
+        return None
+    try:
+        return await authority.remote_keys.keys_of(client, claimed[1])
+    except KeysUnavailable as exc:
+        raise TokenRequestRejected.because(
+            "invalid_client",
+            IssueCode.CLIENT_AUTHENTICATION_FAILED,
+            "the client's keys cannot be fetched from its registered jwks_url now; try again later",
+        ) from exc
 
 
 async def issue_token(
@@ -55,7 +75,9 @@ async def issue_token(
     if not requested:
         raise _invalid_request("scope is required (e.g. system/ServiceRequest.c)")
     try:
-        verified = verify_assertion(assertion, authority.registry, token_url)
+        verified = verify_assertion(
+            assertion, authority.registry, token_url, keys=await _fetched_keys(authority, assertion)
+        )
     except TokenRequestRejected as exc:
         log.warning("token_refused", reason=exc.issues[0].diagnostics)
         raise

@@ -19,6 +19,7 @@ from typing import Any
 
 import isodate
 
+from gateway.auth.outbound import SMART_BACKEND, OutboundAuthError, SmartBackendAuth, parse_smart_backend
 from gateway.workflow.policies import Policy
 
 
@@ -33,8 +34,9 @@ class PlatformKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PlatformAuth:
-    type: str  # "none" | "bearer"
+    type: str  # "none" | "bearer" | "smart-backend"
     token_env: str | None = None
+    smart: SmartBackendAuth | None = None  # type "smart-backend": the token endpoint, our client id and key there
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,10 @@ class RoutingTable:
     territories: Mapping[str, str]  # INSEE commune or department code → platform key
     default: str | None
     source: Path
+
+    def outbound_auths(self) -> list[SmartBackendAuth]:
+        """The destinations' ``smart-backend`` blocks (their keys are published, ``/.well-known/jwks.json``)."""
+        return [p.auth.smart for p in self.platforms.values() if p.auth.smart is not None]
 
     def platform_of_organization(self, identifiers: list[tuple[str, str]]) -> Platform | None:
         """The platform whose Organization carries one of these identifiers (system, value)."""
@@ -135,10 +141,20 @@ def _platform(key: str, raw: Any, text: str, source: Path) -> Platform:
     if not (isinstance(organization, dict) and organization.get("system") and organization.get("value")):
         raise fail("organization must be { system = …, value = … } (e.g. FINESS)", "organization")
     auth_raw = raw.get("auth", {"type": "none"})
-    if not isinstance(auth_raw, dict) or auth_raw.get("type") not in ("none", "bearer"):
-        raise fail('auth must be { type = "none" } or { type = "bearer", token_env = "…" }', "auth")
+    if not isinstance(auth_raw, dict) or auth_raw.get("type") not in ("none", "bearer", SMART_BACKEND):
+        raise fail(
+            'auth must be { type = "none" }, { type = "bearer", token_env = "…" } '
+            f'or {{ type = "{SMART_BACKEND}", token_url = "…", … }}',
+            "auth",
+        )
     if auth_raw["type"] == "bearer" and not auth_raw.get("token_env"):
         raise fail("a bearer auth names the environment variable holding the token (token_env)", "auth")
+    smart = None
+    if auth_raw["type"] == SMART_BACKEND:
+        try:
+            smart = parse_smart_backend(auth_raw, source.parent)
+        except OutboundAuthError as exc:
+            raise fail(str(exc), "auth") from None
     return Platform(
         key=key,
         name=str(raw["name"]),
@@ -148,7 +164,7 @@ def _platform(key: str, raw: Any, text: str, source: Path) -> Platform:
         gp_validation_delay=delay,
         organization_system=str(organization["system"]),
         organization_value=str(organization["value"]),
-        auth=PlatformAuth(auth_raw["type"], auth_raw.get("token_env")),
+        auth=PlatformAuth(auth_raw["type"], auth_raw.get("token_env"), smart),
         allow_test_identities=bool(raw.get("allow_test_identities", False)),
     )
 

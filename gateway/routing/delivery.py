@@ -29,6 +29,8 @@ import structlog
 
 from gateway import metrics
 from gateway.audit.events import delivery_event
+from gateway.auth.clients import ClientRegistry
+from gateway.auth.outbound import OutboundTokens, SmartBackendAuth, TokenUnavailable
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
@@ -102,11 +104,15 @@ class Dispatcher:
         settings: DeliverySettings,
         *,
         rng: random.Random | None = None,
+        registry: ClientRegistry | None = None,
+        tokens: OutboundTokens | None = None,
     ) -> None:
         self.database = database
         self.routing = routing
         self.client = client
         self.settings = settings
+        self.registry = registry  # the registered clients (authentication on): how updates back authenticate
+        self.tokens = tokens or OutboundTokens()
         self.owner = f"worker-{uuid.uuid4().hex[:12]}"
         self.rng = rng or random.Random()
         self.in_flight: Counter[str] = Counter()  # per destination: leased here, sending or queued, not over
@@ -203,12 +209,35 @@ class Dispatcher:
                 headers["Authorization"] = f"Bearer {token}"
         return headers
 
+    def _smart_auth(self, entry: OutboxEntry) -> SmartBackendAuth | None:
+        """The ``smart-backend`` block this delivery authenticates with: its platform's in the routing file, or —
+        for an update back — the registration of the client that posted the referral."""
+        platform = self.routing.platforms.get(entry.destination)
+        if platform is not None:
+            return platform.auth.smart
+        sender = entry.payload.get("client")
+        registered = self.registry.get(sender) if self.registry is not None and isinstance(sender, str) else None
+        return registered.auth if registered is not None else None
+
     async def _attempt(self, entry: OutboxEntry, message: bytes | NothingToSend) -> AttemptResult:
         if isinstance(message, NothingToSend):
             return AttemptResult(Verdict.DEAD, message.reason)
         url = f"{entry.endpoint.rstrip('/')}/$process-message"
+        headers = self._headers(entry)
+        auth = self._smart_auth(entry)
         try:
-            response = await self.client.post(url, content=message, headers=self._headers(entry))
+            token = await self.tokens.token(auth, self.client) if auth is not None else None
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            response = await self.client.post(url, content=message, headers=headers)
+            if response.status_code == 401 and auth is not None:
+                # The token may have been revoked, or the other side restarted with a new secret: one fresh token,
+                # at once. A 401 to that one too is the judge's (a dead letter: our registration there is wrong).
+                await response.aclose()
+                headers["Authorization"] = f"Bearer {await self.tokens.token(auth, self.client, refused=token)}"
+                response = await self.client.post(url, content=message, headers=headers)
+        except TokenUnavailable as exc:  # the token endpoint's trouble: later, like a destination's 503
+            return AttemptResult(Verdict.RETRY, str(exc))
         except httpx.TimeoutException as exc:
             return AttemptResult(Verdict.RETRY, f"timeout ({type(exc).__name__})")
         except httpx.HTTPError as exc:

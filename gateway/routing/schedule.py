@@ -93,20 +93,20 @@ def schedule_platform_update(
 
 async def schedule_update(uow: UnitOfWork, service_request: str, now: datetime, what: str) -> bool:
     """A ``referral-update`` message to the sender of a referral that came by $process-message, if it did."""
-    origin = await uow.outbox.origin_of(service_request.split("/")[-1])
-    if origin is None:
-        return False
-    _enqueue_update(uow, origin, service_request, now, what)
-    return True
+    return await schedule_updates(uow, [(service_request, what)], now) == 1
 
 
-def _enqueue_update(uow: UnitOfWork, origin: str, service_request: str, now: datetime, what: str) -> None:
+def _enqueue_update(
+    uow: UnitOfWork, origin: str, sender: str | None, service_request: str, now: datetime, what: str
+) -> None:
+    """``sender``: the client that posted the referral, whose registration's ``auth`` the delivery uses."""
+    payload = {"focus": service_request, "what": what} | ({"client": sender} if sender is not None else {})
     uow.outbox.enqueue(
         id=new_id(),
         destination=f"sender:{origin}"[:128],
         endpoint=origin,
         event=REFERRAL_UPDATE,
-        payload={"focus": service_request, "what": what},
+        payload=payload,
         now=now,
     )
 
@@ -115,10 +115,12 @@ async def schedule_updates(uow: UnitOfWork, changes: Sequence[tuple[str, str]], 
     """``schedule_update`` for many (ServiceRequest reference, what) at once — one look-up of their origins.
     Returns how many were scheduled."""
     origins = await uow.outbox.origins_of(reference.split("/")[-1] for reference, _ in changes)
+    senders = await uow.outbox.senders_of(origins) if origins else {}
     scheduled = 0
     for reference, what in changes:
-        origin = origins.get(reference.split("/")[-1])
+        service_request_id = reference.split("/")[-1]
+        origin = origins.get(service_request_id)
         if origin is not None:
-            _enqueue_update(uow, origin, reference, now, what)
+            _enqueue_update(uow, origin, senders.get(service_request_id), reference, now, what)
             scheduled += 1
     return scheduled

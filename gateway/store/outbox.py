@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.store.repository import PendingWrites, any_of, as_utc, rows_in
-from gateway.store.tables import outbox, referral_origins, resources, search_index
+from gateway.store.tables import outbox, referral_origins, referral_senders, resources, search_index
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 
@@ -312,11 +312,6 @@ class OutboxRepository:
     def record_origin(self, service_request_id: str, endpoint: str) -> None:
         self._pending.add(referral_origins, {"service_request_id": service_request_id, "endpoint": endpoint})
 
-    async def origin_of(self, service_request_id: str) -> str | None:
-        r = referral_origins.c
-        row = (await self._execute(sa.select(r.endpoint).where(r.service_request_id == service_request_id))).first()
-        return str(row.endpoint) if row else None
-
     async def origins_of(self, service_request_ids: Iterable[str]) -> dict[str, str]:
         """Where each of these referrals wants its updates sent (those that came as messages) — one query."""
         ids = list(dict.fromkeys(service_request_ids))
@@ -324,6 +319,15 @@ class OutboxRepository:
             return {}
         result = await self._execute(_ORIGINS_FROM_ARRAY if self._postgresql else _ORIGINS, {"ids": ids})
         return {row.service_request_id: row.endpoint for row in result}
+
+    async def senders_of(self, service_request_ids: Iterable[str]) -> dict[str, str]:
+        """The client that posted each of these referrals (authentication on), whose registration says how the
+        gateway authenticates the updates it sends back; the first by id when several posted one — one query."""
+        ids = list(dict.fromkeys(service_request_ids))
+        if not ids:
+            return {}
+        result = await self._execute(_SENDERS_FROM_ARRAY if self._postgresql else _SENDERS, {"ids": ids})
+        return {row.service_request_id: row.client_id for row in result}
 
     # --- what messages carry: stored resources as JSON text, sent as they are (no parse, no dump) ---
 
@@ -368,6 +372,17 @@ _ORIGINS = sa.select(referral_origins.c.service_request_id, referral_origins.c.e
 )
 _ORIGINS_FROM_ARRAY = sa.select(referral_origins.c.service_request_id, referral_origins.c.endpoint).where(
     any_of(referral_origins.c.service_request_id, "ids")
+)
+_FIRST_SENDER = (referral_senders.c.service_request_id, sa.func.min(referral_senders.c.client_id).label("client_id"))
+_SENDERS = (
+    sa.select(*_FIRST_SENDER)
+    .where(referral_senders.c.service_request_id.in_(sa.bindparam("ids", expanding=True)))
+    .group_by(referral_senders.c.service_request_id)
+)
+_SENDERS_FROM_ARRAY = (
+    sa.select(*_FIRST_SENDER)
+    .where(any_of(referral_senders.c.service_request_id, "ids"))
+    .group_by(referral_senders.c.service_request_id)
 )
 # On PostgreSQL, look-ups by many keys join the keys as arrays: one statement whatever their number (an IN list
 # of n values is a new statement, planned anew, for each n), and a nested loop of index look-ups, one per key, that

@@ -12,7 +12,8 @@ from tests.auth.conftest import OPERATOR, READ_ONLY, SENDER, TOKEN_URL, token_of
 from tests.conftest import load_example
 
 OPEN = {"/health", "/ready", "/metrics", "/fhir/metadata", "/auth/token", "/.well-known/smart-configuration",
-        "/fhir/.well-known/smart-configuration", "/docs", "/docs/oauth2-redirect", "/openapi.json"}  # fmt: skip
+        "/fhir/.well-known/smart-configuration", "/.well-known/jwks.json", "/docs", "/docs/oauth2-redirect",
+        "/openapi.json"}  # fmt: skip
 #: What the gateway publishes for other FHIR tools (conformance resources, /package.tgz): definitions, no patient
 #: data, readable without a token (tests/conformance).
 OPEN |= {route.path for route in conformance.router.routes if isinstance(route, APIRoute) and "GET" in route.methods}
@@ -115,8 +116,9 @@ async def test_every_api_route_but_the_open_ones_needs_a_token(secure_app: FastA
 
 @pytest.mark.parametrize(
     "path",
-    ["/health", "/metrics", "/fhir/metadata", "/.well-known/smart-configuration", "/package.tgz",
-     "/fhir/StructureDefinition/dac-task", "/fhir/ValueSet?url=https://fhir.dac-gateway.org/ValueSet/dac-mission"],
+    ["/health", "/metrics", "/fhir/metadata", "/.well-known/smart-configuration", "/.well-known/jwks.json",
+     "/package.tgz", "/fhir/StructureDefinition/dac-task",
+     "/fhir/ValueSet?url=https://fhir.dac-gateway.org/ValueSet/dac-mission"],
 )  # fmt: skip
 async def test_open_routes_need_no_token(secure: httpx.AsyncClient, path: str) -> None:
     assert (await secure.get(path)).status_code == 200

@@ -90,3 +90,31 @@ def test_invalid_routing_files_name_the_line(tmp_path: Path, toml: str, csv: str
     with pytest.raises(RoutingConfigError) as caught:
         load_routing(tmp_path / "r.toml")
     assert message in str(caught.value)
+
+
+_SMART = (
+    'territories = "t.csv"\n[platforms.p]\nname = "P"\nendpoint = "https://p.example/fhir"\npolicy = "dac-2022"\n'
+    'organization = { system = "s", value = "v" }\n'
+    'auth = { type = "smart-backend", token_url = "https://p.example/auth/token", client_id = "gw", '
+    'key_file = "keys/gw.pem", kid = "k1", scope = "system/ServiceRequest.c" }\n'
+)
+
+
+def test_a_smart_backend_destination_reads_its_key_relative_to_the_routing_file(tmp_path: Path) -> None:
+    from tests.support.auth import write_private_key
+
+    (tmp_path / "r.toml").write_text(_SMART)
+    (tmp_path / "t.csv").write_text("code,platform\n")
+    with pytest.raises(RoutingConfigError) as caught:
+        load_routing(tmp_path / "r.toml")
+    assert "r.toml:7: platform 'p': key_file" in str(caught.value) and "keys/gw.pem cannot be read" in str(caught.value)
+    write_private_key(tmp_path / "keys" / "gw.pem")
+    smart = load_routing(tmp_path / "r.toml").platforms["p"].auth.smart
+    assert smart is not None
+    assert (smart.token_url, smart.client_id, smart.key.kid, smart.scope) == (
+        "https://p.example/auth/token",
+        "gw",
+        "k1",
+        "system/ServiceRequest.c",
+    )
+    assert [auth.key.kid for auth in load_routing(tmp_path / "r.toml").outbound_auths()] == ["k1"]

@@ -88,3 +88,16 @@ def write_clients(directory: Path, clients: list[SmartClient]) -> Path:
     path = directory / "clients.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_private_key(path: Path, algorithm: str = "ES384") -> Path:
+    """The session's private key of that algorithm, as an unencrypted PEM file: the key a gateway signs its own
+    assertions with (a ``smart-backend`` block's ``key_file``)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = _EC_KEY if algorithm == "ES384" else _RSA_KEY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return path

@@ -117,7 +117,7 @@ class Platform:
 
 
 def write_routing(directory: Path, platforms: dict[str, dict[str, str]], territories: dict[str, str]) -> Path:
-    """A routing file: platforms as {key: {endpoint, kind, policy, gp_validation_delay, finess}}."""
+    """A routing file: platforms as {key: {endpoint, kind, policy, gp_validation_delay, finess[, auth]}}."""
     lines = ['territories = "territories.csv"']
     for key, spec in platforms.items():
         lines += [
@@ -129,6 +129,8 @@ def write_routing(directory: Path, platforms: dict[str, dict[str, str]], territo
             f'gp_validation_delay = "{spec.get("gp_validation_delay", "P7D")}"',
             f'organization = {{ system = "https://finess.esante.gouv.fr", value = "{spec["finess"]}" }}',
         ]
+        if "auth" in spec:  # an inline table, as TOML text
+            lines.append(f"auth = {spec['auth']}")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "routing.toml").write_text("\n".join(lines) + "\n")
     (directory / "territories.csv").write_text(

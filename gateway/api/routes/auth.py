@@ -1,11 +1,13 @@
-"""Authentication endpoints: the token endpoint and the SMART configuration document (both open)."""
+"""Authentication endpoints: the token endpoint, the SMART configuration document and the gateway's public keys
+(all open)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
-from gateway.api.deps import AuthorityDep, DatabaseDep, TokenUrlDep
+from gateway.api.deps import AuthorityDep, DatabaseDep, RoutingDep, TokenUrlDep
+from gateway.auth.outbound import jwks
 from gateway.auth.smart import smart_configuration
 from gateway.auth.token_endpoint import issue_token
 
@@ -29,3 +31,12 @@ async def configuration(request: Request, token_url: TokenUrlDep) -> JSONRespons
     authority = getattr(request.app.state, "authority", None)
     scopes = authority.registry.scopes_supported() if authority is not None else []
     return JSONResponse(smart_configuration(token_url, scopes))
+
+
+@router.get("/.well-known/jwks.json", summary="The public keys the gateway signs its client assertions with")
+async def public_keys(request: Request, routing: RoutingDep) -> JSONResponse:
+    """For the platforms and peers the gateway authenticates to (routing destinations' and client registrations'
+    ``smart-backend`` blocks): they register the gateway by this URL (``jwks_url``). Public parts only."""
+    authority = getattr(request.app.state, "authority", None)
+    auths = [*routing.outbound_auths(), *(authority.registry.outbound_auths() if authority is not None else [])]
+    return JSONResponse(jwks(auth.key for auth in auths), headers={"Cache-Control": "max-age=300"})
