@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from gateway import __version__
 from gateway.fhir.primitives import fhir_instant, utc_now
-from gateway.fhir.search import COMMON_PARAMETERS, SEARCH_PARAMETERS
+from gateway.fhir.search import (
+    COMMON_PARAMETERS,
+    RESULT_PARAMETER_DEFINITIONS,
+    SEARCH_PARAMETERS,
+    documentation,
+    includes,
+    revincludes,
+)
 from gateway.fhir.types import Resource
 
 _INTERACTIONS = ("read", "vread", "history-instance", "search-type")
@@ -36,13 +43,22 @@ def capability_statement(base_url: str, security: Resource | None = None) -> Res
                 "updateCreate": False,
                 "conditionalUpdate": False,
                 "conditionalCreate": resource_type in _CONDITIONAL_CREATE,
-                "searchParam": [_search_param(p.name, p.type.value, p.documentation) for p in all_parameters.values()],
+                "searchParam": [_search_param(p.name, p.type.value, documentation(p)) for p in all_parameters.values()],
             }
         )
+        # No empty arrays in FHIR JSON (json.html): an element without include is left out.
+        for element, names in (
+            ("searchInclude", includes(resource_type)),
+            ("searchRevInclude", revincludes(resource_type)),
+        ):
+            if names:
+                resources[-1][element] = names
     rest: Resource = {
         "mode": "server",
         "documentation": "Referrals to DAC platforms: POST a transaction Bundle to the base, or a message "
-        "Bundle to $process-message. Search results are paged with _count and _offset.",
+        "Bundle to $process-message. Search results are paged by their next links (keyset: each match that "
+        "existed at the first page is seen once); Prefer: handling=lenient ignores unknown search parameters.",
+        "searchParam": [_search_param(*definition) for definition in RESULT_PARAMETER_DEFINITIONS],
     }
     if security is not None:
         rest["security"] = security
