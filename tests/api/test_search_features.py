@@ -107,9 +107,11 @@ async def test_lenient_handling_ignores_unknown_parameters_and_says_so(client: h
     (issue,) = outcome["resource"]["issue"]
     assert issue["severity"] == "warning" and issue["expression"] == ["colour"]
     assert "colour" in issue["diagnostics"]
-    assert (await _search(client, "ServiceRequest", {"colour": "blue"}, prefer="return=minimal; handling=lenient"))[
-        "total"
-    ] == 1
+    for prefer in ("return=minimal; handling=lenient", "return=minimal, handling=lenient", 'handling="lenient"'):
+        assert (await _search(client, "ServiceRequest", {"colour": "blue"}, prefer=prefer))["total"] == 1
+    assert (
+        await client.get("/fhir/ServiceRequest", params={"colour": "blue"}, headers={"prefer": "handling=strict"})
+    ).status_code == 400
 
 
 async def test_a_referral_with_its_patient_consent_care_team_and_tasks_in_one_call(client: httpx.AsyncClient) -> None:

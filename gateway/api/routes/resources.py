@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email.utils import format_datetime
 from urllib.parse import urlencode
 
@@ -69,7 +70,9 @@ async def _search(
 def _lenient(request: Request) -> bool:
     """``Prefer: handling=lenient`` (R4 search.html#errors): unknown parameters ignored, and said so; strict (a 400)
     otherwise."""
-    preferences = (part.strip().lower() for header in request.headers.getlist("prefer") for part in header.split(";"))
+    # Preferences are comma-separated (RFC 7240); some clients write them with ";" as well.
+    parts = (part for header in request.headers.getlist("prefer") for part in re.split(r"[,;]", header))
+    preferences = (part.strip().lower() for part in parts)
     return any("".join(preference.split()) in ("handling=lenient", 'handling="lenient"') for preference in preferences)
 
 
