@@ -14,7 +14,14 @@ from fastapi import FastAPI
 from gateway import __version__
 from gateway.conformance import catalog
 from gateway.fhir.primitives import fhir_instant, utc_now
-from gateway.fhir.search import COMMON_PARAMETERS, SEARCH_PARAMETERS
+from gateway.fhir.search import (
+    COMMON_PARAMETERS,
+    RESULT_PARAMETER_DEFINITIONS,
+    SEARCH_PARAMETERS,
+    documentation,
+    includes,
+    revincludes,
+)
 from gateway.fhir.types import Resource
 from gateway.validation.definitions import PROFILE_BY_TYPE
 
@@ -141,8 +148,8 @@ def _search_params(resource_type: str) -> list[Resource]:
         item: Resource = {"name": parameter.name, "type": parameter.type.value}
         if (definition := ours.get((resource_type, parameter.name))) is not None:
             item["definition"] = definition
-        if parameter.documentation:
-            item["documentation"] = parameter.documentation
+        if text := documentation(parameter):
+            item["documentation"] = text
         rendered.append(item)
     return rendered
 
@@ -167,6 +174,14 @@ def _resource(resource_type: str, interactions: set[str], operations: set[str]) 
         rendered |= {"versioning": "no-version", "readHistory": False, "updateCreate": False}
     if "search-type" in interactions:
         rendered["searchParam"] = _search_params(resource_type)
+        if stored:
+            # No empty arrays in FHIR JSON (json.html): an element without include is left out.
+            for element, names in (
+                ("searchInclude", includes(resource_type)),
+                ("searchRevInclude", revincludes(resource_type)),
+            ):
+                if names:
+                    rendered[element] = names
     if operations:
         rendered["operation"] = [_operation(name) for name in sorted(operations)]
     return rendered
@@ -179,8 +194,13 @@ def capability_statement(app: FastAPI, base_url: str, security: Resource | None 
     rest: Resource = {
         "mode": "server",
         "documentation": "Referrals to DAC platforms: POST a transaction Bundle to the base, or a message "
-        "Bundle to $process-message. Search results are paged with _count and _offset. The conformance "
-        "resources of the gateway are read-only, and the FHIR package dac.gateway is at /package.tgz.",
+        "Bundle to $process-message. Search results are paged by their next links (keyset: each match that "
+        "existed at the first page is seen once); Prefer: handling=lenient ignores unknown search parameters. The "
+        "conformance resources of the gateway are read-only, and the FHIR package dac.gateway is at /package.tgz.",
+        "searchParam": [
+            {"name": name, "type": kind, "documentation": text} if text else {"name": name, "type": kind}
+            for name, kind, text in RESULT_PARAMETER_DEFINITIONS
+        ],
     }
     if security is not None:
         rest["security"] = security

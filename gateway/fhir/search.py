@@ -4,13 +4,16 @@ parameters in the CapabilityStatement, and nothing else knows about them.
 
 Names and paths follow the R4 search parameter registry (search-parameters.json); only the types we need are
 implemented: token, reference, string, date (with prefixes and partial dates), and the special ``_id`` /
-``_lastUpdated``.
+``_lastUpdated``; the modifiers each type takes are ``MODIFIERS``. The result parameters (``_include`` /
+``_revinclude`` over every reference parameter, ``_summary``, ``_elements``, ``_total``, ``_sort``, ``_count`` and the
+paging position) are parsed here too, so that the CapabilityStatement lists what this table says and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -60,6 +63,7 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
             _p("requester", R, "requester"),
             _p("performer", R, "performer", doc="The platform the request was routed to"),
             _p("priority", T, "priority"),
+            _p("supporting-info", R, "supportingInfo", doc="The referral's Consent and CareTeam (supportingInfo)"),
         ),
         "Task": (
             _p("identifier", T, "identifier"),
@@ -153,7 +157,21 @@ def is_last_updated(parameter: SearchParameter) -> bool:
 #: More parameters than any real search uses; each criterion is a join, and ~1,500 of them made SQLite's
 #: expression tree too large (a 500). Refused with a 400 before any SQL is built.
 MAX_SEARCH_PARAMETERS = 50
-RESULT_PARAMETERS = ("_count", "_offset", "_sort", "_summary", "_total", "_format", "_pretty")
+RESULT_PARAMETERS = (
+    "_count",
+    "_offset",
+    "_sort",
+    "_summary",
+    "_elements",
+    "_total",
+    "_totalMethod",
+    "_include",
+    "_revinclude",
+    "_format",
+    "_pretty",
+    "_snapshot",
+    "_cursor",
+)
 SORTS = {"_lastUpdated": False, "-_lastUpdated": True}
 
 
@@ -165,6 +183,8 @@ class IndexEntry:
     param: str
     system: str | None
     value: str
+    #: a string's folded form (``fold``), what a search without ``:exact`` compares; None for other types
+    folded: str | None = None
 
 
 def _walk(node: Any, steps: Sequence[str]) -> Iterator[Any]:
@@ -181,8 +201,12 @@ def _walk(node: Any, steps: Sequence[str]) -> Iterator[Any]:
         yield from _walk(node.get(steps[0]), steps[1:])
 
 
-def normalize_string(value: str) -> str:
-    return " ".join(value.casefold().split())
+def fold(value: str) -> str:
+    """A string as searched by default (R4 search.html#string: case and accents ignored, so ``helene`` finds
+    "Hélène" and ``LÉROY`` "Leroy"): case-folded, decomposed (Unicode NFKD) without its combining marks, runs of
+    white space one space. Index and search fold alike; ``:exact`` compares the text as stored instead."""
+    decomposed = unicodedata.normalize("NFKD", value.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
 
 def split_reference(reference: str) -> tuple[str | None, str]:
@@ -201,7 +225,7 @@ def _index_values(parameter: SearchParameter, value: Any) -> Iterator[tuple[str 
                 yield target_type, target_id
     elif parameter.type is ParamType.STRING:
         if isinstance(value, str) and value.strip():
-            yield None, normalize_string(value)
+            yield None, value
     elif parameter.type is ParamType.DATE:
         period = date_period(value) if isinstance(value, str) else None
         if period is not None:
@@ -228,24 +252,21 @@ def index_entries(resource: Resource) -> list[IndexEntry]:
     """Every search index row of a resource (deduplicated). A reference given by identifier (a logical
     reference, e.g. a patient known only by INS) is indexed for the ``:identifier`` modifier."""
     parameters = SEARCH_PARAMETERS.get(resource["resourceType"], {})
-    seen: dict[tuple[str, str | None, str], None] = {}
+    seen: dict[IndexEntry, None] = {}
     for parameter in parameters.values():
         if is_last_updated(parameter):
             continue
         for path in parameter.paths:
             for node in _walk(resource, path.split(".")):
                 for system, value in _index_values(parameter, node):
-                    seen[(parameter.name, system, value[:1024])] = None
+                    folded = fold(value)[:1024] if parameter.type is ParamType.STRING else None
+                    seen[IndexEntry(parameter.name, system, value[:1024], folded)] = None
                 if parameter.type is ParamType.REFERENCE and isinstance(node, dict):
                     identifier = node.get("identifier")
                     if isinstance(identifier, dict) and identifier.get("value"):
-                        key = (
-                            f"{parameter.name}:{IDENTIFIER_MODIFIER}",
-                            identifier.get("system"),
-                            str(identifier["value"]),
-                        )
-                        seen[key] = None
-    return [IndexEntry(param, system, value) for param, system, value in seen]
+                        name = f"{parameter.name}:{IDENTIFIER_MODIFIER}"
+                        seen[IndexEntry(name, identifier.get("system"), str(identifier["value"]))] = None
+    return list(seen)
 
 
 # --- query parsing ----------------------------------------------------------------------------------------
@@ -275,13 +296,50 @@ class DateValue:
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
-    """One parameter occurrence: its values are ORed; criteria are ANDed."""
+    """One parameter occurrence: its values are ORed; criteria are ANDed. ``modifier``: ``exact`` or ``contains``
+    (strings), ``not`` (tokens: none of the values), ``missing`` (any indexed parameter: ``missing`` says which)."""
 
     parameter: SearchParameter
     tokens: tuple[TokenValue, ...] = ()
     strings: tuple[str, ...] = ()
-    exact: bool = False
+    modifier: str | None = None
     dates: tuple[DateValue, ...] = ()
+    missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """``_include=Source:param[:Target]`` (``reverse`` False: the resources the matches' ``param`` references) or
+    ``_revinclude=Source:param[:Target]`` (``reverse``: the ``Source`` resources whose ``param`` references a match);
+    ``iterate``: applied to included resources too (``:iterate``)."""
+
+    source: str
+    parameter: str
+    target: str | None
+    reverse: bool
+    iterate: bool = False
+
+    def __str__(self) -> str:
+        return ":".join(part for part in (self.source, self.parameter, self.target) if part)
+
+
+class Summary(StrEnum):
+    """``_summary`` (R4 search.html#summary)."""
+
+    TRUE = "true"  # the elements R4 marks isSummary
+    TEXT = "text"  # text, id, meta and the mandatory elements
+    DATA = "data"  # all but text
+    COUNT = "count"  # the total alone
+    FALSE = "false"  # all
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where the next page of a walk starts: after the match whose sort key (its last update as at the walk's
+    snapshot) and id these are (``gateway.store.repository``)."""
+
+    moment: datetime
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +351,20 @@ class SearchQuery:
     descending: bool = False
     summary_count: bool = False
     #: What the paging links repeat: the selecting parameters and the result parameters honoured (``_sort``,
-    #: ``_summary``, ``_total``, ``_format``, ``_pretty``) — all but ``_count`` and ``_offset``, which each link sets.
+    #: ``_summary``, ``_elements``, ``_include``, ``_total``, ``_format``, ``_pretty``) — all but ``_count`` and the
+    #: paging position (``_snapshot``, ``_cursor``, ``_offset``), which each link sets.
     echo: tuple[tuple[str, str], ...] = field(default=())
+    summary: Summary = Summary.FALSE
+    elements: tuple[str, ...] = ()
+    includes: tuple[Include, ...] = ()
+    #: False with ``_total=none``: no count is made, the Bundle has no ``total``.
+    total: bool = True
+    #: The instant a walk over the pages began (its first page's): each page shows the matches as they were then
+    #: sorted, so that a write during the walk neither repeats nor hides one (None: now, a first page).
+    snapshot: datetime | None = None
+    cursor: Cursor | None = None
+    #: Unknown parameters ignored under ``Prefer: handling=lenient`` (R4 search.html#errors).
+    ignored: tuple[str, ...] = ()
 
 
 def _invalid(message: str, name: str) -> InvalidRequest:
@@ -413,26 +483,39 @@ def _date_value(text: str, name: str) -> DateValue:
     return DateValue(prefix, start, end)
 
 
+#: The modifiers each type of parameter takes (beside ``missing``, which every indexed one takes) — what the
+#: CapabilityStatement lists.
+MODIFIERS: Mapping[ParamType, tuple[str, ...]] = {
+    ParamType.STRING: ("exact", "contains", "missing"),
+    ParamType.TOKEN: ("not", "missing"),
+    ParamType.REFERENCE: (IDENTIFIER_MODIFIER, "missing"),
+    ParamType.DATE: ("missing",),
+}
+
+
 def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw: str) -> Criterion:
+    special = parameter.name in COMMON_PARAMETERS or is_last_updated(parameter)  # never missing, not indexed
+    if modifier is not None and (modifier not in MODIFIERS[parameter.type] or special):
+        supported = () if special else MODIFIERS[parameter.type]
+        hint = f" (use {', '.join(f':{m}' for m in supported)})" if supported else ""
+        raise _invalid(f"{name}: modifier :{modifier} is not supported{hint}", name)
+    if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise _invalid(f"{name} takes true or false", name)
+        return Criterion(parameter, modifier=modifier, missing=raw == "true")
     values = [value for value in raw.split(",") if value != ""]
     if not values:
         raise _invalid(f"{name} needs a value", name)
     if parameter.type is ParamType.DATE:
-        if modifier:
-            raise _invalid(f"{name}: modifiers are not supported", name)
         return Criterion(parameter, dates=tuple(_date_value(value, name) for value in values))
     if parameter.type is ParamType.STRING:
-        if modifier not in (None, "exact", "contains"):
-            raise _invalid(f"{name}: modifier :{modifier} is not supported (use :exact or :contains)", name)
-        if modifier == "contains":
-            raise _invalid(f"{name}: modifier :contains is not supported (use :exact or none)", name)
-        return Criterion(parameter, strings=tuple(normalize_string(v) for v in values), exact=modifier == "exact")
-    if modifier == IDENTIFIER_MODIFIER and parameter.type is ParamType.REFERENCE:
+        # :exact compares the text as stored; a search without it (a prefix) or with :contains, the folded forms.
+        strings = tuple(values) if modifier == "exact" else tuple(fold(value) for value in values)
+        return Criterion(parameter, strings=strings, modifier=modifier)
+    if modifier == IDENTIFIER_MODIFIER:
         # patient:identifier=system|value — searched like a token, under its own index name.
         parameter = SearchParameter(f"{parameter.name}:{IDENTIFIER_MODIFIER}", ParamType.TOKEN, parameter.paths)
         modifier = None
-    if modifier:
-        raise _invalid(f"{name}: modifier :{modifier} is not supported", name)
     tokens = []
     for value in values:
         if parameter.type is ParamType.REFERENCE:
@@ -449,7 +532,89 @@ def _criterion(parameter: SearchParameter, name: str, modifier: str | None, raw:
             tokens.append(TokenValue(system, code or None))
         else:
             tokens.append(TokenValue(None, value))
-    return Criterion(parameter, tokens=tuple(tokens))
+    return Criterion(parameter, tokens=tuple(tokens), modifier=modifier)
+
+
+def documentation(parameter: SearchParameter) -> str:
+    """A parameter's documentation as the CapabilityStatement gives it: with the modifiers it takes (R4's
+    CapabilityStatement has no element for them)."""
+    parts = [f"{parameter.documentation.rstrip('.')}."] if parameter.documentation else []
+    if parameter.type is ParamType.STRING:
+        parts.append("Case and accents ignored, the start of the value, unless :exact.")
+    if not (parameter.name in COMMON_PARAMETERS or is_last_updated(parameter)):
+        parts.append(f"Modifiers: {', '.join(f':{m}' for m in MODIFIERS[parameter.type])}.")
+    return " ".join(parts)
+
+
+#: The result parameters, as the CapabilityStatement lists them (name, R4 search parameter type, documentation).
+RESULT_PARAMETER_DEFINITIONS: tuple[tuple[str, str, str], ...] = (
+    ("_count", "number", "Page size; one above the maximum is the maximum (the self link says which applied)"),
+    ("_sort", "string", "_lastUpdated (oldest first, the default) or -_lastUpdated, id breaking ties"),
+    ("_summary", "token", "true (R4 isSummary elements), text, data, count, false; cut resources are SUBSETTED"),
+    ("_elements", "string", "Top-level elements to return, beside id, meta and mandatory ones; SUBSETTED"),
+    ("_total", "token", "none (no total), estimate, accurate (both counted); also _totalMethod (fhirpy)"),
+    ("_include", "special", "Type:parameter[:Target] from the matches; :iterate from what was included too"),
+    ("_revinclude", "special", "Type:parameter[:Target] pointing to the matches; :iterate from what was included"),
+    (
+        "_cursor",
+        "special",
+        "Paging position the next links carry, with _snapshot: each match existing at the first page seen once",
+    ),
+)
+
+
+def includes(resource_type: str) -> list[str]:
+    """What ``_include`` takes on a search of ``resource_type``: each of its reference parameters."""
+    parameters = SEARCH_PARAMETERS.get(resource_type, {})
+    return [f"{resource_type}:{p.name}" for p in parameters.values() if p.type is ParamType.REFERENCE]
+
+
+def revincludes(resource_type: str) -> list[str]:
+    """What ``_revinclude`` takes on a search of ``resource_type``: every reference parameter of a served type
+    that may point to it."""
+    return [
+        f"{source}:{p.name}"
+        for source, parameters in sorted(SEARCH_PARAMETERS.items())
+        for p in parameters.values()
+        if p.type is ParamType.REFERENCE and (not p.targets or resource_type in p.targets)
+    ]
+
+
+def _include(resource_type: str, name: str, raw: str) -> Include:
+    reverse, modifier = name.startswith("_revinclude"), name.partition(":")[2]
+    if modifier not in ("", "iterate"):
+        raise _invalid(f"{name}: modifier :{modifier} is not supported (use :iterate)", name)
+    source, _, rest = raw.partition(":")
+    parameter_name, _, target = rest.partition(":")
+    parameter = SEARCH_PARAMETERS.get(source, {}).get(parameter_name)
+    if parameter is None or parameter.type is not ParamType.REFERENCE:
+        raise _invalid(f"{name}: {raw!r} is not Type:parameter, a reference parameter of a served type", name)
+    if target and (target not in SEARCH_PARAMETERS or (parameter.targets and target not in parameter.targets)):
+        raise _invalid(f"{name}: {raw!r} names a target type {source}:{parameter_name} cannot reference", name)
+    if not modifier and not reverse and source != resource_type:
+        raise _invalid(f"{name}: {raw!r} does not start from {resource_type} (or use _include:iterate)", name)
+    if not modifier and reverse and f"{source}:{parameter_name}" not in revincludes(resource_type):
+        raise _invalid(f"{name}: {source}:{parameter_name} cannot reference a {resource_type}", name)
+    return Include(source, parameter_name, target or None, reverse, modifier == "iterate")
+
+
+def _instant(name: str, raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw)
+        if moment.tzinfo is None:
+            raise ValueError("no offset")
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # overflow: year 1 east of Greenwich
+        raise _invalid(f"{name}: {raw!r} is not a paging position this gateway wrote", name) from exc
+
+
+def paging_instant(moment: datetime) -> str:
+    """An instant of a paging link (``_snapshot``, ``_cursor``): to the microsecond, as stored."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+#: ``_total`` (R4) and fhirpy's ``_totalMethod`` (Aidbox's name; ``count`` is R4's ``accurate``): whether to count.
+_TOTALS = {"none": False, "estimate": True, "accurate": True, "count": True}
 
 
 def parse_search(
@@ -458,9 +623,12 @@ def parse_search(
     *,
     default_count: int,
     max_count: int,
+    lenient: bool = False,
 ) -> SearchQuery:
     """Query string pairs → SearchQuery. Unknown parameters are a 400, never silently ignored: an ignored
-    filter would return other patients' data."""
+    filter would return other patients' data — unless the client asked for that (``lenient``, from ``Prefer:
+    handling=lenient``): then they are listed in ``ignored``, for the answer to say so. A ``_count`` above
+    ``max_count`` is ``max_count`` (R4: a server may return fewer; the links say what was applied)."""
     if len(params) > MAX_SEARCH_PARAMETERS:
         raise InvalidRequest.single(
             IssueCode.SEARCH_PARAMETER_INVALID,
@@ -477,33 +645,55 @@ def parse_search(
     known = SEARCH_PARAMETERS.get(resource_type, {})
     criteria: list[Criterion] = []
     echo: list[tuple[str, str]] = []
-    count, offset, descending, summary_count = default_count, 0, False, False
+    found_includes: list[Include] = []
+    ignored: list[str] = []
+    count, offset, descending, summary, total = default_count, 0, False, Summary.FALSE, True
+    elements: tuple[str, ...] = ()
+    snapshot: datetime | None = None
+    cursor: Cursor | None = None
     for name, raw in params:
         base, _, modifier = name.partition(":")
         if base in RESULT_PARAMETERS:
             if base == "_count":
-                count = _integer(name, raw, 0, max_count)
+                count = min(_integer(name, raw, 0, 10**9), max_count)
             elif base == "_offset":
                 offset = _integer(name, raw, 0, 10**9)
+            elif base == "_snapshot":
+                snapshot = _instant(name, raw)
+            elif base == "_cursor":
+                moment, _, last_id = raw.rpartition(",")
+                cursor = Cursor(_instant(name, moment), last_id)
             elif base == "_sort":
                 if raw not in SORTS:
                     raise _invalid(f"_sort supports {', '.join(SORTS)}", name)
                 descending = SORTS[raw]
                 echo.append((name, raw))
             elif base == "_summary":
-                if raw not in ("count", "false"):
-                    raise _invalid("_summary supports count and false", name)
-                summary_count = raw == "count"
+                if raw not in Summary.__members__.values():
+                    raise _invalid(f"_summary supports {', '.join(Summary)}", name)
+                summary = Summary(raw)
                 echo.append((name, raw))
-            elif base == "_total":
-                if raw not in ("none", "estimate", "accurate"):
-                    raise _invalid("_total supports none, estimate and accurate", name)
+            elif base in ("_total", "_totalMethod"):
+                if raw not in _TOTALS:
+                    raise _invalid(f"{base} supports none, estimate and accurate", name)
+                total = _TOTALS[raw]
+                echo.append((name, raw))
+            elif base == "_elements":
+                elements = tuple(dict.fromkeys(e.strip() for e in raw.split(",") if e.strip()))
+                if not elements or not all(re.fullmatch(r"[a-z][A-Za-z0-9]*(\[x\])?", e) for e in elements):
+                    raise _invalid("_elements takes element names of the resource, e.g. _elements=status,subject", name)
+                echo.append((name, raw))
+            elif base in ("_include", "_revinclude"):
+                found_includes.append(_include(resource_type, name, raw))
                 echo.append((name, raw))
             else:  # _format, _pretty: how the answer is written, and so its other pages
                 echo.append((name, raw))
             continue
         parameter = known.get(base) or COMMON_PARAMETERS.get(base)
         if parameter is None:
+            if lenient:
+                ignored.append(name)
+                continue
             supported = sorted([*known, *COMMON_PARAMETERS, *RESULT_PARAMETERS])
             raise InvalidRequest.single(
                 IssueCode.SEARCH_PARAMETER_UNKNOWN,
@@ -513,7 +703,24 @@ def parse_search(
             )
         criteria.append(_criterion(parameter, name, modifier or None, raw))
         echo.append((name, raw))
-    return SearchQuery(resource_type, tuple(criteria), count, offset, descending, summary_count, tuple(echo))
+    if elements and summary is not Summary.FALSE:
+        raise _invalid("_elements and _summary cannot be combined (R4 leaves their union undefined)", "_elements")
+    return SearchQuery(
+        resource_type,
+        tuple(criteria),
+        count,
+        offset,
+        descending,
+        summary is Summary.COUNT,
+        tuple(echo),
+        summary=summary,
+        elements=elements,
+        includes=tuple(found_includes),
+        total=total,
+        snapshot=snapshot,
+        cursor=cursor,
+        ignored=tuple(ignored),
+    )
 
 
 def parse_condition(resource_type: str, criteria: str, where: str, label: str) -> SearchQuery:

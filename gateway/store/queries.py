@@ -8,13 +8,18 @@ and searches likewise (``searchable``: no search by that Patient's id finds the 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+
 from gateway.errors import IssueCode, ResourceNotFound
-from gateway.fhir.primitives import is_id
+from gateway.fhir.primitives import is_id, utc_now
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
 from gateway.store.database import Database
-from gateway.store.repository import StoredResource
+from gateway.store.repository import SearchPage, StoredResource
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.store.visibility import EVERYTHING, Viewer, searchable
+from gateway.store.visibility import EVERYTHING, Viewer, searchable, visible_type
 
 SERVED_TYPES = frozenset(SEARCH_PARAMETERS)
 
@@ -90,9 +95,30 @@ async def history(
     return versions
 
 
-async def search(
-    database: Database, query: SearchQuery, viewer: Viewer = EVERYTHING
-) -> tuple[int, list[StoredResource]]:
+#: At most this many resources are included in one page (``_include`` / ``_revinclude``), whatever the links.
+MAX_INCLUDED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """A page of a search as the viewer may see it: the page (``SearchPage``), what ``_include`` / ``_revinclude``
+    add to it, and the snapshot the walk runs at (what the next links carry)."""
+
+    page: SearchPage
+    included: list[StoredResource]
+    snapshot: datetime
+
+
+async def search(database: Database, query: SearchQuery, viewer: Viewer = EVERYTHING) -> SearchResult:
+    snapshot = query.snapshot or utc_now()
     async with UnitOfWork(database, write=False) as uow:
-        total, found = await uow.resources.search(query, searchable(viewer, query))
-        return total, await uow.visibility.as_seen(viewer, found)
+        page = await uow.resources.page(query, snapshot, searchable(viewer, query))
+        page = dataclasses.replace(page, found=await uow.visibility.as_seen(viewer, page.found))
+        included: list[StoredResource] = []
+        if query.includes and page.found:
+            # Through the viewer's filter, as any read: an include never shows what a read would answer 404.
+            found = await uow.resources.included(
+                query.includes, page.found, functools.partial(visible_type, viewer), MAX_INCLUDED
+            )
+            included = await uow.visibility.as_seen(viewer, found)
+        return SearchResult(page, included, snapshot)

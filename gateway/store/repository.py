@@ -20,7 +20,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
-from gateway.fhir.search import ParamType, SearchQuery, index_entries, is_last_updated
+from gateway.fhir.search import (
+    IDENTIFIER_MODIFIER,
+    SEARCH_PARAMETERS,
+    Cursor,
+    Include,
+    ParamType,
+    SearchQuery,
+    index_entries,
+    is_last_updated,
+)
 from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
@@ -59,6 +68,21 @@ class StoredResource:
     @classmethod
     def from_row(cls, row: Any) -> StoredResource:
         return cls(row.resource_type, row.id, row.version_id, as_utc(row.last_updated), orjson.loads(row.content))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """A page of a search: the total of the matches (None when not asked for), this page's, and where the next
+    page starts (None: this is the last)."""
+
+    total: int | None
+    found: list[StoredResource]
+    next: Cursor | None
+
+
+#: How many times ``:iterate`` includes apply to what was included (the first pass included): a referral's
+#: ServiceRequest → its Patient → the Patient's Consents is two.
+_INCLUDE_ROUNDS = 3
 
 
 @dataclass
@@ -394,15 +418,119 @@ class ResourceRepository:
         self, query: SearchQuery, visible: sa.ColumnElement[bool] | None = None
     ) -> tuple[int, list[StoredResource]]:
         """A page of matches and their total; ``visible`` (``gateway.store.visibility``) filters before both."""
+        page = await self.page(query, utc_now(), visible)
+        return (page.total if page.total is not None else len(page.found)), page.found
+
+    async def page(
+        self, query: SearchQuery, snapshot: datetime, visible: sa.ColumnElement[bool] | None = None
+    ) -> SearchPage:
+        """A page of matches, as they were at ``snapshot`` (the walk's first page), from ``query.cursor`` on, and
+        their total (None with ``_total=none``); ``visible`` (``gateway.store.visibility``) filters before both.
+
+        Keyset paging: the matches are sorted by their last update *as at the snapshot* (the version then current:
+        ``_version_at``), id breaking ties, and each page starts after the last one's key. A resource updated during a
+        walk keeps its place (its key is its update before the snapshot), one created after it is not shown: each
+        match that existed at the first page is seen once, which an offset could not promise under
+        ``_sort=-_lastUpdated`` (a new resource shifts every page)."""
         shape, parameters = _shape(query)
-        count, page = _count(shape), _matches(shape, query.descending, query.count, query.offset)
-        if visible is not None:  # the viewer's filter carries its own values: added to copies, for this search
-            count, page = count.where(visible), page.where(visible)
-        total = (await self._execute(count, parameters)).scalar_one()
+        parameters["snapshot"] = snapshot
+        if query.cursor is not None:
+            parameters |= {"cursor_moment": query.cursor.moment, "cursor_id": query.cursor.id}
+        count = _count(shape, snapshot=True)
+        page = _walk_page(shape, query.descending, query.cursor is not None, query.count + 1, query.offset, visible)
+        if visible is not None:  # the viewer's filter carries its own values: added to a copy, for this search
+            count = count.where(visible)
+        total = (await self._execute(count, parameters)).scalar_one() if query.total else None
         if query.summary_count or query.count == 0:
-            return total, []
-        result = await self._execute(page, parameters)
-        return total, [StoredResource.from_row(row) for row in result]
+            return SearchPage(total, [], None)
+        rows = (await self._execute(page, parameters)).all()
+        found = [StoredResource.from_row(row) for row in rows[: query.count]]
+        after = (
+            Cursor(as_utc(rows[query.count - 1].sort_key), rows[query.count - 1].id)
+            if len(rows) > query.count
+            else None
+        )
+        return SearchPage(total, found, after)
+
+    async def included(
+        self,
+        includes: Sequence[Include],
+        matches: Sequence[StoredResource],
+        visible: Callable[[str], sa.ColumnElement[bool] | None],
+        limit: int,
+    ) -> list[StoredResource]:
+        """The resources ``_include`` / ``_revinclude`` add to ``matches`` — each once, none of the matches, only what
+        ``visible(resource_type)`` lets through (the viewer's filter, as for any read) — at most ``limit``. Those
+        marked ``iterate`` apply to what was included too, up to ``_INCLUDE_ROUNDS`` levels."""
+        seen = {(stored.resource_type, stored.id) for stored in matches}
+        included: list[StoredResource] = []
+        sources = list(matches)
+        for depth in range(_INCLUDE_ROUNDS):
+            added: list[StoredResource] = []
+            for include in includes:
+                if depth > 0 and not include.iterate:
+                    continue
+                for stored in await self._include(include, sources, visible):
+                    if (stored.resource_type, stored.id) not in seen and len(included) < limit:
+                        seen.add((stored.resource_type, stored.id))
+                        added.append(stored)
+                        included.append(stored)
+            if not added:
+                break
+            sources = added
+        return included
+
+    async def _include(
+        self,
+        include: Include,
+        sources: Sequence[StoredResource],
+        visible: Callable[[str], sa.ColumnElement[bool] | None],
+    ) -> list[StoredResource]:
+        """What one ``_include`` / ``_revinclude`` finds from ``sources``: one statement per type found."""
+        r, s = resources.c, search_index.c
+        wanted: dict[str, list[str]] = {}  # resource type → ids of the resources to include
+        if include.reverse:
+            # The ``include.source`` resources whose reference parameter points to one of the sources.
+            for stored in sources:
+                if include.target in (None, stored.resource_type):
+                    wanted.setdefault(stored.resource_type, []).append(stored.id)
+            statements = [
+                sa.select(resources).where(
+                    r.resource_type == include.source,
+                    r.id.in_(
+                        sa.select(s.resource_id).where(
+                            s.resource_type == include.source,
+                            s.param == include.parameter,
+                            s.system == target_type,
+                            s.value.in_(ids),
+                        )
+                    ),
+                )
+                for target_type, ids in wanted.items()
+            ]
+            conditions = [visible(include.source)] * len(statements)
+        else:
+            ids = [stored.id for stored in sources if stored.resource_type == include.source]
+            if not ids:
+                return []
+            links = await self._execute(
+                sa.select(s.system, s.value).where(
+                    s.resource_type == include.source, s.param == include.parameter, s.resource_id.in_(ids)
+                )
+            )
+            for link in links:
+                if link.system in SEARCH_PARAMETERS and include.target in (None, link.system):
+                    wanted.setdefault(link.system, []).append(link.value)
+            statements = [
+                sa.select(resources).where(r.resource_type == target_type, r.id.in_(sorted(set(targets))))
+                for target_type, targets in wanted.items()
+            ]
+            conditions = [visible(target_type) for target_type in wanted]
+        found: list[StoredResource] = []
+        for statement, condition in zip(statements, conditions, strict=True):
+            result = await self._execute(statement if condition is None else statement.where(condition))
+            found += [StoredResource.from_row(row) for row in result]
+        return found
 
     # --- writes ---
 
@@ -427,6 +555,7 @@ class ResourceRepository:
                     "param": entry.param,
                     "system": entry.system,
                     "value": entry.value,
+                    "folded": entry.folded,
                 },
             )
         for system, value in identity_keys:
@@ -521,7 +650,7 @@ class ResourceRepository:
                     self._pending.add(
                         search_index,
                         {"resource_type": stored.resource_type, "resource_id": stored.id, "param": entry.param}
-                        | {"system": entry.system, "value": entry.value},
+                        | {"system": entry.system, "value": entry.value, "folded": entry.folded},
                     )
         if self._postgresql:
             # One execution each, from arrays: executemany would be an execution (and a plan) per row.
@@ -595,7 +724,9 @@ def _shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
     criteria: list[Shape] = []
     for criterion in query.criteria:
         parameter = criterion.parameter
-        if is_last_updated(parameter):  # _lastUpdated, or a date that is the storage time: the column
+        if criterion.modifier == "missing":
+            criteria.append((parameter.name, "missing", criterion.missing))
+        elif is_last_updated(parameter):  # _lastUpdated, or a date that is the storage time: the column
             for date in criterion.dates:
                 values += [date.start, date.end]
             criteria.append((_LAST_UPDATED, tuple(date.prefix for date in criterion.dates)))
@@ -607,18 +738,22 @@ def _shape(query: SearchQuery) -> tuple[Shape, dict[str, Any]]:
             values.append([token.value for token in criterion.tokens if token.value])
             criteria.append((parameter.name,))
         elif parameter.type is ParamType.STRING:
+            # Without a modifier the folded value starts with the folded text; :contains holds it anywhere.
+            before = "%" if criterion.modifier == "contains" else ""
             escaped = (
-                text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%" for text in criterion.strings
+                before + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+                for text in criterion.strings
             )
-            values += list(criterion.strings) if criterion.exact else list(escaped)
-            criteria.append((parameter.name, "string", criterion.exact, len(criterion.strings)))
+            exact = criterion.modifier == "exact"
+            values += list(criterion.strings) if exact else list(escaped)
+            criteria.append((parameter.name, "string", exact, len(criterion.strings)))
         else:
             tokens = []
             for token in criterion.tokens:
                 values += [part for part in (token.value, token.system) if part]
                 system = "any" if token.system is None else "none" if token.system == "" else "given"
                 tokens.append((token.value is not None, system))
-            criteria.append((parameter.name, "token", tuple(tokens)))
+            criteria.append((parameter.name, "token", tuple(tokens), criterion.modifier == "not"))
     return (query.resource_type, tuple(criteria)), {f"p{i}": value for i, value in enumerate(values)}
 
 
@@ -651,6 +786,63 @@ def _order(shape: Shape, *, descending: bool) -> tuple[sa.ColumnElement[Any], ..
     return moment, r.id
 
 
+def _version_at() -> sa.ScalarSelect[Any]:
+    """The last update of a resource's version current at the ``snapshot`` parameter (NULL for a resource created
+    since): a resource changed since the snapshot sorts by it in a walk, so that an update during the walk moves
+    nothing."""
+    r, v = resources.c, resource_versions.c
+    snapshot = sa.bindparam("snapshot", type_=sa.DateTime(timezone=True))
+    return (
+        sa.select(sa.func.max(v.last_updated))
+        .where(v.resource_type == r.resource_type, v.id == r.id, v.last_updated <= snapshot)
+        .scalar_subquery()
+    )
+
+
+def _after(key: sa.ColumnElement[Any], *, descending: bool) -> sa.ColumnElement[bool]:
+    """The rows past the cursor (``cursor_moment``, ``cursor_id``) in the walk's order."""
+    r = resources.c
+    moment = sa.bindparam("cursor_moment", type_=sa.DateTime(timezone=True))
+    last_id = sa.bindparam("cursor_id", type_=sa.String())
+    if descending:
+        return sa.or_(key < moment, sa.and_(key == moment, r.id < last_id))
+    return sa.or_(key > moment, sa.and_(key == moment, r.id > last_id))
+
+
+@functools.lru_cache(maxsize=512)
+def _walk_parts(shape: Shape, descending: bool, after: bool) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """A walk's page, in two parts (``_walk_page`` joins them): the matches unchanged since the snapshot, sorted by
+    their last update — the column itself, so the (resource_type, last_updated, id) index serves the order and
+    the limit as before — and those changed since, few, sorted by their version then (``_version_at``)."""
+    r = resources.c
+    snapshot = sa.bindparam("snapshot", type_=sa.DateTime(timezone=True))
+    unchanged = sa.select(resources, r.last_updated.label("sort_key")).where(
+        *_conditions(shape), r.last_updated <= snapshot
+    )
+    then = _version_at()
+    changed = sa.select(resources, then.label("sort_key")).where(
+        *_conditions(shape), r.last_updated > snapshot, then.is_not(None)
+    )
+    if after:
+        unchanged = unchanged.where(_after(r.last_updated, descending=descending))
+        changed = changed.where(_after(then, descending=descending))
+    return unchanged.order_by(*_order(shape, descending=descending)), changed
+
+
+def _walk_page(
+    shape: Shape, descending: bool, after: bool, limit: int, offset: int, visible: sa.ColumnElement[bool] | None
+) -> sa.Select[Any]:
+    """Up to ``limit`` matches of a walk (after ``offset``), in its order: its two parts, each filtered by the
+    viewer's ``visible`` and cut to what a page can take, then merged."""
+    unchanged, changed = _walk_parts(shape, descending, after)
+    if visible is not None:  # the viewer's filter carries its own values: added to copies, for this search
+        unchanged, changed = unchanged.where(visible), changed.where(visible)
+    both = sa.union_all(sa.select(unchanged.limit(limit + offset).subquery()), changed).subquery()
+    order = (both.c.sort_key.desc(), both.c.id.desc()) if descending else (both.c.sort_key, both.c.id)
+    statement = sa.select(both).order_by(*order).limit(limit)
+    return statement.offset(offset) if offset else statement
+
+
 @functools.lru_cache(maxsize=512)
 def _matches(shape: Shape, descending: bool, limit: int, offset: int) -> sa.Select[Any]:
     statement = sa.select(resources).where(*_conditions(shape)).order_by(*_order(shape, descending=descending))
@@ -658,8 +850,13 @@ def _matches(shape: Shape, descending: bool, limit: int, offset: int) -> sa.Sele
 
 
 @functools.lru_cache(maxsize=128)
-def _count(shape: Shape) -> sa.Select[Any]:
-    return sa.select(sa.func.count()).select_from(resources).where(*_conditions(shape))
+def _count(shape: Shape, *, snapshot: bool = False) -> sa.Select[Any]:
+    """How many match (``snapshot``: of those that existed at the walk's snapshot, as ``_walk_page`` pages them)."""
+    statement = sa.select(sa.func.count()).select_from(resources).where(*_conditions(shape))
+    if not snapshot:
+        return statement
+    moment = sa.bindparam("snapshot", type_=sa.DateTime(timezone=True))
+    return statement.where(sa.or_(resources.c.last_updated <= moment, _version_at().is_not(None)))
 
 
 #: What each date prefix selects (R4 search.html#prefix), for a stored period [start, end) against the searched
@@ -698,6 +895,11 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     if name == "_id":
         return r.id.in_(bind(expanding=True))
     s = search_index.c
+    if criterion[1] == "missing":
+        # Any row of the parameter is the element present; a reference given by identifier alone is one too.
+        names = (name, f"{name}:{IDENTIFIER_MODIFIER}")
+        present = sa.select(s.resource_id).where(s.resource_type == resource_type, s.param.in_(names))
+        return r.id.not_in(present) if criterion[2] else r.id.in_(present)
     alternatives: list[sa.ColumnElement[bool]] = []
     if criterion[1] == "date":
         # The stored period [value, system) against the searched one. Both are instants in one fixed-width UTC form
@@ -707,7 +909,7 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     elif criterion[1] == "string":
         _, _, exact, count = criterion
         for _ in range(count):
-            alternatives.append(s.value == bind() if exact else s.value.like(bind(), escape="/"))
+            alternatives.append(s.value == bind() if exact else s.folded.like(bind(), escape="/"))
     else:
         for has_value, system in criterion[2]:
             parts = []
@@ -721,13 +923,10 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     # An uncorrelated IN on the (resource_type, param, value) index: the matching rows are found first, then their
     # resources — never a walk over every resource of the type testing each (what a correlated EXISTS made
     # SQLite do: an opposition look-up grew with the number of Consents stored).
-    return r.id.in_(
-        sa.select(s.resource_id).where(
-            s.resource_type == resource_type,
-            s.param == name,
-            sa.or_(*alternatives),
-        )
-    )
+    matching = sa.select(s.resource_id).where(s.resource_type == resource_type, s.param == name, sa.or_(*alternatives))
+    if criterion[1] == "token" and criterion[3]:  # :not — R4: those without the element as well
+        return r.id.not_in(matching)
+    return r.id.in_(matching)
 
 
 class IdempotencyRepository:

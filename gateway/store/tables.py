@@ -1,7 +1,8 @@
 """The schema. Resources are kept as FHIR JSON; what search and uniqueness need is indexed beside them.
 
 - ``resources``: the current version of each resource; ``resource_versions``: every version (history, vread).
-- ``search_index``: one row per (resource, search parameter, value) — tokens, references, strings.
+- ``search_index``: one row per (resource, search parameter, value) — tokens, references, strings (with their
+  folded form, for searches that ignore case and accents), dates (as periods).
 - ``resource_identities``: the identifiers that make a resource unique (INS for a Patient, RPPS for a
   Practitioner, FINESS for an Organization, the sender's identifier for a ServiceRequest). The primary key makes a
   duplicate impossible, whatever the concurrency: the second writer's transaction fails and is retried.
@@ -61,7 +62,10 @@ search_index = sa.Table(
     sa.Column("param", sa.String(64), nullable=False),
     sa.Column("system", sa.String(512), nullable=True),
     sa.Column("value", sa.String(1024), nullable=False),
+    # A string's value folded (case, accents: ``gateway.fhir.search.fold``), what a search without :exact compares.
+    sa.Column("folded", sa.String(1024), nullable=True),
     sa.Index(None, "resource_type", "param", "value"),
+    sa.Index(None, "resource_type", "param", "folded"),
     sa.Index(None, "resource_type", "resource_id"),
 )
 

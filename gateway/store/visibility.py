@@ -242,6 +242,11 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
     return sa.or_(*alternatives)
 
 
+def visible_type(viewer: Viewer, resource_type: str) -> sa.ColumnElement[bool] | None:
+    """``visible`` for the rows of ``resources`` of that type (what ``_include`` and ``_revinclude`` add)."""
+    return visible(viewer, resource_type, resources.c.id)
+
+
 def _of_a_referral(
     viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str], param: str, *, as_professional: bool = True
 ) -> sa.ColumnElement[bool]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.conformance.files import DefinitionsNotFound, check_definitions
 from gateway.fhir.outcome import CANONICAL_BASE
+from gateway.fhir.subset import ElementFlags
 
 R4_BASE = "http://hl7.org/fhir/StructureDefinition/"
 #: ``expansion.parameter`` naming a system whose codes the build could not enumerate (profiles/README.md).
@@ -43,6 +44,26 @@ def structure_definitions() -> dict[str, Json]:
 
 def base_url(type_code: str) -> str:
     return R4_BASE + type_code
+
+
+@functools.cache
+def element_flags(resource_type: str) -> ElementFlags | None:
+    """The top-level elements of an R4 resource type that are summary or mandatory (``_summary``, ``_elements``),
+    from its StructureDefinition; None when it is not carried."""
+    definition = structure_definitions().get(base_url(resource_type))
+    if definition is None:
+        return None
+    summary, mandatory = set(), set()
+    for element in definition["snapshot"]["element"]:
+        path: str = element["path"]
+        if path.count(".") != 1:
+            continue
+        name = path.split(".", 1)[1]
+        if element.get("isSummary"):
+            summary.add(name)
+        if element.get("min", 0) > 0:
+            mandatory.add(name)
+    return ElementFlags(frozenset(summary), frozenset(mandatory))
 
 
 @dataclass(frozen=True, slots=True)

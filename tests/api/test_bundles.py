@@ -37,8 +37,10 @@ async def test_every_searchset_link_carries_the_search_controls_honoured(client:
     followed = (await client.get(self_link)).json()
     assert followed["total"] == 3 and "entry" not in followed
     controls = {"_sort": "-_lastUpdated", "_total": "accurate", "_format": "json", "_summary": "false"}
-    page = (await client.get("/fhir/ServiceRequest", params=controls | {"_count": "1", "_offset": "1"})).json()
-    assert {link["relation"] for link in page["link"]} == {"self", "first", "previous", "next", "last"}
+    first = (await client.get("/fhir/ServiceRequest", params=controls | {"_count": "1"})).json()
+    page = (await client.get(next(link["url"] for link in first["link"] if link["relation"] == "next"))).json()
+    # Keyset paging: a next link resumes after this page's last match; there is no previous or last.
+    assert {link["relation"] for link in page["link"]} == {"self", "first", "next"}
     for link in page["link"]:
         query = parse_qs(urlsplit(link["url"]).query)
         assert {name: query.get(name) for name in controls} == {name: [value] for name, value in controls.items()}

@@ -200,3 +200,55 @@ async def test_a_decisions_provenance_is_seen_by_the_referrals_parties(secure: h
         if (answer.status_code == 200) != _expected(role, "A"):
             wrong.append(f"{role}: {answer.status_code}")
     assert not wrong, wrong
+
+
+#: Every include a platform fetching referrals would ask for, and the reverse ones that reach across referrals
+#: through the shared Patient (its other referrals' Consents, CareTeams, ServiceRequests, Tasks).
+_INCLUDES = {
+    "ServiceRequest": [
+        ("_include", "ServiceRequest:patient"),
+        ("_include", "ServiceRequest:requester"),
+        ("_include", "ServiceRequest:supporting-info"),
+        ("_revinclude", "Task:focus"),
+        ("_revinclude:iterate", "Consent:patient"),
+        ("_revinclude:iterate", "CareTeam:subject"),
+    ],
+    "Patient": [
+        ("_revinclude", "Consent:patient"),
+        ("_revinclude", "CareTeam:subject"),
+        ("_revinclude", "ServiceRequest:subject"),
+        ("_revinclude", "Task:patient"),
+        ("_include:iterate", "ServiceRequest:supporting-info"),
+    ],
+}
+
+
+async def _included(secure: httpx.AsyncClient, headers: dict[str, str], resource_type: str) -> set[str]:
+    answer = await secure.get(f"/fhir/{resource_type}", params=_INCLUDES[resource_type], headers=headers)
+    assert answer.status_code == 200, answer.text
+    entries = answer.json().get("entry", [])
+    return {"/".join(e["fullUrl"].split("/")[-2:]) for e in entries if e["search"]["mode"] == "include"}
+
+
+@pytest.mark.parametrize("resource_type", ["ServiceRequest", "Patient"])
+async def test_includes_show_only_what_a_read_shows(
+    secure: httpx.AsyncClient, world: World, resource_type: str
+) -> None:
+    """_include and _revinclude never leak: each role is given exactly those of the operator's inclusions it may
+    read — sender B not sender A's Consent, CareTeam or Tasks through the Patient they share, platform Lille
+    nothing."""
+    everything = await _included(secure, world.headers["operator"], resource_type)
+    assert sum(reference.startswith("Consent/") for reference in everything) == 2  # one per referral
+    assert world.resources["Consent A"][0] in everything and world.resources["CareTeam A"][0] in everything
+    wrong = []
+    for role in ROLES:
+        readable = set()
+        for reference in everything:
+            answer = await secure.get(f"/fhir/{reference}", headers=world.headers[role])
+            if answer.status_code == 200:
+                readable.add(reference)
+        if (included := await _included(secure, world.headers[role], resource_type)) != readable:
+            wrong.append(f"{role}: included {sorted(included - readable)}, left out {sorted(readable - included)}")
+    assert not wrong, wrong
+    sender_b = await _included(secure, world.headers["sender B"], resource_type)
+    assert world.resources["Consent A"][0] not in sender_b and world.resources["Task A"][0] not in sender_b

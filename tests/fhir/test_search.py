@@ -8,11 +8,16 @@ from gateway.errors import InvalidRequest
 from gateway.fhir.search import (
     LOCAL_TIME_ZONE,
     MAX_SEARCH_PARAMETERS,
+    Cursor,
     DateValue,
+    Include,
     IndexEntry,
+    Summary,
     TokenValue,
     date_period,
+    fold,
     index_entries,
+    paging_instant,
     parse_search,
     split_reference,
 )
@@ -49,11 +54,30 @@ def test_patient_reference_parameter_only_indexes_patients() -> None:
     assert "subject" in params and "patient" not in params
 
 
-def test_names_are_indexed_case_and_space_insensitively() -> None:
-    patient = {"resourceType": "Patient", "name": [{"family": "LE  Goff", "given": ["Anne-Marie"]}]}
+def test_names_are_indexed_as_written_and_folded() -> None:
+    """A string's row keeps its text (what :exact compares) and its folded form: case, accents and runs of spaces
+    gone (what a search without modifier and :contains compare; R4 search.html#string)."""
+    patient = {"resourceType": "Patient", "name": [{"family": "LE  Goff", "given": ["Anne-Marie", "Hélène"]}]}
     entries = set(index_entries(patient))
-    assert IndexEntry("family", None, "le goff") in entries
-    assert IndexEntry("name", None, "anne-marie") in entries
+    assert IndexEntry("family", None, "LE  Goff", "le goff") in entries
+    assert IndexEntry("name", None, "Anne-Marie", "anne-marie") in entries
+    assert IndexEntry("given", None, "Hélène", "helene") in entries
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("Hélène", "helene"),
+        ("LÉROY", "leroy"),
+        ("Çédille  Œuvre", "cedille œuvre"),  # œ is a letter of its own, not o + e
+        ("Straße", "strasse"),  # case folding, not lower-casing
+        ("ﬁlle", "fille"),  # NFKD: the ligature is two letters
+        ("E\u0301lodie", "elodie"),  # already decomposed
+        ("İlknur", "ilknur"),  # a capital with a dot folds to i + a combining dot, which goes
+    ],
+)
+def test_fold(text: str, folded: str) -> None:
+    assert fold(text) == folded
 
 
 @pytest.mark.parametrize(
@@ -142,11 +166,27 @@ def test_approximately_is_refused_as_not_supported() -> None:
         ([("colour", "blue")], "search-parameter-unknown"),
         ([("owner", "Organization/1")], "search-parameter-unknown"),  # owner is a Task parameter
         ([("_count", "many")], "search-parameter-invalid"),
-        ([("_count", "100000")], "search-parameter-invalid"),
+        ([("_count", "-1")], "search-parameter-invalid"),
         ([("_lastUpdated", "yesterday")], "search-parameter-invalid"),
         ([("_lastUpdated", "ap2026-01-01")], "search-parameter-invalid"),
         ([("_sort", "status")], "search-parameter-invalid"),
-        ([("status:not", "active")], "search-parameter-invalid"),
+        ([("status:contains", "act")], "search-parameter-invalid"),  # :contains is for strings
+        ([("status:missing", "maybe")], "search-parameter-invalid"),
+        ([("_id:missing", "true")], "search-parameter-invalid"),  # every resource has one
+        ([("_lastUpdated:missing", "true")], "search-parameter-invalid"),
+        ([("_summary", "short")], "search-parameter-invalid"),
+        ([("_total", "exact")], "search-parameter-invalid"),
+        ([("_elements", "Status")], "search-parameter-invalid"),
+        ([("_elements", "status"), ("_summary", "true")], "search-parameter-invalid"),
+        ([("_include", "Patient:general-practitioner")], "search-parameter-invalid"),  # not from ServiceRequest
+        ([("_include", "ServiceRequest:status")], "search-parameter-invalid"),  # not a reference
+        ([("_include", "ServiceRequest:patient:Group")], "search-parameter-invalid"),
+        ([("_include:recurse", "ServiceRequest:patient")], "search-parameter-invalid"),
+        ([("_revinclude", "Task:status")], "search-parameter-invalid"),  # not a reference
+        ([("_revinclude", "CareTeam:patient")], "search-parameter-invalid"),  # only ever a Patient
+        ([("_cursor", "yesterday,abc")], "search-parameter-invalid"),
+        ([("_snapshot", "2026-12-07T10:00:00")], "search-parameter-invalid"),  # no offset: not one we wrote
+        ([("_snapshot", "0001-01-01T00:00:00+01:00")], "search-parameter-invalid"),  # before datetime.min in UTC
         ([("patient", "Group/1")], "search-parameter-invalid"),
         ([("status", "")], "search-parameter-invalid"),
     ],
@@ -235,3 +275,37 @@ def test_the_last_day_of_9999_is_indexed_and_searched() -> None:
     ]
     (criterion,) = _parse("Patient", ("birthdate", "ge9999-12-31")).criteria
     assert criterion.dates == (DateValue("ge", _utc(9999, 12, 30, 23), paris_new_year_10000),)
+
+
+def test_result_parameters_of_the_rest_features() -> None:
+    query = _parse(
+        "ServiceRequest",
+        ("_count", "100000"),
+        ("_include", "ServiceRequest:patient"),
+        ("_revinclude:iterate", "Consent:patient:Patient"),
+        ("_summary", "data"),
+        ("_totalMethod", "count"),
+        ("_snapshot", "2026-12-07T10:00:00.123456Z"),
+        ("_cursor", "2026-12-07T09:00:00.000001+01:00,abc-1"),
+    )
+    assert query.count == 100  # capped, not refused
+    assert query.includes == (
+        Include("ServiceRequest", "patient", None, reverse=False),
+        Include("Consent", "patient", "Patient", reverse=True, iterate=True),
+    )
+    assert (query.summary, query.summary_count, query.total) == (Summary.DATA, False, True)
+    assert query.snapshot == datetime(2026, 12, 7, 10, 0, 0, 123456, tzinfo=UTC)
+    assert query.cursor == Cursor(datetime(2026, 12, 7, 8, 0, 0, 1, tzinfo=UTC), "abc-1")
+    assert ("_count", "100000") not in query.echo and ("_include", "ServiceRequest:patient") in query.echo
+    assert not _parse("ServiceRequest", ("_total", "none")).total
+    assert paging_instant(datetime(2026, 12, 7, 8, 0, 0, 1, tzinfo=UTC)) == "2026-12-07T08:00:00.000001Z"
+
+
+def test_lenient_parsing_lists_what_it_ignored() -> None:
+    params = [("colour", "blue"), ("status", "active"), ("_unknown", "1")]
+    with pytest.raises(InvalidRequest):
+        parse_search("ServiceRequest", params, default_count=20, max_count=100)
+    query = parse_search("ServiceRequest", params, default_count=20, max_count=100, lenient=True)
+    assert query.ignored == ("colour", "_unknown") and [c.parameter.name for c in query.criteria] == ["status"]
+    with pytest.raises(InvalidRequest):  # lenient about names, not about values
+        parse_search("ServiceRequest", [("status:contains", "a")], default_count=20, max_count=100, lenient=True)

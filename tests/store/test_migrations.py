@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -116,6 +117,47 @@ async def test_0005_recomputes_date_rows_again_and_back(at_0004: tuple[str, Data
     assert await _index(database) == _BEFORE
 
 
+_PEOPLE = {
+    ("Patient", "p-helene"): {"name": [{"family": "LÉROY", "given": ["Hélène", "Marie  Anne"]}]},
+    ("Practitioner", "pr-marcel"): {"name": [{"family": "Dupont", "given": ["Marcel"], "text": "Dr Marcel Dupont"}]},
+    ("Organization", "o-1"): {"name": "Hôpital Saint-Éloi", "alias": ["CHU"]},
+    ("ServiceRequest", "sr-1"): {"status": "active", "supportingInfo": [{"reference": "Consent/c-1"}]},
+}
+#: The index of revision 0005 (and 0006): strings lower-cased, no ``folded``, no ``supporting-info``.
+_LOWERED = {
+    ("Patient", "p-helene", "family", None, "léroy"),
+    ("Patient", "p-helene", "given", None, "hélène"),
+    ("Patient", "p-helene", "given", None, "marie anne"),
+    ("Patient", "p-helene", "name", None, "léroy"),
+    ("Patient", "p-helene", "name", None, "hélène"),
+    ("Patient", "p-helene", "name", None, "marie anne"),
+    ("Practitioner", "pr-marcel", "family", None, "dupont"),
+    ("Practitioner", "pr-marcel", "given", None, "marcel"),
+    ("Practitioner", "pr-marcel", "name", None, "dupont"),
+    ("Practitioner", "pr-marcel", "name", None, "marcel"),
+    ("Practitioner", "pr-marcel", "name", None, "dr marcel dupont"),
+    ("Organization", "o-1", "name", None, "hôpital saint-éloi"),
+    ("Organization", "o-1", "name", None, "chu"),
+    ("ServiceRequest", "sr-1", "status", None, "active"),
+}
+
+
+async def _rows(database: Database) -> set[tuple[Any, ...]]:
+    """Every index row, with ``folded`` when the column exists (read by name: it comes and goes; a fresh connection,
+    as asyncpg's prepared ``SELECT *`` would not survive the column's change)."""
+    await database.engine.dispose()
+    async with database.engine.connect() as connection:
+        result = await connection.execute(sa.text("SELECT * FROM search_index"))
+        return {
+            tuple(
+                row[name]
+                for name in ("resource_type", "resource_id", "param", "system", "value", "folded")
+                if name in row
+            )
+            for row in (dict(r._mapping) for r in result)
+        }
+
+
 @pytest.fixture
 def url_0005(tmp_path: Path) -> Iterator[str]:
     url = scratch_database_url(tmp_path)
@@ -219,3 +261,62 @@ async def test_0006_gives_each_idempotency_key_to_its_referrals_senders_and_back
         assert len(await rows("SELECT client_id, key FROM idempotency_keys")) == 5
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+async def at_0005(url_0005: str) -> AsyncIterator[tuple[str, Database]]:
+    url = url_0005
+    database = Database(url)
+    moment = datetime(2026, 12, 1, tzinfo=UTC)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            sa.insert(resources),
+            [
+                {
+                    "resource_type": resource_type,
+                    "id": resource_id,
+                    "version_id": 1,
+                    "last_updated": moment,
+                    "content": orjson.dumps({"resourceType": resource_type, "id": resource_id, **content}).decode(),
+                }
+                for (resource_type, resource_id), content in _PEOPLE.items()
+            ],
+        )
+        await connection.execute(
+            sa.text(
+                "INSERT INTO search_index (resource_type, resource_id, param, system, value) "
+                "VALUES (:t, :i, :p, :s, :v)"
+            ),
+            [{"t": t, "i": i, "p": p, "s": s, "v": v} for t, i, p, s, v in _LOWERED],
+        )
+    try:
+        yield url, database
+    finally:
+        await database.dispose()
+
+
+async def test_0007_folds_strings_again_and_back(at_0005: tuple[str, Database]) -> None:
+    """0007 adds ``folded`` and rewrites the string rows as the gateway indexes them now (text as written, folded
+    beside it) plus a ServiceRequest's ``supporting-info``; again after a stamp, the same rows; down, the former
+    lower-cased rows, twice alike."""
+    url, database = at_0005
+    config = alembic_config(url)
+    after = {
+        (resource_type, resource_id, entry.param, entry.system, entry.value, entry.folded)
+        for (resource_type, resource_id), content in _PEOPLE.items()
+        for entry in index_entries({"resourceType": resource_type, **content})
+    }
+    assert ("Patient", "p-helene", "given", None, "Hélène", "helene") in after
+    assert ("ServiceRequest", "sr-1", "supporting-info", "Consent", "c-1", None) in after
+    await asyncio.to_thread(upgrade, url, "0007")
+    assert await _rows(database) == after
+
+    await asyncio.to_thread(command.stamp, config, "0006")  # as if the upgrade ran again over its own rows
+    await asyncio.to_thread(upgrade, url, "0007")
+    assert await _rows(database) == after
+
+    await asyncio.to_thread(command.downgrade, config, "0006")
+    assert await _rows(database) == _LOWERED
+    await asyncio.to_thread(command.stamp, config, "0007")  # and the downgrade again over its own rows
+    await asyncio.to_thread(command.downgrade, config, "0006")
+    assert await _rows(database) == _LOWERED

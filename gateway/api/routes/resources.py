@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email.utils import format_datetime
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from gateway.fhir.media import ResponseFormat, bare_media_type, response_format
 from gateway.fhir.search import parse_search
 from gateway.store import queries
 from gateway.store.repository import StoredResource
+from gateway.validation.definitions import element_flags
 
 router = APIRouter(prefix="/fhir", tags=["resources"])
 
@@ -48,16 +50,30 @@ async def _search(
     settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
+    lenient: bool = False,
 ) -> FhirResponse:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.SEARCH)
     if (audit := current_audit()) is not None:
         audit.query = urlencode(params)
     query = parse_search(
-        resource_type, params, default_count=settings.default_page_size, max_count=settings.max_page_size
+        resource_type,
+        params,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        lenient=lenient,
     )
-    total, found = await queries.search(database, query, viewer)
-    return FhirResponse(searchset(base_url, query, total, found), answer)
+    result = await queries.search(database, query, viewer)
+    return FhirResponse(searchset(base_url, query, result, element_flags), answer)
+
+
+def _lenient(request: Request) -> bool:
+    """``Prefer: handling=lenient`` (R4 search.html#errors): unknown parameters ignored, and said so; strict (a 400)
+    otherwise."""
+    # Preferences are comma-separated (RFC 7240); some clients write them with ";" as well.
+    parts = (part for header in request.headers.getlist("prefer") for part in re.split(r"[,;]", header))
+    preferences = (part.strip().lower() for part in parts)
+    return any("".join(preference.split()) in ("handling=lenient", 'handling="lenient"') for preference in preferences)
 
 
 @router.get("/{resource_type}", summary="Search")
@@ -72,7 +88,7 @@ async def search(
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     params = list(request.query_params.multi_items())
-    return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
+    return await _search(resource_type, params, client, viewer, database, settings, answer, base_url, _lenient(request))
 
 
 _FORM = "application/x-www-form-urlencoded"
@@ -103,7 +119,7 @@ async def search_post(
     if "_format" in form or "_pretty" in form:  # in the body they mean what they mean in the URL (http.html#search)
         given = dict(params)  # the last of each, as in the URL
         answer = response_format(request.headers.get("accept"), given.get("_format"), given.get("_pretty"))
-    return await _search(resource_type, params, client, viewer, database, settings, answer, base_url)
+    return await _search(resource_type, params, client, viewer, database, settings, answer, base_url, _lenient(request))
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
