@@ -7,7 +7,7 @@ from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import COMMON_PARAMETERS, SEARCH_PARAMETERS
 from gateway.fhir.types import Resource
 
-_INTERACTIONS = ("read", "vread", "history-instance", "search-type")
+_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")
 #: Beyond reading: Task decisions (PUT / JSON Patch, If-Match required) and Consent recording.
 _WRITES = {"Task": ("update", "patch"), "Consent": ("create",)}
 #: Conditional create: inside a transaction (``ifNoneExist``) for the directory types, and ``POST /fhir/Consent``
@@ -60,7 +60,10 @@ def capability_statement(base_url: str, security: Resource | None = None) -> Res
             rest
             | {
                 "resource": resources,
-                "interaction": [{"code": "transaction", "documentation": "A referral bundle (DESIGN §7)"}],
+                "interaction": [
+                    {"code": "transaction", "documentation": "A referral bundle (DESIGN §7)"},
+                    {"code": "history-system", "documentation": "What the caller may see; _since, _count"},
+                ],
                 "operation": [
                     {
                         "name": "process-message",
