@@ -53,6 +53,10 @@ def _definitions(*, compile_engine: bool) -> None:
         raise typer.Exit(code=2) from exc
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address, bracketed in a URL
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -65,8 +69,9 @@ def serve(
     `gateway db upgrade` before (several processes may share one database)."""
     settings = _settings()
     _definitions(compile_engine=True)
-    if settings.base_url is None:  # our own address, for the messages we send (MessageHeader.source, fullUrls)
-        settings = settings.model_copy(update={"base_url": f"http://{host}:{port}/fhir"})
+    # Our own address, for the messages the worker sends (MessageHeader.source, fullUrls) when GATEWAY_BASE_URL is
+    # unset; answers to requests take theirs from the request (gateway.api.base_url).
+    settings = settings.model_copy(update={"listen_url": f"http://{_url_host(host)}:{port}/fhir"})
     configure_logging(settings.log_level, settings.log_json)
     if settings.is_sqlite:
         if workers > 1:
@@ -99,10 +104,11 @@ def serve(
             port=port,
             log_config=None,
             access_log=False,
+            proxy_headers=False,  # X-Forwarded-* are read by gateway.api.base_url, from GATEWAY_TRUSTED_PROXIES
         )
         return
     # Each process builds its own application from the environment: what this one decided goes there.
-    os.environ["GATEWAY_BASE_URL"] = str(settings.base_url)
+    os.environ["GATEWAY_LISTEN_URL"] = str(settings.listen_url)
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
         os.environ.setdefault(MULTIPROCESS_DIR, metrics_dir)
         uvicorn.run(
@@ -113,6 +119,7 @@ def serve(
             port=port,
             log_config=None,
             access_log=False,
+            proxy_headers=False,  # X-Forwarded-* are read by gateway.api.base_url, from GATEWAY_TRUSTED_PROXIES
         )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Self
 
@@ -27,6 +29,16 @@ def async_database_url(url: str) -> str:
     if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
         return url
     raise ValueError(f"unsupported database URL scheme (use postgresql:// or sqlite:///): {url.split(':', 1)[0]}")
+
+
+@cache
+def proxy_networks(addresses: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``GATEWAY_TRUSTED_PROXIES`` read: comma-separated addresses or CIDR ranges (ValueError on a bad one)."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in addresses.split(",") if part.strip())
+
+
+def comma_list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 #: Secrets that mean "not configured": refused when authentication is on.
@@ -54,6 +66,19 @@ class Settings(BaseSettings):
     )
     base_url: str | None = Field(
         default=None, description="Public base URL of the FHIR API (…/fhir); default: from the request"
+    )
+    listen_url: str | None = Field(
+        default=None,
+        description="Set by `gateway serve` (its --host/--port): the base of the messages the worker sends when "
+        "GATEWAY_BASE_URL is unset — they answer no request to take it from",
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1",
+        description="Peers (addresses or CIDR ranges, comma-separated) whose X-Forwarded-* / Forwarded headers "
+        "give the public base URL; '' trusts none",
+    )
+    cors_origins: str = Field(
+        default="", description="Origins (comma-separated) browsers may call the API from; none by default"
     )
     default_page_size: int = Field(default=20, ge=1, le=1000)
     max_page_size: int = Field(default=500, ge=1, le=5000)
@@ -97,6 +122,26 @@ class Settings(BaseSettings):
         async_database_url(value)
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        proxy_networks(value)  # a bad address stops start-up, not each request
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_base(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("GATEWAY_BASE_URL must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_origin_with_auth(self) -> Self:
+        # Any page on the web could then call the API with the browser's credentials in it.
+        if self.auth is AuthMode.ON and "*" in comma_list(self.cors_origins):
+            raise ValueError("GATEWAY_CORS_ORIGINS '*' is refused while authentication is on: name the origins")
+        return self
+
     @model_validator(mode="after")
     def _no_placeholder_secret(self) -> Self:
         # Whether auth needs a secret at all is create_app's question (the CLI's other commands need none).
@@ -117,6 +162,12 @@ class Settings(BaseSettings):
             except OSError as exc:
                 raise ValueError(f"GATEWAY_AUTH_SECRET_FILE cannot be read: {exc.strerror}") from exc
         return None
+
+    @property
+    def message_base_url(self) -> str | None:
+        """The base of what the gateway sends on its own (no request to take it from): the configured one, else
+        the address ``gateway serve`` listens on."""
+        return self.base_url or self.listen_url
 
     @property
     def auth_enabled(self) -> bool:

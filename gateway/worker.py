@@ -31,7 +31,7 @@ WAKE_GATHER = 0.01  # seconds: what a delivery may wait for others committed jus
 
 def delivery_settings(settings: Settings) -> DeliverySettings:
     return DeliverySettings(
-        base_url=(settings.base_url or DEFAULT_BASE_URL).rstrip("/"),
+        base_url=(settings.message_base_url or DEFAULT_BASE_URL).rstrip("/"),
         max_attempts=settings.delivery_max_attempts,
         backoff_base=settings.delivery_backoff_base,
         backoff_cap=settings.delivery_backoff_cap,

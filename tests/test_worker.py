@@ -52,3 +52,11 @@ async def test_a_deadline_escalation_by_the_worker_is_audited(
     entities = [entity["what"]["reference"] for entity in event["entity"]]
     assert f"Task/{task['id']}/_history/2" in entities
     assert any(reference.startswith("Task/") and reference != f"Task/{task['id']}/_history/2" for reference in entities)
+
+
+def test_messages_are_on_the_configured_base_else_the_served_address() -> None:
+    """What the worker sends answers no request: GATEWAY_BASE_URL, else where `gateway serve` listens."""
+    served = Settings(auth="off", listen_url="http://localhost:8080/fhir")
+    assert worker.delivery_settings(served).base_url == "http://localhost:8080/fhir"
+    configured = served.model_copy(update={"base_url": "https://dac.example.fr/fhir/"})
+    assert worker.delivery_settings(configured).base_url == "https://dac.example.fr/fhir"

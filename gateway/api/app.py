@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from gateway import __version__
 from gateway.api.audit import AuditMiddleware
 from gateway.api.errors import install_error_handlers
+from gateway.api.http_methods import HttpMethodsMiddleware
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
 from gateway.api.routes import auth, conformance, consents, operations, resources, system, tasks
@@ -20,7 +22,7 @@ from gateway.audit.buffer import AuditBuffer
 from gateway.auth.clients import AuthConfigError, load_clients
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import AccessTokens
-from gateway.config import Settings
+from gateway.config import Settings, comma_list
 from gateway.fhir.models import warm_up as warm_up_models
 from gateway.logging import configure_logging
 from gateway.routing.config import RoutingTable, load_routing
@@ -29,6 +31,12 @@ from gateway.validation.engine import warm_up as warm_up_engine
 from gateway.worker import run_worker
 
 log = structlog.get_logger("gateway.auth")
+#: What a browser page may send (beyond the CORS-safelisted headers) and read of our answers.
+CORS_REQUEST_HEADERS = [
+    "Authorization", "Content-Type", "If-Match", "If-None-Exist", "If-None-Match", "If-Modified-Since", "Prefer",
+    "X-Provenance", "X-Request-Id",
+]  # fmt: skip
+CORS_EXPOSED_HEADERS = ["ETag", "Location", "Content-Location", "Last-Modified", "X-Request-Id"]
 
 
 def load_authority(settings: Settings, routing: RoutingTable) -> Authority | None:
@@ -98,6 +106,7 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        redirect_slashes=False,  # HttpMethodsMiddleware answers /fhir/ as /fhir, without a redirect
     )
     app.state.settings = settings
     app.state.database = database
@@ -116,12 +125,21 @@ def create_app(
     app.add_middleware(AuditMiddleware, buffer=audit)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(HttpMethodsMiddleware, routes=app.router.routes)
+    if origins := comma_list(settings.cors_origins):
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "OPTIONS"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+        )
     return app
 
 
 def create_served_app() -> FastAPI:
     """What each process of ``gateway serve --workers N`` runs: the settings from the environment ``serve``
-    prepared (``GATEWAY_BASE_URL`` included), the API and the delivery worker."""
+    prepared (``GATEWAY_LISTEN_URL`` included), the API and the delivery worker."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     return create_app(settings, with_worker=True)

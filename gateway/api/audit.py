@@ -20,6 +20,8 @@ INTERACTIONS = {
     ("GET", "/fhir/{resource_type}/{resource_id}"): "read",
     ("GET", "/fhir/{resource_type}/{resource_id}/_history/{version_id}"): "vread",
     ("GET", "/fhir/{resource_type}/{resource_id}/_history"): "history-instance",
+    ("GET", "/fhir/{resource_type}/_history"): "history-type",
+    ("GET", "/fhir/_history"): "history-system",
     ("GET", "/fhir/{resource_type}"): "search-type",
     ("POST", "/fhir/{resource_type}/_search"): "search-type",
     ("POST", "/fhir"): "transaction",

@@ -6,13 +6,17 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
 from gateway.errors import Issue, IssueCode
+from gateway.fhir.history import HistoryQuery
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import Cursor, SearchQuery, paging_instant
 from gateway.fhir.subset import ElementFlags, subset
 from gateway.fhir.types import Resource
+from gateway.store import queries
+from gateway.store.database import Database
 from gateway.store.queries import SearchResult
 from gateway.store.repository import StoredResource
+from gateway.store.visibility import Viewer
 
 
 def _page_url(base_url: str, query: SearchQuery, position: Sequence[tuple[str, str]]) -> str:
@@ -93,32 +97,44 @@ def _with_entries(bundle: Resource, entries: list[Resource]) -> Resource:
     return bundle
 
 
-def history(base_url: str, versions: Sequence[StoredResource]) -> Resource:
+def _history_url(base_url: str, path: str, query: HistoryQuery, offset: int) -> str:
+    params = [*query.echo, ("_count", str(query.count)), ("_offset", str(offset))]
+    return f"{base_url}/{path}?{urlencode(params)}"
+
+
+def history(base_url: str, path: str, query: HistoryQuery, total: int, versions: Sequence[StoredResource]) -> Resource:
+    """A history Bundle of what ``path`` names (``_history``, ``Task/_history``, ``Task/1/_history``): a page of
+    versions, newest first, each with the request that wrote it (POST, PUT or PATCH), and paging links."""
     entries: list[Resource] = []
     for stored in versions:
-        is_first = stored.version_id == 1
+        method = stored.method or ("POST" if stored.version_id == 1 else "PUT")
         entries.append(
             {
                 "fullUrl": f"{base_url}/{stored.reference}",
                 "resource": stored.content,
-                "request": {
-                    "method": "POST" if is_first else "PUT",
-                    "url": stored.resource_type if is_first else stored.reference,
-                },
+                "request": {"method": method, "url": stored.resource_type if method == "POST" else stored.reference},
                 "response": {
-                    "status": "201 Created" if is_first else "200 OK",
+                    "status": "201 Created" if method == "POST" else "200 OK",
                     "etag": stored.etag,
                     "lastModified": fhir_instant(stored.last_updated),
                 },
             }
         )
-    reference = versions[0].reference if versions else ""
+    links = [{"relation": "self", "url": _history_url(base_url, path, query, query.offset)}]
+    if query.count:
+        links.append({"relation": "first", "url": _history_url(base_url, path, query, 0)})
+        if query.offset > 0:
+            previous = max(0, query.offset - query.count)
+            links.append({"relation": "previous", "url": _history_url(base_url, path, query, previous)})
+        if query.offset + query.count < total:
+            links.append({"relation": "next", "url": _history_url(base_url, path, query, query.offset + query.count)})
     bundle: Resource = {
         "resourceType": "Bundle",
         "id": new_id(),
+        "meta": {"lastUpdated": fhir_instant(utc_now())},
         "type": "history",
-        "total": len(versions),
-        "link": [{"relation": "self", "url": f"{base_url}/{reference}/_history"}],
+        "total": total,
+        "link": links,
     }
     return _with_entries(bundle, entries)
 
@@ -141,3 +157,33 @@ def conformance_searchset(
         for resource in found
     ]
     return _with_entries(bundle, entries)
+
+
+async def transaction_as_preferred(
+    bundle: Resource, preference: str | None, database: Database, viewer: Viewer
+) -> Resource:
+    """A transaction-response as ``Prefer: return=`` asks, entry by entry (R4 http.html#2.21.0.5.2): the default
+    and ``minimal`` name what was written (``response`` alone); ``representation`` adds each resource, in the
+    version written, as the caller may read it; ``OperationOutcome`` an outcome to each entry that has none."""
+    if preference not in ("representation", "OperationOutcome"):
+        return bundle
+    for entry in bundle.get("entry", []):
+        response = entry.get("response", {})
+        location = str(response.get("location", ""))
+        if preference == "OperationOutcome":
+            response.setdefault(
+                "outcome",
+                {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {"severity": "information", "code": "informational", "diagnostics": f"{location} written"}
+                    ],
+                },
+            )
+            continue
+        reference, _, version = location.partition("/_history/")
+        resource_type, _, resource_id = reference.partition("/")
+        stored = await queries.read_version(database, resource_type, resource_id, version, viewer)
+        entry["resource"] = stored.content
+        entry["response"] = entry.pop("response")  # fullUrl, resource, response: the order R4 lists them in
+    return bundle

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.api.audit import interaction_of
+from gateway.api.base_url import request_base_url, service_root
 from gateway.api.responses import prefer_return
 from gateway.audit.context import current_audit
 from gateway.auth.clients import Role
@@ -49,10 +50,8 @@ async def _answer(request: Request) -> ResponseFormat:
     )
 
 
-async def _base_url(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
-    if settings.base_url:
-        return settings.base_url.rstrip("/")
-    return str(request.base_url).rstrip("/") + "/fhir"
+async def _base_url(request: Request) -> str:
+    return request_base_url(request)
 
 
 async def _authority(request: Request) -> Authority:
@@ -66,11 +65,7 @@ async def _authority(request: Request) -> Authority:
 
 async def _token_url(request: Request, settings: Annotated[Settings, Depends(_settings)]) -> str:
     """The token endpoint's public URL: what client assertions must name as their ``aud``."""
-    if settings.token_url:
-        return settings.token_url
-    if settings.base_url:
-        return settings.base_url.rstrip("/").removesuffix("/fhir") + "/auth/token"
-    return str(request.base_url).rstrip("/") + "/auth/token"
+    return settings.token_url or service_root(request) + "/auth/token"
 
 
 async def _client(request: Request) -> ApiClient:

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
+from gateway.api.http_methods import allowed_methods
 from gateway.api.responses import FhirResponse
 from gateway.errors import (
     Forbidden,
@@ -66,6 +67,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     response = _render(request, error)
     if exc.headers:
         response.headers.update(exc.headers)
+    if exc.status_code == 405:  # every method of the path, not only those of the first route that matched it
+        response.headers["Allow"] = ", ".join(allowed_methods(request.app.router.routes, request.url.path))
     return response
 
 

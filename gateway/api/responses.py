@@ -33,13 +33,18 @@ class FhirResponse(Response):
 RETURN_PREFERENCES = ("representation", "minimal", "OperationOutcome")
 
 
-def prefer_return(prefer: str | None) -> str:
-    """The ``return`` preference of a ``Prefer`` header (``representation`` when absent or not one of FHIR's)."""
+def preferred_return(prefer: str | None) -> str | None:
+    """The ``return`` preference a ``Prefer`` header states, if it states one of FHIR's."""
     for token in (prefer or "").replace(";", ",").split(","):
         name, _, value = token.strip().partition("=")
         if name.strip().lower() == "return" and value.strip().strip('"') in RETURN_PREFERENCES:
             return value.strip().strip('"')
-    return "representation"
+    return None
+
+
+def prefer_return(prefer: str | None) -> str:
+    """The ``return`` preference of a ``Prefer`` header (``representation`` when absent or not one of FHIR's)."""
+    return preferred_return(prefer) or "representation"
 
 
 def written(

@@ -36,6 +36,8 @@ ACTIONS = {
     "read": "R",
     "vread": "R",
     "history-instance": "R",
+    "history-type": "R",
+    "history-system": "R",
     "search-type": "E",
     "update": "U",
     "patch": "U",

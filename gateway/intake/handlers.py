@@ -191,11 +191,13 @@ async def process_consent(
     viewer: Viewer = EVERYTHING,
     sender: str | None = None,
     if_none_exist: str | None = None,
+    condition_source: tuple[str, str] = ("http.If-None-Exist", "If-None-Exist"),
 ) -> tuple[StoredResource, bool]:
     """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``), and whether
     it was created — False when ``if_none_exist`` (the ``If-None-Exist`` header: a conditional create, R4
     http.html#ccreate) matched one the caller may see, which is then the answer, nothing written; ``sender`` the
-    posting client (None when authentication is off)."""
+    posting client (None when authentication is off); ``condition_source`` where the condition came from (its
+    FHIRPath-like place and label, for the issues of a bad one)."""
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
@@ -219,11 +221,7 @@ async def process_consent(
     ]
     if patient_issues:
         raise BusinessRuleViolation(*patient_issues)
-    condition = (
-        None
-        if if_none_exist is None
-        else parse_condition("Consent", if_none_exist, "http.If-None-Exist", "If-None-Exist")
-    )
+    condition = None if if_none_exist is None else parse_condition("Consent", if_none_exist, *condition_source)
     outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender, condition=condition)
     return await answered_consent(database, viewer, outcome), outcome.created
 

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+
 from gateway.errors import IssueCode, ResourceNotFound
+from gateway.fhir.history import HistoryQuery
 from gateway.fhir.primitives import is_id, utc_now
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
 from gateway.store.database import Database
 from gateway.store.repository import SearchPage, StoredResource
+from gateway.store.tables import resource_versions
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.store.visibility import EVERYTHING, Viewer, searchable, visible_type
+from gateway.store.visibility import EVERYTHING, Viewer, searchable, visible, visible_type
 
 SERVED_TYPES = frozenset(SEARCH_PARAMETERS)
 
@@ -81,18 +86,49 @@ async def read_version(
 
 
 async def history(
-    database: Database, resource_type: str, resource_id: str, viewer: Viewer = EVERYTHING
-) -> list[StoredResource]:
-    require_served(resource_type)
-    _require_id(resource_type, resource_id)
+    database: Database,
+    query: HistoryQuery,
+    viewer: Viewer = EVERYTHING,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    types: Iterable[str] = SERVED_TYPES,
+) -> tuple[int, list[StoredResource]]:
+    """A page of the history of one resource (a 404 when the reader may not see it), of a type, or of the whole
+    system (of ``types``: those the reader's scopes cover) — how many versions in all, and the page, as the reader
+    may read them."""
+    if resource_type is not None:
+        require_served(resource_type)
+    if resource_id is not None:
+        assert resource_type is not None
+        _require_id(resource_type, resource_id)
     async with UnitOfWork(database, write=False) as uow:
-        versions = await uow.resources.history(resource_type, resource_id)
-        if versions and not await uow.visibility.can_see(viewer, resource_type, resource_id):
-            versions = []
-        versions = await uow.visibility.as_seen(viewer, versions)
-    if not versions:
-        raise _not_found(resource_type, resource_id)
-    return versions
+        if resource_id is not None:
+            assert resource_type is not None
+            if not await uow.resources.exists(resource_type, resource_id) or not await uow.visibility.can_see(
+                viewer, resource_type, resource_id
+            ):
+                raise _not_found(resource_type, resource_id)
+            condition = None  # seen as a whole: checked above
+        else:
+            condition = _visible_versions(viewer, [resource_type] if resource_type else sorted(types))
+        total, versions = await uow.resources.versions(
+            condition, query.since, query.count, query.offset, resource_type, resource_id
+        )
+        return total, await uow.visibility.as_seen(viewer, versions)
+
+
+def _visible_versions(viewer: Viewer, types: list[str]) -> sa.ColumnElement[bool]:
+    """The versions of the resources of ``types`` the viewer may see."""
+    v = resource_versions.c
+    if viewer.everything:
+        return v.resource_type.in_(types)
+    alternatives = []
+    for served in types:
+        condition = visible(viewer, served, v.id)
+        alternatives.append(
+            v.resource_type == served if condition is None else sa.and_(v.resource_type == served, condition)
+        )
+    return sa.or_(*alternatives) if alternatives else sa.false()
 
 
 #: At most this many resources are included in one page (``_include`` / ``_revinclude``), whatever the links.

@@ -56,6 +56,8 @@ class StoredResource:
     version_id: int
     last_updated: datetime
     content: Resource
+    #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0006).
+    method: str | None = None
 
     @property
     def reference(self) -> str:
@@ -67,7 +69,14 @@ class StoredResource:
 
     @classmethod
     def from_row(cls, row: Any) -> StoredResource:
-        return cls(row.resource_type, row.id, row.version_id, as_utc(row.last_updated), orjson.loads(row.content))
+        return cls(
+            row.resource_type,
+            row.id,
+            row.version_id,
+            as_utc(row.last_updated),
+            orjson.loads(row.content),
+            getattr(row, "method", None),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +358,39 @@ class ResourceRepository:
         )
         return [StoredResource.from_row(row) for row in result]
 
+    async def versions(
+        self,
+        visible: sa.ColumnElement[bool] | None,
+        since: datetime | None,
+        count: int,
+        offset: int,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+    ) -> tuple[int, list[StoredResource]]:
+        """A page of versions, newest first (R4 http.html#history), and how many there are: of one resource, of
+        a type, or of every type; ``visible`` (on ``resource_versions``' columns) what the reader may see."""
+        v = resource_versions.c
+        conditions: list[sa.ColumnElement[bool]] = [] if visible is None else [visible]
+        if resource_type is not None:
+            conditions.append(v.resource_type == resource_type)
+        if resource_id is not None:
+            conditions.append(v.id == resource_id)
+        if since is not None:
+            conditions.append(v.last_updated >= since)
+        total = (
+            await self._execute(sa.select(sa.func.count()).select_from(resource_versions).where(*conditions))
+        ).scalar_one()
+        if count == 0:
+            return total, []
+        page = (
+            sa.select(resource_versions)
+            .where(*conditions)
+            .order_by(v.last_updated.desc(), v.resource_type, v.id, v.version_id.desc())
+            .limit(count)
+            .offset(offset)
+        )
+        return total, [StoredResource.from_row(row) for row in await self._execute(page)]
+
     async def identify(self, resource_type: str, keys: Iterable[tuple[str, str]]) -> str | None:
         """The id of the resource holding any of these unique identifiers (system, value), if one does."""
         keys = list(keys)
@@ -545,7 +587,7 @@ class ResourceRepository:
         }
         if stored.version_id == 1:
             self._pending.add(resources, row)
-        self._pending.add(resource_versions, row)
+        self._pending.add(resource_versions, row | {"method": stored.method})
         for entry in index_entries(stored.content):
             self._pending.add(
                 search_index,
@@ -580,14 +622,20 @@ class ResourceRepository:
         moment = utc_now()
         resource_id = resource_id or new_id()
         content = _with_meta(resource, resource_id, 1, moment)
-        stored = StoredResource(content["resourceType"], resource_id, 1, moment, content)
+        stored = StoredResource(content["resourceType"], resource_id, 1, moment, content, "POST")
         self._stage(stored, identity_keys)
         return stored
 
     async def update(
-        self, current: StoredResource, resource: Resource, *, identity_keys: Sequence[tuple[str, str]] = ()
+        self,
+        current: StoredResource,
+        resource: Resource,
+        *,
+        identity_keys: Sequence[tuple[str, str]] = (),
+        method: str = "PUT",
     ) -> StoredResource | None:
-        """Write the next version of ``current``; None when someone else changed it first."""
+        """Write the next version of ``current``; None when someone else changed it first. ``method``: what
+        history says wrote it (PATCH for a JSON Patch)."""
         moment = utc_now()
         version_id = current.version_id + 1
         content = _with_meta(resource, current.id, version_id, moment)
@@ -607,7 +655,7 @@ class ResourceRepository:
         await self._connection.execute(
             sa.delete(search_index).where(s.resource_type == current.resource_type, s.resource_id == current.id)
         )
-        stored = StoredResource(current.resource_type, current.id, version_id, moment, content)
+        stored = StoredResource(current.resource_type, current.id, version_id, moment, content, method)
         self._stage(stored, identity_keys)
         return stored
 
@@ -639,7 +687,7 @@ class ResourceRepository:
             self._pending.add(
                 resource_versions,
                 {"resource_type": stored.resource_type, "id": stored.id, "version_id": version_id}
-                | {"last_updated": moment, "content": text},
+                | {"last_updated": moment, "content": text, "method": "PUT"},
             )
             before, after = set(index_entries(current.content)), index_entries(content)
             for entry in before.difference(after):

@@ -113,8 +113,10 @@ async def decide(
     agents: Sequence[Agent] = (),
     actor: Actor | None = None,
     viewer: Viewer = EVERYTHING,
+    method: str = "PUT",
 ) -> StoredResource:
-    """``agents``: what X-Provenance claims; ``actor``: the authenticated client (None when authentication is
+    """``method``: how the decision came (PUT, PATCH), as the Task's history tells it. ``agents``: what
+    X-Provenance claims; ``actor``: the authenticated client (None when authentication is
     off), which the claim must match (``decision_agents``) — a 403 ``provenance-agent-mismatch`` otherwise;
     ``viewer``: what the caller may see — what the decision adds by id (an output, a note's author) must be one of
     those, or shared directory data (``gateway.workflow.references``), else it is the 422 of an unknown id."""
@@ -157,7 +159,7 @@ async def decide(
                 content["businessStatus"] = business_status(implied)
             if new_status in FINAL:
                 content["executionPeriod"] = {**content.get("executionPeriod", {}), "end": fhir_instant(now)}
-        updated = await uow.resources.update(current, content)
+        updated = await uow.resources.update(current, content, method=method)
         if updated is None:  # someone decided in between
             raise _stale(current, expected_version)
         targets = [f"Task/{task_id}/_history/{updated.version_id}"]

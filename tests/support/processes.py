@@ -148,6 +148,7 @@ class GatewayProcess:
     database_url: str = ""
     backend: str = CONFIGURED_URL  # where to make its database: a PostgreSQL URL, else SQLite
     workers: int = 1  # API processes (`gateway serve --workers`)
+    host: str = "127.0.0.1"  # `gateway serve --host` (clients still reach it on 127.0.0.1)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -180,7 +181,7 @@ class GatewayProcess:
                 subprocess.run([*GATEWAY, "db", "upgrade"], env=self.environment(), check=True, capture_output=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
+            [*GATEWAY, "serve", "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)],
             env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -197,7 +198,7 @@ class GatewayProcess:
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, 30, 0.1, "gateway start-up")
+        wait_until(ready, 60, 0.1, "gateway start-up")  # a loaded CI machine: start-up compiles the profiles
         return self
 
     def kill(self) -> None:

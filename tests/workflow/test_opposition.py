@@ -282,7 +282,7 @@ async def test_an_opposition_posted_again_with_if_none_exist_is_not_stored_twice
     assert again.status_code == 200, again.text
     assert again.json() == first.json()
     assert again.headers["etag"] == first.headers["etag"] and "location" not in again.headers
-    assert again.headers["content-location"] == f"Consent/{first.json()['id']}/_history/1"
+    assert again.headers["content-location"] == f"http://gateway.test/fhir/Consent/{first.json()['id']}/_history/1"
     assert (await client.get("/fhir/Consent")).json()["total"] == 1
     assert (await client.get(f"/fhir/ServiceRequest/{service_request['id']}")).json() == revoked
     assert (await client.get("/fhir/Provenance", params={"_summary": "count"})).json()["total"] == provenances

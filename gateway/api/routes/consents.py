@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
 from gateway.api.deps import (
@@ -20,9 +21,30 @@ from gateway.api.deps import (
 from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
 from gateway.auth.scopes import Permission
+from gateway.errors import InvalidRequest, IssueCode
 from gateway.intake.handlers import process_consent
 
 router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
+#: What a URL's query may carry that shapes the answer, not the condition.
+_ANSWER_PARAMETERS = frozenset({"_format", "_pretty"})
+
+
+def create_condition(request: Request, if_none_exist: str | None) -> tuple[str | None, tuple[str, str]]:
+    """A create's condition, and where it came from: ``If-None-Exist``, or search parameters in the URL
+    (``POST /fhir/Consent?identifier=…``, what fhirpy's ``create(identifier=…)`` and ``get_or_create`` send) —
+    the same conditional create, never ignored. Both, saying different things: 400."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in _ANSWER_PARAMETERS]
+    if not params:
+        return if_none_exist, ("http.If-None-Exist", "If-None-Exist")
+    if if_none_exist is not None and sorted(parse_qsl(if_none_exist.lstrip("?"), keep_blank_values=True)) != sorted(
+        params
+    ):
+        raise InvalidRequest.single(
+            IssueCode.SEARCH_PARAMETER_INVALID,
+            "If-None-Exist and the URL's search parameters are two different conditions: send one",
+            "http.If-None-Exist",
+        )
+    return urlencode(params), ("http.url", "the URL's search parameters")
 
 
 @router.post(
@@ -32,6 +54,7 @@ router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
     status_code=201,
 )
 async def create_consent(
+    request: Request,
     client: ClientDep,
     viewer: ViewerDep,
     consent: ResourceBodyDep,
@@ -43,9 +66,10 @@ async def create_consent(
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
     client.require("Consent", Permission.CREATE)
-    stored, created = await process_consent(database, routing, consent, viewer, client.sender_id, if_none_exist)
+    condition, source = create_condition(request, if_none_exist)
+    stored, created = await process_consent(database, routing, consent, viewer, client.sender_id, condition, source)
     version = f"{stored.reference}/_history/{stored.version_id}"
     if not created:  # a conditional create's match (R4 http.html#ccreate): 200, the post ignored
-        return written(stored.content, answer, 200, resource_headers(stored), preference, version, "matched")
-    headers = resource_headers(stored) | {"Location": f"{base_url}/{version}"}
+        return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, version, "matched")
+    headers = resource_headers(stored, base_url) | {"Location": f"{base_url}/{version}"}
     return written(stored.content, answer, 201, headers, preference, version)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from email.utils import format_datetime
+from datetime import UTC
+from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from gateway.api.responses import FhirResponse
 from gateway.audit.context import current_audit
 from gateway.auth.scopes import Permission
 from gateway.errors import IssueCode, UnsupportedMediaType
+from gateway.fhir.history import parse_history
 from gateway.fhir.media import ResponseFormat, bare_media_type, response_format
 from gateway.fhir.search import parse_search
 from gateway.store import queries
@@ -25,18 +27,40 @@ from gateway.validation.definitions import element_flags
 router = APIRouter(prefix="/fhir", tags=["resources"])
 
 
-def resource_headers(stored: StoredResource) -> dict[str, str]:
+def resource_headers(stored: StoredResource, base_url: str) -> dict[str, str]:
     return {
         "ETag": stored.etag,
         "Last-Modified": format_datetime(stored.last_updated, usegmt=True),
-        "Content-Location": f"{stored.reference}/_history/{stored.version_id}",
+        "Content-Location": f"{base_url}/{stored.reference}/_history/{stored.version_id}",
     }
 
 
-def _resource_response(request: Request, stored: StoredResource, answer: ResponseFormat) -> Response:
-    headers = resource_headers(stored)
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and stored.etag in [tag.strip() for tag in if_none_match.split(",")]:
+def _weak(tag: str) -> str:
+    """An entity tag without its weakness: RFC 9110 §13.1.2 compares If-None-Match weakly."""
+    tag = tag.strip()
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def not_modified(if_none_match: str | None, if_modified_since: str | None, stored: StoredResource) -> bool:
+    """RFC 9110 §13.1.2 and §13.1.3: the client's copy is current — its entity tag (weak ``W/"n"``, strong
+    ``"n"``, or ``*`` for any) or, without If-None-Match, a date not before the last change (to the second)."""
+    if if_none_match is not None:
+        tags = [tag.strip() for tag in if_none_match.split(",")]
+        return "*" in tags or _weak(stored.etag) in {_weak(tag) for tag in tags}
+    if if_modified_since is not None:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError, IndexError):
+            return False  # an invalid date is ignored (§13.1.3)
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return stored.last_updated.replace(microsecond=0) <= since
+    return False
+
+
+def _resource_response(request: Request, stored: StoredResource, answer: ResponseFormat, base_url: str) -> Response:
+    headers = resource_headers(stored, base_url)
+    if not_modified(request.headers.get("if-none-match"), request.headers.get("if-modified-since"), stored):
         return Response(status_code=304, headers=headers)
     return FhirResponse(stored.content, answer, headers=headers)
 
@@ -74,6 +98,57 @@ def _lenient(request: Request) -> bool:
     parts = (part for header in request.headers.getlist("prefer") for part in re.split(r"[,;]", header))
     preferences = (part.strip().lower() for part in parts)
     return any("".join(preference.split()) in ("handling=lenient", 'handling="lenient"') for preference in preferences)
+
+
+async def _history(
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    viewer: ViewerDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    types: list[str] | None = None,
+) -> FhirResponse:
+    query = parse_history(list(request.query_params.multi_items()), settings.default_page_size, settings.max_page_size)
+    total, versions = await queries.history(
+        database, query, viewer, resource_type, resource_id, queries.SERVED_TYPES if types is None else types
+    )
+    path = "/".join(part for part in (resource_type, resource_id, "_history") if part)
+    return FhirResponse(history_bundle(base_url, path, query, total, versions), answer)
+
+
+@router.get("/_history", summary="History of every resource (what the caller may see)")
+async def system_history(
+    request: Request,
+    client: ClientDep,
+    viewer: ViewerDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+) -> FhirResponse:
+    readable = [t for t in sorted(queries.SERVED_TYPES) if client.scopes.allows(t, Permission.READ)]
+    if not readable:
+        client.require("Task", Permission.READ)  # the 403 naming a scope
+    return await _history(request, database, settings, viewer, answer, base_url, types=readable)
+
+
+@router.get("/{resource_type}/_history", summary="History of a resource type")
+async def type_history(
+    resource_type: str,
+    request: Request,
+    client: ClientDep,
+    viewer: ViewerDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+) -> FhirResponse:
+    queries.require_served(resource_type)
+    client.require(resource_type, Permission.READ)
+    return await _history(request, database, settings, viewer, answer, base_url, resource_type)
 
 
 @router.get("/{resource_type}", summary="Search")
@@ -131,26 +206,29 @@ async def read(
     viewer: ViewerDep,
     database: DatabaseDep,
     answer: AnswerDep,
+    base_url: BaseUrlDep,
 ) -> Response:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.READ)
-    return _resource_response(request, await queries.read(database, resource_type, resource_id, viewer), answer)
+    stored = await queries.read(database, resource_type, resource_id, viewer)
+    return _resource_response(request, stored, answer, base_url)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="History of one resource")
 async def history(
     resource_type: str,
     resource_id: str,
+    request: Request,
     client: ClientDep,
     viewer: ViewerDep,
     database: DatabaseDep,
+    settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> FhirResponse:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.READ)
-    versions = await queries.history(database, resource_type, resource_id, viewer)
-    return FhirResponse(history_bundle(base_url, versions), answer)
+    return await _history(request, database, settings, viewer, answer, base_url, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Read one version")
@@ -163,8 +241,9 @@ async def vread(
     viewer: ViewerDep,
     database: DatabaseDep,
     answer: AnswerDep,
+    base_url: BaseUrlDep,
 ) -> Response:
     queries.require_served(resource_type)
     client.require(resource_type, Permission.READ)
     stored = await queries.read_version(database, resource_type, resource_id, version_id, viewer)
-    return _resource_response(request, stored, answer)
+    return _resource_response(request, stored, answer, base_url)

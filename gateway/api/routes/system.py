@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
 
+from fastapi import APIRouter, Header, Request
+
+from gateway.api.bundles import transaction_as_preferred
 from gateway.api.capability import capability_statement
 from gateway.api.deps import (
     AnswerDep,
@@ -17,7 +20,7 @@ from gateway.api.deps import (
     TokenUrlDep,
     ViewerDep,
 )
-from gateway.api.responses import FhirResponse
+from gateway.api.responses import FhirResponse, preferred_return
 from gateway.auth.clients import Role
 from gateway.auth.scopes import Permission
 from gateway.auth.smart import rest_security
@@ -56,12 +59,11 @@ async def transaction(
     answer: AnswerDep,
     base_url: BaseUrlDep,
     foreign_systems: ForeignSystemsDep,
+    prefer: Annotated[str | None, Header(alias="Prefer")] = None,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)
-    return FhirResponse(
-        await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer, foreign_systems),
-        answer,
-    )
+    outcome = await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer, foreign_systems)
+    return FhirResponse(await transaction_as_preferred(outcome, preferred_return(prefer), database, viewer), answer)
 
 
 @router.post("/$process-message", summary="Referral as a message Bundle", openapi_extra=_FHIR_BODY)

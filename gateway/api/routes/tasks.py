@@ -13,6 +13,7 @@ from starlette.responses import Response
 from gateway.api.deps import (
     ActorDep,
     AnswerDep,
+    BaseUrlDep,
     ClientDep,
     DatabaseDep,
     PreferReturnDep,
@@ -110,7 +111,7 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
     task_id: str, client: ClientDep, viewer: ViewerDep, actor: ActorDep, task: ResourceBodyDep,
-    database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep,
+    database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep, base_url: BaseUrlDep,
     if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> Response:  # fmt: skip
     client.require("Task", Permission.UPDATE)
@@ -120,13 +121,13 @@ async def put_task(
     # 403 for a decision not the caller's to make (a sender's relay of the GP's answer: on the GP's behalf)
     check_decision_right(roles, current.content, task, [agent.on_behalf_of for agent in agents])
     stored = await decide(database, routing, task_id, task, _expected_version(if_match), agents, actor, viewer)
-    return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
+    return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, _version(stored))
 
 
 @router.patch("/{task_id}", summary="Decide on a Task (JSON Patch)")
 async def patch_task(
     task_id: str, request: Request, client: ClientDep, viewer: ViewerDep, actor: ActorDep, database: DatabaseDep,
-    routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep, if_match: IfMatch = None,
+    routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep, base_url: BaseUrlDep, if_match: IfMatch = None,
     x_provenance: XProvenance = None,
 ) -> Response:  # fmt: skip
     client.require("Task", Permission.UPDATE)
@@ -157,5 +158,5 @@ async def patch_task(
     agents = _agents(x_provenance)
     roles = await acting_roles(database, client.role, viewer, task_id)
     check_decision_right(roles, current.content, patched, [agent.on_behalf_of for agent in agents])
-    stored = await decide(database, routing, task_id, patched, expected, agents, actor, viewer)
-    return written(stored.content, answer, 200, resource_headers(stored), preference, _version(stored))
+    stored = await decide(database, routing, task_id, patched, expected, agents, actor, viewer, method="PATCH")
+    return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, _version(stored))
