@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a client has to send a whole request body (408 after)"
     )
+    parse_time_budget: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds an XML body may take to be read, off the event loop (503 after; nothing stored)",
+    )
     base_url: str | None = Field(
         default=None, description="Public base URL of the FHIR API (…/fhir); default: from the request"
     )

@@ -24,6 +24,7 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
     ├── PreconditionFailed ........ 412  ifMatch / ifNoneExist / If-Match mismatch
     ├── PreconditionRequired ...... 428  an update without If-Match
     ├── StoreUnavailable .......... 503  the database cannot be reached; nothing was stored
+    ├── Overloaded ................ 503  reading the body outran its time budget; nothing was stored
     └── DownstreamError ........... 502  a platform or peer gateway failed
         └── DownstreamTimeout ..... 504
 """
@@ -120,6 +121,10 @@ class IssueCode(StrEnum):
     SCOPE_NOT_ALLOWED = "scope-not-allowed"
     REFERRAL_IDENTIFIER_TAKEN = "referral-identifier-taken"
     DECISION_NOT_ALLOWED = "decision-not-allowed"
+    XML_ATTRIBUTE_UNKNOWN = "xml-attribute-unknown"
+    XML_TOO_LARGE = "xml-too-large"
+    BODY_TIME_BUDGET_EXCEEDED = "body-time-budget-exceeded"
+    OUTCOME_TRUNCATED = "outcome-truncated"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -212,6 +217,19 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
         "The client's role may not make this decision on this Task (a sender only withdraws its referral; a "
         "platform decides its own Tasks, and a GP validation only once escalated)."
     ),
+    IssueCode.XML_ATTRIBUTE_UNKNOWN: (
+        "An XML attribute FHIR does not define: a FHIR element carries value, id or url (and namespace "
+        "declarations) only."
+    ),
+    IssueCode.XML_TOO_LARGE: (
+        "The XML body has more elements, same-named sibling elements or attributes on one element than the "
+        "gateway reads."
+    ),
+    IssueCode.BODY_TIME_BUDGET_EXCEEDED: (
+        "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, "
+        "retry later."
+    ),
+    IssueCode.OUTCOME_TRUNCATED: "More issues were found than an OperationOutcome lists; this one counts the rest.",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.
@@ -363,6 +381,11 @@ class PreconditionRequired(GatewayError):
 
 
 class StoreUnavailable(GatewayError):
+    status_code = 503
+    default_issue_type: ClassVar[IssueType] = "transient"
+
+
+class Overloaded(GatewayError):
     status_code = 503
     default_issue_type: ClassVar[IssueType] = "transient"
 

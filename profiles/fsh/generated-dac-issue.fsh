@@ -85,6 +85,10 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #scope-not-allowed "Scope not allowed" "None of the requested scopes is registered for this client."
 * #referral-identifier-taken "Referral identifier taken" "Another sender's referral already carries this ServiceRequest identifier, Bundle.identifier or MessageHeader id; nothing was stored."
 * #decision-not-allowed "Decision not allowed" "The client's role may not make this decision on this Task (a sender only withdraws its referral; a platform decides its own Tasks, and a GP validation only once escalated)."
+* #xml-attribute-unknown "Xml attribute unknown" "An XML attribute FHIR does not define: a FHIR element carries value, id or url (and namespace declarations) only."
+* #xml-too-large "Xml too large" "The XML body has more elements, same-named sibling elements or attributes on one element than the gateway reads."
+* #body-time-budget-exceeded "Body time budget exceeded" "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, retry later."
+* #outcome-truncated "Outcome truncated" "More issues were found than an OperationOutcome lists; this one counts the rest."
 
 ValueSet: DacIssueVS
 Id: dac-issue

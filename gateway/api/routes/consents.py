@@ -11,15 +11,14 @@ from gateway.api.deps import (
     AnswerDep,
     BaseUrlDep,
     ClientDep,
+    ConsentBodyDep,
     DatabaseDep,
     PreferReturnDep,
-    ResourceBodyDep,
     RoutingDep,
     ViewerDep,
 )
 from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
-from gateway.auth.scopes import Permission
 from gateway.intake.handlers import process_consent
 
 router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
@@ -34,7 +33,7 @@ router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
 async def create_consent(
     client: ClientDep,
     viewer: ViewerDep,
-    consent: ResourceBodyDep,
+    consent: ConsentBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
     answer: AnswerDep,
@@ -42,7 +41,6 @@ async def create_consent(
     preference: PreferReturnDep,
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
-    client.require("Consent", Permission.CREATE)
     stored, created = await process_consent(database, routing, consent, viewer, client.sender_id, if_none_exist)
     version = f"{stored.reference}/_history/{stored.version_id}"
     if not created:  # a conditional create's match (R4 http.html#ccreate): 200, the post ignored
