@@ -209,6 +209,7 @@ def outbox_list(
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
 ) -> None:
     """List deliveries (id, destination, event, status, attempts, last error)."""
+    from gateway.routing.destinations import shown_destination
     from gateway.store.unit_of_work import UnitOfWork
 
     async def job(database: Any) -> Any:
@@ -217,8 +218,9 @@ def outbox_list(
 
     entries = _run_store(job)
     for entry in entries:
+        shown = shown_destination(entry.destination)  # a sender's callback without its URL's credentials or token
         typer.echo(
-            f"{entry.id}  {entry.status:<9} {entry.destination:<24} {entry.event:<17} attempts={entry.attempts}"
+            f"{entry.id}  {entry.status:<9} {shown:<24} {entry.event:<17} attempts={entry.attempts}"
             + (f"  last_error={entry.last_error}" if entry.last_error else "")
         )
     if not entries:

@@ -32,6 +32,7 @@ from gateway.audit.events import delivery_event
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
+from gateway.routing.destinations import destination_label, shown_destination
 from gateway.routing.messages import NothingToSend, build_messages
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
 from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_updates
@@ -258,8 +259,9 @@ class Dispatcher:
         try:
             started = time.perf_counter()
             result = await self._attempt(entry, message)
-            metrics.delivery_latency.labels(entry.destination).observe(time.perf_counter() - started)
-            metrics.deliveries.labels(entry.destination, result.verdict.value).inc()
+            label = destination_label(entry.destination)  # never a sender's URL: credentials, cardinality
+            metrics.delivery_latency.labels(label).observe(time.perf_counter() - started)
+            metrics.deliveries.labels(label, result.verdict.value).inc()
         except Exception as exc:  # the lease expires and the entry is taken again: nothing is lost
             log.error("delivery_crashed", delivery_id=entry.id, error_type=type(exc).__name__)
             return
@@ -344,7 +346,7 @@ class Dispatcher:
                 log.info(
                     "delivery",
                     delivery_id=entry.id,
-                    destination=entry.destination,
+                    destination=destination_label(entry.destination),
                     verdict="retry" if outcome.status == PENDING else outcome.status,
                     attempts=outcome.attempts,
                     error=outcome.error,
@@ -359,7 +361,8 @@ def _audit(entry: OutboxEntry, outcome: Finished, now: datetime) -> Resource:
         for reference in (f"Task/{entry.task_id}" if entry.task_id else None, focus if isinstance(focus, str) else None)
         if reference
     )
-    return delivery_event(entry.id, entry.destination, references, _AUDIT_OUTCOME[outcome.status], now)
+    shown = shown_destination(entry.destination)
+    return delivery_event(entry.id, shown, references, _AUDIT_OUTCOME[outcome.status], now)
 
 
 async def _show_on_tasks(uow: UnitOfWork, shown: Sequence[tuple[str, Finished]], now: datetime) -> None:
