@@ -75,6 +75,9 @@ def serve(
     except AuthConfigError as exc:
         typer.echo(f"authentication cannot start: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    # httptools, with the bound on headers it lacks (gateway.api.http_parser): a 10 MB header was accepted.
+    from gateway.api.http_parser import BoundedHttpToolsProtocol
+
     if workers == 1:
         uvicorn.run(
             create_app(settings, routing=routing, with_worker=True),
@@ -82,6 +85,8 @@ def serve(
             port=port,
             log_config=None,
             access_log=False,
+            http=BoundedHttpToolsProtocol,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
         return
     # Each process builds its own application from the environment: what this one decided goes there.
@@ -96,6 +101,8 @@ def serve(
             port=port,
             log_config=None,
             access_log=False,
+            http=BoundedHttpToolsProtocol,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
 
 

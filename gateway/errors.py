@@ -125,6 +125,7 @@ class IssueCode(StrEnum):
     XML_TOO_LARGE = "xml-too-large"
     BODY_TIME_BUDGET_EXCEEDED = "body-time-budget-exceeded"
     OUTCOME_TRUNCATED = "outcome-truncated"
+    HEADERS_TOO_LARGE = "headers-too-large"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -230,6 +231,7 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
         "retry later."
     ),
     IssueCode.OUTCOME_TRUNCATED: "More issues were found than an OperationOutcome lists; this one counts the rest.",
+    IssueCode.HEADERS_TOO_LARGE: "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES).",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.

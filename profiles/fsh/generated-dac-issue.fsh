@@ -89,6 +89,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #xml-too-large "Xml too large" "The XML body has more elements, same-named sibling elements or attributes on one element than the gateway reads."
 * #body-time-budget-exceeded "Body time budget exceeded" "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, retry later."
 * #outcome-truncated "Outcome truncated" "More issues were found than an OperationOutcome lists; this one counts the rest."
+* #headers-too-large "Headers too large" "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES)."
 
 ValueSet: DacIssueVS
 Id: dac-issue
