@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import jwt
 import structlog
 
 from gateway.auth.assertions import CLIENT_ASSERTION_TYPE, verify_assertion
@@ -30,6 +31,18 @@ class Authority:
 
 def _invalid_request(description: str) -> TokenRequestRejected:
     return TokenRequestRejected.because("invalid_request", IssueCode.TOKEN_REQUEST_INVALID, description)
+
+
+def claimed_client_id(form: Mapping[str, str]) -> str | None:
+    """Who a token request says it comes from — its ``client_id``, else its assertion's ``iss`` — unverified: for
+    the audit of a refusal only. At most 128 characters of it."""
+    claimed = form.get("client_id")
+    if not claimed and form.get("client_assertion"):
+        try:
+            claimed = jwt.decode(str(form["client_assertion"]), options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError:
+            claimed = None
+    return claimed[:128] if isinstance(claimed, str) and claimed else None
 
 
 async def issue_token(
