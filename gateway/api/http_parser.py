@@ -32,7 +32,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._limit: int = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_HEADER_BYTES
         self._head = 0  # the current head's size, as the parser handed it over
         self._pending = 0  # bytes received while the current head was not complete
-        self._in_head = True
+        self._in_head = True  # from a request's first byte to the end of its headers; a connection opens in one
         self._too_large = False
 
     def data_received(self, data: bytes) -> None:
@@ -45,7 +45,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head = 0
+        self._head, self._pending, self._in_head = 0, 0, True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -58,10 +58,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._in_head, self._pending = True, 0  # the next request on this connection begins with its head
 
     def send_400_response(self, msg: str) -> None:
         if self._too_large:

@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import ApiGateway
 
 pytestmark = pytest.mark.e2e
+FHIR_JSON = {"content-type": "application/fhir+json"}
 
 
 def _exchange(base: str, header_bytes: int, headers: int = 1) -> bytes:
@@ -50,3 +51,16 @@ def test_headers_under_the_limit_are_served(api_gateway: ApiGateway, headers: in
     answer = _exchange(api_gateway.base, 12 * 1024, headers)
     assert answer.startswith(b"HTTP/1.1 200")
     assert b'"status":"ok"' in answer
+
+
+def test_a_large_body_is_no_head_and_a_kept_alive_connection_is_bounded_again(api_gateway: ApiGateway) -> None:
+    """The bound is on the head alone: a body of any size (here over the body limit, 413) is no head, and the next
+    request on the same connection is bounded from its own first byte."""
+    with httpx.Client(base_url=api_gateway.base.removesuffix("/fhir"), timeout=30) as http:
+        big = http.post("/fhir/$validate", content=b" " * (api_gateway.max_body_bytes + 1), headers=FHIR_JSON)
+        assert big.status_code == 413, big.text[:300]
+        small = http.post("/fhir/$validate", content=b'{"resourceType": "Patient"}', headers=FHIR_JSON)
+        assert small.status_code == 200, small.text[:300]
+        assert http.get("/health", headers={"x-padding": "a" * 12 * 1024}).status_code == 200
+        refused = http.get("/health", headers={"x-padding": "a" * 20 * 1024})
+        assert refused.status_code == 431
