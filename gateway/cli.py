@@ -97,6 +97,9 @@ def serve(
     except AuthConfigError as exc:
         typer.echo(f"authentication cannot start: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    # httptools, with the bound on headers it lacks (gateway.api.http_parser): a 10 MB header was accepted.
+    from gateway.api.http_parser import BoundedHttpToolsProtocol
+
     if workers == 1:
         uvicorn.run(
             create_app(settings, routing=routing, with_worker=True),
@@ -105,6 +108,8 @@ def serve(
             log_config=None,
             access_log=False,
             proxy_headers=False,  # X-Forwarded-* are read by gateway.api.base_url, from GATEWAY_TRUSTED_PROXIES
+            http=BoundedHttpToolsProtocol,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
         return
     # Each process builds its own application from the environment: what this one decided goes there.
@@ -120,6 +125,8 @@ def serve(
             log_config=None,
             access_log=False,
             proxy_headers=False,  # X-Forwarded-* are read by gateway.api.base_url, from GATEWAY_TRUSTED_PROXIES
+            http=BoundedHttpToolsProtocol,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
         )
 
 
@@ -243,6 +250,7 @@ def outbox_list(
     limit: Annotated[int, typer.Option(help="How many, newest first")] = 50,
 ) -> None:
     """List deliveries (id, destination, event, status, attempts, last error)."""
+    from gateway.routing.destinations import shown_destination
     from gateway.store.unit_of_work import UnitOfWork
 
     async def job(database: Any) -> Any:
@@ -251,8 +259,9 @@ def outbox_list(
 
     entries = _run_store(job)
     for entry in entries:
+        shown = shown_destination(entry.destination)  # a sender's callback without its URL's credentials or token
         typer.echo(
-            f"{entry.id}  {entry.status:<9} {entry.destination:<24} {entry.event:<17} attempts={entry.attempts}"
+            f"{entry.id}  {entry.status:<9} {shown:<24} {entry.event:<17} attempts={entry.attempts}"
             + (f"  last_error={entry.last_error}" if entry.last_error else "")
         )
     if not entries:

@@ -61,8 +61,18 @@ class Settings(BaseSettings):
     )
     routing: Path = Field(default=EXAMPLE_ROUTING, description="Routing file (TOML), DESIGN §5")
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0, description="Request body limit (413 above)")
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="Request line and headers limit (431 and the connection closed above)",
+    )
     body_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a client has to send a whole request body (408 after)"
+    )
+    parse_time_budget: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds an XML body may take to be read, off the event loop (503 after; nothing stored)",
     )
     base_url: str | None = Field(
         default=None, description="Public base URL of the FHIR API (…/fhir); default: from the request"

@@ -24,6 +24,7 @@ offending element as posted. The HTTP layer turns them into an OperationOutcome 
     ├── PreconditionFailed ........ 412  ifMatch / ifNoneExist / If-Match mismatch
     ├── PreconditionRequired ...... 428  an update without If-Match
     ├── StoreUnavailable .......... 503  the database cannot be reached; nothing was stored
+    ├── Overloaded ................ 503  reading the body outran its time budget; nothing was stored
     └── DownstreamError ........... 502  a platform or peer gateway failed
         └── DownstreamTimeout ..... 504
 """
@@ -123,6 +124,11 @@ class IssueCode(StrEnum):
     PATIENT_IDENTITY_REQUIRED = "patient-identity-required"
     IDENTIFIER_SYSTEM_NOT_OWNED = "identifier-system-not-owned"
     DIRECTORY_RECORD_READ_ONLY = "directory-record-read-only"
+    XML_ATTRIBUTE_UNKNOWN = "xml-attribute-unknown"
+    XML_TOO_LARGE = "xml-too-large"
+    BODY_TIME_BUDGET_EXCEEDED = "body-time-budget-exceeded"
+    OUTCOME_TRUNCATED = "outcome-truncated"
+    HEADERS_TOO_LARGE = "headers-too-large"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -227,6 +233,20 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
         "Practitioners, Organizations and PractitionerRoles are directory records shared by every party: only an "
         "operator changes them."
     ),
+    IssueCode.XML_ATTRIBUTE_UNKNOWN: (
+        "An XML attribute FHIR does not define: a FHIR element carries value, id or url (and namespace "
+        "declarations) only."
+    ),
+    IssueCode.XML_TOO_LARGE: (
+        "The XML body has more elements, same-named sibling elements or attributes on one element than the "
+        "gateway reads."
+    ),
+    IssueCode.BODY_TIME_BUDGET_EXCEEDED: (
+        "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, "
+        "retry later."
+    ),
+    IssueCode.OUTCOME_TRUNCATED: "More issues were found than an OperationOutcome lists; this one counts the rest.",
+    IssueCode.HEADERS_TOO_LARGE: "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES).",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.
@@ -378,6 +398,11 @@ class PreconditionRequired(GatewayError):
 
 
 class StoreUnavailable(GatewayError):
+    status_code = 503
+    default_issue_type: ClassVar[IssueType] = "transient"
+
+
+class Overloaded(GatewayError):
     status_code = 503
     default_issue_type: ClassVar[IssueType] = "transient"
 

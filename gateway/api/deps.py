@@ -6,6 +6,8 @@ dictionary look-up or a cached token check — work that holds the GIL anyway.""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,12 +17,13 @@ from gateway.api.base_url import request_base_url, service_root
 from gateway.api.responses import prefer_return
 from gateway.audit.context import current_audit
 from gateway.auth.clients import Role
+from gateway.auth.scopes import Permission
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import DEVELOPMENT_CLIENT, ApiClient, bearer_token
 from gateway.config import Settings
-from gateway.errors import IssueCode, TokenRequestRejected
+from gateway.errors import IssueCode, Overloaded, TokenRequestRejected
 from gateway.fhir.codec import parse_resource
-from gateway.fhir.media import ResponseFormat, request_format, response_format
+from gateway.fhir.media import FhirFormat, ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
 from gateway.intake.identity import professional_identifiers
 from gateway.routing.config import RoutingTable
@@ -131,9 +134,41 @@ async def _prefer_return(request: Request) -> str:
     return prefer_return(request.headers.get("prefer"))
 
 
-async def _body(request: Request) -> Resource:
-    fmt = request_format(request.headers.get("content-type"))
-    return parse_resource(await request.body(), fmt)
+#: ``_body``'s type when the route learns it from the body ($validate): the permission on some type is checked.
+ANY_TYPE = "*"
+
+
+def _body(resource_type: str | None, permission: Permission) -> Callable[..., Awaitable[Resource]]:
+    """The request body as a resource, once the caller is known to hold ``permission`` on ``resource_type`` (the
+    ``{resource_type}`` of the path when None): a token without the scope gets its 403 before any byte is parsed.
+    XML is read in a thread, within ``GATEWAY_PARSE_TIME_BUDGET`` (503 after): fhir.resources' reading of a large
+    document is seconds of CPU that must not stall the event loop (JSON is read by orjson, in microseconds)."""
+
+    async def body(
+        request: Request,
+        client: Annotated[ApiClient, Depends(_client)],
+        settings: Annotated[Settings, Depends(_settings)],
+    ) -> Resource:
+        if resource_type is None:  # {type}/$validate: what a sender checks before creating it (a Bundle: a referral)
+            typed = str(request.path_params.get("resource_type"))
+            client.require("ServiceRequest" if typed == "Bundle" else typed, permission)
+        elif resource_type != ANY_TYPE:
+            client.require(resource_type, permission)
+        elif not any(permission in scope.permissions for scope in client.scopes.scopes):
+            client.require("ServiceRequest", permission)  # the 403 a body for any type would get
+        fmt = request_format(request.headers.get("content-type"))
+        content = await request.body()
+        if fmt is not FhirFormat.XML:
+            return parse_resource(content, fmt)
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(parse_resource, content, fmt), settings.parse_time_budget)
+        except TimeoutError as exc:
+            raise Overloaded.single(
+                IssueCode.BODY_TIME_BUDGET_EXCEEDED,
+                f"the XML body was not read within {settings.parse_time_budget:g} s; nothing was stored",
+            ) from exc
+
+    return body
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -141,7 +176,12 @@ DatabaseDep = Annotated[Database, Depends(_database)]
 RoutingDep = Annotated[RoutingTable, Depends(_routing)]
 AnswerDep = Annotated[ResponseFormat, Depends(_answer)]
 BaseUrlDep = Annotated[str, Depends(_base_url)]
-ResourceBodyDep = Annotated[Resource, Depends(_body)]
+#: Bodies by what they create or change: the scope is checked before the body is read.
+ReferralBodyDep = Annotated[Resource, Depends(_body("ServiceRequest", Permission.CREATE))]
+ConsentBodyDep = Annotated[Resource, Depends(_body("Consent", Permission.CREATE))]
+TaskBodyDep = Annotated[Resource, Depends(_body("Task", Permission.UPDATE))]
+TypedValidationBodyDep = Annotated[Resource, Depends(_body(None, Permission.CREATE))]
+ValidationBodyDep = Annotated[Resource, Depends(_body(ANY_TYPE, Permission.CREATE))]
 AuthorityDep = Annotated[Authority, Depends(_authority)]
 TokenUrlDep = Annotated[str, Depends(_token_url)]
 ClientDep = Annotated[ApiClient, Depends(_client)]

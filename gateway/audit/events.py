@@ -123,3 +123,33 @@ def audit_event(interaction: AuditedInteraction) -> Resource:
     if entities:
         event["entity"] = entities
     return event
+
+
+#: DICOM's "User Authentication" event and its "Login" subtype: a token request (BALP's authentication pattern).
+USER_AUTHENTICATION = {"system": DICOM, "code": "110114", "display": "User Authentication"}
+LOGIN = {"system": DICOM, "code": "110122", "display": "Login"}
+
+
+def token_refused_event(client_id: str | None, address: str | None, reason: str, when: datetime) -> Resource:
+    """A refused token request: the client it claimed to be (unverified: from its form or its assertion's ``iss``),
+    the address it came from, and why, as a dac-issue code — never its assertion, nor anything it signed."""
+    who: Resource = (
+        {"identifier": {"system": CLIENT_ID_SYSTEM, "value": client_id}} if client_id else {"display": "unknown"}
+    )
+    requestor = _agent("110153", "Source Role ID", who, True)
+    if address:
+        requestor["network"] = {"address": address, "type": "2"}  # 2: an IP address
+    return {
+        "resourceType": "AuditEvent",
+        "type": USER_AUTHENTICATION,
+        "subtype": [LOGIN],
+        "action": "E",
+        "recorded": fhir_instant(when),
+        "outcome": "4",
+        "outcomeDesc": reason,
+        "agent": [requestor, _agent("110152", "Destination Role ID", GATEWAY, False)],
+        "source": {
+            "observer": GATEWAY,
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+    }

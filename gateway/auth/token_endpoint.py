@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import jwt
 import structlog
 from jwt import PyJWK
 
@@ -50,6 +51,18 @@ async def _fetched_keys(authority: Authority, assertion: str) -> Mapping[str, Py
             IssueCode.CLIENT_AUTHENTICATION_FAILED,
             "the client's keys cannot be fetched from its registered jwks_url now; try again later",
         ) from exc
+
+
+def claimed_client_id(form: Mapping[str, str]) -> str | None:
+    """Who a token request says it comes from — its ``client_id``, else its assertion's ``iss`` — unverified: for
+    the audit of a refusal only. At most 128 characters of it."""
+    claimed = form.get("client_id")
+    if not claimed and form.get("client_assertion"):
+        try:
+            claimed = jwt.decode(str(form["client_assertion"]), options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError:
+            claimed = None
+    return claimed[:128] if isinstance(claimed, str) and claimed else None
 
 
 async def issue_token(

@@ -10,6 +10,7 @@ a 422 ``InvalidResource`` with the element's FHIRPath.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +25,20 @@ from gateway.fhir.types import Resource
 
 FHIR_NAMESPACE = "http://hl7.org/fhir"
 _XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
+_FHIR_TAG = f"{{{FHIR_NAMESPACE}}}"
+_ENTRY_TAG = f"{_FHIR_TAG}entry"
 #: An XML element level becomes up to two JSON levels (an array of objects): the JSON bound, halved.
 MAX_XML_DEPTH = 50
+#: Elements in one body: a referral has a few hundred. fhir.resources reads some 3,000 to 10,000 a second on one
+#: core (bench/xml/bench_xml_attributes.py), so this bounds one body's reading to a few seconds of a thread.
+MAX_XML_ELEMENTS = 20_000
+#: Same-named siblings (fhir.resources' cost grows with their square): as many as a Bundle's entries.
+MAX_XML_REPEATS = MAX_BUNDLE_ENTRIES
+#: Attributes plus namespaces in scope on one element: a FHIR element has at most three attributes, an XHTML
+#: element of a narrative a handful (R4 narrative.html).
+MAX_XML_ATTRIBUTES = 32
+#: The attributes R4 XML gives FHIR elements (xml.html): a primitive's value, any element's id, an extension's url.
+FHIR_ATTRIBUTES = frozenset({"value", "id", "url"})
 
 
 #: A date, dateTime, instant or time as written: fhir.resources reads and writes these as Python datetimes
@@ -150,17 +163,61 @@ def _parse(body: bytes) -> etree._ElementTree:
     tree = root.getroottree()
     if tree.docinfo.doctype:  # type: ignore[union-attr]  # lxml-stubs: docinfo is a DocInfo
         raise InvalidRequest.single(IssueCode.XML_DOCTYPE_FORBIDDEN, "XML with a DOCTYPE is refused", None, "security")
-    _check_depth(root)
+    _check_shape(root)
     return tree
 
 
-def _check_depth(root: etree._Element) -> None:
-    """Element depth, counted without recursion: fhir.resources reads the tree recursively (gateway.fhir.limits)."""
-    depth = 0
-    for event, _element in etree.iterwalk(root, events=("start", "end")):
-        depth += 1 if event == "start" else -1
+def _check_shape(root: etree._Element) -> None:
+    """Bounds on the tree, checked in one walk without recursion before fhir.resources reads it: its XML reading
+    recurses once per level (gateway.fhir.limits), keeps a node's attributes and namespaces in lists it searches
+    for each one, and checks the whole list of an element's same-named siblings as each is added — cost quadratic
+    in attributes, namespaces and repeats (60,000 attributes on one element held the event loop 8.9 s). So depth,
+    elements, repeats and attributes are bounded, and a FHIR element carries only the attributes FHIR defines:
+    ``value``, ``id``, ``url`` (R4 xml.html; namespace declarations are no attributes in lxml). XHTML attributes
+    are the narrative's, counted here and judged by txt-1 in validation."""
+    if len(root.nsmap) > MAX_XML_ATTRIBUTES:
+        raise _too_large(f"the root element declares more than {MAX_XML_ATTRIBUTES} namespaces", root)
+    depth = elements = 0
+    for event, element in etree.iterwalk(root, events=("start", "end")):
+        if event == "end":
+            depth -= 1
+            continue
+        depth += 1
+        elements += 1
         if depth > MAX_XML_DEPTH:
             raise nesting_too_deep(MAX_XML_DEPTH)
+        if elements > MAX_XML_ELEMENTS:
+            raise _too_large(f"the body has more than {MAX_XML_ELEMENTS} XML elements", None)
+        attributes = element.attrib
+        if len(attributes) + len(element.nsmap) > MAX_XML_ATTRIBUTES:
+            raise _too_large(f"an element has more than {MAX_XML_ATTRIBUTES} attributes and namespaces", element)
+        if str(element.tag).startswith(_FHIR_TAG):
+            unknown = next((name for name in attributes if name not in FHIR_ATTRIBUTES), None)
+            if unknown is not None:
+                shown = etree.QName(unknown).localname if unknown.startswith("{") else unknown
+                raise InvalidResource.single(
+                    IssueCode.XML_ATTRIBUTE_UNKNOWN,
+                    f"attribute {shown!r} is not FHIR's: a FHIR element carries value, id or url only",
+                    _fhirpath_of(element),
+                    "structure",
+                )
+        if len(element) > MAX_XML_REPEATS:
+            tag, count = Counter(child.tag for child in element).most_common(1)[0]
+            if tag == _ENTRY_TAG and count > MAX_BUNDLE_ENTRIES:
+                raise PayloadTooLarge.single(
+                    IssueCode.BUNDLE_TOO_MANY_ENTRIES,
+                    f"a Bundle may hold at most {MAX_BUNDLE_ENTRIES} entries; this one has {count}",
+                    f"{_fhirpath_of(element)}.entry",
+                    "too-long",
+                )
+            if count > MAX_XML_REPEATS:
+                raise _too_large(f"more than {MAX_XML_REPEATS} <{etree.QName(tag).localname}> side by side", element)
+
+
+def _too_large(message: str, element: etree._Element | None) -> PayloadTooLarge:
+    return PayloadTooLarge.single(
+        IssueCode.XML_TOO_LARGE, message, _fhirpath_of(element) if element is not None else None, "too-long"
+    )
 
 
 def _fhirpath_of(element: etree._Element) -> str:
@@ -217,13 +274,6 @@ def xml_to_resource(body: bytes) -> Resource:
     if cls is None:
         raise InvalidRequest.single(
             IssueCode.RESOURCE_TYPE_UNKNOWN, f"<{qname.localname}> is not a FHIR R4 resource type", "$this"
-        )
-    entries = len(root.findall(f"{{{FHIR_NAMESPACE}}}entry"))
-    if entries > MAX_BUNDLE_ENTRIES:  # counted before fhir.resources spends seconds reading them
-        raise PayloadTooLarge.single(
-            IssueCode.BUNDLE_TOO_MANY_ENTRIES,
-            f"a Bundle may hold at most {MAX_BUNDLE_ENTRIES} entries; this one has {entries}",
-            f"{qname.localname}.entry",
         )
     try:
         model = cls.model_validate_xml(body, xmlparser=hardened_parser())

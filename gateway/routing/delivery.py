@@ -21,10 +21,11 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import httpx
+import orjson
 import structlog
 
 from gateway import metrics
@@ -34,6 +35,7 @@ from gateway.auth.outbound import OutboundTokens, SmartBackendAuth, TokenUnavail
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
+from gateway.routing.destinations import destination_label, shown_destination
 from gateway.routing.messages import NothingToSend, build_messages
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
 from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_updates
@@ -245,7 +247,8 @@ class Dispatcher:
         except (httpx.InvalidURL, ValueError) as exc:  # will never work: a dead letter, visible, not a loop
             return AttemptResult(Verdict.DEAD, f"invalid endpoint ({type(exc).__name__})")
         body = "" if response.is_success else response.text  # only a refusal's issue codes are kept
-        return judge_response(response.status_code, response.headers.get("retry-after"), body, utc_now())
+        result = judge_response(response.status_code, response.headers.get("retry-after"), body, utc_now())
+        return replace(result, shipped=_shipped(message))
 
     async def _send(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         """Hold one of the destination's slots: deliver this entry, then those queued behind it."""
@@ -287,8 +290,9 @@ class Dispatcher:
         try:
             started = time.perf_counter()
             result = await self._attempt(entry, message)
-            metrics.delivery_latency.labels(entry.destination).observe(time.perf_counter() - started)
-            metrics.deliveries.labels(entry.destination, result.verdict.value).inc()
+            label = destination_label(entry.destination)  # never a sender's URL: credentials, cardinality
+            metrics.delivery_latency.labels(label).observe(time.perf_counter() - started)
+            metrics.deliveries.labels(label, result.verdict.value).inc()
         except Exception as exc:  # the lease expires and the entry is taken again: nothing is lost
             log.error("delivery_crashed", delivery_id=entry.id, error_type=type(exc).__name__)
             return
@@ -341,17 +345,19 @@ class Dispatcher:
         # One outcome per entry: an entry whose lease ran out mid-attempt may have been taken again by this same
         # worker, and both attempts may end together — the best outcome counts (delivered, then dead, then retry).
         best: dict[str, tuple[OutboxEntry, Finished]] = {}
+        shipped: dict[str, tuple[str, ...]] = {}
         for entry, result in finished:
             outcome = self._outcome(entry, result, now)
             if entry.id not in best or _RANK[outcome.status] < _RANK[best[entry.id][1].status]:
                 best[entry.id] = (entry, outcome)
+                shipped[entry.id] = result.shipped
         outcomes = list(best.values())
         async with UnitOfWork(self.database) as uow:
             # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
             recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
             for entry, outcome in outcomes:
                 if outcome.id in recorded:
-                    uow.resources.add(_audit(entry, outcome, now))
+                    uow.resources.add(_audit(entry, outcome, now, shipped[entry.id]))
             ended = [
                 (entry, outcome)
                 for entry, outcome in outcomes
@@ -373,22 +379,33 @@ class Dispatcher:
                 log.info(
                     "delivery",
                     delivery_id=entry.id,
-                    destination=entry.destination,
+                    destination=destination_label(entry.destination),
                     verdict="retry" if outcome.status == PENDING else outcome.status,
                     attempts=outcome.attempts,
                     error=outcome.error,
                 )
 
 
-def _audit(entry: OutboxEntry, outcome: Finished, now: datetime) -> Resource:
-    """The attempt's AuditEvent, in the transaction that records its outcome."""
-    focus = entry.payload.get("focus")
-    references = tuple(
-        reference
-        for reference in (f"Task/{entry.task_id}" if entry.task_id else None, focus if isinstance(focus, str) else None)
-        if reference
+def _shipped(message: bytes) -> tuple[str, ...]:
+    """``Type/id`` of each resource a message Bundle carries, its MessageHeader apart (it is the delivery)."""
+    entries = orjson.loads(message).get("entry") or []
+    return tuple(
+        f"{resource['resourceType']}/{resource['id']}"
+        for entry in entries
+        if isinstance(resource := entry.get("resource"), dict)
+        and resource.get("resourceType") != "MessageHeader"
+        and "id" in resource
     )
-    return delivery_event(entry.id, entry.destination, references, _AUDIT_OUTCOME[outcome.status], now)
+
+
+def _audit(entry: OutboxEntry, outcome: Finished, now: datetime, shipped: tuple[str, ...] = ()) -> Resource:
+    """The attempt's AuditEvent, in the transaction that records its outcome: an entity for the delivery's Task and
+    focus, and one for every resource the message carried."""
+    focus = entry.payload.get("focus")
+    named = (f"Task/{entry.task_id}" if entry.task_id else None, focus if isinstance(focus, str) else None)
+    references = tuple(dict.fromkeys([*(reference for reference in named if reference), *shipped]))
+    shown = shown_destination(entry.destination)
+    return delivery_event(entry.id, shown, references, _AUDIT_OUTCOME[outcome.status], now)
 
 
 async def _show_on_tasks(uow: UnitOfWork, shown: Sequence[tuple[str, Finished]], now: datetime) -> None:

@@ -22,6 +22,7 @@ class AttemptResult:
     verdict: Verdict
     error: str | None = None
     retry_after: float | None = None  # seconds the receiver asked us to wait
+    shipped: tuple[str, ...] = ()  # the resources the message carried (Type/id), for the attempt's AuditEvent
 
 
 def is_retryable_status(status: int) -> bool:

@@ -10,6 +10,7 @@ from gateway.fhir.primitives import new_id
 from gateway.fhir.search import split_reference
 from gateway.fhir.types import Resource
 from gateway.routing.config import Platform, PlatformKind, RoutingTable
+from gateway.routing.destinations import SENDER_PREFIX
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.policies import TaskType
 from gateway.workflow.provenance import GATEWAY, Agent, provenance
@@ -103,7 +104,7 @@ def _enqueue_update(
     payload = {"focus": service_request, "what": what} | ({"client": sender} if sender is not None else {})
     uow.outbox.enqueue(
         id=new_id(),
-        destination=f"sender:{origin}"[:128],
+        destination=f"{SENDER_PREFIX}{origin}"[:128],
         endpoint=origin,
         event=REFERRAL_UPDATE,
         payload=payload,

@@ -37,6 +37,7 @@ from gateway.validation.definitions import (
     structure_definitions,
 )
 from gateway.validation.invariants import Invariant, compile_invariant
+from gateway.validation.narrative import narrative_problems
 from gateway.validation.primitives import FHIR_TYPE_EXTENSION, primitive_type
 
 Json = dict[str, Any]
@@ -633,6 +634,9 @@ class _Walk:
             self.fixed_and_pattern(item, rule, expression)
             if rule.binding is not None and type_code == "code":
                 self.binding_code(item, rule, expression)
+            if type_code == "xhtml":  # txt-1, txt-2: Narrative.div's invariants, checked natively
+                for key, why in narrative_problems(item):
+                    self.add(IssueCode.INVARIANT_FAILED, f"{key}: {why} ({rule.path})", expression, "invariant")
             return
         if not isinstance(item, dict):
             what = "a resource" if self.engine.is_resource_type(type_code) else f"a {type_code}"

@@ -8,7 +8,8 @@ expressions most invariants are run as compiled Python (``gateway.validation.fhi
   so. The guard is derived from the expression's own text (``_GUARDS``), not written per invariant.
 - not evaluated at all (``SKIPPED``): ``ele-1`` and ``ext-1`` (the walker checks the same natively on every
   element: no empty object or list, an extension has a value or extensions, not both), ``txt-1`` / ``txt-2``
-  (``htmlChecks()`` is not in fhirpathpy), ``ctm-1`` (needs ``resolve()``, which fhirpathpy lacks), and the
+  (``htmlChecks()`` is not in fhirpathpy: the walker checks a narrative's XHTML natively, as R4's XPath says,
+  ``gateway.validation.narrative``), ``ctm-1`` (needs ``resolve()``, which fhirpathpy lacks), and the
   best-practice ones (``dom-6``: narrative is a recommendation, never an error).
 
 An invariant whose evaluation raises does not crash validation: it is reported as a warning
@@ -33,8 +34,8 @@ BEST_PRACTICE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/elementdefini
 SKIPPED = {
     "ele-1": "checked natively: an element has a value or children (no empty object, no empty list)",
     "ext-1": "checked natively: an extension has a value or extensions, not both",
-    "txt-1": "htmlChecks() is not implemented by fhirpathpy",
-    "txt-2": "htmlChecks() is not implemented by fhirpathpy",
+    "txt-1": "checked natively on every xhtml value (gateway.validation.narrative): no htmlChecks() in fhirpathpy",
+    "txt-2": "checked natively on every xhtml value (gateway.validation.narrative): no htmlChecks() in fhirpathpy",
     "ctm-1": "needs resolve(), which fhirpathpy does not implement",
 }
 UCUM = "http://unitsofmeasure.org"

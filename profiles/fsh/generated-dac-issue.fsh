@@ -88,6 +88,11 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #patient-identity-required "Patient identity required" "An opposition names its patient as a referral does: a Patient the client may see, or the INS with the five identity traits matching the identity on record; nothing was revoked."
 * #identifier-system-not-owned "Identifier system not owned" "The ServiceRequest identifier or Bundle.identifier is in an identifier system registered for another client; nothing was stored."
 * #directory-record-read-only "Directory record read only" "Practitioners, Organizations and PractitionerRoles are directory records shared by every party: only an operator changes them."
+* #xml-attribute-unknown "Xml attribute unknown" "An XML attribute FHIR does not define: a FHIR element carries value, id or url (and namespace declarations) only."
+* #xml-too-large "Xml too large" "The XML body has more elements, same-named sibling elements or attributes on one element than the gateway reads."
+* #body-time-budget-exceeded "Body time budget exceeded" "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, retry later."
+* #outcome-truncated "Outcome truncated" "More issues were found than an OperationOutcome lists; this one counts the rest."
+* #headers-too-large "Headers too large" "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES)."
 
 ValueSet: DacIssueVS
 Id: dac-issue

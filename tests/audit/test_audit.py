@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 import sqlalchemy as sa
@@ -272,3 +273,22 @@ async def test_the_buffer_keeps_its_events_while_the_database_is_away(database: 
     buffer._pending = unreachable._pending
     await buffer.flush()
     assert len(await audit_events(database)) == 1 and not buffer._pending
+
+
+@respx.mock
+async def test_a_delivery_event_names_every_resource_it_shipped(database: Database, routing: RoutingTable) -> None:
+    await take_in(database, read_referral(load_example("referral-gp.json"), "transaction"), routing)
+    platform = respx.post("https://dac75.example.org/fhir/$process-message").mock(
+        return_value=httpx.Response(200, json={"resourceType": "Bundle", "type": "message"})
+    )
+    async with httpx.AsyncClient() as http:
+        await Dispatcher(database, routing, http, DeliverySettings(base_url="http://gateway.test/fhir")).deliver_due()
+    (message,) = [call.request.content for call in platform.calls]
+    carried = [
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in orjson.loads(message)["entry"]
+        if e["resource"]["resourceType"] != "MessageHeader"
+    ]
+    assert {"Patient", "Practitioner", "CareTeam", "Task"} <= {reference.split("/")[0] for reference in carried}
+    (delivery,) = [e for e in await audit_events(database) if subtype(e) == "operation"]
+    assert set(carried) <= set(entities(delivery))

@@ -7,9 +7,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
 from gateway.api.deps import AuthorityDep, DatabaseDep, RoutingDep, TokenUrlDep
+from gateway.audit.events import token_refused_event
 from gateway.auth.outbound import jwks
 from gateway.auth.smart import smart_configuration
-from gateway.auth.token_endpoint import issue_token
+from gateway.auth.token_endpoint import claimed_client_id, issue_token
+from gateway.errors import TokenRequestRejected
+from gateway.fhir.primitives import utc_now
 
 router = APIRouter(tags=["auth"])
 #: RFC 6749 §5.1: token answers are never cached.
@@ -22,7 +25,14 @@ async def token(
 ) -> JSONResponse:
     form = await request.form()
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
-    return JSONResponse(await issue_token(authority, database, fields, token_url), headers=_NO_STORE)
+    try:
+        return JSONResponse(await issue_token(authority, database, fields, token_url), headers=_NO_STORE)
+    except TokenRequestRejected as exc:
+        # Audited: who it claimed to be, from where, why (the code, not the words, which may quote the request).
+        reason = f"{exc.oauth_error}: {exc.issues[0].code}"
+        address = request.client.host if request.client else None
+        request.app.state.audit.add(token_refused_event(claimed_client_id(fields), address, reason, utc_now()))
+        raise
 
 
 @router.get("/.well-known/smart-configuration", summary="SMART configuration")

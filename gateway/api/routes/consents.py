@@ -12,15 +12,14 @@ from gateway.api.deps import (
     AnswerDep,
     BaseUrlDep,
     ClientDep,
+    ConsentBodyDep,
     DatabaseDep,
     PreferReturnDep,
-    ResourceBodyDep,
     RoutingDep,
     ViewerDep,
 )
 from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
-from gateway.auth.scopes import Permission
 from gateway.errors import InvalidRequest, IssueCode
 from gateway.intake.handlers import process_consent
 
@@ -57,7 +56,7 @@ async def create_consent(
     request: Request,
     client: ClientDep,
     viewer: ViewerDep,
-    consent: ResourceBodyDep,
+    consent: ConsentBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
     answer: AnswerDep,
@@ -65,7 +64,6 @@ async def create_consent(
     preference: PreferReturnDep,
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
-    client.require("Consent", Permission.CREATE)
     condition, source = create_condition(request, if_none_exist)
     stored, created = await process_consent(database, routing, consent, viewer, client.sender_id, condition, source)
     version = f"{stored.reference}/_history/{stored.version_id}"

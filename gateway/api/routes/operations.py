@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import metrics
 from gateway.api.deps import DatabaseDep
 from gateway.fhir.primitives import utc_now
+from gateway.routing.destinations import destination_label
 from gateway.store.migrate import current_revision, head_revision
 from gateway.store.unit_of_work import UnitOfWork
 
@@ -36,8 +37,16 @@ async def prometheus(database: DatabaseDep) -> Response:
         stats = await uow.outbox.stats(utc_now())
     metrics.outbox_depth.clear()
     metrics.outbox_oldest.clear()
+    # Senders' callbacks share one label (never their URLs): their counts add up, the oldest is the oldest.
+    depth: dict[tuple[str, str], int] = {}
+    oldest: dict[str, float] = {}
     for row in stats:
-        metrics.outbox_depth.labels(row["destination"], row["status"]).set(row["count"])
+        label = destination_label(row["destination"])
+        depth[label, row["status"]] = depth.get((label, row["status"]), 0) + row["count"]
         if row["oldest_age_seconds"] is not None:
-            metrics.outbox_oldest.labels(row["destination"]).set(row["oldest_age_seconds"])
+            oldest[label] = max(oldest.get(label, 0.0), row["oldest_age_seconds"])
+    for (label, status), count in depth.items():
+        metrics.outbox_depth.labels(label, status).set(count)
+    for label, age in oldest.items():
+        metrics.outbox_oldest.labels(label).set(age)
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

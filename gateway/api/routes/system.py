@@ -14,10 +14,12 @@ from gateway.api.deps import (
     ClientDep,
     DatabaseDep,
     ForeignSystemsDep,
-    ResourceBodyDep,
+    ReferralBodyDep,
     RoutingDep,
     SettingsDep,
     TokenUrlDep,
+    TypedValidationBodyDep,
+    ValidationBodyDep,
     ViewerDep,
 )
 from gateway.api.responses import FhirResponse, preferred_return
@@ -53,7 +55,7 @@ async def metadata(request: Request, answer: AnswerDep, base_url: BaseUrlDep, to
 async def transaction(
     client: ClientDep,
     viewer: ViewerDep,
-    bundle: ResourceBodyDep,
+    bundle: ReferralBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
     answer: AnswerDep,
@@ -61,7 +63,6 @@ async def transaction(
     foreign_systems: ForeignSystemsDep,
     prefer: Annotated[str | None, Header(alias="Prefer")] = None,
 ) -> FhirResponse:
-    client.require("ServiceRequest", Permission.CREATE)
     outcome = await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer, foreign_systems)
     return FhirResponse(await transaction_as_preferred(outcome, preferred_return(prefer), database, viewer), answer)
 
@@ -70,7 +71,7 @@ async def transaction(
 async def process_message_operation(
     client: ClientDep,
     viewer: ViewerDep,
-    bundle: ResourceBodyDep,
+    bundle: ReferralBodyDep,
     database: DatabaseDep,
     routing: RoutingDep,
     settings: SettingsDep,
@@ -78,7 +79,6 @@ async def process_message_operation(
     base_url: BaseUrlDep,
     foreign_systems: ForeignSystemsDep,
 ) -> FhirResponse:
-    client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
     platform = client.platform if client.role is Role.PLATFORM else None
     outcome = await process_message(
         database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform, foreign_systems
@@ -125,7 +125,7 @@ def _validation_answer(
     "/$validate", summary="Validate a resource or referral Bundle (nothing is stored)", openapi_extra=_FHIR_BODY
 )
 async def validate_any(
-    client: ClientDep, body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None
+    client: ClientDep, body: ValidationBodyDep, answer: AnswerDep, profile: str | None = None
 ) -> FhirResponse:
     # Validating is what a sender does before creating: the create scope of what would be created.
     validated = str(body.get("resourceType"))
@@ -135,8 +135,7 @@ async def validate_any(
 
 @router.post("/{resource_type}/$validate", summary="Validate a resource of this type", openapi_extra=_FHIR_BODY)
 async def validate_typed(
-    resource_type: str, client: ClientDep, body: ResourceBodyDep, answer: AnswerDep, profile: str | None = None
+    resource_type: str, body: TypedValidationBodyDep, answer: AnswerDep, profile: str | None = None
 ) -> FhirResponse:
     """``profile``: the canonical URL of a profile we know (ours or an R4 base); any other is a 400."""
-    client.require("ServiceRequest" if resource_type == "Bundle" else resource_type, Permission.CREATE)
     return _validation_answer(body, resource_type, profile, answer)

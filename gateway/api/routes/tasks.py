@@ -17,8 +17,8 @@ from gateway.api.deps import (
     ClientDep,
     DatabaseDep,
     PreferReturnDep,
-    ResourceBodyDep,
     RoutingDep,
+    TaskBodyDep,
     ViewerDep,
 )
 from gateway.api.responses import written
@@ -110,7 +110,7 @@ XProvenance = Annotated[str | None, Header(alias="X-Provenance")]
 
 @router.put("/{task_id}", summary="Decide on a Task (whole resource)")
 async def put_task(
-    task_id: str, client: ClientDep, viewer: ViewerDep, actor: ActorDep, task: ResourceBodyDep,
+    task_id: str, client: ClientDep, viewer: ViewerDep, actor: ActorDep, task: TaskBodyDep,
     database: DatabaseDep, routing: RoutingDep, answer: AnswerDep, preference: PreferReturnDep, base_url: BaseUrlDep,
     if_match: IfMatch = None, x_provenance: XProvenance = None,
 ) -> Response:  # fmt: skip
