@@ -118,6 +118,16 @@ def _actor(
     return Actor(client.client_id, trusted=client.role is Role.OPERATOR)
 
 
+async def _callbacks(request: Request, client: Annotated[ApiClient, Depends(_client)]) -> tuple[str, ...] | None:
+    """Where the caller may be called back: its registered endpoints (none if it registered none); None when
+    authentication is off — any http(s) URL (``gateway.routing.callbacks``)."""
+    authority: Authority | None = request.app.state.authority
+    if authority is None or not client.authenticated:
+        return None
+    registered = authority.registry.get(client.client_id)
+    return registered.endpoints if registered is not None else ()
+
+
 async def _prefer_return(request: Request) -> str:
     return prefer_return(request.headers.get("prefer"))
 
@@ -139,3 +149,4 @@ ClientDep = Annotated[ApiClient, Depends(_client)]
 ViewerDep = Annotated[Viewer, Depends(_viewer)]
 ActorDep = Annotated[Actor | None, Depends(_actor)]
 PreferReturnDep = Annotated[str, Depends(_prefer_return)]
+CallbacksDep = Annotated[tuple[str, ...] | None, Depends(_callbacks)]

@@ -12,6 +12,7 @@
     platform = "dac-75"                # a platform key of the routing file: it sees what was routed there
     scopes = ["system/*.rs", "system/Task.u"]
     jwks = { keys = [ { kty = "EC", crv = "P-384", kid = "k1", x = "…", y = "…" } ] }
+    endpoints = ["https://dac75.example.org/fhir"]   # where it may be called back (updates back, DESIGN §11)
 
 Keys are parsed here, once (each request's assertion is checked against an already-decoded key). Only public
 keys are accepted: a JWK carrying a private part (``d``) is refused, so a private key pasted by mistake stops
@@ -32,6 +33,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
 from gateway.auth.scopes import ScopeSet
+from gateway.routing.callbacks import registered_endpoint
 
 #: Signature algorithms a client assertion may use (SMART Backend Services): nothing else, never ``none``/HS*.
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
@@ -54,6 +56,8 @@ class RegisteredClient:
     scopes: ScopeSet
     keys: Mapping[str, PyJWK]  # kid → public key
     platform: str | None = None
+    #: Where it may be called back (a message's MessageHeader.source.endpoint): https base URLs, or under them.
+    endpoints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +126,20 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
             jwks = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AuthConfigError(f"client {client_id!r}: {path} cannot be read as a JWKS: {exc}") from exc
-    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform)
+    return RegisteredClient(client_id, role, scopes, _keys(client_id, jwks), platform, _endpoints(client_id, entry))
+
+
+def _endpoints(client_id: str, entry: dict[str, Any]) -> tuple[str, ...]:
+    endpoints = entry.get("endpoints", [])
+    if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
+        raise AuthConfigError(f"client {client_id!r}: endpoints must be a list of https URLs")
+    for endpoint in endpoints:
+        if not registered_endpoint(endpoint, [endpoint]):
+            raise AuthConfigError(
+                f"client {client_id!r}: endpoint {endpoint!r} is not an https URL without credentials, query, "
+                "fragment or dot segments"
+            )
+    return tuple(endpoints)
 
 
 def load_clients(path: Path, platforms: frozenset[str]) -> ClientRegistry:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.search import parse_condition
 from gateway.fhir.types import Resource
@@ -57,10 +59,12 @@ async def process_message(
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
     platform: str | None = None,
+    callbacks: Sequence[str] | None = None,
 ) -> Resource:
     """``$process-message``: a ``referral-request``, an ``opposition`` (a Consent deny and its Patient), or a
     ``referral-update`` (from a peer gateway). ``sender``: the calling client (None with authentication off),
-    ``viewer`` what it may see, ``platform`` the platform key of a ``platform`` client."""
+    ``viewer`` what it may see, ``platform`` the platform key of a ``platform`` client, ``callbacks`` where it
+    may be called back (None: anywhere, authentication off)."""
     event = _event(bundle) if bundle.get("type") == "message" else None
     if event in (OPPOSITION, REFERRAL_UPDATE):
         # The structure and profiles first, as for a referral: the handlers read R4 shapes.
@@ -79,7 +83,7 @@ async def process_message(
             "a routing loop between gateways ends",
             "Bundle.entry[0].resource.extension",
         )
-    outcome = await take_in(database, referral, routing, sender, viewer)
+    outcome = await take_in(database, referral, routing, sender, viewer, callbacks)
     async with UnitOfWork(database, write=False) as uow:
         service_request = await uow.resources.get("ServiceRequest", outcome.service_request_id)
     if service_request is None:  # pragma: no cover - stored in the same transaction as the outcome

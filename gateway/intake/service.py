@@ -15,6 +15,7 @@ the loser's transaction fails as a whole with ``DuplicateKey`` and is run again,
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -124,11 +125,15 @@ async def take_in(
     routing: RoutingTable,
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
+    callbacks: Sequence[str] | None = None,
 ) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
     the client that posts it (None when authentication is off), who may then read what it sent; a replay is for
     the client that posted the referral first, any other sender gets a 409 (referral-identifier-taken).
-    ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources."""
+    ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources.
+    ``callbacks``: where the caller may be called back (its registered endpoints; None with authentication off):
+    a message's ``source.endpoint`` elsewhere is a 422, before anything is read or stored."""
+    origin = referral.reply_endpoint(callbacks)
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(
@@ -156,7 +161,7 @@ async def take_in(
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, platforms)
+                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, platforms, origin)
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
@@ -358,9 +363,11 @@ async def _store(
     sender: str | None,
     viewer: Viewer,
     platforms: frozenset[tuple[str, str]] = frozenset(),
+    origin: str | None = None,
 ) -> IntakeOutcome:
     """``platforms``: the identifiers of every platform's Organization in the routing file (referenceable
-    by anyone, like the national directories: ``gateway.workflow.references``)."""
+    by anyone, like the national directories: ``gateway.workflow.references``); ``origin``: where the sender
+    is to be sent updates (a message's callback), if anywhere."""
     known = await _known(uow, referral, platform)
     resolutions = []
     claimed: dict[tuple[str, str, str], _Resolution] = {}
@@ -458,7 +465,6 @@ async def _store(
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
     if plan.routed:
         generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count, deciders=deciders)
-    origin = referral.reply_endpoint
     if origin:
         uow.outbox.record_origin(service_request_reference.split("/")[1], origin)
     if not care_teams:

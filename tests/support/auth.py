@@ -29,6 +29,7 @@ class SmartClient:
     platform: str | None = None
     algorithm: str = "ES384"
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    endpoints: list[str] = field(default_factory=list)  # where it may be called back
 
     @property
     def private_key(self) -> Any:
@@ -73,6 +74,8 @@ def write_clients(directory: Path, clients: list[SmartClient]) -> Path:
         if client.platform:
             lines.append(f'platform = "{client.platform}"')
         lines.append(f"scopes = {json.dumps(client.scopes)}")
+        if client.endpoints:
+            lines.append(f"endpoints = {json.dumps(client.endpoints)}")
         jwks = {"keys": [client.public_jwk()]}
         if position == 0:
             (directory / f"{client.client_id}.jwks.json").write_text(json.dumps(jwks))

@@ -8,6 +8,7 @@ from gateway.api.capability import capability_statement
 from gateway.api.deps import (
     AnswerDep,
     BaseUrlDep,
+    CallbacksDep,
     ClientDep,
     DatabaseDep,
     ResourceBodyDep,
@@ -71,11 +72,12 @@ async def process_message_operation(
     settings: SettingsDep,
     answer: AnswerDep,
     base_url: BaseUrlDep,
+    callbacks: CallbacksDep,
 ) -> FhirResponse:
     client.require("ServiceRequest", Permission.CREATE)  # a referral, its updates, an opposition: all senders'
     platform = client.platform if client.role is Role.PLATFORM else None
     outcome = await process_message(
-        database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform
+        database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform, callbacks
     )
     return FhirResponse(outcome, answer)
 
