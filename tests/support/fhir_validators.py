@@ -232,15 +232,39 @@ def _resources(body: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _claimed(resource: dict[str, Any]) -> list[str]:
+    """The ids of the profiles a resource claims (meta.profile, by the last segment of each canonical)."""
+    return [str(url).rsplit("/", 1)[-1].split("|")[0] for url in (resource.get("meta") or {}).get("profile") or []]
+
+
+def _after_opposition(bundle: dict[str, Any]) -> bool:
+    """The minimal update sent after a patient's opposition (DESIGN §11): its ServiceRequest revoked for it."""
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") == "ServiceRequest" and resource.get("status") == "revoked":
+            reasons = [e.get("valueCodeableConcept", {}) for e in resource.get("extension") or []]
+            return any(c.get("code") == "patient-opposition" for r in reasons for c in r.get("coding") or [])
+    return False
+
+
 def _profile_of(resource: dict[str, Any]) -> tuple[str, bool] | None:
     """Our profile for this resource, and whether a finding is the gateway's (True) or the sender's."""
     resource_type = resource.get("resourceType")
     if resource_type == "Bundle" and resource.get("type") == "message":
         header = (resource.get("entry") or [{}])[0].get("resource", {})
         # A response (MessageHeader.response) acknowledges a referral: it carries the header and the focus, not the
-        # Patient the referral message profile asks for; its entries are still checked one by one.
-        if header.get("eventCoding", {}).get("code") in REFERRAL_EVENTS and "response" not in header:
+        # Patient the referral message profile asks for; its entries are still checked one by one. Nor does the
+        # minimal update after an opposition carry the Patient: R4 only, and its entries one by one.
+        if (
+            header.get("eventCoding", {}).get("code") in REFERRAL_EVENTS
+            and "response" not in header
+            and not _after_opposition(resource)
+        ):
             return "dac-referral-message", True
+        return None
+    if resource_type == "Task" and GATEWAY_SHAPED["Task"] not in _claimed(resource):
+        # The gateway's Tasks claim dac-task (build_task); one cut for a minimal update (no for, no owner) does
+        # not, and is checked against R4.
         return None
     if resource_type in GATEWAY_SHAPED:
         return GATEWAY_SHAPED[resource_type], True
