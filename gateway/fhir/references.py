@@ -50,6 +50,4 @@ def local_reference(reference: str, base_url: str | None) -> str | None:
         return None
     if is_absolute(reference):
         return on_base(reference, base_url) if base_url else None
-    if ":" in reference.split("/", 1)[0]:  # another scheme (mailto:, oid:…): not ours
-        return None
     return reference

@@ -34,7 +34,7 @@ async def process_transaction(
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
 ) -> Resource:
-    outcome = await take_in(database, read_referral(bundle, "transaction"), routing, sender, viewer)
+    outcome = await take_in(database, read_referral(bundle, "transaction"), routing, sender, viewer, own_base=base_url)
     return transaction_response(outcome, base_url)
 
 
@@ -83,7 +83,7 @@ async def process_message(
             "a routing loop between gateways ends",
             "Bundle.entry[0].resource.extension",
         )
-    outcome = await take_in(database, referral, routing, sender, viewer, callbacks)
+    outcome = await take_in(database, referral, routing, sender, viewer, callbacks, own_base=base_url)
     async with UnitOfWork(database, write=False) as uow:
         service_request = await uow.resources.get("ServiceRequest", outcome.service_request_id)
     if service_request is None:  # pragma: no cover - stored in the same transaction as the outcome
@@ -149,7 +149,7 @@ async def _process_opposition(
         )
     patient_index, patient = patients[0] if patients else (None, None)
     paths = (f"Bundle.entry[{index}].resource", f"Bundle.entry[{patient_index}].resource")
-    outcome = await record_consent(database, routing, consent, patient, viewer, sender, paths)
+    outcome = await record_consent(database, routing, consent, patient, viewer, sender, paths, own_base=base_url)
     note = consent_note(await _visible(database, viewer, outcome.revoked))
     return message_response(resources[0], await answered_consent(database, viewer, outcome), base_url, note)
 
@@ -182,11 +182,13 @@ async def process_consent(
     viewer: Viewer = EVERYTHING,
     sender: str | None = None,
     if_none_exist: str | None = None,
+    own_base: str | None = None,
 ) -> tuple[StoredResource, bool]:
     """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``), and whether
     it was created — False when ``if_none_exist`` (the ``If-None-Exist`` header: a conditional create, R4
     http.html#ccreate) matched one the caller may see, which is then the answer, nothing written; ``sender`` the
-    posting client (None when authentication is off)."""
+    posting client (None when authentication is off); ``own_base`` this gateway's FHIR base (a reference on it
+    is its relative form)."""
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
@@ -205,7 +207,9 @@ async def process_consent(
         if if_none_exist is None
         else parse_condition("Consent", if_none_exist, "http.If-None-Exist", "If-None-Exist")
     )
-    outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender, condition=condition)
+    outcome = await record_consent(
+        database, routing, consent, viewer=viewer, sender=sender, condition=condition, own_base=own_base
+    )
     return await answered_consent(database, viewer, outcome), outcome.created
 
 

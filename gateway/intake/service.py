@@ -31,6 +31,7 @@ from gateway.errors import (
     ResourceNotFound,
 )
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
+from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_condition, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
 from gateway.intake import facts
@@ -126,13 +127,15 @@ async def take_in(
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
     callbacks: Sequence[str] | None = None,
+    own_base: str | None = None,
 ) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
     the client that posts it (None when authentication is off), who may then read what it sent; a replay is for
     the client that posted the referral first, any other sender gets a 409 (referral-identifier-taken).
     ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources.
     ``callbacks``: where the caller may be called back (its registered endpoints; None with authentication off):
-    a message's ``source.endpoint`` elsewhere is a 422, before anything is read or stored."""
+    a message's ``source.endpoint`` elsewhere is a 422, before anything is read or stored. ``own_base``: this
+    gateway's FHIR base — a reference on it is the same as its relative form (``gateway.fhir.references``)."""
     origin = referral.reply_endpoint(callbacks)
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
@@ -161,7 +164,9 @@ async def take_in(
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, platforms, origin)
+                outcome = await _store(
+                    uow, _fresh_copy(referral), platform, sender, viewer, platforms, origin, own_base
+                )
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
@@ -341,9 +346,12 @@ def _identifier_pairs(query: SearchQuery) -> list[tuple[str, str]]:
     return pairs
 
 
-def _rewrite_references(resolutions: list[_Resolution], stored_ids: dict[str, str]) -> list[tuple[str, str]]:
+def _rewrite_references(
+    resolutions: list[_Resolution], stored_ids: dict[str, str], own_base: str | None
+) -> list[tuple[str, str]]:
     """Point bundle-internal references at stored ids; return the server references left to check (target,
-    FHIRPath of the Reference)."""
+    FHIRPath of the Reference). One rule for every element: a reference on this gateway's own base is its
+    relative form (stored so, and checked as one); any other absolute URL is external, kept as written."""
     to_check = []
     for resolution in resolutions:
         entry = resolution.entry
@@ -351,8 +359,9 @@ def _rewrite_references(resolutions: list[_Resolution], stored_ids: dict[str, st
             target = reference["reference"]
             if target in stored_ids:
                 reference["reference"] = stored_ids[target]
-            elif not target.startswith(("#", "http://", "https://", "urn:")):
-                to_check.append((target, path))
+            elif (local := local_reference(target, own_base)) is not None:
+                reference["reference"] = local
+                to_check.append((local, path))
     return to_check
 
 
@@ -364,6 +373,7 @@ async def _store(
     viewer: Viewer,
     platforms: frozenset[tuple[str, str]] = frozenset(),
     origin: str | None = None,
+    own_base: str | None = None,
 ) -> IntakeOutcome:
     """``platforms``: the identifiers of every platform's Organization in the routing file (referenceable
     by anyone, like the national directories: ``gateway.workflow.references``); ``origin``: where the sender
@@ -393,7 +403,7 @@ async def _store(
     unresolved = await unresolved_references(
         uow,
         viewer,
-        _rewrite_references(resolutions, stored_ids),
+        _rewrite_references(resolutions, stored_ids, own_base),
         platforms,
         "is neither an entry of this bundle nor a resource on this gateway",
     )
