@@ -21,6 +21,7 @@ from gateway.intake.referral import HOP_COUNT_EXTENSION, MESSAGE_EVENT_SYSTEM
 from gateway.store.outbox import DELIVERED, PENDING, OutboxEntry
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import Viewer
+from gateway.validation.definitions import PROFILE_BY_TYPE
 from gateway.workflow.references import referenceable
 from gateway.workflow.tasks import REQUEST_STATUS_REASON, REVOCATION_REASON_SYSTEM, RevocationReason
 
@@ -148,11 +149,12 @@ def _cut(resource: Resource, kept: tuple[str, ...], references: tuple[str, ...])
 def minimal_service_request(service_request: Resource) -> Resource:
     """The ServiceRequest as an update after an opposition carries it (DESIGN §11): what the referral was and
     why it ended, nothing about the patient but the bare reference R4 requires. It still conforms to
-    dac-servicerequest (identifier, code and requester kept), whose profile it keeps claiming."""
+    dac-servicerequest (identifier, code and requester kept): it claims that profile when the stored one did, and
+    no other (a sender's own profile may require what was cut)."""
     cut = _cut(service_request, _SERVICE_REQUEST_KEPT, ("subject", "requester"))
-    profiles = (service_request.get("meta") or {}).get("profile")
-    if profiles:
-        cut["meta"] = {"profile": profiles}
+    ours = PROFILE_BY_TYPE["ServiceRequest"]
+    if ours in ((service_request.get("meta") or {}).get("profile") or []):
+        cut["meta"] = {"profile": [ours]}
     reasons = [e for e in service_request.get("extension") or [] if e.get("url") == REQUEST_STATUS_REASON]
     if reasons:
         cut["extension"] = reasons

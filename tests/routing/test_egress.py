@@ -17,6 +17,7 @@ import respx
 
 from gateway.routing.config import RoutingTable
 from gateway.routing.delivery import DeliverySettings, Dispatcher
+from gateway.routing.messages import minimal_service_request, minimal_task
 from gateway.store import Database
 from tests.auth.conftest import OTHER_SENDER, SENDER, token_of
 from tests.support.fhir_validators import RECEIVED, Emitted, FhirValidators
@@ -251,3 +252,39 @@ async def test_a_reference_on_our_own_base_is_its_relative_form(gateway: Gateway
             sr = next(e for e in absolute.json()["entry"] if e["response"]["location"].startswith("ServiceRequest/"))
             read = await gateway.http.get(f"/fhir/{sr['response']['location'].split('/_history')[0]}")
             assert {"reference": f"{kind}/{stored[kind]}"} in read.json()["supportingInfo"]
+
+
+def test_the_minimal_update_cuts_to_what_design_lists() -> None:
+    service_request = resource(fresh(), "ServiceRequest") | {
+        "status": "revoked",
+        "extension": [
+            {"url": "http://example.org/other", "valueString": "Mme DUBOIS"},
+            {"url": "http://hl7.org/fhir/StructureDefinition/request-statusReason", "valueCodeableConcept": {}},
+        ],
+        "subject": {"reference": "Patient/p", "display": "Mme DUBOIS"},
+        "requester": {"reference": "PractitionerRole/r", "display": "Dr X"},
+        "note": [{"text": "Mme DUBOIS vit seule"}],
+        "reasonCode": [{"text": "chutes"}],
+        "performer": [{"reference": "Organization/o"}],
+        "supportingInfo": [{"reference": "Consent/c"}],
+        "meta": {"profile": ["https://fhir.dac-gateway.org/StructureDefinition/dac-servicerequest", "http://x/p"]},
+    }
+    cut = minimal_service_request(service_request | {"id": "s"})
+    assert set(cut) == {"resourceType", "id", "meta", "extension", "identifier", "status", "intent", "code",
+                        "authoredOn", "requester", "subject"} - ({"authoredOn"} - set(service_request))  # fmt: skip
+    assert cut["subject"] == {"reference": "Patient/p"} and cut["requester"] == {"reference": "PractitionerRole/r"}
+    assert [e["url"] for e in cut["extension"]] == ["http://hl7.org/fhir/StructureDefinition/request-statusReason"]
+    assert cut["meta"] == {"profile": ["https://fhir.dac-gateway.org/StructureDefinition/dac-servicerequest"]}
+    task = {
+        "resourceType": "Task", "id": "t", "meta": {"profile": ["x"]}, "identifier": [{"value": "1"}],
+        "status": "cancelled", "statusReason": {"text": "opposition"}, "businessStatus": {"text": "cancelled"},
+        "intent": "order", "code": {"text": "platform-intake"},
+        "focus": {"reference": "ServiceRequest/s", "display": "d"},
+        "for": {"reference": "Patient/p"}, "owner": {"reference": "Organization/o"}, "note": [{"text": "n"}],
+        "restriction": {"period": {"end": "2026-12-01"}}, "input": [{"type": {"text": "x"}, "valueString": "y"}],
+    }  # fmt: skip
+    assert minimal_task(task) == {
+        "resourceType": "Task", "id": "t", "identifier": [{"value": "1"}], "status": "cancelled",
+        "statusReason": {"text": "opposition"}, "businessStatus": {"text": "cancelled"}, "intent": "order",
+        "code": {"text": "platform-intake"}, "focus": {"reference": "ServiceRequest/s"},
+    }  # fmt: skip
