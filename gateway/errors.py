@@ -83,6 +83,7 @@ class IssueCode(StrEnum):
     PROVENANCE_HEADER_INVALID = "provenance-header-invalid"
     PROVENANCE_AGENT_MISMATCH = "provenance-agent-mismatch"
     HOP_LIMIT_REACHED = "hop-limit-reached"
+    ENDPOINT_NOT_REGISTERED = "endpoint-not-registered"
     CONCURRENT_CHANGE = "concurrent-change"
     INS_KEY_INVALID = "ins-key-invalid"
     IDENTIFIER_INVALID = "identifier-invalid"
@@ -176,6 +177,8 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.PROVENANCE_AGENT_MISMATCH: "An X-Provenance agent is not the authenticated client (or its onBehalfOf "
     "not the Task's owner).",
     IssueCode.HOP_LIMIT_REACHED: "The message was forwarded between gateways as often as allowed.",
+    IssueCode.ENDPOINT_NOT_REGISTERED: "A callback endpoint is not https, or not under an endpoint registered for the "
+    "client.",
     IssueCode.CONCURRENT_CHANGE: "Concurrent changes kept colliding with this one; nothing was stored, retry.",
     IssueCode.INS_KEY_INVALID: "The INS (NIR / NIA) does not have the shape or check key of an INS.",
     IssueCode.IDENTIFIER_INVALID: "A national identifier (RPPS, ADELI, FINESS, SIREN, SIRET) has a wrong shape or key.",

@@ -130,6 +130,16 @@ async def _foreign_systems(request: Request, client: Annotated[ApiClient, Depend
     return authority.registry.identifier_systems_of_others(client.client_id)
 
 
+async def _callbacks(request: Request, client: Annotated[ApiClient, Depends(_client)]) -> tuple[str, ...] | None:
+    """Where the caller may be called back: its registered endpoints (none if it registered none); None when
+    authentication is off — any http(s) URL (``gateway.routing.callbacks``)."""
+    authority: Authority | None = request.app.state.authority
+    if authority is None or not client.authenticated:
+        return None
+    registered = authority.registry.get(client.client_id)
+    return registered.endpoints if registered is not None else ()
+
+
 async def _prefer_return(request: Request) -> str:
     return prefer_return(request.headers.get("prefer"))
 
@@ -189,3 +199,4 @@ ViewerDep = Annotated[Viewer, Depends(_viewer)]
 ActorDep = Annotated[Actor | None, Depends(_actor)]
 PreferReturnDep = Annotated[str, Depends(_prefer_return)]
 ForeignSystemsDep = Annotated[frozenset[str], Depends(_foreign_systems)]
+CallbacksDep = Annotated[tuple[str, ...] | None, Depends(_callbacks)]

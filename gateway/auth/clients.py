@@ -13,6 +13,7 @@
     platform = "dac-75"                # a platform key of the routing file: it sees what was routed there
     scopes = ["system/*.rs", "system/Task.u"]
     jwks = { keys = [ { kty = "EC", crv = "P-384", kid = "k1", x = "…", y = "…" } ] }
+    endpoints = ["https://dac75.example.org/fhir"]   # where it may be called back (updates back, DESIGN §11)
 
     [[clients]]
     client_id = "cabinet-lilas"
@@ -51,6 +52,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
 from gateway.auth.scopes import ScopeSet
+from gateway.routing.callbacks import registered_endpoint
 
 if TYPE_CHECKING:
     from gateway.auth.outbound import SmartBackendAuth
@@ -84,6 +86,8 @@ class RegisteredClient:
     rpps: tuple[str, ...] = ()  # a practitioner's professionals (RPPS numbers)
     jwks_url: str | None = None  # keys fetched from there (``gateway.auth.jwks``); ``keys`` is then empty
     auth: SmartBackendAuth | None = None  # how the gateway authenticates the updates it sends back to this client
+    #: Where it may be called back (a message's MessageHeader.source.endpoint): https base URLs, or under them.
+    endpoints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +166,14 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
             f"client {client_id!r}: give its public keys as jwks, jwks_file or jwks_url (one of them)"
         )
     auth = _outbound_auth(client_id, entry.get("auth"), directory)
+    endpoints = _endpoints(client_id, entry)
     systems = entry.get("identifier_systems", [])
     if not isinstance(systems, list) or not all(isinstance(system, str) and system for system in systems):
         raise AuthConfigError(f"client {client_id!r}: identifier_systems must be a list of system URIs")
     if "jwks_url" in entry:
         jwks_url = _jwks_url(client_id, entry["jwks_url"])
         return RegisteredClient(
-            client_id, role, scopes, {}, platform, frozenset(systems), rpps, jwks_url=jwks_url, auth=auth
+            client_id, role, scopes, {}, platform, frozenset(systems), rpps, jwks_url, auth, endpoints
         )
     jwks = entry.get("jwks")
     if "jwks_file" in entry:
@@ -177,9 +182,8 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
             jwks = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise AuthConfigError(f"client {client_id!r}: {path} cannot be read as a JWKS: {exc}") from exc
-    return RegisteredClient(
-        client_id, role, scopes, public_keys(client_id, jwks), platform, frozenset(systems), rpps, auth=auth
-    )
+    keys = public_keys(client_id, jwks)
+    return RegisteredClient(client_id, role, scopes, keys, platform, frozenset(systems), rpps, None, auth, endpoints)
 
 
 def _rpps(client_id: str, role: Role, numbers: Any) -> tuple[str, ...]:
@@ -222,6 +226,19 @@ def _outbound_auth(client_id: str, raw: Any, directory: Path) -> SmartBackendAut
         return parse_smart_backend(raw, directory)
     except OutboundAuthError as exc:
         raise AuthConfigError(f"client {client_id!r}: {exc}") from None
+
+
+def _endpoints(client_id: str, entry: dict[str, Any]) -> tuple[str, ...]:
+    endpoints = entry.get("endpoints", [])
+    if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
+        raise AuthConfigError(f"client {client_id!r}: endpoints must be a list of https URLs")
+    for endpoint in endpoints:
+        if not registered_endpoint(endpoint, [endpoint]):
+            raise AuthConfigError(
+                f"client {client_id!r}: endpoint {endpoint!r} is not an https URL without credentials, query, "
+                "fragment or dot segments"
+            )
+    return tuple(endpoints)
 
 
 def load_clients(path: Path, platforms: frozenset[str]) -> ClientRegistry:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.search import parse_condition
 from gateway.fhir.types import Resource
@@ -35,7 +37,7 @@ async def process_transaction(
 ) -> Resource:
     """``foreign_systems``: the identifier systems other clients registered as theirs (``_owned``)."""
     referral = _owned(bundle, read_referral(bundle, "transaction"), foreign_systems)
-    outcome = await take_in(database, referral, routing, sender, viewer)
+    outcome = await take_in(database, referral, routing, sender, viewer, own_base=base_url)
     return transaction_response(outcome, base_url)
 
 
@@ -70,10 +72,12 @@ async def process_message(
     viewer: Viewer = EVERYTHING,
     platform: str | None = None,
     foreign_systems: frozenset[str] = frozenset(),
+    callbacks: Sequence[str] | None = None,
 ) -> Resource:
     """``$process-message``: a ``referral-request``, an ``opposition`` (a Consent deny and its Patient), or a
     ``referral-update`` (from a peer gateway). ``sender``: the calling client (None with authentication off),
-    ``viewer`` what it may see, ``platform`` the platform key of a ``platform`` client."""
+    ``viewer`` what it may see, ``platform`` the platform key of a ``platform`` client, ``callbacks`` where it
+    may be called back (None: anywhere, authentication off)."""
     event = _event(bundle) if bundle.get("type") == "message" else None
     if event in (OPPOSITION, REFERRAL_UPDATE):
         # The structure and profiles first, as for a referral: the handlers read R4 shapes.
@@ -92,7 +96,7 @@ async def process_message(
             "a routing loop between gateways ends",
             "Bundle.entry[0].resource.extension",
         )
-    outcome = await take_in(database, referral, routing, sender, viewer)
+    outcome = await take_in(database, referral, routing, sender, viewer, callbacks, own_base=base_url)
     async with UnitOfWork(database, write=False) as uow:
         service_request = await uow.resources.get("ServiceRequest", outcome.service_request_id)
     if service_request is None:  # pragma: no cover - stored in the same transaction as the outcome
@@ -158,7 +162,7 @@ async def _process_opposition(
         )
     patient_index, patient = patients[0] if patients else (None, None)
     paths = (f"Bundle.entry[{index}].resource", f"Bundle.entry[{patient_index}].resource")
-    outcome = await record_consent(database, routing, consent, patient, viewer, sender, paths)
+    outcome = await record_consent(database, routing, consent, patient, viewer, sender, paths, own_base=base_url)
     note = consent_note(await _visible(database, viewer, outcome.revoked))
     return message_response(resources[0], await answered_consent(database, viewer, outcome), base_url, note)
 
@@ -192,12 +196,14 @@ async def process_consent(
     sender: str | None = None,
     if_none_exist: str | None = None,
     condition_source: tuple[str, str] = ("http.If-None-Exist", "If-None-Exist"),
+    own_base: str | None = None,
 ) -> tuple[StoredResource, bool]:
     """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``), and whether
     it was created — False when ``if_none_exist`` (the ``If-None-Exist`` header: a conditional create, R4
     http.html#ccreate) matched one the caller may see, which is then the answer, nothing written; ``sender`` the
     posting client (None when authentication is off); ``condition_source`` where the condition came from (its
-    FHIRPath-like place and label, for the issues of a bad one)."""
+    FHIRPath-like place and label, for the issues of a bad one); ``own_base`` this gateway's FHIR base (a
+    reference on it is its relative form)."""
     if consent.get("resourceType") != "Consent":
         raise BusinessRuleViolation.single(
             IssueCode.RESOURCE_TYPE_NOT_ALLOWED, "POST /fhir/Consent takes a Consent", "resourceType"
@@ -222,7 +228,9 @@ async def process_consent(
     if patient_issues:
         raise BusinessRuleViolation(*patient_issues)
     condition = None if if_none_exist is None else parse_condition("Consent", if_none_exist, *condition_source)
-    outcome = await record_consent(database, routing, consent, viewer=viewer, sender=sender, condition=condition)
+    outcome = await record_consent(
+        database, routing, consent, viewer=viewer, sender=sender, condition=condition, own_base=own_base
+    )
     return await answered_consent(database, viewer, outcome), outcome.created
 
 

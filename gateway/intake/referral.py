@@ -8,11 +8,9 @@ reported at once, each with the FHIRPath of the element as posted.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import httpx
 
 from gateway.errors import (
     BusinessRuleViolation,
@@ -25,12 +23,15 @@ from gateway.errors import (
 from gateway.fhir.models import check_resource_types
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
+from gateway.routing.callbacks import callback_endpoint
 from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
 
 MESSAGE_EVENT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/dac-message-event"
 HOP_COUNT_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-hop-count"
 REFERRAL_REQUEST = "referral-request"
+#: Where a message names its sender, and where that sender asks to be called back.
+SOURCE_ENDPOINT = "Bundle.entry[0].resource.source.endpoint"
 
 #: What a referral bundle may carry (DESIGN §4, §7).
 REFERRAL_RESOURCE_TYPES = frozenset(
@@ -106,17 +107,16 @@ class Referral:
         return 0
 
     @property
-    def reply_endpoint(self) -> str | None:
-        """Where the sender of a message wants updates (MessageHeader.source.endpoint), if an http(s) URL."""
-        source = (self.message_header or {}).get("source") or {}
-        endpoint = source.get("endpoint") if isinstance(source, dict) else None
-        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")) or len(endpoint) > 1000:
-            return None
-        try:
-            httpx.URL(endpoint)
-        except (httpx.InvalidURL, ValueError):
-            return None  # nowhere we could ever send to
-        return endpoint
+    def source_endpoint(self) -> object:
+        """``MessageHeader.source.endpoint`` as posted (anything), None in a transaction."""
+        source = (self.message_header or {}).get("source")
+        return source.get("endpoint") if isinstance(source, dict) else None
+
+    def reply_endpoint(self, registered: Sequence[str] | None = None) -> str | None:
+        """Where the sender of a message wants updates (``source.endpoint``, an http(s) URL), or None for none —
+        a 422 when it may not be called there (``gateway.routing.callbacks``: ``registered``, the client's
+        registered endpoints; None with authentication off)."""
+        return callback_endpoint(self.source_endpoint, registered, SOURCE_ENDPOINT)
 
 
 def _identifiers(resource: Resource) -> Iterator[tuple[str, str]]:

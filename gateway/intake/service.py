@@ -15,7 +15,7 @@ the loser's transaction fails as a whole with ``DuplicateKey`` and is run again,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from gateway.errors import (
     ResourceNotFound,
 )
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
+from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_condition, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
 from gateway.intake import facts
@@ -131,11 +132,17 @@ async def take_in(
     routing: RoutingTable,
     sender: str | None = None,
     viewer: Viewer = EVERYTHING,
+    callbacks: Sequence[str] | None = None,
+    own_base: str | None = None,
 ) -> IntakeOutcome:
     """Store a referral atomically, or replay the outcome recorded for an earlier submission of it. ``sender``:
     the client that posts it (None when authentication is off), who may then read what it sent; idempotency keys
     are its own: another sender's referral under the same identifiers is another referral.
-    ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources."""
+    ``viewer``: what the caller may see — an ``ifNoneExist`` search matches only among those resources.
+    ``callbacks``: where the caller may be called back (its registered endpoints; None with authentication off):
+    a message's ``source.endpoint`` elsewhere is a 422, before anything is read or stored. ``own_base``: this
+    gateway's FHIR base — a reference on it is the same as its relative form (``gateway.fhir.references``)."""
+    origin = referral.reply_endpoint(callbacks)
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(
@@ -155,7 +162,7 @@ async def take_in(
                     metrics.referrals.labels("replayed").inc()
                     log.info("referral_replayed", service_request_id=outcome.service_request_id)
                     return outcome
-                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, listed)
+                outcome = await _store(uow, _fresh_copy(referral), platform, sender, viewer, listed, origin, own_base)
                 members = [(entry.resource_type, entry.id) for entry in (*outcome.entries, *outcome.generated)]
                 uow.visibility.add_members(outcome.service_request_id, members)
                 if sender is not None:
@@ -344,9 +351,12 @@ def _identifier_pairs(query: SearchQuery) -> list[tuple[str, str]]:
     return pairs
 
 
-def _rewrite_references(resolutions: list[_Resolution], stored_ids: dict[str, str]) -> list[tuple[str, str]]:
+def _rewrite_references(
+    resolutions: list[_Resolution], stored_ids: dict[str, str], own_base: str | None
+) -> list[tuple[str, str]]:
     """Point bundle-internal references at stored ids; return the server references left to check (target,
-    FHIRPath of the Reference)."""
+    FHIRPath of the Reference). One rule for every element: a reference on this gateway's own base is its
+    relative form (stored so, and checked as one); any other absolute URL is external, kept as written."""
     to_check = []
     for resolution in resolutions:
         entry = resolution.entry
@@ -354,8 +364,9 @@ def _rewrite_references(resolutions: list[_Resolution], stored_ids: dict[str, st
             target = reference["reference"]
             if target in stored_ids:
                 reference["reference"] = stored_ids[target]
-            elif not target.startswith(("#", "http://", "https://", "urn:")):
-                to_check.append((target, path))
+            elif (local := local_reference(target, own_base)) is not None:
+                reference["reference"] = local
+                to_check.append((local, path))
     return to_check
 
 
@@ -366,9 +377,12 @@ async def _store(
     sender: str | None,
     viewer: Viewer,
     listed: Mapping[tuple[str, str], Platform] | None = None,
+    origin: str | None = None,
+    own_base: str | None = None,
 ) -> IntakeOutcome:
     """``listed``: every platform of the routing file by its Organization's identifier (referenceable by anyone,
-    like the national directories: ``gateway.workflow.references``)."""
+    like the national directories: ``gateway.workflow.references``); ``origin``: where the sender is to be sent
+    updates (a message's callback), if anywhere."""
     listed = listed or {}
     platforms = frozenset(listed)
     known = await _known(uow, referral, platform)
@@ -403,7 +417,7 @@ async def _store(
     unresolved = await unresolved_references(
         uow,
         viewer,
-        _rewrite_references(resolutions, stored_ids),
+        _rewrite_references(resolutions, stored_ids, own_base),
         platforms,
         "is neither an entry of this bundle nor a resource on this gateway",
     )
@@ -475,7 +489,6 @@ async def _store(
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
     if plan.routed:
         generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count, deciders=deciders)
-    origin = referral.reply_endpoint
     if origin:
         uow.outbox.record_origin(service_request_reference.split("/")[1], origin)
     if not care_teams:

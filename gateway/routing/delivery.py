@@ -43,6 +43,7 @@ from gateway.routing.transport import ShardedTransport
 from gateway.store.database import Database
 from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.workflow.references import platform_keys
 from gateway.workflow.transitions import FINAL
 
 log = structlog.get_logger("gateway.delivery")
@@ -148,7 +149,11 @@ class Dispatcher:
             entries = await uow.outbox.claim(
                 self.owner, utc_now(), self.settings.lease, room, per_destination=held, rooms=rooms
             )
-            messages = await build_messages(uow, entries, self.settings.base_url) if entries else {}
+            messages = (
+                await build_messages(uow, entries, self.settings.base_url, platform_keys(self.routing))
+                if entries
+                else {}
+            )
             await uow.commit()
         self.in_flight.update(entry.destination for entry in entries)
         for entry in entries:
@@ -223,7 +228,7 @@ class Dispatcher:
 
     async def _attempt(self, entry: OutboxEntry, message: bytes | NothingToSend) -> AttemptResult:
         if isinstance(message, NothingToSend):
-            return AttemptResult(Verdict.DEAD, message.reason)
+            return AttemptResult(Verdict.RETRY if message.later else Verdict.DEAD, message.reason)
         url = f"{entry.endpoint.rstrip('/')}/$process-message"
         headers = self._headers(entry)
         auth = self._smart_auth(entry)

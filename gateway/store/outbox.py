@@ -307,6 +307,17 @@ class OutboxRepository:
             stats.append({"destination": destination, "status": status, "count": count, "oldest_age_seconds": age})
         return stats
 
+    async def referral_deliveries(self, task_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """For each of these platform-intake Tasks, the delivery of its referral: (destination, status)."""
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return {}
+        o = outbox.c
+        result = await self._execute(
+            sa.select(o.task_id, o.destination, o.status).where(o.task_id.in_(ids), o.event == "referral-request")
+        )
+        return {row.task_id: (row.destination, row.status) for row in result}
+
     # --- where updates go back ---
 
     def record_origin(self, service_request_id: str, endpoint: str) -> None:

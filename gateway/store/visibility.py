@@ -336,6 +336,36 @@ class VisibilityRepository:
         query = sa.select(sa.exists().where(s.service_request_id == service_request_id, s.client_id == client_id))
         return bool((await self._connection.execute(query)).scalar_one())
 
+    async def members_of(self, service_request_ids: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
+        """The members (type, id) of each of these referrals — one query."""
+        ids = list(dict.fromkeys(service_request_ids))
+        if not ids:
+            return {}
+        await self._pending.flush(self._connection)
+        m = referral_members.c
+        result = await self._connection.execute(
+            sa.select(m.service_request_id, m.resource_type, m.resource_id).where(m.service_request_id.in_(ids))
+        )
+        members: dict[str, set[tuple[str, str]]] = {}
+        for row in result:
+            members.setdefault(row.service_request_id, set()).add((row.resource_type, row.resource_id))
+        return members
+
+    async def senders_of(self, service_request_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The clients that posted each of these referrals (none recorded with authentication off) — one query."""
+        ids = list(dict.fromkeys(service_request_ids))
+        if not ids:
+            return {}
+        await self._pending.flush(self._connection)
+        s = referral_senders.c
+        result = await self._connection.execute(
+            sa.select(s.service_request_id, s.client_id).where(s.service_request_id.in_(ids))
+        )
+        senders: dict[str, list[str]] = {}
+        for row in result:
+            senders.setdefault(row.service_request_id, []).append(row.client_id)
+        return senders
+
     async def can_see(self, viewer: Viewer, resource_type: str, resource_id: str) -> bool:
         condition = visible(viewer, resource_type, sa.literal(resource_id, sa.String))
         if condition is None:

@@ -15,6 +15,7 @@ import structlog
 from gateway.errors import BusinessRuleViolation, Conflict, InvalidResource, IssueCode, PreconditionFailed
 from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
+from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import Resource
 from gateway.intake.facts import is_opposition
@@ -53,6 +54,7 @@ async def _patient_reference(
     viewer: Viewer,
     paths: tuple[str, str],
     opposition: bool,
+    own_base: str | None,
 ) -> str | None:
     consent_path, patient_path = paths
     if patient is not None:  # carried by a message: the same Patient as any referral with that INS
@@ -63,7 +65,9 @@ async def _patient_reference(
         return f"Patient/{found or uow.resources.add(patient, identity_keys=keys).id}"
     reference = consent.get("patient") or {}
     if isinstance(reference.get("reference"), str):
-        target_type, target_id = split_reference(reference["reference"])
+        # An absolute URL elsewhere names no Patient here (gateway.fhir.references): answered as an unknown one.
+        local = local_reference(reference["reference"], own_base)
+        target_type, target_id = split_reference(local) if local is not None else (None, "")
         if (
             target_type != "Patient"
             or not await uow.resources.exists("Patient", target_id)
@@ -151,6 +155,7 @@ async def record_consent(
     sender: str | None = None,
     paths: tuple[str, str] = ("Consent", "Patient"),
     condition: SearchQuery | None = None,
+    own_base: str | None = None,
 ) -> ConsentOutcome:
     """Store the Consent (and, for an opposition, revoke and cancel) in one transaction. A referral or Task changed
     concurrently fails it with ``DuplicateKey``; it is then run again as a whole, from what was posted, so an
@@ -163,12 +168,21 @@ async def record_consent(
     first, among what the caller may see (``searchable``, as its searches): one match is the outcome, nothing
     written and nothing revoked again; several are a 412; none, the Consent is stored — under a key made of the
     caller's view and the search, so that of identical conditional posts racing, one stores and the others, run
-    again (``DuplicateKey``), find it."""
+    again (``DuplicateKey``), find it. ``own_base``: this gateway's FHIR base — a reference on it is the same as
+    its relative form."""
     parse_model(consent)
     for attempt in range(MAX_ATTEMPTS):
         try:
             return await _record(
-                database, routing, copy.deepcopy(consent), copy.deepcopy(patient), viewer, sender, paths, condition
+                database,
+                routing,
+                copy.deepcopy(consent),
+                copy.deepcopy(patient),
+                viewer,
+                sender,
+                paths,
+                condition,
+                own_base,
             )
         except DuplicateKey as exc:
             log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
@@ -189,6 +203,7 @@ async def _record(
     sender: str | None,
     paths: tuple[str, str],
     condition: SearchQuery | None,
+    own_base: str | None,
 ) -> ConsentOutcome:
     now = utc_now()
     if patient is None and (inner := contained_patient(consent)) is not None:
@@ -220,15 +235,17 @@ async def _record(
         # patient has its own words (by INS instead); a message's Patient replaces the Consent's reference.
         named = [
             (target, path)
-            for target, path in server_references(consent, consent_path)
+            for target, path in server_references(consent, consent_path, own_base)
             if path != f"{consent_path}.patient"
         ]
         if patient is not None:
-            named += server_references(patient, patient_path)
+            named += server_references(patient, patient_path, own_base)
         unresolved = await unresolved_references(uow, viewer, named, platform_keys(routing))
         if unresolved:
             raise BusinessRuleViolation(*unresolved)
-        patient_reference = await _patient_reference(uow, consent, patient, viewer, paths, is_opposition(consent))
+        patient_reference = await _patient_reference(
+            uow, consent, patient, viewer, paths, is_opposition(consent), own_base
+        )
         if patient_reference:
             # The stored Patient by reference, and the patient as the caller identified it (the INS, a message's
             # Patient's included): what names the patient to a reader who may not see that Patient

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.errors import Issue, IssueCode
+from gateway.fhir.references import local_reference
 from gateway.fhir.search import SEARCH_PARAMETERS, split_reference
 from gateway.fhir.types import Resource
 from gateway.intake.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
@@ -42,13 +43,15 @@ def platform_keys(routing: RoutingTable) -> frozenset[tuple[str, str]]:
     return frozenset((p.organization_system, p.organization_value) for p in routing.platforms.values())
 
 
-def server_references(resource: Resource, path: str) -> list[tuple[str, str]]:
-    """Every reference by id to a stored resource in ``resource`` (its root's FHIRPath ``path``), as (target,
-    FHIRPath of the Reference): not a contained one (``#…``), an absolute URL or a bundle's ``urn:`` id."""
+def server_references(resource: Resource, path: str, own_base: str | None = None) -> list[tuple[str, str]]:
+    """Every reference by id to a stored resource in ``resource`` (its root's FHIRPath ``path``), as (target in
+    its relative form, FHIRPath of the Reference): written relatively, or as an absolute URL on this gateway's
+    own base ``own_base`` (``gateway.fhir.references``) — not a contained one (``#…``), a bundle's ``urn:`` id,
+    nor an absolute URL elsewhere (external: kept as written, never resolved here)."""
     return [
-        (reference["reference"], reference_path)
+        (local, reference_path)
         for reference, reference_path in iter_references(resource, path)
-        if not reference["reference"].startswith(("#", "http://", "https://", "urn:"))
+        if (local := local_reference(reference["reference"], own_base)) is not None
     ]
 
 

@@ -47,6 +47,7 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #provenance-header-invalid "Provenance header invalid" "The X-Provenance header is not a Provenance with agents."
 * #provenance-agent-mismatch "Provenance agent mismatch" "An X-Provenance agent is not the authenticated client (or its onBehalfOf not the Task's owner)."
 * #hop-limit-reached "Hop limit reached" "The message was forwarded between gateways as often as allowed."
+* #endpoint-not-registered "Endpoint not registered" "A callback endpoint is not https, or not under an endpoint registered for the client."
 * #concurrent-change "Concurrent change" "Concurrent changes kept colliding with this one; nothing was stored, retry."
 * #ins-key-invalid "Ins key invalid" "The INS (NIR / NIA) does not have the shape or check key of an INS."
 * #identifier-invalid "Identifier invalid" "A national identifier (RPPS, ADELI, FINESS, SIREN, SIRET) has a wrong shape or key."

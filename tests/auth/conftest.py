@@ -22,9 +22,14 @@ SENDER = SmartClient(
     "sender",
     ["system/ServiceRequest.cr", "system/*.rs", "system/Consent.c", "system/Task.u"],
     identifier_systems=(HOSPITAL_SYSTEM,),
+    endpoints=["https://logiciel-medecin.example.org/fhir", "https://sender-a.example/fhir"],
 )
 OTHER_SENDER = SmartClient(
-    "gp-software", "sender", ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"], algorithm="RS384"
+    "gp-software",
+    "sender",
+    ["system/ServiceRequest.c", "system/*.rs", "system/Task.u"],
+    algorithm="RS384",
+    endpoints=["https://sender-a.example/fhir"],  # so that its replay of A's message meets the 409, not a 422
 )
 PLATFORM = SmartClient("dac75-app", "platform", ["system/*.rs", "system/Task.u"], "dac-75")
 OTHER_PLATFORM = SmartClient("dac59-app", "platform", ["system/*.rs", "system/Task.u"], "dac-59-metropole")

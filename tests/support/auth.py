@@ -31,6 +31,7 @@ class SmartClient:
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     identifier_systems: tuple[str, ...] = ()
     rpps: list[str] | None = None  # a practitioner's professionals
+    endpoints: list[str] = field(default_factory=list)  # where it may be called back
 
     @property
     def private_key(self) -> Any:
@@ -79,6 +80,8 @@ def write_clients(directory: Path, clients: list[SmartClient]) -> Path:
         lines.append(f"scopes = {json.dumps(client.scopes)}")
         if client.identifier_systems:
             lines.append(f"identifier_systems = {json.dumps(list(client.identifier_systems))}")
+        if client.endpoints:
+            lines.append(f"endpoints = {json.dumps(client.endpoints)}")
         jwks = {"keys": [client.public_jwk()]}
         if position == 0:
             (directory / f"{client.client_id}.jwks.json").write_text(json.dumps(jwks))

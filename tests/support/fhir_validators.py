@@ -232,15 +232,36 @@ def _resources(body: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _profile_of(resource: dict[str, Any]) -> tuple[str, bool] | None:
-    """Our profile for this resource, and whether a finding is the gateway's (True) or the sender's."""
+def _after_opposition(bundle: dict[str, Any]) -> bool:
+    """The minimal update sent after a patient's opposition (DESIGN §11): its ServiceRequest revoked for it."""
+    if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "message":
+        return False
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") or {}
+        if resource.get("resourceType") == "ServiceRequest" and resource.get("status") == "revoked":
+            reasons = [e.get("valueCodeableConcept", {}) for e in resource.get("extension") or []]
+            return any(c.get("code") == "patient-opposition" for r in reasons for c in r.get("coding") or [])
+    return False
+
+
+def _profile_of(resource: dict[str, Any], minimal: bool = False) -> tuple[str, bool] | None:
+    """Our profile for this resource, and whether a finding is the gateway's (True) or the sender's; ``minimal``:
+    it is an entry of the minimal update sent after an opposition."""
     resource_type = resource.get("resourceType")
     if resource_type == "Bundle" and resource.get("type") == "message":
         header = (resource.get("entry") or [{}])[0].get("resource", {})
         # A response (MessageHeader.response) acknowledges a referral: it carries the header and the focus, not the
-        # Patient the referral message profile asks for; its entries are still checked one by one.
-        if header.get("eventCoding", {}).get("code") in REFERRAL_EVENTS and "response" not in header:
+        # Patient the referral message profile asks for; its entries are still checked one by one. Nor does the
+        # minimal update after an opposition carry the Patient: R4 only, and its entries one by one.
+        if (
+            header.get("eventCoding", {}).get("code") in REFERRAL_EVENTS
+            and "response" not in header
+            and not _after_opposition(resource)
+        ):
             return "dac-referral-message", True
+        return None
+    if resource_type == "Task" and minimal:
+        # Cut for the minimal update (no for, no owner: DESIGN §11), it claims no profile: checked against R4.
         return None
     if resource_type in GATEWAY_SHAPED:
         return GATEWAY_SHAPED[resource_type], True
@@ -358,7 +379,7 @@ class FhirValidators:
         Not counted in the session's figures."""
         requests: list[dict[str, Any]] = [{"json": resource, "validators": list(R4_VALIDATORS)}]
         for part in _resources(resource):
-            profile = _profile_of(part)
+            profile = _profile_of(part, part is not resource and _after_opposition(resource))
             if profile is not None:
                 requests.append({"json": part, "validators": [], "profile": profile[0]})
         found: dict[str, list[str]] = {}
@@ -414,7 +435,7 @@ class FhirValidators:
                 self._found_here.append(f"{line}\n    from {item.source}")
         requests = [({"json": body, "validators": list(R4_VALIDATORS)}, r4)]
         for resource in _resources(body):
-            profile = _profile_of(resource)
+            profile = _profile_of(resource, resource is not body and _after_opposition(body))
             if profile is None:
                 continue
             # The same resource comes back in many answers (reads, searches, messages): checked once.

@@ -65,7 +65,9 @@ async def create_consent(
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
     condition, source = create_condition(request, if_none_exist)
-    stored, created = await process_consent(database, routing, consent, viewer, client.sender_id, condition, source)
+    stored, created = await process_consent(
+        database, routing, consent, viewer, client.sender_id, condition, source, own_base=base_url
+    )
     version = f"{stored.reference}/_history/{stored.version_id}"
     if not created:  # a conditional create's match (R4 http.html#ccreate): 200, the post ignored
         return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, version, "matched")

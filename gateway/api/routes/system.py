@@ -11,6 +11,7 @@ from gateway.api.capability import capability_statement
 from gateway.api.deps import (
     AnswerDep,
     BaseUrlDep,
+    CallbacksDep,
     ClientDep,
     DatabaseDep,
     ForeignSystemsDep,
@@ -78,10 +79,20 @@ async def process_message_operation(
     answer: AnswerDep,
     base_url: BaseUrlDep,
     foreign_systems: ForeignSystemsDep,
+    callbacks: CallbacksDep,
 ) -> FhirResponse:
     platform = client.platform if client.role is Role.PLATFORM else None
     outcome = await process_message(
-        database, routing, bundle, base_url, settings.hop_limit, client.sender_id, viewer, platform, foreign_systems
+        database,
+        routing,
+        bundle,
+        base_url,
+        settings.hop_limit,
+        client.sender_id,
+        viewer,
+        platform,
+        foreign_systems,
+        callbacks,
     )
     return FhirResponse(outcome, answer)
 
