@@ -89,7 +89,7 @@ def test_registered_endpoints_are_read(tmp_path: Path) -> None:
 async def _origin(database: Database, answer: httpx.Response) -> str | None:
     service_request = answer.json()["entry"][1]["resource"]
     async with UnitOfWork(database, write=False) as uow:
-        return await uow.outbox.origin_of(service_request["id"])
+        return (await uow.outbox.origins_of([service_request["id"]])).get(service_request["id"])
 
 
 async def _service_requests(http: httpx.AsyncClient, headers: dict[str, str], identifier: str) -> int:

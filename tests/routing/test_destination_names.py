@@ -19,15 +19,18 @@ from tests.auth.conftest import OPERATOR, SENDER, clients_file, secure, secure_a
 from tests.conftest import load_example
 
 __all__ = ["clients_file", "secure", "secure_app"]  # the fixtures with authentication on
-CALLBACK = "https://lucie:s3cr3t-pass@callback.example:8443/fhir?token=tok-4242#frag"
-SECRETS = ("lucie", "s3cr3t-pass", "tok-4242", "callback.example", "frag")
+# Credentials, a query or a fragment in a callback are refused at intake (gateway.routing.callbacks); what remains
+# of a callback — its host and path, under the sender's registered endpoint — is still nobody's metric or log line.
+CALLBACK = "https://sender-a.example/fhir/tok-4242"
+SECRETS = ("sender-a.example", "tok-4242")
+WITH_CREDENTIALS = "https://lucie:s3cr3t-pass@callback.example:8443/fhir?token=tok-4242#frag"
 
 
 @pytest.mark.parametrize(
     ("destination", "label", "shown"),
     [
         ("dac-75", "dac-75", "dac-75"),
-        (f"sender:{CALLBACK}", SENDER_CALLBACKS, "sender:https://callback.example:8443/fhir"),
+        (f"sender:{WITH_CREDENTIALS}", SENDER_CALLBACKS, "sender:https://callback.example:8443/fhir"),
         ("sender:http://u:p@[::1]:9/x?a=b", SENDER_CALLBACKS, "sender:http://[::1]:9/x"),
         ("sender:http://h:99999/x", SENDER_CALLBACKS, SENDER_CALLBACKS),  # no port one can read: nothing shown
     ],
@@ -61,7 +64,7 @@ async def test_a_callback_url_with_credentials_is_in_no_metric_nor_log_line(
             dispatcher = Dispatcher(database, routing, outbound, DeliverySettings(base_url="http://gateway.test/fhir"))
             await dispatcher.deliver_due()  # the referral to the platform: delivered, which the sender is told
             await dispatcher.deliver_due()  # that update, to the sender's callback
-    assert any("callback.example" in url for url in sent)  # it went there, credentials and all
+    assert CALLBACK + "/$process-message" in sent  # it went there
     assert any(entry.get("destination") == SENDER_CALLBACKS for entry in logs)
     logged = repr(logs)
     metrics = (await http.get("/metrics")).text
@@ -73,6 +76,4 @@ async def test_a_callback_url_with_credentials_is_in_no_metric_nor_log_line(
     operator = await token_of(secure, OPERATOR) if auth == "on" else {}
     events = (await http.get("/fhir/AuditEvent", params={"_count": 100}, headers=operator)).json()
     trail = repr(events)
-    assert "https://callback.example:8443/fhir" in trail
-    for secret in ("lucie", "s3cr3t-pass", "tok-4242"):
-        assert secret not in trail, secret
+    assert CALLBACK in trail
