@@ -135,7 +135,6 @@ def test_async_client(served: Served) -> None:
 
 # Needs the search features of the rest-search slice (issue 16): _include / _revinclude, and `_totalMethod`, which
 # fhirpy's .count() sends beside _count=0. Non-strict until that slice is merged; then drop the marker.
-@pytest.mark.xfail(reason="needs rest-search: _include/_revinclude, fhirpy .count() (_totalMethod)", strict=False)
 def test_include_revinclude_and_count(gateway: Served) -> None:
     fhirpy = library("fhirpy")
     client = fhirpy.SyncFHIRClient(gateway.base)
