@@ -183,6 +183,12 @@ def _organization_id(identifier: tuple[str, str]) -> sa.ScalarSelect[str]:
     )
 
 
+def performed_by(organization: tuple[str, str]) -> sa.ColumnElement[bool]:
+    """The condition for a ServiceRequest (a row of ``resources``) to name as its performer the Organization
+    registered under ``organization`` (system, value): a platform's, from the routing file."""
+    return _indexed("ServiceRequest", resources.c.id, "performer", "Organization", _organization_id(organization))
+
+
 def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool] | None:
     """The condition for a resource of ``resource_type`` whose id is ``resource_id`` to be visible; None when
     the viewer sees everything."""

@@ -1,0 +1,36 @@
+"""Where two features of issues 14 and 23 meet, with authentication on: what the review of the merge found."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.auth.conftest import PEER, token_of
+from tests.auth.test_ownership import _locations, _referral_update, parties  # noqa: F401
+from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
+from tests.support.referrals import fresh, resource
+
+
+async def test_another_senders_referral_under_the_same_identifier_does_not_block_the_peers_updates(
+    secure: httpx.AsyncClient,
+    parties: World,  # noqa: F811
+) -> None:
+    # Idempotency keys are per client now: sender B may post a referral under the very ServiceRequest identifier
+    # of A's referral forwarded to the peer. The peer's referral-update names A's by that identifier: it is the
+    # one forwarded to that peer, and B's must not make it ambiguous (a 404 for ever: the update lost).
+    bundle = fresh(commune="67482")  # Bas-Rhin: forwarded to the peer gateway dac-67
+    a = await secure.post("/fhir", json=bundle, headers=parties.headers["sender A"] | FHIR_JSON)
+    assert a.status_code == 200, a.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(a) if loc.startswith("ServiceRequest/"))
+    squatting = fresh(commune="75056")  # another patient, routed to Paris
+    resource(squatting, "ServiceRequest")["identifier"] = resource(bundle, "ServiceRequest")["identifier"]
+    b = await secure.post("/fhir", json=squatting, headers=parties.headers["sender B"] | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    peer = await token_of(secure, PEER)
+    followed = await secure.post(
+        "/fhir/$process-message", json=_referral_update(bundle, "revoked"), headers=peer | FHIR_JSON
+    )
+    assert followed.status_code == 200, followed.text
+    operator = parties.headers["operator"]
+    assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"
+    squatter = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+    assert (await secure.get(f"/fhir/{squatter}", headers=operator)).json()["status"] != "revoked"
