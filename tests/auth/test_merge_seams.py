@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.auth.conftest import PEER, token_of
+from tests.auth.conftest import OPERATOR, PEER, token_of
 from tests.auth.test_ownership import _locations, _referral_update, parties  # noqa: F401
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
 from tests.support.referrals import fresh, resource
@@ -34,3 +34,39 @@ async def test_another_senders_referral_under_the_same_identifier_does_not_block
     assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "revoked"
     squatter = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
     assert (await secure.get(f"/fhir/{squatter}", headers=operator)).json()["status"] != "revoked"
+
+
+async def test_the_gps_software_reads_no_provenance_of_the_platforms_tasks(secure: httpx.AsyncClient) -> None:
+    # Of a referral's Tasks a practitioner sees its professionals' only (DESIGN §11): not the platform's, and so
+    # not what the platform decided on them either — a Provenance of a Task is for who may see that Task.
+    from tests.auth.conftest import GP_SOFTWARE, HAINAUT_PLATFORM
+    from tests.auth.test_practitioner import _decide, _held, _task
+
+    posted, task = await _held(secure)
+    gp, platform = await token_of(secure, GP_SOFTWARE), await token_of(secure, HAINAUT_PLATFORM)
+    assert (await _decide(secure, gp, task, {"status": "accepted"})).status_code == 200
+    intake = await _task(secure, posted["ServiceRequest"], "platform-intake")
+    answer = await _decide(secure, platform, intake, {"status": "rejected", "statusReason": {"text": "pas chez nous"}})
+    assert answer.status_code == 200, answer.text
+    operator = await token_of(secure, OPERATOR)
+    about_intake = (
+        await secure.get("/fhir/Provenance", params={"target": f"Task/{intake['id']}"}, headers=operator)
+    ).json()
+    # Those about the platform's Task alone (a Provenance that targets the ServiceRequest too — routing, caused by
+    # the GP's decision — is the referral's, which the GP sees).
+    only_intake = [
+        entry["resource"]["id"]
+        for entry in about_intake["entry"]
+        if all(t["reference"].startswith(f"Task/{intake['id']}") for t in entry["resource"]["target"])
+    ]
+    assert only_intake
+    for provenance_id in only_intake:
+        read = await secure.get(f"/fhir/Provenance/{provenance_id}", headers=gp)
+        assert read.status_code == 404, read.text
+    searched = (await secure.get("/fhir/Provenance", params={"target": f"Task/{intake['id']}"}, headers=gp)).json()
+    assert {e["resource"]["id"] for e in searched.get("entry", [])}.isdisjoint(only_intake)
+    # Its own decision's Provenance it still reads, and the platform the one on its Task.
+    own = (await secure.get("/fhir/Provenance", params={"target": f"Task/{task['id']}"}, headers=gp)).json()
+    assert own["total"] >= 1
+    seen = (await secure.get("/fhir/Provenance", params={"target": f"Task/{intake['id']}"}, headers=platform)).json()
+    assert seen["total"] == about_intake["total"]
