@@ -70,3 +70,35 @@ async def test_the_gps_software_reads_no_provenance_of_the_platforms_tasks(secur
     assert own["total"] >= 1
     seen = (await secure.get("/fhir/Provenance", params={"target": f"Task/{intake['id']}"}, headers=platform)).json()
     assert seen["total"] == about_intake["total"]
+
+
+async def test_an_opposition_message_needs_the_scope_a_posted_consent_needs(
+    secure: httpx.AsyncClient,
+    parties: World,  # noqa: F811
+) -> None:
+    # POST /fhir/Consent needs system/Consent.c; the same opposition as a message must too — else a client allowed
+    # to refer only (sender B: ServiceRequest.c, no Consent.c) stores a Consent and revokes referrals.
+    from tests.auth.test_ownership import _opposition
+
+    operator = parties.headers["operator"]
+    bundle = fresh(commune="75056")
+    b = await secure.post("/fhir", json=bundle, headers=parties.headers["sender B"] | FHIR_JSON)
+    assert b.status_code == 200, b.text
+    service_request = next(loc.split("/_history")[0] for loc in _locations(b) if loc.startswith("ServiceRequest/"))
+    consents_before = (await secure.get("/fhir/Consent", headers=operator)).json()["total"]
+    refused = await secure.post(
+        "/fhir/$process-message", json=_opposition(bundle), headers=parties.headers["sender B"] | FHIR_JSON
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["issue"][0]["details"]["coding"][0]["code"] == "scope-insufficient"
+    assert (await secure.get(f"/fhir/{service_request}", headers=operator)).json()["status"] == "active"
+    assert (await secure.get("/fhir/Consent", headers=operator)).json()["total"] == consents_before
+    # Sender A holds system/Consent.c: its opposition message is taken.
+    a = await secure.post(
+        "/fhir", json=(other := fresh(commune="75056")), headers=parties.headers["sender A"] | FHIR_JSON
+    )
+    assert a.status_code == 200, a.text
+    taken = await secure.post(
+        "/fhir/$process-message", json=_opposition(other), headers=parties.headers["sender A"] | FHIR_JSON
+    )
+    assert taken.status_code == 200, taken.text
