@@ -102,3 +102,37 @@ async def test_an_opposition_message_needs_the_scope_a_posted_consent_needs(
         "/fhir/$process-message", json=_opposition(other), headers=parties.headers["sender A"] | FHIR_JSON
     )
     assert taken.status_code == 200, taken.text
+
+
+async def test_a_task_decision_names_another_partys_resource_by_our_absolute_url_as_by_its_id(
+    secure: httpx.AsyncClient,
+    parties: World,  # noqa: F811
+) -> None:
+    # One rule for every element (issue 23): a URL on this gateway's own base is its relative form — a decision
+    # adding http://gateway.test/fhir/ServiceRequest/<B's> is the 422 its relative form gets, nothing stored.
+    from tests.auth.test_ownership import _decide
+
+    sender = parties.headers["sender A"]
+    answer = await secure.post("/fhir", json=fresh(commune="75056"), headers=sender | FHIR_JSON)  # dac-2022
+    assert answer.status_code == 200, answer.text
+    mine = {loc.split("/")[0]: loc.split("/_history")[0] for loc in _locations(answer)}
+    tasks = await secure.get(
+        "/fhir/Task", params={"focus": mine["ServiceRequest"], "code": "gp-information"}, headers=sender
+    )
+    task = f"Task/{tasks.json()['entry'][0]['resource']['id']}"
+    of_b = parties.resources["ServiceRequest B"][0]
+    absolute = f"http://gateway.test/fhir/{of_b}"
+    output = {"output": [{"type": {"text": "GP informed"}, "valueReference": {"reference": absolute}}]}
+    decided = await _decide(secure, sender, task, {"status": "in-progress"} | output)
+    assert decided.status_code == 422, decided.text
+    issue = decided.json()["issue"][0]
+    assert issue["details"]["coding"][0]["code"] == "reference-unresolved"
+    assert issue["expression"] == ["Task.output[0].valueReference.reference"]
+    assert (await secure.get(f"/fhir/{task}", headers=sender)).json()["meta"]["versionId"] == "1"
+    # Elsewhere, it is external: kept as written.
+    elsewhere = {
+        "output": [
+            {"type": {"text": "GP informed"}, "valueReference": {"reference": f"https://other.example/fhir/{of_b}"}}
+        ]
+    }
+    assert (await _decide(secure, sender, task, {"status": "in-progress"} | elsewhere)).status_code == 200
