@@ -50,6 +50,11 @@ def _owned(bundle: Resource, referral: Referral, foreign_systems: frozenset[str]
     return referral
 
 
+def message_event(bundle: Resource) -> str | None:
+    """The event code of a message Bundle (``dac-message-event``), or None."""
+    return _event(bundle) if bundle.get("type") == "message" else None
+
+
 def _event(bundle: Resource) -> str | None:
     # Read before any validation, so nothing about the shape is assumed: "entry" may be an object, a number…
     entries = bundle.get("entry")

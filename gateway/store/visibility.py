@@ -183,6 +183,12 @@ def _organization_id(identifier: tuple[str, str]) -> sa.ScalarSelect[str]:
     )
 
 
+def performed_by(organization: tuple[str, str]) -> sa.ColumnElement[bool]:
+    """The condition for a ServiceRequest (a row of ``resources``) to name as its performer the Organization
+    registered under ``organization`` (system, value): a platform's, from the routing file."""
+    return _indexed("ServiceRequest", resources.c.id, "performer", "Organization", _organization_id(organization))
+
+
 def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[str]) -> sa.ColumnElement[bool] | None:
     """The condition for a resource of ``resource_type`` whose id is ``resource_id`` to be visible; None when
     the viewer sees everything."""
@@ -230,13 +236,17 @@ def visible(viewer: Viewer, resource_type: str, resource_id: sa.ColumnElement[st
     if resource_type == "Provenance":  # a decision's: its targets are the referral's ServiceRequest or Tasks
         target = search_index.alias()
         alternatives.append(_of_a_referral(viewer, "Provenance", resource_id, "target"))
+        # One on a Task, for who may see that Task: a practitioner sees its professionals' Tasks of a referral,
+        # not the platform's — nor, then, what the platform decided on them.
+        task_visible = visible(viewer, "Task", target.c.value)
+        assert task_visible is not None  # the viewer does not see everything
         alternatives.append(
             sa.exists().where(
                 target.c.resource_type == "Provenance",
                 target.c.resource_id == resource_id,
                 target.c.param == "target",
                 target.c.system == "Task",
-                _of_a_referral(viewer, "Task", target.c.value, "focus"),
+                task_visible,
             )
         )
     return sa.or_(*alternatives)

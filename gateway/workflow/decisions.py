@@ -114,12 +114,15 @@ async def decide(
     actor: Actor | None = None,
     viewer: Viewer = EVERYTHING,
     method: str = "PUT",
+    own_base: str | None = None,
 ) -> StoredResource:
     """``method``: how the decision came (PUT, PATCH), as the Task's history tells it. ``agents``: what
     X-Provenance claims; ``actor``: the authenticated client (None when authentication is
     off), which the claim must match (``decision_agents``) — a 403 ``provenance-agent-mismatch`` otherwise;
     ``viewer``: what the caller may see — what the decision adds by id (an output, a note's author) must be one of
-    those, or shared directory data (``gateway.workflow.references``), else it is the 422 of an unknown id."""
+    those, or shared directory data (``gateway.workflow.references``), else it is the 422 of an unknown id —
+    written relatively or as an absolute URL on ``own_base``, this gateway's FHIR base (``gateway.fhir.references``:
+    one rule for every element)."""
     if proposed.get("resourceType") != "Task" or proposed.get("id") != task_id:
         # R4 http.html#update: the body carries the id of the URL; none, or another, is a 400 (a PATCH's result is
         # processed as an update, so a patch that removes or changes it is one too).
@@ -137,8 +140,10 @@ async def decide(
             raise _stale(current, expected_version)
         new_status = check_decision(current.content, proposed)
         # Only what the decision adds: what the gateway wrote in the Task (focus, for, owner…) stays as it is.
-        already = {target for target, _ in server_references(current.content, "Task")}
-        added = [(target, path) for target, path in server_references(proposed, "Task") if target not in already]
+        already = {target for target, _ in server_references(current.content, "Task", own_base)}
+        added = [
+            (target, path) for target, path in server_references(proposed, "Task", own_base) if target not in already
+        ]
         unresolved = await unresolved_references(uow, viewer, added, platform_keys(routing))
         if unresolved:
             raise BusinessRuleViolation(*unresolved)

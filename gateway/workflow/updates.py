@@ -11,6 +11,7 @@ from gateway.routing.schedule import platform_of
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
+from gateway.store.visibility import performed_by
 from gateway.workflow.provenance import Agent, provenance
 
 #: Statuses a peer may report that our copy takes over (an active or draft report changes nothing here).
@@ -31,9 +32,18 @@ async def follow_update(
     else gets the 404 of an unknown referral, so that a message learns nothing about another party's referral."""
     identifiers = [i for i in reported.get("identifier") or [] if i.get("system") and i.get("value")]
     params = [("identifier", ",".join(f"{i['system']}|{i['value']}" for i in identifiers))] if identifiers else []
+    # With authentication on, among the referrals forwarded to the reporter only: identifiers are each sender's own
+    # (idempotency keys per client), so another sender's referral may carry the same one — it must neither make
+    # the report ambiguous (a 404 for ever: the peer's updates lost) nor be the one it moves.
+    reporter = routing.platforms.get(reporter_platform or "") if authenticated else None
+    if authenticated and reporter is None:
+        params = []
+    forwarded_to = performed_by((reporter.organization_system, reporter.organization_value)) if reporter else None
     async with UnitOfWork(database) as uow:
         matches = (
-            await uow.resources.find(parse_search("ServiceRequest", params, default_count=2, max_count=2), limit=2)
+            await uow.resources.find(
+                parse_search("ServiceRequest", params, default_count=2, max_count=2), limit=2, visible=forwarded_to
+            )
             if params
             else []
         )

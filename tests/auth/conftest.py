@@ -53,9 +53,14 @@ OTHER_GP = SmartClient(
 READ_ONLY = SmartClient("reader", "sender", ["system/ServiceRequest.rs"])
 # An operator that also posts transactions: how a directory record (Practitioner, Organization) is changed.
 DIRECTORY_OPERATOR = SmartClient("ops-directory", "operator", ["system/*.rs", "system/ServiceRequest.c"])
+# A sender allowed to record oppositions (system/Consent.c, which an opposition message needs as POST /fhir/Consent
+# does), party to no referral of the shared fixtures.
+OPPOSING_SENDER = SmartClient(
+    "patients-office", "sender", ["system/ServiceRequest.c", "system/*.rs", "system/Consent.c"]
+)
 CLIENTS = [
     SENDER, OTHER_SENDER, PLATFORM, OTHER_PLATFORM, HAINAUT_PLATFORM, FINISTERE, PEER, REFERRING_PLATFORM, OPERATOR,
-    READ_ONLY, DIRECTORY_OPERATOR, GP_SOFTWARE, OTHER_GP,
+    READ_ONLY, DIRECTORY_OPERATOR, GP_SOFTWARE, OTHER_GP, OPPOSING_SENDER,
 ]  # fmt: skip
 
 

@@ -18,7 +18,15 @@ from gateway.routing.config import RoutingTable
 from gateway.routing.messages import NothingToSend, build_messages
 from gateway.store import Database, UnitOfWork
 from gateway.workflow.deadlines import escalate_due
-from tests.auth.conftest import DIRECTORY_OPERATOR, FINISTERE, HOSPITAL_SYSTEM, PEER, REFERRING_PLATFORM, token_of
+from tests.auth.conftest import (
+    DIRECTORY_OPERATOR,
+    FINISTERE,
+    HOSPITAL_SYSTEM,
+    OPPOSING_SENDER,
+    PEER,
+    REFERRING_PLATFORM,
+    token_of,
+)
 from tests.auth.test_visibility import FHIR_JSON, World, world  # noqa: F401
 from tests.support.referrals import as_message, fresh, renamed, resource
 
@@ -1210,10 +1218,9 @@ async def test_an_opposition_from_a_sender_never_a_party_needs_the_patients_iden
         mine = fresh(commune="75056")
         posted = await secure.post("/fhir", json=mine, headers=headers_a | FHIR_JSON)
         own = next(loc.split("/_history")[0] for loc in _locations(posted) if loc.startswith("ServiceRequest/"))
-        if carried:
-            answer = await secure.post(
-                "/fhir/$process-message", json=_opposition(mine), headers=parties.headers["sender B"] | FHIR_JSON
-            )
+        if carried:  # from a sender never a party, allowed to record oppositions (system/Consent.c)
+            opposing = await token_of(secure, OPPOSING_SENDER)
+            answer = await secure.post("/fhir/$process-message", json=_opposition(mine), headers=opposing | FHIR_JSON)
             assert answer.status_code == 200, answer.text
         else:
             body = _consent_for({"identifier": _ins_of(mine)})

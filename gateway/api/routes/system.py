@@ -30,7 +30,7 @@ from gateway.auth.smart import rest_security
 from gateway.errors import InvalidRequest, IssueCode
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.types import Resource
-from gateway.intake.handlers import process_message, process_transaction
+from gateway.intake.handlers import OPPOSITION, message_event, process_message, process_transaction
 from gateway.validation.validate import all_clear, validate
 
 router = APIRouter(prefix="/fhir", tags=["system"])
@@ -81,6 +81,9 @@ async def process_message_operation(
     foreign_systems: ForeignSystemsDep,
     callbacks: CallbacksDep,
 ) -> FhirResponse:
+    if message_event(bundle) == OPPOSITION:
+        # It stores a Consent, as POST /fhir/Consent does: the same scope (the body's check was ServiceRequest.c).
+        client.require("Consent", Permission.CREATE)
     platform = client.platform if client.role is Role.PLATFORM else None
     outcome = await process_message(
         database,

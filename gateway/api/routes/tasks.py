@@ -120,7 +120,9 @@ async def put_task(
     agents = _agents(x_provenance)
     # 403 for a decision not the caller's to make (a sender's relay of the GP's answer: on the GP's behalf)
     check_decision_right(roles, current.content, task, [agent.on_behalf_of for agent in agents])
-    stored = await decide(database, routing, task_id, task, _expected_version(if_match), agents, actor, viewer)
+    stored = await decide(
+        database, routing, task_id, task, _expected_version(if_match), agents, actor, viewer, own_base=base_url
+    )
     return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, _version(stored))
 
 
@@ -158,5 +160,7 @@ async def patch_task(
     agents = _agents(x_provenance)
     roles = await acting_roles(database, client.role, viewer, task_id)
     check_decision_right(roles, current.content, patched, [agent.on_behalf_of for agent in agents])
-    stored = await decide(database, routing, task_id, patched, expected, agents, actor, viewer, method="PATCH")
+    stored = await decide(
+        database, routing, task_id, patched, expected, agents, actor, viewer, method="PATCH", own_base=base_url
+    )
     return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, _version(stored))
