@@ -115,7 +115,7 @@ async def history(
         else:
             condition = _visible_versions(viewer, [resource_type] if resource_type else sorted(types))
         total, versions = await uow.resources.versions(
-            condition, query.since, query.count, query.offset, resource_type, resource_id
+            condition, query.since, query.count, query.offset, resource_type, resource_id, query.snapshot
         )
         return total, await uow.visibility.as_seen(viewer, versions)
 
