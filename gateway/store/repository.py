@@ -56,7 +56,7 @@ class StoredResource:
     version_id: int
     last_updated: datetime
     content: Resource
-    #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0006).
+    #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0008).
     method: str | None = None
 
     @property
