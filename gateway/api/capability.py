@@ -176,7 +176,7 @@ def _resource(resource_type: str, interactions: set[str], operations: set[str]) 
             "readHistory": "vread" in interactions,
             "updateCreate": False,
             "conditionalCreate": resource_type in _CONDITIONAL_CREATE,
-            "conditionalRead": "not-match",  # If-None-Match on reads and vreads (304)
+            "conditionalRead": "full-support",  # If-None-Match and If-Modified-Since on reads and vreads (304)
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
         }

@@ -59,7 +59,7 @@ async def test_what_is_declared(client: httpx.AsyncClient) -> None:
     assert task["versioning"] == "versioned-update"  # If-Match required on decisions
     assert {"update", "patch", "read", "vread", "search-type"} <= {i["code"] for i in task["interaction"]}
     assert task["supportedProfile"] == ["https://fhir.dac-gateway.org/StructureDefinition/dac-task"]
-    assert by_type["ServiceRequest"]["conditionalRead"] == "not-match"
+    assert by_type["ServiceRequest"]["conditionalRead"] == "full-support"
     assert by_type["Consent"]["conditionalCreate"] is True
     assert statement["patchFormat"] == ["application/json-patch+json"]
     deadline = next(p for p in task["searchParam"] if p["name"] == "deadline")
@@ -197,3 +197,19 @@ async def test_every_result_parameter_claimed_works_where_it_is_claimed(client: 
             if name in claimed:
                 assert values, (kind, name, "claimed with no target")
     assert checked > 40
+
+
+async def test_conditional_read_says_both_headers_work(client: httpx.AsyncClient) -> None:
+    """R4 conditionalRead: ``not-match`` is If-None-Match alone, ``full-support`` If-Modified-Since as well. The
+    statement said ``not-match`` while reads answer If-Modified-Since with a 304 too (DESIGN §16)."""
+    from tests.support.referrals import fresh
+
+    posted = await client.post("/fhir", json=fresh(tag="conditional-read"), headers=FHIR_JSON)
+    location = next(e["response"]["location"] for e in posted.json()["entry"] if "Patient/" in e["fullUrl"])
+    reference = location.split("/_history")[0]
+    read = await client.get(f"/fhir/{reference}")
+    by_date = await client.get(f"/fhir/{reference}", headers={"if-modified-since": read.headers["last-modified"]})
+    by_tag = await client.get(f"/fhir/{reference}", headers={"if-none-match": read.headers["etag"]})
+    assert by_date.status_code == 304 and by_tag.status_code == 304
+    by_type = _by_type(await _statement(client))
+    assert {by_type[kind]["conditionalRead"] for kind in STORED_TYPES} == {"full-support"}
