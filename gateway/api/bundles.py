@@ -98,7 +98,12 @@ def _with_entries(bundle: Resource, entries: list[Resource]) -> Resource:
 
 
 def _history_url(base_url: str, path: str, query: HistoryQuery, offset: int) -> str:
-    params = [*query.echo, ("_count", str(query.count)), ("_offset", str(offset))]
+    params = [
+        *query.echo,
+        ("_count", str(query.count)),
+        ("_snapshot", paging_instant(query.snapshot)),
+        ("_offset", str(offset)),
+    ]
     return f"{base_url}/{path}?{urlencode(params)}"
 
 

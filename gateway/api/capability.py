@@ -137,6 +137,7 @@ def _operation(name: str) -> Resource:
 
 def _search_params(resource_type: str) -> list[Resource]:
     if resource_type in catalog.CONFORMANCE_TYPES:
+        # One page with every match, by url, version, name: no result parameter (_count… are a 400 there).
         return [{"name": name, "type": kind} for name, kind in catalog.SEARCH_PARAMETERS.items()]
     ours = {
         (base, str(definition["code"])): str(definition["url"])
@@ -151,6 +152,15 @@ def _search_params(resource_type: str) -> list[Resource]:
         if text := documentation(parameter):
             item["documentation"] = text
         rendered.append(item)
+    # The result parameters, here rather than in rest.searchParam ("for searching all resources"): the
+    # conformance types' searches take none of them.
+    # _include / _revinclude only where they have a target (searchInclude / searchRevInclude).
+    targets = {"_include": includes(resource_type), "_revinclude": revincludes(resource_type)}
+    rendered += [
+        {"name": name, "type": kind, "documentation": text} if text else {"name": name, "type": kind}
+        for name, kind, text in RESULT_PARAMETER_DEFINITIONS
+        if targets.get(name, True)
+    ]
     return rendered
 
 
@@ -166,7 +176,7 @@ def _resource(resource_type: str, interactions: set[str], operations: set[str]) 
             "readHistory": "vread" in interactions,
             "updateCreate": False,
             "conditionalCreate": resource_type in _CONDITIONAL_CREATE,
-            "conditionalRead": "not-match",  # If-None-Match on reads and vreads (304)
+            "conditionalRead": "full-support",  # If-None-Match and If-Modified-Since on reads and vreads (304)
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
         }
@@ -197,10 +207,6 @@ def capability_statement(app: FastAPI, base_url: str, security: Resource | None 
         "Bundle to $process-message. Search results are paged by their next links (keyset: each match that "
         "existed at the first page is seen once); Prefer: handling=lenient ignores unknown search parameters. The "
         "conformance resources of the gateway are read-only, and the FHIR package dac.gateway is at /package.tgz.",
-        "searchParam": [
-            {"name": name, "type": kind, "documentation": text} if text else {"name": name, "type": kind}
-            for name, kind, text in RESULT_PARAMETER_DEFINITIONS
-        ],
     }
     if security is not None:
         rest["security"] = security

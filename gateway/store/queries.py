@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -115,7 +115,7 @@ async def history(
         else:
             condition = _visible_versions(viewer, [resource_type] if resource_type else sorted(types))
         total, versions = await uow.resources.versions(
-            condition, query.since, query.count, query.offset, resource_type, resource_id
+            condition, query.since, query.count, query.offset, resource_type, resource_id, query.snapshot
         )
         return total, await uow.visibility.as_seen(viewer, versions)
 
@@ -134,6 +134,12 @@ def _visible_versions(viewer: Viewer, types: list[str]) -> sa.ColumnElement[bool
     return sa.or_(*alternatives) if alternatives else sa.false()
 
 
+def _includable(viewer: Viewer, readable: Callable[[str], bool], resource_type: str) -> sa.ColumnElement[bool] | None:
+    """What an include may add of ``resource_type``: nothing of a type the token has no read scope for (a read of
+    it is a 403), else what the viewer may see."""
+    return visible_type(viewer, resource_type) if readable(resource_type) else sa.false()
+
+
 #: At most this many resources are included in one page (``_include`` / ``_revinclude``), whatever the links.
 MAX_INCLUDED = 1000
 
@@ -148,7 +154,14 @@ class SearchResult:
     snapshot: datetime
 
 
-async def search(database: Database, query: SearchQuery, viewer: Viewer = EVERYTHING) -> SearchResult:
+async def search(
+    database: Database,
+    query: SearchQuery,
+    viewer: Viewer = EVERYTHING,
+    readable: Callable[[str], bool] = lambda _: True,
+) -> SearchResult:
+    """A page of ``query`` as the viewer sees it; what ``_include`` / ``_revinclude`` add, only of the types the
+    caller's token may read (``readable``: its scopes) and only what a read would show."""
     snapshot = query.snapshot or utc_now()
     async with UnitOfWork(database, write=False) as uow:
         page = await uow.resources.page(query, snapshot, searchable(viewer, query))
@@ -157,7 +170,7 @@ async def search(database: Database, query: SearchQuery, viewer: Viewer = EVERYT
         if query.includes and page.found:
             # Through the viewer's filter, as any read: an include never shows what a read would answer 404.
             found = await uow.resources.included(
-                query.includes, page.found, functools.partial(visible_type, viewer), MAX_INCLUDED
+                query.includes, page.found, functools.partial(_includable, viewer, readable), MAX_INCLUDED
             )
             included = await uow.visibility.as_seen(viewer, found)
         return SearchResult(page, included, snapshot)

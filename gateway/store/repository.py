@@ -56,7 +56,7 @@ class StoredResource:
     version_id: int
     last_updated: datetime
     content: Resource
-    #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0006).
+    #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0008).
     method: str | None = None
 
     @property
@@ -366,9 +366,11 @@ class ResourceRepository:
         offset: int,
         resource_type: str | None = None,
         resource_id: str | None = None,
+        snapshot: datetime | None = None,
     ) -> tuple[int, list[StoredResource]]:
         """A page of versions, newest first (R4 http.html#history), and how many there are: of one resource, of
-        a type, or of every type; ``visible`` (on ``resource_versions``' columns) what the reader may see."""
+        a type, or of every type; ``visible`` (on ``resource_versions``' columns) what the reader may see;
+        ``snapshot`` the walk's moment (versions written after it wait for the next walk: the offsets hold)."""
         v = resource_versions.c
         conditions: list[sa.ColumnElement[bool]] = [] if visible is None else [visible]
         if resource_type is not None:
@@ -377,6 +379,8 @@ class ResourceRepository:
             conditions.append(v.id == resource_id)
         if since is not None:
             conditions.append(v.last_updated >= since)
+        if snapshot is not None:
+            conditions.append(v.last_updated <= snapshot)
         total = (
             await self._execute(sa.select(sa.func.count()).select_from(resource_versions).where(*conditions))
         ).scalar_one()

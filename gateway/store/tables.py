@@ -51,7 +51,7 @@ resource_versions = sa.Table(
     sa.Column("version_id", sa.Integer, primary_key=True),
     sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("content", sa.Text, nullable=False),
-    sa.Column("method", sa.String(8), nullable=True),  # what wrote it (POST, PUT, PATCH); NULL before 0006
+    sa.Column("method", sa.String(8), nullable=True),  # what wrote it (POST, PUT, PATCH); NULL before 0008
     sa.Index(None, "last_updated"),
     sa.Index(None, "resource_type", "last_updated"),
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.conformance.files import DefinitionsNotFound, check_definitions
+from gateway.fhir.models import model_class
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.subset import ElementFlags
 
@@ -49,10 +50,11 @@ def base_url(type_code: str) -> str:
 @functools.cache
 def element_flags(resource_type: str) -> ElementFlags | None:
     """The top-level elements of an R4 resource type that are summary or mandatory (``_summary``, ``_elements``),
-    from its StructureDefinition; None when it is not carried."""
+    from its StructureDefinition; for a type profiles/r4/ does not carry (AuditEvent), from its R4 model (the
+    same flags: fhir.resources is generated from those definitions); None for a type neither knows."""
     definition = structure_definitions().get(base_url(resource_type))
     if definition is None:
-        return None
+        return _model_flags(resource_type)
     summary, mandatory = set(), set()
     for element in definition["snapshot"]["element"]:
         path: str = element["path"]
@@ -63,6 +65,23 @@ def element_flags(resource_type: str) -> ElementFlags | None:
             summary.add(name)
         if element.get("min", 0) > 0:
             mandatory.add(name)
+    return ElementFlags(frozenset(summary), frozenset(mandatory))
+
+
+def _model_flags(resource_type: str) -> ElementFlags | None:
+    cls = model_class(resource_type)
+    if cls is None:
+        return None
+    summary, mandatory = set(), set()
+    for name, field in cls.model_fields.items():
+        element = field.alias or name
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if element.startswith("_") or not extra.get("element_property"):
+            continue  # a primitive's extensions (``_recorded``), or no element of the resource
+        if extra.get("summary_element_property"):
+            summary.add(element)
+        if field.is_required() or extra.get("element_required"):
+            mandatory.add(element)
     return ElementFlags(frozenset(summary), frozenset(mandatory))
 
 

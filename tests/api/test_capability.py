@@ -59,7 +59,7 @@ async def test_what_is_declared(client: httpx.AsyncClient) -> None:
     assert task["versioning"] == "versioned-update"  # If-Match required on decisions
     assert {"update", "patch", "read", "vread", "search-type"} <= {i["code"] for i in task["interaction"]}
     assert task["supportedProfile"] == ["https://fhir.dac-gateway.org/StructureDefinition/dac-task"]
-    assert by_type["ServiceRequest"]["conditionalRead"] == "not-match"
+    assert by_type["ServiceRequest"]["conditionalRead"] == "full-support"
     assert by_type["Consent"]["conditionalCreate"] is True
     assert statement["patchFormat"] == ["application/json-patch+json"]
     deadline = next(p for p in task["searchParam"] if p["name"] == "deadline")
@@ -101,7 +101,9 @@ async def test_every_claim_is_answered_by_a_route(client: httpx.AsyncClient) -> 
             assert _routed(response), (kind, code, response.status_code, response.text[:300])
             checked += 1
         for parameter in resource.get("searchParam", []):
-            params = {parameter["name"]: SAMPLE[parameter["type"]]}
+            if parameter["type"] == "special":
+                continue  # _include, _revinclude, _cursor: the test below
+            params = {parameter["name"]: RESULT_SAMPLE.get(parameter["name"]) or SAMPLE[parameter["type"]]}
             response = await client.get(f"/fhir/{kind}", params=params)
             assert response.status_code == 200, (kind, parameter, response.text[:300])
             checked += 1
@@ -159,3 +161,55 @@ async def test_the_same_statement_with_authentication_on(client: httpx.AsyncClie
     assert on["rest"][0]["resource"] == off["rest"][0]["resource"]
     assert on["rest"][0]["operation"] == off["rest"][0]["operation"] and on["messaging"] == off["messaging"]
     assert "security" in on["rest"][0] and "security" not in off["rest"][0]
+
+
+#: A value each result parameter the statement lists takes (special ones: taken from the type's own claims).
+RESULT_SAMPLE = {
+    "_count": "1",
+    "_sort": "-_lastUpdated",
+    "_summary": "count",
+    "_elements": "id",
+    "_total": "none",
+    "_cursor": "2020-01-01T00:00:00Z,x",
+}
+
+
+async def test_every_result_parameter_claimed_works_where_it_is_claimed(client: httpx.AsyncClient) -> None:
+    """``rest.searchParam`` says a parameter works on a search of every type; a type's own ``searchParam`` on
+    that type. A result parameter (``_count``…) claimed for all while the conformance types refuse it was a 400
+    to a client that believed the statement (``StructureDefinition?_count=1``)."""
+    statement = await _statement(client)
+    everywhere = statement["rest"][0].get("searchParam", [])
+    checked = 0
+    for resource in statement["rest"][0]["resource"]:
+        if "search-type" not in {i["code"] for i in resource["interaction"]}:
+            continue
+        claimed = {p["name"] for p in [*everywhere, *resource.get("searchParam", [])]}
+        kind = resource["type"]
+        for name in claimed & set(RESULT_SAMPLE):
+            response = await client.get(f"/fhir/{kind}", params={name: RESULT_SAMPLE[name]})
+            assert response.status_code == 200, (kind, name, response.text[:300])
+            checked += 1
+        for name, values in (
+            ("_include", resource.get("searchInclude", [])),
+            ("_revinclude", resource.get("searchRevInclude", [])),
+        ):
+            if name in claimed:
+                assert values, (kind, name, "claimed with no target")
+    assert checked > 40
+
+
+async def test_conditional_read_says_both_headers_work(client: httpx.AsyncClient) -> None:
+    """R4 conditionalRead: ``not-match`` is If-None-Match alone, ``full-support`` If-Modified-Since as well. The
+    statement said ``not-match`` while reads answer If-Modified-Since with a 304 too (DESIGN §16)."""
+    from tests.support.referrals import fresh
+
+    posted = await client.post("/fhir", json=fresh(tag="conditional-read"), headers=FHIR_JSON)
+    location = next(e["response"]["location"] for e in posted.json()["entry"] if "Patient/" in e["fullUrl"])
+    reference = location.split("/_history")[0]
+    read = await client.get(f"/fhir/{reference}")
+    by_date = await client.get(f"/fhir/{reference}", headers={"if-modified-since": read.headers["last-modified"]})
+    by_tag = await client.get(f"/fhir/{reference}", headers={"if-none-match": read.headers["etag"]})
+    assert by_date.status_code == 304 and by_tag.status_code == 304
+    by_type = _by_type(await _statement(client))
+    assert {by_type[kind]["conditionalRead"] for kind in STORED_TYPES} == {"full-support"}

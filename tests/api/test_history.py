@@ -110,3 +110,29 @@ async def test_history_parameters_are_checked(client: httpx.AsyncClient) -> None
     assert "_count=500" in capped["link"][0]["url"]  # held to the maximum, not refused
     assert (await client.get("/fhir/Basic/_history")).status_code == 404
     assert (await client.get("/fhir/Task/unknown/_history")).status_code == 404
+
+
+async def test_a_history_walk_is_not_shifted_by_writes_during_it(client: httpx.AsyncClient) -> None:
+    """History pages newest first by offset: a referral posted between two pages pushed every version one or more
+    places down, so the next page repeated what the last one showed (a platform walking ``Task/_history`` saw
+    versions twice). The links now carry the walk's ``_snapshot``: the versions written up to the first page, the
+    same offsets on every page; what was written since waits for the next walk."""
+    for n in range(2):
+        assert (await client.post("/fhir", json=fresh(tag=f"walk{n}"), headers=FHIR_JSON)).status_code == 200
+    for url in ("/fhir/Task/_history", "/fhir/_history"):
+        before = (await client.get(url, params={"_count": 1000})).json()
+        expected = sorted((e["fullUrl"], e["resource"]["meta"]["versionId"]) for e in before["entry"])
+        page = (await client.get(url, params={"_count": 2})).json()
+        seen: list[tuple[str, str]] = []
+        while True:
+            seen += [(e["fullUrl"], e["resource"]["meta"]["versionId"]) for e in page.get("entry", [])]
+            assert page["total"] == len(expected), url
+            # a write during the walk: a whole referral, newer than everything walked
+            posted = await client.post("/fhir", json=fresh(tag=f"during{len(seen)}"), headers=FHIR_JSON)
+            assert posted.status_code == 200
+            following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+            if not following:
+                break
+            assert "_snapshot=" in following[0]
+            page = (await client.get(following[0])).json()
+        assert sorted(seen) == expected, url

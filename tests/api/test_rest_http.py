@@ -246,6 +246,22 @@ async def test_search_parameters_in_a_create_url_are_its_condition(client: httpx
     assert (await client.get("/fhir/Consent")).json()["total"] == 1
 
 
+async def test_search_parameters_in_a_transaction_url_are_refused_not_ignored(client: httpx.AsyncClient) -> None:
+    """A transaction has no condition: ``POST /fhir?identifier=…`` (a client that meant a conditional create) was
+    processed with its query dropped — the write §16 says a URL's parameters never silently lose. Now a 400 that
+    names them, nothing written; ``_format`` / ``_pretty`` still shape the answer."""
+    bundle = fresh(tag="transaction-query")
+    refused = await client.post(f"/fhir?identifier={CONSENT_ID}|T-1", json=bundle, headers=FHIR_JSON)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["issue"][0]["expression"] == ["http.url"]
+    assert "identifier" in refused.json()["issue"][0]["diagnostics"]
+    assert (await client.get("/fhir/ServiceRequest")).json()["total"] == 0
+    slash = await client.post("/fhir/?identifier=x", json=bundle, headers=FHIR_JSON)
+    assert slash.status_code == 400, slash.text
+    shaped = await client.post("/fhir?_format=json&_pretty=true", json=bundle, headers=FHIR_JSON)
+    assert shaped.status_code == 200 and shaped.text.startswith("{\n"), shaped.text[:200]
+
+
 # --- Prefer on a transaction ---
 
 

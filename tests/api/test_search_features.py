@@ -203,10 +203,13 @@ async def test_the_capability_statement_lists_what_search_takes(client: httpx.As
     assert ":not, :missing" in documented["gender"]
     assert ":identifier, :missing" in documented["general-practitioner"]
     assert "Modifiers" not in documented["_id"]
-    assert {p["name"] for p in rest["searchParam"]} >= {"_count", "_sort", "_summary", "_elements", "_total"} | {
+    # Per type, not in rest.searchParam ("all resources"): the conformance types take none of them.
+    assert {p["name"] for p in by_type["Patient"]["searchParam"]} >= {"_count", "_sort", "_summary", "_elements"} | {
+        "_total",
         "_include",
         "_revinclude",
     }
+    assert "searchParam" not in rest
 
 
 async def test_includes_and_summaries_in_xml(client: httpx.AsyncClient) -> None:
@@ -216,3 +219,36 @@ async def test_includes_and_summaries_in_xml(client: httpx.AsyncClient) -> None:
     answer = await client.get("/fhir/ServiceRequest", params=params, headers={"accept": "application/fhir+xml"})
     assert answer.status_code == 200, answer.text
     assert answer.text.count('<mode value="include"/>') == 1 and "SUBSETTED" in answer.text
+
+
+def test_every_served_type_is_cut_with_its_mandatory_elements() -> None:
+    """``_elements`` keeps the mandatory elements, ``_summary=true`` the summary ones — from the R4 definitions in
+    profiles/r4/, which carry no AuditEvent: its flags were None, ``AuditEvent?_elements=type`` dropped ``recorded``,
+    ``agent`` and ``source``, and in XML (written through the R4 model, which requires them) it was a 500. Now a
+    type without its definition takes its flags from the R4 model."""
+    from gateway.fhir.search import SEARCH_PARAMETERS, Summary
+    from gateway.fhir.subset import subset
+    from gateway.fhir.xml import resource_to_xml
+    from gateway.validation.definitions import element_flags
+
+    for resource_type in SEARCH_PARAMETERS:
+        assert element_flags(resource_type) is not None, resource_type
+    flags = element_flags("AuditEvent")
+    assert flags is not None and {"type", "recorded", "agent", "source"} <= flags.mandatory
+    assert {"type", "recorded", "outcome"} <= flags.summary and "entity" not in flags.summary
+    audit_event = {
+        "resourceType": "AuditEvent",
+        "id": "a1",
+        "meta": {"versionId": "1", "lastUpdated": "2026-12-07T13:11:57.431Z"},
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+        "action": "C",
+        "recorded": "2026-12-07T13:11:57.431Z",
+        "outcome": "0",
+        "agent": [{"who": {"display": "DAC Gateway"}, "requestor": False}],
+        "source": {"observer": {"display": "DAC Gateway"}},
+        "entity": [{"what": {"reference": "Patient/p1/_history/1"}}],
+    }
+    cut = subset(audit_event, Summary.FALSE, ("action",), flags)
+    assert set(cut) == {"resourceType", "id", "meta", "type", "action", "recorded", "agent", "source"}
+    assert b"<AuditEvent " in resource_to_xml(cut)
+    assert "entity" not in subset(audit_event, Summary.TRUE, (), flags)

@@ -252,3 +252,35 @@ async def test_includes_show_only_what_a_read_shows(
     assert not wrong, wrong
     sender_b = await _included(secure, world.headers["sender B"], resource_type)
     assert world.resources["Consent A"][0] not in sender_b and world.resources["Task A"][0] not in sender_b
+
+
+async def test_includes_stay_within_the_token_scopes(secure: httpx.AsyncClient) -> None:
+    """A token scoped to ServiceRequest alone (``system/ServiceRequest.rs``) may not read a Patient (403), and got
+    the Patient, its requester, CareTeam, Consent and Tasks all the same through ``_include`` / ``_revinclude``:
+    the scope was checked on the searched type only. Now what an include adds is, as in system history, only of
+    the types the token may read."""
+    sender = await token_of(secure, SENDER)
+    posted = await secure.post(
+        "/fhir", json=fresh(tag="scoped-include"), headers=sender | {"content-type": "application/fhir+json"}
+    )
+    assert posted.status_code == 200, posted.text
+    params = [
+        ("_include", "ServiceRequest:patient"),
+        ("_include", "ServiceRequest:requester"),
+        ("_include", "ServiceRequest:supporting-info"),
+        ("_revinclude", "Task:focus"),
+    ]
+
+    async def included(headers: dict[str, str]) -> set[str]:
+        answer = await secure.get("/fhir/ServiceRequest", params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        entries = answer.json()["entry"]
+        assert [e["resource"]["resourceType"] for e in entries if e["search"]["mode"] == "match"] == ["ServiceRequest"]
+        return {e["resource"]["resourceType"] for e in entries if e["search"]["mode"] == "include"}
+
+    assert await included(sender) == {"Patient", "PractitionerRole", "CareTeam", "Consent", "Task"}
+    narrow = await token_of(secure, SENDER, "system/ServiceRequest.rs")
+    assert (await secure.get("/fhir/Patient", headers=narrow)).status_code == 403
+    assert await included(narrow) == set()
+    with_patients = await token_of(secure, SENDER, "system/ServiceRequest.rs system/Patient.rs")
+    assert await included(with_patients) == {"Patient"}

@@ -31,7 +31,12 @@ pytestmark = pytest.mark.e2e
 FHIR_JSON = {"content-type": "application/fhir+json"}
 TOOLS = Path(__file__).resolve().parents[2] / "tools" / "profiles"
 SENDER = SmartClient(
-    "hospital", "sender", ["system/ServiceRequest.cr", "system/*.rs", "system/Consent.c", "system/Task.u"]
+    "hospital",
+    "sender",
+    ["system/ServiceRequest.cr", "system/*.rs", "system/Consent.c", "system/Task.u"],
+    # The source.endpoint of the example message it posts to $process-message: since the egress hardening a
+    # callback must be under a registered endpoint (else a 422), which this suite's client had none of.
+    endpoints=["https://logiciel-medecin.example.org/fhir"],
 )
 
 

@@ -87,7 +87,9 @@ async def _search(
         max_count=settings.max_page_size,
         lenient=lenient,
     )
-    result = await queries.search(database, query, viewer)
+    result = await queries.search(
+        database, query, viewer, lambda included: client.scopes.allows(included, Permission.READ)
+    )
     return FhirResponse(searchset(base_url, query, result, element_flags), answer)
 
 

@@ -52,8 +52,27 @@ async def metadata(request: Request, answer: AnswerDep, base_url: BaseUrlDep, to
     return FhirResponse(capability_statement(request.app, base_url, security), answer)
 
 
+#: What a transaction's URL may carry: how the answer is written. Anything else is a condition no transaction has.
+_ANSWER_PARAMETERS = frozenset({"_format", "_pretty"})
+
+
+def _no_condition(request: Request) -> None:
+    """``POST /fhir?identifier=…``: a client that meant a conditional create, or a search, sent to the base. Its
+    query would be dropped and the Bundle written all the same (DESIGN §16: a URL's parameters are never
+    ignored): a 400 naming them, before anything is written."""
+    names = sorted({name for name in request.query_params if name not in _ANSWER_PARAMETERS})
+    if names:
+        raise InvalidRequest.single(
+            IssueCode.SEARCH_PARAMETER_INVALID,
+            f"a transaction takes no search parameters in its URL ({', '.join(n[:64] for n in names[:10])}): a "
+            "conditional create is an entry's request.ifNoneExist, or If-None-Exist on POST [base]/[type]",
+            "http.url",
+        )
+
+
 @router.post("", summary="Referral as a transaction Bundle", openapi_extra=_FHIR_BODY)
 async def transaction(
+    request: Request,
     client: ClientDep,
     viewer: ViewerDep,
     bundle: ReferralBodyDep,
@@ -64,6 +83,7 @@ async def transaction(
     foreign_systems: ForeignSystemsDep,
     prefer: Annotated[str | None, Header(alias="Prefer")] = None,
 ) -> FhirResponse:
+    _no_condition(request)
     outcome = await process_transaction(database, routing, bundle, base_url, client.sender_id, viewer, foreign_systems)
     return FhirResponse(await transaction_as_preferred(outcome, preferred_return(prefer), database, viewer), answer)
 
