@@ -244,7 +244,7 @@ class Dispatcher:
                 headers["Authorization"] = f"Bearer {await self.tokens.token(auth, self.client, refused=token)}"
                 response = await self.client.post(url, content=message, headers=headers)
         except TokenUnavailable as exc:  # the token endpoint's trouble: later, like a destination's 503
-            return AttemptResult(Verdict.RETRY, str(exc))
+            return AttemptResult(Verdict.RETRY, str(exc), sent=False)
         except httpx.TimeoutException as exc:
             return AttemptResult(Verdict.RETRY, f"timeout ({type(exc).__name__})")
         except httpx.HTTPError as exc:
@@ -334,7 +334,7 @@ class Dispatcher:
         attempts = entry.attempts + 1
         if result.verdict is Verdict.DELIVERED:
             return Finished(entry.id, DELIVERED, attempts, now)
-        if result.verdict is Verdict.RETRY and attempts < self.settings.max_attempts:
+        if result.verdict is Verdict.RETRY and (attempts < self.settings.max_attempts or not result.sent):
             delay = backoff(
                 attempts,
                 base=self.settings.backoff_base,

@@ -23,6 +23,10 @@ class AttemptResult:
     error: str | None = None
     retry_after: float | None = None  # seconds the receiver asked us to wait
     shipped: tuple[str, ...] = ()  # the resources the message carried (Type/id), for the attempt's AuditEvent
+    # False when the message never left: our own credentials could not be had (the destination's token endpoint is
+    # down, or refuses us). Such a wait is retried with the same backoff but never makes a dead letter (DESIGN §11:
+    # a peer's token endpoint down delays deliveries, none is lost); ``attempts`` still counts it, for the backoff.
+    sent: bool = True
 
 
 def is_retryable_status(status: int) -> bool:

@@ -151,6 +151,32 @@ async def test_a_token_endpoint_down_delays_deliveries_without_losing_any(
 
 
 @respx.mock
+async def test_a_token_endpoint_down_past_every_attempt_makes_no_dead_letter(
+    database: Database, secured_routing: RoutingTable
+) -> None:
+    """Issue 14: a peer's token endpoint down — deliveries wait and retry, none dead-lettered, none lost. Past
+    ``max_attempts`` (12) failed token requests the entry still waits; once a token comes, it is delivered."""
+    service_request_id = await _referral(database, secured_routing)
+    failures = 15
+    respx.post(PARIS_TOKEN).mock(side_effect=[httpx.ConnectError("refused")] * failures + _tokens("t1"))
+    platform = respx.post(PARIS).mock(return_value=httpx.Response(200))
+    async with httpx.AsyncClient() as client:
+        dispatcher = _dispatcher(database, secured_routing, client, backoff=60)
+        for attempt in range(1, failures + 1):
+            await dispatcher.deliver_due()
+            (entry,) = await _entries(database)
+            assert (entry.status, entry.attempts) == ("pending", attempt)
+            await _due_now(database)
+        task = await _intake_task(database, service_request_id)
+        assert task["businessStatus"]["coding"][0]["code"] == "queued"
+        assert platform.call_count == 0
+        await dispatcher.deliver_due()
+    (entry,) = await _entries(database)
+    assert (entry.status, entry.attempts) == ("delivered", failures + 1)
+    assert _bearers(platform) == ["Bearer t1"]
+
+
+@respx.mock
 async def test_updates_back_carry_a_token_of_the_senders_registration(
     database: Database, routing: RoutingTable, tmp_path: Path
 ) -> None:
