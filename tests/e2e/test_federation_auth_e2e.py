@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.routing.destinations import SENDER_CALLBACKS
 from tests.support.auth import TEST_SECRET, SmartClient, write_clients, write_private_key
 from tests.support.processes import GatewayProcess, Platform, running, wait_until, write_routing
 from tests.support.referrals import fresh
@@ -130,7 +131,8 @@ def test_two_gateways_with_auth_on_federate_renewing_their_tokens(tmp_path: Path
             return (
                 _delivered(gateway_a, "dac-67") == REFERRALS  # forwarded to B
                 and len(set(platform.message_ids())) == REFERRALS  # routed by B to its platform
-                and _delivered(gateway_b, f"sender:{gateway_a.base}") == REFERRALS  # B's updates back to A
+                # B's updates back to A: its logs name a sender's callback by one label, never by its URL
+                and _delivered(gateway_b, SENDER_CALLBACKS) == REFERRALS
             )
 
         wait_until(settled, 30, 0.2, "referrals A → B → platform, and B's updates back to A, all delivered")
