@@ -286,6 +286,101 @@ def outbox_replay(delivery_id: Annotated[str, typer.Argument(help="The delivery 
     typer.echo(f"delivery {delivery_id} queued again")
 
 
+kit_app = typer.Typer(help="The conformance kit: every example posted, its answer checked.", no_args_is_help=True)
+app.add_typer(kit_app, name="kit")
+
+
+def _kit_client(base: str, client_id: str | None, key: Path | None) -> Any:
+    """An httpx client on the FHIR base, with an access token when a client and its key are given."""
+    import httpx
+
+    from gateway.kit._run import TIMEOUT
+
+    headers: dict[str, str] = {}
+    if (client_id is None) != (key is None):
+        typer.echo("--client-id and --key go together", err=True)
+        raise typer.Exit(code=2)
+    if client_id is not None and key is not None:
+        from gateway.auth.client_tokens import TokenRequestFailed, request_token
+
+        try:
+            headers["Authorization"] = f"Bearer {request_token(base, client_id, key, [])}"
+        except TokenRequestFailed as exc:
+            typer.echo(f"no access token: {exc}", err=True)
+            raise typer.Exit(code=2) from exc
+    return httpx.Client(base_url=base.rstrip("/"), timeout=TIMEOUT, headers=headers)
+
+
+def _kit_examples(examples: Path | None) -> tuple[Path, Any]:
+    from gateway.conformance.files import examples_dir
+    from gateway.kit import discover
+
+    folder = examples or examples_dir()
+    return folder, discover(folder)
+
+
+BaseOption = Annotated[str, typer.Option("--base", help="The server's FHIR base URL (http://127.0.0.1:8080/fhir)")]
+ClientIdOption = Annotated[str | None, typer.Option("--client-id", help="A registered client (authentication on)")]
+KeyOption = Annotated[
+    Path | None, typer.Option("--key", help="That client's private key (PEM or JWK)", exists=True, dir_okay=False)
+]
+ExamplesOption = Annotated[
+    Path | None, typer.Option("--examples", help="The examples folder (default: those installed with the gateway)")
+]
+
+
+@kit_app.command("run")
+def kit_run(
+    base: BaseOption,
+    client_id: ClientIdOption = None,
+    key: KeyOption = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Also write a JUnit XML report there")] = None,
+    examples: ExamplesOption = None,
+) -> None:
+    """Post every example to the server at --base and check what expected.json records: one line per example,
+    then "N passed, M failed"; exit status 0 only when all pass."""
+    import json
+
+    from gateway.kit import junit_xml, run_kit
+
+    folder, found = _kit_examples(examples)
+    expected = json.loads((folder / "expected.json").read_text(encoding="utf-8"))
+    with _kit_client(base, client_id, key) as client:
+        outcomes = run_kit(client, found, expected, typer.echo)
+    failed = sum(not outcome.passed for outcome in outcomes)
+    typer.echo(f"{len(outcomes) - failed} passed, {failed} failed")
+    if junit is not None:
+        junit_xml(outcomes, junit)
+    raise typer.Exit(code=1 if failed or not outcomes else 0)
+
+
+@kit_app.command("record")
+def kit_record(
+    base: BaseOption,
+    output: Annotated[Path, typer.Option("--output", help="Where to write the expectations")],
+    client_id: ClientIdOption = None,
+    key: KeyOption = None,
+    examples: ExamplesOption = None,
+) -> None:
+    """Post every example and write what was observed as the expectations (to review before committing them),
+    in the order of the existing expected.json, new examples last."""
+    import json
+
+    from gateway.kit import observe
+
+    folder, found = _kit_examples(examples)
+    current = folder / "expected.json"
+    order = list(json.loads(current.read_text(encoding="utf-8"))) if current.is_file() else []
+    by_name = {example.name: example for example in found}
+    names = [name for name in order if name in by_name] + [name for name in by_name if name not in order]
+    recorded = {}
+    with _kit_client(base, client_id, key) as client:
+        for name in names:
+            recorded[name] = observe(client, by_name[name])
+            typer.echo(f"{name}: {recorded[name]['status']}")
+    output.write_text(json.dumps(recorded, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Migrate the schema of GATEWAY_DATABASE_URL to the latest revision."""

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         default=None,
         description="Public URL of the token endpoint (the assertions' aud); default: next to GATEWAY_BASE_URL",
     )
+    console: AuthMode | None = Field(
+        default=None,
+        description="The integrator console at /console: on by default with authentication off; with it on, off "
+        "unless set to 'on' (its data then needs an operator's token)",
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")
 
@@ -178,6 +183,12 @@ class Settings(BaseSettings):
         """The base of what the gateway sends on its own (no request to take it from): the configured one, else
         the address ``gateway serve`` listens on."""
         return self.base_url or self.listen_url
+
+    @property
+    def console_enabled(self) -> bool:
+        if self.console is None:
+            return not self.auth_enabled
+        return self.console is AuthMode.ON
 
     @property
     def auth_enabled(self) -> bool:

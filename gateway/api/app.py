@@ -104,7 +104,7 @@ def create_app(
         version=__version__,
         description="FHIR R4 gateway for referrals to the French DAC platforms",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's page loads its scripts from a CDN: the console's API page is ours (/console/api)
         redoc_url=None,
         redirect_slashes=False,  # HttpMethodsMiddleware answers /fhir/ as /fhir, without a redirect
     )
@@ -122,6 +122,10 @@ def create_app(
     app.include_router(consents.router)
     app.include_router(conformance.router)  # before resources: /fhir/StructureDefinition… are its own
     app.include_router(resources.router)
+    if settings.console_enabled:
+        from gateway.console import install_console
+
+        install_console(app)
     app.add_middleware(AuditMiddleware, buffer=audit)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware)

@@ -318,6 +318,16 @@ class OutboxRepository:
         )
         return {row.task_id: (row.destination, row.status) for row in result}
 
+    async def of_referral(self, service_request: str, task_ids: Iterable[str], limit: int = 200) -> list[OutboxEntry]:
+        """Deliveries about one referral (``ServiceRequest/{id}``): those of its Tasks, and the messages whose focus
+        it is (its updates back to the sender), oldest first — for the console's timeline."""
+        o = outbox.c
+        ids = list(dict.fromkeys(task_ids))
+        about = o.payload.contains(f'"{service_request}"', autoescape=True)
+        query = sa.select(outbox).where(sa.or_(about, o.task_id.in_(ids)) if ids else about)
+        rows = await self._execute(query.order_by(o.created_at, o.id).limit(limit))
+        return [OutboxEntry.from_row(row) for row in rows]
+
     # --- where updates go back ---
 
     def record_origin(self, service_request_id: str, endpoint: str) -> None:

@@ -17,7 +17,7 @@ from tests.conftest import EXAMPLES
 
 
 def _examples() -> list[dict[str, Any]]:
-    bundles = [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))]
+    bundles = [json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*-*.json"))]
     bundles += [json.loads(p.read_text()) for p in sorted((EXAMPLES / "invalid").glob("*-*.json"))]
     # a few resources made to fail the invariants that the examples all pass
     patient = next(e["resource"] for e in bundles[2]["entry"] if e["resource"]["resourceType"] == "Patient")
