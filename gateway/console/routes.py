@@ -79,6 +79,10 @@ def _examples() -> tuple[dict[str, Example], dict[str, Any], dict[str, str]]:
             for line in readme.read_text(encoding="utf-8").splitlines():
                 if match := _README_ROW.match(line):
                     shows[match.group(1)] = re.sub(r"`([^`]*)`", r"\1", match.group(2))
+    invalid_file = folder / "invalid" / "expected.json"
+    if invalid_file.is_file():  # the invalid examples: made from a valid one with one mistake (invalid/_build.py)
+        for name, made in json.loads(invalid_file.read_text(encoding="utf-8")).items():
+            shows.setdefault(f"invalid/{name}", f"{made.get('from')} with one mistake: refused with the issues shown.")
     return found, expected, shows
 
 
@@ -104,7 +108,7 @@ async def examples_page(request: Request) -> Response:
     rows = [
         {
             "name": name,
-            "shows": shows.get(name.removeprefix("invalid/"), ""),
+            "shows": shows.get(name, ""),
             "expected": expected.get(name, {}),
             "endpoint": ("/fhir" if found[name].kind.under_fhir_base else "") + found[name].url_path(),
             "content_type": found[name].kind.content_type,

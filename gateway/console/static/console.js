@@ -19,7 +19,7 @@
       else if (name.startsWith('on')) element.addEventListener(name.slice(2), value);
       else element.setAttribute(name, value === true ? '' : value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === undefined || child === null || child === false) continue;
       element.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -112,7 +112,10 @@
       ]);
       const sr = request.json || {};
       const identifier = (sr.identifier || [])[0];
-      parts.push(h('p', {}, 'ServiceRequest ', h('b', { class: 'sr-status' }, sr.status || '?'),
+      const created = ((answer.json && answer.json.entry) || []).map((entry) => entry.response || {})
+        .find((response) => (response.location || '').startsWith('ServiceRequest/'));
+      parts.push(h('p', {}, 'ServiceRequest ', created ? [h('span', { class: 'entry-status' }, created.status), ', now '] : '',
+        h('b', { class: 'sr-status' }, sr.status || '?'),
         identifier ? [' · ', h('a', { href: `/console/referral#${encodeURIComponent(identifier.value)}` }, 'its timeline')] : ''));
       parts.push(table(['Task', 'status', 'business status', 'owner'], entries(tasks.json).map((task) =>
         [code(task.code), task.status, code(task.businessStatus) || '—', (task.owner && (task.owner.display || task.owner.reference)) || '—']), 'tasks'));
@@ -257,9 +260,9 @@
     $('#destinations').replaceChildren(destinations.length ? table(['destination', 'waiting', 'oldest waiting', 'delivered', 'dead letters'],
       destinations.map((d) => [d.destination, String(d.pending), age(d.oldest_age_seconds), String(d.delivered), String(d.dead)]), 'destinations') : h('p', {}, 'Nothing sent yet.'));
     const dead = answer.json.dead_letters;
-    $('#dead-letters').replaceChildren(dead.length ? table(['queued', 'destination', 'event', 'attempts', 'last answer', ''], dead.map((d) => [
-      when(d.created_at), d.destination, d.event, String(d.attempts), d.last_error || '—',
-      h('button', { type: 'button', class: 'replay', 'data-id': d.id, onclick: () => replay(d.id) }, 'Replay')]), 'dead') : h('p', {}, 'No dead letter.'));
+    $('#dead-letters').replaceChildren(dead.length ? table(['queued', 'delivery id', 'destination', 'event', 'attempts', 'last answer', ''], dead.map((d) => [
+      when(d.created_at), h('code', {}, d.id), d.destination, d.event, String(d.attempts), d.last_error || '—',
+      h('button', { type: 'button', class: 'replay', 'data-id': d.id, 'aria-label': `Replay delivery ${d.id}`, onclick: () => replay(d.id) }, 'Replay')]), 'dead') : h('p', {}, 'No dead letter.'));
     say('#outbox-state', `as of ${new Date().toLocaleTimeString()}`);
   }
   if (page === 'outbox') {
