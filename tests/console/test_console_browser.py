@@ -78,7 +78,9 @@ async def _requests(page: Any) -> list[str]:
     return entries
 
 
-async def test_an_invalid_referral_has_its_issue_line_highlighted(console: Console, page: Any, screenshots: Path) -> None:
+async def test_an_invalid_referral_has_its_issue_line_highlighted(
+    console: Console, page: Any, screenshots: Path
+) -> None:
     from playwright.async_api import expect
 
     text = (EXAMPLES / "invalid" / "bad-ins-key.json").read_text()
@@ -122,7 +124,9 @@ async def test_a_decision_through_the_api_shows_in_the_timeline(console: Console
     posted = httpx.post(console.process.base, json=bundle, headers=FHIR_JSON, timeout=30)
     assert posted.status_code == 200, posted.text
     identifier = next(
-        e["resource"]["identifier"][0]["value"] for e in bundle["entry"] if e["resource"]["resourceType"] == "ServiceRequest"
+        e["resource"]["identifier"][0]["value"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "ServiceRequest"
     )
     await page.goto(f"{console.root}/console/referral")
     await page.get_by_label("ServiceRequest identifier").fill(identifier)

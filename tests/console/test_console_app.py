@@ -1,0 +1,98 @@
+"""The console in process: when it is served, its headers, its thin layer (outbox, deliveries, replay, locate)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway import Settings, create_app
+from gateway.config import AuthMode
+from gateway.routing.config import RoutingTable
+from gateway.store import Database
+from gateway.store.outbox import DEAD
+from gateway.store.unit_of_work import UnitOfWork
+from tests.conftest import EXAMPLES
+
+PAGES = ["/console/examples", "/console/validate", "/console/referral", "/console/outbox", "/console/api"]
+
+
+@pytest.mark.parametrize(
+    ("auth", "console", "served"),
+    [("off", None, True), ("off", "off", False), ("on", None, False), ("on", "on", True)],
+)
+def test_the_console_is_on_by_default_only_with_authentication_off(
+    auth: str, console: str | None, served: bool
+) -> None:
+    settings = Settings(auth=AuthMode(auth), console=AuthMode(console) if console else None)
+    assert settings.console_enabled is served
+
+
+async def test_every_page_is_served_with_a_policy_that_forbids_what_is_not_ours(client: httpx.AsyncClient) -> None:
+    for path in PAGES:
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "http" not in page.text.split("<main")[0].replace('href="/', "")  # no asset from elsewhere
+    assert (await client.get("/console/static/console.js")).status_code == 200
+    assert (await client.get("/console")).headers["location"] == "/console/examples"
+    assert (await client.get("/docs")).status_code == 404  # its scripts came from a CDN: the API page replaces it
+
+
+async def test_the_console_is_absent_when_turned_off(
+    settings: Settings, database: Database, routing: RoutingTable
+) -> None:
+    app = create_app(settings.model_copy(update={"console": AuthMode.OFF}), database, routing)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as client:
+        assert (await client.get("/console/examples")).status_code == 404
+        assert (await client.get("/console/data/outbox")).status_code == 404
+
+
+async def test_an_example_file_is_served_and_an_unknown_one_is_a_404(client: httpx.AsyncClient) -> None:
+    served = await client.get("/console/examples/file/invalid/bad-ins-key.json")
+    assert served.content == (EXAMPLES / "invalid" / "bad-ins-key.json").read_bytes()
+    assert (await client.get("/console/examples/file/../pyproject.toml")).status_code == 404
+    assert (await client.get("/console/examples/file/nothing.json")).status_code == 404
+
+
+async def test_the_outbox_overview_and_the_replay_of_a_dead_letter(
+    app: FastAPI, client: httpx.AsyncClient, database: Database
+) -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with UnitOfWork(database) as uow:
+        for n, destination in enumerate(["dac-75", "dac-75", "sender:https://user:pw@his.example.org/fhir?x=1"]):
+            uow.outbox.enqueue(
+                id=f"d{n}", destination=destination, endpoint="http://127.0.0.1:9/fhir", event="referral-request",
+                payload={"focus": "ServiceRequest/sr1"}, now=now, task_id="t1" if n == 0 else None,
+            )  # fmt: skip
+        await uow.commit()
+    async with UnitOfWork(database) as uow:
+        await uow.outbox.claim("w", now, __import__("datetime").timedelta(seconds=5), 10)
+        from gateway.store.outbox import Finished
+
+        await uow.outbox.finish("w", [Finished("d1", DEAD, 12, now, "HTTP 400")])
+        await uow.commit()
+    overview = (await client.get("/console/data/outbox")).json()
+    by_destination = {line["destination"]: line for line in overview["destinations"]}
+    assert by_destination["dac-75"]["pending"] == 1 and by_destination["dac-75"]["dead"] == 1
+    assert "sender:https://his.example.org/fhir" in by_destination  # no credentials, no query
+    assert [(d["id"], d["last_error"]) for d in overview["dead_letters"]] == [("d1", "HTTP 400")]
+    deliveries = (await client.get("/console/data/deliveries", params={"service_request": "sr1", "task": "t1"})).json()
+    assert sorted(d["id"] for d in deliveries["deliveries"]) == ["d0", "d1", "d2"]
+    assert (await client.post("/console/data/outbox/d0/replay")).status_code == 404  # not a dead letter
+    assert (await client.post("/console/data/outbox/d1/replay")).status_code == 200
+    assert (await client.get("/console/data/outbox")).json()["dead_letters"] == []
+
+
+async def test_locate_answers_a_line_per_issue(client: httpx.AsyncClient) -> None:
+    text = (EXAMPLES / "invalid" / "bad-ins-key.json").read_text()
+    answer = await client.post(
+        "/console/data/locate",
+        json={"document": text, "issues": [{"expression": "Bundle.entry[1].resource.identifier[0].value"}, {}]},
+    )
+    line = answer.json()["lines"][0]
+    assert "238115951221460" in text.splitlines()[line - 1]
+    assert answer.json()["lines"][1] is None
