@@ -17,16 +17,21 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Any]:
+def chromium() -> Path:
     if not CHROMIUM.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("Debian's chromium is not installed (apt-get install -y chromium): the console is not tested")
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium: Path) -> AsyncIterator[Any]:
     # The async API, on the suite's event loop: the sync one runs a loop of its own, which pytest-asyncio's refuses.
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True, args=["--no-sandbox"])
         try:
             yield launched
         finally:

@@ -64,9 +64,10 @@ async def test_the_console_needs_an_operators_token(
     from playwright.async_api import expect
 
     root = secure_console.root
-    assert httpx.get(f"{root}/console/data/outbox").status_code == 401
     sender = {"Authorization": f"Bearer {secure_console.token(SENDER)}"}
-    assert httpx.get(f"{root}/console/data/outbox", headers=sender).status_code == 403
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(f"{root}/console/data/outbox")).status_code == 401
+        assert (await http.get(f"{root}/console/data/outbox", headers=sender)).status_code == 403
     await page.goto(f"{root}/console/outbox")
     await expect(page.locator("#outbox-state")).to_contain_text("needs an operator token")
     await shoot(page, screenshots, "auth-outbox-without-token")

@@ -121,7 +121,8 @@ async def test_a_decision_through_the_api_shows_in_the_timeline(console: Console
     from playwright.async_api import expect
 
     bundle = json.loads((EXAMPLES / "referral-nurse-pta-2016.json").read_text())
-    posted = httpx.post(console.process.base, json=bundle, headers=FHIR_JSON, timeout=30)
+    async with httpx.AsyncClient(timeout=30) as http:
+        posted = await http.post(console.process.base, json=bundle, headers=FHIR_JSON)
     assert posted.status_code == 200, posted.text
     identifier = next(
         e["resource"]["identifier"][0]["value"]
@@ -137,14 +138,15 @@ async def test_a_decision_through_the_api_shows_in_the_timeline(console: Console
     await expect(validation.first).to_contain_text("requested")
     await shoot(page, screenshots, "referral-before")
 
-    service_request = httpx.get(f"{console.process.base}/ServiceRequest", params={"identifier": identifier}).json()
-    reference = "ServiceRequest/" + service_request["entry"][0]["resource"]["id"]
-    task = _tasks(console, reference)["gp-validation"]
-    accepted = httpx.put(
-        f"{console.process.base}/Task/{task['id']}",
-        json=task | {"status": "accepted"},
-        headers=FHIR_JSON | {"if-match": f'W/"{task["meta"]["versionId"]}"'},
-    )
+    async with httpx.AsyncClient(timeout=30) as http:
+        found = await http.get(f"{console.process.base}/ServiceRequest", params={"identifier": identifier})
+        reference = "ServiceRequest/" + found.json()["entry"][0]["resource"]["id"]
+        task = _tasks(console, reference)["gp-validation"]
+        accepted = await http.put(
+            f"{console.process.base}/Task/{task['id']}",
+            json=task | {"status": "accepted"},
+            headers=FHIR_JSON | {"if-match": f'W/"{task["meta"]["versionId"]}"'},
+        )
     assert accepted.status_code == 200, accepted.text
     wait_until(lambda: console.platform.message_ids(), 20, 0.2, "the referral delivered after the GP accepted")
     await page.get_by_role("button", name="Refresh").click()
@@ -168,7 +170,9 @@ async def test_a_dead_letter_is_replayed_from_the_outbox_page(console: Console, 
 
     wait_until(lambda: all(d["pending"] == 0 for d in overview()["destinations"]), 20, 0.2, "an idle outbox")
     console.platform.script.append(400)  # the next delivery is refused for good: a dead letter
-    assert httpx.post(console.process.base, json=fresh(commune="75056"), headers=FHIR_JSON).status_code == 200
+    async with httpx.AsyncClient(timeout=30) as http:
+        posted = await http.post(console.process.base, json=fresh(commune="75056"), headers=FHIR_JSON)
+    assert posted.status_code == 200, posted.text
     wait_until(lambda: overview()["dead_letters"], 20, 0.2, "a dead letter")
     await page.goto(f"{console.root}/console/outbox")
     dead = page.locator("#dead-letters table tbody tr")
@@ -189,6 +193,7 @@ async def test_the_api_page_lists_the_routes_without_a_cdn(console: Console, pag
 
     await page.goto(f"{console.root}/console/api")
     await expect(page.locator("table.api")).to_contain_text("/fhir/$process-message")
-    assert httpx.get(f"{console.root}/docs").status_code == 404
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(f"{console.root}/docs")).status_code == 404
     assert all(url.startswith(console.root) for url in await _requests(page))
     await shoot(page, screenshots, "api")
