@@ -178,6 +178,12 @@ def serve_checks(venv: Path, work: Path, label: str, environment: dict[str, str]
         check(status == 200 and json.loads(body).get("total") == 1, f"[{label}] StructureDefinition?url= found")
         status, body = request("GET", f"{base}/package.tgz")
         check(status == 200 and body[:2] == b"\x1f\x8b", f"[{label}] /package.tgz served ({len(body)} bytes)")
+        for page in ("/console/examples", "/console/static/console.js", "/console/static/console.css"):
+            status, body = request("GET", base + page)
+            check(status == 200 and len(body) > 1000, f"[{label}] {page} served from the wheel", f"{status}")
+        kit = run([str(venv / "bin" / "gateway"), "kit", "run", "--base", f"{base}/fhir"], cwd=empty, env=env)
+        last = (kit.stdout.strip().splitlines() or [""])[-1]
+        check(kit.returncode == 0, f"[{label}] gateway kit run with the installed examples: {last}", kit.stdout[-3000:])
     finally:
         process.terminate()
         try:

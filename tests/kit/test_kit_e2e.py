@@ -1,10 +1,11 @@
 """The conformance kit against real ``gateway serve`` processes: every example passes, twice in a row against the
-same server (the examples that share identifiers are idempotent replays), with a JUnit report; and a server that
-routes otherwise fails it, exit status 1, each failing line naming its example."""
+same server (the examples that share identifiers are idempotent replays), with a JUnit report; and a wrong
+expectation fails it, exit status 1, each failing line naming its example."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import loopback_routing
-from tests.support.processes import GATEWAY, GatewayProcess, Platform, running, write_routing
+from tests.support.processes import GATEWAY, GatewayProcess, Platform, running
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -64,21 +65,33 @@ def test_the_kit_passes_twice_in_a_row_against_the_same_server(gateway: GatewayP
         assert suite.get("tests") == str(len(EXPECTED)) and suite.get("failures") == "0"
 
 
-def test_a_server_that_routes_otherwise_fails_the_kit(tmp_path: Path) -> None:
-    platform = Platform()
-    routing = write_routing(
-        tmp_path, {"elsewhere": {"endpoint": platform.endpoint, "finess": "130000005"}}, {"2A": "elsewhere"}
+def test_a_wrong_expectation_fails_the_kit_naming_its_example(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """As against a server that routed elsewhere: the expectation of referral-gp.json names another platform."""
+    folder = tmp_path / "examples"
+    (folder / "invalid").mkdir(parents=True)
+    chosen = ["referral-gp.json", "referral-no-gp.json", "invalid/bad-ins-key.json"]
+    for name in chosen:
+        shutil.copy(EXAMPLES / name, folder / name)
+    expected = {name: EXPECTED[name] for name in chosen}
+    expected["referral-gp.json"] = expected["referral-gp.json"] | {
+        "platform": {"system": "https://finess.esante.gouv.fr", "value": "130000005"}
+    }
+    expected["invalid/bad-ins-key.json"] = {"status": 422, "issues": [{"code": "rpps-key-invalid", "expression": "x"}]}
+    (folder / "expected.json").write_text(json.dumps(expected))
+    report = tmp_path / "kit.xml"
+    done = subprocess.run(
+        [*GATEWAY, "kit", "run", "--base", gateway.base, "--examples", str(folder), "--junit", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
-    routing.write_text('default = "elsewhere"\n' + routing.read_text())
-    process = GatewayProcess(tmp_path, routing)
-    with running(platform, process):
-        report = tmp_path / "kit.xml"
-        done = kit(process.base, "--junit", str(report))
-    assert done.returncode == 1, done.stdout
-    failing = [line for line in done.stdout.splitlines() if line.startswith("FAIL")]
-    assert any(line.startswith("FAIL  referral-gp.json — platform") and "130000005" in line for line in failing)
-    assert done.stdout.splitlines()[-1] == f"{len(EXPECTED) - len(failing)} passed, {len(failing)} failed"
-    assert all(line.split()[1] in EXPECTED for line in failing)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAIL  referral-gp.json — platform") and "130000005" in lines[0]
+    assert lines[1] == "ok    referral-no-gp.json"
+    assert lines[2].startswith("FAIL  invalid/bad-ins-key.json — issues") and "ins-key-invalid" in lines[2]
+    assert lines[-1] == "1 passed, 2 failed"
     cases = {case.get("name"): case for case in ET.parse(report).getroot()}
     assert cases["referral-gp.json"].find("failure") is not None
-    assert cases["invalid/bad-ins-key.json"].find("failure") is None
+    assert cases["referral-no-gp.json"].find("failure") is None
