@@ -485,7 +485,12 @@ async def _store(
     if plan.service_request_extensions:
         service_request["extension"] = [*service_request.get("extension", []), *plan.service_request_extensions]
     if plan.service_request_status != "revoked":
-        service_request["performer"] = [{"reference": platform_reference, "display": platform.name}]
+        # With the platform's identifier: a sender may read its referral but not the platform's Organization, and
+        # still learns where it went (the conformance kit checks it so, DESIGN §14).
+        platform_identifier = {"system": platform.organization_system, "value": platform.organization_value}
+        service_request["performer"] = [
+            {"reference": platform_reference, "identifier": platform_identifier, "display": platform.name}
+        ]
 
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
     if plan.routed:

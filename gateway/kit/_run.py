@@ -8,8 +8,8 @@ What is observed (and recorded) for an example:
 - for a referral taken in (its ServiceRequest found by the identifier the example carries), ``service_request``:
   the ServiceRequest's status as taken in (its first version, so that an opposition posted later, or a second run
   against the same server, does not change it); ``tasks``: each Task focused on it, code and status of its first
-  version; ``platform``: the identifier of the Organization the ServiceRequest was routed to (``performer``), or
-  null when it was not routed at intake;
+  version; ``platform``: the identifier of the Organization the ServiceRequest was routed to (``performer``: the
+  reference's ``identifier``, else the Organization read), or null when it was not routed at intake;
 - for an HL7 v2 answer, ``ack`` (MSA-1) and ``issues`` from its ERR segments (ERR-5 code, ERR-2 location).
 """
 
@@ -122,6 +122,10 @@ def _referral(client: httpx.Client, identifiers: Iterable[tuple[str, str]]) -> O
         platform = None
         for performer in first.get("performer") or []:
             reference = str(performer.get("reference", ""))
+            if isinstance(performer.get("identifier"), dict):  # as the referral names it: no read needed
+                identifier = performer["identifier"]
+                platform = {"system": identifier.get("system"), "value": identifier.get("value")}
+                break
             if reference.startswith("Organization/"):
                 organization = client.get(f"/{reference}")
                 for identifier in (_json(organization) or {}).get("identifier") or []:
