@@ -4,6 +4,8 @@ expectation fails it, exit status 1, each failing line naming its example."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import loopback_routing
+from tests.support.auth import TEST_SECRET, SmartClient, write_clients, write_private_key
 from tests.support.processes import GATEWAY, GatewayProcess, Platform, running
 
 pytestmark = pytest.mark.e2e
@@ -95,3 +98,33 @@ def test_a_wrong_expectation_fails_the_kit_naming_its_example(gateway: GatewayPr
     cases = {case.get("name"): case for case in ET.parse(report).getroot()}
     assert cases["referral-gp.json"].find("failure") is not None
     assert cases["referral-no-gp.json"].find("failure") is None
+
+
+def _thumbprint(jwk: dict[str, str]) -> str:
+    """RFC 7638: the kid ``gateway clients add`` registers, and the kit's token request names."""
+    members = {key: jwk[key] for key in ("crv", "kty", "x", "y")}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def test_the_kit_passes_with_authentication_on_as_a_registered_sender(tmp_path: Path) -> None:
+    sender = SmartClient(
+        "kit-sender",
+        "sender",
+        ["system/ServiceRequest.c", "system/Consent.c", "system/*.rs"],
+        # The callbacks the example messages name (MessageHeader.source.endpoint) are registered for it.
+        endpoints=["https://logiciel-medecin.example.org/fhir", "https://hopital-exemple.fr/fhir"],
+    )
+    sender.kid = _thumbprint({k: str(v) for k, v in sender.public_jwk().items()})
+    key = write_private_key(tmp_path / "kit-sender.pem")
+    platform = Platform()
+    routing, tokens = loopback_routing(tmp_path, platform.endpoint)
+    clients = write_clients(tmp_path / "clients", [sender])
+    env = {**tokens, "GATEWAY_AUTH": "on", "GATEWAY_CLIENTS": str(clients), "GATEWAY_AUTH_SECRET": TEST_SECRET}
+    process = GatewayProcess(tmp_path, routing, env=env)
+    with running(platform, process):
+        refused = kit(process.base)
+        assert refused.returncode == 1 and refused.stdout.splitlines()[-1] == f"0 passed, {len(EXPECTED)} failed"
+        done = kit(process.base, "--client-id", "kit-sender", "--key", str(key))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.splitlines()[-1] == f"{len(EXPECTED)} passed, 0 failed"
