@@ -12,8 +12,7 @@ from tests.auth.conftest import OPERATOR, READ_ONLY, SENDER, TOKEN_URL, token_of
 from tests.conftest import load_example
 
 OPEN = {"/health", "/ready", "/metrics", "/fhir/metadata", "/auth/token", "/.well-known/smart-configuration",
-        "/fhir/.well-known/smart-configuration", "/.well-known/jwks.json", "/docs", "/docs/oauth2-redirect",
-        "/openapi.json"}  # fmt: skip
+        "/fhir/.well-known/smart-configuration", "/.well-known/jwks.json", "/openapi.json"}  # fmt: skip
 #: What the gateway publishes for other FHIR tools (conformance resources, /package.tgz): definitions, no patient
 #: data, readable without a token (tests/conformance).
 OPEN |= {route.path for route in conformance.router.routes if isinstance(route, APIRoute) and "GET" in route.methods}
