@@ -135,11 +135,15 @@ def _json_member(node: _Node, name: str) -> _Node | None:
     return None
 
 
-def _json_line(text: str, expression: str) -> int | None:
+def _json_tree(text: str) -> _Node | None:
     try:
-        node: _Node | None = _JsonReader(text).value()
+        return _JsonReader(text).value()
     except (ValueError, IndexError):
         return None
+
+
+def _json_line(tree: _Node, expression: str) -> int | None:
+    node: _Node | None = tree
     assert node is not None
     steps = fhirpath_steps(expression)
     if steps and node.members.get("resourceType") is not None and steps[0] == node.members["resourceType"].value:
@@ -282,20 +286,30 @@ def document_format(text: str) -> str:
     return "text"
 
 
+class Document:
+    """A pasted document, read once; ``line`` answers for each issue."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.kind = document_format(text)
+        self.tree = _json_tree(text) if self.kind == "json" else None
+        self.root = _xml_root(text) if self.kind == "xml" else None
+
+    def line(self, expression: str | None = None, location: str | None = None) -> int | None:
+        """The line (from 1) that the issue names, or None."""
+        if self.kind == "hl7v2":
+            return _v2_line(self.text, location or expression or "")
+        if self.tree is not None:
+            return _json_line(self.tree, expression) if expression else None
+        if self.root is not None:
+            if location and location.startswith("/"):
+                line = _xpath_line(self.root, location)
+                if line is not None:
+                    return line
+            return _xml_fhirpath_line(self.root, expression) if expression else None
+        return None
+
+
 def locate(text: str, expression: str | None = None, location: str | None = None) -> int | None:
     """The line (from 1) of ``text`` that the issue names, or None."""
-    kind = document_format(text)
-    if kind == "hl7v2":
-        return _v2_line(text, location or expression or "")
-    if kind == "json":
-        return _json_line(text, expression) if expression else None
-    if kind == "xml":
-        root = _xml_root(text)
-        if root is None:
-            return None
-        if location and location.startswith("/"):
-            line = _xpath_line(root, location)
-            if line is not None:
-                return line
-        return _xml_fhirpath_line(root, expression) if expression else None
-    return None
+    return Document(text).line(expression, location)

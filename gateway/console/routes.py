@@ -10,6 +10,7 @@ not the gateway's own (Content-Security-Policy).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from functools import cache
@@ -26,7 +27,7 @@ from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import bearer_token
 from gateway.conformance.files import examples_dir
 from gateway.console import data
-from gateway.console.locate import locate
+from gateway.console.locate import Document
 from gateway.errors import Forbidden, IssueCode, ResourceNotFound
 from gateway.fhir.primitives import utc_now
 from gateway.kit import Example, discover
@@ -192,8 +193,13 @@ async def locate_data(
     issues: Annotated[list[dict[str, str | None]], Body()],
 ) -> JSONResponse:
     """For each issue ({expression, location}), the line of ``document`` it names (or null)."""
-    lines = [locate(document, issue.get("expression"), issue.get("location")) for issue in issues[:1000]]
-    return _json({"lines": lines})
+
+    def lines() -> list[int | None]:
+        read = Document(document)
+        return [read.line(issue.get("expression"), issue.get("location")) for issue in issues[:1000]]
+
+    # Reading a large document is CPU work: off the event loop, as the API reads XML bodies.
+    return _json({"lines": await asyncio.to_thread(lines)})
 
 
 def install_console(app: FastAPI) -> None:
