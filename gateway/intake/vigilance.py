@@ -22,6 +22,9 @@ from gateway.validation.rules import IDENTITY_TRAITS, identity_trait_values
 #: What a referral never changes in a Patient on record: its id and meta (the store's), its identifiers (the
 #: identity table's keys), its narrative (it would describe another version).
 _KEPT = frozenset({"resourceType", "id", "meta", "identifier", "text"})
+#: What a referral gives the record only when it has none: the GP it names is that referral's (its CareTeam, its
+#: Tasks), through a PractitionerRole each referral brings anew — a new version per referral otherwise.
+_FIRST_ONLY = frozenset({"generalPractitioner"})
 
 
 def trait_mismatches(posted: Resource, stored: Resource, expression: str) -> list[Issue]:
@@ -47,7 +50,7 @@ def updated_patient(stored: Resource, posted: Resource) -> Resource | None:
     reliability extension, which is the more reliable of the two."""
     merged = {key: value for key, value in stored.items() if key != "meta"}
     for key, value in posted.items():
-        if key not in _KEPT and key != "extension":
+        if key not in _KEPT and key != "extension" and not (key in _FIRST_ONLY and key in stored):
             merged[key] = value
     extensions = [e for e in stored.get("extension") or [] if isinstance(e, dict)]
     for extension in posted.get("extension") or []:
