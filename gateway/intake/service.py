@@ -36,11 +36,12 @@ from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_condition, split_reference
 from gateway.fhir.types import JSONObject, Resource
-from gateway.intake import facts
-from gateway.intake.careteam import build_care_team
-from gateway.intake.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
-from gateway.intake.referral import Referral, ReferralEntry, iter_references
 from gateway.intake.vigilance import trait_mismatches, updated_patient
+from gateway.referral import facts
+from gateway.referral.bundle import SOURCE_ENDPOINT, Referral, ReferralEntry, iter_references
+from gateway.referral.careteam import build_care_team
+from gateway.referral.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
+from gateway.routing.callbacks import callback_endpoint
 from gateway.routing.config import Platform, PlatformKind, RoutingTable
 from gateway.routing.router import route
 from gateway.routing.schedule import schedule_referral
@@ -49,7 +50,6 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import uses_ins, uses_test_identity
-from gateway.workflow.consents import opposition_in_force, provision_type
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.on_record import oppositions_on_record
 from gateway.workflow.provenance import GATEWAY, Agent, client_agent, provenance
@@ -146,7 +146,7 @@ async def take_in(
     ``callbacks``: where the caller may be called back (its registered endpoints; None with authentication off):
     a message's ``source.endpoint`` elsewhere is a 422, before anything is read or stored. ``own_base``: this
     gateway's FHIR base — a reference on it is the same as its relative form (``gateway.fhir.references``)."""
-    origin = referral.reply_endpoint(callbacks)
+    origin = callback_endpoint(referral.source_endpoint, callbacks, SOURCE_ENDPOINT)
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(
@@ -478,14 +478,8 @@ async def _store(
             policy=platform.policy,
             gp_validation_delay=platform.gp_validation_delay,
             trigger=trigger,
-            # The referral's own deny counts while in force (its period); its permit lifts nothing on record.
-            consent=facts.consent_state(
-                [
-                    entry.resource
-                    for entry in referral.of_type("Consent")
-                    if provision_type(entry.resource) != "deny" or opposition_in_force(entry.resource, now)
-                ]
-            ),
+            # The referral's own deny counts within its period; its permit lifts nothing on record.
+            consent=facts.consent_state([entry.resource for entry in referral.of_type("Consent")], now),
             opposition_on_record=bool(oppositions),
             oppositions=tuple(shown),
             declared_validation=declared[0] if declared else None,

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.fhir.search import parse_search
+from gateway.referral.consents import opposition_in_force
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
-from gateway.workflow.consents import opposition_in_force
 
 #: More Consents than any patient has (each referral brings at most one or two).
 CONSENTS_OF_A_PATIENT = 1000

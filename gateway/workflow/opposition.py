@@ -27,7 +27,8 @@ from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import Resource
-from gateway.intake.identity import identity_keys
+from gateway.referral.consents import is_opposition, is_permit, lifts, opposition_in_force
+from gateway.referral.identity import identity_keys
 from gateway.routing.config import RoutingTable
 from gateway.routing.schedule import platform_of, schedule_platform_update, schedule_update
 from gateway.store.database import Database
@@ -35,7 +36,6 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import identity_traits, uses_ins
-from gateway.workflow.consents import is_opposition, is_permit, lifts, opposition_in_force
 from gateway.workflow.on_record import oppositions_on_record
 from gateway.workflow.permissions import check_consent_update_right
 from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance

@@ -17,9 +17,9 @@ from fastapi import FastAPI
 
 from gateway import Settings, create_app
 from gateway.fhir.primitives import fhir_instant
+from gateway.referral.consents import lifts, opposition_in_force
 from gateway.routing.config import RoutingTable
 from gateway.store import Database
-from gateway.workflow.consents import lifts, opposition_in_force
 from gateway.workflow.intake import LIFTING
 from gateway.workflow.opposition import ENDED_NOTE, LIFT_NOTE, UNIDENTIFIED_NOTE
 from tests.support.auth import TEST_SECRET, SmartClient, write_clients

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
-from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
-from gateway.intake.identity import ADELI, IDNPS, RPPS
-from gateway.workflow.intake import ConsentState
-from gateway.workflow.policies import Trigger
+from gateway.referral.careteam import CARETEAM_ROLE_SYSTEM
+from gateway.referral.consents import in_period, provision_type
+from gateway.referral.identity import ADELI, IDNPS, RPPS
 
 GP_LINK_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-link"
 GP_VALIDATION_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-validation"
@@ -20,6 +20,20 @@ GP_VALIDATION_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-validati
 GP_ROLE_CODES = {(CARETEAM_ROLE_SYSTEM, "gp"), ("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "PCP")}
 
 Loader = Callable[[str], Awaitable[Resource | None]]
+
+
+class Trigger(StrEnum):
+    GP = "gp"  # the requester is the patient's GP
+    LINKED_PHYSICIAN = "linked-physician"  # a physician declaring a link to the GP
+    GP_VALIDATED = "gp-validated"  # someone else, who declares the GP already validated (dac-gp-validation)
+    OTHER = "other"  # any other professional
+    NO_GP = "no-gp"  # the patient has no known GP
+
+
+class ConsentState(StrEnum):
+    PERMIT = "permit"  # the patient was informed and does not object
+    NONE = "none"  # not said: the platform must inform the patient
+    DENY = "deny"  # the patient objects (L1110-12): nothing is processed
 
 
 def extension(resource: Resource, url: str) -> dict[str, Any] | None:
@@ -119,16 +133,16 @@ def trigger_of(*, gp: str | None, requester_is_gp: bool, gp_link: str | None, va
     return Trigger.OTHER
 
 
-def consent_state(consents: list[Resource]) -> ConsentState:
+def consent_state(consents: list[Resource], at: datetime | None = None) -> ConsentState:
+    """What the referral's own Consents say; a deny whose ``provision.period`` does not hold at ``at`` says
+    nothing (``gateway.referral.consents``)."""
     types = {
-        (consent.get("provision") or {}).get("type") for consent in consents if consent.get("status") != "inactive"
+        provision_type(consent)
+        for consent in consents
+        if consent.get("status") != "inactive" and (at is None or in_period(consent, at))
     }
     if "deny" in types:
         return ConsentState.DENY
     if "permit" in types:
         return ConsentState.PERMIT
     return ConsentState.NONE
-
-
-def is_opposition(consent: Resource) -> bool:
-    return consent.get("status") == "active" and (consent.get("provision") or {}).get("type") == "deny"

@@ -1,5 +1,6 @@
-"""When a patient's opposition holds (L1110-12, DESIGN §3.4 and §11): the one rule, pure, that intake, the recording
-of a Consent and its update all go by.
+"""When a patient's opposition holds (L1110-12, DESIGN §3.4 and §11): the one rule, pure, that intake (the
+referral's own Consent, ``facts.consent_state``, and those on record), the recording of a Consent and its update
+all go by.
 
 An opposition is a Consent with ``provision.type`` deny. It is *in force* at an instant when it is ``active`` and
 that instant falls within its ``provision.period`` (either bound may be absent: open). It ends only by a Consent of
@@ -50,12 +51,15 @@ def _bounds(consent: Resource) -> tuple[datetime | None, datetime | None]:
     return (start[0] if start else None), (end[1] if end else None)
 
 
-def opposition_in_force(consent: Resource, at: datetime) -> bool:
-    """Whether this Consent is an opposition that holds at ``at``: active, deny, ``at`` within its period."""
-    if not is_opposition(consent):
-        return False
+def in_period(consent: Resource, at: datetime) -> bool:
+    """Whether ``at`` falls within the Consent's ``provision.period`` (no period: always)."""
     start, end = _bounds(consent)
     return (start is None or start <= at) and (end is None or at < end)
+
+
+def opposition_in_force(consent: Resource, at: datetime) -> bool:
+    """Whether this Consent is an opposition that holds at ``at``: active, deny, ``at`` within its period."""
+    return is_opposition(consent) and in_period(consent, at)
 
 
 def dated(consent: Resource) -> datetime | None:
