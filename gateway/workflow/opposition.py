@@ -351,9 +351,11 @@ async def _lift(
     now: datetime,
     sender: str | None,
 ) -> list[str]:
-    """Record ``inactive`` each opposition in force that ``permit`` lifts (``lifts``), with a Provenance naming the
-    permit — read by the opposition's poster, as the opposition is (not by the permit's: it may be another
-    party's). Returns the new versions."""
+    """Record ``inactive`` each opposition in force that ``permit`` lifts (``lifts``), with a Provenance read by the
+    opposition's poster, as the opposition is (not by the permit's: it may be another party's). It names the
+    permit and its poster only to the party that posted both (or with authentication off): another party's permit
+    is not the opposition's poster's to read, as an opposition is not the parties' of the referrals it revokes —
+    operators find it in the permit's AuditEvent, which lists the opposition's new version. Returns those."""
     lifted = []
     for opposition in await oppositions_on_record(uow, patient_reference, keys, now):
         if not lifts(permit.content, opposition.content):
@@ -363,14 +365,15 @@ async def _lift(
         )
         version = f"{ended.reference}/_history/{ended.version_id}"
         lifted.append(version)
+        own = sender is None or await uow.visibility.posted_by(sender, "Consent", opposition.id)
         note = uow.resources.add(
             provenance(
                 [version],
                 now,
-                [GATEWAY, *([client_agent(sender)] if sender is not None else [])],
+                [GATEWAY, *([client_agent(sender)] if sender is not None and own else [])],
                 "opposition lifted by a later permit of the patient: recorded inactive",
                 reason=OPPOSITION_REASON,
-                entities=[permit.reference],
+                entities=[permit.reference] if own else [],
             )
         )
         for record in await uow.visibility.records_of("Consent", opposition.id):

@@ -322,8 +322,18 @@ async def test_with_authentication_another_partys_permit_lifts_an_opposition_wit
     assert (await secure.get(f"/fhir/Consent/{opposition['id']}", headers=b)).status_code == 404
     assert (await secure.get(f"/fhir/Consent/{opposition['id']}", headers=a)).json()["status"] == "inactive"
     target = f"Consent/{opposition['id']}/_history/2"
-    assert len(await _provenances(secure, target, a)) == 1
+    (lifted,) = await _provenances(secure, target, a)
+    assert "entity" not in lifted and "life-b" not in str(lifted)  # B's permit and B are not A's to know
     assert await _provenances(secure, target, b) == []
+    # The operator finds who lifted it in the permit's AuditEvent, which lists the opposition's new version.
+    operator = await _token(secure, OPERATOR)
+    creates = (await secure.get("/fhir/AuditEvent", params={"subtype": "create"}, headers=operator)).json()
+    (event,) = [
+        e["resource"]
+        for e in creates["entry"]
+        if target in [entity["what"]["reference"] for entity in e["resource"].get("entity", [])]
+    ]
+    assert "life-b" in str(event["agent"])
     assert (await _refer(secure, bundle, b))[0]["status"] == "active"
 
 
