@@ -177,6 +177,9 @@ async def test_its_poster_ends_an_opposition_and_new_referrals_proceed_but_none_
     target = f"Consent/{opposition['id']}/_history/2"
     provenances = await _provenances(client, target)
     assert len(provenances) == 1 and "ended" in provenances[0]["activity"]["text"]
+    metadata = (await client.get("/fhir/metadata")).json()
+    (consent_type,) = [r for r in metadata["rest"][0]["resource"] if r["type"] == "Consent"]
+    assert "update" in [i["code"] for i in consent_type["interaction"]]
     updates = (await client.get("/fhir/AuditEvent", params={"subtype": "update"})).json()
     assert any(
         entity["what"]["reference"] == target for e in updates["entry"] for entity in e["resource"].get("entity", [])
