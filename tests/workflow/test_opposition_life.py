@@ -298,6 +298,16 @@ async def test_with_authentication_the_poster_or_an_operator_updates_a_consent_n
     again = {k: v for k, v in opposition.items() if k != "meta"}
     assert (await _put(secure, again, operator, version="2")).status_code == 200
     assert (await _refer(secure, renamed(bundle, "-b"), b))[0]["status"] == "revoked"
+    # A deny inside a referral is its sender's to end too.
+    inside = fresh("referral-opposition.json", commune="75056")
+    revoked, _ = await _refer(secure, inside, a)
+    deny_id = next(i["reference"] for i in revoked["supportingInfo"] if i["reference"].startswith("Consent/"))
+    deny = (await secure.get(f"/fhir/{deny_id}", headers=a)).json()
+    assert (await _put(secure, _ended(deny), b, version="1")).status_code == 404
+    assert (await _put(secure, _ended(deny), a, version="1")).status_code == 200
+    after = renamed(inside, "-after")
+    resource(after, "Consent")["provision"]["type"] = "permit"  # the patient informed again, and not objecting
+    assert (await _refer(secure, after, a))[0]["status"] != "revoked"
     # The poster reads the Provenances of its Consent's changes; the other sender does not.
     for version in ("2", "3"):
         target = f"Consent/{opposition['id']}/_history/{version}"
