@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import structlog
@@ -20,6 +22,7 @@ from gateway.api.openapi import install_openapi
 from gateway.api.routes import auth, conformance, consents, operations, resources, system, tasks
 from gateway.audit.buffer import AuditBuffer
 from gateway.auth.clients import AuthConfigError, load_clients
+from gateway.auth.reload import ClientsReloader
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import AccessTokens
 from gateway.config import Settings, comma_list
@@ -51,6 +54,22 @@ def load_authority(settings: Settings, routing: RoutingTable) -> Authority | Non
         raise AuthConfigError("GATEWAY_AUTH_SECRET or GATEWAY_AUTH_SECRET_FILE is required when GATEWAY_AUTH is on")
     registry = load_clients(settings.clients, frozenset(routing.platforms))
     return Authority(registry, AccessTokens(secret, settings.access_token_lifetime), settings.token_url)
+
+
+@contextlib.contextmanager
+def reload_on_sighup(reloader: ClientsReloader) -> Iterator[None]:
+    """``SIGHUP`` reads the clients file again, while the block runs (the process's main thread only: elsewhere, as
+    in tests driving the application in a thread, the file watch alone does it)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread; no SIGHUP
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 def create_app(
@@ -88,10 +107,20 @@ def create_app(
             if with_worker
             else None
         )
+        # The clients file, watched and read again on SIGHUP: registrations change without restart (DESIGN §11).
+        reloader = (
+            ClientsReloader(settings.clients, frozenset(routing.platforms), registry)
+            if registry is not None and settings.clients is not None
+            else None
+        )
+        watch = asyncio.create_task(reloader.watch(stop)) if reloader is not None else None
         try:
-            yield
+            with reload_on_sighup(reloader) if reloader is not None else contextlib.nullcontext():
+                yield
         finally:
             stop.set()
+            if watch is not None:
+                await watch
             if worker is not None:
                 await worker
             await audit.stop()
@@ -140,6 +169,9 @@ def create_app(
 def create_served_app() -> FastAPI:
     """What each process of ``gateway serve --workers N`` runs: the settings from the environment ``serve``
     prepared (``GATEWAY_LISTEN_URL`` included), the API and the delivery worker."""
+    # SIGHUP reads the clients file again (``reload_on_sighup``, once the application runs); until then it must not
+    # end the process, as it does by default: ``serve`` passes it on to every process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     return create_app(settings, with_worker=True)
