@@ -91,11 +91,20 @@ def test_add_keeps_the_rest_of_the_file_and_its_comments(workdir: Path) -> None:
     ("args", "message"),
     [
         (["x", "--role", "platform", "--platform", "dac-00"], "'dac-00' is not a platform of the routing file"),
-        (["x", "--role", "practitioner", "--rpps", "10100246808"], "'10100246808': the RPPS check digit (Luhn) is wrong"),
+        (
+            ["x", "--role", "practitioner", "--rpps", "10100246808"],
+            "'10100246808': the RPPS check digit (Luhn) is wrong",
+        ),
         (["x", "--role", "practitioner", "--rpps", "1010024680"], "--rpps '1010024680': an RPPS number is 11 digits"),
         (["taken", "--role", "sender"], "client 'taken' is already registered in"),
-        (["x", "--role", "sender", "--endpoint", "http://dpi.example.org/fhir"], "'http://dpi.example.org/fhir' is not an https"),
-        (["x", "--role", "sender", "--endpoint", "https://u:p@h.example/fhir"], "is not an https URL without credentials"),
+        (
+            ["x", "--role", "sender", "--endpoint", "http://dpi.example.org/fhir"],
+            "'http://dpi.example.org/fhir' is not an https",
+        ),
+        (
+            ["x", "--role", "sender", "--endpoint", "https://u:p@h.example/fhir"],
+            "is not an https URL without credentials",
+        ),
         (["x", "--role", "sender", "--platform", "dac-75"], "--platform is for --role platform only"),
         (["x", "--role", "platform"], "a platform client needs --platform KEY"),
         (["x", "--role", "practitioner"], "a practitioner client needs --rpps N"),
@@ -105,7 +114,7 @@ def test_add_keeps_the_rest_of_the_file_and_its_comments(workdir: Path) -> None:
         (["../x", "--role", "sender"], "client id '../x': 1 to 64 letters"),
         (["x", "--role", "sender", "--key-out", "taken.pem"], "taken.pem exists already"),
     ],
-)  # fmt: skip
+)
 def test_each_mistake_is_one_line_and_changes_nothing(workdir: Path, args: list[str], message: str) -> None:
     assert gateway("clients", "add", "taken", "--role", "sender")[0] == 0
     before = (workdir / "clients.toml").read_text()
