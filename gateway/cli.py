@@ -16,7 +16,6 @@ import uvicorn
 from gateway.config import Settings
 from gateway.logging import configure_logging
 from gateway.metrics import MULTIPROCESS_DIR
-from gateway.store import migrate
 
 app = typer.Typer(help="DAC Gateway — FHIR R4 referrals to the DAC platforms.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -74,6 +73,8 @@ def serve(
     # unset; answers to requests take theirs from the request (gateway.api.base_url).
     settings = settings.model_copy(update={"listen_url": f"http://{_url_host(host)}:{port}/fhir"})
     configure_logging(settings.log_level, settings.log_json)
+    from gateway.store import migrate  # here: the commands that need no database load none of it
+
     if settings.is_sqlite:
         if workers > 1:
             # One writer at a time, and statements run on each process's event loop: processes would wait on
@@ -227,6 +228,8 @@ def worker() -> None:
             typer.echo(f"authentication cannot start: {exc}", err=True)
             raise typer.Exit(code=2) from exc
     configure_logging(settings.log_level, settings.log_json)
+    from gateway.store import migrate
+
     if not migrate.is_current(settings.database_url):
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
         raise typer.Exit(code=2)
@@ -319,6 +322,8 @@ def outbox_replay(delivery_id: Annotated[str, typer.Argument(help="The delivery 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Migrate the schema of GATEWAY_DATABASE_URL to the latest revision."""
+    from gateway.store import migrate
+
     settings = Settings()
     migrate.upgrade(settings.database_url, revision)
     typer.echo(f"database schema at {migrate.head_revision() if revision == 'head' else revision}")

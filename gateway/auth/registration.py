@@ -30,7 +30,6 @@ from tomlkit.toml_document import TOMLDocument
 from gateway.auth.clients import AuthConfigError, Role, load_clients
 from gateway.auth.scopes import Scope
 from gateway.routing.callbacks import registered_endpoint
-from gateway.validation.identifiers import rpps_problem
 
 #: What each role is registered for when ``--scope`` is not given (DESIGN §11): the scopes its work needs.
 DEFAULT_SCOPES: dict[Role, tuple[str, ...]] = {
@@ -113,6 +112,12 @@ def new_client(
         )
     if chosen is not Role.PRACTITIONER and rpps:
         raise RegistrationError(f"--rpps is for --role practitioner only (this client is a {chosen})")
+    if rpps:
+        # Imported here, through the intake room as the application imports it: gateway.validation.identifiers
+        # imported first meets a cycle (identifiers → intake.identity → intake → validation.rules → identifiers),
+        # and the intake room is seconds of imports that the other commands do without.
+        import gateway.intake  # noqa: F401
+        from gateway.validation.identifiers import rpps_problem
     for number in rpps:
         if problem := rpps_problem(number):
             raise RegistrationError(f"--rpps {number!r}: {problem}")
