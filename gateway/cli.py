@@ -491,6 +491,7 @@ def clients_rotate_key(
 ) -> None:
     """Give a client a new key pair: both the old and the new key are accepted until the old is removed
     (`remove-key`) or its grace period ends."""
+    import math
     import time
     from datetime import UTC, datetime
 
@@ -499,7 +500,7 @@ def clients_rotate_key(
 
     path = _clients_file(file)
     seconds = _grace(grace) if grace is not None else None
-    expires = datetime.fromtimestamp(int(time.time() + seconds), UTC) if seconds is not None else None
+    expires = datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC) if seconds is not None else None
     key = new_private_key()
     jwk = public_jwk(key)
     key_path = key_out or Path(f"{client_id}-{jwk['kid'][:8]}.pem")
