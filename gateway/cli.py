@@ -397,7 +397,7 @@ def clients_add(
     """Register a client: make its EC P-384 key pair, write the private key (PEM, mode 0600, never printed) and add
     the client with its public key to the clients file."""
     from gateway.auth.keypairs import KeyFileError, new_private_key, public_jwk, write_private_key
-    from gateway.auth.registration import RegistrationError, add_client, new_client, read_document, write_document
+    from gateway.onboarding import RegistrationError, add_client, new_client, read_document, write_document
 
     path = _clients_file(file)
     platforms = _platform_keys()
@@ -427,7 +427,7 @@ def clients_add(
 @clients_app.command("list")
 def clients_list(file: ClientsFileOption = None) -> None:
     """List the registered clients: role, platform or RPPS numbers, scopes, endpoints, keys (with their end)."""
-    from gateway.auth.registration import RegistrationError, listing, read_document
+    from gateway.onboarding import RegistrationError, listing, read_document
 
     path = _clients_file(file)
     try:
@@ -450,7 +450,7 @@ def clients_list(file: ClientsFileOption = None) -> None:
 
 def _rewrite(path: Path, change: Callable[[Any], Any]) -> Any:
     """Reads the clients file, applies ``change`` to it and writes it back once the gateway would take it."""
-    from gateway.auth.registration import RegistrationError, read_document, write_document
+    from gateway.onboarding import RegistrationError, read_document, write_document
 
     platforms = _platform_keys()
     try:
@@ -470,7 +470,7 @@ def clients_remove(
 ) -> None:
     """Remove a client: a running gateway refuses its token requests within a second (the access tokens it already
     holds last until they expire)."""
-    from gateway.auth.registration import remove_client
+    from gateway.onboarding import remove_client
 
     path = _clients_file(file)
     _rewrite(path, lambda document: remove_client(document, client_id, path))
@@ -496,7 +496,7 @@ def clients_rotate_key(
     from datetime import UTC, datetime
 
     from gateway.auth.keypairs import KeyFileError, new_private_key, public_jwk, write_private_key
-    from gateway.auth.registration import rotate_key
+    from gateway.onboarding import rotate_key
 
     path = _clients_file(file)
     seconds = _grace(grace) if grace is not None else None
@@ -527,7 +527,7 @@ def clients_remove_key(
     file: ClientsFileOption = None,
 ) -> None:
     """Stop accepting one of a client's keys (the end of a rotation)."""
-    from gateway.auth.registration import remove_key
+    from gateway.onboarding import remove_key
 
     path = _clients_file(file)
     _rewrite(path, lambda document: remove_key(document, client_id, kid, path))

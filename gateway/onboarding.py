@@ -1,5 +1,6 @@
 """Changing the clients file (``GATEWAY_CLIENTS``) from the command line: ``gateway clients add | list | remove |
-rotate-key | remove-key`` (DESIGN §11, "Onboarding from the command line").
+rotate-key | remove-key`` (DESIGN §11, "Onboarding from the command line"). An edge beside ``gateway.cli``: its
+checks are the rooms' own (the RPPS key from validation, the callback rule from routing, the file as auth reads it).
 
 The file is edited as a TOML document (tomlkit): what the operator wrote — other clients, comments, order — stays
 as it was; only the entry concerned changes. A client made here holds its public keys in the file itself, one
@@ -30,6 +31,7 @@ from tomlkit.toml_document import TOMLDocument
 from gateway.auth.clients import AuthConfigError, Role, load_clients
 from gateway.auth.scopes import Scope
 from gateway.routing.callbacks import registered_endpoint
+from gateway.validation.identifiers import rpps_problem
 
 #: What each role is registered for when ``--scope`` is not given (DESIGN §11): the scopes its work needs.
 DEFAULT_SCOPES: dict[Role, tuple[str, ...]] = {
@@ -112,12 +114,6 @@ def new_client(
         )
     if chosen is not Role.PRACTITIONER and rpps:
         raise RegistrationError(f"--rpps is for --role practitioner only (this client is a {chosen})")
-    if rpps:
-        # Imported here, through the intake room as the application imports it: gateway.validation.identifiers
-        # imported first meets a cycle (identifiers → intake.identity → intake → validation.rules → identifiers),
-        # and the intake room is seconds of imports that the other commands do without.
-        import gateway.intake  # noqa: F401
-        from gateway.validation.identifiers import rpps_problem
     for number in rpps:
         if problem := rpps_problem(number):
             raise RegistrationError(f"--rpps {number!r}: {problem}")
