@@ -84,6 +84,13 @@ def create_app(
     database = database or Database(settings.database_url)
     routing = routing or load_routing(settings.routing)
     authority = load_authority(settings, routing)
+    # The clients file, watched and read again on SIGHUP once serving: registrations change without restart (DESIGN
+    # §11). Made here, just after the file was read, so that a change during start-up is seen as one.
+    reloader = (
+        ClientsReloader(settings.clients, frozenset(routing.platforms), authority.registry)
+        if authority is not None and settings.clients is not None
+        else None
+    )
     audit = AuditBuffer(database)
 
     @asynccontextmanager
@@ -105,12 +112,6 @@ def create_app(
         worker = (
             asyncio.create_task(run_worker(database, routing, settings, stop, registry=registry))
             if with_worker
-            else None
-        )
-        # The clients file, watched and read again on SIGHUP: registrations change without restart (DESIGN §11).
-        reloader = (
-            ClientsReloader(settings.clients, frozenset(routing.platforms), registry)
-            if registry is not None and settings.clients is not None
             else None
         )
         watch = asyncio.create_task(reloader.watch(stop)) if reloader is not None else None
