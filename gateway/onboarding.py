@@ -295,7 +295,10 @@ def write_document(path: Path, document: TOMLDocument, platforms: frozenset[str]
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o600
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise RegistrationError(f"{path} cannot be written ({exc.strerror})") from None
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(text)
@@ -305,6 +308,8 @@ def write_document(path: Path, document: TOMLDocument, platforms: frozenset[str]
         except AuthConfigError as exc:
             raise RegistrationError(str(exc).replace(temporary, str(path))) from None
         os.replace(temporary, path)
+    except OSError as exc:
+        raise RegistrationError(f"{path} cannot be written ({exc.strerror})") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)

@@ -138,6 +138,13 @@ def test_without_a_clients_file_named(workdir: Path, monkeypatch: pytest.MonkeyP
     assert code == 2 and "set GATEWAY_CLIENTS" in err
 
 
+def test_a_clients_file_in_no_directory(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_CLIENTS", str(workdir / "missing" / "clients.toml"))
+    code, _, err = gateway("clients", "add", "x", "--role", "sender")
+    assert code == 1 and err.startswith(f"{workdir / 'missing' / 'clients.toml'} cannot be written")
+    assert not (workdir / "x.pem").exists()
+
+
 def test_remove_and_unknown_ids(workdir: Path) -> None:
     for client_id in ("a", "b"):
         assert gateway("clients", "add", client_id, "--role", "sender")[0] == 0
