@@ -151,8 +151,6 @@ def public_keys(client_id: str, jwks: Any) -> dict[str, PyJWK]:
     for jwk in jwks["keys"]:
         if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or not jwk["kid"]:
             raise AuthConfigError(f"client {client_id!r}: every key needs a 'kid'")
-        if jwk["kid"] in keys:
-            raise AuthConfigError(f"client {client_id!r}: two keys have the kid {jwk['kid']!r}")
         jwk = {name: value for name, value in jwk.items() if name != "expires"}  # ours (key_expiry), not JOSE's
         if "d" in jwk:
             raise AuthConfigError(f"client {client_id!r}: key {jwk['kid']!r} is a private key; register public keys")
