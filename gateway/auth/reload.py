@@ -1,8 +1,8 @@
 """A running gateway taking a changed clients file without restart (DESIGN §11): every process watches the file
-(its size, modification time and inode, looked at twice a second; its content's hash when they change) and reads
-it again on ``SIGHUP``. A file the gateway would refuse at start-up (bad TOML, a wrong key, an unknown platform)
-is refused here too: the registrations already in force stay, and the log says why — the file and the reason,
-never a key.
+(its size, modification time and inode, looked at twice a second; its content's hash when they change, or while
+the modification is under two seconds old) and reads it again on ``SIGHUP``. A file the gateway would refuse at
+start-up (bad TOML, a wrong key, an unknown platform) is refused here too: the registrations already in force stay,
+and the log says why — the file and the reason, never a key.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import structlog
@@ -20,6 +21,8 @@ from gateway.auth.clients import AuthConfigError, ClientRegistry, load_clients
 log = structlog.get_logger("gateway.auth")
 #: Seconds between two looks at the clients file.
 POLL_INTERVAL = 0.5
+#: For this long after its modification time, the file's content is compared at each look, not only its stamp.
+RACY_NS = 2_000_000_000
 
 _Stamp = tuple[int, int, int] | None  # (inode, size, mtime in ns); None: the file is missing
 
@@ -30,6 +33,12 @@ def _stamp(path: Path) -> _Stamp:
     except OSError:
         return None
     return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _racy(stamp: _Stamp) -> bool:
+    """The file was modified so recently that another change of the same size may share its modification time
+    (file times advance by the kernel's clock tick, milliseconds): only its content can tell (git's "racily clean")."""
+    return stamp is not None and time.time_ns() - stamp[2] < RACY_NS
 
 
 def _digest(path: Path) -> bytes | None:
@@ -73,7 +82,7 @@ class ClientsReloader:
     def check(self) -> bool:
         """Reloads when the file changed since last read; True when it did."""
         stamp = _stamp(self.path)
-        if stamp == self._stamp:
+        if stamp == self._stamp and not _racy(stamp):
             return False
         digest = _digest(self.path)
         if digest is not None and digest == self._digest:

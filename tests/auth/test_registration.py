@@ -248,3 +248,16 @@ def test_the_reloader_takes_a_changed_file_and_keeps_the_last_good_one(workdir: 
     path.write_text(good)
     assert reloader.reload("signal") is True  # SIGHUP's path
     assert sorted(registry.clients) == ["a", "b"]
+
+
+def test_a_change_of_the_same_size_within_one_clock_tick_is_seen(workdir: Path) -> None:
+    """File times advance by the kernel's tick: two writes of one size in a row may leave the same stamp."""
+    assert gateway("clients", "add", "b", "--role", "sender")[0] == 0
+    path = workdir / "clients.toml"
+    registry = load_clients(path, PLATFORMS)
+    reloader = ClientsReloader(path, PLATFORMS, registry)
+    stamp = os.stat(path).st_mtime_ns
+    path.write_text(path.read_text().replace('client_id = "b"', 'client_id = "c"'))
+    os.utime(path, ns=(stamp, stamp))  # same inode, size and modification time as when last read
+    assert reloader.check() is True
+    assert list(registry.clients) == ["c"]
