@@ -100,17 +100,29 @@ def _first_version(client: httpx.Client, resource_type: str, resource_id: str) -
     return resource
 
 
-def _referral(client: httpx.Client, identifiers: Iterable[tuple[str, str]]) -> Observed | None:
-    """The referral the example made, as taken in; None when no ServiceRequest carries its identifiers."""
+def _request_ids(client: httpx.Client, identifiers: Iterable[tuple[str, str]], answer: Any) -> list[str]:
+    """The ServiceRequest the example made: found by the identifiers it carries, else named by the answer (a
+    transaction-response's entry location: a CDA document carries no FHIR identifier of its own)."""
     for system, value in identifiers:
         token = f"{system}|{value}" if system else value
         search = client.get("/ServiceRequest", params={"identifier": token})
         entries = (_json(search) or {}).get("entry") or [] if search.status_code == 200 else []
-        matches = [e["resource"] for e in entries if (e.get("resource") or {}).get("resourceType") == "ServiceRequest"]
-        if not matches:
+        found = [e["resource"] for e in entries if (e.get("resource") or {}).get("resourceType") == "ServiceRequest"]
+        if found:
+            return [str(found[0]["id"])]
+    for entry in (answer or {}).get("entry") or [] if isinstance(answer, dict) else []:
+        location = str((entry.get("response") or {}).get("location") or "")
+        if location.startswith("ServiceRequest/"):
+            return [location.split("/")[1]]
+    return []
+
+
+def _referral(client: httpx.Client, identifiers: Iterable[tuple[str, str]], answer: Any) -> Observed | None:
+    """The referral the example made, as taken in; None when there is none."""
+    for request_id in _request_ids(client, identifiers, answer):
+        first = _first_version(client, "ServiceRequest", request_id)
+        if first is None:
             continue
-        request_id = str(matches[0]["id"])
-        first = _first_version(client, "ServiceRequest", request_id) or matches[0]
         tasks = []
         search = client.get("/Task", params={"focus": f"ServiceRequest/{request_id}", "_count": "100"})
         for entry in (_json(search) or {}).get("entry") or [] if search.status_code == 200 else []:
@@ -155,7 +167,7 @@ def observe(client: httpx.Client, example: Example) -> Observed:
     if response.status_code >= 400:
         observed["issues"] = _issues(body if (body or {}).get("resourceType") == "OperationOutcome" else None)
         return observed
-    referral = _referral(client, example.request_identifiers)
+    referral = _referral(client, example.request_identifiers, body)
     if referral is not None:
         observed |= referral
     return observed
