@@ -10,7 +10,8 @@ What is observed (and recorded) for an example:
   against the same server, does not change it); ``tasks``: each Task focused on it, code and status of its first
   version; ``platform``: the identifier of the Organization the ServiceRequest was routed to (``performer``: the
   reference's ``identifier``, else the Organization read), or null when it was not routed at intake;
-- for an HL7 v2 answer, ``ack`` (MSA-1) and ``issues`` from its ERR segments (ERR-5 code, ERR-2 location).
+- for an HL7 v2 answer, ``ack`` (MSA-1) and ``issues`` from its ERR segments (ERR-5 code, ERR-2 location); when
+  MSA-3 names the ServiceRequest taken in, the referral as above.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def _ack(text: str) -> Observed:
         if fields[0] == "ERR"
     ]
     return {"ack": ack, "issues": issues}
+
+
+def _ack_reference(text: str) -> str | None:
+    for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
+        fields = line.split("|")
+        if fields[0] == "MSA" and len(fields) > 3 and fields[3].startswith("ServiceRequest/"):
+            return fields[3]
+    return None
 
 
 def _code(resource: dict[str, Any], system: str) -> str | None:
@@ -162,7 +171,10 @@ def observe(client: httpx.Client, example: Example) -> Observed:
     )
     observed: Observed = {"status": response.status_code}
     if example.kind.answer == "hl7v2-ack":
-        return observed | _ack(response.text)
+        observed |= _ack(response.text)
+        named = _ack_reference(response.text)  # MSA-3: the ServiceRequest taken in (DESIGN §13)
+        referral = _referral(client, (), {"entry": [{"response": {"location": named}}]}) if named else None
+        return observed | (referral or {})
     body = _json(response)
     if response.status_code >= 400:
         observed["issues"] = _issues(body if (body or {}).get("resourceType") == "OperationOutcome" else None)
