@@ -44,7 +44,8 @@ SECURITY_HEADERS = {
 }
 PAGES = (("examples", "Examples"), ("validate", "Validate"), ("referral", "Referral"), ("outbox", "Outbox"),
          ("api", "API"))  # fmt: skip
-_README_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*(.+?)\s*\|\s*$")
+#: A README table row: the file in backquotes, then what it shows (a cell may hold `…|…` in backquotes).
+_README_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*((?:`[^`]*`|[^|`])+?)\s*\|")
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 

@@ -68,6 +68,13 @@ async def test_post_an_example_and_see_the_answer_and_its_tasks(console: Console
     refused = page.locator('.answer[data-for="invalid/bad-ins-key.json"]')
     await expect(refused.locator(".answer-status")).to_contain_text("422")
     await expect(refused.locator(".issues")).to_contain_text("ins-key-invalid")
+    # An HL7 v2 message: its ACK, and the Tasks of the referral its MSA-3 names.
+    v2 = page.locator("tr", has=page.get_by_role("link", name="hl7v2/ref-i12-discharge.hl7", exact=True))
+    await v2.get_by_role("button", name="Post").click()
+    acked = page.locator('.answer[data-for="hl7v2/ref-i12-discharge.hl7"]')
+    await expect(acked.locator(".answer-status")).to_contain_text("200")
+    await expect(acked.locator("table.tasks")).to_contain_text("patient-information")
+    await expect(acked.locator("pre")).to_contain_text("MSA|AA|")
     await shoot(page, screenshots, "examples")
     # Nothing from elsewhere: every request the page made went to the gateway.
     assert all(url.startswith(console.root) for url in await _requests(page))

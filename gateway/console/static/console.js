@@ -104,7 +104,8 @@
       parts.push(h('ul', { class: 'issues' }, answer.json.issue.map((issue) =>
         h('li', {}, h('code', {}, issueCode(issue)), ' at ', h('code', {}, (issue.expression || []).join(', ') || '—'), ': ', issue.diagnostics || ''))));
     }
-    const reference = answer.ok ? serviceRequestOf(answer.json) : null;
+    const acknowledged = /(?:^|[\r\n])MSA\|([^|\r\n]*)\|[^|\r\n]*\|(ServiceRequest\/[^|\r\n]+)/.exec(answer.text);
+    const reference = answer.ok ? serviceRequestOf(answer.json) || (acknowledged && acknowledged[2]) : null;
     if (reference) {
       const [request, tasks] = await Promise.all([
         call('GET', `/fhir/${reference}`),
@@ -120,7 +121,7 @@
       parts.push(table(['Task', 'status', 'business status', 'owner'], entries(tasks.json).map((task) =>
         [code(task.code), task.status, code(task.businessStatus) || '—', (task.owner && (task.owner.display || task.owner.reference)) || '—']), 'tasks'));
     }
-    parts.push(h('details', {}, h('summary', {}, 'Full answer'), h('pre', {}, answer.json ? JSON.stringify(answer.json, null, 2) : answer.text)));
+    parts.push(h('details', {}, h('summary', {}, 'Full answer'), h('pre', {}, answer.json ? JSON.stringify(answer.json, null, 2) : answer.text.replace(/\r\n?/g, '\n'))));
     box.replaceChildren(...parts);
     box.focus();
   }
