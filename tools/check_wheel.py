@@ -90,6 +90,10 @@ def install(work: Path, wheel: Path) -> Path:
     result = run(offline)
     if result.returncode != 0:
         print("     dependencies into build/wheelhouse/ (pip download; once)", flush=True)
+        # pip download copies the wheel itself there too: a stale one of the same version would stand for this one,
+        # its dependencies with it (a dependency added since would never be fetched).
+        for stale in WHEELHOUSE.glob("dac_gateway-*.whl"):
+            stale.unlink()
         download = run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELHOUSE), str(wheel)])
         check(download.returncode == 0, "dependencies downloaded", download.stderr[-2000:])
         result = run(offline)
