@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import (
+    DENIAL_PARAMS,
     IDENTIFIER_MODIFIER,
     SEARCH_PARAMETERS,
     Cursor,
@@ -459,6 +460,42 @@ class ResourceRepository:
             statement = statement.where(visible)
         result = await self._execute(statement, parameters)
         return [StoredResource.from_row(row) for row in result]
+
+    async def denials(
+        self, patient_id: str | None, identifiers: Sequence[tuple[str, str]], limit: int
+    ) -> list[StoredResource]:
+        """The Consents whose provision denies (``DENIAL_PARAMS``) of the Patient ``patient_id`` or naming their
+        patient by one of ``identifiers`` (system, value), oldest first: one look-up in the search index among a
+        patient's denials only, not all its Consents (a referral brings one: a followed patient has thousands)."""
+        s, r = search_index.c, resources.c
+        by_patient, by_identifier = DENIAL_PARAMS
+        parts: list[sa.Select[Any]] = []
+        # One select per name, each on the (resource_type, param, value) index: under one OR, SQLite would walk
+        # every Consent's index rows.
+        if patient_id is not None:
+            parts.append(
+                sa.select(s.resource_id).where(
+                    s.resource_type == "Consent", s.param == by_patient, s.system == "Patient", s.value == patient_id
+                )
+            )
+        if identifiers:
+            parts.append(
+                sa.select(s.resource_id).where(
+                    s.resource_type == "Consent", s.param == by_identifier, rows_in((s.system, s.value), identifiers)
+                )
+            )
+        if not parts:
+            return []
+        ids = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        statement = (
+            sa.select(resources)
+            .where(r.resource_type == "Consent", r.id.in_(ids))
+            # Not the bare column: SQLite would walk the (resource_type, last_updated) index over every Consent to
+            # save the sort (``_order``); the expression leaves it the plan that starts from the denials.
+            .order_by(sa.func.coalesce(r.last_updated, r.last_updated), r.id)
+            .limit(limit)
+        )
+        return [StoredResource.from_row(row) for row in await self._execute(statement)]
 
     async def search(
         self, query: SearchQuery, visible: sa.ColumnElement[bool] | None = None

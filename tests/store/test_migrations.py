@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from gateway.fhir.search import index_entries
+from gateway.fhir.search import DENIAL_PARAMS, index_entries
 from gateway.store import Database
 from gateway.store.migrate import alembic_config, upgrade
 from gateway.store.tables import resources, search_index
@@ -320,3 +320,75 @@ async def test_0007_folds_strings_again_and_back(at_0005: tuple[str, Database]) 
     await asyncio.to_thread(command.stamp, config, "0007")  # and the downgrade again over its own rows
     await asyncio.to_thread(command.downgrade, config, "0006")
     assert await _rows(database) == _LOWERED
+
+
+_CONSENTS = {
+    "c-deny": {"status": "active", "provision": {"type": "deny"}, "patient": {"reference": "Patient/p-1"}},
+    "c-deny-ins": {
+        "status": "active",
+        "provision": {"type": "deny"},
+        "patient": {"identifier": {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "255081416802538"}},
+    },
+    "c-permit": {"status": "active", "provision": {"type": "permit"}, "patient": {"reference": "Patient/p-1"}},
+}
+
+
+@pytest.fixture
+def url_0008(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0008")
+    yield url
+    drop_scratch_database(url)
+
+
+async def test_0009_indexes_the_denials_stored_and_back(url_0008: str) -> None:
+    """0009 writes the denial rows (``DENIAL_PARAMS``) of the Consents stored, as the gateway indexes them now —
+    none for a permit; again after a stamp, the same rows; down, none of them, the other rows as they were."""
+    url = url_0008
+    database = Database(url)
+    moment = datetime(2026, 12, 7, tzinfo=UTC)
+    contents = {i: {"resourceType": "Consent", "id": i, **content} for i, content in _CONSENTS.items()}
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(resources),
+                [
+                    {"resource_type": "Consent", "id": i, "version_id": 1, "last_updated": moment}
+                    | {"content": orjson.dumps(content).decode()}
+                    for i, content in contents.items()
+                ],
+            )
+            before = [
+                {"resource_type": "Consent", "resource_id": i, "param": e.param, "system": e.system}
+                | {"value": e.value}
+                for i, content in contents.items()
+                for e in index_entries(content)
+                if e.param not in DENIAL_PARAMS
+            ]
+            await connection.execute(sa.insert(search_index), before)
+        old = await _index(database)
+        now = {
+            ("Consent", i, e.param, e.system, e.value)
+            for i, content in contents.items()
+            for e in index_entries(content)
+        }
+        assert now - old == {
+            ("Consent", "c-deny", "denial-patient", "Patient", "p-1"),
+            (
+                "Consent",
+                "c-deny-ins",
+                "denial-patient:identifier",
+                "urn:oid:1.2.250.1.213.1.4.8",
+                "255081416802538",
+            ),
+        }
+        config = alembic_config(url)
+        await asyncio.to_thread(upgrade, url, "0009")
+        assert await _index(database) == now
+        await asyncio.to_thread(command.stamp, config, "0008")  # as if the upgrade ran again over its own rows
+        await asyncio.to_thread(upgrade, url, "0009")
+        assert await _index(database) == now
+        await asyncio.to_thread(command.downgrade, config, "0008")
+        assert await _index(database) == old
+    finally:
+        await database.dispose()
