@@ -172,7 +172,15 @@ _SERVICE_REQUEST_KEPT = ("id", "identifier", "status", "intent", "code", "author
 _TASK_KEPT = ("id", "identifier", "status", "statusReason", "businessStatus", "intent", "code")
 
 
-def _message(entry: OutboxEntry, base_url: str, service_request: str, resources: Sequence[tuple[Key, str]]) -> bytes:
+class Message(bytes):
+    """A message Bundle, serialised, with the resources it carries (``Type/id``, its MessageHeader apart): what the
+    attempt's AuditEvent names, known when the message is made rather than parsed back from it at every attempt
+    (5% of a worker's CPU in the delivery bench's profile)."""
+
+    shipped: tuple[str, ...] = ()
+
+
+def _message(entry: OutboxEntry, base_url: str, service_request: str, resources: Sequence[tuple[Key, str]]) -> Message:
     header: Resource = {
         "resourceType": "MessageHeader",
         "id": entry.id,
@@ -196,7 +204,9 @@ def _message(entry: OutboxEntry, base_url: str, service_request: str, resources:
     for (resource_type, resource_id), text in resources:
         full_url = orjson.dumps(f"{base_url}/{resource_type}/{resource_id}")
         entries.append(b'{"fullUrl":' + full_url + b',"resource":' + text.encode() + b"}")
-    return bundle[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+    message = Message(bundle[:-1] + b',"entry":[' + b",".join(entries) + b"]}")
+    message.shipped = tuple(f"{resource_type}/{resource_id}" for (resource_type, resource_id), _ in resources)
+    return message
 
 
 def _after_opposition(
