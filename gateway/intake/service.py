@@ -47,6 +47,7 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import uses_test_identity
+from gateway.workflow.deadlines import track_deadlines
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.provenance import GATEWAY, client_agent, provenance
 from gateway.workflow.references import unresolved_references
@@ -487,6 +488,7 @@ async def _store(
         service_request["performer"] = [{"reference": platform_reference, "display": platform.name}]
 
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
+    track_deadlines(uow, plan.tasks)  # a GP validation held for its answer: the escalation scan's row
     if plan.routed:
         generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count, deciders=deciders)
     if origin:
