@@ -21,6 +21,7 @@ from gateway.routing.delivery import DeliverySettings, Dispatcher
 from gateway.store import Database, UnitOfWork
 from gateway.workflow import deadlines
 from gateway.workflow.deadlines import escalate_due
+from tests.conftest import load_example
 from tests.workflow.test_decisions_api import _gp_validation, pta_2016_referral
 from tests.workflow.test_opposition import INS_NIR, _consent_deny
 
@@ -260,3 +261,14 @@ async def test_a_platform_reached_by_escalation_is_told_of_a_later_opposition(
     assert "Patient" not in kinds and "Consent" not in kinds  # the minimal update
     (revoked,) = [e["resource"] for e in update["entry"] if e["resource"]["resourceType"] == "ServiceRequest"]
     assert revoked["status"] == "revoked" and revoked["id"] == service_request["id"]
+
+
+async def test_a_contact_gp_message_sent_to_the_gateway_is_refused(client: httpx.AsyncClient) -> None:
+    """contact-gp is what the gateway sends a platform, not what it takes in: a 422 naming the event."""
+    message = load_example("message-referral-gp.json")
+    message["entry"][0]["resource"]["eventCoding"]["code"] = "contact-gp"
+    answer = await client.post("/fhir/$process-message", json=message, headers=FHIR_JSON)
+    assert answer.status_code == 422, answer.text
+    (issue,) = answer.json()["issue"]
+    assert issue["details"]["coding"][0]["code"] == "message-event-unsupported"
+    assert issue["expression"] == ["Bundle.entry[0].resource.eventCoding"]
