@@ -130,6 +130,8 @@ class IssueCode(StrEnum):
     BODY_TIME_BUDGET_EXCEEDED = "body-time-budget-exceeded"
     OUTCOME_TRUNCATED = "outcome-truncated"
     HEADERS_TOO_LARGE = "headers-too-large"
+    INS_TRAITS_MISMATCH = "ins-traits-mismatch"
+    CONSENT_UPDATE_NOT_ALLOWED = "consent-update-not-allowed"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -231,6 +233,14 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     IssueCode.IDENTIFIER_SYSTEM_NOT_OWNED: (
         "The ServiceRequest identifier or Bundle.identifier is in an identifier system registered for another "
         "client; nothing was stored."
+    ),
+    IssueCode.INS_TRAITS_MISMATCH: (
+        "The INS is on record with other identity traits (birth family name, birth given names, gender, birth date "
+        "or birth place): identity vigilance refuses the referral, nothing was stored; the traits are named, "
+        "never their values."
+    ),
+    IssueCode.CONSENT_UPDATE_NOT_ALLOWED: (
+        "A Consent is updated (an opposition ended or corrected) by the client that posted it, or by an operator."
     ),
     IssueCode.DIRECTORY_RECORD_READ_ONLY: (
         "Practitioners, Organizations and PractitionerRoles are directory records shared by every party: only an "

@@ -26,6 +26,7 @@ INTERACTIONS = {
     ("POST", "/fhir/{resource_type}/_search"): "search-type",
     ("POST", "/fhir"): "transaction",
     ("POST", "/fhir/Consent"): "create",
+    ("PUT", "/fhir/Consent/{consent_id}"): "update",
     ("PUT", "/fhir/Task/{task_id}"): "update",
     ("PATCH", "/fhir/Task/{task_id}"): "patch",
     ("POST", "/fhir/$process-message"): "operation",
@@ -34,14 +35,20 @@ INTERACTIONS = {
 }
 
 
+#: The routes of one type name its id so: path parameter → resource type.
+_NAMED_IDS = {"task_id": "Task", "consent_id": "Consent"}
+
+
 def interaction_of(method: str, route: str | None) -> str | None:
     return INTERACTIONS.get((method, route or ""))
 
 
 def _target(subtype: str, params: dict[str, str]) -> tuple[str, ...]:
     """The resource named by the URL, for reads and for changes that did not happen."""
-    resource_type = params.get("resource_type") or ("Task" if "task_id" in params else None)
-    resource_id = params.get("resource_id") or params.get("task_id")
+    resource_type = params.get("resource_type") or next(
+        (named for key, named in _NAMED_IDS.items() if key in params), None
+    )
+    resource_id = params.get("resource_id") or next((params[key] for key in _NAMED_IDS if key in params), None)
     if resource_type is None or resource_id is None:
         return ()
     if subtype == "vread":

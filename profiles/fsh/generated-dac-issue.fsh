@@ -94,6 +94,8 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #body-time-budget-exceeded "Body time budget exceeded" "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, retry later."
 * #outcome-truncated "Outcome truncated" "More issues were found than an OperationOutcome lists; this one counts the rest."
 * #headers-too-large "Headers too large" "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES)."
+* #ins-traits-mismatch "Ins traits mismatch" "The INS is on record with other identity traits (birth family name, birth given names, gender, birth date or birth place): identity vigilance refuses the referral, nothing was stored; the traits are named, never their values."
+* #consent-update-not-allowed "Consent update not allowed" "A Consent is updated (an opposition ended or corrected) by the client that posted it, or by an operator."
 
 ValueSet: DacIssueVS
 Id: dac-issue
