@@ -9,8 +9,8 @@ The upgrade writes those rows for the Consents stored, with the function the gat
 (``index_entries``), resources read by id in batches; it deletes them first, so the rows are the same however often
 it runs. The downgrade deletes them.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07 15:00:00.000000
 """
 
@@ -23,8 +23,8 @@ from alembic import op
 
 from gateway.fhir.search import DENIAL_PARAMS, index_entries
 
-revision: str = "0009"
-down_revision: str | None = "0008"
+revision: str = "0010"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
