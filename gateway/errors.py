@@ -130,6 +130,12 @@ class IssueCode(StrEnum):
     BODY_TIME_BUDGET_EXCEEDED = "body-time-budget-exceeded"
     OUTCOME_TRUNCATED = "outcome-truncated"
     HEADERS_TOO_LARGE = "headers-too-large"
+    SUBSCRIPTION_INVALID = "subscription-invalid"
+    SUBSCRIPTION_TOPIC_UNSUPPORTED = "subscription-topic-unsupported"
+    SUBSCRIPTION_CHANNEL_UNSUPPORTED = "subscription-channel-unsupported"
+    SUBSCRIPTION_PAYLOAD_UNSUPPORTED = "subscription-payload-unsupported"
+    SUBSCRIPTION_FILTER_UNSUPPORTED = "subscription-filter-unsupported"
+    SUBSCRIPTION_CHANGE_NOT_ALLOWED = "subscription-change-not-allowed"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -250,6 +256,13 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     ),
     IssueCode.OUTCOME_TRUNCATED: "More issues were found than an OperationOutcome lists; this one counts the rest.",
     IssueCode.HEADERS_TOO_LARGE: "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES).",
+    IssueCode.SUBSCRIPTION_INVALID: "A Subscription does not conform to the backport-subscription profile.",
+    IssueCode.SUBSCRIPTION_TOPIC_UNSUPPORTED: "A Subscription names a topic this gateway does not offer.",
+    IssueCode.SUBSCRIPTION_CHANNEL_UNSUPPORTED: "A Subscription's channel type is not rest-hook.",
+    IssueCode.SUBSCRIPTION_PAYLOAD_UNSUPPORTED: "A Subscription's payload type or content is not one this gateway "
+    "sends.",
+    IssueCode.SUBSCRIPTION_FILTER_UNSUPPORTED: "A Subscription's filter is not a search this topic can be filtered by.",
+    IssueCode.SUBSCRIPTION_CHANGE_NOT_ALLOWED: "Only a Subscription's status (off) and end may change once created.",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.

@@ -17,7 +17,7 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.http_methods import HttpMethodsMiddleware
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
-from gateway.api.routes import auth, conformance, consents, operations, resources, system, tasks
+from gateway.api.routes import auth, conformance, consents, operations, resources, subscriptions, system, tasks
 from gateway.audit.buffer import AuditBuffer
 from gateway.auth.clients import AuthConfigError, load_clients
 from gateway.auth.token_endpoint import Authority
@@ -25,10 +25,11 @@ from gateway.auth.tokens import AccessTokens
 from gateway.config import Settings, comma_list
 from gateway.fhir.models import warm_up as warm_up_models
 from gateway.logging import configure_logging
+from gateway.notify.events import listen as notify_changes
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 from gateway.validation.engine import warm_up as warm_up_engine
-from gateway.worker import run_worker
+from gateway.worker import notification_base_url, run_worker
 
 log = structlog.get_logger("gateway.auth")
 #: What a browser page may send (beyond the CORS-safelisted headers) and read of our answers.
@@ -66,6 +67,8 @@ def create_app(
     routing = routing or load_routing(settings.routing)
     authority = load_authority(settings, routing)
     audit = AuditBuffer(database)
+    # Subscriptions' events are numbered and queued in the transaction of each change (gateway.notify).
+    notify_changes(database, notification_base_url(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +123,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(tasks.router)
     app.include_router(consents.router)
+    app.include_router(subscriptions.router)
     app.include_router(conformance.router)  # before resources: /fhir/StructureDefinition… are its own
     app.include_router(resources.router)
     app.add_middleware(AuditMiddleware, buffer=audit)
