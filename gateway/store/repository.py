@@ -41,6 +41,7 @@ from gateway.store.tables import (
     resource_versions,
     resources,
     search_index,
+    subscription_events,
 )
 
 
@@ -143,6 +144,7 @@ _FLUSH_ORDER = (
     referral_origins,
     referral_members,
     referral_senders,
+    subscription_events,
 )
 
 
