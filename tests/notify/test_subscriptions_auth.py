@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from gateway import Settings, create_app
 from gateway.routing.config import RoutingTable
 from gateway.store import Database, UnitOfWork
-from tests.auth.conftest import TOKEN_URL, token_of
+from tests.auth.conftest import token_of
 from tests.notify.test_subscriptions import REFERRAL_STATUS, TASK_TOPIC, deliver, received, status_of, subscription
 from tests.support.auth import TEST_SECRET, SmartClient, write_clients
 from tests.workflow.test_decisions_api import pta_2016_referral
