@@ -7,6 +7,7 @@ assertions with made-up ``kid``s cannot turn the token endpoint into a flood of 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,15 +88,20 @@ class RemoteKeys:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=FETCH_TIMEOUT, headers={"User-Agent": "dac-gateway"})
         try:
-            response = await self._client.get(url, headers={"Accept": "application/json"})
+            # Streamed and cut at the limit: a client's server answering without end (or a huge body) costs us
+            # MAX_JWKS_BYTES of memory at most, never the whole body.
+            async with self._client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+                if response.status_code != 200:
+                    raise KeysUnavailable(f"jwks_url answered HTTP {response.status_code}")
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise KeysUnavailable(f"jwks_url answered more than {MAX_JWKS_BYTES} bytes")
         except httpx.HTTPError as exc:
             raise KeysUnavailable(f"jwks_url unreachable ({type(exc).__name__})") from None
-        if response.status_code != 200:
-            raise KeysUnavailable(f"jwks_url answered HTTP {response.status_code}")
-        if len(response.content) > MAX_JWKS_BYTES:
-            raise KeysUnavailable(f"jwks_url answered more than {MAX_JWKS_BYTES} bytes")
         try:
-            return public_keys(client_id, response.json())
+            return public_keys(client_id, json.loads(body))
         except (ValueError, AuthConfigError) as exc:  # AuthConfigError is a ValueError; its message names no key
             raise KeysUnavailable(f"jwks_url answered no usable key set: {exc}") from None
 

@@ -78,6 +78,25 @@ async def test_keys_kept_are_used_while_the_url_fails_and_none_kept_is_an_error(
 
 
 @respx.mock
+async def test_a_key_set_without_end_is_cut_at_the_limit_not_read_whole() -> None:
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"keys": ['
+        while True:  # a server answering for ever: the gateway must stop reading, not run out of memory
+            sent += 1
+            yield b" " * 4096
+
+    respx.get(JWKS_URL).mock(return_value=httpx.Response(200, content=endless()))
+    keys = RemoteKeys()
+    with pytest.raises(KeysUnavailable, match="more than 65536 bytes"):
+        await keys.keys_of(_registered(), "old")
+    assert sent <= 64 * 1024 // 4096 + 1
+    await keys.aclose()
+
+
+@respx.mock
 async def test_a_published_private_key_is_not_taken() -> None:
     private = {**PEER.public_jwk(), "d": "c2VjcmV0"}
     respx.get(JWKS_URL).mock(return_value=httpx.Response(200, json={"keys": [private]}))
