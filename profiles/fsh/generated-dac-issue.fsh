@@ -94,6 +94,12 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #body-time-budget-exceeded "Body time budget exceeded" "Reading the body took longer than the gateway allows (GATEWAY_PARSE_TIME_BUDGET); nothing was stored, retry later."
 * #outcome-truncated "Outcome truncated" "More issues were found than an OperationOutcome lists; this one counts the rest."
 * #headers-too-large "Headers too large" "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES)."
+* #subscription-invalid "Subscription invalid" "A Subscription does not conform to the backport-subscription profile."
+* #subscription-topic-unsupported "Subscription topic unsupported" "A Subscription names a topic this gateway does not offer."
+* #subscription-channel-unsupported "Subscription channel unsupported" "A Subscription's channel type is not rest-hook."
+* #subscription-payload-unsupported "Subscription payload unsupported" "A Subscription's payload type or content is not one this gateway sends."
+* #subscription-filter-unsupported "Subscription filter unsupported" "A Subscription's filter is not a search this topic can be filtered by."
+* #subscription-change-not-allowed "Subscription change not allowed" "Only a Subscription's status (off) and end may change once created."
 
 ValueSet: DacIssueVS
 Id: dac-issue
