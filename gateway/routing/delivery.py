@@ -379,14 +379,16 @@ class Dispatcher:
                 if outcome.id in recorded and outcome.status != PENDING and entry.task_id
             ]
             await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in ended], now)
-            await uow.subscriptions.notifications_ended(
+            # A Subscription's next notification becomes due when the one before it ended: the workers are woken.
+            if await uow.subscriptions.notifications_ended(
                 [
                     (entry.destination, entry.event, outcome.status)
                     for entry, outcome in outcomes
                     if outcome.id in recorded and outcome.status != PENDING and _prebuilt(entry) is not None
                 ],
                 now,
-            )
+            ):
+                uow.outbox.enqueued = True
             await schedule_updates(
                 uow,
                 [

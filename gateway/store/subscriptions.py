@@ -310,11 +310,12 @@ class SubscriptionRepository:
                 due.append(record)
         return due
 
-    async def notifications_ended(self, ended: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    async def notifications_ended(self, ended: Sequence[tuple[str, str, str]], now: datetime) -> int:
         """Notifications delivered or dead-lettered — (destination, event, outbox status) —: under each
         Subscription's row lock, a handshake's outcome makes it ``active`` (delivered) or ``error`` (retries
-        spent), and its next waiting notification becomes due."""
+        spent), and its next waiting notification becomes due. Returns how many became due."""
         s, o = subscriptions.c, outbox.c
+        promoted = 0
         for destination, event, status in ended:
             subscription_id = destination.removeprefix(SUBSCRIPTION_PREFIX)
             values: dict[str, Any] = {"last_queued_at": s.last_queued_at}  # the lock, whatever else changes
@@ -346,9 +347,11 @@ class SubscriptionRepository:
                 sa.select(sa.exists().where(o.destination == destination, o.status == PENDING))
             )
             if not still_pending.scalar_one():
-                await self._execute(
+                result = await self._execute(
                     sa.update(outbox).where(o.id == following).values(status=PENDING, next_attempt_at=now)
                 )
+                promoted += int(result.rowcount or 0)
+        return promoted
 
 
 class _Row:
