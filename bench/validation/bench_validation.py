@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gateway.intake.referral import read_referral  # noqa: E402
+from gateway.intake.reading import read_referral  # noqa: E402
 from gateway.validation.engine import engine  # noqa: E402
 from gateway.validation.validate import validate  # noqa: E402
 

@@ -25,7 +25,7 @@ from gateway.errors import IssueCode, Overloaded, TokenRequestRejected
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import FhirFormat, ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
-from gateway.intake.identity import professional_identifiers
+from gateway.referral.identity import professional_identifiers
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.visibility import EVERYTHING, Viewer

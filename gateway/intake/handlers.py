@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.search import parse_condition
 from gateway.fhir.types import Resource
-from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, Referral, foreign_identifier_issues, read_referral
+from gateway.intake.reading import read_referral
 from gateway.intake.responses import intake_note, message_response, transaction_response
 from gateway.intake.service import take_in
+from gateway.referral.bundle import MESSAGE_EVENT_SYSTEM, Referral, foreign_identifier_issues
 from gateway.routing.config import RoutingTable
 from gateway.store.database import Database
 from gateway.store.repository import StoredResource

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.types import Resource
-from gateway.intake.referral import MESSAGE_EVENT_SYSTEM, REFERRAL_REQUEST
 from gateway.intake.service import EntryOutcome, IntakeOutcome
+from gateway.referral.bundle import MESSAGE_EVENT_SYSTEM, REFERRAL_REQUEST
 from gateway.store.repository import StoredResource
 
 

@@ -35,10 +35,11 @@ from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_condition, parse_search, split_reference
 from gateway.fhir.types import JSONObject, Resource
-from gateway.intake import facts
-from gateway.intake.careteam import build_care_team
-from gateway.intake.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
-from gateway.intake.referral import Referral, ReferralEntry, iter_references
+from gateway.referral import facts
+from gateway.referral.bundle import SOURCE_ENDPOINT, Referral, ReferralEntry, iter_references
+from gateway.referral.careteam import build_care_team
+from gateway.referral.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
+from gateway.routing.callbacks import callback_endpoint
 from gateway.routing.config import Platform, PlatformKind, RoutingTable
 from gateway.routing.router import route
 from gateway.routing.schedule import schedule_referral
@@ -142,7 +143,7 @@ async def take_in(
     ``callbacks``: where the caller may be called back (its registered endpoints; None with authentication off):
     a message's ``source.endpoint`` elsewhere is a 422, before anything is read or stored. ``own_base``: this
     gateway's FHIR base — a reference on it is the same as its relative form (``gateway.fhir.references``)."""
-    origin = referral.reply_endpoint(callbacks)
+    origin = callback_endpoint(referral.source_endpoint, callbacks, SOURCE_ENDPOINT)
     platform = route(routing, referral.patient.resource, f"{referral.patient.expression}.resource.address")
     if uses_test_identity(referral.patient.resource) and not platform.allow_test_identities:
         raise BusinessRuleViolation.single(

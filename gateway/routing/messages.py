@@ -17,7 +17,7 @@ from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import split_reference
 from gateway.fhir.types import Resource
-from gateway.intake.referral import HOP_COUNT_EXTENSION, MESSAGE_EVENT_SYSTEM
+from gateway.referral.bundle import HOP_COUNT_EXTENSION, MESSAGE_EVENT_SYSTEM
 from gateway.store.outbox import DELIVERED, PENDING, OutboxEntry
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import Viewer

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.fhir.france import INS_SYSTEMS as INS_SYSTEMS  # re-exported
 from gateway.fhir.france import ins_problem
-from gateway.intake.identity import (
+from gateway.referral.identity import (
     ADELI,
     FINESS,
     IDNPS,

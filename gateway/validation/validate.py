@@ -1,8 +1,9 @@
 """``$validate`` and ``gateway validate``: every finding on a resource or referral, nothing stored.
 
 The same checks as intake: the profile engine (R4 structure and our profiles, compiled once), then, for a
-transaction or message Bundle, the referral's shape and business rules (``read_referral``'s findings). Warnings
-(extensible bindings, invariants that could not be evaluated) are reported; they never make a referral invalid.
+transaction or message Bundle, the referral's shape and business rules (``referral_findings``, which intake runs
+too). Warnings (extensible bindings, invariants that could not be evaluated) are reported; they never make a
+referral invalid.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from typing import Literal
 from gateway.errors import GatewayError, InvalidRequest, Issue, IssueCode
 from gateway.fhir.models import check_resource_types
 from gateway.fhir.types import Resource
-from gateway.intake.referral import REFERRAL_REQUEST, SHAPE_BROKEN, referral_findings
+from gateway.referral.bundle import REFERRAL_REQUEST, REFERRAL_RESOURCE_TYPES, Referral, check_bundle, read_bundle
 from gateway.validation.engine import engine, message_event
 from gateway.validation.rules import resource_rules
+
+#: Findings after which the referral's own rules are not run: the JSON does not have the shapes they read.
+SHAPE_BROKEN = frozenset({IssueCode.TYPE_INVALID, IssueCode.VALUE_INVALID, IssueCode.RESOURCE_TYPE_UNKNOWN})
 
 
 def validate(resource: Resource, profile: str | None = None) -> list[Issue]:
@@ -45,6 +49,33 @@ def validate(resource: Resource, profile: str | None = None) -> list[Issue]:
             for nested, expression in _resources(resource, resource_type):
                 issues += resource_rules(nested, expression)
     return sorted(issues, key=lambda issue: issue.severity not in ("error", "fatal"))
+
+
+def referral_findings(
+    bundle: Resource, expected: Literal["transaction", "message"]
+) -> tuple[Referral | None, list[Issue]]:
+    """The referral (None when any error was found) and every finding, errors and warnings: structure and profiles
+    first (compiled once: ``gateway.validation.engine``), then — on R4 shapes — the referral's own rules
+    (``gateway.referral.bundle.read_bundle``) and each entry's business rules. A 400 for a Bundle of another type."""
+    check_bundle(bundle, expected)
+    found = engine().validate(bundle)
+    if any(issue.code in SHAPE_BROKEN for issue in found):
+        return None, found
+    referral, issues = read_bundle(bundle, expected)
+    for index, entry in enumerate(bundle["entry"] if isinstance(bundle.get("entry"), list) else []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") in REFERRAL_RESOURCE_TYPES:
+            issues.extend(resource_rules(resource, f"Bundle.entry[{index}].resource"))
+    issues = _merged(found, issues)
+    if any(issue.severity in ("error", "fatal") for issue in issues):
+        return None, issues
+    return referral, issues
+
+
+def _merged(profile_issues: list[Issue], rule_issues: list[Issue]) -> list[Issue]:
+    """Both lists, without reporting one finding twice (same code at the same place)."""
+    seen = {(issue.code, issue.expression) for issue in profile_issues}
+    return profile_issues + [issue for issue in rule_issues if (issue.code, issue.expression) not in seen]
 
 
 def _resources(resource: Resource, expression: str) -> list[tuple[Resource, str]]:

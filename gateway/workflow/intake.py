@@ -9,19 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from gateway.fhir.primitives import fhir_instant, new_id
 from gateway.fhir.types import Resource
-from gateway.workflow.policies import Owner, Policy, TaskType, Trigger, gp_step
+from gateway.referral.facts import ConsentState, Trigger
+from gateway.workflow.policies import Owner, Policy, TaskType, gp_step
 from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import RevocationReason, TaskReferences, build_task, revocation_reason
-
-
-class ConsentState(StrEnum):
-    PERMIT = "permit"  # the patient was informed and does not object
-    NONE = "none"  # not said: the platform must inform the patient
-    DENY = "deny"  # the patient objects (L1110-12): nothing is processed
 
 
 @dataclass(frozen=True, slots=True)

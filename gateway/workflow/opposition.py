@@ -18,8 +18,8 @@ from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import Resource
-from gateway.intake.facts import is_opposition
-from gateway.intake.identity import identity_keys
+from gateway.referral.facts import is_opposition
+from gateway.referral.identity import identity_keys
 from gateway.routing.config import RoutingTable
 from gateway.routing.schedule import platform_of, schedule_platform_update, schedule_update
 from gateway.store.database import Database

@@ -9,20 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.referral.facts import Trigger
+
 
 class Policy(StrEnum):
     PTA_2016 = (
         "pta-2016"  # D6327-4: the GP, or a physician linked to them, triggers; anyone else needs the GP's validation
     )
     DAC_2022 = "dac-2022"  # L6327-1 (2022): any professional may ask, "in connection with the GP": the GP is informed
-
-
-class Trigger(StrEnum):
-    GP = "gp"  # the requester is the patient's GP
-    LINKED_PHYSICIAN = "linked-physician"  # a physician declaring a link to the GP
-    GP_VALIDATED = "gp-validated"  # someone else, who declares the GP already validated (dac-gp-validation)
-    OTHER = "other"  # any other professional
-    NO_GP = "no-gp"  # the patient has no known GP
 
 
 class TaskType(StrEnum):

@@ -15,8 +15,8 @@ from gateway.errors import Issue, IssueCode
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SEARCH_PARAMETERS, split_reference
 from gateway.fhir.types import Resource
-from gateway.intake.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
-from gateway.intake.referral import iter_references
+from gateway.referral.bundle import iter_references
+from gateway.referral.identity import NATIONAL_IDENTIFIER_SYSTEMS, identity_keys
 from gateway.routing.config import RoutingTable
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import Viewer

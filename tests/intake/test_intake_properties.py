@@ -19,7 +19,7 @@ from gateway.config import EXAMPLE_ROUTING
 from gateway.errors import GatewayError
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import FhirFormat
-from gateway.intake.referral import read_referral
+from gateway.intake.reading import read_referral
 from gateway.routing.config import load_routing
 from gateway.store import Database
 from gateway.validation.validate import validate

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import BusinessRuleViolation, GatewayError, InvalidRequest, InvalidResource, UnprocessableEntity
-from gateway.intake.referral import read_referral
+from gateway.intake.reading import read_referral
 from tests.conftest import load_example
 
 

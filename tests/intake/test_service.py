@@ -11,8 +11,8 @@ import pytest
 from gateway.errors import BusinessRuleViolation, InvalidRequest, PreconditionFailed, ResourceNotFound
 from gateway.fhir.search import parse_search
 from gateway.intake import read_referral, take_in
-from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
 from gateway.intake.service import _identity_namespaces
+from gateway.referral.careteam import CARETEAM_ROLE_SYSTEM
 from gateway.routing.config import RoutingTable
 from gateway.store import Database, UnitOfWork
 from tests.conftest import load_example

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from gateway.fhir.search import parse_search
-from gateway.intake.identity import INS_NIR, RPPS
+from gateway.referral.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
 from gateway.store.database import _InlineSQLiteConnection, _RunAtOnce
 from gateway.store.repository import KeyLookup, _count, _holders_by_identity, _matches, _shape

@@ -2,9 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.intake.facts import consent_state, gp_reference, professional_keys, requester_is_gp, trigger_of
-from gateway.workflow.intake import ConsentState
-from gateway.workflow.policies import Trigger
+from gateway.referral.facts import (
+    ConsentState,
+    Trigger,
+    consent_state,
+    gp_reference,
+    professional_keys,
+    requester_is_gp,
+    trigger_of,
+)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.workflow.intake import ConsentState, ReferralFacts, plan_intake
-from gateway.workflow.policies import Policy, Trigger
+from gateway.referral.facts import ConsentState, Trigger
+from gateway.workflow.intake import ReferralFacts, plan_intake
+from gateway.workflow.policies import Policy
 from gateway.workflow.tasks import REQUEST_STATUS_REASON, task_type_of
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

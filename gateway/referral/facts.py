@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
-from gateway.intake.careteam import CARETEAM_ROLE_SYSTEM
-from gateway.intake.identity import ADELI, IDNPS, RPPS
-from gateway.workflow.intake import ConsentState
-from gateway.workflow.policies import Trigger
+from gateway.referral.careteam import CARETEAM_ROLE_SYSTEM
+from gateway.referral.identity import ADELI, IDNPS, RPPS
 
 GP_LINK_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-link"
 GP_VALIDATION_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-validation"
@@ -20,6 +19,20 @@ GP_VALIDATION_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-validati
 GP_ROLE_CODES = {(CARETEAM_ROLE_SYSTEM, "gp"), ("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "PCP")}
 
 Loader = Callable[[str], Awaitable[Resource | None]]
+
+
+class Trigger(StrEnum):
+    GP = "gp"  # the requester is the patient's GP
+    LINKED_PHYSICIAN = "linked-physician"  # a physician declaring a link to the GP
+    GP_VALIDATED = "gp-validated"  # someone else, who declares the GP already validated (dac-gp-validation)
+    OTHER = "other"  # any other professional
+    NO_GP = "no-gp"  # the patient has no known GP
+
+
+class ConsentState(StrEnum):
+    PERMIT = "permit"  # the patient was informed and does not object
+    NONE = "none"  # not said: the platform must inform the patient
+    DENY = "deny"  # the patient objects (L1110-12): nothing is processed
 
 
 def extension(resource: Resource, url: str) -> dict[str, Any] | None:

@@ -3,29 +3,22 @@
 Both inbound shapes — a ``transaction`` Bundle (``POST /fhir``) and a ``message`` Bundle whose MessageHeader event
 is ``referral-request`` (``POST /fhir/$process-message``) — end as the same model. Every problem found is
 reported at once, each with the FHIRPath of the element as posted.
+
+Reading does not validate: the Bundle read here has passed the structure checks (R4 and our profiles), which
+``gateway.validation.validate.referral_findings`` runs first and merges with these findings.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gateway.errors import (
-    BusinessRuleViolation,
-    GatewayError,
-    InvalidRequest,
-    InvalidResource,
-    Issue,
-    IssueCode,
-)
+from gateway.errors import InvalidRequest, Issue, IssueCode
 from gateway.fhir.models import check_resource_types
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
-from gateway.routing.callbacks import callback_endpoint
-from gateway.validation.engine import engine
-from gateway.validation.rules import resource_rules
 
 MESSAGE_EVENT_SYSTEM = f"{CANONICAL_BASE}/CodeSystem/dac-message-event"
 HOP_COUNT_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-hop-count"
@@ -111,12 +104,6 @@ class Referral:
         """``MessageHeader.source.endpoint`` as posted (anything), None in a transaction."""
         source = (self.message_header or {}).get("source")
         return source.get("endpoint") if isinstance(source, dict) else None
-
-    def reply_endpoint(self, registered: Sequence[str] | None = None) -> str | None:
-        """Where the sender of a message wants updates (``source.endpoint``, an http(s) URL), or None for none —
-        a 422 when it may not be called there (``gateway.routing.callbacks``: ``registered``, the client's
-        registered endpoints; None with authentication off)."""
-        return callback_endpoint(self.source_endpoint, registered, SOURCE_ENDPOINT)
 
 
 def _identifiers(resource: Resource) -> Iterator[tuple[str, str]]:
@@ -408,25 +395,8 @@ def foreign_identifier_issues(bundle: Resource, referral: Referral, foreign: fro
     ]
 
 
-#: Findings after which the referral's own rules are not run: the JSON does not have the shapes they read.
-SHAPE_BROKEN = frozenset({IssueCode.TYPE_INVALID, IssueCode.VALUE_INVALID, IssueCode.RESOURCE_TYPE_UNKNOWN})
-
-
-def read_referral(bundle: Resource, expected: Literal["transaction", "message"]) -> Referral:
-    """Check a posted Bundle against R4 and our profiles (the validation engine) and its shape (DESIGN §7);
-    every error found is reported together. Warnings do not block: ``referral_findings`` gives them too."""
-    referral, issues = referral_findings(bundle, expected)
-    errors = [issue for issue in issues if issue.severity in ("error", "fatal")]
-    if errors:
-        raise _failure(errors)
-    assert referral is not None
-    return referral
-
-
-def referral_findings(
-    bundle: Resource, expected: Literal["transaction", "message"]
-) -> tuple[Referral | None, list[Issue]]:
-    """The referral (None when any error was found) and every finding, errors and warnings."""
+def check_bundle(bundle: Resource, expected: Literal["transaction", "message"]) -> None:
+    """A 400 for a Bundle of another type than ``expected``, or a resourceType that is no R4 type."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != expected:
         raise InvalidRequest.single(
             IssueCode.BUNDLE_TYPE_UNSUPPORTED,
@@ -434,11 +404,13 @@ def referral_findings(
             f"{bundle.get('resourceType')} {bundle.get('type') or ''}".rstrip(),
             "Bundle.type",
         )
-    check_resource_types(bundle)  # 400 for a resourceType that is no R4 type, as for any body
-    # Structure and profiles first (compiled once: gateway.validation.engine); the rules below read R4 shapes.
-    found = engine().validate(bundle)
-    if any(issue.code in SHAPE_BROKEN for issue in found):
-        return None, found
+    check_resource_types(bundle)  # as for any body
+
+
+def read_bundle(bundle: Resource, expected: Literal["transaction", "message"]) -> tuple[Referral | None, list[Issue]]:
+    """The referral (None when any error was found) and the referral's own findings (DESIGN §7), on a Bundle whose
+    structure was checked (``check_bundle``, then R4 and our profiles)."""
+    check_bundle(bundle, expected)
     issues: list[Issue] = []
     entries, header = _read_entries(bundle, expected, issues)
     full_urls: dict[str, int] = {}
@@ -471,8 +443,6 @@ def referral_findings(
         _check_service_request(service_request, patient, aliases, issues)
     if patient is not None:
         _check_about_the_patient(entries, patient, aliases, issues)
-    for entry in entries:
-        issues.extend(resource_rules(entry.resource, f"{entry.expression}.resource"))
     known = set(full_urls)
     for entry in entries:
         for reference, path in iter_references(entry.resource, f"{entry.expression}.resource"):
@@ -485,7 +455,6 @@ def referral_findings(
                         f"{path}.reference",
                     )
                 )
-    issues = _merged(found, issues)
     if any(issue.severity in ("error", "fatal") for issue in issues):
         return None, issues
     assert patient is not None and service_request is not None
@@ -499,18 +468,3 @@ def referral_findings(
         aliases=aliases,
     )
     return referral, issues
-
-
-def _merged(profile_issues: list[Issue], rule_issues: list[Issue]) -> list[Issue]:
-    """Both lists, without reporting one finding twice (same code at the same place)."""
-    seen = {(issue.code, issue.expression) for issue in profile_issues}
-    return profile_issues + [issue for issue in rule_issues if (issue.code, issue.expression) not in seen]
-
-
-def _failure(issues: list[Issue]) -> GatewayError:
-    """400 when the request itself is malformed; 422 for structure and referral rules."""
-    if all(issue.code is IssueCode.ENTRY_REQUEST_INVALID for issue in issues):
-        return InvalidRequest(*issues)
-    if any(issue.issue_type in ("structure", "required", "value") for issue in issues):
-        return InvalidResource(*issues)
-    return BusinessRuleViolation(*issues)
