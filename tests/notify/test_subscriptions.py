@@ -297,3 +297,51 @@ async def test_events_answers_each_content(client: httpx.AsyncClient, content: s
     assert (len(bundle["entry"]) == 2) is (content == "full-resource")
     if content == "full-resource":
         assert bundle["entry"][1]["fullUrl"].endswith(service_request)
+
+
+async def _events_of(database: Database, subscription_id: str) -> list[tuple[int, str, str]]:
+    """(event number, focus, its status as queued) of a Subscription's events, from the outbox's notifications."""
+    async with UnitOfWork(database, write=False) as uow:
+        entries = [
+            e for e in await uow.outbox.entries(limit=1000) if e.destination == f"subscription/{subscription_id}"
+        ]
+    found = []
+    for entry in sorted(entries, key=lambda e: e.id):
+        bundle = json.loads(entry.payload["post"]["body"])
+        status = status_of(bundle)
+        if status["type"] == "event-notification":
+            resource = bundle["entry"][1]["resource"]
+            found.append(
+                (
+                    int(status["events"][0]["event-number"]),
+                    f"{resource['resourceType']}/{resource['id']}",
+                    resource["status"],
+                )
+            )
+    return found
+
+
+async def test_an_escalation_is_notified(client: httpx.AsyncClient, database: Database) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.workflow.deadlines import escalate_due
+    from tests.workflow.test_decisions_api import pta_2016_referral
+
+    created = await create(client, subscription(TASK_TOPIC, ("Task?code=contact-gp",)))
+    answer = await client.post("/fhir", json=pta_2016_referral("-escalated"), headers=FHIR_JSON)
+    assert answer.status_code == 200, answer.text
+    assert await _events_of(database, created["id"]) == []  # held for the GP: no contact-gp Task yet
+    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) == 1
+    ((number, focus, status),) = await _events_of(database, created["id"])
+    assert number == 1 and focus.startswith("Task/") and status == "requested"
+
+
+async def test_an_opposition_is_notified_as_the_referral_revoked(client: httpx.AsyncClient, database: Database) -> None:
+    from tests.workflow.test_opposition import _consent_deny, _ins
+
+    bundle = load_example("referral-gp.json")
+    created = await create(client, subscription(REFERRAL_STATUS, ("ServiceRequest?status=revoked",)))
+    service_request = await post_referral(client)
+    answer = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=FHIR_JSON)
+    assert answer.status_code == 201, answer.text
+    assert await _events_of(database, created["id"]) == [(1, service_request, "revoked")]
