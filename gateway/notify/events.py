@@ -98,7 +98,7 @@ class Notifier:
         live = await uow.subscriptions.live({topic.url for topic, _ in triggered})
         if not live:
             return
-        now = utc_now()
+        matched: dict[str, tuple[SubscriptionRecord, list[Change]]] = {}
         for topic, change in triggered:
             entries = index_entries(change.after.content)
             for record in live:
@@ -109,6 +109,13 @@ class Notifier:
                 # Nothing the owner may not see, and so no filter tells it that something exists.
                 if not await uow.visibility.can_see(record.viewer, change.after.resource_type, change.after.id):
                     continue
+                matched.setdefault(record.id, (record, []))[1].append(change)
+        # Numbered Subscription by Subscription, in the order of their ids: two transactions take their row locks
+        # in the same order (never a deadlock); each one's events in the order of the changes.
+        now = utc_now()
+        for subscription_id in sorted(matched):
+            record, changes_of = matched[subscription_id]
+            for change in changes_of:
                 await queue_notification(uow, record, self.base_url, EVENT, now, change)
 
 

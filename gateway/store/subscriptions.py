@@ -316,7 +316,7 @@ class SubscriptionRepository:
         spent), and its next waiting notification becomes due. Returns how many became due."""
         s, o = subscriptions.c, outbox.c
         promoted = 0
-        for destination, event, status in ended:
+        for destination, event, status in sorted(ended):  # row locks in one order, as ``next_number`` takes them
             subscription_id = destination.removeprefix(SUBSCRIPTION_PREFIX)
             values: dict[str, Any] = {"last_queued_at": s.last_queued_at}  # the lock, whatever else changes
             if event == HANDSHAKE:
