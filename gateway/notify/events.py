@@ -14,14 +14,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from gateway.fhir.codec import serialize_resource
 from gateway.fhir.media import FhirFormat
-from gateway.fhir.primitives import utc_now
+from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import index_entries
 from gateway.notify.bundles import NotifiedEvent, notification_bundle
-from gateway.notify.topics import TOPIC_OF_TYPE, TOPICS, Topic, channel_of, filters_of
+from gateway.notify.topics import TOPIC_OF_TYPE, TOPICS, Channel, Topic, channel_of, filters_of
 from gateway.store.database import Database
+from gateway.store.outbox import WAITING
 from gateway.store.repository import Change
 from gateway.store.subscriptions import SubscriptionEvent, SubscriptionRecord
 from gateway.store.unit_of_work import UnitOfWork
@@ -59,26 +61,77 @@ async def queue_notification(
             SubscriptionEvent(record.id, event_number, now, stored.resource_type, stored.id, stored.version_id)
         )
         events.append(NotifiedEvent(event_number, now, focus, stored.content, change.before is None))
+    if change is not None and status == WAITING and channel.max_count > 1:
+        # The subscriber takes several events per notification: this one joins the last notification still
+        # waiting, if there is room in it (it is not being sent: it waits, and the row lock is ours).
+        last = await uow.subscriptions.last_waiting(record.id)
+        carried = last.payload.get("events") if last is not None and last.event == OUTBOX_EVENT[EVENT] else None
+        if last is not None and isinstance(carried, list) and len(carried) < channel.max_count:
+            events = [_event_from(item) for item in carried] + events
+            payload = _payload(record, base_url, last.id, kind, event_number, events, channel, now, focus)
+            if await uow.subscriptions.rewrite_waiting(last.id, payload):
+                return event_number
     bundle_id = f"{record.id}-{sequence:012d}"  # sorts in the Subscription's order (its outbox id too)
-    bundle = notification_bundle(
-        base_url, bundle_id, record.id, record.topic, record.status, kind, event_number, events, channel.content, now
-    )
-    body = serialize_resource(bundle, _format(channel.payload_type)).decode()
     uow.outbox.enqueue(
         id=bundle_id,
         destination=record.destination,
         endpoint=channel.endpoint,
         event=OUTBOX_EVENT[kind],
-        payload={
-            "client": record.owner or None,
-            "subscription": record.id,
-            "focus": focus,
-            "post": {"content_type": channel.payload_type, "headers": list(channel.headers), "body": body},
-        },
+        payload=_payload(record, base_url, bundle_id, kind, event_number, events, channel, now, focus),
         now=now,
         status=status,
     )
     return event_number if change is not None else None
+
+
+def _payload(
+    record: SubscriptionRecord,
+    base_url: str,
+    bundle_id: str,
+    kind: str,
+    event_number: int,
+    events: Sequence[NotifiedEvent],
+    channel: Channel,
+    now: datetime,
+    focus: str | None,
+) -> dict[str, Any]:
+    """An outbox entry's payload: the notification as posted; with ``backport-max-count``, its events too, so that
+    later ones may join it while it waits."""
+    bundle = notification_bundle(
+        base_url, bundle_id, record.id, record.topic, record.status, kind, event_number, events, channel.content, now
+    )
+    payload: dict[str, Any] = {
+        "client": record.owner or None,
+        "subscription": record.id,
+        "focus": focus,
+        "post": {
+            "content_type": channel.payload_type,
+            "headers": list(channel.headers),
+            "body": serialize_resource(bundle, _format(channel.payload_type)).decode(),
+        },
+    }
+    if kind == EVENT and channel.max_count > 1:
+        payload["events"] = [
+            {
+                "number": event.number,
+                "timestamp": fhir_instant(event.timestamp),
+                "focus": event.focus,
+                "resource": event.resource if channel.content == "full-resource" else None,
+                "created": event.created,
+            }
+            for event in events
+        ]
+    return payload
+
+
+def _event_from(item: dict[str, Any]) -> NotifiedEvent:
+    return NotifiedEvent(
+        int(item["number"]),
+        datetime.fromisoformat(str(item["timestamp"])),
+        str(item["focus"]),
+        item.get("resource"),
+        bool(item.get("created")),
+    )
 
 
 @dataclass(frozen=True, slots=True)

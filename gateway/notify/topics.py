@@ -150,6 +150,8 @@ class Channel:
     payload_type: str
     content: str
     headers: tuple[tuple[str, str], ...]
+    #: ``backport-max-count``: how many events one notification may carry (1 when not given).
+    max_count: int = 1
 
 
 def channel_of(subscription: Resource) -> Channel:
@@ -160,11 +162,13 @@ def channel_of(subscription: Resource) -> Channel:
         (name.strip(), value.strip())
         for name, _, value in (str(header).partition(":") for header in channel.get("header") or [])
     )
+    max_count = next((e.get("valuePositiveInt") for e in _extension(channel, MAX_COUNT)), 1)
     return Channel(
         str(channel.get("endpoint", "")),
         str(channel.get("payload", PAYLOAD_TYPES[0])),
         str(content[0].get("valueCode")) if content else "id-only",
         headers,
+        max_count if isinstance(max_count, int) and max_count > 0 else 1,
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant
 from gateway.fhir.types import Resource
-from gateway.store.outbox import DEAD, DELIVERED, PENDING, WAITING
+from gateway.store.outbox import DEAD, DELIVERED, PENDING, WAITING, OutboxEntry
 from gateway.store.repository import PendingWrites, as_utc
 from gateway.store.tables import outbox, subscription_events, subscriptions
 from gateway.store.visibility import Viewer
@@ -258,6 +258,30 @@ class SubscriptionRepository:
             )
         )
         return int(row[0]), int(row[1]), WAITING if earlier.scalar_one() else PENDING
+
+    async def last_waiting(self, subscription_id: str) -> OutboxEntry | None:
+        """The Subscription's last notification still waiting behind another (call under its row lock: nothing
+        sends it meanwhile)."""
+        o = outbox.c
+        row = (
+            await self._execute(
+                sa.select(outbox)
+                .where(o.destination == destination_of(subscription_id), o.status == WAITING)
+                .order_by(o.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return OutboxEntry.from_row(row) if row else None
+
+    async def rewrite_waiting(self, entry_id: str, payload: dict[str, Any]) -> bool:
+        """A waiting notification given more events (``backport-max-count``)."""
+        o = outbox.c
+        result = await self._execute(
+            sa.update(outbox)
+            .where(o.id == entry_id, o.status == WAITING)
+            .values(payload=orjson.dumps(payload).decode())
+        )
+        return bool(result.rowcount == 1)
 
     def add_event(self, event: SubscriptionEvent) -> None:
         self._pending.add(

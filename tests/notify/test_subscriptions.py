@@ -345,3 +345,27 @@ async def test_an_opposition_is_notified_as_the_referral_revoked(client: httpx.A
     answer = await client.post("/fhir/Consent", json=_consent_deny(_ins(bundle)), headers=FHIR_JSON)
     assert answer.status_code == 201, answer.text
     assert await _events_of(database, created["id"]) == [(1, service_request, "revoked")]
+
+
+@respx.mock
+async def test_max_count_lets_waiting_events_share_a_notification(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    most = {"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": 2}
+    await create(client, subscription(extension=[most]))
+    await deliver(database, routing)  # the handshake
+    up["up"] = False
+    names = ("referral-gp.json", "referral-no-gp.json", "referral-social-worker.json", "referral-corsica.json")
+    references = [await post_referral(client, name) for name in names]
+    await deliver(database, routing)  # event 1 refused; 2 and 3 wait in one notification, 4 in the next
+    up["up"] = True
+    await deliver(database, routing, rounds=4)
+    notified = [b for b in received(hook) if status_of(b)["type"] == "event-notification"]
+    carried = [[int(e["event-number"]) for e in status_of(b)["events"]] for b in notified]
+    assert [numbers for i, numbers in enumerate(carried) if i == 0 or numbers != carried[i - 1]] == [[1], [2, 3], [4]]
+    last_two = [e["resource"]["id"] for e in notified[-2]["entry"][1:]]
+    assert last_two == [reference.split("/")[1] for reference in references[1:3]]  # full-resource: both
+    assert status_of(notified[-2])["events-since-subscription-start"] == "3"
