@@ -14,7 +14,7 @@ from gateway.notify.bundles import NotifiedEvent, notification_bundle, status_bu
 from gateway.notify.events import HANDSHAKE, queue_notification
 from gateway.notify.topics import BACKPORT_SUBSCRIPTION, CONTENTS, read_subscription
 from gateway.store.database import Database
-from gateway.store.subscriptions import ACTIVE, OFF, REQUESTED, SubscriptionRecord
+from gateway.store.subscriptions import OFF, REQUESTED, SubscriptionRecord
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import Viewer
 
@@ -207,6 +207,3 @@ async def events(
     return notification_bundle(
         base_url, new_id(), record.id, record.topic, record.status, "query-event", last, notified, mode, utc_now()
     )
-
-
-__all__ = ["ACTIVE", "Owner", "create", "delete", "events", "read", "search", "status", "update"]
