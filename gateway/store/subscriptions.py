@@ -186,13 +186,15 @@ class SubscriptionRepository:
         return [SubscriptionRecord.from_row(row) for row in await self._execute(query)]
 
     async def live(self, topics: Iterable[str]) -> list[SubscriptionRecord]:
-        """The Subscriptions of these topics that are given events (requested or active)."""
+        """The Subscriptions of these topics that are given events (requested or active). Read without flushing
+        the unit of work's writes first: on PostgreSQL it is then one read before them, and a change that no
+        Subscription hears of keeps its writes one statement (``gateway.store.database``)."""
         s = subscriptions.c
         topics = sorted(set(topics))
         if not topics:
             return []
         query = sa.select(subscriptions).where(s.topic.in_(topics), s.status.in_(LIVE)).order_by(s.id)
-        return [SubscriptionRecord.from_row(row) for row in await self._execute(query)]
+        return [SubscriptionRecord.from_row(row) for row in await self._connection.execute(query)]
 
     async def set_status(
         self, current: SubscriptionRecord, status: str, now: datetime, content: Resource | None = None
