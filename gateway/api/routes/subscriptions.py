@@ -107,19 +107,19 @@ async def search_subscriptions(
     return FhirResponse(bundle, answer)
 
 
-@router.get("/{subscription_id}", summary="Read one of the caller's Subscriptions")
+@router.get("/{resource_id}", summary="Read one of the caller's Subscriptions")
 async def read_subscription(
-    subscription_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep, answer: AnswerDep,
+    resource_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep, answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> Response:  # fmt: skip
     client.require(TYPE, Permission.READ)
-    record = await service.read(database, _owner(client, viewer), subscription_id)
+    record = await service.read(database, _owner(client, viewer), resource_id)
     return FhirResponse(record.resource(), answer, headers=_headers(record, base_url))
 
 
-@router.put("/{subscription_id}", summary="Change a Subscription's status (off; requested for a new handshake)")
+@router.put("/{resource_id}", summary="Change a Subscription's status (off; requested for a new handshake)")
 async def update_subscription(
-    subscription_id: str,
+    resource_id: str,
     client: ClientDep,
     viewer: ViewerDep,
     subscription: SubscriptionUpdateBodyDep,
@@ -129,39 +129,39 @@ async def update_subscription(
     preference: PreferReturnDep,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Response:
-    record = await service.update(database, _owner(client, viewer), subscription_id, subscription, if_match, base_url)
+    record = await service.update(database, _owner(client, viewer), resource_id, subscription, if_match, base_url)
     version = f"Subscription/{record.id}/_history/{record.version_id}"
     return written(record.resource(), answer, 200, _headers(record, base_url), preference, version)
 
 
-@router.delete("/{subscription_id}", summary="End a Subscription", status_code=204)
+@router.delete("/{resource_id}", summary="End a Subscription", status_code=204)
 async def delete_subscription(
-    subscription_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep
+    resource_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep
 ) -> Response:
     client.require(TYPE, Permission.DELETE)
-    await service.delete(database, _owner(client, viewer), subscription_id)
+    await service.delete(database, _owner(client, viewer), resource_id)
     return Response(status_code=204)
 
 
-@router.get("/{subscription_id}/$status", summary="The Subscription's status (backport $status)")
+@router.get("/{resource_id}/$status", summary="The Subscription's status (backport $status)")
 async def subscription_status(
-    subscription_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep, answer: AnswerDep,
+    resource_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep, answer: AnswerDep,
     base_url: BaseUrlDep,
 ) -> Response:  # fmt: skip
     client.require(TYPE, Permission.READ)
-    return FhirResponse(await service.status(database, _owner(client, viewer), subscription_id, base_url), answer)
+    return FhirResponse(await service.status(database, _owner(client, viewer), resource_id, base_url), answer)
 
 
-@router.get("/{subscription_id}/$events", summary="The Subscription's events kept (7 days), by number")
+@router.get("/{resource_id}/$events", summary="The Subscription's events kept (7 days), by number")
 async def subscription_events(
-    request: Request, subscription_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep,
+    request: Request, resource_id: str, client: ClientDep, viewer: ViewerDep, database: DatabaseDep,
     answer: AnswerDep, base_url: BaseUrlDep,
 ) -> Response:  # fmt: skip
     client.require(TYPE, Permission.READ)
     bundle = await service.events(
         database,
         _owner(client, viewer),
-        subscription_id,
+        resource_id,
         base_url,
         _number(request, "eventsSinceNumber"),
         _number(request, "eventsUntilNumber"),
