@@ -186,6 +186,8 @@ def read_subscription(resource: Resource, endpoint: Callable[[object, str], str 
     def problem(code: IssueCode, diagnostics: str, expression: str) -> None:
         issues.append(Issue(code, diagnostics, expression, "business-rule"))
 
+    if not isinstance(resource.get("reason"), str) or not resource["reason"].strip():
+        problem(IssueCode.SUBSCRIPTION_INVALID, "reason is required (R4: 1..1)", "Subscription.reason")
     criteria = resource.get("criteria")
     topic = TOPICS.get(criteria) if isinstance(criteria, str) else None
     if not isinstance(criteria, str) or not criteria:

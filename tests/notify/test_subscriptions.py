@@ -220,6 +220,9 @@ async def test_unsupported_choices_are_refused_naming_the_element(client: httpx.
         issue = answer.json()["issue"][0]
         assert issue["details"]["coding"][0]["code"] == code
         assert issue["expression"] == [expression]
+    no_reason = {k: v for k, v in subscription().items() if k != "reason"}
+    answer = await client.post("/fhir/Subscription", json=no_reason, headers=FHIR_JSON)
+    assert answer.status_code == 422 and answer.json()["issue"][0]["expression"] == ["Subscription.reason"]
     bad_content = subscription(content="everything")
     answer = await client.post("/fhir/Subscription", json=bad_content, headers=FHIR_JSON)
     assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "subscription-payload-unsupported"
