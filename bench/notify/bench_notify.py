@@ -76,7 +76,8 @@ class Receiver:
             self.process.wait(10)
 
 
-def subscription(endpoint: str) -> dict[str, object]:
+def subscription(endpoint: str, max_count: int) -> dict[str, object]:
+    most = [{"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": max_count}] if max_count > 1 else []
     return {
         "resourceType": "Subscription",
         "status": "requested",
@@ -87,6 +88,7 @@ def subscription(endpoint: str) -> dict[str, object]:
             "endpoint": endpoint,
             "payload": "application/fhir+json",
             "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": "id-only"}]},
+            **({"extension": most} if most else {}),
         },
     }
 
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=60)
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--max-count", type=int, default=1, help="backport-max-count: events per notification")
     args = parser.parse_args()
     receiver = Receiver()
     receiver.start()
@@ -139,7 +142,9 @@ def main() -> None:
             ids = []
             for n in range(args.subscriptions):
                 answer = client.post(
-                    f"{gateway.base}/Subscription", json=subscription(f"{receiver.origin}/s{n}"), headers=FHIR_JSON
+                    f"{gateway.base}/Subscription",
+                    json=subscription(f"{receiver.origin}/s{n}", args.max_count),
+                    headers=FHIR_JSON,
                 )
                 answer.raise_for_status()
                 ids.append(answer.json()["id"])
@@ -175,14 +180,17 @@ def main() -> None:
             by_path.setdefault(path, []).append(number)
         for numbers in by_path.values():
             gaps += numbers != list(range(1, len(numbers) + 1))
-        print(f"backend {args.backend}; {args.subscriptions} Subscriptions (referral-status, id-only)")
+        print(
+            f"backend {args.backend}; {args.subscriptions} Subscriptions (referral-status, id-only, "
+            f"max-count {args.max_count})"
+        )
         print(
             f"change → received: {len(latencies)} notifications, p50 {statistics.median(latencies):.1f} ms, "
             f"p99 {percentile(latencies, 0.99):.1f} ms (posted at {args.rate:g} referrals/s)"
         )
         print(
-            f"backlog: {args.burst * args.subscriptions} notifications in {elapsed:.2f} s = "
-            f"{args.burst * args.subscriptions / elapsed:.0f} notifications/s (each Subscription's in order)"
+            f"backlog: {args.burst * args.subscriptions} events in {elapsed:.2f} s = "
+            f"{args.burst * args.subscriptions / elapsed:.0f} events/s (each Subscription's in order)"
         )
         print(f"Subscriptions whose event numbers were not 1, 2, 3… in arrival order: {gaps}")
     finally:
