@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -15,7 +16,6 @@ import uvicorn
 from gateway.config import Settings
 from gateway.logging import configure_logging
 from gateway.metrics import MULTIPROCESS_DIR
-from gateway.store import migrate
 
 app = typer.Typer(help="DAC Gateway — FHIR R4 referrals to the DAC platforms.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -64,6 +64,10 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="API processes behind the port, each with its delivery worker (PostgreSQL)")
     ] = 1,
+    mllp_port: Annotated[
+        int | None,
+        typer.Option(help="Also take HL7 v2 over MLLP on this port (GATEWAY_MLLP_HOST, default 127.0.0.1)"),
+    ] = None,
 ) -> None:
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
@@ -72,7 +76,11 @@ def serve(
     # Our own address, for the messages the worker sends (MessageHeader.source, fullUrls) when GATEWAY_BASE_URL is
     # unset; answers to requests take theirs from the request (gateway.api.base_url).
     settings = settings.model_copy(update={"listen_url": f"http://{_url_host(host)}:{port}/fhir"})
+    if mllp_port is not None:
+        settings = settings.model_copy(update={"mllp_port": mllp_port})
     configure_logging(settings.log_level, settings.log_json)
+    from gateway.store import migrate  # here: the commands that need no database load none of it
+
     if settings.is_sqlite:
         if workers > 1:
             # One writer at a time, and statements run on each process's event loop: processes would wait on
@@ -85,15 +93,26 @@ def serve(
         raise typer.Exit(code=2)
     from gateway.api.app import create_app, load_authority
     from gateway.auth.clients import AuthConfigError
+    from gateway.inbound.mapping import MappingError
+    from gateway.inbound.service import warm_up as warm_up_mappings
     from gateway.routing.config import RoutingConfigError, load_routing
 
+    try:
+        warm_up_mappings()  # the HL7 v2 and CDA rules (mappings/): a broken file stops start-up, named
+    except MappingError as exc:
+        typer.echo(f"invalid mapping rules: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     try:
         routing = load_routing(settings.routing)  # here, so a bad file stops start-up with its line number
     except RoutingConfigError as exc:
         typer.echo(f"invalid routing file: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     try:
-        load_authority(settings, routing)  # here too: every worker process would refuse the same way
+        authority = load_authority(settings, routing)  # here too: every worker process would refuse the same way
+        if settings.mllp_port is not None:
+            from gateway.inbound.service import mllp_context
+
+            mllp_context(settings, None, routing, authority)  # type: ignore[arg-type]  # the sender only
     except AuthConfigError as exc:
         typer.echo(f"authentication cannot start: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -114,9 +133,11 @@ def serve(
         return
     # Each process builds its own application from the environment: what this one decided goes there.
     os.environ["GATEWAY_LISTEN_URL"] = str(settings.listen_url)
+    if settings.mllp_port is not None:
+        os.environ["GATEWAY_MLLP_PORT"] = str(settings.mllp_port)
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
         os.environ.setdefault(MULTIPROCESS_DIR, metrics_dir)
-        uvicorn.run(
+        config = uvicorn.Config(
             "gateway.api.app:create_served_app",
             factory=True,
             workers=workers,
@@ -128,6 +149,26 @@ def serve(
             http=BoundedHttpToolsProtocol,
             h11_max_incomplete_event_size=settings.max_header_bytes,
         )
+        _supervise(config)
+
+
+def _supervise(config: uvicorn.Config) -> None:
+    """uvicorn's supervisor of the ``--workers`` processes (what ``uvicorn.run`` runs for them), except that a
+    ``SIGHUP`` is passed on to each process — each reads the clients file again (``gateway.auth.reload``) — where
+    uvicorn would restart them all."""
+    import signal
+
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        def handle_hup(self) -> None:
+            for process in self.processes:
+                if process.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGHUP)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 @app.command()
@@ -206,19 +247,30 @@ def worker() -> None:
             typer.echo(f"authentication cannot start: {exc}", err=True)
             raise typer.Exit(code=2) from exc
     configure_logging(settings.log_level, settings.log_json)
+    from gateway.store import migrate
+
     if not migrate.is_current(settings.database_url):
         typer.echo("the database schema is not current: run `gateway db upgrade` first", err=True)
         raise typer.Exit(code=2)
 
     async def main() -> None:
+        from gateway.auth.reload import ClientsReloader
+
         database = Database(settings.database_url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        watch = None
+        if registry is not None and settings.clients is not None:  # the updates back follow the clients file
+            reloader = ClientsReloader(settings.clients, frozenset(routing.platforms), registry)
+            loop.add_signal_handler(signal.SIGHUP, reloader.reload)
+            watch = asyncio.create_task(reloader.watch(stop))
         try:
             await run_worker(database, routing, settings, stop, registry=registry)
         finally:
+            if watch is not None:
+                await watch
             await database.dispose()
 
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
@@ -289,9 +341,245 @@ def outbox_replay(delivery_id: Annotated[str, typer.Argument(help="The delivery 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Migrate the schema of GATEWAY_DATABASE_URL to the latest revision."""
+    from gateway.store import migrate
+
     settings = Settings()
     migrate.upgrade(settings.database_url, revision)
     typer.echo(f"database schema at {migrate.head_revision() if revision == 'head' else revision}")
+
+
+clients_app = typer.Typer(
+    help="The registered API clients (GATEWAY_CLIENTS): onboarding and key rotation (DESIGN §11). A running gateway "
+    "takes the changes within a second, without restart.",
+    no_args_is_help=True,
+)
+app.add_typer(clients_app, name="clients")
+ClientsFileOption = Annotated[
+    Path | None, typer.Option("--file", envvar="GATEWAY_CLIENTS", help="The clients file (TOML); created if missing")
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    """One line on stderr saying what is wrong; the exit to raise."""
+    typer.echo(message, err=True)
+    return typer.Exit(code=code)
+
+
+def _clients_file(path: Path | None) -> Path:
+    if path is None:
+        raise _fail("no clients file: set GATEWAY_CLIENTS (export GATEWAY_CLIENTS=clients.toml) or pass --file", 2)
+    return path
+
+
+def _platform_keys() -> frozenset[str]:
+    """The routing file's platform keys (GATEWAY_ROUTING): what a platform client may name."""
+    from gateway.routing.config import RoutingConfigError, load_routing
+
+    try:
+        return frozenset(load_routing(_settings().routing).platforms)
+    except RoutingConfigError as exc:
+        raise _fail(f"invalid routing file: {exc}", 2) from exc
+
+
+def _grace(text: str) -> float:
+    """Seconds of a grace period: ``90s``, ``15m``, ``12h``, ``7d``, or an ISO 8601 duration (``PT90S``, ``P7D``)."""
+    import isodate
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            seconds = float(text[:-1]) * units[text[-1]]
+        else:
+            seconds = isodate.parse_duration(text).total_seconds()
+    except (isodate.ISO8601Error, ValueError, AttributeError):
+        raise _fail(f"--grace {text!r}: a duration such as 90s, 15m, 12h, 7d or P7D") from None
+    if seconds <= 0:
+        raise _fail(f"--grace {text!r}: a duration greater than zero")
+    return float(seconds)
+
+
+@clients_app.command("add")
+def clients_add(
+    client_id: Annotated[str, typer.Argument(help="The client id (also its key file's default name)")],
+    role: Annotated[str, typer.Option(help="sender, platform, practitioner or operator")],
+    platform: Annotated[str | None, typer.Option(help="A platform key of the routing file (role platform)")] = None,
+    rpps: Annotated[
+        list[str] | None, typer.Option(help="RPPS number of a professional it acts for (role practitioner; repeat)")
+    ] = None,
+    scope: Annotated[list[str] | None, typer.Option(help="A SMART scope (repeat); default: the role's")] = None,
+    endpoint: Annotated[
+        list[str] | None, typer.Option(help="An https base URL it may be called back at (repeat)")
+    ] = None,
+    key_out: Annotated[Path | None, typer.Option(help="Where to write its private key (default: ./ID.pem)")] = None,
+    file: ClientsFileOption = None,
+) -> None:
+    """Register a client: make its EC P-384 key pair, write the private key (PEM, mode 0600, never printed) and add
+    the client with its public key to the clients file."""
+    from gateway.auth.keypairs import KeyFileError, new_private_key, public_jwk, write_private_key
+    from gateway.onboarding import RegistrationError, add_client, new_client, read_document, write_document
+
+    path = _clients_file(file)
+    platforms = _platform_keys()
+    key_path = key_out or Path(f"{client_id}.pem")
+    try:
+        client = new_client(
+            client_id, role, sorted(platforms), platform=platform, rpps=rpps or (), scopes=scope or (),
+            endpoints=endpoint or (),
+        )  # fmt: skip
+        document = read_document(path)
+        key = new_private_key()
+        jwk = public_jwk(key)
+        add_client(document, client, jwk, path)
+        write_private_key(key_path, key)
+        try:
+            write_document(path, document, platforms)
+        except RegistrationError:
+            key_path.unlink()  # no key left behind for a client that was not registered
+            raise
+    except (RegistrationError, KeyFileError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"client {client.client_id} ({client.role}) added to {path}, key {jwk['kid']}")
+    typer.echo(f"scopes: {' '.join(client.scopes)}")
+    typer.echo(f"private key written to {key_path} (mode 0600): keep it secret, it is stored nowhere else")
+
+
+@clients_app.command("list")
+def clients_list(file: ClientsFileOption = None) -> None:
+    """List the registered clients: role, platform or RPPS numbers, scopes, endpoints, keys (with their end)."""
+    from gateway.onboarding import RegistrationError, listing, read_document
+
+    path = _clients_file(file)
+    try:
+        shown = listing(read_document(path))
+    except RegistrationError as exc:
+        raise _fail(str(exc)) from None
+    for client in shown:
+        bound = f" platform={client.platform}" if client.platform else ""
+        bound += f" rpps={','.join(client.rpps)}" if client.rpps else ""
+        typer.echo(f"{client.client_id}  {client.role}{bound}  scopes={' '.join(client.scopes)}")
+        if client.endpoints:
+            typer.echo(f"  endpoints: {' '.join(client.endpoints)}")
+        if client.keys_from:
+            typer.echo(f"  keys: {client.keys_from}")
+        for key in client.keys:
+            typer.echo(f"  key {key.kid}" + (f"  expires {key.expires.isoformat()}" if key.expires else ""))
+    if not shown:
+        typer.echo(f"no clients in {path}")
+
+
+def _rewrite(path: Path, change: Callable[[Any], Any]) -> Any:
+    """Reads the clients file, applies ``change`` to it and writes it back once the gateway would take it."""
+    from gateway.onboarding import RegistrationError, read_document, write_document
+
+    platforms = _platform_keys()
+    try:
+        if not path.exists():
+            raise RegistrationError(f"{path} does not exist")
+        document = read_document(path)
+        result = change(document)
+        write_document(path, document, platforms)
+    except RegistrationError as exc:
+        raise _fail(str(exc)) from None
+    return result
+
+
+@clients_app.command("remove")
+def clients_remove(
+    client_id: Annotated[str, typer.Argument(help="The client id")], file: ClientsFileOption = None
+) -> None:
+    """Remove a client: a running gateway refuses its token requests within a second (the access tokens it already
+    holds last until they expire)."""
+    from gateway.onboarding import remove_client
+
+    path = _clients_file(file)
+    _rewrite(path, lambda document: remove_client(document, client_id, path))
+    typer.echo(f"client {client_id} removed from {path}")
+
+
+@clients_app.command("rotate-key")
+def clients_rotate_key(
+    client_id: Annotated[str, typer.Argument(help="The client id")],
+    grace: Annotated[
+        str | None,
+        typer.Option(help="How long its current keys stay accepted (90s, 15m, 12h, 7d); default: until remove-key"),
+    ] = None,
+    key_out: Annotated[
+        Path | None, typer.Option(help="Where to write the new private key (default: ./ID-KID.pem)")
+    ] = None,
+    file: ClientsFileOption = None,
+) -> None:
+    """Give a client a new key pair: both the old and the new key are accepted until the old is removed
+    (`remove-key`) or its grace period ends."""
+    import math
+    import time
+    from datetime import UTC, datetime
+
+    from gateway.auth.keypairs import KeyFileError, new_private_key, public_jwk, write_private_key
+    from gateway.onboarding import rotate_key
+
+    path = _clients_file(file)
+    seconds = _grace(grace) if grace is not None else None
+    expires = datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC) if seconds is not None else None
+    key = new_private_key()
+    jwk = public_jwk(key)
+    key_path = key_out or Path(f"{client_id}-{jwk['kid'][:8]}.pem")
+    if key_path.exists():
+        raise _fail(f"{key_path} exists already; a key file is never overwritten (choose another --key-out)")
+    old = _rewrite(path, lambda document: rotate_key(document, client_id, jwk, expires, path))
+    try:
+        write_private_key(key_path, key)
+    except KeyFileError as exc:  # the file was registered: say so, the operator removes the key or retries
+        raise _fail(
+            f"{exc}; the new key {jwk['kid']} is registered: gateway clients remove-key {client_id} {jwk['kid']}"
+        ) from None
+    typer.echo(f"client {client_id}: new key {jwk['kid']}, private key written to {key_path} (mode 0600)")
+    until = (
+        f"until {expires.isoformat()}" if expires is not None else f"until gateway clients remove-key {client_id} KID"
+    )
+    typer.echo(f"still accepted {until}: {', '.join(old)}")
+
+
+@clients_app.command("remove-key")
+def clients_remove_key(
+    client_id: Annotated[str, typer.Argument(help="The client id")],
+    kid: Annotated[str, typer.Argument(help="The key's kid (gateway clients list)")],
+    file: ClientsFileOption = None,
+) -> None:
+    """Stop accepting one of a client's keys (the end of a rotation)."""
+    from gateway.onboarding import remove_key
+
+    path = _clients_file(file)
+    _rewrite(path, lambda document: remove_key(document, client_id, kid, path))
+    typer.echo(f"client {client_id}: key {kid} removed")
+
+
+@app.command()
+def token(
+    client_id: Annotated[str, typer.Option(help="The client id it is registered under")],
+    key: Annotated[Path, typer.Option(help="Its private key (PEM), as `gateway clients add` wrote it")],
+    scope: Annotated[list[str] | None, typer.Option(help="A scope to ask for (repeat); default: all it has")] = None,
+    base: Annotated[
+        str, typer.Option(envvar="GATEWAY_BASE_URL", help="The gateway (its root or its FHIR base)")
+    ] = "http://127.0.0.1:8080",
+    kid: Annotated[str | None, typer.Option(help="The registered kid, when it is not the key's thumbprint")] = None,
+) -> None:
+    """Get an access token (SMART Backend Services: an assertion signed with the key, posted to /auth/token) and
+    print it alone, for `curl -H "Authorization: Bearer $(gateway token …)"`."""
+    from gateway.auth.client_tokens import TokenRequestFailed, request_token
+
+    try:
+        typer.echo(request_token(base, client_id, key, scope or [], kid=kid))
+    except TokenRequestFailed as exc:
+        raise _fail(f"no token: {exc}") from None
+
+
+@app.command()
+def secret() -> None:
+    """Print a fresh GATEWAY_AUTH_SECRET (64 random characters): the key the gateway signs its access tokens with,
+    the same for all its processes."""
+    import secrets
+
+    typer.echo(secrets.token_urlsafe(48))
 
 
 def main() -> None:

@@ -130,6 +130,14 @@ class IssueCode(StrEnum):
     BODY_TIME_BUDGET_EXCEEDED = "body-time-budget-exceeded"
     OUTCOME_TRUNCATED = "outcome-truncated"
     HEADERS_TOO_LARGE = "headers-too-large"
+    INS_TRAITS_MISMATCH = "ins-traits-mismatch"
+    CONSENT_UPDATE_NOT_ALLOWED = "consent-update-not-allowed"
+    # HL7 v2 and CDA (DESIGN §13)
+    HL7V2_UNREADABLE = "hl7v2-unreadable"
+    HL7V2_MESSAGE_UNSUPPORTED = "hl7v2-message-unsupported"
+    HL7V2_ENCODING_INVALID = "hl7v2-encoding-invalid"
+    REFERRAL_STATUS_UNSUPPORTED = "referral-status-unsupported"
+    CDA_INVALID = "cda-invalid"
     SUBSCRIPTION_INVALID = "subscription-invalid"
     SUBSCRIPTION_TOPIC_UNSUPPORTED = "subscription-topic-unsupported"
     SUBSCRIPTION_CHANNEL_UNSUPPORTED = "subscription-channel-unsupported"
@@ -238,6 +246,14 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
         "The ServiceRequest identifier or Bundle.identifier is in an identifier system registered for another "
         "client; nothing was stored."
     ),
+    IssueCode.INS_TRAITS_MISMATCH: (
+        "The INS is on record with other identity traits (birth family name, birth given names, gender, birth date "
+        "or birth place): identity vigilance refuses the referral, nothing was stored; the traits are named, "
+        "never their values."
+    ),
+    IssueCode.CONSENT_UPDATE_NOT_ALLOWED: (
+        "A Consent is updated (an opposition ended or corrected) by the client that posted it, or by an operator."
+    ),
     IssueCode.DIRECTORY_RECORD_READ_ONLY: (
         "Practitioners, Organizations and PractitionerRoles are directory records shared by every party: only an "
         "operator changes them."
@@ -256,6 +272,19 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     ),
     IssueCode.OUTCOME_TRUNCATED: "More issues were found than an OperationOutcome lists; this one counts the rest.",
     IssueCode.HEADERS_TOO_LARGE: "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES).",
+    IssueCode.HL7V2_UNREADABLE: "The HL7 v2 message cannot be read: no MSH segment, separators or segments broken.",
+    IssueCode.HL7V2_MESSAGE_UNSUPPORTED: (
+        "The HL7 v2 message type, trigger event, version or processing id is not one the gateway takes (REF^I12, "
+        "ORU^R01 or MDM^T02 carrying a CDA; v2.5; processing id P, T or D)."
+    ),
+    IssueCode.HL7V2_ENCODING_INVALID: (
+        "The HL7 v2 message's bytes are not in the character set MSH-18 declares (UNICODE UTF-8, 8859/1, 8859/15; "
+        "ASCII when empty), or MSH-18 names another."
+    ),
+    IssueCode.REFERRAL_STATUS_UNSUPPORTED: (
+        "RF1-1 (referral status, HL7 table 0283) is not P (pending) or A (accepted): only a new referral is taken."
+    ),
+    IssueCode.CDA_INVALID: "The document is not a CDA R2 ClinicalDocument (namespace urn:hl7-org:v3).",
     IssueCode.SUBSCRIPTION_INVALID: "A Subscription does not conform to the backport-subscription profile.",
     IssueCode.SUBSCRIPTION_TOPIC_UNSUPPORTED: "A Subscription names a topic this gateway does not offer.",
     IssueCode.SUBSCRIPTION_CHANNEL_UNSUPPORTED: "A Subscription's channel type is not rest-hook.",
@@ -299,6 +328,8 @@ class Issue:
     expression: str | None = None
     issue_type: IssueType = "invalid"
     severity: Severity = "error"
+    #: Where the issue is in a document that is not FHIR (a CDA's XPath, DESIGN §13); rendered as issue.location.
+    location: str | None = None
 
 
 class GatewayError(Exception):

@@ -26,12 +26,23 @@ INTERACTIONS = {
     ("POST", "/fhir/{resource_type}/_search"): "search-type",
     ("POST", "/fhir"): "transaction",
     ("POST", "/fhir/Consent"): "create",
+    ("PUT", "/fhir/Consent/{consent_id}"): "update",
     ("PUT", "/fhir/Task/{task_id}"): "update",
     ("PATCH", "/fhir/Task/{task_id}"): "patch",
     ("POST", "/fhir/$process-message"): "operation",
     ("POST", "/fhir/$validate"): "operation",
     ("POST", "/fhir/{resource_type}/$validate"): "operation",
+    # Referrals in HL7 v2 and CDA (DESIGN §13): the same intake as a transaction. Over MLLP there is no request
+    # to audit (gateway.inbound.mllp): only what its intake commits is.
+    ("POST", "/hl7v2"): "transaction",
+    ("POST", "/cda"): "transaction",
 }
+#: The paths audited: the FHIR API, and the non-FHIR referral endpoints.
+AUDITED_PATHS = ("/fhir", "/hl7v2", "/cda")
+
+
+#: The routes of one type name its id so: path parameter → resource type.
+_NAMED_IDS = {"task_id": "Task", "consent_id": "Consent"}
 
 
 def interaction_of(method: str, route: str | None) -> str | None:
@@ -40,8 +51,10 @@ def interaction_of(method: str, route: str | None) -> str | None:
 
 def _target(subtype: str, params: dict[str, str]) -> tuple[str, ...]:
     """The resource named by the URL, for reads and for changes that did not happen."""
-    resource_type = params.get("resource_type") or ("Task" if "task_id" in params else None)
-    resource_id = params.get("resource_id") or params.get("task_id")
+    resource_type = params.get("resource_type") or next(
+        (named for key, named in _NAMED_IDS.items() if key in params), None
+    )
+    resource_id = params.get("resource_id") or next((params[key] for key in _NAMED_IDS if key in params), None)
     if resource_type is None or resource_id is None:
         return ()
     if subtype == "vread":
@@ -55,7 +68,7 @@ class AuditMiddleware:
         self.buffer = buffer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
+        if scope["type"] != "http" or not scope["path"].startswith(AUDITED_PATHS):
             await self.app(scope, receive, send)
             return
         context = AuditContext(subtype="")

@@ -189,6 +189,7 @@ BaseUrlDep = Annotated[str, Depends(_base_url)]
 #: Bodies by what they create or change: the scope is checked before the body is read.
 ReferralBodyDep = Annotated[Resource, Depends(_body("ServiceRequest", Permission.CREATE))]
 ConsentBodyDep = Annotated[Resource, Depends(_body("Consent", Permission.CREATE))]
+ConsentUpdateBodyDep = Annotated[Resource, Depends(_body("Consent", Permission.UPDATE))]
 TaskBodyDep = Annotated[Resource, Depends(_body("Task", Permission.UPDATE))]
 SubscriptionBodyDep = Annotated[Resource, Depends(_body("Subscription", Permission.CREATE))]
 SubscriptionUpdateBodyDep = Annotated[Resource, Depends(_body("Subscription", Permission.UPDATE))]

@@ -3,7 +3,7 @@ answer of a create or update as the client's ``Prefer: return=`` asks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from starlette.responses import Response
 
@@ -55,15 +55,20 @@ def written(
     preference: str,
     reference: str,
     action: str = "written",
+    notes: Sequence[str] = (),
 ) -> Response:
     """A create's or update's answer: ``reference`` (``Type/id/_history/n``) names what was written — or, as
-    ``action`` says, what a conditional create matched instead."""
+    ``action`` says, what a conditional create matched instead; ``notes``: what the OperationOutcome tells
+    besides (informational issues, after the first)."""
     if preference == "minimal":
         return Response(status_code=status_code, headers=dict(headers))
     if preference == "OperationOutcome":
         outcome = {
             "resourceType": "OperationOutcome",
-            "issue": [{"severity": "information", "code": "informational", "diagnostics": f"{reference} {action}"}],
+            "issue": [
+                {"severity": "information", "code": "informational", "diagnostics": text}
+                for text in (f"{reference} {action}", *notes)
+            ],
         }
         return FhirResponse(outcome, answer, status_code, headers)
     return FhirResponse(resource, answer, status_code, headers)

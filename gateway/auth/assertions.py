@@ -73,6 +73,8 @@ def verify_assertion(
     key = (client.keys if keys is None else keys).get(kid) if isinstance(kid, str) else None
     if key is None:
         raise _refused("client_assertion kid names none of the client's registered keys")
+    if client.key_expired(str(kid), now):  # a key rotated out, past its grace period
+        raise _refused(f"key {kid!r} of this client has expired (rotated out): sign with its new key")
     if key.algorithm_name != algorithm:
         raise _refused(f"key {kid!r} signs with {key.algorithm_name}, not {algorithm}")
     try:

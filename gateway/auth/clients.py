@@ -13,6 +13,7 @@
     platform = "dac-75"                # a platform key of the routing file: it sees what was routed there
     scopes = ["system/*.rs", "system/Task.u"]
     jwks = { keys = [ { kty = "EC", crv = "P-384", kid = "k1", x = "…", y = "…" } ] }
+    # (a key being rotated out carries ``expires = 2026-12-31T00:00:00Z``: accepted until then, DESIGN §11)
     endpoints = ["https://dac75.example.org/fhir"]   # where it may be called back (updates back, DESIGN §11)
 
     [[clients]]
@@ -34,7 +35,11 @@
 
 Keys are parsed here, once (each request's assertion is checked against an already-decoded key). Only public
 keys are accepted: a JWK carrying a private part (``d``) is refused, so a private key pasted by mistake stops
-start-up instead of sitting in a config file.
+start-up instead of sitting in a config file. A key may carry ``expires`` (a date-time with its offset): after it,
+assertions it signs are refused (``gateway clients rotate-key --grace``).
+
+A running gateway reads the file again when it changes (``gateway.auth.reload``): the registry it built at start-up
+then takes the new registrations (``ClientRegistry.take``), so that everything holding it sees them at once.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,11 +94,27 @@ class RegisteredClient:
     auth: SmartBackendAuth | None = None  # how the gateway authenticates the updates it sends back to this client
     #: Where it may be called back (a message's MessageHeader.source.endpoint): https base URLs, or under them.
     endpoints: tuple[str, ...] = ()
+    #: kid → when the key stops being accepted (a key rotated out with a grace period); keys without: no end.
+    key_expiry: Mapping[str, datetime] = field(default_factory=dict)
+
+    def key_expired(self, kid: str, now: float) -> bool:
+        expiry = self.key_expiry.get(kid)
+        return expiry is not None and now >= expiry.timestamp()
 
 
-@dataclass(frozen=True, slots=True)
 class ClientRegistry:
-    clients: Mapping[str, RegisteredClient]
+    """The registered clients, by id. One registry is built at start-up and kept for the process's life: a reload
+    of the clients file swaps its content (``take``), which the token endpoint, the API's checks and the delivery
+    worker, all holding this object, see at their next look-up."""
+
+    __slots__ = ("clients",)
+
+    def __init__(self, clients: Mapping[str, RegisteredClient]) -> None:
+        self.clients = clients
+
+    def take(self, other: ClientRegistry) -> None:
+        """From now on, ``other``'s registrations (one assignment: no look-up sees half of each)."""
+        self.clients = other.clients
 
     def get(self, client_id: str) -> RegisteredClient | None:
         return self.clients.get(client_id)
@@ -129,6 +151,7 @@ def public_keys(client_id: str, jwks: Any) -> dict[str, PyJWK]:
     for jwk in jwks["keys"]:
         if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str) or not jwk["kid"]:
             raise AuthConfigError(f"client {client_id!r}: every key needs a 'kid'")
+        jwk = {name: value for name, value in jwk.items() if name != "expires"}  # ours (key_expiry), not JOSE's
         if "d" in jwk:
             raise AuthConfigError(f"client {client_id!r}: key {jwk['kid']!r} is a private key; register public keys")
         algorithm = _algorithm(jwk)
@@ -139,6 +162,27 @@ def public_keys(client_id: str, jwks: Any) -> dict[str, PyJWK]:
         except PyJWKError as exc:
             raise AuthConfigError(f"client {client_id!r}: key {jwk['kid']!r} cannot be read: {exc}") from exc
     return keys
+
+
+def key_expiry(client_id: str, jwks: Any) -> dict[str, datetime]:
+    """The ``expires`` of the keys that have one: a TOML date-time, or an RFC 3339 string (a JSON key set)."""
+    expiry: dict[str, datetime] = {}
+    for jwk in jwks["keys"]:
+        value = jwk.get("expires")
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise AuthConfigError(
+                f"client {client_id!r}: key {jwk['kid']!r}: expires must be a date-time with its offset "
+                "(2026-12-31T00:00:00Z)"
+            )
+        expiry[jwk["kid"]] = value
+    return expiry
 
 
 def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> RegisteredClient:
@@ -183,7 +227,19 @@ def _client(entry: Any, directory: Path, platforms: frozenset[str]) -> Registere
         except (OSError, ValueError) as exc:
             raise AuthConfigError(f"client {client_id!r}: {path} cannot be read as a JWKS: {exc}") from exc
     keys = public_keys(client_id, jwks)
-    return RegisteredClient(client_id, role, scopes, keys, platform, frozenset(systems), rpps, None, auth, endpoints)
+    return RegisteredClient(
+        client_id,
+        role,
+        scopes,
+        keys,
+        platform,
+        frozenset(systems),
+        rpps,
+        None,
+        auth,
+        endpoints,
+        key_expiry(client_id, jwks),
+    )
 
 
 def _rpps(client_id: str, role: Role, numbers: Any) -> tuple[str, ...]:

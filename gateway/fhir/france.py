@@ -8,6 +8,20 @@ import re
 
 INSEE_CODE_EXTENSION = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code"
 BIRTH_PLACE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"  # core R4, used by FR Core
+#: FR Core's identity reliability extension on Patient; its ``identityStatus`` part (a Coding) is the identity's
+#: status, as our examples send it: system ``fr-core-cs-v2-0445``, code ``VALI``.
+IDENTITY_RELIABILITY_EXTENSION = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
+IDENTITY_STATUS = "identityStatus"
+#: The référentiel national d'identitovigilance's four statuses of an identity, least to most reliable. Checked
+#: (December 2026) against FR Core's pages: ``fr-core-identity-reliability`` binds identityStatus to ValueSet
+#: ``fr-core-vs-identity-reliability`` = CodeSystem ``fr-core-cs-v2-0445`` (HL7 v2 table 0445: VIDE, PROV, VALI,
+#: DOUB, … 21 codes, no order among them, and no RECUP or QUAL code), and ``fr-core-patient-ins``'s description
+#: ("l'identité INS récupérée par le téléservice INSi et potentiellement qualifiée"). The RNIV builds the four
+#: from two checks — an identity document of high trust seen, the INS retrieved by the INSi teleservice: PROV
+#: neither, RECUP the INSi only, VALI the document only, QUAL both (only a qualified INS may be shared,
+#: identito-na.fr "Dispositifs d'identification"). RECUP and VALI each lack one check; the order keeps VALI above
+#: RECUP, as issue 17 asks. Codes outside these four (VIDE, DOUB…) rank below PROV: they never replace one.
+IDENTITY_STATUS_ORDER = ("PROV", "RECUP", "VALI", "QUAL")
 
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
 INS_NIA = "urn:oid:1.2.250.1.213.1.4.9"
@@ -43,3 +57,21 @@ def ins_problem(value: str) -> str | None:
     if int(value[13:]) != expected:
         return f"the INS key {value[13:]} is wrong for {value[:13]} (97 − number mod 97 = {expected:02d})"
     return None
+
+
+def identity_status(patient: object) -> str | None:
+    """The identity reliability status (``identityStatus`` code of FR Core's extension) a Patient carries."""
+    if not isinstance(patient, dict):
+        return None
+    for extension in patient.get("extension") or []:
+        if isinstance(extension, dict) and extension.get("url") == IDENTITY_RELIABILITY_EXTENSION:
+            for part in extension.get("extension") or []:
+                if isinstance(part, dict) and part.get("url") == IDENTITY_STATUS:
+                    code = (part.get("valueCoding") or {}).get("code")
+                    return code if isinstance(code, str) else None
+    return None
+
+
+def identity_status_rank(code: str | None) -> int:
+    """Where a status stands in ``IDENTITY_STATUS_ORDER`` (1 = PROV … 4 = QUAL); 0 for none or another code."""
+    return IDENTITY_STATUS_ORDER.index(code) + 1 if code in IDENTITY_STATUS_ORDER else 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+from gateway.auth.clients import Role
 from gateway.errors import BusinessRuleViolation, InvalidResource, IssueCode, StoreUnavailable
 from gateway.fhir.search import parse_condition
 from gateway.fhir.types import Resource
@@ -20,7 +22,7 @@ from gateway.validation.definitions import base_url
 from gateway.validation.engine import engine
 from gateway.validation.rules import resource_rules
 from gateway.validation.validate import validate
-from gateway.workflow.opposition import ConsentOutcome, record_consent
+from gateway.workflow.opposition import ConsentOutcome, record_consent, update_consent
 from gateway.workflow.updates import follow_update
 
 OPPOSITION = "opposition"
@@ -203,9 +205,9 @@ async def process_consent(
     if_none_exist: str | None = None,
     condition_source: tuple[str, str] = ("http.If-None-Exist", "If-None-Exist"),
     own_base: str | None = None,
-) -> tuple[StoredResource, bool]:
-    """``POST /fhir/Consent``: the stored Consent, as the caller may read it (``answered_consent``), and whether
-    it was created — False when ``if_none_exist`` (the ``If-None-Exist`` header: a conditional create, R4
+) -> ConsentOutcome:
+    """``POST /fhir/Consent``: the outcome, its Consent as the caller may read it (``answered_consent``) and
+    ``created`` False when ``if_none_exist`` (the ``If-None-Exist`` header: a conditional create, R4
     http.html#ccreate) matched one the caller may see, which is then the answer, nothing written; ``sender`` the
     posting client (None when authentication is off); ``condition_source`` where the condition came from (its
     FHIRPath-like place and label, for the issues of a bad one); ``own_base`` this gateway's FHIR base (a
@@ -237,7 +239,29 @@ async def process_consent(
     outcome = await record_consent(
         database, routing, consent, viewer=viewer, sender=sender, condition=condition, own_base=own_base
     )
-    return await answered_consent(database, viewer, outcome), outcome.created
+    return dataclasses.replace(outcome, consent=await answered_consent(database, viewer, outcome))
+
+
+async def process_consent_update(
+    database: Database,
+    routing: RoutingTable,
+    consent_id: str,
+    consent: Resource,
+    expected_version: int,
+    role: Role,
+    viewer: Viewer = EVERYTHING,
+    sender: str | None = None,
+    own_base: str | None = None,
+) -> ConsentOutcome:
+    """``PUT /fhir/Consent/{id}``: the Consent under R4's rules and those it claims, as a posted one
+    (``process_consent``), then ``update_consent``; the outcome's Consent as the caller reads it."""
+    errors = [issue for issue in validate(consent, base_url("Consent")) if issue.severity in ("error", "fatal")]
+    if errors:
+        raise InvalidResource(*errors)
+    outcome = await update_consent(
+        database, routing, consent_id, consent, expected_version, role, viewer, sender, own_base
+    )
+    return dataclasses.replace(outcome, consent=await answered_consent(database, viewer, outcome))
 
 
 async def answered_consent(database: Database, viewer: Viewer, outcome: ConsentOutcome) -> StoredResource:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -33,8 +34,9 @@ from gateway.errors import (
 )
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.references import local_reference
-from gateway.fhir.search import SearchQuery, parse_condition, parse_search, split_reference
+from gateway.fhir.search import SearchQuery, parse_condition, split_reference
 from gateway.fhir.types import JSONObject, Resource
+from gateway.intake.vigilance import trait_mismatches, updated_patient
 from gateway.referral import facts
 from gateway.referral.bundle import SOURCE_ENDPOINT, Referral, ReferralEntry, iter_references
 from gateway.referral.careteam import build_care_team
@@ -47,9 +49,10 @@ from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
-from gateway.validation.rules import uses_test_identity
+from gateway.validation.rules import uses_ins, uses_test_identity
 from gateway.workflow.intake import ReferralFacts, plan_intake
-from gateway.workflow.provenance import GATEWAY, client_agent, provenance
+from gateway.workflow.on_record import oppositions_on_record
+from gateway.workflow.provenance import GATEWAY, Agent, client_agent, provenance
 from gateway.workflow.references import unresolved_references
 from gateway.workflow.tasks import TaskReferences
 
@@ -391,6 +394,11 @@ async def _store(
     claimed: dict[tuple[str, str, str], _Resolution] = {}
     for entry in referral.entries:
         resolution = await _resolve(uow, entry, known, viewer)
+        if entry.resource_type == "Patient" and resolution.existing is not None and uses_ins(entry.resource):
+            # Identity vigilance: a known INS with other traits is refused, before anything is written.
+            mismatches = trait_mismatches(entry.resource, resolution.existing.content, f"{entry.expression}.resource")
+            if mismatches:
+                raise BusinessRuleViolation(*mismatches)
         if resolution.create and entry.resource_type == "Organization":
             routed = next((listed[key] for key in identity_keys(entry.resource) if key in listed), None)
             if routed is not None:
@@ -452,11 +460,13 @@ async def _store(
         gp_link=gp_link,
         validation_declared=declared is not None,
     )
-    oppositions = await _oppositions_on_record(
+    on_record = await oppositions_on_record(
         uow,
         patient_reference if patient_resolution.existing is not None else None,
         identity_keys(referral.patient.resource),
+        now,
     )
+    oppositions = [stored.reference for stored in on_record]
     # Another party's opposition stops this referral without being shown to its sender: the Provenance names only
     # those it may read (its own, or of a referral it is a party to); the reason says why in any case.
     shown = [o for o in oppositions if await uow.visibility.can_see(viewer, "Consent", o.split("/", 1)[1])]
@@ -468,7 +478,8 @@ async def _store(
             policy=platform.policy,
             gp_validation_delay=platform.gp_validation_delay,
             trigger=trigger,
-            consent=facts.consent_state([entry.resource for entry in referral.of_type("Consent")]),
+            # The referral's own deny counts within its period; its permit lifts nothing on record.
+            consent=facts.consent_state([entry.resource for entry in referral.of_type("Consent")], now),
             opposition_on_record=bool(oppositions),
             oppositions=tuple(shown),
             declared_validation=declared[0] if declared else None,
@@ -536,6 +547,9 @@ async def _store(
                         "directory record changed by an operator",
                     )
                 )
+        elif entry.resource_type == "Patient" and (renewed := await _renewed_patient(uow, resolution, now, deciders)):
+            entries.append(EntryOutcome.of(renewed[0], False, entry.full_url))
+            generated.append(renewed[1])
         else:
             assert resolution.existing is not None
             entries.append(EntryOutcome.of(resolution.existing, False, entry.full_url))
@@ -549,6 +563,29 @@ async def _store(
         for resource in generated
     ]
     return IntakeOutcome(by_entry[id(referral.service_request)].id, entries, made, notes)
+
+
+async def _renewed_patient(
+    uow: UnitOfWork, resolution: _Resolution, now: datetime, deciders: Sequence[Agent]
+) -> tuple[StoredResource, Resource] | None:
+    """A Patient on record matched on its INS, whose traits the referral gives equally (``_store`` refused it
+    otherwise): its next version with what else the referral says of the patient (``updated_patient``), and the
+    Provenance of that version — or None when the referral says nothing new of it (or names it without an INS)."""
+    existing = resolution.existing
+    if existing is None or not uses_ins(resolution.entry.resource):
+        return None
+    merged = updated_patient(existing.content, resolution.entry.resource)
+    if merged is None:
+        return None
+    updated = await uow.resources.update(existing, merged)
+    if updated is None:  # changed since it was read: the whole intake runs again
+        raise DuplicateKey(f"{existing.reference} changed during the transaction")
+    return updated, provenance(
+        [f"{updated.reference}/_history/{updated.version_id}"],
+        now,
+        deciders,
+        "patient record updated from a referral naming its INS with the same identity traits",
+    )
 
 
 def _differs(posted: Resource, stored: Resource) -> bool:
@@ -577,32 +614,6 @@ def _platform_organization_content(platform: Platform) -> Resource:
         "name": platform.name,
         "telecom": [{"system": "url", "value": platform.endpoint}],
     }
-
-
-async def _oppositions_on_record(
-    uow: UnitOfWork, patient_reference: str | None, keys: list[tuple[str, str]]
-) -> list[str]:
-    """The active oppositions (Consent deny) of this patient, as references: by stored id for a known patient,
-    and by national identifier for one recorded before the patient was (an opposition sent on its own, by INS)."""
-    params = [("patient", patient_reference)] if patient_reference else []
-    if keys:
-        params.append(("patient:identifier", ",".join(f"{system}|{value}" for system, value in keys)))
-    found: dict[str, None] = {}
-    for param in params:
-        # The patient alone, not also status=active (is_opposition checks the status): with both, PostgreSQL may
-        # start from the status — whenever its statistics lag behind a growing table, it takes 'active' for
-        # rare — and walk every active Consent of every patient (3.9 ms and 3,400 buffers at 480 Consents, and
-        # growing with them), where a patient has a handful of Consents.
-        consents = await uow.resources.find(
-            parse_search("Consent", [param], default_count=_CONSENTS_OF_A_PATIENT, max_count=_CONSENTS_OF_A_PATIENT),
-            limit=_CONSENTS_OF_A_PATIENT,
-        )
-        found |= dict.fromkeys(c.reference for c in consents if facts.is_opposition(c.content))
-    return list(found)
-
-
-#: More Consents than any patient has (each referral brings at most one or two).
-_CONSENTS_OF_A_PATIENT = 1000
 
 
 def _first_reference(value: Any) -> str | None:

@@ -11,6 +11,7 @@ from typing import Any
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.types import Resource
 from gateway.referral.careteam import CARETEAM_ROLE_SYSTEM
+from gateway.referral.consents import in_period, provision_type
 from gateway.referral.identity import ADELI, IDNPS, RPPS
 
 GP_LINK_EXTENSION = f"{CANONICAL_BASE}/StructureDefinition/dac-gp-link"
@@ -132,16 +133,16 @@ def trigger_of(*, gp: str | None, requester_is_gp: bool, gp_link: str | None, va
     return Trigger.OTHER
 
 
-def consent_state(consents: list[Resource]) -> ConsentState:
+def consent_state(consents: list[Resource], at: datetime | None = None) -> ConsentState:
+    """What the referral's own Consents say; a deny whose ``provision.period`` does not hold at ``at`` says
+    nothing (``gateway.referral.consents``)."""
     types = {
-        (consent.get("provision") or {}).get("type") for consent in consents if consent.get("status") != "inactive"
+        provision_type(consent)
+        for consent in consents
+        if consent.get("status") != "inactive" and (at is None or in_period(consent, at))
     }
     if "deny" in types:
         return ConsentState.DENY
     if "permit" in types:
         return ConsentState.PERMIT
     return ConsentState.NONE
-
-
-def is_opposition(consent: Resource) -> bool:
-    return consent.get("status") == "active" and (consent.get("provision") or {}).get("type") == "deny"

@@ -346,6 +346,30 @@ class VisibilityRepository:
         query = sa.select(sa.exists().where(s.service_request_id == service_request_id, s.client_id == client_id))
         return bool((await self._connection.execute(query)).scalar_one())
 
+    async def records_of(self, resource_type: str, resource_id: str) -> list[str]:
+        """The records (a referral's ServiceRequest id, or a Consent's own reference) a resource belongs to."""
+        await self._pending.flush(self._connection)
+        m = referral_members.c
+        result = await self._connection.execute(
+            sa.select(m.service_request_id).where(m.resource_type == resource_type, m.resource_id == resource_id)
+        )
+        return [row.service_request_id for row in result]
+
+    async def posted_by(self, client_id: str, resource_type: str, resource_id: str) -> bool:
+        """``client_id`` posted this resource: it is a member of a record (a referral, a Consent posted on its own)
+        whose sender the client is."""
+        await self._pending.flush(self._connection)
+        m, s = referral_members.c, referral_senders.c
+        query = sa.select(
+            sa.exists().where(
+                m.resource_type == resource_type,
+                m.resource_id == resource_id,
+                s.service_request_id == m.service_request_id,
+                s.client_id == client_id,
+            )
+        )
+        return bool((await self._connection.execute(query)).scalar_one())
+
     async def members_of(self, service_request_ids: Iterable[str]) -> dict[str, set[tuple[str, str]]]:
         """The members (type, id) of each of these referrals — one query."""
         ids = list(dict.fromkeys(service_request_ids))

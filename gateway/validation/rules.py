@@ -108,18 +108,45 @@ def ins_traits_issues(patient: Resource, expression: str) -> list[Issue]:
     ]
 
 
+#: The five identity traits of the référentiel INS, by name, in the order ``identity_traits`` gives them.
+IDENTITY_TRAITS = ("birth family name", "birth given names", "gender", "birth date", "birth place")
+
+
+def identity_trait_values(patient: Resource) -> dict[str, tuple[str, str]]:
+    """Each identity trait the Patient carries: its value in the form two records of one person share (names and
+    codes ignoring case and spacing) and the FHIRPath of the element holding it, relative to the Patient
+    (``name[0].family``). A trait the Patient lacks is absent."""
+    found: dict[str, tuple[str, str]] = {}
+    names = patient.get("name") or []
+    for index, name in enumerate(names):
+        if not isinstance(name, dict) or name.get("use") != "official":
+            continue
+        family, given = name.get("family"), name.get("given")
+        if isinstance(family, str) and family and "birth family name" not in found:
+            found["birth family name"] = (_folded(family), f"name[{index}].family")
+        if isinstance(given, list) and given and "birth given names" not in found:
+            found["birth given names"] = (_folded(" ".join(str(g) for g in given)), f"name[{index}].given")
+    if isinstance(gender := patient.get("gender"), str):
+        found["gender"] = (gender, "gender")
+    if isinstance(birth_date := patient.get("birthDate"), str):
+        found["birth date"] = (birth_date, "birthDate")
+    for index, extension in enumerate(patient.get("extension") or []):
+        if isinstance(extension, dict) and extension.get("url") == BIRTH_PLACE_EXTENSION:
+            if place := _birth_place_code(patient):
+                found["birth place"] = (place.upper(), f"extension[{index}].valueAddress")
+            break
+    return found
+
+
 def identity_traits(patient: Resource) -> tuple[str, str, str, str, str] | None:
     """The five identity traits of the référentiel INS — birth family name, birth given names, gender, birth date,
     INSEE code of the birth place — in the form two records of one person share (names and codes ignoring case
     and spacing), or None when any is missing."""
-    official = [n for n in patient.get("name") or [] if isinstance(n, dict) and n.get("use") == "official"]
-    family = next((n["family"] for n in official if isinstance(n.get("family"), str) and n["family"]), None)
-    given = next((n["given"] for n in official if isinstance(n.get("given"), list) and n["given"]), None)
-    gender, birth_date, place = patient.get("gender"), patient.get("birthDate"), _birth_place_code(patient)
-    if not (family and given and isinstance(gender, str) and isinstance(birth_date, str) and place):
+    values = identity_trait_values(patient)
+    if len(values) < len(IDENTITY_TRAITS):
         return None
-    names = " ".join(str(name) for name in given)
-    return (_folded(family), _folded(names), gender, birth_date, place.upper())
+    family, given, gender, birth_date, place = (values[trait][0] for trait in IDENTITY_TRAITS)
+    return (family, given, gender, birth_date, place)
 
 
 def _folded(text: str) -> str:

@@ -17,6 +17,15 @@ from gateway.workflow.policies import Owner, Policy, TaskType, gp_step
 from gateway.workflow.provenance import GATEWAY, Agent, provenance
 from gateway.workflow.tasks import RevocationReason, TaskReferences, build_task, revocation_reason
 
+#: How an opposition on record ends (DESIGN §11): told to the sender of a referral it revoked — a permit inside a
+#: referral does not lift it.
+LIFTING = (
+    "A Consent inside a referral does not lift an opposition on record: the patient's withdrawal of it is a Consent "
+    "of its own — POST /fhir/Consent with provision.type permit, dated (dateTime) after the opposition, or the "
+    "opposition's poster (or an operator) setting it inactive with PUT /fhir/Consent/{id}. This referral stays "
+    "revoked: send a new one once the opposition is lifted."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ReferralFacts:
@@ -74,7 +83,10 @@ def plan_intake(
                     ),
                 )
             ],
-            notes=[f"Referral revoked and not routed: {why} (droit d'opposition, CSP art. L1110-12)."],
+            notes=[
+                f"Referral revoked and not routed: {why} (droit d'opposition, CSP art. L1110-12).",
+                *([LIFTING] if facts.opposition_on_record else []),
+            ],
         )
 
     if facts.forwarded:

@@ -12,13 +12,22 @@ from datetime import datetime
 
 import structlog
 
-from gateway.errors import BusinessRuleViolation, Conflict, InvalidResource, IssueCode, PreconditionFailed
+from gateway.auth.clients import Role
+from gateway.errors import (
+    BusinessRuleViolation,
+    Conflict,
+    InvalidRequest,
+    InvalidResource,
+    IssueCode,
+    PreconditionFailed,
+    ResourceNotFound,
+)
 from gateway.fhir.models import parse_model
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import Resource
-from gateway.referral.facts import is_opposition
+from gateway.referral.consents import is_opposition, is_permit, lifts, opposition_in_force
 from gateway.referral.identity import identity_keys
 from gateway.routing.config import RoutingTable
 from gateway.routing.schedule import platform_of, schedule_platform_update, schedule_update
@@ -27,6 +36,8 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import identity_traits, uses_ins
+from gateway.workflow.on_record import oppositions_on_record
+from gateway.workflow.permissions import check_consent_update_right
 from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance
 from gateway.workflow.references import platform_keys, server_references, unresolved_references
 from gateway.workflow.tasks import BusinessStatus, RevocationReason, business_status, revocation_reason
@@ -45,6 +56,7 @@ class ConsentOutcome:
     patient: str | None  # the stored Patient it applies to, when known here
     revoked: list[str] = field(default_factory=list)  # ServiceRequest references revoked by an opposition
     created: bool = True  # False: a conditional create found it already there, and wrote nothing
+    notes: list[str] = field(default_factory=list)  # what the answer tells besides (a lift's consequences)
 
 
 async def _patient_reference(
@@ -101,13 +113,8 @@ async def _check_identity(
     a Patient the caller may see (a party to one of its referrals), or the INS with the five identity traits, which
     must match the identity on record — else 422 ``patient-identity-required``, before anything is written. An
     INS alone (numbers can be enumerated) is not enough. With authentication off the caller sees everything."""
-    if viewer.everything or (found is not None and await uow.visibility.can_see(viewer, "Patient", found)):
+    if await _identifies(uow, viewer, found, patient):
         return
-    traits = identity_traits(patient) if patient is not None and uses_ins(patient) else None
-    if traits is not None:
-        stored = await uow.resources.get("Patient", found) if found is not None else None
-        if found is None or (stored is not None and identity_traits(stored.content) == traits):
-            return  # a patient not known here: recorded by INS, for the later referrals it stops
     raise BusinessRuleViolation.single(
         IssueCode.PATIENT_IDENTITY_REQUIRED,
         "an opposition names its patient as a referral does: a Patient of one of your referrals, or the INS with "
@@ -115,6 +122,18 @@ async def _check_identity(
         "code) as on record — a Patient (a message's entry, or contained in the Consent); nothing was revoked",
         expression,
     )
+
+
+async def _identifies(uow: UnitOfWork, viewer: Viewer, found: str | None, patient: Resource | None) -> bool:
+    """Whether the caller names the patient as strongly as an opposition must (``_check_identity``)."""
+    if viewer.everything or (found is not None and await uow.visibility.can_see(viewer, "Patient", found)):
+        return True
+    traits = identity_traits(patient) if patient is not None and uses_ins(patient) else None
+    if traits is not None:
+        stored = await uow.resources.get("Patient", found) if found is not None else None
+        if found is None or (stored is not None and identity_traits(stored.content) == traits):
+            return True  # a patient not known here: recorded by INS, for the later referrals it stops
+    return False
 
 
 def contained_patient(consent: Resource) -> Resource | None:
@@ -265,44 +284,9 @@ async def _record(
             uow.visibility.add_members(stored.reference, [("Consent", stored.id)])
             uow.visibility.add_sender(stored.reference, sender)
         revoked: list[str] = []
-        if is_opposition(consent) and patient_reference:
-            _, requests = await uow.resources.search(
-                parse_search(
-                    "ServiceRequest",
-                    [("patient", patient_reference), ("status", ",".join(OPEN_REQUEST_STATUSES))],
-                    default_count=1000,
-                    max_count=1000,
-                )
-            )
-            for request in requests:
-                moved = dict(request.content)
-                moved["status"] = "revoked"
-                moved["extension"] = [
-                    *moved.get("extension", []),
-                    revocation_reason(RevocationReason.PATIENT_OPPOSITION),
-                ]
-                updated = _changed(await uow.resources.update(request, moved), request)
-                revoked.append(request.reference)
-                # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
-                await schedule_update(uow, request.reference, now, "revoked")
-                if request.content.get("status") == "active" and (
-                    platform := await platform_of(uow, routing, request.content)
-                ):
-                    schedule_platform_update(uow, platform, request.reference, now, "revoked")
-                targets = [f"{request.reference}/_history/{updated.version_id}"]
-                targets += await _cancel_open_tasks(uow, request.reference, now)
-                # Its parties learn why — the revocation reason, the Tasks' statusReason, this reason — and nothing
-                # of the opposition itself: the Consent (who informed the patient, who posted it, …) is its poster's,
-                # so it is neither linked from the referral nor named here (a reference they could not resolve).
-                uow.resources.add(
-                    provenance(
-                        targets,
-                        now,
-                        [GATEWAY],
-                        "referral revoked for a patient opposition, its open Tasks cancelled",
-                        reason=OPPOSITION_REASON,
-                    )
-                )
+        notes: list[str] = []
+        if opposition_in_force(consent, now) and patient_reference:
+            revoked = await revoke_open_referrals(uow, routing, patient_reference, now)
             informant = await _informant(uow, consent, patient_reference, identified, viewer)
             recorded = uow.resources.add(
                 provenance(
@@ -320,8 +304,125 @@ async def _record(
             )
             if sender is not None:  # read, like the Consent, by its poster
                 uow.visibility.add_members(stored.reference, [("Provenance", recorded.id)])
+        elif is_permit(consent):
+            found = patient_reference.split("/", 1)[1] if patient_reference else None
+            if await _identifies(uow, viewer, found, patient):
+                # It may lift an opposition: it names its patient as strongly as an opposition must.
+                keys = identity_keys(patient) if patient is not None else _identifier_keys(identified)
+                await _lift(uow, stored, patient_reference, keys, now, sender)
+                # The same words whether it lifted another party's opposition, one of the poster's, or none.
+                notes.append(LIFT_NOTE)
+            else:
+                notes.append(UNIDENTIFIED_NOTE)
         await uow.commit()
-    return ConsentOutcome(stored, patient_reference, revoked)
+    return ConsentOutcome(stored, patient_reference, revoked, notes=notes)
+
+
+#: The answer to a standalone permit: what it lifts, and what it does not revive.
+LIFT_NOTE = (
+    "Permit recorded: it lifts this patient's oppositions dated before it (L1110-12), whoever recorded them. "
+    "Referrals already revoked for an opposition are not revived: send a new referral."
+)
+#: The answer to a standalone permit that names its patient by INS alone: it lifts nothing.
+UNIDENTIFIED_NOTE = (
+    "Permit recorded; it lifts no opposition: a permit lifts this patient's oppositions only when it names the "
+    "patient as an opposition must — a Patient of your referrals, or the INS with the five identity traits (a "
+    "contained Patient)."
+)
+#: The answer to an update that ended an opposition.
+ENDED_NOTE = (
+    "Opposition ended: it no longer revokes this patient's new referrals. Referrals already revoked for it are not "
+    "revived: send a new referral."
+)
+
+
+def _identifier_keys(identified: Resource | None) -> list[tuple[str, str]]:
+    identifier = (identified or {}).get("identifier") or {}
+    if isinstance(identifier.get("system"), str) and isinstance(identifier.get("value"), str):
+        return [(identifier["system"], identifier["value"])]
+    return []
+
+
+async def _lift(
+    uow: UnitOfWork,
+    permit: StoredResource,
+    patient_reference: str | None,
+    keys: list[tuple[str, str]],
+    now: datetime,
+    sender: str | None,
+) -> list[str]:
+    """Record ``inactive`` each opposition in force that ``permit`` lifts (``lifts``), with a Provenance read by the
+    opposition's poster, as the opposition is (not by the permit's: it may be another party's). It names the
+    permit and its poster only to the party that posted both (or with authentication off): another party's permit
+    is not the opposition's poster's to read, as an opposition is not the parties' of the referrals it revokes —
+    operators find it in the permit's AuditEvent, which lists the opposition's new version. Returns those."""
+    lifted = []
+    for opposition in await oppositions_on_record(uow, patient_reference, keys, now):
+        if not lifts(permit.content, opposition.content):
+            continue
+        ended = _changed(
+            await uow.resources.update(opposition, {**opposition.content, "status": "inactive"}), opposition
+        )
+        version = f"{ended.reference}/_history/{ended.version_id}"
+        lifted.append(version)
+        own = sender is None or await uow.visibility.posted_by(sender, "Consent", opposition.id)
+        note = uow.resources.add(
+            provenance(
+                [version],
+                now,
+                [GATEWAY, *([client_agent(sender)] if sender is not None and own else [])],
+                "opposition lifted by a later permit of the patient: recorded inactive",
+                reason=OPPOSITION_REASON,
+                entities=[permit.reference] if own else [],
+            )
+        )
+        for record in await uow.visibility.records_of("Consent", opposition.id):
+            uow.visibility.add_members(record, [("Provenance", note.id)])
+    return lifted
+
+
+async def revoke_open_referrals(
+    uow: UnitOfWork, routing: RoutingTable, patient_reference: str, now: datetime
+) -> list[str]:
+    """An opposition in force: the patient's open referrals revoked, their open Tasks cancelled, whoever knows of
+    them told (their sender if it asked, the platform they went to). Returns the revoked ServiceRequests."""
+    revoked: list[str] = []
+    _, requests = await uow.resources.search(
+        parse_search(
+            "ServiceRequest",
+            [("patient", patient_reference), ("status", ",".join(OPEN_REQUEST_STATUSES))],
+            default_count=1000,
+            max_count=1000,
+        )
+    )
+    for request in requests:
+        moved = dict(request.content)
+        moved["status"] = "revoked"
+        moved["extension"] = [
+            *moved.get("extension", []),
+            revocation_reason(RevocationReason.PATIENT_OPPOSITION),
+        ]
+        updated = _changed(await uow.resources.update(request, moved), request)
+        revoked.append(request.reference)
+        # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
+        await schedule_update(uow, request.reference, now, "revoked")
+        if request.content.get("status") == "active" and (platform := await platform_of(uow, routing, request.content)):
+            schedule_platform_update(uow, platform, request.reference, now, "revoked")
+        targets = [f"{request.reference}/_history/{updated.version_id}"]
+        targets += await _cancel_open_tasks(uow, request.reference, now)
+        # Its parties learn why — the revocation reason, the Tasks' statusReason, this reason — and nothing
+        # of the opposition itself: the Consent (who informed the patient, who posted it, …) is its poster's,
+        # so it is neither linked from the referral nor named here (a reference they could not resolve).
+        uow.resources.add(
+            provenance(
+                targets,
+                now,
+                [GATEWAY],
+                "referral revoked for a patient opposition, its open Tasks cancelled",
+                reason=OPPOSITION_REASON,
+            )
+        )
+    return revoked
 
 
 async def _informant(
@@ -389,3 +490,134 @@ async def _cancel_open_tasks(uow: UnitOfWork, service_request: str, now: datetim
         updated = _changed(await uow.resources.update(task, content), task)
         cancelled.append(f"{task.reference}/_history/{updated.version_id}")
     return cancelled
+
+
+async def update_consent(
+    database: Database,
+    routing: RoutingTable,
+    consent_id: str,
+    proposed: Resource,
+    expected_version: int,
+    role: Role,
+    viewer: Viewer = EVERYTHING,
+    sender: str | None = None,
+    own_base: str | None = None,
+) -> ConsentOutcome:
+    """``PUT /fhir/Consent/{id}`` (If-Match): its poster, or an operator (``CONSENT_UPDATES``), ends an opposition
+    (``inactive``) or corrects a Consent — its patient stays the one on record. An opposition that ends tells the
+    answer that nothing revoked is revived; one that comes into force (set active again, a period corrected)
+    revokes the patient's open referrals, as a new one does. Each update leaves a Provenance, read by the
+    Consent's poster. ``role``, ``viewer``, ``sender``: the caller (``sender`` None when authentication is off).
+    Run again as a whole when what it changes changed concurrently, as ``record_consent`` is."""
+    if proposed.get("resourceType") != "Consent" or proposed.get("id") != consent_id:
+        found = f"id {proposed['id']!r}" if "id" in proposed else "no id"
+        raise InvalidRequest.single(
+            IssueCode.ENTRY_REQUEST_INVALID,
+            f"the body must be Consent/{consent_id}: resourceType Consent and id {consent_id!r}, the id in the URL "
+            f"({found})",
+            "Consent.id",
+        )
+    parse_model(proposed)
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return await _update(
+                database, routing, consent_id, copy.deepcopy(proposed), expected_version, role, viewer, sender, own_base
+            )
+        except DuplicateKey as exc:
+            log.info("consent_update_retried", attempt=attempt + 1, reason=str(exc))
+            if attempt == MAX_ATTEMPTS - 1:
+                raise Conflict.single(
+                    IssueCode.CONCURRENT_CHANGE,
+                    "the patient's referrals kept changing concurrently; nothing was stored, retry it",
+                ) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _update(
+    database: Database,
+    routing: RoutingTable,
+    consent_id: str,
+    proposed: Resource,
+    expected_version: int,
+    role: Role,
+    viewer: Viewer,
+    sender: str | None,
+    own_base: str | None,
+) -> ConsentOutcome:
+    now = utc_now()
+    async with UnitOfWork(database) as uow:
+        current = await uow.resources.get("Consent", consent_id)
+        if current is None or not await uow.visibility.can_see(viewer, "Consent", consent_id):
+            # What the caller may not see, it may not update either: the same 404 as for nothing there.
+            raise ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"Consent/{consent_id} is not known")
+        posted = sender is not None and await uow.visibility.posted_by(sender, "Consent", consent_id)
+        check_consent_update_right(role, posted)
+        if current.version_id != expected_version:
+            raise PreconditionFailed.single(
+                IssueCode.VERSION_MISMATCH,
+                f'If-Match W/"{expected_version}" is not the current version of {current.reference}: {current.etag}',
+                "Consent.meta.versionId",
+            )
+        on_record = current.content.get("patient") or {}
+        _check_same_patient(proposed.get("patient"), on_record, own_base)
+        already = {target for target, _ in server_references(current.content, "Consent", own_base)}
+        added = [
+            (target, path)
+            for target, path in server_references(proposed, "Consent", own_base)
+            if target not in already and path != "Consent.patient"
+        ]
+        unresolved = await unresolved_references(uow, viewer, added, platform_keys(routing))
+        if unresolved:
+            raise BusinessRuleViolation(*unresolved)
+        content = {key: value for key, value in proposed.items() if key != "meta"}
+        profiles = (current.content.get("meta") or {}).get("profile")
+        if profiles:
+            content["meta"] = {"profile": profiles}
+        if on_record:
+            content["patient"] = on_record
+        parse_model(content)
+        was, is_now = opposition_in_force(current.content, now), opposition_in_force(content, now)
+        updated = _changed(await uow.resources.update(current, content), current)
+        patient_reference = on_record.get("reference") if isinstance(on_record.get("reference"), str) else None
+        revoked: list[str] = []
+        notes: list[str] = []
+        if is_now and not was:
+            activity = "opposition in force again: open referrals revoked, their open Tasks cancelled"
+            if patient_reference is not None:
+                revoked = await revoke_open_referrals(uow, routing, patient_reference, now)
+        elif was and not is_now:
+            activity = "opposition ended by its poster or an operator"
+            notes.append(ENDED_NOTE)
+        else:
+            activity = "Consent corrected by its poster or an operator"
+        note = uow.resources.add(
+            provenance(
+                [f"{updated.reference}/_history/{updated.version_id}"],
+                now,
+                [GATEWAY, *([client_agent(sender)] if sender is not None else [])],
+                activity,
+                reason=OPPOSITION_REASON if (was or is_now) else None,
+            )
+        )
+        for record in await uow.visibility.records_of("Consent", consent_id):
+            uow.visibility.add_members(record, [("Provenance", note.id)])
+        await uow.commit()
+    return ConsentOutcome(updated, patient_reference, revoked, notes=notes)
+
+
+def _check_same_patient(posted: object, on_record: Resource, own_base: str | None) -> None:
+    """An update keeps the Consent's patient: sent as read (by reference, or by the identifier its poster gave), or
+    left out. Another patient is a 422 — what a patient said of themselves is never moved to someone else."""
+    if posted is None:
+        return
+    reference = posted.get("reference") if isinstance(posted, dict) else None
+    identifier = posted.get("identifier") if isinstance(posted, dict) else None
+    same_reference = reference is None or local_reference(str(reference), own_base) == on_record.get("reference")
+    same_identifier = identifier is None or identifier == on_record.get("identifier")
+    if isinstance(posted, dict) and same_reference and same_identifier and (reference or identifier):
+        return
+    raise BusinessRuleViolation.single(
+        IssueCode.IDENTIFIER_CHANGE_FORBIDDEN,
+        "an update keeps the Consent's patient (send it as read); what another patient says is a Consent of its own",
+        "Consent.patient",
+    )

@@ -28,6 +28,10 @@ says which of the Tasks it sees a client may move, and to which status — anyth
 "Target status": the status the decision leaves the Task in; a decision that keeps the status (a note, an
 output) needs the right to that status too.
 
+A Consent (what the patient said) is updated — an opposition ended, or corrected — by who posted it, or by an
+operator (DESIGN §11): ``CONSENT_UPDATES``. Visibility comes first there too: a Consent the caller may not see is
+a 404, one it sees but did not post a 403 ``consent-update-not-allowed``.
+
 A client acts in the capacity in which it sees the Task (``acting_roles``): a platform's client sees the Tasks of
 what was routed to its platform and, as any client, of the referrals it posted — on those it is their sender, with
 a sender's rights, not a platform's (else a peer gateway could work another platform's Tasks, or answer for the GP
@@ -37,6 +41,7 @@ on a referral it sent). A practitioner's client likewise acts as the GP on its p
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from enum import StrEnum
 
 from gateway.auth.clients import Role
 from gateway.errors import Forbidden, IssueCode
@@ -155,3 +160,29 @@ def check_decision_right(
     else:
         detail = f"a {who} client does not decide {code} Tasks"
     raise Forbidden.single(IssueCode.DECISION_NOT_ALLOWED, detail, "Task.status")
+
+
+class ConsentRight(StrEnum):
+    ANY = "any"  # every Consent it sees
+    POSTED = "posted"  # the Consents it posted: on their own, or in its referrals
+
+
+#: Role → which Consents it may update (end or correct). A role not listed updates none.
+CONSENT_UPDATES: Mapping[Role, ConsentRight] = {
+    Role.OPERATOR: ConsentRight.ANY,
+    Role.SENDER: ConsentRight.POSTED,
+    Role.PLATFORM: ConsentRight.POSTED,
+    Role.PRACTITIONER: ConsentRight.POSTED,
+}
+
+
+def check_consent_update_right(role: Role, posted: bool) -> None:
+    """403 (``consent-update-not-allowed``) unless ``role`` may update a Consent it sees, ``posted`` by it or not."""
+    right = CONSENT_UPDATES.get(role)
+    if right is ConsentRight.ANY or (right is ConsentRight.POSTED and posted):
+        return
+    raise Forbidden.single(
+        IssueCode.CONSENT_UPDATE_NOT_ALLOWED,
+        "a Consent is updated (an opposition ended or corrected) by the client that posted it, or by an operator",
+        "Consent",
+    )

@@ -106,7 +106,7 @@ async def test_every_api_route_but_the_open_ones_needs_a_token(secure_app: FastA
     for path, operations in secure_app.openapi()["paths"].items():
         if path in OPEN:
             continue
-        url = path.format(resource_type="Task", resource_id="x", task_id="x", version_id="1")
+        url = path.format(resource_type="Task", resource_id="x", task_id="x", consent_id="x", version_id="1")
         for method in operations:
             answer = await secure.request(method.upper(), url, json={"resourceType": "Task"})
             assert answer.status_code == 401, (method, path, answer.status_code)

@@ -1,4 +1,6 @@
-"""``POST /fhir/Consent``: what a patient said, recorded on its own (an opposition revokes open referrals)."""
+"""``POST /fhir/Consent``: what a patient said, recorded on its own (an opposition revokes open referrals, a later
+permit lifts the patient's oppositions); ``PUT /fhir/Consent/{id}``: its poster or an operator ends or corrects
+it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from gateway.api.deps import (
     BaseUrlDep,
     ClientDep,
     ConsentBodyDep,
+    ConsentUpdateBodyDep,
     DatabaseDep,
     PreferReturnDep,
     RoutingDep,
@@ -20,8 +23,9 @@ from gateway.api.deps import (
 )
 from gateway.api.responses import written
 from gateway.api.routes.resources import resource_headers
+from gateway.api.routes.tasks import IfMatch, expected_version
 from gateway.errors import InvalidRequest, IssueCode
-from gateway.intake.handlers import process_consent
+from gateway.intake.handlers import process_consent, process_consent_update
 
 router = APIRouter(prefix="/fhir/Consent", tags=["workflow"])
 #: What a URL's query may carry that shapes the answer, not the condition.
@@ -65,11 +69,38 @@ async def create_consent(
     if_none_exist: Annotated[str | None, Header(alias="If-None-Exist")] = None,
 ) -> Response:
     condition, source = create_condition(request, if_none_exist)
-    stored, created = await process_consent(
+    outcome = await process_consent(
         database, routing, consent, viewer, client.sender_id, condition, source, own_base=base_url
     )
+    stored = outcome.consent
     version = f"{stored.reference}/_history/{stored.version_id}"
-    if not created:  # a conditional create's match (R4 http.html#ccreate): 200, the post ignored
+    if not outcome.created:  # a conditional create's match (R4 http.html#ccreate): 200, the post ignored
         return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, version, "matched")
     headers = resource_headers(stored, base_url) | {"Location": f"{base_url}/{version}"}
-    return written(stored.content, answer, 201, headers, preference, version)
+    return written(stored.content, answer, 201, headers, preference, version, notes=outcome.notes)
+
+
+@router.put(
+    "/{consent_id}",
+    summary="End an opposition (status inactive) or correct a Consent: its poster or an operator, with If-Match",
+)
+async def update_consent(
+    consent_id: str,
+    client: ClientDep,
+    viewer: ViewerDep,
+    consent: ConsentUpdateBodyDep,
+    database: DatabaseDep,
+    routing: RoutingDep,
+    answer: AnswerDep,
+    base_url: BaseUrlDep,
+    preference: PreferReturnDep,
+    if_match: IfMatch = None,
+) -> Response:
+    expected = expected_version(if_match, "an update of a Consent", "Consent")
+    outcome = await process_consent_update(
+        database, routing, consent_id, consent, expected, client.role, viewer, client.sender_id, base_url
+    )
+    stored = outcome.consent
+    version = f"{stored.reference}/_history/{stored.version_id}"
+    headers = resource_headers(stored, base_url)
+    return written(stored.content, answer, 200, headers, preference, version, notes=outcome.notes)

@@ -44,18 +44,19 @@ router = APIRouter(prefix="/fhir/Task", tags=["workflow"])
 _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
-def _expected_version(if_match: str | None) -> int:
+def expected_version(if_match: str | None, change: str = "a decision", resource_type: str = "Task") -> int:
+    """The version ``If-Match`` names (``W/"<versionId>"``); ``change``: what the update is, for the answers."""
     if not if_match:
         raise PreconditionRequired.single(
             IssueCode.IF_MATCH_REQUIRED,
-            'a decision must name the version it changes: If-Match: W/"<versionId>" (read the Task first)',
+            f'{change} must name the version it changes: If-Match: W/"<versionId>" (read the {resource_type} first)',
         )
     if if_match.strip() == "*":
         # RFC 9110 §13.1.1: "*" holds for any current version, which would make the decision unconditional; a
         # versioned update names the version it changes (428, as without If-Match).
         raise PreconditionRequired.single(
             IssueCode.IF_MATCH_REQUIRED,
-            'If-Match: * holds for any version; a decision must name the version it changes: If-Match: W/"<versionId>"',
+            f'If-Match: * holds for any version; {change} must name the version it changes: If-Match: W/"<versionId>"',
         )
     match = _ETAG.match(if_match.strip())
     if match is None:
@@ -121,7 +122,7 @@ async def put_task(
     # 403 for a decision not the caller's to make (a sender's relay of the GP's answer: on the GP's behalf)
     check_decision_right(roles, current.content, task, [agent.on_behalf_of for agent in agents])
     stored = await decide(
-        database, routing, task_id, task, _expected_version(if_match), agents, actor, viewer, own_base=base_url
+        database, routing, task_id, task, expected_version(if_match), agents, actor, viewer, own_base=base_url
     )
     return written(stored.content, answer, 200, resource_headers(stored, base_url), preference, _version(stored))
 
@@ -138,7 +139,7 @@ async def patch_task(
         raise UnsupportedMediaType.single(
             IssueCode.MEDIA_TYPE_UNSUPPORTED, "PATCH takes a JSON Patch (Content-Type: application/json-patch+json)"
         )
-    expected = _expected_version(if_match)
+    expected = expected_version(if_match)
     current = await queries.read(database, "Task", task_id, viewer)
     try:
         patch = jsonpatch.JsonPatch(orjson.loads(await request.body()))
