@@ -77,7 +77,7 @@ async def run_worker(
                 if time.monotonic() - last_deadlines >= settings.scheduler_interval:
                     last_deadlines = time.monotonic()
                     with system_audit("update"):  # each job's changes are audited in their transactions
-                        await escalate_due(database)
+                        await escalate_due(database, routing=routing)
                     await send_heartbeats(database, delivery.base_url)
                     await purge_events(database)
                 dispatcher.slot_freed.clear()

@@ -37,7 +37,9 @@ _NOT_IN_R4 = frozenset(
 )
 
 
-@functools.cache
+# Bounded: the names looked up come from requests (a Bundle entry's resourceType), and every made-up one would
+# stay cached for the process's life (issue 21: memory). R4 has 146 resource types.
+@functools.lru_cache(maxsize=512)
 def model_class(resource_type: str) -> type[FHIRResourceModel] | None:
     if resource_type in _NOT_IN_R4 or not resource_type.isalpha() or not resource_type[:1].isupper():
         return None

@@ -266,7 +266,21 @@ def index_entries(resource: Resource) -> list[IndexEntry]:
                     if isinstance(identifier, dict) and identifier.get("value"):
                         name = f"{parameter.name}:{IDENTIFIER_MODIFIER}"
                         seen[IndexEntry(name, identifier.get("system"), str(identifier["value"]))] = None
+    if resource["resourceType"] == "Consent" and (resource.get("provision") or {}).get("type") == DENY:
+        # A denial's patient again, under a name of its own: the few denials of a patient are found in the index
+        # without reading every Consent of that patient (one per referral: unbounded) — ``DENIAL_PARAMS``.
+        for entry in list(seen):
+            if entry.param in _DENIAL_OF:
+                seen[IndexEntry(_DENIAL_OF[entry.param], entry.system, entry.value)] = None
     return list(seen)
+
+
+#: Index rows, not search parameters (no search names them): a Consent whose provision denies (``provision.type``
+#: deny, whatever its status) is indexed under these names beside ``patient`` and ``patient:identifier``, so that the
+#: oppositions of a patient are looked up among its denials, a handful, however many Consents its referrals brought.
+DENY = "deny"
+DENIAL_PARAMS = ("denial-patient", f"denial-patient:{IDENTIFIER_MODIFIER}")
+_DENIAL_OF = {"patient": DENIAL_PARAMS[0], f"patient:{IDENTIFIER_MODIFIER}": DENIAL_PARAMS[1]}
 
 
 # --- query parsing ----------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
 from gateway.routing.config import RoutingTable
 from gateway.routing.destinations import destination_label, shown_destination
-from gateway.routing.messages import NothingToSend, build_messages
+from gateway.routing.messages import Message, NothingToSend, build_messages
 from gateway.routing.retry import AttemptResult, Verdict, backoff, judge_response
 from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule_updates
 from gateway.routing.transport import ShardedTransport
@@ -263,7 +263,9 @@ class Dispatcher:
             return AttemptResult(Verdict.DEAD, f"invalid endpoint ({type(exc).__name__})")
         body = "" if response.is_success else response.text  # only a refusal's issue codes are kept
         result = judge_response(response.status_code, response.headers.get("retry-after"), body, utc_now())
-        return replace(result, shipped=() if _prebuilt(entry) is not None else _shipped(message))
+        if _prebuilt(entry) is not None:  # a notification: no message Bundle (and perhaps XML)
+            return replace(result, shipped=())
+        return replace(result, shipped=message.shipped if isinstance(message, Message) else _shipped(message))
 
     async def _send(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         """Hold one of the destination's slots: deliver this entry, then those queued behind it."""
@@ -378,7 +380,9 @@ class Dispatcher:
                 for entry, outcome in outcomes
                 if outcome.id in recorded and outcome.status != PENDING and entry.task_id
             ]
-            await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in ended], now)
+            # The platform-intake Task shows its delivery; an escalation's contact-gp Task is the platform's to move.
+            shown = [(entry, outcome) for entry, outcome in ended if entry.event == REFERRAL_REQUEST]
+            await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in shown], now)
             # A Subscription's next notification becomes due when the one before it ended: the workers are woken.
             if await uow.subscriptions.notifications_ended(
                 [

@@ -26,6 +26,9 @@ from gateway.workflow.references import referenceable
 from gateway.workflow.tasks import REQUEST_STATUS_REASON, REVOCATION_REASON_SYSTEM, RevocationReason
 
 OPPOSITION = RevocationReason.PATIENT_OPPOSITION
+#: The events whose message carries the whole referral (a referral-request, an escalation's contact-gp): never
+#: sent once the referral is revoked.
+_CARRYING_THE_REFERRAL = frozenset({"referral-request", "contact-gp"})
 
 Key = tuple[str, str]  # (resource type, id)
 
@@ -172,7 +175,15 @@ _SERVICE_REQUEST_KEPT = ("id", "identifier", "status", "intent", "code", "author
 _TASK_KEPT = ("id", "identifier", "status", "statusReason", "businessStatus", "intent", "code")
 
 
-def _message(entry: OutboxEntry, base_url: str, service_request: str, resources: Sequence[tuple[Key, str]]) -> bytes:
+class Message(bytes):
+    """A message Bundle, serialised, with the resources it carries (``Type/id``, its MessageHeader apart): what the
+    attempt's AuditEvent names, known when the message is made rather than parsed back from it at every attempt
+    (5% of a worker's CPU in the delivery bench's profile)."""
+
+    shipped: tuple[str, ...] = ()
+
+
+def _message(entry: OutboxEntry, base_url: str, service_request: str, resources: Sequence[tuple[Key, str]]) -> Message:
     header: Resource = {
         "resourceType": "MessageHeader",
         "id": entry.id,
@@ -196,7 +207,9 @@ def _message(entry: OutboxEntry, base_url: str, service_request: str, resources:
     for (resource_type, resource_id), text in resources:
         full_url = orjson.dumps(f"{base_url}/{resource_type}/{resource_id}")
         entries.append(b'{"fullUrl":' + full_url + b',"resource":' + text.encode() + b"}")
-    return bundle[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+    message = Message(bundle[:-1] + b',"entry":[' + b",".join(entries) + b"]}")
+    message.shipped = tuple(f"{resource_type}/{resource_id}" for (resource_type, resource_id), _ in resources)
+    return message
 
 
 def _after_opposition(
@@ -262,7 +275,7 @@ async def build_messages(
             messages[entry.id] = NothingToSend("the ServiceRequest of this delivery no longer exists")
             continue
         status = parsed["ServiceRequest", sr].get("status")
-        if entry.event == "referral-request" and status in ("revoked", "entered-in-error"):
+        if entry.event in _CARRYING_THE_REFERRAL and status in ("revoked", "entered-in-error"):
             # An opposition (or a rejection) came first: the referral, and the patient's data, stay here.
             messages[entry.id] = NothingToSend(f"not sent: the referral was {status} before delivery")
             continue

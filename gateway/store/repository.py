@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.primitives import fhir_instant, new_id, utc_now
 from gateway.fhir.search import (
+    DENIAL_PARAMS,
     IDENTIFIER_MODIFIER,
     SEARCH_PARAMETERS,
     Cursor,
@@ -34,6 +35,7 @@ from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
     outbox,
+    pending_deadlines,
     referral_members,
     referral_origins,
     referral_senders,
@@ -145,6 +147,7 @@ _FLUSH_ORDER = (
     referral_members,
     referral_senders,
     subscription_events,
+    pending_deadlines,
 )
 
 
@@ -472,6 +475,23 @@ class ResourceRepository:
             statement = statement.where(visible)
         result = await self._execute(statement, parameters)
         return [StoredResource.from_row(row) for row in result]
+
+    async def denials(
+        self, patient_id: str | None, identifiers: Sequence[tuple[str, str]], limit: int
+    ) -> list[StoredResource]:
+        """The Consents whose provision denies (``DENIAL_PARAMS``) of the Patient ``patient_id`` or naming their
+        patient by one of ``identifiers`` (system, value), oldest first: one look-up in the search index among a
+        patient's denials only, not all its Consents (a referral brings one: a followed patient has thousands)."""
+        groups: dict[str, list[str]] = {}
+        for system, value in identifiers:
+            groups.setdefault(system, []).append(value)
+        if patient_id is None and not groups:
+            return []
+        parameters: dict[str, Any] = {} if patient_id is None else {"patient": patient_id}
+        for g, (system, values) in enumerate(groups.items()):
+            parameters |= {f"s{g}": system, f"v{g}": values}
+        statement = _denials(patient_id is not None, len(groups), limit)
+        return [StoredResource.from_row(row) for row in await self._execute(statement, parameters)]
 
     async def search(
         self, query: SearchQuery, visible: sa.ColumnElement[bool] | None = None
@@ -875,6 +895,42 @@ def _after(key: sa.ColumnElement[Any], *, descending: bool) -> sa.ColumnElement[
     if descending:
         return sa.or_(key < moment, sa.and_(key == moment, r.id < last_id))
     return sa.or_(key > moment, sa.and_(key == moment, r.id > last_id))
+
+
+@functools.lru_cache(maxsize=64)
+def _denials(by_patient: bool, systems: int, limit: int) -> sa.Select[Any]:
+    """``ResourceRepository.denials``' statement, built once per shape: by Patient id or not, and how many identifier
+    systems (``s0``, ``v0`` …: each system's values, one expanding IN). One select per index row name, each on the
+    (resource_type, param, value) index: under one OR, SQLite would walk every Consent's index rows."""
+    s, r = search_index.c, resources.c
+    by_id, by_identifier = DENIAL_PARAMS
+    parts: list[sa.Select[Any]] = []
+    if by_patient:
+        parts.append(
+            sa.select(s.resource_id).where(
+                s.resource_type == "Consent",
+                s.param == by_id,
+                s.system == "Patient",
+                s.value == sa.bindparam("patient"),
+            )
+        )
+    if systems:
+        named = [
+            sa.and_(s.system == sa.bindparam(f"s{g}"), s.value.in_(sa.bindparam(f"v{g}", expanding=True)))
+            for g in range(systems)
+        ]
+        parts.append(
+            sa.select(s.resource_id).where(s.resource_type == "Consent", s.param == by_identifier, sa.or_(*named))
+        )
+    ids = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    return (
+        sa.select(resources)
+        .where(r.resource_type == "Consent", r.id.in_(ids))
+        # Not the bare column: SQLite would walk the (resource_type, last_updated) index over every Consent to save
+        # the sort (``_order``); the expression leaves it the plan that starts from the denials.
+        .order_by(sa.func.coalesce(r.last_updated, r.last_updated), r.id)
+        .limit(limit)
+    )
 
 
 @functools.lru_cache(maxsize=512)

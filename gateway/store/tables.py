@@ -17,6 +17,10 @@
 - ``subscriptions`` / ``subscription_events``: FHIR Subscriptions (DESIGN §12) — each one's owner and what it may
   see, its status, its event counter (event numbers assigned in the transaction of the change, without gaps) —
   and the events numbered for each, kept 7 days for ``$events``.
+- ``pending_deadlines``: each GP validation still waiting for its answer, with its deadline — what the escalation
+  scan reads (``gateway.workflow.deadlines``), so that its cost follows the open validations only, never every Task
+  that ever had a deadline. Written in the transaction that creates the Task, removed in the one that decides or
+  escalates it; the Task stays the truth (a row whose Task is no longer waiting is dropped when it comes due).
 - ``client_assertions``: the ``jti`` of every client assertion accepted at the token endpoint, until it
   expires — shared by the gateway's processes, so an assertion replayed to another process is refused too.
 """
@@ -178,6 +182,14 @@ subscription_events = sa.Table(
     sa.Index(None, "occurred_at"),
 )
 
+pending_deadlines = sa.Table(
+    "pending_deadlines",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(None, "due_at"),
+)
+
 ALL_TABLES = (
     resources,
     resource_versions,
@@ -191,4 +203,5 @@ ALL_TABLES = (
     referral_senders,
     subscriptions,
     subscription_events,
+    pending_deadlines,
 )

@@ -25,6 +25,7 @@ from gateway.audit.context import current_audit
 from gateway.errors import IssueCode, StoreUnavailable
 from gateway.store.assertions import AssertionRepository
 from gateway.store.database import Database
+from gateway.store.deadlines import DeadlineRepository
 from gateway.store.outbox import OutboxRepository
 from gateway.store.repository import Change, IdempotencyRepository, PendingWrites, ResourceRepository
 from gateway.store.subscriptions import SubscriptionRepository
@@ -69,6 +70,7 @@ class UnitOfWork:
     assertions: AssertionRepository
     visibility: VisibilityRepository
     subscriptions: SubscriptionRepository
+    deadlines: DeadlineRepository
 
     def __init__(self, database: Database, *, write: bool = True) -> None:
         self._database = database
@@ -103,6 +105,7 @@ class UnitOfWork:
         self.assertions = AssertionRepository(self._connection)
         self.visibility = VisibilityRepository(self._connection, self._pending)
         self.subscriptions = SubscriptionRepository(self._connection, self._pending)
+        self.deadlines = DeadlineRepository(self._connection, self._pending)
         return self
 
     async def commit(self) -> None:

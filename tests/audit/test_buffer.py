@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from gateway.audit import buffer as buffer_module
 from gateway.audit.buffer import AuditBuffer
+from gateway.audit.events import AuditedInteraction, audit_event
 from gateway.store import Database, UnitOfWork
 from tests.audit.test_audit import audit_events
 
@@ -45,3 +49,22 @@ async def test_a_full_buffer_drops_its_oldest_events(monkeypatch: pytest.MonkeyP
     await buffer.flush()  # fails: kept, still bounded, newer events win
     buffer.add(_event(5))
     assert [e["id"] for e in buffer._pending] == ["e3", "e4", "e5"] and buffer.dropped == 3
+
+
+def test_a_full_buffer_stays_well_under_a_process_budget() -> None:
+    """Issue 21: a process stays under 200 MB. The buffer full of search events (what reads leave) while the
+    database is away: at most MAX_PENDING of them, and they take less than 80 MB."""
+    buffer = AuditBuffer(Database("sqlite:////nonexistent-directory/audit.db"))
+    now = datetime.now(UTC)
+    tracemalloc.start()
+    try:
+        for n in range(buffer_module.MAX_PENDING + 100):
+            interaction = AuditedInteraction(
+                "search-type", "dac75-app", now, entities=(f"Task/{n:036d}",), query="status=requested&_count=50"
+            )
+            buffer.add(audit_event(replace(interaction, query_type="Task")))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(buffer._pending) == buffer_module.MAX_PENDING and buffer.dropped == 100
+    assert used < 80 * 2**20, f"{used / 2**20:.0f} MB"

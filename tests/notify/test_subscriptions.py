@@ -324,7 +324,7 @@ async def _events_of(database: Database, subscription_id: str) -> list[tuple[int
     return found
 
 
-async def test_an_escalation_is_notified(client: httpx.AsyncClient, database: Database) -> None:
+async def test_an_escalation_is_notified(client: httpx.AsyncClient, database: Database, routing: RoutingTable) -> None:
     from datetime import UTC, datetime
 
     from gateway.workflow.deadlines import escalate_due
@@ -334,7 +334,7 @@ async def test_an_escalation_is_notified(client: httpx.AsyncClient, database: Da
     answer = await client.post("/fhir", json=pta_2016_referral("-escalated"), headers=FHIR_JSON)
     assert answer.status_code == 200, answer.text
     assert await _events_of(database, created["id"]) == []  # held for the GP: no contact-gp Task yet
-    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) == 1
+    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60), routing=routing) == 1
     ((number, focus, status),) = await _events_of(database, created["id"])
     assert number == 1 and focus.startswith("Task/") and status == "requested"
 
