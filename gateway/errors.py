@@ -138,6 +138,12 @@ class IssueCode(StrEnum):
     HL7V2_ENCODING_INVALID = "hl7v2-encoding-invalid"
     REFERRAL_STATUS_UNSUPPORTED = "referral-status-unsupported"
     CDA_INVALID = "cda-invalid"
+    SUBSCRIPTION_INVALID = "subscription-invalid"
+    SUBSCRIPTION_TOPIC_UNSUPPORTED = "subscription-topic-unsupported"
+    SUBSCRIPTION_CHANNEL_UNSUPPORTED = "subscription-channel-unsupported"
+    SUBSCRIPTION_PAYLOAD_UNSUPPORTED = "subscription-payload-unsupported"
+    SUBSCRIPTION_FILTER_UNSUPPORTED = "subscription-filter-unsupported"
+    SUBSCRIPTION_CHANGE_NOT_ALLOWED = "subscription-change-not-allowed"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -279,6 +285,13 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
         "RF1-1 (referral status, HL7 table 0283) is not P (pending) or A (accepted): only a new referral is taken."
     ),
     IssueCode.CDA_INVALID: "The document is not a CDA R2 ClinicalDocument (namespace urn:hl7-org:v3).",
+    IssueCode.SUBSCRIPTION_INVALID: "A Subscription does not conform to the backport-subscription profile.",
+    IssueCode.SUBSCRIPTION_TOPIC_UNSUPPORTED: "A Subscription names a topic this gateway does not offer.",
+    IssueCode.SUBSCRIPTION_CHANNEL_UNSUPPORTED: "A Subscription's channel type is not rest-hook.",
+    IssueCode.SUBSCRIPTION_PAYLOAD_UNSUPPORTED: "A Subscription's payload type or content is not one this gateway "
+    "sends.",
+    IssueCode.SUBSCRIPTION_FILTER_UNSUPPORTED: "A Subscription's filter is not a search this topic can be filtered by.",
+    IssueCode.SUBSCRIPTION_CHANGE_NOT_ALLOWED: "Only a Subscription's status (off) and end may change once created.",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.

@@ -19,6 +19,8 @@ import structlog
 from gateway.audit.context import system_audit
 from gateway.auth.clients import ClientRegistry
 from gateway.config import Settings
+from gateway.notify.events import listen as notify_changes
+from gateway.notify.jobs import purge_events, send_heartbeats
 from gateway.routing.config import RoutingTable
 from gateway.routing.delivery import HELD_PER_SLOT, DeliverySettings, Dispatcher, http_client
 from gateway.store.database import Database, wait_for_any
@@ -29,9 +31,14 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080/fhir"
 WAKE_GATHER = 0.01  # seconds: what a delivery may wait for others committed just after it
 
 
+def notification_base_url(settings: Settings) -> str:
+    """Our FHIR base, as messages and notifications name it."""
+    return (settings.message_base_url or DEFAULT_BASE_URL).rstrip("/")
+
+
 def delivery_settings(settings: Settings) -> DeliverySettings:
     return DeliverySettings(
-        base_url=(settings.message_base_url or DEFAULT_BASE_URL).rstrip("/"),
+        base_url=notification_base_url(settings),
         max_attempts=settings.delivery_max_attempts,
         backoff_base=settings.delivery_backoff_base,
         backoff_cap=settings.delivery_backoff_cap,
@@ -56,6 +63,7 @@ async def run_worker(
     back to them authenticate."""
     own_client = client is None
     delivery = delivery_settings(settings)
+    notify_changes(database, delivery.base_url)  # escalations and deliveries change Tasks: Subscriptions hear of it
     client = client or http_client(settings.delivery_timeout)
     dispatcher = Dispatcher(database, routing, client, delivery, registry=registry)
     last_deadlines = float("-inf")
@@ -70,6 +78,8 @@ async def run_worker(
                     last_deadlines = time.monotonic()
                     with system_audit("update"):  # each job's changes are audited in their transactions
                         await escalate_due(database, routing=routing)
+                    await send_heartbeats(database, delivery.base_url)
+                    await purge_events(database)
                 dispatcher.slot_freed.clear()
                 written.clear()
                 with system_audit("update"):  # deliveries started here inherit it (contextvars)

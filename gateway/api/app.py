@@ -20,7 +20,17 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.http_methods import HttpMethodsMiddleware
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
-from gateway.api.routes import auth, conformance, consents, inbound, operations, resources, system, tasks
+from gateway.api.routes import (
+    auth,
+    conformance,
+    consents,
+    inbound,
+    operations,
+    resources,
+    subscriptions,
+    system,
+    tasks,
+)
 from gateway.audit.buffer import AuditBuffer
 from gateway.audit.context import AuditContext, close_audit, open_audit
 from gateway.auth.clients import AuthConfigError, load_clients
@@ -35,10 +45,11 @@ from gateway.inbound.service import mllp_context, take_in_hl7v2
 from gateway.inbound.service import warm_up as warm_up_mappings
 from gateway.logging import configure_logging
 from gateway.metrics import MULTIPROCESS_DIR
+from gateway.notify.events import listen as notify_changes
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 from gateway.validation.engine import warm_up as warm_up_engine
-from gateway.worker import run_worker
+from gateway.worker import notification_base_url, run_worker
 
 log = structlog.get_logger("gateway.auth")
 #: What a browser page may send (beyond the CORS-safelisted headers) and read of our answers.
@@ -99,6 +110,8 @@ def create_app(
         else None
     )
     audit = AuditBuffer(database)
+    # Subscriptions' events are numbered and queued in the transaction of each change (gateway.notify).
+    notify_changes(database, notification_base_url(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -161,6 +174,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(tasks.router)
     app.include_router(consents.router)
+    app.include_router(subscriptions.router)
     app.include_router(conformance.router)  # before resources: /fhir/StructureDefinition… are its own
     app.include_router(resources.router)
     app.include_router(inbound.router)

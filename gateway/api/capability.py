@@ -23,6 +23,7 @@ from gateway.fhir.search import (
     revincludes,
 )
 from gateway.fhir.types import Resource
+from gateway.notify.topics import BACKPORT_SUBSCRIPTION, TOPIC_CANONICAL, TOPICS
 from gateway.validation.definitions import PROFILE_BY_TYPE
 
 #: What a generic ``{resource_type}`` in a route's path stands for: the types the store serves.
@@ -58,6 +59,13 @@ PATCH_FORMATS = ("application/json-patch+json",)
 #: Types whose update names the version it changes: a Task decision needs If-Match (428 without).
 _VERSIONED_UPDATE = frozenset({"Task"})
 _MESSAGE_TRANSPORT = "http://terminology.hl7.org/CodeSystem/message-transport"
+
+
+#: The operations of the Subscriptions R5 Backport IG (DESIGN §12), defined by it rather than by us.
+_BACKPORT_OPERATIONS = {
+    "status": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status",
+    "events": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events",
+}
 
 
 class UndescribedRoute(Exception):
@@ -127,8 +135,10 @@ def served(app: FastAPI) -> Served:
     return found
 
 
-def _operation(name: str) -> Resource:
+def _operation(name: str, resource_type: str | None = None) -> Resource:
     """Our OperationDefinition of that name; an operation without one is an error (write it: profiles/fsh/)."""
+    if resource_type == "Subscription" and name in _BACKPORT_OPERATIONS:
+        return {"name": name, "definition": _BACKPORT_OPERATIONS[name]}
     found = catalog.search("OperationDefinition", [("_id", f"dac-{name}")])
     if not found:
         raise UndescribedRoute(f"operation ${name} has no OperationDefinition dac-{name} in profiles/")
@@ -136,6 +146,8 @@ def _operation(name: str) -> Resource:
 
 
 def _search_params(resource_type: str) -> list[Resource]:
+    if resource_type == "Subscription":
+        return [{"name": "status", "type": "token", "documentation": "The Subscription's status (the caller's own)"}]
     if resource_type in catalog.CONFORMANCE_TYPES:
         # One page with every match, by url, version, name: no result parameter (_count… are a 400 there).
         return [{"name": name, "type": kind} for name, kind in catalog.SEARCH_PARAMETERS.items()]
@@ -169,6 +181,9 @@ def _resource(resource_type: str, interactions: set[str], operations: set[str]) 
     rendered: Resource = {"type": resource_type, "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}"}
     if resource_type in PROFILE_BY_TYPE:
         rendered["supportedProfile"] = [PROFILE_BY_TYPE[resource_type]]
+    if resource_type == "Subscription":  # the topics offered, as the backport IG advertises them
+        rendered["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in TOPICS]
+        rendered["supportedProfile"] = [BACKPORT_SUBSCRIPTION]
     rendered["interaction"] = [{"code": code} for code in sorted(interactions)]
     if stored:
         rendered |= {
@@ -193,7 +208,7 @@ def _resource(resource_type: str, interactions: set[str], operations: set[str]) 
                 if names:
                     rendered[element] = names
     if operations:
-        rendered["operation"] = [_operation(name) for name in sorted(operations)]
+        rendered["operation"] = [_operation(name, resource_type) for name in sorted(operations)]
     return rendered
 
 

@@ -23,6 +23,7 @@ from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -149,11 +150,14 @@ class Dispatcher:
             entries = await uow.outbox.claim(
                 self.owner, utc_now(), self.settings.lease, room, per_destination=held, rooms=rooms
             )
+            # A Subscription's notification was built in the transaction of its change: it is posted as it is.
+            built = [entry for entry in entries if _prebuilt(entry) is None]
             messages = (
-                await build_messages(uow, entries, self.settings.base_url, platform_keys(self.routing))
-                if entries
-                else {}
+                await build_messages(uow, built, self.settings.base_url, platform_keys(self.routing)) if built else {}
             )
+            for entry in entries:
+                if (post := _prebuilt(entry)) is not None:
+                    messages[entry.id] = str(post.get("body", "")).encode()
             await uow.commit()
         self.in_flight.update(entry.destination for entry in entries)
         for entry in entries:
@@ -208,6 +212,11 @@ class Dispatcher:
         self.slot_freed.set()  # claimed again at once: under load, claims are as large as their own time makes them
 
     def _headers(self, entry: OutboxEntry) -> dict[str, str]:
+        post = _prebuilt(entry)
+        if post is not None:  # a notification: its payload type, and the headers its Subscription asked for
+            headers = {str(name): str(value) for name, value in post.get("headers") or []}
+            content_type = str(post.get("content_type") or FHIR_JSON)
+            return headers | {"Content-Type": content_type, "Accept": content_type}
         headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}
         platform = self.routing.platforms.get(entry.destination)
         if platform is not None and platform.auth.type == "bearer" and platform.auth.token_env:
@@ -229,7 +238,8 @@ class Dispatcher:
     async def _attempt(self, entry: OutboxEntry, message: bytes | NothingToSend) -> AttemptResult:
         if isinstance(message, NothingToSend):
             return AttemptResult(Verdict.RETRY if message.later else Verdict.DEAD, message.reason)
-        url = f"{entry.endpoint.rstrip('/')}/$process-message"
+        # A notification goes to its Subscription's channel.endpoint itself (rest-hook), a message to $process-message.
+        url = entry.endpoint if _prebuilt(entry) is not None else f"{entry.endpoint.rstrip('/')}/$process-message"
         headers = self._headers(entry)
         auth = self._smart_auth(entry)
         try:
@@ -253,6 +263,8 @@ class Dispatcher:
             return AttemptResult(Verdict.DEAD, f"invalid endpoint ({type(exc).__name__})")
         body = "" if response.is_success else response.text  # only a refusal's issue codes are kept
         result = judge_response(response.status_code, response.headers.get("retry-after"), body, utc_now())
+        if _prebuilt(entry) is not None:  # a notification: no message Bundle (and perhaps XML)
+            return replace(result, shipped=())
         return replace(result, shipped=message.shipped if isinstance(message, Message) else _shipped(message))
 
     async def _send(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
@@ -371,6 +383,16 @@ class Dispatcher:
             # The platform-intake Task shows its delivery; an escalation's contact-gp Task is the platform's to move.
             shown = [(entry, outcome) for entry, outcome in ended if entry.event == REFERRAL_REQUEST]
             await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in shown], now)
+            # A Subscription's next notification becomes due when the one before it ended: the workers are woken.
+            if await uow.subscriptions.notifications_ended(
+                [
+                    (entry.destination, entry.event, outcome.status)
+                    for entry, outcome in outcomes
+                    if outcome.id in recorded and outcome.status != PENDING and _prebuilt(entry) is not None
+                ],
+                now,
+            ):
+                uow.outbox.enqueued = True
             await schedule_updates(
                 uow,
                 [
@@ -391,6 +413,12 @@ class Dispatcher:
                     attempts=outcome.attempts,
                     error=outcome.error,
                 )
+
+
+def _prebuilt(entry: OutboxEntry) -> dict[str, Any] | None:
+    """A Subscription's notification (``gateway.notify``): the body, its type and headers, built when queued."""
+    post = entry.payload.get("post")
+    return post if isinstance(post, dict) else None
 
 
 def _shipped(message: bytes) -> tuple[str, ...]:

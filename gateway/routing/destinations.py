@@ -11,14 +11,21 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.store.subscriptions import SUBSCRIPTION_PREFIX
+
 #: The outbox destination of a sender's updates: this prefix, then the endpoint.
 SENDER_PREFIX = "sender:"
 #: The one metric label and log value for every sender's callback.
 SENDER_CALLBACKS = "sender-callback"
+#: The one metric label for every Subscription's notifications (one series per Subscription would be unbounded).
+SUBSCRIPTION_NOTIFICATIONS = "subscription-notification"
 
 
 def destination_label(destination: str) -> str:
-    """The destination as metrics and logs name it: a platform's key, or ``SENDER_CALLBACKS``."""
+    """The destination as metrics and logs name it: a platform's key, ``SENDER_CALLBACKS`` or
+    ``SUBSCRIPTION_NOTIFICATIONS``."""
+    if destination.startswith(SUBSCRIPTION_PREFIX):
+        return SUBSCRIPTION_NOTIFICATIONS
     return SENDER_CALLBACKS if destination.startswith(SENDER_PREFIX) else destination
 
 

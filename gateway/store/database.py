@@ -221,6 +221,9 @@ class Database:
         self._write_lock: asyncio.Lock | None = None
         self._outbox_events: set[asyncio.Event] = set()
         self._notify_others = asyncio.Event()
+        #: Called by each unit of work before it commits, with what it wrote (``gateway.store.unit_of_work``):
+        #: how a higher room (``gateway.notify``) acts in the transaction of a change without the store knowing it.
+        self.change_listeners: list[Any] = []
 
     @property
     def write_lock(self) -> asyncio.Lock | None:

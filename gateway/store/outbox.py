@@ -22,6 +22,9 @@ from gateway.store.repository import PendingWrites, any_of, as_utc, rows_in
 from gateway.store.tables import outbox, referral_origins, referral_senders, resources, search_index
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+#: Queued behind an earlier entry of the same destination that must be delivered (or dead-lettered) first: the
+#: notifications of one Subscription, in order (``gateway.store.subscriptions``). Never claimed as such.
+WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ class OutboxRepository:
         payload: dict[str, Any],
         now: datetime,
         task_id: str | None = None,
+        status: str = PENDING,
     ) -> None:
         self.enqueued = True
         self._pending.add(
@@ -171,7 +175,7 @@ class OutboxRepository:
                 "event": event,
                 "payload": orjson.dumps(payload).decode(),
                 "task_id": task_id,
-                "status": PENDING,
+                "status": status,
                 "attempts": 0,
                 "next_attempt_at": now,
                 "lease_owner": None,

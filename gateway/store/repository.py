@@ -43,6 +43,7 @@ from gateway.store.tables import (
     resource_versions,
     resources,
     search_index,
+    subscription_events,
 )
 
 
@@ -96,6 +97,15 @@ class SearchPage:
 _INCLUDE_ROUNDS = 3
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A resource written in a unit of work: its content before (None when created) and the version written —
+    what the unit of work's listeners see before it commits (``gateway.notify`` numbers its events from them)."""
+
+    before: Resource | None
+    after: StoredResource
+
+
 @dataclass
 class PendingWrites:
     """Rows waiting for the next flush, per table, in insertion order."""
@@ -104,6 +114,8 @@ class PendingWrites:
     #: Every resource version staged in this unit of work, flushed or not ("Task/1/_history/2"): what its
     #: AuditEvent names.
     written: list[str] = field(default_factory=list)
+    #: Every resource written in this unit of work, in order, with what it was before (``Change``).
+    changes: list[Change] = field(default_factory=list)
 
     def add(self, table: sa.Table, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
@@ -134,6 +146,7 @@ _FLUSH_ORDER = (
     referral_origins,
     referral_members,
     referral_senders,
+    subscription_events,
     pending_deadlines,
 )
 
@@ -648,6 +661,7 @@ class ResourceRepository:
         content = _with_meta(resource, resource_id, 1, moment)
         stored = StoredResource(content["resourceType"], resource_id, 1, moment, content, "POST")
         self._stage(stored, identity_keys)
+        self._pending.changes.append(Change(None, stored))
         return stored
 
     async def update(
@@ -681,6 +695,7 @@ class ResourceRepository:
         )
         stored = StoredResource(current.resource_type, current.id, version_id, moment, content, method)
         self._stage(stored, identity_keys)
+        self._pending.changes.append(Change(current.content, stored))
         return stored
 
     async def update_many(self, changes: Sequence[tuple[StoredResource, Resource]]) -> list[StoredResource]:
@@ -703,6 +718,7 @@ class ResourceRepository:
             content = _with_meta(resource, current.id, version_id, moment)
             stored = StoredResource(current.resource_type, current.id, version_id, moment, content)
             staged.append(stored)
+            self._pending.changes.append(Change(current.content, stored))
             text = orjson.dumps(content).decode()
             updates.append(
                 {"b_type": stored.resource_type, "b_id": stored.id, "b_version": current.version_id}

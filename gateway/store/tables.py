@@ -14,6 +14,9 @@
 - ``referral_origins``: where a referral that came as a message wants its updates sent.
 - ``referral_members`` / ``referral_senders``: which resources belong to which referral, and which clients sent
   it — who may see what (``gateway.store.visibility``).
+- ``subscriptions`` / ``subscription_events``: FHIR Subscriptions (DESIGN §12) — each one's owner and what it may
+  see, its status, its event counter (event numbers assigned in the transaction of the change, without gaps) —
+  and the events numbered for each, kept 7 days for ``$events``.
 - ``pending_deadlines``: each GP validation still waiting for its answer, with its deadline — what the escalation
   scan reads (``gateway.workflow.deadlines``), so that its cost follows the open validations only, never every Task
   that ever had a deadline. Written in the transaction that creates the Task, removed in the one that decides or
@@ -147,6 +150,38 @@ referral_senders = sa.Table(
     sa.Column("client_id", sa.String(255), primary_key=True),
 )
 
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),  # the client that created it ('' with authentication off)
+    sa.Column("viewer", sa.Text, nullable=False),  # what the owner may see (JSON), as when it subscribed
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # requested | active | error | off
+    sa.Column("content", sa.Text, nullable=False),  # the Subscription as stored (its status from the column above)
+    sa.Column("version_id", sa.Integer, nullable=False),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("events_count", sa.BigInteger, nullable=False),  # the last event number given
+    sa.Column("notifications_count", sa.BigInteger, nullable=False),  # notifications queued (handshake included)
+    sa.Column("last_queued_at", sa.DateTime(timezone=True), nullable=True),  # for heartbeats
+    sa.Column("heartbeat_period", sa.Integer, nullable=True),  # seconds
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(None, "topic", "status"),
+    sa.Index(None, "owner"),
+)
+
+subscription_events = sa.Table(
+    "subscription_events",
+    metadata,
+    sa.Column("subscription_id", sa.String(64), primary_key=True),
+    sa.Column("event_number", sa.BigInteger, primary_key=True),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("focus_type", sa.String(64), nullable=False),
+    sa.Column("focus_id", sa.String(64), nullable=False),
+    sa.Column("focus_version", sa.Integer, nullable=False),
+    sa.Index(None, "occurred_at"),
+)
+
 pending_deadlines = sa.Table(
     "pending_deadlines",
     metadata,
@@ -166,5 +201,7 @@ ALL_TABLES = (
     client_assertions,
     referral_members,
     referral_senders,
+    subscriptions,
+    subscription_events,
     pending_deadlines,
 )

@@ -14,6 +14,7 @@ so the gateway works again as soon as the database does.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -26,7 +27,8 @@ from gateway.store.assertions import AssertionRepository
 from gateway.store.database import Database
 from gateway.store.deadlines import DeadlineRepository
 from gateway.store.outbox import OutboxRepository
-from gateway.store.repository import IdempotencyRepository, PendingWrites, ResourceRepository
+from gateway.store.repository import Change, IdempotencyRepository, PendingWrites, ResourceRepository
+from gateway.store.subscriptions import SubscriptionRepository
 from gateway.store.visibility import VisibilityRepository
 
 
@@ -56,12 +58,18 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
     )
 
 
+#: What a unit of work calls before it commits, with the resources written in it (``Database.change_listeners``):
+#: it may read and write in the same transaction — what it writes is committed with the change, or not at all.
+ChangeListener = Callable[["UnitOfWork", Sequence[Change]], Awaitable[None]]
+
+
 class UnitOfWork:
     resources: ResourceRepository
     idempotency: IdempotencyRepository
     outbox: OutboxRepository
     assertions: AssertionRepository
     visibility: VisibilityRepository
+    subscriptions: SubscriptionRepository
     deadlines: DeadlineRepository
 
     def __init__(self, database: Database, *, write: bool = True) -> None:
@@ -96,11 +104,17 @@ class UnitOfWork:
         self.outbox = OutboxRepository(self._connection, self._pending, skip_locked=not self._database.is_sqlite)
         self.assertions = AssertionRepository(self._connection)
         self.visibility = VisibilityRepository(self._connection, self._pending)
+        self.subscriptions = SubscriptionRepository(self._connection, self._pending)
         self.deadlines = DeadlineRepository(self._connection, self._pending)
         return self
 
     async def commit(self) -> None:
         assert self._connection is not None, "commit() outside 'async with'"
+        changes, self._pending.changes = self._pending.changes, []
+        if changes:
+            listeners: list[ChangeListener] = self._database.change_listeners
+            for listener in listeners:
+                await listener(self, changes)
         # A change made for an API request is audited in its own transaction: both are kept, or neither.
         audit = current_audit()
         event = audit.change_event(self._pending.written) if audit is not None else None

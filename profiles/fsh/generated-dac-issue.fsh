@@ -101,6 +101,12 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #hl7v2-encoding-invalid "Hl7v2 encoding invalid" "The HL7 v2 message's bytes are not in the character set MSH-18 declares (UNICODE UTF-8, 8859/1, 8859/15; ASCII when empty), or MSH-18 names another."
 * #referral-status-unsupported "Referral status unsupported" "RF1-1 (referral status, HL7 table 0283) is not P (pending) or A (accepted): only a new referral is taken."
 * #cda-invalid "Cda invalid" "The document is not a CDA R2 ClinicalDocument (namespace urn:hl7-org:v3)."
+* #subscription-invalid "Subscription invalid" "A Subscription does not conform to the backport-subscription profile."
+* #subscription-topic-unsupported "Subscription topic unsupported" "A Subscription names a topic this gateway does not offer."
+* #subscription-channel-unsupported "Subscription channel unsupported" "A Subscription's channel type is not rest-hook."
+* #subscription-payload-unsupported "Subscription payload unsupported" "A Subscription's payload type or content is not one this gateway sends."
+* #subscription-filter-unsupported "Subscription filter unsupported" "A Subscription's filter is not a search this topic can be filtered by."
+* #subscription-change-not-allowed "Subscription change not allowed" "Only a Subscription's status (off) and end may change once created."
 
 ValueSet: DacIssueVS
 Id: dac-issue

@@ -54,7 +54,15 @@ def _routed(response: httpx.Response) -> bool:
 async def test_what_is_declared(client: httpx.AsyncClient) -> None:
     statement = await _statement(client)
     by_type = _by_type(statement)
-    assert set(by_type) == STORED_TYPES | set(CONFORMANCE_TYPES)
+    assert set(by_type) == STORED_TYPES | set(CONFORMANCE_TYPES) | {"Subscription"}
+    subscription = by_type["Subscription"]  # DESIGN §12: the two topics, as the backport IG advertises them
+    topic = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical"
+    assert [e["valueCanonical"] for e in subscription["extension"] if e["url"] == topic] == [
+        "https://fhir.dac-gateway.org/SubscriptionTopic/referral-status",
+        "https://fhir.dac-gateway.org/SubscriptionTopic/task",
+    ]
+    assert {i["code"] for i in subscription["interaction"]} == {"create", "read", "search-type", "update", "delete"}
+    assert {o["name"] for o in subscription["operation"]} == {"status", "events"}
     task = by_type["Task"]
     assert task["versioning"] == "versioned-update"  # If-Match required on decisions
     assert {"update", "patch", "read", "vread", "search-type"} <= {i["code"] for i in task["interaction"]}
@@ -111,6 +119,8 @@ async def test_every_claim_is_answered_by_a_route(client: httpx.AsyncClient) -> 
             method, path = {
                 "validate": ("POST", f"/fhir/{kind}/$validate"),
                 "expand": ("GET", f"/fhir/{kind}/x/$expand"),
+                "status": ("GET", f"/fhir/{kind}/x/$status"),
+                "events": ("GET", f"/fhir/{kind}/x/$events"),
             }[operation["name"]]
             response = await client.request(method, path, json={"resourceType": kind}, headers=FHIR_JSON)
             assert _routed(response), (kind, operation, response.status_code, response.text[:300])
