@@ -1,6 +1,7 @@
-"""The console's thin layer over the outbox store (what the FHIR API does not show): depth, oldest age and dead
-letters per destination, one referral's deliveries, and the replay of a dead letter — each one unit of work.
-Destinations are shown as the audit names them: a sender's callback without its URL's credentials or query."""
+"""The console's thin layer over the stores (what the FHIR API does not show): the outbox's depth, oldest age and
+dead letters per destination, one referral's deliveries, the replay of a dead letter, and each Subscription's owner
+client and notifications — each one unit of work. Destinations are shown as the audit names them: a sender's
+callback without its URL's credentials or query."""
 
 from __future__ import annotations
 
@@ -50,6 +51,26 @@ async def outbox_overview(database: Database, now: datetime) -> dict[str, Any]:
         "destinations": sorted(destinations.values(), key=lambda line: str(line["destination"])),
         "dead_letters": [delivery(entry) for entry in dead],
     }
+
+
+async def subscriptions_overview(database: Database) -> list[dict[str, Any]]:
+    """Per Subscription what its FHIR resource does not say: the client owning it, its events and notifications
+    counted since it started, when the last was queued, and the outbox destination its notifications go to."""
+    async with UnitOfWork(database, write=False) as uow:
+        records = await uow.subscriptions.of_owner(None)
+    return [
+        {
+            "id": record.id,
+            "owner": record.owner,
+            "topic": record.topic,
+            "status": record.status,
+            "events_count": record.events_count,
+            "notifications_count": record.notifications_count,
+            "last_queued_at": _time(record.last_queued_at),
+            "destination": record.destination,
+        }
+        for record in records
+    ]
 
 
 async def referral_deliveries(database: Database, service_request_id: str, task_ids: list[str]) -> list[dict[str, Any]]:

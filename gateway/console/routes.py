@@ -1,5 +1,5 @@
 """The console's HTTP side: its pages (Jinja2, server-rendered), its static files, and the few JSON answers of
-its thin layer (outbox, a referral's deliveries, replay, where an issue points in a document).
+its thin layer (outbox, a referral's deliveries, replay, Subscriptions' owners, where an issue points in a document).
 
 The pages hold no patient data: what they show comes from the gateway's own FHIR API, called by the page's
 script with the operator's token (kept in the tab's sessionStorage, sent as ``Authorization``, never in a URL),
@@ -43,7 +43,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 PAGES = (("examples", "Examples"), ("validate", "Validate"), ("referral", "Referral"), ("outbox", "Outbox"),
-         ("api", "API"))  # fmt: skip
+         ("subscriptions", "Subscriptions"), ("api", "API"))  # fmt: skip
 #: A README table row: the file in backquotes, then what it shows (a cell may hold `…|…` in backquotes).
 _README_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*((?:`[^`]*`|[^|`])+?)\s*\|")
 
@@ -145,6 +145,11 @@ async def outbox_page(request: Request) -> Response:
     return _page(request, "outbox")
 
 
+@router.get("/subscriptions")
+async def subscriptions_page(request: Request) -> Response:
+    return _page(request, "subscriptions")
+
+
 @router.get("/api")
 async def api_page(request: Request) -> Response:
     """The HTTP API, from the OpenAPI description the application serves (/openapi.json): /docs without a CDN."""
@@ -179,6 +184,11 @@ async def replay_data(request: Request, delivery_id: str, _: OperatorDep) -> JSO
     if not await data.replay(_database(request), delivery_id, utc_now()):
         raise ResourceNotFound.single(IssueCode.RESOURCE_NOT_FOUND, f"no dead letter {delivery_id}")
     return _json({"replayed": delivery_id})
+
+
+@router.get("/data/subscriptions")
+async def subscriptions_data(request: Request, _: OperatorDep) -> JSONResponse:
+    return _json({"subscriptions": await data.subscriptions_overview(_database(request))})
 
 
 @router.get("/data/deliveries")

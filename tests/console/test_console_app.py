@@ -1,8 +1,10 @@
-"""The console in process: when it is served, its headers, its thin layer (outbox, deliveries, replay, locate)."""
+"""The console in process: when it is served, its headers, its thin layer (outbox, deliveries, replay, locate,
+Subscriptions' owners), an operator's only when authentication is on."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,9 +16,19 @@ from gateway.routing.config import RoutingTable
 from gateway.store import Database
 from gateway.store.outbox import DEAD
 from gateway.store.unit_of_work import UnitOfWork
+from tests.auth.conftest import token_of
 from tests.conftest import EXAMPLES
+from tests.notify.test_subscriptions import TASK_TOPIC, subscription
+from tests.support.auth import TEST_SECRET, SmartClient, write_clients
 
-PAGES = ["/console/examples", "/console/validate", "/console/referral", "/console/outbox", "/console/api"]
+PAGES = ["/console/examples", "/console/validate", "/console/referral", "/console/outbox", "/console/subscriptions",
+         "/console/api"]  # fmt: skip
+OPERATOR = SmartClient("console-ops", "operator", ["system/*.cruds"])
+SUBSCRIBER = SmartClient(
+    "cabinet-lilas", "practitioner", ["system/*.rs", "system/Subscription.crud"], rpps=["10100345676"],
+    endpoints=["https://cabinet-lilas.example/fhir"],
+)  # fmt: skip
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @pytest.mark.parametrize(
@@ -96,3 +108,43 @@ async def test_locate_answers_a_line_per_issue(client: httpx.AsyncClient) -> Non
     line = answer.json()["lines"][0]
     assert "238115951221460" in text.splitlines()[line - 1]
     assert answer.json()["lines"][1] is None
+
+
+async def test_the_subscriptions_owners_and_counts(client: httpx.AsyncClient) -> None:
+    resource = subscription(TASK_TOPIC, ("Task?code=gp-validation",), endpoint="https://cabinet.example/hook")
+    created = await client.post("/fhir/Subscription", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    answer = await client.get("/console/data/subscriptions")
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    [line] = answer.json()["subscriptions"]
+    assert line["id"] == sub_id and line["topic"] == TASK_TOPIC and line["status"] == "requested"
+    assert line["owner"] and line["events_count"] == 0 and line["notifications_count"] == 1  # the handshake
+    assert line["destination"] == f"subscription/{sub_id}" and line["last_queued_at"].endswith("Z")
+
+
+async def test_with_authentication_on_the_subscriptions_are_an_operators(
+    database_url: str, tmp_path: Path, database: Database, routing: RoutingTable
+) -> None:
+    clients = write_clients(tmp_path, [OPERATOR, SUBSCRIBER])
+    settings = Settings(
+        database_url=database_url, auth="on", clients=clients, auth_secret=TEST_SECRET, console=AuthMode.ON
+    )
+    app = create_app(settings, database, routing)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway.test") as http:
+        subscriber = await token_of(http, SUBSCRIBER)
+        resource = subscription(TASK_TOPIC, endpoint="https://cabinet-lilas.example/fhir/notifications")
+        created = await http.post("/fhir/Subscription", json=resource, headers=subscriber | FHIR_JSON)
+        assert created.status_code == 201, created.text
+        assert (await http.get("/console/subscriptions")).status_code == 200  # the page: no data in it
+        assert (await http.get("/console/data/subscriptions")).status_code == 401
+        refused = await http.get("/console/data/subscriptions", headers=subscriber)
+        assert refused.status_code == 403 and "scope-insufficient" in refused.text
+        operator = await token_of(http, OPERATOR)
+        [line] = (await http.get("/console/data/subscriptions", headers=operator)).json()["subscriptions"]
+        assert (line["id"], line["owner"]) == (created.json()["id"], "cabinet-lilas")
+        # What the page reads through the FHIR API with the same token: every client's Subscriptions.
+        found = (await http.get("/fhir/Subscription", headers=operator)).json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [line["id"]]
+        status = await http.get(f"/fhir/Subscription/{line['id']}/$status", headers=operator)
+        assert status.status_code == 200 and '"requested"' in status.text

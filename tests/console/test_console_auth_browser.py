@@ -71,6 +71,8 @@ async def test_the_console_needs_an_operators_token(
     await page.goto(f"{root}/console/outbox")
     await expect(page.locator("#outbox-state")).to_contain_text("needs an operator token")
     await shoot(page, screenshots, "auth-outbox-without-token")
+    await page.goto(f"{root}/console/subscriptions")
+    await expect(page.locator("#subscriptions-state")).to_contain_text("needs an operator token")
 
 
 async def test_with_an_operators_token_every_flow_works(

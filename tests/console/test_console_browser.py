@@ -1,6 +1,7 @@
 """The console with authentication off, in Debian's chromium: post an example and see the answer and its Tasks;
 validate an invalid referral and see the issue's line highlighted, a click going there; decide a Task through the
-API and see the timeline update; replay a dead letter from the Outbox page."""
+API and see the timeline update; replay a dead letter from the Outbox page; see a Subscription made through the API
+listed active with its events, and its $status and last events."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import loopback_routing
+from tests.e2e.test_subscriptions_e2e import Subscriber
+from tests.notify.test_subscriptions import TASK_TOPIC, subscription
 from tests.support.processes import GatewayProcess, Platform, running, wait_until
 from tests.support.referrals import fresh
 
@@ -193,6 +196,60 @@ async def test_a_dead_letter_is_replayed_from_the_outbox_page(console: Console, 
     await page.get_by_role("button", name="Refresh").click()
     await expect(page.locator("#dead-letters")).to_have_text("No dead letter.")
     await shoot(page, screenshots, "outbox-replayed")
+
+
+async def test_a_subscription_is_listed_with_its_status_and_events(
+    console: Console, page: Any, screenshots: Path
+) -> None:
+    from playwright.async_api import expect
+
+    subscriber = Subscriber().start()
+    try:
+        hook = f"{subscriber.origin}/gp/notifications"
+        resource = subscription(TASK_TOPIC, ("Task?code=platform-intake",), content="id-only", endpoint=hook)
+        async with httpx.AsyncClient(timeout=30) as http:
+            created = await http.post(f"{console.process.base}/Subscription", json=resource, headers=FHIR_JSON)
+            assert created.status_code == 201, created.text
+            sub_id = created.json()["id"]
+            posted = await http.post(console.process.base, json=fresh(commune="75056"), headers=FHIR_JSON)
+            assert posted.status_code == 200, posted.text
+
+        def settled() -> int:
+            """Its events count once every notification of it was received and nothing waits in the outbox."""
+            outbox = httpx.get(f"{console.root}/console/data/outbox").json()
+            [line] = [s for s in httpx.get(f"{console.root}/console/data/subscriptions").json()["subscriptions"]
+                      if s["id"] == sub_id]  # fmt: skip
+            idle = all(d["pending"] == 0 for d in outbox["destinations"])
+            done = line["status"] == "active" and len(subscriber.events("/gp/notifications")) == line["events_count"]
+            return int(line["events_count"]) if idle and done and line["events_count"] else 0
+
+        events = wait_until(settled, 30, 0.2, "the Subscription's events notified")
+    finally:
+        subscriber.stop()
+    await page.goto(f"{console.root}/console/subscriptions")
+    await expect(page.get_by_role("link", name="Subscriptions")).to_have_attribute("aria-current", "page")
+    row = page.locator(f'#subscriptions tr[data-id="{sub_id}"]')
+    await expect(row.locator(".sub-status")).to_have_text("active")
+    await expect(row.locator(".events-count")).to_have_text(str(events))
+    await expect(row.locator(".filters")).to_have_text("Task?code=platform-intake")
+    await expect(row.locator(".endpoint")).to_have_text(hook)
+    await expect(row).to_contain_text("id-only · application/fhir+json")
+    await expect(row).to_contain_text("task")  # the topic, by its name
+    # By keyboard: the row's Show button, then Enter; the Subscription's $status and its last events.
+    await row.get_by_role("button", name=f"Show Subscription {sub_id}").focus()
+    await page.keyboard.press("Enter")
+    selected = page.locator("#subscription")
+    await expect(selected).to_be_focused()
+    await expect(selected.locator("h2")).to_have_text(f"Subscription {sub_id}")
+    await expect(selected.locator(".sub-status")).to_have_text("active")
+    await expect(selected.locator(".events-since")).to_have_text(str(events))
+    shown = selected.locator("table.events tbody tr")
+    await expect(shown).to_have_count(min(events, 20))
+    await expect(shown.first).to_contain_text(str(events))  # the last event first
+    await expect(shown.first).to_contain_text("Task/")
+    await expect(row).to_have_attribute("aria-current", "true")
+    await shoot(page, screenshots, "subscriptions")
+    assert all(url.startswith(console.root) for url in await _requests(page))
 
 
 async def test_the_api_page_lists_the_routes_without_a_cdn(console: Console, page: Any, screenshots: Path) -> None:

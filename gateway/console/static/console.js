@@ -271,4 +271,81 @@
     document.addEventListener('console-token', loadOutbox);
     loadOutbox();
   }
+
+  // --- Subscriptions ---
+  const BACKPORT = 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition';
+  const extensionValues = (element, name) => ((element && element.extension) || [])
+    .filter((extension) => extension.url === `${BACKPORT}/${name}`).map((extension) => extension.valueString || extension.valueCode || extension.valueUnsignedInt);
+  const topicName = (topic) => String(topic || '').split('/').pop() || '—';
+  const parameter = (parameters, name) => ((parameters && parameters.parameter) || []).find((p) => p.name === name);
+  const valueOf = (p) => (p ? p.valueString || p.valueCode || p.valueInstant || p.valueCanonical || (p.valueReference && p.valueReference.reference) || '' : '');
+  let subscriptionsShown = new Map();
+  async function showSubscription(id) {
+    const subscription = subscriptionsShown.get(id);
+    if (!subscription) { say('#subscriptions-state', `No Subscription ${id}.`, true); return; }
+    history.replaceState(null, '', `#${encodeURIComponent(id)}`);
+    document.querySelectorAll('#subscriptions tr[aria-current]').forEach((row) => row.removeAttribute('aria-current'));
+    const row = document.querySelector(`#subscriptions tr[data-id="${CSS.escape(id)}"]`);
+    if (row) row.setAttribute('aria-current', 'true');
+    const statusAnswer = await call('GET', `/fhir/Subscription/${encodeURIComponent(id)}/$status`);
+    const parameters = entries(statusAnswer.json).find((resource) => resource.resourceType === 'Parameters');
+    const since = Number(valueOf(parameter(parameters, 'events-since-subscription-start')) || 0);
+    const eventsAnswer = await call('GET', `/fhir/Subscription/${encodeURIComponent(id)}/$events?eventsSinceNumber=${Math.max(1, since - 19)}&content=id-only`);
+    const notification = entries(eventsAnswer.json).find((resource) => resource.resourceType === 'Parameters');
+    const events = ((notification && notification.parameter) || []).filter((p) => p.name === 'notification-event')
+      .map((p) => Object.fromEntries((p.part || []).map((part) => [part.name, valueOf(part)])))
+      .sort((a, b) => Number(b['event-number']) - Number(a['event-number']));
+    $('#subscription-heading').textContent = `Subscription ${id}`;
+    $('#subscription-status').replaceChildren(!statusAnswer.ok ? h('p', { class: 'error' }, problem(statusAnswer)) : h('dl', { class: 'facts' },
+      h('dt', {}, '$status'), h('dd', {}, h('span', { class: `sub-status ${valueOf(parameter(parameters, 'status'))}` }, valueOf(parameter(parameters, 'status')) || '?')),
+      h('dt', {}, 'events since start'), h('dd', { class: 'events-since' }, String(since)),
+      h('dt', {}, 'topic'), h('dd', {}, h('code', {}, valueOf(parameter(parameters, 'topic')) || subscription.topic)),
+      h('dt', {}, 'owner'), h('dd', {}, subscription.owner),
+      h('dt', {}, 'outbox destination'), h('dd', {}, h('code', {}, `subscription/${id}`)),
+      subscription.resource.error ? [h('dt', {}, 'error'), h('dd', { class: 'error' }, subscription.resource.error)] : ''));
+    $('#subscription-events').replaceChildren(!eventsAnswer.ok ? h('p', { class: 'error' }, problem(eventsAnswer)) : events.length
+      ? table(['event', 'occurred', 'focus'], events.map((event) => [event['event-number'], when(event.timestamp),
+        h('code', {}, String(event.focus || '—').replace(/^.*\/fhir\//, ''))]), 'events')
+      : h('p', {}, since ? 'No event kept (events are kept 7 days).' : 'No event yet.'));
+    $('#subscription').hidden = false;
+    $('#subscription').focus();
+  }
+  async function loadSubscriptions() {
+    say('#subscriptions-state', 'Loading…');
+    const [search, owners] = await Promise.all([call('GET', '/fhir/Subscription?_count=1000'), call('GET', '/console/data/subscriptions')]);
+    if (!search.ok) { say('#subscriptions-state', problem(search), true); return; }
+    if (!owners.ok) { say('#subscriptions-state', problem(owners), true); return; }
+    const known = new Map(((owners.json && owners.json.subscriptions) || []).map((s) => [s.id, s]));
+    const found = entries(search.json).filter((resource) => resource.resourceType === 'Subscription');
+    subscriptionsShown = new Map(found.map((resource) => {
+      const line = known.get(resource.id) || {};
+      return [resource.id, { resource, owner: line.owner || '—', topic: resource.criteria, events: line.events_count }];
+    }));
+    $('#subscriptions').replaceChildren(found.length ? h('table', { class: 'subscriptions' },
+      h('thead', {}, h('tr', {}, ['id', 'owner client', 'topic', 'filters', 'channel endpoint', 'payload', 'status', 'events', ''].map((text) => h('th', { scope: 'col' }, text)))),
+      h('tbody', {}, found.map((resource) => {
+        const shown = subscriptionsShown.get(resource.id);
+        const channel = resource.channel || {};
+        const filters = extensionValues(resource._criteria, 'backport-filter-criteria');
+        const content = extensionValues(channel._payload, 'backport-payload-content')[0];
+        return h('tr', { 'data-id': resource.id },
+          h('td', {}, h('code', {}, resource.id)),
+          h('td', { class: 'owner' }, shown.owner),
+          h('td', { title: resource.criteria }, topicName(resource.criteria)),
+          h('td', { class: 'filters' }, filters.length ? filters.map((filter) => h('code', { class: 'filter' }, filter)) : '—'),
+          h('td', { class: 'endpoint' }, h('code', {}, channel.endpoint || '—')),
+          h('td', {}, `${content || '—'} · ${channel.payload || '—'}`),
+          h('td', {}, h('span', { class: `sub-status ${resource.status}` }, resource.status), resource.error ? h('div', { class: 'error' }, resource.error) : ''),
+          h('td', { class: 'events-count' }, shown.events === undefined ? '—' : String(shown.events)),
+          h('td', {}, h('button', { type: 'button', class: 'show', 'aria-label': `Show Subscription ${resource.id}`, onclick: () => showSubscription(resource.id) }, 'Show')));
+      }))) : h('p', {}, 'No Subscription.'));
+    say('#subscriptions-state', `${found.length} Subscription(s) as of ${new Date().toLocaleTimeString()}`);
+    const selected = decodeURIComponent(location.hash.slice(1));
+    if (selected && subscriptionsShown.has(selected)) await showSubscription(selected);
+  }
+  if (page === 'subscriptions') {
+    $('#subscriptions-refresh').addEventListener('click', loadSubscriptions);
+    document.addEventListener('console-token', loadSubscriptions);
+    loadSubscriptions();
+  }
 })();
