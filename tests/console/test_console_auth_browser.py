@@ -129,5 +129,10 @@ async def test_with_an_operators_token_every_flow_works(
     await expect(deliveries).to_contain_text("delivered")
     await shoot(page, screenshots, "auth-referral")
 
+    # Subscriptions: the FHIR search and the console's data, with the same token (none made here).
+    await page.get_by_role("navigation").get_by_role("link", name="Subscriptions", exact=True).click()
+    await expect(page.locator("#subscriptions-state")).to_contain_text("0 Subscription(s)")
+    await expect(page.locator("#subscriptions")).to_have_text("No Subscription.")
+
     # The token never went into a URL, nor into the gateway's log.
     assert token not in page.url and not re.search(re.escape(token), secure_console.process.log_path.read_text())
