@@ -307,8 +307,10 @@ async def _record(
         elif is_permit(consent):
             found = patient_reference.split("/", 1)[1] if patient_reference else None
             if await _identifies(uow, viewer, found, patient):
-                # It may lift an opposition: it names its patient as strongly as an opposition must.
-                keys = identity_keys(patient) if patient is not None else _identifier_keys(identified)
+                # It may lift an opposition: it names its patient as strongly as an opposition must. Only that
+                # patient's: by the identifiers on record of the Patient it names (``_identified`` checked those),
+                # never by every identifier posted — another patient's INS beside its own would lift theirs.
+                keys = await _keys_on_record(uow, found) if found is not None else _identifier_keys(identified)
                 await _lift(uow, stored, patient_reference, keys, now, sender)
                 # The same words whether it lifted another party's opposition, one of the poster's, or none.
                 notes.append(LIFT_NOTE)
@@ -336,6 +338,12 @@ ENDED_NOTE = (
 )
 
 
+async def _keys_on_record(uow: UnitOfWork, patient_id: str) -> list[tuple[str, str]]:
+    """The national identifiers (system, value) of the stored Patient ``patient_id``."""
+    stored = await uow.resources.get("Patient", patient_id)
+    return identity_keys(stored.content) if stored is not None else []
+
+
 def _identifier_keys(identified: Resource | None) -> list[tuple[str, str]]:
     identifier = (identified or {}).get("identifier") or {}
     if isinstance(identifier.get("system"), str) and isinstance(identifier.get("value"), str):
@@ -360,6 +368,9 @@ async def _lift(
     for opposition in await oppositions_on_record(uow, patient_reference, keys, now):
         if not lifts(permit.content, opposition.content):
             continue
+        named = (opposition.content.get("patient") or {}).get("reference")
+        if patient_reference is not None and isinstance(named, str) and named != patient_reference:
+            continue  # about another Patient on record (found by an identifier it was also posted with)
         ended = _changed(
             await uow.resources.update(opposition, {**opposition.content, "status": "inactive"}), opposition
         )
