@@ -397,7 +397,14 @@ def clients_add(
     """Register a client: make its EC P-384 key pair, write the private key (PEM, mode 0600, never printed) and add
     the client with its public key to the clients file."""
     from gateway.auth.keypairs import KeyFileError, new_private_key, public_jwk, write_private_key
-    from gateway.onboarding import RegistrationError, add_client, new_client, read_document, write_document
+    from gateway.onboarding import (
+        RegistrationError,
+        add_client,
+        editing,
+        new_client,
+        read_document,
+        write_document,
+    )
 
     path = _clients_file(file)
     platforms = _platform_keys()
@@ -407,16 +414,17 @@ def clients_add(
             client_id, role, sorted(platforms), platform=platform, rpps=rpps or (), scopes=scope or (),
             endpoints=endpoint or (),
         )  # fmt: skip
-        document = read_document(path)
-        key = new_private_key()
-        jwk = public_jwk(key)
-        add_client(document, client, jwk, path)
-        write_private_key(key_path, key)
-        try:
-            write_document(path, document, platforms)
-        except RegistrationError:
-            key_path.unlink()  # no key left behind for a client that was not registered
-            raise
+        with editing(path):
+            document = read_document(path)
+            key = new_private_key()
+            jwk = public_jwk(key)
+            add_client(document, client, jwk, path)
+            write_private_key(key_path, key)
+            try:
+                write_document(path, document, platforms)
+            except RegistrationError:
+                key_path.unlink()  # no key left behind for a client that was not registered
+                raise
     except (RegistrationError, KeyFileError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"client {client.client_id} ({client.role}) added to {path}, key {jwk['kid']}")
@@ -450,15 +458,16 @@ def clients_list(file: ClientsFileOption = None) -> None:
 
 def _rewrite(path: Path, change: Callable[[Any], Any]) -> Any:
     """Reads the clients file, applies ``change`` to it and writes it back once the gateway would take it."""
-    from gateway.onboarding import RegistrationError, read_document, write_document
+    from gateway.onboarding import RegistrationError, editing, read_document, write_document
 
     platforms = _platform_keys()
     try:
         if not path.exists():
             raise RegistrationError(f"{path} does not exist")
-        document = read_document(path)
-        result = change(document)
-        write_document(path, document, platforms)
+        with editing(path):
+            document = read_document(path)
+            result = change(document)
+            write_document(path, document, platforms)
     except RegistrationError as exc:
         raise _fail(str(exc)) from None
     return result
