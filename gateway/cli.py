@@ -477,8 +477,8 @@ def _rewrite(path: Path, change: Callable[[Any], Any]) -> Any:
 def clients_remove(
     client_id: Annotated[str, typer.Argument(help="The client id")], file: ClientsFileOption = None
 ) -> None:
-    """Remove a client: a running gateway refuses its token requests within a second (the access tokens it already
-    holds last until they expire)."""
+    """Remove a client: within a second a running gateway refuses its token requests, and the access tokens it
+    already holds."""
     from gateway.onboarding import remove_client
 
     path = _clients_file(file)
