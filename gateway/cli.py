@@ -64,6 +64,10 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="API processes behind the port, each with its delivery worker (PostgreSQL)")
     ] = 1,
+    mllp_port: Annotated[
+        int | None,
+        typer.Option(help="Also take HL7 v2 over MLLP on this port (GATEWAY_MLLP_HOST, default 127.0.0.1)"),
+    ] = None,
 ) -> None:
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
@@ -72,6 +76,8 @@ def serve(
     # Our own address, for the messages the worker sends (MessageHeader.source, fullUrls) when GATEWAY_BASE_URL is
     # unset; answers to requests take theirs from the request (gateway.api.base_url).
     settings = settings.model_copy(update={"listen_url": f"http://{_url_host(host)}:{port}/fhir"})
+    if mllp_port is not None:
+        settings = settings.model_copy(update={"mllp_port": mllp_port})
     configure_logging(settings.log_level, settings.log_json)
     from gateway.store import migrate  # here: the commands that need no database load none of it
 
@@ -87,15 +93,26 @@ def serve(
         raise typer.Exit(code=2)
     from gateway.api.app import create_app, load_authority
     from gateway.auth.clients import AuthConfigError
+    from gateway.inbound.mapping import MappingError
+    from gateway.inbound.service import warm_up as warm_up_mappings
     from gateway.routing.config import RoutingConfigError, load_routing
 
+    try:
+        warm_up_mappings()  # the HL7 v2 and CDA rules (mappings/): a broken file stops start-up, named
+    except MappingError as exc:
+        typer.echo(f"invalid mapping rules: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     try:
         routing = load_routing(settings.routing)  # here, so a bad file stops start-up with its line number
     except RoutingConfigError as exc:
         typer.echo(f"invalid routing file: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     try:
-        load_authority(settings, routing)  # here too: every worker process would refuse the same way
+        authority = load_authority(settings, routing)  # here too: every worker process would refuse the same way
+        if settings.mllp_port is not None:
+            from gateway.inbound.service import mllp_context
+
+            mllp_context(settings, None, routing, authority)  # type: ignore[arg-type]  # the sender only
     except AuthConfigError as exc:
         typer.echo(f"authentication cannot start: {exc}", err=True)
         raise typer.Exit(code=2) from exc
@@ -116,6 +133,8 @@ def serve(
         return
     # Each process builds its own application from the environment: what this one decided goes there.
     os.environ["GATEWAY_LISTEN_URL"] = str(settings.listen_url)
+    if settings.mllp_port is not None:
+        os.environ["GATEWAY_MLLP_PORT"] = str(settings.mllp_port)
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-") as metrics_dir:
         os.environ.setdefault(MULTIPROCESS_DIR, metrics_dir)
         config = uvicorn.Config(

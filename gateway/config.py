@@ -123,6 +123,18 @@ class Settings(BaseSettings):
         default=None,
         description="Public URL of the token endpoint (the assertions' aud); default: next to GATEWAY_BASE_URL",
     )
+    mllp_port: int | None = Field(
+        default=None, ge=0, le=65535, description="MLLP listener for HL7 v2 (DESIGN §13; `gateway serve --mllp-port`)"
+    )
+    mllp_host: str = Field(default="127.0.0.1", description="Address the MLLP listener binds")
+    mllp_allow: str = Field(
+        default="127.0.0.1,::1",
+        description="Addresses or CIDR ranges MLLP peers may connect from (comma-separated); others are closed",
+    )
+    mllp_client_id: str | None = Field(
+        default=None,
+        description="With auth on: the registered client MLLP messages are taken in as (MLLP carries no token)",
+    )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")
 
@@ -136,6 +148,12 @@ class Settings(BaseSettings):
     @classmethod
     def _proxy_networks(cls, value: str) -> str:
         proxy_networks(value)  # a bad address stops start-up, not each request
+        return value
+
+    @field_validator("mllp_allow")
+    @classmethod
+    def _mllp_networks(cls, value: str) -> str:
+        proxy_networks(value)
         return value
 
     @field_validator("base_url")

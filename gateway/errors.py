@@ -132,6 +132,12 @@ class IssueCode(StrEnum):
     HEADERS_TOO_LARGE = "headers-too-large"
     INS_TRAITS_MISMATCH = "ins-traits-mismatch"
     CONSENT_UPDATE_NOT_ALLOWED = "consent-update-not-allowed"
+    # HL7 v2 and CDA (DESIGN §13)
+    HL7V2_UNREADABLE = "hl7v2-unreadable"
+    HL7V2_MESSAGE_UNSUPPORTED = "hl7v2-message-unsupported"
+    HL7V2_ENCODING_INVALID = "hl7v2-encoding-invalid"
+    REFERRAL_STATUS_UNSUPPORTED = "referral-status-unsupported"
+    CDA_INVALID = "cda-invalid"
 
 
 #: Definitions published with the ``dac-issue`` CodeSystem; a test keeps them in step with ``IssueCode``.
@@ -260,6 +266,19 @@ ISSUE_DEFINITIONS: dict[IssueCode, str] = {
     ),
     IssueCode.OUTCOME_TRUNCATED: "More issues were found than an OperationOutcome lists; this one counts the rest.",
     IssueCode.HEADERS_TOO_LARGE: "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES).",
+    IssueCode.HL7V2_UNREADABLE: "The HL7 v2 message cannot be read: no MSH segment, separators or segments broken.",
+    IssueCode.HL7V2_MESSAGE_UNSUPPORTED: (
+        "The HL7 v2 message type, trigger event, version or processing id is not one the gateway takes (REF^I12, "
+        "ORU^R01 or MDM^T02 carrying a CDA; v2.5; processing id P, T or D)."
+    ),
+    IssueCode.HL7V2_ENCODING_INVALID: (
+        "The HL7 v2 message's bytes are not in the character set MSH-18 declares (UNICODE UTF-8, 8859/1, 8859/15; "
+        "ASCII when empty), or MSH-18 names another."
+    ),
+    IssueCode.REFERRAL_STATUS_UNSUPPORTED: (
+        "RF1-1 (referral status, HL7 table 0283) is not P (pending) or A (accepted): only a new referral is taken."
+    ),
+    IssueCode.CDA_INVALID: "The document is not a CDA R2 ClinicalDocument (namespace urn:hl7-org:v3).",
 }
 
 # FHIR issue types (http://hl7.org/fhir/issue-type) we use.
@@ -296,6 +315,8 @@ class Issue:
     expression: str | None = None
     issue_type: IssueType = "invalid"
     severity: Severity = "error"
+    #: Where the issue is in a document that is not FHIR (a CDA's XPath, DESIGN §13); rendered as issue.location.
+    location: str | None = None
 
 
 class GatewayError(Exception):

@@ -43,6 +43,8 @@ def test_the_wheel_carries_every_file_the_gateway_reads_from_its_package_data() 
         *(data / "profiles").glob("*.json"),
         *(data / "profiles" / "r4").glob("*.json"),
         *(data / "mappings" / "routing").iterdir(),
+        *(path for path in (data / "mappings" / "hl7v2").rglob("*") if path.is_file()),  # the v2 and CDA rules
+        *(path for path in (data / "mappings" / "cda").rglob("*") if path.is_file()),
         *(data / "examples").glob("*.json"),
     ]
     assert len(read) > 100

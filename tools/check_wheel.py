@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: What the wheel is built from: the project, and the data its package links to (gateway/_data/).
 SOURCES = ("pyproject.toml", "README.md", "gateway", "profiles", "mappings", "examples")
 VALID = ROOT / "examples" / "referral-gp.json"
+HL7V2 = ROOT / "examples" / "hl7v2" / "ref-i12-discharge.hl7"
+CDA = ROOT / "examples" / "cda" / "lettre-de-liaison-nurse.xml"
 #: What a gateway without its profiles took in with a 201 (issue 15): each must be a 422 with this dac-issue code.
 INVALID = {"wrong-mission-code.json": "mission-invalid", "intent-plan.json": "fixed-value-mismatch"}
 STARTUP_SECONDS = 60
@@ -104,8 +106,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def request(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    headers = {"content-type": "application/fhir+json", "accept": "application/fhir+json"} if body else {}
+def request(
+    method: str, url: str, body: bytes | None = None, content_type: str = "application/fhir+json"
+) -> tuple[int, bytes]:
+    headers = {"content-type": content_type, "accept": "application/fhir+json"} if body else {}
     call = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(call, timeout=30) as response:
@@ -173,6 +177,11 @@ def serve_checks(venv: Path, work: Path, label: str, environment: dict[str, str]
                 for coding in (issue.get("details") or {}).get("coding") or []
             ]
             check(status == 422 and code in codes, f"[{label}] invalid/{name}: 422 {code}", f"{status} {body[:500]!r}")
+        # The HL7 v2 and CDA mapping rules (mappings/hl7v2, mappings/cda) travel as package data too.
+        status, body = request("POST", f"{base}/hl7v2", HL7V2.read_bytes(), content_type="x-application/hl7-v2+er7")
+        check(status == 200 and b"MSA|AA|" in body, f"[{label}] {HL7V2.name}: ACK AA", f"{status} {body[:500]!r}")
+        status, body = request("POST", f"{base}/cda", CDA.read_bytes(), content_type="application/hl7-cda+xml")
+        check(status == 200, f"[{label}] {CDA.name}: 200", f"{status} {body[:500]!r}")
         url = quote("https://fhir.dac-gateway.org/StructureDefinition/dac-servicerequest", safe="")
         status, body = request("GET", f"{base}/fhir/StructureDefinition?url={url}")
         check(status == 200 and json.loads(body).get("total") == 1, f"[{label}] StructureDefinition?url= found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,15 +20,21 @@ from gateway.api.errors import install_error_handlers
 from gateway.api.http_methods import HttpMethodsMiddleware
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.openapi import install_openapi
-from gateway.api.routes import auth, conformance, consents, operations, resources, system, tasks
+from gateway.api.routes import auth, conformance, consents, inbound, operations, resources, system, tasks
 from gateway.audit.buffer import AuditBuffer
+from gateway.audit.context import AuditContext, close_audit, open_audit
 from gateway.auth.clients import AuthConfigError, load_clients
 from gateway.auth.reload import ClientsReloader
 from gateway.auth.token_endpoint import Authority
-from gateway.auth.tokens import AccessTokens
-from gateway.config import Settings, comma_list
+from gateway.auth.tokens import DEVELOPMENT_CLIENT, AccessTokens
+from gateway.config import Settings, comma_list, proxy_networks
 from gateway.fhir.models import warm_up as warm_up_models
+from gateway.inbound.er7 import AckError, ack
+from gateway.inbound.mllp import start_listener
+from gateway.inbound.service import mllp_context, take_in_hl7v2
+from gateway.inbound.service import warm_up as warm_up_mappings
 from gateway.logging import configure_logging
+from gateway.metrics import MULTIPROCESS_DIR
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 from gateway.validation.engine import warm_up as warm_up_engine
@@ -97,6 +104,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         warm_up_models()  # XML and the Task / Consent paths still build R4B models
         warm_up_engine()  # the profiles compiled once, before the first request
+        warm_up_mappings()  # the HL7 v2 and CDA rules read once: a broken file stops start-up
         # What start-up built (profiles, compiled FHIRPath, models, routing) lives as long as the process: frozen,
         # the garbage collector stops walking it at every full collection (a few % of a referral's CPU).
         gc.freeze()
@@ -115,10 +123,13 @@ def create_app(
             else None
         )
         watch = asyncio.create_task(reloader.watch(stop)) if reloader is not None else None
+        listener = await _start_mllp(settings, database, routing, authority)
         try:
             with reload_on_sighup(reloader) if reloader is not None else contextlib.nullcontext():
                 yield
         finally:
+            if listener is not None:
+                listener.close()
             stop.set()
             if watch is not None:
                 await watch
@@ -152,6 +163,7 @@ def create_app(
     app.include_router(consents.router)
     app.include_router(conformance.router)  # before resources: /fhir/StructureDefinition… are its own
     app.include_router(resources.router)
+    app.include_router(inbound.router)
     app.add_middleware(AuditMiddleware, buffer=audit)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout)
     app.add_middleware(RequestContextMiddleware)
@@ -165,6 +177,41 @@ def create_app(
             expose_headers=CORS_EXPOSED_HEADERS,
         )
     return app
+
+
+async def _start_mllp(
+    settings: Settings, database: Database, routing: RoutingTable, authority: Authority | None
+) -> asyncio.Server | None:
+    """The MLLP listener (DESIGN §13) on this process's event loop, when ``GATEWAY_MLLP_PORT`` is set; several
+    ``serve --workers`` processes share its port (SO_REUSEPORT). Whom it takes messages in as: ``mllp_context``,
+    read again for each message (a clients file changed while running applies)."""
+    if settings.mllp_port is None:
+        return None
+    mllp_context(settings, database, routing, authority)  # a sender that cannot be stops start-up
+
+    async def handle(payload: bytes) -> bytes:
+        try:
+            context = mllp_context(settings, database, routing, authority)
+        except AuthConfigError:
+            log.error("mllp_sender_unregistered", client_id=settings.mllp_client_id)
+            context = None
+        if context is None:
+            return ack(
+                None, "AR", [AckError("MSH^1", "207", "access-token-invalid", "the MLLP sender is not registered")]
+            )
+        # No request to audit: what its intake commits is audited in its transaction, as the MLLP sender's.
+        audit = open_audit(AuditContext("transaction", client_id=context.sender or DEVELOPMENT_CLIENT.client_id))
+        try:
+            return (await take_in_hl7v2(payload, context)).ack
+        finally:
+            close_audit(audit)
+
+    allowed = proxy_networks(settings.mllp_allow)
+    server = await start_listener(
+        handle, settings.mllp_host, settings.mllp_port, allowed, reuse_port=MULTIPROCESS_DIR in os.environ
+    )
+    log.info("mllp_listening", host=settings.mllp_host, port=settings.mllp_port)
+    return server
 
 
 def create_served_app() -> FastAPI:

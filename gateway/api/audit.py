@@ -32,7 +32,13 @@ INTERACTIONS = {
     ("POST", "/fhir/$process-message"): "operation",
     ("POST", "/fhir/$validate"): "operation",
     ("POST", "/fhir/{resource_type}/$validate"): "operation",
+    # Referrals in HL7 v2 and CDA (DESIGN §13): the same intake as a transaction. Over MLLP there is no request
+    # to audit (gateway.inbound.mllp): only what its intake commits is.
+    ("POST", "/hl7v2"): "transaction",
+    ("POST", "/cda"): "transaction",
 }
+#: The paths audited: the FHIR API, and the non-FHIR referral endpoints.
+AUDITED_PATHS = ("/fhir", "/hl7v2", "/cda")
 
 
 #: The routes of one type name its id so: path parameter → resource type.
@@ -62,7 +68,7 @@ class AuditMiddleware:
         self.buffer = buffer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
+        if scope["type"] != "http" or not scope["path"].startswith(AUDITED_PATHS):
             await self.app(scope, receive, send)
             return
         context = AuditContext(subtype="")

@@ -47,6 +47,11 @@ def examples_dir() -> Path:
     return _data() / "examples"
 
 
+def mappings_dir() -> Path:
+    """mappings/: the routing example, and the HL7 v2 and CDA mapping rules (DESIGN §13)."""
+    return _data() / "mappings"
+
+
 def example_routing() -> Path:
     """The example routing file (mappings/routing/routing.toml): the default of ``GATEWAY_ROUTING``."""
     return _data() / "mappings" / "routing" / "routing.toml"

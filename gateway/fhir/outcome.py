@@ -20,6 +20,8 @@ def outcome_issue(issue: Issue) -> Resource:
     }
     if issue.expression:
         rendered["expression"] = [issue.expression]
+    if issue.location:
+        rendered["location"] = [issue.location]
     return rendered
 
 

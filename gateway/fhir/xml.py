@@ -167,6 +167,12 @@ def _parse(body: bytes) -> etree._ElementTree:
     return tree
 
 
+def parse_document(body: bytes) -> etree._ElementTree:
+    """Any XML document (a CDA, DESIGN §13) through the same hardened parser and bounds as FHIR XML: no DOCTYPE,
+    no entities, no network, bounded depth, elements, repeats and attributes."""
+    return _parse(body)
+
+
 def _check_shape(root: etree._Element) -> None:
     """Bounds on the tree, checked in one walk without recursion before fhir.resources reads it: its XML reading
     recurses once per level (gateway.fhir.limits), keeps a node's attributes and namespaces in lists it searches

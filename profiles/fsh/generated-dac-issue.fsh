@@ -96,6 +96,11 @@ Description: "The stable message ids of DAC Gateway: one code per validation or 
 * #headers-too-large "Headers too large" "The request line and headers exceed the gateway's limit (GATEWAY_MAX_HEADER_BYTES)."
 * #ins-traits-mismatch "Ins traits mismatch" "The INS is on record with other identity traits (birth family name, birth given names, gender, birth date or birth place): identity vigilance refuses the referral, nothing was stored; the traits are named, never their values."
 * #consent-update-not-allowed "Consent update not allowed" "A Consent is updated (an opposition ended or corrected) by the client that posted it, or by an operator."
+* #hl7v2-unreadable "Hl7v2 unreadable" "The HL7 v2 message cannot be read: no MSH segment, separators or segments broken."
+* #hl7v2-message-unsupported "Hl7v2 message unsupported" "The HL7 v2 message type, trigger event, version or processing id is not one the gateway takes (REF^I12, ORU^R01 or MDM^T02 carrying a CDA; v2.5; processing id P, T or D)."
+* #hl7v2-encoding-invalid "Hl7v2 encoding invalid" "The HL7 v2 message's bytes are not in the character set MSH-18 declares (UNICODE UTF-8, 8859/1, 8859/15; ASCII when empty), or MSH-18 names another."
+* #referral-status-unsupported "Referral status unsupported" "RF1-1 (referral status, HL7 table 0283) is not P (pending) or A (accepted): only a new referral is taken."
+* #cda-invalid "Cda invalid" "The document is not a CDA R2 ClinicalDocument (namespace urn:hl7-org:v3)."
 
 ValueSet: DacIssueVS
 Id: dac-issue

@@ -10,12 +10,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.e2e.referrals import fresh_referral, patient_data
 from tests.reliability.conftest import CLIENT_HEADERS, FHIR_JSON, gateway_client, start_gateway, transaction_url
@@ -213,6 +215,49 @@ def test_mutated_referrals_are_never_a_server_error(target: Target) -> None:
         if answer.status_code >= 400:
             _assert_client_error(answer)
         target.tried["mutated referral"] += 1
+
+    post()
+
+
+HL7V2 = Path(__file__).resolve().parents[2] / "examples" / "hl7v2"
+CDA = HL7V2.parent / "cda"
+# Schemathesis has no serializer for the bodies of /hl7v2 and /cda: it sends examples, or any bytes.
+schemathesis.openapi.media_type(
+    "x-application/hl7-v2+er7", st.sampled_from([p.read_bytes() for p in sorted(HL7V2.glob("*.hl7"))]) | st.binary()
+)
+schemathesis.openapi.media_type(
+    "application/hl7-cda+xml", st.sampled_from([p.read_bytes() for p in sorted(CDA.glob("*.xml"))]) | st.binary()
+)
+V2_PIECES = st.sampled_from(
+    ["|", "^", "~", "\\", "&", "\r", "\n", "\\X00\\", "\x0b", "\x1c", "\x00", "é", "MSH|", "PID|"]
+)
+
+
+def test_mutated_hl7v2_messages_always_get_an_ack(target: Target) -> None:
+    """HL7 v2 (DESIGN §13): each example with separators, control bytes and odd text put somewhere, or whole
+    bytes: every one answered with an ACK (AA, AE or AR), 200 or 400, never a 5xx."""
+    examples = [path.read_bytes() for path in sorted(HL7V2.glob("*.hl7"))]
+    target.sensitive |= {"238115951221459", "DUBOIS", "150028100403144"}
+
+    @fuzz_settings(40)
+    @given(
+        example=st.sampled_from(examples),
+        position=st.integers(min_value=0, max_value=1200),
+        inserted=st.lists(V2_PIECES | st.text(max_size=4), max_size=5),
+        garbage=st.binary(max_size=300),
+    )
+    def post(example: bytes, position: int, inserted: list[str], garbage: bytes) -> None:
+        body = example[:position] + "".join(inserted).encode("utf-8", "replace") + example[position:]
+        for content in (body, garbage):
+            answer = target.client.post(
+                target.gateway.base.removesuffix("/fhir") + "/hl7v2",
+                content=content,
+                headers={"content-type": "x-application/hl7-v2+er7"},
+            )
+            assert answer.status_code in (200, 400), answer.text[:2000]
+            assert b"\rMSA|A" in answer.content, answer.content[:500]
+            _no_trace(answer)
+            target.tried["mutated hl7v2"] += 1
 
     post()
 

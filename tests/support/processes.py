@@ -149,6 +149,7 @@ class GatewayProcess:
     backend: str = CONFIGURED_URL  # where to make its database: a PostgreSQL URL, else SQLite
     workers: int = 1  # API processes (`gateway serve --workers`)
     host: str = "127.0.0.1"  # `gateway serve --host` (clients still reach it on 127.0.0.1)
+    serve_args: tuple[str, ...] = ()  # more options of `gateway serve` (--mllp-port N)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -180,8 +181,10 @@ class GatewayProcess:
             if self.database_url.startswith("postgresql"):
                 subprocess.run([*GATEWAY, "db", "upgrade"], env=self.environment(), check=True, capture_output=True)
         log = self.log_path.open("ab")
+        command = [*GATEWAY, "serve", "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
+        command.extend(self.serve_args)
         self.process = subprocess.Popen(
-            [*GATEWAY, "serve", "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)],
+            command,
             env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
