@@ -219,6 +219,10 @@ def add_client(document: TOMLDocument, client: NewClient, jwk: dict[str, str], p
     jwks["keys"] = keys
     entry["jwks"] = jwks
     clients = document.get("clients")
+    if isinstance(clients, list) and not isinstance(clients, AoT) and not clients:
+        # ``clients = []``: what tomlkit writes once the last [[clients]] table is removed.
+        document.remove("clients")
+        clients = None
     if clients is None:
         clients = tomlkit.aot()
         document.add(tomlkit.nl())

@@ -285,3 +285,11 @@ def test_concurrent_adds_lose_no_client(workdir: Path) -> None:
         assert process.returncode == 0, err
     registry = load_clients(workdir / "clients.toml", PLATFORMS)
     assert sorted(registry.clients) == ids
+
+
+def test_a_client_is_added_after_the_last_one_was_removed(workdir: Path) -> None:
+    assert gateway("clients", "add", "only", "--role", "operator")[0] == 0
+    assert gateway("clients", "remove", "only")[0] == 0
+    code, _, err = gateway("clients", "add", "next", "--role", "operator", "--key-out", "next.pem")
+    assert code == 0, err
+    assert sorted(load_clients(workdir / "clients.toml", PLATFORMS).clients) == ["next"]
