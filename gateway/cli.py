@@ -71,6 +71,11 @@ def serve(
 ) -> None:
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
+    import signal
+
+    # SIGHUP reads the clients file again once serving (gateway.api.app.reload_on_sighup); during the seconds of
+    # start-up (profiles compiled, schema checked) it must not end the process, as it does by default.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings()
     _definitions(compile_engine=True)
     # Our own address, for the messages the worker sends (MessageHeader.source, fullUrls) when GATEWAY_BASE_URL is
