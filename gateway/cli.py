@@ -71,6 +71,11 @@ def serve(
 ) -> None:
     """Run the FHIR API. On the embedded SQLite default the schema is migrated first; on PostgreSQL run
     `gateway db upgrade` before (several processes may share one database)."""
+    import signal
+
+    # SIGHUP reads the clients file again once serving (gateway.api.app.reload_on_sighup); during the seconds of
+    # start-up (profiles compiled, schema checked) it must not end the process, as it does by default.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings()
     _definitions(compile_engine=True)
     # Our own address, for the messages the worker sends (MessageHeader.source, fullUrls) when GATEWAY_BASE_URL is
@@ -511,7 +516,14 @@ def clients_add(
     """Register a client: make its EC P-384 key pair, write the private key (PEM, mode 0600, never printed) and add
     the client with its public key to the clients file."""
     from gateway.auth.keypairs import KeyFileError, new_private_key, public_jwk, write_private_key
-    from gateway.onboarding import RegistrationError, add_client, new_client, read_document, write_document
+    from gateway.onboarding import (
+        RegistrationError,
+        add_client,
+        editing,
+        new_client,
+        read_document,
+        write_document,
+    )
 
     path = _clients_file(file)
     platforms = _platform_keys()
@@ -521,16 +533,17 @@ def clients_add(
             client_id, role, sorted(platforms), platform=platform, rpps=rpps or (), scopes=scope or (),
             endpoints=endpoint or (),
         )  # fmt: skip
-        document = read_document(path)
-        key = new_private_key()
-        jwk = public_jwk(key)
-        add_client(document, client, jwk, path)
-        write_private_key(key_path, key)
-        try:
-            write_document(path, document, platforms)
-        except RegistrationError:
-            key_path.unlink()  # no key left behind for a client that was not registered
-            raise
+        with editing(path):
+            document = read_document(path)
+            key = new_private_key()
+            jwk = public_jwk(key)
+            add_client(document, client, jwk, path)
+            write_private_key(key_path, key)
+            try:
+                write_document(path, document, platforms)
+            except RegistrationError:
+                key_path.unlink()  # no key left behind for a client that was not registered
+                raise
     except (RegistrationError, KeyFileError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"client {client.client_id} ({client.role}) added to {path}, key {jwk['kid']}")
@@ -564,15 +577,16 @@ def clients_list(file: ClientsFileOption = None) -> None:
 
 def _rewrite(path: Path, change: Callable[[Any], Any]) -> Any:
     """Reads the clients file, applies ``change`` to it and writes it back once the gateway would take it."""
-    from gateway.onboarding import RegistrationError, read_document, write_document
+    from gateway.onboarding import RegistrationError, editing, read_document, write_document
 
     platforms = _platform_keys()
     try:
         if not path.exists():
             raise RegistrationError(f"{path} does not exist")
-        document = read_document(path)
-        result = change(document)
-        write_document(path, document, platforms)
+        with editing(path):
+            document = read_document(path)
+            result = change(document)
+            write_document(path, document, platforms)
     except RegistrationError as exc:
         raise _fail(str(exc)) from None
     return result
@@ -582,8 +596,8 @@ def _rewrite(path: Path, change: Callable[[Any], Any]) -> Any:
 def clients_remove(
     client_id: Annotated[str, typer.Argument(help="The client id")], file: ClientsFileOption = None
 ) -> None:
-    """Remove a client: a running gateway refuses its token requests within a second (the access tokens it already
-    holds last until they expire)."""
+    """Remove a client: within a second a running gateway refuses its token requests, and the access tokens it
+    already holds."""
     from gateway.onboarding import remove_client
 
     path = _clients_file(file)

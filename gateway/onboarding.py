@@ -14,10 +14,12 @@ atomically (written beside it, then renamed), so a running gateway watching it n
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -138,6 +140,24 @@ def new_client(
     )
 
 
+@contextlib.contextmanager
+def editing(path: Path) -> Iterator[None]:
+    """Holds the clients file's lock while the block reads, changes and replaces it: ``gateway clients`` commands
+    run at once take turns, so none writes back a version missing another's change (a lost update). The lock is a
+    file beside it (``.NAME.lock``, 0600), not the clients file, which each change replaces."""
+    directory = path.parent if str(path.parent) else Path(".")
+    lock = directory / f".{path.name}.lock"
+    try:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise RegistrationError(f"{path} cannot be written ({exc.strerror})") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def read_document(path: Path) -> TOMLDocument:
     """The clients file as a document; a new one (with a header comment) when the file does not exist yet."""
     try:
@@ -199,6 +219,10 @@ def add_client(document: TOMLDocument, client: NewClient, jwk: dict[str, str], p
     jwks["keys"] = keys
     entry["jwks"] = jwks
     clients = document.get("clients")
+    if isinstance(clients, list) and not isinstance(clients, AoT) and not clients:
+        # ``clients = []``: what tomlkit writes once the last [[clients]] table is removed.
+        document.remove("clients")
+        clients = None
     if clients is None:
         clients = tomlkit.aot()
         document.add(tomlkit.nl())

@@ -21,7 +21,7 @@ from gateway.auth.scopes import Permission
 from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import DEVELOPMENT_CLIENT, ApiClient, bearer_token
 from gateway.config import Settings
-from gateway.errors import IssueCode, Overloaded, TokenRequestRejected
+from gateway.errors import IssueCode, Overloaded, TokenRequestRejected, Unauthenticated
 from gateway.fhir.codec import parse_resource
 from gateway.fhir.media import FhirFormat, ResponseFormat, request_format, response_format
 from gateway.fhir.types import Resource
@@ -83,6 +83,19 @@ async def _client(request: Request) -> ApiClient:
         if authority is None
         else authority.tokens.verify(bearer_token(request.headers.get("authorization")))
     )
+    if authority is not None:
+        # A token outlives nothing it was issued for: a client removed from the clients file (or registered
+        # otherwise since: another role, platform or professionals) is cut off at once, not when its token expires.
+        registered = authority.registry.get(client.client_id)
+        if registered is None or (registered.role, registered.platform, registered.rpps) != (
+            client.role,
+            client.platform,
+            client.rpps,
+        ):
+            raise Unauthenticated.single(
+                IssueCode.ACCESS_TOKEN_INVALID,
+                "the access token's client is no longer registered as it was; get a new one from /auth/token",
+            )
     if audit is not None:
         audit.client_id = client.client_id
     return client

@@ -27,7 +27,7 @@ from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.references import local_reference
 from gateway.fhir.search import SearchQuery, parse_search, split_reference
 from gateway.fhir.types import Resource
-from gateway.referral.consents import is_opposition, is_permit, lifts, opposition_in_force
+from gateway.referral.consents import is_permit, lifts, opposition_in_force, provision_type
 from gateway.referral.identity import identity_keys
 from gateway.routing.config import RoutingTable
 from gateway.routing.schedule import platform_of, schedule_platform_update, schedule_update
@@ -263,8 +263,9 @@ async def _record(
         unresolved = await unresolved_references(uow, viewer, named, platform_keys(routing))
         if unresolved:
             raise BusinessRuleViolation(*unresolved)
+        # A deny names its patient as an opposition must whatever its status: an update may put it in force.
         patient_reference = await _patient_reference(
-            uow, consent, patient, viewer, paths, is_opposition(consent), own_base
+            uow, consent, patient, viewer, paths, provision_type(consent) == "deny", own_base
         )
         if patient_reference:
             # The stored Patient by reference, and the patient as the caller identified it (the INS, a message's
@@ -308,8 +309,10 @@ async def _record(
         elif is_permit(consent):
             found = patient_reference.split("/", 1)[1] if patient_reference else None
             if await _identifies(uow, viewer, found, patient):
-                # It may lift an opposition: it names its patient as strongly as an opposition must.
-                keys = identity_keys(patient) if patient is not None else _identifier_keys(identified)
+                # It may lift an opposition: it names its patient as strongly as an opposition must. Only that
+                # patient's: by the identifiers on record of the Patient it names (``_identified`` checked those),
+                # never by every identifier posted — another patient's INS beside its own would lift theirs.
+                keys = await _keys_on_record(uow, found) if found is not None else _identifier_keys(identified)
                 await _lift(uow, stored, patient_reference, keys, now, sender)
                 # The same words whether it lifted another party's opposition, one of the poster's, or none.
                 notes.append(LIFT_NOTE)
@@ -337,6 +340,12 @@ ENDED_NOTE = (
 )
 
 
+async def _keys_on_record(uow: UnitOfWork, patient_id: str) -> list[tuple[str, str]]:
+    """The national identifiers (system, value) of the stored Patient ``patient_id``."""
+    stored = await uow.resources.get("Patient", patient_id)
+    return identity_keys(stored.content) if stored is not None else []
+
+
 def _identifier_keys(identified: Resource | None) -> list[tuple[str, str]]:
     identifier = (identified or {}).get("identifier") or {}
     if isinstance(identifier.get("system"), str) and isinstance(identifier.get("value"), str):
@@ -361,6 +370,9 @@ async def _lift(
     for opposition in await oppositions_on_record(uow, patient_reference, keys, now):
         if not lifts(permit.content, opposition.content):
             continue
+        named = (opposition.content.get("patient") or {}).get("reference")
+        if patient_reference is not None and isinstance(named, str) and named != patient_reference:
+            continue  # about another Patient on record (found by an identifier it was also posted with)
         ended = _changed(
             await uow.resources.update(opposition, {**opposition.content, "status": "inactive"}), opposition
         )
@@ -580,6 +592,20 @@ async def _update(
         if on_record:
             content["patient"] = on_record
         parse_model(content)
+        if provision_type(content) == "deny" and provision_type(current.content) != "deny":
+            # Made a deny, it may revoke every party's referrals for its patient: the caller names that patient as
+            # an opposition must (a Patient it may see; an update carries no traits) — a permit posted by INS
+            # alone never becomes one.
+            target = on_record.get("reference")
+            found = target.split("/", 1)[1] if isinstance(target, str) and target.startswith("Patient/") else None
+            if not await _identifies(uow, viewer, found, None):
+                raise BusinessRuleViolation.single(
+                    IssueCode.PATIENT_IDENTITY_REQUIRED,
+                    "a Consent becomes an opposition only for a patient of one of your referrals (an opposition "
+                    "revokes every party's referrals): post the opposition as a new Consent, with the INS and the "
+                    "five identity traits — nothing was changed",
+                    "Consent.provision.type",
+                )
         was, is_now = opposition_in_force(current.content, now), opposition_in_force(content, now)
         updated = _changed(await uow.resources.update(current, content), current)
         patient_reference = on_record.get("reference") if isinstance(on_record.get("reference"), str) else None

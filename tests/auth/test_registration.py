@@ -261,3 +261,35 @@ def test_a_change_of_the_same_size_within_one_clock_tick_is_seen(workdir: Path) 
     os.utime(path, ns=(stamp, stamp))  # same inode, size and modification time as when last read
     assert reloader.check() is True
     assert list(registry.clients) == ["c"]
+
+
+def test_concurrent_adds_lose_no_client(workdir: Path) -> None:
+    """Several `gateway clients add` run at once (two operators, a provisioning script): each reads, changes and
+    replaces the file under a lock, so none replaces the file with a version missing another's client."""
+    import subprocess
+    import sys
+
+    ids = [f"concurrent-{n}" for n in range(6)]
+    script = "from gateway.cli import main; main()"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, "clients", "add", client_id, "--role", "operator"],
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for client_id in ids
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    registry = load_clients(workdir / "clients.toml", PLATFORMS)
+    assert sorted(registry.clients) == ids
+
+
+def test_a_client_is_added_after_the_last_one_was_removed(workdir: Path) -> None:
+    assert gateway("clients", "add", "only", "--role", "operator")[0] == 0
+    assert gateway("clients", "remove", "only")[0] == 0
+    code, _, err = gateway("clients", "add", "next", "--role", "operator", "--key-out", "next.pem")
+    assert code == 0, err
+    assert sorted(load_clients(workdir / "clients.toml", PLATFORMS).clients) == ["next"]

@@ -282,3 +282,47 @@ def test_sighup_to_serve_workers_reaches_every_process(tmp_path: Path) -> None:
         assert all(_refused(process, "w", tmp_path / "w.pem") is None for _ in range(6))
     finally:
         process.drop()
+
+
+def _sighup_handled(pid: int) -> bool:
+    """Whether the process ignores or catches SIGHUP (/proc: SigIgn, SigCgt; SIGHUP is signal 1, the lowest bit)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    masks = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigIgn:", "SigCgt:"))]
+    return any(mask & 1 for mask in masks)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_sighup_during_start_up_does_not_end_serve(tmp_path: Path) -> None:
+    """A reload sent while the gateway starts (the seconds profiles compile: a `systemctl reload` right after the
+    start) is ignored, not the end of the process; once serving, SIGHUP reads the clients file."""
+    routing = write_routing(
+        tmp_path, {"dac-75": {"endpoint": "https://dac75.example.org/fhir", "finess": "750000000"}}, {"75": "dac-75"}
+    )
+    process = GatewayProcess(tmp_path, routing)
+    process.database_url = scratch_database_url(tmp_path, CONFIGURED_URL)
+    if process.database_url.startswith("postgresql"):
+        subprocess.run([*GATEWAY, "db", "upgrade"], env=process.environment(), check=True, capture_output=True)
+    command = [*GATEWAY, "serve", "--port", str(process.port)]
+    with process.log_path.open("ab") as log:
+        process.process = subprocess.Popen(command, env=process.environment(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        pid = process.process.pid
+
+        def starting_with_sighup_handled() -> bool:
+            assert process.process is not None and process.process.poll() is None, process.log_path.read_text()
+            return _sighup_handled(pid)
+
+        wait_until(starting_with_sighup_handled, 30, 0.01, "SIGHUP handled during start-up")
+        process.process.send_signal(signal.SIGHUP)
+
+        def ready() -> bool:
+            assert process.process is not None
+            assert process.process.poll() is None, f"ended by SIGHUP: {process.log_path.read_text()[-2000:]}"
+            try:
+                return httpx.get(f"{process.base}/metadata", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, 0.1, "gateway start-up")
+    finally:
+        process.drop()

@@ -29,6 +29,7 @@ from tests.support.referrals import fresh, renamed, resource
 FHIR_JSON = {"content-type": "application/fhir+json"}
 OUTCOME = {"prefer": "return=OperationOutcome"}
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
+INS_NIA = "urn:oid:1.2.250.1.213.1.4.9"
 TOKEN_URL = "http://gateway.test/auth/token"
 CONSENT_SCOPES = ["system/ServiceRequest.c", "system/*.rs", "system/Consent.cu"]
 SENDER_A = SmartClient("life-a", "sender", CONSENT_SCOPES)
@@ -390,3 +391,52 @@ async def test_a_lift_racing_a_new_referral_leaves_a_consistent_outcome(client: 
     assert outcomes <= {"revoked", "active"}
     if not USES_POSTGRESQL:  # one writer: the order each round starts them in decides, both are seen
         assert outcomes == {"revoked", "active"}
+
+
+async def test_with_authentication_a_permit_lifts_only_its_own_patients_oppositions(
+    secure: httpx.AsyncClient,
+) -> None:
+    """A permit naming a patient the caller may see, whose Patient also carries another patient's INS (an INS-NIA
+    beside its INS-NIR), lifts no opposition of that other patient: a lift goes by the patient on record, not by
+    every identifier posted."""
+    a, b = await _token(secure, SENDER_A), await _token(secure, SENDER_B)
+    theirs, mine = fresh(commune="75056"), fresh(commune="75056")
+    nia = {"system": INS_NIA, "value": _ins(theirs)}
+    resource(theirs, "Patient")["identifier"] = [
+        nia if i["system"] == INS_NIR else i for i in resource(theirs, "Patient")["identifier"]
+    ]
+    opposition, _ = await _record(secure, _consent(theirs, "deny", NOW - timedelta(hours=2)), a)
+    await _refer(secure, mine, b)  # B sees its own referral's patient
+    permit = _consent(mine, "permit", NOW - timedelta(hours=1))
+    permit["contained"][0]["identifier"].append(nia)
+    answer = await secure.post("/fhir/Consent", json=permit, headers=FHIR_JSON | OUTCOME | b)
+    assert answer.status_code in (201, 422), answer.text
+    assert (await secure.get(f"/fhir/Consent/{opposition['id']}", headers=a)).json()["status"] == "active"
+    assert (await _refer(secure, renamed(theirs, "-later"), a))[0]["status"] == "revoked"
+
+
+async def test_with_authentication_an_update_never_makes_an_opposition_of_a_patient_named_by_ins_alone(
+    secure: httpx.AsyncClient,
+) -> None:
+    """An opposition names its patient as strongly as a referral does (a Patient one sees, or INS and traits): a
+    permit — or an ended deny — posted by INS alone, then updated into an opposition in force, would revoke every
+    party's referrals for a patient its poster only knows the number of."""
+    a, b = await _token(secure, SENDER_A), await _token(secure, SENDER_B)
+    bundle = fresh(commune="75056")
+    referral, _ = await _refer(secure, bundle, a)
+    by_number = {"identifier": {"system": INS_NIR, "value": _ins(bundle)}}
+    for kind, status in (("permit", "active"), ("deny", "inactive")):
+        weak = _consent(bundle, kind, NOW - timedelta(hours=1))
+        weak.pop("contained")
+        weak |= {"patient": by_number, "status": status}
+        answer = await secure.post("/fhir/Consent", json=weak, headers=FHIR_JSON | OUTCOME | b)
+        if answer.status_code == 201:
+            stored = (await secure.get(answer.headers["location"].split("/_history")[0], headers=b)).json()
+            opposed = {k: v for k, v in stored.items() if k != "meta"} | {"status": "active"}
+            opposed["provision"] = opposed["provision"] | {"type": "deny"}
+            changed = await _put(secure, opposed, b, version=stored["meta"]["versionId"])
+            assert changed.status_code == 422 and "patient-identity-required" in changed.text, changed.text
+        else:
+            assert answer.status_code == 422 and "patient-identity-required" in answer.text, answer.text
+    again = (await secure.get(f"/fhir/ServiceRequest/{referral['id']}", headers=a)).json()
+    assert again["status"] == "active"
