@@ -329,6 +329,23 @@ async def take_in_cda(body: bytes, context: IntakeContext) -> Resource:
 # MLLP: who sends
 
 
+def unregistered_sender_ack(raw: bytes) -> bytes:
+    """The AR for a message MLLP cannot take in as anyone (its sender client gone from the clients file): nothing
+    of it is read but its MSH, which the ACK echoes (MSH-10 in MSA-2) so that the sender can tell which it was."""
+    message = None
+    with contextlib.suppress(Exception):
+        message = read_message(raw, lenient=True)
+    return ack(
+        message,
+        "AR",
+        [
+            AckError(
+                "MSH^1", APPLICATION_ERROR, str(IssueCode.ACCESS_TOKEN_INVALID), "the MLLP sender is not registered"
+            )
+        ],
+    )
+
+
 def mllp_context(
     settings: Settings, database: Database, routing: RoutingTable, authority: Authority | None
 ) -> IntakeContext:
