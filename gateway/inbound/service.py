@@ -183,8 +183,8 @@ def _carried_document(message: V2Message, mapping: Mapping) -> tuple[bytes, str]
             where = match.location(selector)
             encoding = (match.value(str(spec.get("encoding", ""))) or "") if spec.get("encoding") else ""
             if encoding.lower() == "base64":
-                try:
-                    return base64.b64decode(content, validate=True), where
+                try:  # line breaks (escaped in the field: \X0D\\X0A\, \.br\) wrap Base64, and are no data
+                    return base64.b64decode("".join(content.split()), validate=True), where
                 except (binascii.Error, ValueError) as exc:
                     raise InvalidRequest(
                         Issue(IssueCode.CDA_INVALID, "the document is not valid Base64", None, location=where)

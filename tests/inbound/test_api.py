@@ -216,6 +216,23 @@ async def test_the_mdm_carries_the_cda_which_is_kept(client: httpx.AsyncClient) 
     assert kept == (EXAMPLES / "cda" / "lettre-de-liaison-nurse.xml").read_bytes()
 
 
+@pytest.mark.parametrize("line_break", [b"\\X0D\\\\X0A\\", b"\\.br\\"])
+async def test_a_base64_cda_wrapped_in_lines_is_read(client: httpx.AsyncClient, line_break: bytes) -> None:
+    """Senders wrap Base64 at 76 characters, the line breaks escaped in OBX-5 (HL7 v2.5 §2.7): they are no data."""
+    message = (EXAMPLES / "hl7v2" / "mdm-t02-cda.hl7").read_bytes()
+    start = message.index(b"^Base64^") + len(b"^Base64^")
+    end = message.index(b"\r", start)
+    encoded = message[start:end]
+    wrapped = line_break.join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    answer = await post_v2(client, message[:start] + wrapped + message[end:])
+    assert segments(answer.content)["MSA"][0][1] == "AA", answer.text
+    reference = segments(answer.content)["MSA"][0][3]
+    request = (await client.get(f"/fhir/{reference}")).json()
+    document = (await client.get(f"/fhir/{request['supportingInfo'][0]['reference']}")).json()
+    kept = base64.b64decode(document["content"][0]["attachment"]["data"])
+    assert kept == (EXAMPLES / "cda" / "lettre-de-liaison-nurse.xml").read_bytes()
+
+
 async def test_an_hl7v2_referral_is_audited_as_its_senders_transaction(secure: httpx.AsyncClient) -> None:
     sender = await token_of(secure, SENDER)
     answer = await post_v2(secure, (EXAMPLES / "hl7v2" / "ref-i12-discharge.hl7").read_bytes(), sender)
