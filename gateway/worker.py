@@ -69,7 +69,7 @@ async def run_worker(
                 if time.monotonic() - last_deadlines >= settings.scheduler_interval:
                     last_deadlines = time.monotonic()
                     with system_audit("update"):  # each job's changes are audited in their transactions
-                        await escalate_due(database)
+                        await escalate_due(database, routing=routing)
                 dispatcher.slot_freed.clear()
                 written.clear()
                 with system_audit("update"):  # deliveries started here inherit it (contextvars)

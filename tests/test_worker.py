@@ -30,8 +30,8 @@ async def test_a_deadline_escalation_by_the_worker_is_audited(
     later = utc_now() + timedelta(days=30)
     escalated = asyncio.Event()
 
-    async def escalate_later(db: Database) -> int:
-        count = await escalate_due(db, later)
+    async def escalate_later(db: Database, *, routing: RoutingTable) -> int:
+        count = await escalate_due(db, later, routing=routing)
         escalated.set()
         return count
 

@@ -50,6 +50,7 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import uses_ins, uses_test_identity
+from gateway.workflow.deadlines import track_deadlines
 from gateway.workflow.intake import ReferralFacts, plan_intake
 from gateway.workflow.on_record import oppositions_on_record
 from gateway.workflow.provenance import GATEWAY, Agent, client_agent, provenance
@@ -499,6 +500,7 @@ async def _store(
         service_request["performer"] = [{"reference": platform_reference, "display": platform.name}]
 
     generated: list[Resource] = [*plan.tasks, *plan.provenances]
+    track_deadlines(uow, plan.tasks)  # a GP validation held for its answer: the escalation scan's row
     if plan.routed:
         generated += schedule_referral(uow, platform, references, now, hop=referral.hop_count, deciders=deciders)
     if origin:

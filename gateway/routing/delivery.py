@@ -368,7 +368,9 @@ class Dispatcher:
                 for entry, outcome in outcomes
                 if outcome.id in recorded and outcome.status != PENDING and entry.task_id
             ]
-            await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in ended], now)
+            # The platform-intake Task shows its delivery; an escalation's contact-gp Task is the platform's to move.
+            shown = [(entry, outcome) for entry, outcome in ended if entry.event == REFERRAL_REQUEST]
+            await _show_on_tasks(uow, [(str(entry.task_id), outcome) for entry, outcome in shown], now)
             await schedule_updates(
                 uow,
                 [

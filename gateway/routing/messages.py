@@ -26,6 +26,9 @@ from gateway.workflow.references import referenceable
 from gateway.workflow.tasks import REQUEST_STATUS_REASON, REVOCATION_REASON_SYSTEM, RevocationReason
 
 OPPOSITION = RevocationReason.PATIENT_OPPOSITION
+#: The events whose message carries the whole referral (a referral-request, an escalation's contact-gp): never
+#: sent once the referral is revoked.
+_CARRYING_THE_REFERRAL = frozenset({"referral-request", "contact-gp"})
 
 Key = tuple[str, str]  # (resource type, id)
 
@@ -262,7 +265,7 @@ async def build_messages(
             messages[entry.id] = NothingToSend("the ServiceRequest of this delivery no longer exists")
             continue
         status = parsed["ServiceRequest", sr].get("status")
-        if entry.event == "referral-request" and status in ("revoked", "entered-in-error"):
+        if entry.event in _CARRYING_THE_REFERRAL and status in ("revoked", "entered-in-error"):
             # An opposition (or a rejection) came first: the referral, and the patient's data, stay here.
             messages[entry.id] = NothingToSend(f"not sent: the referral was {status} before delivery")
             continue

@@ -18,6 +18,7 @@ from gateway.workflow.tasks import DELIVERY_STATUS_SYSTEM, TaskReferences, build
 
 REFERRAL_REQUEST = "referral-request"
 REFERRAL_UPDATE = "referral-update"
+CONTACT_GP = "contact-gp"
 
 
 def delivery_status(code: str) -> Resource:
@@ -76,6 +77,25 @@ async def platform_of(uow: UnitOfWork, routing: RoutingTable, service_request: R
             if platform := routing.platform_of_organization(identifiers):
                 return platform
     return None
+
+
+def schedule_contact_gp(
+    uow: UnitOfWork, platform: Platform, service_request: str, contact_task: str, now: datetime
+) -> None:
+    """Tell the platform a GP validation ran past its deadline (DESIGN §11): a ``contact-gp`` message carrying the
+    referral as a ``referral-request`` does (built when sent, from what is stored then), so that it contacts the
+    GP. Its delivery is any message's: retries, dead letters, the destination's own slots. ``contact_task``: the
+    escalation's contact-gp Task id — the delivery names it (its audit, and whether the platform received the
+    referral, should the patient object later); its businessStatus stays the platform's to set."""
+    uow.outbox.enqueue(
+        id=new_id(),
+        destination=platform.key,
+        endpoint=platform.endpoint,
+        event=CONTACT_GP,
+        payload={"focus": service_request, "kind": platform.kind.value},
+        now=now,
+        task_id=contact_task,
+    )
 
 
 def schedule_platform_update(

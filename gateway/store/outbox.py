@@ -308,13 +308,16 @@ class OutboxRepository:
         return stats
 
     async def referral_deliveries(self, task_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-        """For each of these platform-intake Tasks, the delivery of its referral: (destination, status)."""
+        """For each of these platform-intake Tasks (or an escalation's contact-gp Tasks), the delivery of its
+        referral: (destination, status)."""
         ids = list(dict.fromkeys(task_ids))
         if not ids:
             return {}
         o = outbox.c
         result = await self._execute(
-            sa.select(o.task_id, o.destination, o.status).where(o.task_id.in_(ids), o.event == "referral-request")
+            sa.select(o.task_id, o.destination, o.status).where(
+                o.task_id.in_(ids), o.event.in_(("referral-request", "contact-gp"))
+            )
         )
         return {row.task_id: (row.destination, row.status) for row in result}
 

@@ -34,6 +34,7 @@ from gateway.fhir.types import JSONObject, Resource
 from gateway.store.tables import (
     idempotency_keys,
     outbox,
+    pending_deadlines,
     referral_members,
     referral_origins,
     referral_senders,
@@ -132,6 +133,7 @@ _FLUSH_ORDER = (
     referral_origins,
     referral_members,
     referral_senders,
+    pending_deadlines,
 )
 
 

@@ -14,6 +14,10 @@
 - ``referral_origins``: where a referral that came as a message wants its updates sent.
 - ``referral_members`` / ``referral_senders``: which resources belong to which referral, and which clients sent
   it — who may see what (``gateway.store.visibility``).
+- ``pending_deadlines``: each GP validation still waiting for its answer, with its deadline — what the escalation
+  scan reads (``gateway.workflow.deadlines``), so that its cost follows the open validations only, never every Task
+  that ever had a deadline. Written in the transaction that creates the Task, removed in the one that decides or
+  escalates it; the Task stays the truth (a row whose Task is no longer waiting is dropped when it comes due).
 - ``client_assertions``: the ``jti`` of every client assertion accepted at the token endpoint, until it
   expires — shared by the gateway's processes, so an assertion replayed to another process is refused too.
 """
@@ -143,6 +147,14 @@ referral_senders = sa.Table(
     sa.Column("client_id", sa.String(255), primary_key=True),
 )
 
+pending_deadlines = sa.Table(
+    "pending_deadlines",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index(None, "due_at"),
+)
+
 ALL_TABLES = (
     resources,
     resource_versions,
@@ -154,4 +166,5 @@ ALL_TABLES = (
     client_assertions,
     referral_members,
     referral_senders,
+    pending_deadlines,
 )

@@ -24,6 +24,7 @@ from gateway.audit.context import current_audit
 from gateway.errors import IssueCode, StoreUnavailable
 from gateway.store.assertions import AssertionRepository
 from gateway.store.database import Database
+from gateway.store.deadlines import DeadlineRepository
 from gateway.store.outbox import OutboxRepository
 from gateway.store.repository import IdempotencyRepository, PendingWrites, ResourceRepository
 from gateway.store.visibility import VisibilityRepository
@@ -61,6 +62,7 @@ class UnitOfWork:
     outbox: OutboxRepository
     assertions: AssertionRepository
     visibility: VisibilityRepository
+    deadlines: DeadlineRepository
 
     def __init__(self, database: Database, *, write: bool = True) -> None:
         self._database = database
@@ -94,6 +96,7 @@ class UnitOfWork:
         self.outbox = OutboxRepository(self._connection, self._pending, skip_locked=not self._database.is_sqlite)
         self.assertions = AssertionRepository(self._connection)
         self.visibility = VisibilityRepository(self._connection, self._pending)
+        self.deadlines = DeadlineRepository(self._connection, self._pending)
         return self
 
     async def commit(self) -> None:

@@ -182,4 +182,4 @@ PROFILE_BY_TYPE = {
 }
 REFERRAL_MESSAGE_PROFILE = f"{CANONICAL_BASE}/StructureDefinition/dac-referral-message"
 #: Message events whose Bundle is a referral message (profile dac-referral-message, profiles/README.md).
-REFERRAL_MESSAGE_EVENTS = frozenset({"referral-request", "referral-update"})
+REFERRAL_MESSAGE_EVENTS = frozenset({"referral-request", "referral-update", "contact-gp"})

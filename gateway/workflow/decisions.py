@@ -25,6 +25,7 @@ from gateway.store.database import Database
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer
+from gateway.workflow.deadlines import decided
 from gateway.workflow.provenance import GATEWAY, Actor, Agent, AgentMismatch, decision_agents, provenance
 from gateway.workflow.references import platform_keys, server_references, unresolved_references
 from gateway.workflow.tasks import TaskReferences, business_status, revocation_reason, task_type_of
@@ -167,6 +168,7 @@ async def decide(
         updated = await uow.resources.update(current, content, method=method)
         if updated is None:  # someone decided in between
             raise _stale(current, expected_version)
+        await decided(uow, updated.content)  # a GP validation answered waits for no deadline any more
         targets = [f"Task/{task_id}/_history/{updated.version_id}"]
 
         effect = EFFECTS.get((str(task_type_of(current.content)), new_status or ""))

@@ -36,6 +36,7 @@ from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import DuplicateKey, UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable
 from gateway.validation.rules import identity_traits, uses_ins
+from gateway.workflow.deadlines import escalated_to_platform
 from gateway.workflow.on_record import oppositions_on_record
 from gateway.workflow.permissions import check_consent_update_right
 from gateway.workflow.provenance import GATEWAY, Agent, Identifier, client_agent, provenance
@@ -406,7 +407,9 @@ async def revoke_open_referrals(
         revoked.append(request.reference)
         # Tell whoever knows of this referral: its sender (if it asked) and the platform it went to.
         await schedule_update(uow, request.reference, now, "revoked")
-        if request.content.get("status") == "active" and (platform := await platform_of(uow, routing, request.content)):
+        # A referral held for the GP reached its platform only if escalated to it (a contact-gp message).
+        reached = request.content.get("status") == "active" or await escalated_to_platform(uow, request.reference)
+        if reached and (platform := await platform_of(uow, routing, request.content)):
             schedule_platform_update(uow, platform, request.reference, now, "revoked")
         targets = [f"{request.reference}/_history/{updated.version_id}"]
         targets += await _cancel_open_tasks(uow, request.reference, now)
@@ -489,6 +492,7 @@ async def _cancel_open_tasks(uow: UnitOfWork, service_request: str, now: datetim
         content["lastModified"] = fhir_instant(now)
         updated = _changed(await uow.resources.update(task, content), task)
         cancelled.append(f"{task.reference}/_history/{updated.version_id}")
+    await uow.deadlines.remove(task.id for task in tasks)  # a cancelled GP validation is never escalated
     return cancelled
 
 

@@ -5,7 +5,7 @@ Profile: DacMessageHeader
 Parent: MessageHeader
 Id: dac-messageheader
 Title: "DAC message header"
-Description: "The header of a DAC Gateway message: the event is a dac-message-event code, focus the resource the message is about (the ServiceRequest for referral-request and referral-update). The MessageHeader id is the delivery's id and stays the same on every retry, so receivers can drop duplicates; the hop count (dac-hop-count) ends forwarding loops between gateways."
+Description: "The header of a DAC Gateway message: the event is a dac-message-event code, focus the resource the message is about (the ServiceRequest for referral-request, referral-update and contact-gp). The MessageHeader id is the delivery's id and stays the same on every retry, so receivers can drop duplicates; the hop count (dac-hop-count) ends forwarding loops between gateways."
 * ^publisher = "DAC Gateway"
 * ^jurisdiction = urn:iso:std:iso:3166#FR "France"
 * extension contains DacHopCount named hopCount 0..1 MS
@@ -22,7 +22,7 @@ Profile: DacReferralMessage
 Parent: Bundle
 Id: dac-referral-message
 Title: "DAC referral message"
-Description: "A referral as a message Bundle (POST [base]/$process-message, and the gateway's deliveries to platforms): a dac-messageheader first (event referral-request, or referral-update for a later change), then the one ServiceRequest it is about, the one Patient and what they stand on (requester, GP, Consent, CareTeam, caregivers, documents; the gateway's Tasks in its deliveries to platforms). The resources a referral may carry are listed by GraphDefinition referral-request. The entries are sliced by resource type, each slice against its profile; how many there must be is said by invariants (dac-message-2), since not every validator can count slices discriminated by the type of entry.resource."
+Description: "A referral as a message Bundle (POST [base]/$process-message, and the gateway's deliveries to platforms): a dac-messageheader first (event referral-request, referral-update for a later change, or contact-gp when a GP validation ran past its deadline), then the one ServiceRequest it is about, the one Patient and what they stand on (requester, GP, Consent, CareTeam, caregivers, documents; the gateway's Tasks in its deliveries to platforms). The resources a referral may carry are listed by GraphDefinition referral-request. The entries are sliced by resource type, each slice against its profile; how many there must be is said by invariants (dac-message-2), since not every validator can count slices discriminated by the type of entry.resource."
 * ^publisher = "DAC Gateway"
 * ^jurisdiction = urn:iso:std:iso:3166#FR "France"
 * obeys dac-message-1 and dac-message-2

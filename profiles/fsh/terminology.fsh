@@ -122,6 +122,7 @@ Description: "The events of the messages DAC Gateway receives and sends (Message
 * #referral-request "Demande d'appui" "A referral: a request for support sent to a DAC platform, focus the ServiceRequest (MessageDefinition referral-request)."
 * #referral-update "Mise à jour de la demande d'appui" "A change to a referral already sent (status, Tasks), focus the ServiceRequest."
 * #opposition "Opposition du patient" "The patient objects to the sharing of information (L1110-12): the referrals already sent are revoked, focus the Consent."
+* #contact-gp "Contact du médecin traitant par la plateforme" "A GP validation ran past its deadline (D6327-4, à défaut par la plateforme): the platform of the patient's territory is sent the referral, as in a referral-request, with the escalated gp-validation Task and its new contact-gp Task, so that it contacts the GP and records the GP's answer on the GP's behalf; focus the ServiceRequest."
 
 ValueSet: DacMessageEventVS
 Id: dac-message-event

@@ -412,7 +412,7 @@ async def test_the_requester_never_validates_in_the_gps_place(secure: httpx.Asyn
 
 
 async def test_the_platform_answers_for_the_gp_only_once_escalated(
-    secure: httpx.AsyncClient, parties: World, database: Database
+    secure: httpx.AsyncClient, parties: World, database: Database, routing: RoutingTable
 ) -> None:
     service_request, task = await _gp_validation(secure, parties.headers["sender A"])
     platform = await token_of(secure, FINISTERE)
@@ -422,7 +422,7 @@ async def test_the_platform_answers_for_the_gp_only_once_escalated(
         f"/fhir/{task}", json=current | {"status": "accepted"}, headers=platform | FHIR_JSON | {"If-Match": 'W/"1"'}
     )
     assert early.status_code == 404, early.text
-    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) >= 1
+    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60), routing=routing) >= 1
     assert _refused(await _decide(secure, platform, task, {"businessStatus": {"text": "escalated"}}))
     assert _refused(await _decide(secure, platform, task, {"status": "cancelled", "statusReason": {"text": "x"}}))
     accepted = await _decide(secure, platform, task, {"status": "accepted"})

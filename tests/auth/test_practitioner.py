@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.routing.config import RoutingTable
 from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
 from gateway.workflow.tasks import REQUEST_STATUS_REASON
@@ -315,7 +316,7 @@ async def test_without_the_gp_behind_it_the_requester_does_not_answer(secure: ht
 
 
 async def test_a_held_referral_is_not_the_platforms_until_escalated(
-    secure: httpx.AsyncClient, database: Database
+    secure: httpx.AsyncClient, database: Database, routing: RoutingTable
 ) -> None:
     bundle = pta_2016_referral()
     bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Consent"]  # + patient-info
@@ -328,7 +329,7 @@ async def test_a_held_referral_is_not_the_platforms_until_escalated(
     for resource_type in ("ServiceRequest", "Task", "Patient", "CareTeam", "Provenance"):
         assert (await secure.get(f"/fhir/{resource_type}", headers=platform)).json()["total"] == 0, resource_type
     # At the deadline the platform is asked to contact the GP: from then on it is its referral.
-    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) == 1
+    assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60), routing=routing) == 1
     for reference in held:
         assert (await secure.get(f"/fhir/{reference}", headers=platform)).status_code == 200, reference
     found = (await secure.get("/fhir/Task", params={"focus": posted["ServiceRequest"]}, headers=platform)).json()

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.config import EXAMPLE_ROUTING
+from gateway.routing.config import load_routing
 from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
 from tests.auth.conftest import (
@@ -56,7 +58,8 @@ async def _waiting(
     tasks = (await secure.get("/fhir/Task", params={"focus": service_request}, headers=headers["operator"])).json()
     (task,) = [e["resource"] for e in tasks["entry"] if e["resource"]["code"]["coding"][0]["code"] == "gp-validation"]
     if database is not None:
-        assert await escalate_due(database, datetime.now(UTC) + timedelta(days=60)) == 1
+        later = datetime.now(UTC) + timedelta(days=60)
+        assert await escalate_due(database, later, routing=load_routing(EXAMPLE_ROUTING)) == 1
         task = (await secure.get(f"/fhir/Task/{task['id']}", headers=headers["operator"])).json()
     return task, headers
 

@@ -60,7 +60,9 @@ def test_escalation_then_validation_on_behalf_then_delivery(tmp_path: Path) -> N
             )
             == 1
         )
-        assert platform.received == []  # still waiting for the GP
+        # Told to contact the GP (DESIGN §11), not sent the referral to process: still waiting for the GP.
+        wait_until(lambda: platform.message_ids("contact-gp"), 20, 0.2, "the contact-gp message")
+        assert platform.message_ids() == []
 
         validation = tasks["gp-validation"]
         platform_org = httpx.get(f"{gateway.base}/{service_request}").json()["performer"][0]["reference"]

@@ -320,3 +320,102 @@ async def test_0007_folds_strings_again_and_back(at_0005: tuple[str, Database]) 
     await asyncio.to_thread(command.stamp, config, "0007")  # and the downgrade again over its own rows
     await asyncio.to_thread(command.downgrade, config, "0006")
     assert await _rows(database) == _LOWERED
+
+
+_TASK_TYPE = "https://fhir.dac-gateway.org/CodeSystem/dac-task-type"
+_BUSINESS = "https://fhir.dac-gateway.org/CodeSystem/dac-task-business-status"
+
+
+def _task(code: str, status: str, end: str | None, business: str = "created") -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "status": status,
+        "code": {"coding": [{"system": _TASK_TYPE, "code": code}]},
+        "businessStatus": {"coding": [{"system": _BUSINESS, "code": business}]},
+    }
+    if end is not None:
+        task["restriction"] = {"period": {"end": end}}
+    return task
+
+
+#: Tasks as stored at 0008: only the GP validations still waiting get a pending deadline.
+_TASKS = {
+    "t-waiting": _task("gp-validation", "requested", "2026-12-05T00:30:00+01:00"),
+    "t-received": _task("gp-validation", "received", "2026-12-04T10:14:25.910Z"),
+    "t-accepted": _task("gp-validation", "accepted", "2026-12-05T00:30:00+01:00", "accepted"),
+    "t-escalated": _task("gp-validation", "requested", "2026-12-01T00:00:00Z", "escalated"),
+    "t-information": _task("gp-information", "requested", "2026-12-05T00:30:00Z"),
+    "t-no-deadline": _task("gp-validation", "requested", None),
+}
+
+
+@pytest.fixture
+def url_0008(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0008")
+    yield url
+    drop_scratch_database(url)
+
+
+async def test_0009_fills_pending_deadlines_from_the_waiting_validations(url_0008: str) -> None:
+    """0009 makes ``pending_deadlines`` (the escalation scan's index) and fills it from the Tasks stored: the
+    gp-validation Tasks still requested or received, not escalated, each at its deadline's UTC start; again after a
+    stamp, the same rows; down, no table."""
+    url = url_0008
+    database = Database(url)
+    moment = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(resources),
+                [
+                    {
+                        "resource_type": "Task",
+                        "id": task_id,
+                        "version_id": 1,
+                        "last_updated": moment,
+                        "content": orjson.dumps({**content, "id": task_id}).decode(),
+                    }
+                    for task_id, content in _TASKS.items()
+                ],
+            )
+            await connection.execute(
+                sa.insert(search_index),
+                [
+                    {
+                        "resource_type": "Task",
+                        "resource_id": task_id,
+                        "param": entry.param,
+                        "system": entry.system,
+                        "value": entry.value,
+                        "folded": entry.folded,
+                    }
+                    for task_id, content in _TASKS.items()
+                    for entry in index_entries(content)
+                ],
+            )
+
+        async def pending() -> dict[str, datetime]:
+            await database.engine.dispose()
+            table = sa.table("pending_deadlines", sa.column("task_id"), sa.column("due_at", sa.DateTime(timezone=True)))
+            async with database.engine.connect() as connection:
+                rows = await connection.execute(sa.select(table.c.task_id, table.c.due_at))
+                return {row[0]: (row[1] if row[1].tzinfo else row[1].replace(tzinfo=UTC)) for row in rows}
+
+        expected = {
+            "t-waiting": datetime(2026, 12, 4, 23, 30, tzinfo=UTC),
+            "t-received": datetime(2026, 12, 4, 10, 14, 25, 910000, tzinfo=UTC),
+        }
+        await asyncio.to_thread(upgrade, url, "0009")
+        assert await pending() == expected
+        config = alembic_config(url)
+        await asyncio.to_thread(command.stamp, config, "0008")  # as if the upgrade ran again over its own rows
+        await asyncio.to_thread(upgrade, url, "0009")
+        assert await pending() == expected
+        await asyncio.to_thread(command.downgrade, config, "0008")
+        await database.engine.dispose()
+        async with database.engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+        assert "pending_deadlines" not in tables
+    finally:
+        await database.dispose()

@@ -64,7 +64,7 @@ SENDER_SHAPED = {
     "CareTeam": "dac-careteam",
 }
 #: The message events whose Bundles are referral messages (dac-referral-message), as validate-examples.mjs says.
-REFERRAL_EVENTS = frozenset({"referral-request", "referral-update"})
+REFERRAL_EVENTS = frozenset({"referral-request", "referral-update", "contact-gp"})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import pytest
 from lxml import etree
 
 from gateway.fhir.primitives import utc_now
+from gateway.routing.config import RoutingTable
 from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
 from tests.conftest import load_example
@@ -333,12 +334,14 @@ async def test_json_patch_and_on_behalf_provenance(client: httpx.AsyncClient) ->
     assert bad_patch.status_code == 422  # a valid patch this Task cannot take (test_patch_failures_are_…)
 
 
-async def test_deadline_escalation_is_done_once(client: httpx.AsyncClient, database: Database) -> None:
+async def test_deadline_escalation_is_done_once(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
     service_request, task = await _gp_validation(client)
-    assert await escalate_due(database) == 0  # not due yet
+    assert await escalate_due(database, routing=routing) == 0  # not due yet
     later = utc_now() + timedelta(days=30)
-    assert await escalate_due(database, later) == 1
-    assert await escalate_due(database, later) == 0  # already escalated
+    assert await escalate_due(database, later, routing=routing) == 1
+    assert await escalate_due(database, later, routing=routing) == 0  # already escalated
     escalated = (await client.get(f"/fhir/Task/{task['id']}")).json()
     assert escalated["status"] == "requested"
     assert escalated["businessStatus"]["coding"][0]["code"] == "escalated"
@@ -352,12 +355,14 @@ async def test_deadline_escalation_is_done_once(client: httpx.AsyncClient, datab
     assert entry["resource"]["partOf"] == [{"reference": f"Task/{task['id']}"}]
 
 
-async def test_concurrent_escalations_do_not_double(client: httpx.AsyncClient, database: Database) -> None:
+async def test_concurrent_escalations_do_not_double(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
     import asyncio
 
     await _gp_validation(client)
     later = utc_now() + timedelta(days=30)
-    results = await asyncio.gather(*(escalate_due(database, later) for _ in range(4)))
+    results = await asyncio.gather(*(escalate_due(database, later, routing=routing) for _ in range(4)))
     assert sum(results) == 1
     contact = (await client.get("/fhir/Task", params={"code": "contact-gp"})).json()
     assert contact["total"] == 1

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from gateway.fhir.primitives import utc_now
+from gateway.routing.config import RoutingTable
 from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
 from gateway.workflow.provenance import PROVENANCE_PARTICIPANT
@@ -76,9 +77,9 @@ async def test_revoked_at_intake_for_an_opposition_rests_on_the_consent(client: 
     assert f"Provenance/{revoked['id']}" in generated
 
 
-async def test_escalation(client: httpx.AsyncClient, database: Database) -> None:
+async def test_escalation(client: httpx.AsyncClient, database: Database, routing: RoutingTable) -> None:
     reference, _ = await _intake(client, pta_2016_referral("-late"))
-    assert await escalate_due(database, utc_now() + timedelta(days=30)) == 1
+    assert await escalate_due(database, utc_now() + timedelta(days=30), routing=routing) == 1
     tasks = (await client.get("/fhir/Task", params={"focus": reference})).json()["entry"]
     validation = next(t["resource"] for t in tasks if t["resource"]["code"]["coding"][0]["code"] == "gp-validation")
     escalated = (await _provenances(client, f"Task/{validation['id']}"))["GP validation escalated to the platform"]

@@ -131,13 +131,15 @@ async def test_a_cancelled_validation_withdraws_the_waiting_referral(client: htt
     assert after["extension"][-1]["valueCodeableConcept"]["coding"][0]["code"] == "withdrawn"
 
 
-async def test_a_received_validation_is_still_escalated(client: httpx.AsyncClient, database: Database) -> None:
+async def test_a_received_validation_is_still_escalated(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
     _, task = await _gp_validation(client)
     received = copy.deepcopy(task) | {"status": "received"}
     assert (
         await client.put(f"/fhir/Task/{task['id']}", json=received, headers=FHIR_JSON | {"if-match": 'W/"1"'})
     ).status_code == 200
-    assert await escalate_due(database, utc_now() + timedelta(days=30)) == 1
+    assert await escalate_due(database, utc_now() + timedelta(days=30), routing=routing) == 1
 
 
 async def test_an_unexpected_error_is_a_500_outcome_with_the_request_id(
