@@ -39,9 +39,8 @@ from gateway.auth.token_endpoint import Authority
 from gateway.auth.tokens import DEVELOPMENT_CLIENT, AccessTokens
 from gateway.config import Settings, comma_list, proxy_networks
 from gateway.fhir.models import warm_up as warm_up_models
-from gateway.inbound.er7 import AckError, ack
 from gateway.inbound.mllp import start_listener
-from gateway.inbound.service import mllp_context, take_in_hl7v2
+from gateway.inbound.service import mllp_context, take_in_hl7v2, unregistered_sender_ack
 from gateway.inbound.service import warm_up as warm_up_mappings
 from gateway.logging import configure_logging
 from gateway.metrics import MULTIPROCESS_DIR
@@ -214,9 +213,7 @@ async def _start_mllp(
             log.error("mllp_sender_unregistered", client_id=settings.mllp_client_id)
             context = None
         if context is None:
-            return ack(
-                None, "AR", [AckError("MSH^1", "207", "access-token-invalid", "the MLLP sender is not registered")]
-            )
+            return unregistered_sender_ack(payload)
         # No request to audit: what its intake commits is audited in its transaction, as the MLLP sender's.
         audit = open_audit(AuditContext("transaction", client_id=context.sender or DEVELOPMENT_CLIENT.client_id))
         try:

@@ -32,6 +32,10 @@ from gateway.errors import InvalidRequest, Issue, IssueCode
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 #: Segments in one message: a referral has tens.
 MAX_SEGMENTS = 2000
+#: Field, component, repetition and subcomponent separators in one message: a referral has a few hundred (the
+#: examples under 200; a Base64 CDA has none). Each is an object python-hl7 makes and the mapping walks: 2 MB of
+#: them held the event loop for tens of seconds.
+MAX_SEPARATORS = 10_000
 
 #: MSH-18 → Python codec. DESIGN §13: what French hospital systems send.
 CHARSETS: dict[str, str] = {
@@ -174,6 +178,18 @@ def read_message(raw: bytes, *, lenient: bool = False) -> V2Message:
             "MSH-1 and MSH-2 must give five distinct separators (field, component, repetition, escape, "
             "subcomponent), as |^~\\&",
             erl("MSH", 1, 2),
+        )
+    separators_in_text = sum(text.count(c) for c in (separator, encoding[0], encoding[1], encoding[3]))
+    if separators_in_text > MAX_SEPARATORS:
+        raise InvalidRequest(
+            Issue(
+                IssueCode.BODY_TOO_LARGE,
+                f"the message has {separators_in_text} field, component, repetition and subcomponent separators; "
+                f"the gateway reads at most {MAX_SEPARATORS}",
+                None,
+                "too-long",
+                location=erl("MSH"),
+            )
         )
     lines = [line for line in text.split("\r") if line.strip()]
     if len(lines) > MAX_SEGMENTS:

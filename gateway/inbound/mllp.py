@@ -8,7 +8,10 @@ framed, in order. What is not a message still gets an answer when one can be giv
   stream cannot be trusted to resynchronise);
 - a frame not finished within ``idle_timeout`` seconds: an AR, closed; a peer that closes mid-frame: nothing was
   stored, nothing to answer;
-- a peer whose address is not allowed (``allowed``): closed at once, before a byte is read.
+- no frame started within ``wait_timeout`` seconds (a silent peer, or one dribbling blank bytes): closed, nothing
+  to answer — a sender that keeps its connection open reconnects, as MLLP senders do;
+- a peer whose address is not allowed (``allowed``), or one more than ``max_connections`` open at once: closed at
+  once, before a byte is read.
 """
 
 from __future__ import annotations
@@ -55,11 +58,18 @@ def allowed_peer(address: str, allowed: Sequence[Network]) -> bool:
     return any(peer in network for network in allowed)
 
 
-async def _read_frame(reader: asyncio.StreamReader, max_bytes: int, idle_timeout: float) -> bytes | None:
-    """The next frame's payload; None at a clean end of stream. Raises InvalidRequest for what is not a frame."""
-    first = await reader.read(1)
-    while first in (b"\r", b"\n", b" ", b"\t"):
-        first = await reader.read(1)
+async def _read_frame(
+    reader: asyncio.StreamReader, max_bytes: int, idle_timeout: float, wait_timeout: float
+) -> bytes | None:
+    """The next frame's payload; None at a clean end of stream, or when none starts within ``wait_timeout``.
+    Raises InvalidRequest for what is not a frame."""
+    try:
+        async with asyncio.timeout(wait_timeout):
+            first = await reader.read(1)
+            while first in (b"\r", b"\n", b" ", b"\t"):
+                first = await reader.read(1)
+    except TimeoutError:
+        return None
     if not first:
         return None
     if first != START:
@@ -91,20 +101,28 @@ async def start_listener(
     *,
     max_bytes: int = MAX_MESSAGE_BYTES,
     idle_timeout: float = 30.0,
+    wait_timeout: float = 600.0,
+    max_connections: int = 64,
     reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``host:port``; ``handler`` takes a message's bytes and returns its ACK's."""
+    open_connections = 0
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_connections
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        open_connections += 1
         try:
             if not allowed_peer(address, allowed):
                 log.warning("mllp_peer_refused", peer=address)
                 return
+            if open_connections > max_connections:
+                log.warning("mllp_too_many_connections", peer=address, limit=max_connections)
+                return
             while True:
                 try:
-                    payload = await _read_frame(reader, max_bytes, idle_timeout)
+                    payload = await _read_frame(reader, max_bytes, idle_timeout, wait_timeout)
                 except InvalidRequest as exc:
                     issue = exc.issues[0]
                     log.info("mllp_frame_refused", code=str(issue.code))
@@ -120,6 +138,7 @@ async def start_listener(
         except Exception:  # one connection's failure never stops the listener
             log.exception("mllp_connection_failed")
         finally:
+            open_connections -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -183,8 +183,8 @@ def _carried_document(message: V2Message, mapping: Mapping) -> tuple[bytes, str]
             where = match.location(selector)
             encoding = (match.value(str(spec.get("encoding", ""))) or "") if spec.get("encoding") else ""
             if encoding.lower() == "base64":
-                try:
-                    return base64.b64decode(content, validate=True), where
+                try:  # line breaks (escaped in the field: \X0D\\X0A\, \.br\) wrap Base64, and are no data
+                    return base64.b64decode("".join(content.split()), validate=True), where
                 except (binascii.Error, ValueError) as exc:
                     raise InvalidRequest(
                         Issue(IssueCode.CDA_INVALID, "the document is not valid Base64", None, location=where)
@@ -226,7 +226,9 @@ def _service_request_answer(response: Resource) -> tuple[str, datetime | None]:
 
 async def take_in_hl7v2(raw: bytes, context: IntakeContext) -> V2Answer:
     """One HL7 v2 message in, its ACK out; never raises. AA: stored (or a replay: its first ACK); AE: refused, one
-    ERR per issue, nothing stored; AR: not read (unreadable, or not a type, version or processing id of ours)."""
+    ERR per issue, nothing stored; AR: not read (unreadable, or not a type, version or processing id of ours), or
+    not taken for reasons unrelated to its content (the store unreachable, the gateway overloaded or failing: HL7
+    v2.5 §2.9.2.2 c), which senders resend later) — nothing stored either."""
     message: V2Message | None = None
     try:
         message = read_message(raw)
@@ -274,13 +276,13 @@ async def take_in_hl7v2(raw: bytes, context: IntakeContext) -> V2Answer:
             context.foreign_systems,
         )
     except GatewayError as exc:
-        return _answer(
-            message, "AE", _ack_errors(exc.issues, mapped), exc.status_code if exc.status_code >= 500 else 200
-        )
+        if exc.status_code >= 500:  # the store or the gateway failed, not the message: AR, as v2.5 §2.9.2.2 c)
+            return _answer(message, "AR", _ack_errors(exc.issues, mapped), exc.status_code)
+        return _answer(message, "AE", _ack_errors(exc.issues, mapped), 200)
     except Exception:
         log.exception("hl7v2_failed")
         return _answer(
-            message, "AE", [AckError("", APPLICATION_ERROR, str(IssueCode.INTERNAL_ERROR), "nothing was stored")], 200
+            message, "AR", [AckError("", APPLICATION_ERROR, str(IssueCode.INTERNAL_ERROR), "nothing was stored")], 200
         )
     reference, stored_at = _service_request_answer(response)
     return _answer(message, "AA", [], 200, text=reference, at=stored_at)
@@ -327,6 +329,23 @@ async def take_in_cda(body: bytes, context: IntakeContext) -> Resource:
 
 # ---------------------------------------------------------------------------------------------------------------
 # MLLP: who sends
+
+
+def unregistered_sender_ack(raw: bytes) -> bytes:
+    """The AR for a message MLLP cannot take in as anyone (its sender client gone from the clients file): nothing
+    of it is read but its MSH, which the ACK echoes (MSH-10 in MSA-2) so that the sender can tell which it was."""
+    message = None
+    with contextlib.suppress(Exception):
+        message = read_message(raw, lenient=True)
+    return ack(
+        message,
+        "AR",
+        [
+            AckError(
+                "MSH^1", APPLICATION_ERROR, str(IssueCode.ACCESS_TOKEN_INVALID), "the MLLP sender is not registered"
+            )
+        ],
+    )
 
 
 def mllp_context(

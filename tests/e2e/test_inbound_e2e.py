@@ -138,6 +138,15 @@ def test_with_authentication_on_mllp_acts_as_its_configured_sender(tmp_path: Pat
         )
         assert http.status_code == 401
         routed(platform, "CH3R-SORTIE-2025-004518")
+        # The sender removed from the clients file (reloaded while running): MLLP no longer acts as it, and its AR
+        # still names the message it refuses (MSA-2 is its MSH-10), for the sending system to tell which.
+        write_clients(tmp_path / "clients", [OPERATOR])
+        refused = (EXAMPLES / "hl7v2" / "invalid-ins-key.hl7").read_bytes()
+        control_id = refused.split(b"\r", 1)[0].split(b"|")[9].decode()
+        answer = wait_until(
+            lambda: next((a for a in mllp(port, refused) if a.startswith("MSA|AR|")), None), what="the sender's AR"
+        )
+        assert answer == f"MSA|AR|{control_id}", answer
 
 
 def test_with_authentication_on_and_no_mllp_sender_serve_refuses_to_start(tmp_path: Path) -> None:

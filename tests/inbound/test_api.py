@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.errors import IssueCode, StoreUnavailable
 from tests.auth.conftest import OPERATOR, READ_ONLY, SENDER, token_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -214,6 +215,51 @@ async def test_the_mdm_carries_the_cda_which_is_kept(client: httpx.AsyncClient) 
     document = (await client.get(f"/fhir/{request['supportingInfo'][0]['reference']}")).json()
     kept = base64.b64decode(document["content"][0]["attachment"]["data"])
     assert kept == (EXAMPLES / "cda" / "lettre-de-liaison-nurse.xml").read_bytes()
+
+
+@pytest.mark.parametrize("line_break", [b"\\X0D\\\\X0A\\", b"\\.br\\"])
+async def test_a_base64_cda_wrapped_in_lines_is_read(client: httpx.AsyncClient, line_break: bytes) -> None:
+    """Senders wrap Base64 at 76 characters, the line breaks escaped in OBX-5 (HL7 v2.5 §2.7): they are no data."""
+    message = (EXAMPLES / "hl7v2" / "mdm-t02-cda.hl7").read_bytes()
+    start = message.index(b"^Base64^") + len(b"^Base64^")
+    end = message.index(b"\r", start)
+    encoded = message[start:end]
+    wrapped = line_break.join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    answer = await post_v2(client, message[:start] + wrapped + message[end:])
+    assert segments(answer.content)["MSA"][0][1] == "AA", answer.text
+    reference = segments(answer.content)["MSA"][0][3]
+    request = (await client.get(f"/fhir/{reference}")).json()
+    document = (await client.get(f"/fhir/{request['supportingInfo'][0]['reference']}")).json()
+    kept = base64.b64decode(document["content"][0]["attachment"]["data"])
+    assert kept == (EXAMPLES / "cda" / "lettre-de-liaison-nurse.xml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (
+            StoreUnavailable.single(IssueCode.STORE_UNAVAILABLE, "the database cannot be reached"),
+            503,
+            "store-unavailable",
+        ),
+        (RuntimeError("a bug"), 200, "internal-error"),
+    ],
+)
+async def test_a_failure_unrelated_to_the_message_is_an_ar_to_resend(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, failure: Exception, status: int, code: str
+) -> None:
+    """HL7 v2.5 §2.9.2.2 c): the receiver failing for reasons unrelated to the message's content answers AR, which
+    interface engines resend later; an AE is the message's own error, which they do not."""
+
+    async def failing(*_: object) -> None:
+        raise failure
+
+    monkeypatch.setattr("gateway.inbound.service.process_transaction", failing)
+    answer = await post_v2(client, (EXAMPLES / "hl7v2" / "ref-i12-discharge.hl7").read_bytes())
+    assert answer.status_code == status
+    found = segments(answer.content)
+    assert found["MSA"][0][1:3] == ["AR", "CH3R-MSG-000451"]
+    assert [err[5] for err in found["ERR"]] == [f"{code}^^dac-issue"]
 
 
 async def test_an_hl7v2_referral_is_audited_as_its_senders_transaction(secure: httpx.AsyncClient) -> None:

@@ -121,3 +121,21 @@ def test_mutated_discharges_are_mapped_or_refused(position: int, inserted: list[
     """The valid discharge with separators and odd text put somewhere: mapped (the intake then judges it) or refused
     with a client error and a place."""
     _read_and_map(DISCHARGE[:position] + "".join(inserted).encode("utf-8", "replace") + DISCHARGE[position:])
+
+
+@pytest.mark.parametrize(
+    "inflated",
+    [
+        DISCHARGE.replace(b"^PI||DUBOIS", b"^PI" + b"~L^^^H&1.2.3&ISO^PI" * 3000 + b"||DUBOIS"),  # repetitions
+        DISCHARGE.replace(b"Sortie pr", b"^" * 200_000 + b"Sortie pr"),  # empty components
+    ],
+)
+def test_a_message_split_into_too_many_values_is_refused_before_it_is_split(inflated: bytes) -> None:
+    """Under the 2 MB bound, 2 MB of separators made python-hl7 and the mapping hold the event loop for tens of
+    seconds (every other request and MLLP connection waiting): more separators than a referral has (50 times the
+    examples') are refused before the message is split."""
+    with pytest.raises(GatewayError) as refused:
+        read_message(inflated)
+    (issue,) = refused.value.issues
+    assert (str(issue.code), issue.location) == ("body-too-large", "MSH^1")
+    assert "separators" in issue.diagnostics

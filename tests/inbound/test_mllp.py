@@ -139,3 +139,79 @@ async def test_a_frame_split_anywhere_is_one_message(cuts: list[int]) -> None:
     finally:
         server.close()
     assert received == [message, message]
+
+
+async def closed_by_server(reader: asyncio.StreamReader, deadline: float = 5.0) -> bool:
+    """Whether the server ends the connection within ``deadline`` seconds, whatever it writes first."""
+    try:
+        async with asyncio.timeout(deadline):
+            while await reader.read(4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+async def test_a_peer_that_starts_no_frame_is_closed(database: Database, routing: RoutingTable) -> None:
+    """Slowloris: a peer connected and silent, or dribbling blank bytes, no longer holds its connection forever."""
+
+    async def never(_: bytes) -> bytes:
+        raise AssertionError("no frame was sent")
+
+    server = await start_listener(never, "127.0.0.1", 0, LOOPBACK, idle_timeout=1.0, wait_timeout=0.5)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+        dribbling_reader, dribbling = await asyncio.open_connection("127.0.0.1", port)
+
+        async def dribble() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(50):
+                    dribbling.write(b" ")
+                    await dribbling.drain()
+                    await asyncio.sleep(0.1)
+
+        dribbler = asyncio.create_task(dribble())
+        assert await closed_by_server(silent_reader)
+        assert await closed_by_server(dribbling_reader)
+        dribbler.cancel()
+        silent.close()
+        dribbling.close()
+    finally:
+        server.close()
+
+
+async def test_connections_beyond_the_cap_are_closed_at_once(database: Database, routing: RoutingTable) -> None:
+    context = IntakeContext(database, routing, "http://gateway.test/fhir")
+
+    async def handle(payload: bytes) -> bytes:
+        return (await take_in_hl7v2(payload, context)).ack
+
+    server = await start_listener(handle, "127.0.0.1", 0, LOOPBACK, max_connections=2)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        extra_reader, extra = await asyncio.open_connection("127.0.0.1", port)
+        assert await closed_by_server(extra_reader)
+        extra.close()
+        # The connections held are served; once one is gone, a new one is too.
+        reader, writer = held[0]
+        writer.write(frame((EXAMPLES / "invalid-ins-key.hl7").read_bytes()))
+        answer = await asyncio.wait_for(reader.readuntil(END), 10)
+        assert msa(answer[1:-2])[1] == "AE"
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:  # the server sees the two ends a moment later
+            try:
+                (again,) = await exchange(port, frame((EXAMPLES / "invalid-ins-key.hl7").read_bytes()))
+                break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+        assert msa(again)[1] == "AE"
+    finally:
+        server.close()
