@@ -60,16 +60,25 @@ class AuditedInteraction:
     entities: tuple[str, ...] = ()  # references ("Task/1/_history/2")
     query: str | None = None  # for a search: the query string
     query_type: str | None = None  # the searched resource type
-    description: str | None = None  # for a failure: the dac-issue code, never a message with data in it
+    description: str | None = None  # a failure's dac-issue code, a delivery attempt's answer: never data
     destination: str | None = None  # for a delivery: where it went
 
 
 def delivery_event(
-    delivery_id: str, destination: str, references: tuple[str, ...], outcome: str, when: datetime
+    delivery_id: str,
+    destination: str,
+    references: tuple[str, ...],
+    outcome: str,
+    when: datetime,
+    answer: str | None = None,
 ) -> Resource:
-    """A delivery attempt ($process-message to a platform or peer): the gateway is the requestor."""
+    """A delivery attempt ($process-message to a platform or peer): the gateway is the requestor. ``answer`` is
+    what came of it (``HTTP 503 (…)``, ``network error (…)``: status, issue codes, error types — never data), so
+    that each attempt of a delivery can be shown with its answer and time."""
     event = audit_event(
-        AuditedInteraction("operation", GATEWAY_CLIENT_ID, when, outcome, references, destination=destination)
+        AuditedInteraction(
+            "operation", GATEWAY_CLIENT_ID, when, outcome, references, description=answer, destination=destination
+        )
     )
     event["entity"] = [
         *event.get("entity", []),

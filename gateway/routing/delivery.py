@@ -362,19 +362,19 @@ class Dispatcher:
         # One outcome per entry: an entry whose lease ran out mid-attempt may have been taken again by this same
         # worker, and both attempts may end together — the best outcome counts (delivered, then dead, then retry).
         best: dict[str, tuple[OutboxEntry, Finished]] = {}
-        shipped: dict[str, tuple[str, ...]] = {}
+        results: dict[str, AttemptResult] = {}
         for entry, result in finished:
             outcome = self._outcome(entry, result, now)
             if entry.id not in best or _RANK[outcome.status] < _RANK[best[entry.id][1].status]:
                 best[entry.id] = (entry, outcome)
-                shipped[entry.id] = result.shipped
+                results[entry.id] = result
         outcomes = list(best.values())
         async with UnitOfWork(self.database) as uow:
             # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
             recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
             for entry, outcome in outcomes:
                 if outcome.id in recorded:
-                    uow.resources.add(_audit(entry, outcome, now, shipped[entry.id]))
+                    uow.resources.add(_audit(entry, outcome, now, results[entry.id]))
             ended = [
                 (entry, outcome)
                 for entry, outcome in outcomes
@@ -433,14 +433,15 @@ def _shipped(message: bytes) -> tuple[str, ...]:
     )
 
 
-def _audit(entry: OutboxEntry, outcome: Finished, now: datetime, shipped: tuple[str, ...] = ()) -> Resource:
+def _audit(entry: OutboxEntry, outcome: Finished, now: datetime, result: AttemptResult) -> Resource:
     """The attempt's AuditEvent, in the transaction that records its outcome: an entity for the delivery's Task and
-    focus, and one for every resource the message carried."""
+    focus, and one for every resource the message carried; its ``outcomeDesc`` the attempt's answer."""
     focus = entry.payload.get("focus")
     named = (f"Task/{entry.task_id}" if entry.task_id else None, focus if isinstance(focus, str) else None)
-    references = tuple(dict.fromkeys([*(reference for reference in named if reference), *shipped]))
+    references = tuple(dict.fromkeys([*(reference for reference in named if reference), *result.shipped]))
     shown = shown_destination(entry.destination)
-    return delivery_event(entry.id, shown, references, _AUDIT_OUTCOME[outcome.status], now)
+    answer = result.error or (f"HTTP {result.status}" if result.status is not None else None)
+    return delivery_event(entry.id, shown, references, _AUDIT_OUTCOME[outcome.status], now, answer)
 
 
 async def _show_on_tasks(uow: UnitOfWork, shown: Sequence[tuple[str, Finished]], now: datetime) -> None:

@@ -27,6 +27,7 @@ class AttemptResult:
     # down, or refuses us). Such a wait is retried with the same backoff but never makes a dead letter (DESIGN §11:
     # a peer's token endpoint down delays deliveries, none is lost); ``attempts`` still counts it, for the backoff.
     sent: bool = True
+    status: int | None = None  # the receiver's HTTP status, when it answered (shown per attempt in the audit)
 
 
 def is_retryable_status(status: int) -> bool:
@@ -64,12 +65,12 @@ def issue_codes(body: str) -> list[str]:
 
 def judge_response(status: int, retry_after: str | None, body: str, now: datetime) -> AttemptResult:
     if 200 <= status <= 299:
-        return AttemptResult(Verdict.DELIVERED)
+        return AttemptResult(Verdict.DELIVERED, status=status)
     codes = issue_codes(body)
     error = f"HTTP {status}" + (f" ({', '.join(codes)})" if codes else "")
     if is_retryable_status(status):
-        return AttemptResult(Verdict.RETRY, error, parse_retry_after(retry_after, now))
-    return AttemptResult(Verdict.DEAD, error)
+        return AttemptResult(Verdict.RETRY, error, parse_retry_after(retry_after, now), status=status)
+    return AttemptResult(Verdict.DEAD, error, status=status)
 
 
 def backoff(attempts: int, *, base: float, cap: float, retry_after: float | None, rng: random.Random) -> float:

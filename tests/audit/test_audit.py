@@ -258,6 +258,8 @@ async def test_every_delivery_attempt_is_audited_with_its_outcome(database: Data
             await dispatcher.deliver_due()
     deliveries = [e for e in await audit_events(database) if subtype(e) == "operation"]
     assert [e["outcome"] for e in deliveries] == ["4", "0"]
+    # Each attempt's answer, for the console's list of attempts (DESIGN §14): the status, never a body.
+    assert [e.get("outcomeDesc") for e in deliveries] == ["HTTP 503", "HTTP 200"]
     for event in deliveries:
         assert event["agent"][0]["who"]["identifier"]["value"] == "dac-gateway"
         assert event["agent"][1]["who"]["display"] == "dac-75"

@@ -17,7 +17,7 @@ from tests.support.auth import TEST_SECRET, SmartClient, write_clients
 from tests.support.processes import GatewayProcess, Platform, running, wait_until, write_routing
 
 pytestmark = pytest.mark.e2e
-OPERATOR = SmartClient("console-ops", "operator", ["system/*.cruds"])
+OPERATOR = SmartClient("console-ops", "operator", ["system/*.cruds", "system/AuditEvent.rs"])
 SENDER = SmartClient("hospital", "sender", ["system/ServiceRequest.cr", "system/*.rs"])
 
 
@@ -127,6 +127,11 @@ async def test_with_an_operators_token_every_flow_works(
         await page.get_by_role("button", name="Refresh").click()
         await page.wait_for_timeout(200)
     await expect(deliveries).to_contain_text("delivered")
+    # Each attempt with its answer, read by the operator's token from the attempts' AuditEvents.
+    attempts = page.locator("#deliveries ol.attempts li")
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.nth(0)).to_contain_text("HTTP 4")
+    await expect(attempts.nth(1)).to_contain_text("HTTP 200")
     await shoot(page, screenshots, "auth-referral")
 
     # Subscriptions: the FHIR search and the console's data, with the same token (none made here).

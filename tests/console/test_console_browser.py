@@ -180,8 +180,9 @@ async def test_a_dead_letter_is_replayed_from_the_outbox_page(console: Console, 
 
     wait_until(lambda: all(d["pending"] == 0 for d in overview()["destinations"]), 20, 0.2, "an idle outbox")
     console.platform.script.append(400)  # the next delivery is refused for good: a dead letter
+    bundle = fresh(commune="75056")
     async with httpx.AsyncClient(timeout=30) as http:
-        posted = await http.post(console.process.base, json=fresh(commune="75056"), headers=FHIR_JSON)
+        posted = await http.post(console.process.base, json=bundle, headers=FHIR_JSON)
     assert posted.status_code == 200, posted.text
     wait_until(lambda: overview()["dead_letters"], 20, 0.2, "a dead letter")
     await page.goto(f"{console.root}/console/outbox")
@@ -196,6 +197,22 @@ async def test_a_dead_letter_is_replayed_from_the_outbox_page(console: Console, 
     await page.get_by_role("button", name="Refresh").click()
     await expect(page.locator("#dead-letters")).to_have_text("No dead letter.")
     await shoot(page, screenshots, "outbox-replayed")
+
+    # The referral's timeline lists each attempt of that delivery with its time and answer: refused, then taken.
+    identifier = next(
+        e["resource"]["identifier"][0]["value"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "ServiceRequest"
+    )
+    await page.goto(f"{console.root}/console/referral")
+    await page.get_by_label("ServiceRequest identifier").fill(identifier)
+    await page.keyboard.press("Enter")
+    attempts = page.locator("#deliveries ol.attempts li")
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.nth(0)).to_contain_text("HTTP 400")
+    await expect(attempts.nth(1)).to_contain_text("HTTP 200")
+    await expect(attempts.nth(0).locator(".when")).to_contain_text("UTC")
+    await shoot(page, screenshots, "referral-attempts")
 
 
 async def test_a_subscription_is_listed_with_its_status_and_events(

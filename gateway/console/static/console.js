@@ -7,6 +7,8 @@
 (() => {
   const TOKEN_KEY = 'dac-gateway-console-token';
   const DAC_ISSUE = 'https://fhir.dac-gateway.org/CodeSystem/dac-issue';
+  const DELIVERY_ID_SYSTEM = 'https://fhir.dac-gateway.org/delivery-id';
+  const GATEWAY_AGENT = 'https://fhir.dac-gateway.org/client-id|dac-gateway';
   const page = document.body.dataset.page;
   const authOn = document.body.dataset.auth === 'on';
 
@@ -207,11 +209,29 @@
       call('GET', `/fhir/Provenance?target=${encodeURIComponent(reference)}&_count=100`),
     ]);
     const tasks = entries(taskSearch.json).filter((resource) => resource.resourceType === 'Task');
-    const [histories, provenances, deliveries] = await Promise.all([
+    const [histories, provenances, deliveries, audits] = await Promise.all([
       Promise.all(tasks.map((task) => call('GET', `/fhir/Task/${task.id}/_history`))),
       Promise.all(tasks.map((task) => call('GET', `/fhir/Provenance?target=${encodeURIComponent(`Task/${task.id}`)}&_count=100`))),
       call('GET', `/console/data/deliveries?service_request=${encodeURIComponent(request.id)}&task=${encodeURIComponent(tasks.map((t) => t.id).join(','))}`),
+      // Each delivery attempt leaves an AuditEvent (the gateway as requestor, the delivery id as entity, its answer
+      // in outcomeDesc): they make each delivery's list of attempts.
+      call('GET', `/fhir/AuditEvent?entity=${encodeURIComponent(reference)}&agent=${encodeURIComponent(GATEWAY_AGENT)}&_count=200`),
     ]);
+    const attempts = new Map();
+    for (const audit of entries(audits.json)) {
+      if (audit.resourceType !== 'AuditEvent') continue;
+      const delivery = (audit.entity || []).map((e) => e.what && e.what.identifier).find((i) => i && i.system === DELIVERY_ID_SYSTEM);
+      if (!delivery) continue;
+      if (!attempts.has(delivery.value)) attempts.set(delivery.value, []);
+      attempts.get(delivery.value).push(audit);
+    }
+    const attemptList = (id) => {
+      // The audit trail is granted by name (system/AuditEvent.rs): a token without it sees the count alone.
+      if (!audits.ok) return h('span', { class: 'muted' }, 'not shown: needs system/AuditEvent.rs');
+      const seen = (attempts.get(id) || []).sort((a, b) => String(a.recorded).localeCompare(String(b.recorded)));
+      return seen.length ? h('ol', { class: 'attempts' }, seen.map((a) => h('li', { class: `attempt outcome-${a.outcome}` },
+        h('span', { class: 'when' }, when(a.recorded)), ' ', a.outcomeDesc || (a.outcome === '0' ? 'delivered' : '—')))) : '—';
+    };
     const byVersion = (a, b) => Number(a.meta.versionId) - Number(b.meta.versionId);
     $('#service-request').replaceChildren(
       h('p', {}, 'Status ', h('b', { class: 'sr-status' }, request.status), ` · ${code(request.code)} · authored ${when(request.authoredOn)}`,
@@ -234,8 +254,8 @@
       (p.agent || []).map(who).join('; '), (p.target || []).map((t) => t.reference).join(', ')]), 'provenance') : h('p', {}, 'No Provenance.'));
     const rows = (deliveries.json && deliveries.json.deliveries) || [];
     $('#deliveries').replaceChildren(!deliveries.ok ? h('p', { class: 'error' }, problem(deliveries)) : rows.length
-      ? table(['queued', 'event', 'destination', 'status', 'attempts', 'last answer', 'delivered / next attempt'], rows.map((d) => [
-        when(d.created_at), d.event, d.destination, h('span', { class: `delivery ${d.status}` }, d.status), String(d.attempts), d.last_error || '—',
+      ? table(['queued', 'event', 'destination', 'status', 'attempts since queued', 'each attempt: when, answer', 'delivered / next attempt'], rows.map((d) => [
+        when(d.created_at), d.event, d.destination, h('span', { class: `delivery ${d.status}` }, d.status), String(d.attempts), attemptList(d.id),
         when(d.delivered_at || d.next_attempt_at)]), 'deliveries') : h('p', {}, 'No delivery.'));
     $('#referral').hidden = false;
     $('#referral-refresh').disabled = false;
