@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -191,21 +192,30 @@ async def record_consent(
     again (``DuplicateKey``), find it. ``own_base``: this gateway's FHIR base — a reference on it is the same as
     its relative form."""
     parse_model(consent)
+    return await _run_again_on_conflict(
+        "consent_retried",
+        lambda: _record(
+            database,
+            routing,
+            copy.deepcopy(consent),
+            copy.deepcopy(patient),
+            viewer,
+            sender,
+            paths,
+            condition,
+            own_base,
+        ),
+    )
+
+
+async def _run_again_on_conflict(event: str, run: Callable[[], Awaitable[ConsentOutcome]]) -> ConsentOutcome:
+    """``run`` (one transaction, from what was posted), run again as a whole when what it changes changed
+    concurrently (``DuplicateKey``); after MAX_ATTEMPTS, a 409 with nothing stored."""
     for attempt in range(MAX_ATTEMPTS):
         try:
-            return await _record(
-                database,
-                routing,
-                copy.deepcopy(consent),
-                copy.deepcopy(patient),
-                viewer,
-                sender,
-                paths,
-                condition,
-                own_base,
-            )
+            return await run()
         except DuplicateKey as exc:
-            log.info("consent_retried", attempt=attempt + 1, reason=str(exc))
+            log.info(event, attempt=attempt + 1, reason=str(exc))
             if attempt == MAX_ATTEMPTS - 1:
                 raise Conflict.single(
                     IssueCode.CONCURRENT_CHANGE,
@@ -534,19 +544,12 @@ async def update_consent(
             "Consent.id",
         )
     parse_model(proposed)
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            return await _update(
-                database, routing, consent_id, copy.deepcopy(proposed), expected_version, role, viewer, sender, own_base
-            )
-        except DuplicateKey as exc:
-            log.info("consent_update_retried", attempt=attempt + 1, reason=str(exc))
-            if attempt == MAX_ATTEMPTS - 1:
-                raise Conflict.single(
-                    IssueCode.CONCURRENT_CHANGE,
-                    "the patient's referrals kept changing concurrently; nothing was stored, retry it",
-                ) from exc
-    raise AssertionError("unreachable")  # pragma: no cover
+    return await _run_again_on_conflict(
+        "consent_update_retried",
+        lambda: _update(
+            database, routing, consent_id, copy.deepcopy(proposed), expected_version, role, viewer, sender, own_base
+        ),
+    )
 
 
 async def _update(
