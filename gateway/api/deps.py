@@ -7,6 +7,7 @@ dictionary look-up or a cached token check — work that holds the GIL anyway.""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -95,6 +96,11 @@ async def _client(request: Request) -> ApiClient:
             raise Unauthenticated.single(
                 IssueCode.ACCESS_TOKEN_INVALID,
                 "the access token's client is no longer registered as it was; get a new one from /auth/token",
+            )
+        if not registered.still_holds(client.key_id, time.time()):
+            raise Unauthenticated.single(
+                IssueCode.ACCESS_TOKEN_INVALID,
+                "the key this access token was got with is no longer registered; sign with the client's current key",
             )
     if audit is not None:
         audit.client_id = client.client_id

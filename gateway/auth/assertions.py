@@ -31,6 +31,7 @@ class VerifiedAssertion:
     client: RegisteredClient
     jti: str
     expires_at: datetime
+    kid: str  # the key it was signed with: the access token is bound to it (``AccessTokens.issue``)
 
 
 def _refused(description: str) -> TokenRequestRejected:
@@ -102,4 +103,4 @@ def verify_assertion(
     jti = claims["jti"]
     if not isinstance(jti, str) or not jti or len(jti) > 255:
         raise _refused("client_assertion jti must be a string of 1 to 255 characters")
-    return VerifiedAssertion(client, jti, datetime.fromtimestamp(claims["exp"], UTC))
+    return VerifiedAssertion(client, jti, datetime.fromtimestamp(claims["exp"], UTC), str(kid))

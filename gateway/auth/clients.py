@@ -101,6 +101,15 @@ class RegisteredClient:
         expiry = self.key_expiry.get(kid)
         return expiry is not None and now >= expiry.timestamp()
 
+    def still_holds(self, kid: str | None, now: float) -> bool:
+        """Whether an access token got with key ``kid`` may still be used: not once that key is removed
+        (``clients remove-key``, a compromised key) or past its grace period. Keys fetched from a ``jwks_url`` are
+        not known here: a key taken out there ends with the token's own lifetime. ``None``: a token that does not
+        name its key."""
+        if kid is None or self.jwks_url is not None:
+            return True
+        return kid in self.keys and not self.key_expired(kid, now)
+
 
 class ClientRegistry:
     """The registered clients, by id. One registry is built at start-up and kept for the process's life: a reload

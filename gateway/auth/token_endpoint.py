@@ -115,7 +115,7 @@ async def issue_token(
         ) from exc
     log.info("token_issued", client_id=client.client_id, scope=" ".join(granted))
     return {
-        "access_token": authority.tokens.issue(client, granted),
+        "access_token": authority.tokens.issue(client, granted, key_id=verified.kid),
         "token_type": "bearer",
         "expires_in": authority.tokens.lifetime,
         "scope": " ".join(granted),

@@ -42,6 +42,8 @@ class ApiClient:
     platform: str | None = None
     authenticated: bool = True  # False: the stand-in caller when authentication is off
     rpps: tuple[str, ...] = ()  # a practitioner's professionals
+    #: The ``kid`` of the client key whose assertion got this token: the token lives no longer than that key.
+    key_id: str | None = None
 
     @property
     def sender_id(self) -> str | None:
@@ -74,7 +76,9 @@ class AccessTokens:
         self.lifetime = lifetime
         self._verified: dict[str, tuple[float, ApiClient]] = {}
 
-    def issue(self, client: RegisteredClient, scopes: list[str], now: float | None = None) -> str:
+    def issue(
+        self, client: RegisteredClient, scopes: list[str], now: float | None = None, key_id: str | None = None
+    ) -> str:
         issued_at = int(time.time() if now is None else now)
         claims = {
             "iss": ISSUER,
@@ -90,6 +94,8 @@ class AccessTokens:
             claims["platform"] = client.platform
         if client.rpps:
             claims["rpps"] = list(client.rpps)
+        if key_id is not None:
+            claims["client_kid"] = key_id
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> ApiClient:
@@ -112,6 +118,7 @@ class AccessTokens:
                 ScopeSet.parse(str(claims["scope"]).split()),
                 str(claims["platform"]) if claims.get("platform") is not None else None,
                 rpps=tuple(str(number) for number in claims.get("rpps") or ()),
+                key_id=str(claims["client_kid"]) if claims.get("client_kid") is not None else None,
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated.single(
