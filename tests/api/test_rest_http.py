@@ -68,10 +68,37 @@ async def test_a_trusted_proxy_says_what_the_client_used(app: FastAPI) -> None:
         assert {url.split("/fhir/")[0] for url in _links(found)} == {"https://dac.example.fr:8443"}
 
 
+@pytest.mark.parametrize(
+    ("headers", "base"),
+    [
+        (
+            {"x-forwarded-proto": "https", "x-forwarded-host": "dac.example.fr", "x-forwarded-port": "8443"},
+            "https://dac.example.fr:8443",
+        ),
+        (
+            {"x-forwarded-proto": "https", "x-forwarded-host": "dac.example.fr:80", "x-forwarded-port": "443"},
+            "https://dac.example.fr",
+        ),
+        ({"x-forwarded-proto": "http", "x-forwarded-port": "8081"}, "http://gateway.test:8081"),
+        ({"x-forwarded-host": "[2001:db8::1]:9", "x-forwarded-port": "8443"}, "http://[2001:db8::1]:8443"),
+        ({"x-forwarded-host": "dac.example.fr", "x-forwarded-port": "99999"}, "http://dac.example.fr"),
+        ({"x-forwarded-host": "dac.example.fr", "x-forwarded-port": "1/evil"}, "http://dac.example.fr"),
+        ({"forwarded": "proto=https;host=dac.example.fr", "x-forwarded-port": "8443"}, "https://dac.example.fr"),
+    ],
+)
+async def test_a_trusted_proxy_on_another_port_says_so(app: FastAPI, headers: dict[str, str], base: str) -> None:
+    """A proxy whose Host header has no port (nginx's ``$host``) says its port in ``X-Forwarded-Port``; links follow
+    it, without the scheme's default port, and not when RFC 7239 ``Forwarded`` (whose host has its port) is used."""
+    async with _client(app) as client:
+        found = (await client.get("/fhir/metadata", headers=headers)).json()
+        assert found["implementation"]["url"] == f"{base}/fhir"
+
+
 async def test_forwarding_headers_from_anyone_else_are_ignored(app: FastAPI) -> None:
     async with _client(app, peer="203.0.113.9") as client:
         patient = await _referral(client)
-        answer = await client.get(f"/fhir/{patient}", headers=FORWARDED | {"forwarded": "host=evil.example"})
+        headers = FORWARDED | {"forwarded": "host=evil.example", "x-forwarded-port": "8443"}
+        answer = await client.get(f"/fhir/{patient}", headers=headers)
         assert answer.headers["content-location"] == f"http://gateway.test/fhir/{patient}/_history/1"
 
 
