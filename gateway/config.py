@@ -6,7 +6,7 @@ import ipaddress
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     mllp_client_id: str | None = Field(
         default=None,
         description="With auth on: the registered client MLLP messages are taken in as (MLLP carries no token)",
+    )
+    hl7v2_processing_id: Literal["P", "T", "D"] = Field(
+        default="P",
+        description="The HL7 v2 processing id (MSH-11: P production, T training, D debugging) this gateway takes; "
+        "a message of another is refused (AR), so that a test system's referral never reaches a platform",
     )
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable console)")

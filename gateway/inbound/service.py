@@ -41,8 +41,6 @@ log = structlog.get_logger("gateway.inbound")
 
 #: The CDA mapping applied to a document posted alone (POST /cda).
 LETTRE_DE_LIAISON = "lettre-de-liaison"
-#: MSH-11 processing ids taken: production, training, debugging (HL7 table 0103).
-PROCESSING_IDS = frozenset({"P", "T", "D"})
 #: Between a CDA location inside a v2 field and its XPath, in a mapped element's origin.
 _INSIDE = "#"
 
@@ -58,6 +56,7 @@ class IntakeContext:
     viewer: Viewer = EVERYTHING
     foreign_systems: frozenset[str] = frozenset()
     parse_time_budget: float = 10.0
+    processing_id: str = "P"  # MSH-11 taken (``GATEWAY_HL7V2_PROCESSING_ID``); another is an AR
 
 
 @functools.cache
@@ -140,8 +139,9 @@ def _rejected(message: V2Message | None, exc: GatewayError) -> V2Answer:
     return _answer(message, "AR", _ack_errors(exc.issues), 400)
 
 
-def _unsupported(message: V2Message) -> InvalidRequest | None:
-    """AR: a message type, event, version or processing id that is not ours."""
+def _unsupported(message: V2Message, processing_id: str) -> InvalidRequest | None:
+    """AR: a message type, event, version or processing id (MSH-11, HL7 table 0103) that is not ours — a training
+    (T) or debugging (D) message taken by a production gateway would reach a platform as a real referral."""
     types = v2_mappings()
     problems = []
     if message.message_type not in types:
@@ -154,8 +154,10 @@ def _unsupported(message: V2Message) -> InvalidRequest | None:
     if not version.startswith("2.5"):
         problems.append((f"version {version[:10]!r} is not taken: HL7 v2.5", "MSH^1^12"))
     processing = message.value("MSH", 11)
-    if processing not in PROCESSING_IDS:
-        problems.append((f"processing id {processing[:10]!r} is not taken: P, T or D", "MSH^1^11"))
+    if processing != processing_id:
+        problems.append(
+            (f"processing id {processing[:10]!r} is not taken: this gateway takes {processing_id} only", "MSH^1^11")
+        )
     if not problems:
         return None
     return InvalidRequest(
@@ -232,7 +234,7 @@ async def take_in_hl7v2(raw: bytes, context: IntakeContext) -> V2Answer:
     message: V2Message | None = None
     try:
         message = read_message(raw)
-        unsupported = _unsupported(message)
+        unsupported = _unsupported(message, context.processing_id)
         if unsupported is not None:
             return _rejected(message, unsupported)
     except GatewayError as exc:
@@ -356,7 +358,13 @@ def mllp_context(
     scopes); without one it does not start (``AuthConfigError``). With authentication off, as anyone (development)."""
     base = settings.message_base_url or f"http://{settings.mllp_host}/fhir"
     if authority is None:
-        return IntakeContext(database, routing, base, parse_time_budget=settings.parse_time_budget)
+        return IntakeContext(
+            database,
+            routing,
+            base,
+            parse_time_budget=settings.parse_time_budget,
+            processing_id=settings.hl7v2_processing_id,
+        )
     client_id = settings.mllp_client_id
     if not client_id:
         raise AuthConfigError(
@@ -376,4 +384,5 @@ def mllp_context(
         Viewer(sender=client_id),
         authority.registry.identifier_systems_of_others(client_id),
         settings.parse_time_budget,
+        settings.hl7v2_processing_id,
     )

@@ -11,7 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway import Settings, create_app
 from gateway.errors import IssueCode, StoreUnavailable
+from gateway.routing.config import RoutingTable
+from gateway.store import Database
 from tests.auth.conftest import OPERATOR, READ_ONLY, SENDER, token_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -286,3 +289,27 @@ async def test_concurrent_copies_of_a_cda_make_one_referral(client: httpx.AsyncC
     for resource_type in ("ServiceRequest", "DocumentReference", "Patient"):
         found = (await client.get(f"/fhir/{resource_type}", params={"_summary": "count"})).json()
         assert found["total"] == 1, resource_type
+
+
+async def test_a_training_message_never_becomes_a_referral(
+    client: httpx.AsyncClient, settings: Settings, database: Database, routing: RoutingTable
+) -> None:
+    """MSH-11 T (training) or D (debugging) from a hospital's test system is an AR 202 on a production gateway —
+    nothing stored, nothing routed; a gateway set up for testing (GATEWAY_HL7V2_PROCESSING_ID=T) takes T only."""
+    production = (EXAMPLES / "hl7v2" / "ref-i12-discharge.hl7").read_bytes()
+    training = production.replace(b"|P|2.5", b"|T|2.5", 1)
+    assert training != production
+    for body in (training, production.replace(b"|P|2.5", b"|D|2.5", 1)):
+        answer = await post_v2(client, body)
+        assert answer.status_code == 400, answer.content
+        found = segments(answer.content)
+        assert found["MSA"][0][1:3] == ["AR", "CH3R-MSG-000451"]
+        assert [(err[2], err[3].split("^")[0], err[5]) for err in found["ERR"]] == [
+            ("MSH^1^11", "202", "hl7v2-message-unsupported^^dac-issue")
+        ]
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 0
+    testing = create_app(settings.model_copy(update={"hl7v2_processing_id": "T"}), database, routing)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=testing), base_url="http://gateway.test") as http:
+        assert segments((await post_v2(http, production)).content)["MSA"][0][1] == "AR"
+        assert segments((await post_v2(http, training)).content)["MSA"][0][1] == "AA"
+    assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 1

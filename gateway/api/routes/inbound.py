@@ -55,7 +55,14 @@ async def hl7v2(
     client.require("ServiceRequest", Permission.CREATE)
     _require_media(request, HL7V2_MEDIA_TYPES, "x-application/hl7-v2+er7")
     context = IntakeContext(
-        database, routing, base_url, client.sender_id, viewer, foreign_systems, settings.parse_time_budget
+        database,
+        routing,
+        base_url,
+        client.sender_id,
+        viewer,
+        foreign_systems,
+        settings.parse_time_budget,
+        settings.hl7v2_processing_id,
     )
     answer = await take_in_hl7v2(await request.body(), context)
     return Response(answer.ack, answer.status, media_type=answer.content_type)
