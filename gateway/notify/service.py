@@ -109,7 +109,9 @@ async def update(
             IssueCode.RESOURCE_TYPE_UNSUPPORTED, "the body must be this Subscription, with its id", "Subscription.id"
         )
     async with UnitOfWork(database) as uow:
-        current = await uow.subscriptions.get(subscription_id, owner.scope)
+        # Its row first, locked, before its queue (``gateway.store.subscriptions``' lock order): a handshake
+        # recorded meanwhile waits, rather than making this a 412 the client did not ask for.
+        current = await uow.subscriptions.get(subscription_id, owner.scope, for_update=True)
         if current is None:
             raise _not_found(subscription_id)
         if if_match is not None and if_match.strip().removeprefix("W/") != current.etag.removeprefix("W/"):
@@ -148,7 +150,7 @@ async def update(
 
 async def delete(database: Database, owner: Owner, subscription_id: str) -> None:
     async with UnitOfWork(database) as uow:
-        current = await uow.subscriptions.get(subscription_id, owner.scope)
+        current = await uow.subscriptions.get(subscription_id, owner.scope, for_update=True)
         if current is None:
             raise _not_found(subscription_id)
         await uow.subscriptions.delete(current, utc_now())

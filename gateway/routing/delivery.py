@@ -370,6 +370,8 @@ class Dispatcher:
                 results[entry.id] = result
         outcomes = list(best.values())
         async with UnitOfWork(self.database) as uow:
+            # Notifications' Subscriptions first, then their outbox rows (``gateway.store.subscriptions``' lock order).
+            await uow.subscriptions.lock(entry.destination for entry, _ in outcomes if _prebuilt(entry) is not None)
             # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
             recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
             for entry, outcome in outcomes:

@@ -8,6 +8,14 @@ the Subscription's row lock first (``next_number`` on queueing, ``notifications_
 so a notification queued while the one before it ends is never left waiting: either the queueing sees the earlier
 one ended, or the recording sees the new one waiting.
 
+The lock order, everywhere: a Subscription's row before any outbox row of its queue, and several Subscriptions'
+rows in the order of their ids. Queueing (``next_number``), ending (``set_status`` off, ``delete``) and replaying
+take the row before they touch the queue; the worker, whose recording writes the outcomes of notifications (their
+outbox rows) before it moves their queues on, takes the rows of its notifications' Subscriptions first (``lock``).
+Taken the other way round by one side, an owner setting its Subscription off while the worker recorded one of its
+notifications deadlocked on PostgreSQL (the one holding the outbox row waited for the Subscription's, and the
+other the reverse).
+
 Event numbers come from the same row (``events_count``), incremented in the transaction of the change: they run
 1, 2, 3… per Subscription, without gaps, and a number is never given twice.
 """
@@ -167,12 +175,17 @@ class SubscriptionRepository:
         await self._execute(sa.insert(subscriptions).values(**row))
         return SubscriptionRecord.from_row(_Row(row))
 
-    async def get(self, subscription_id: str, owner: str | None = None) -> SubscriptionRecord | None:
-        """The Subscription; None when there is none, or (``owner`` given) it is another client's."""
+    async def get(
+        self, subscription_id: str, owner: str | None = None, *, for_update: bool = False
+    ) -> SubscriptionRecord | None:
+        """The Subscription; None when there is none, or (``owner`` given) it is another client's. ``for_update``:
+        its row locked until the transaction ends (what changes it reads it so: nothing moves it meanwhile)."""
         s = subscriptions.c
         query = sa.select(subscriptions).where(s.id == subscription_id)
         if owner is not None:
             query = query.where(s.owner == owner)
+        if for_update:
+            query = query.with_for_update()
         row = (await self._execute(query)).first()
         return SubscriptionRecord.from_row(row) if row else None
 
@@ -234,6 +247,15 @@ class SubscriptionRepository:
         )
 
     # --- numbering and order ---
+
+    async def lock(self, destinations: Iterable[str]) -> None:
+        """Take the row locks of the Subscriptions these outbox destinations name (others are ignored), in the
+        order of their ids: before any outbox row of their queues (the module's lock order). SQLite has one writer:
+        nothing to take."""
+        ids = sorted({d.removeprefix(SUBSCRIPTION_PREFIX) for d in destinations if d.startswith(SUBSCRIPTION_PREFIX)})
+        if ids and self._connection.dialect.name == "postgresql":
+            s = subscriptions.c
+            await self._execute(sa.select(s.id).where(s.id.in_(ids)).order_by(s.id).with_for_update(key_share=False))
 
     async def next_number(self, subscription_id: str, now: datetime, *, event: bool) -> tuple[int, int, str] | None:
         """Take the Subscription's row lock and its next numbers: (event number — the last one when not ``event``
