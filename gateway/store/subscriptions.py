@@ -3,7 +3,11 @@ order of its notifications in the outbox.
 
 A Subscription's notifications are outbox entries of the destination ``subscription/{id}``, delivered one at a
 time, in order: an entry queued while an earlier one of the same Subscription is still pending (or waiting) is
-queued ``waiting``, and becomes ``pending`` when the one before it is delivered or dead-lettered. Both sides take
+queued ``waiting``, and becomes ``pending`` when the one before it is delivered. One dead-lettered (its retries
+spent, or refused for good) holds the rest: they stay ``waiting`` — numbered, kept, nothing lost — and the
+Subscription's ``error`` says so, until that notification is replayed (``replay``: queued again ahead of them,
+under its id) and delivered; then they follow, in order. So a subscriber gets every event once, in order, with no
+gap, whatever an operator replays when. Both sides take
 the Subscription's row lock first (``next_number`` on queueing, ``notifications_ended`` on recording an outcome),
 so a notification queued while the one before it ends is never left waiting: either the queueing sees the earlier
 one ended, or the recording sees the new one waiting.
@@ -307,6 +311,37 @@ class SubscriptionRepository:
         )
         return bool(result.rowcount == 1)
 
+    async def replay(self, entry_id: str, now: datetime) -> bool | None:
+        """Queue a Subscription's notification again, under its id, in its place in the Subscription's order: due at
+        once when nothing else of the Subscription is being sent, else ``waiting`` — its id sorts before those of
+        the notifications queued after it, so it is the next one sent. None when ``entry_id`` is not a
+        Subscription's notification; False when there is none, or its Subscription is no longer live (off,
+        error, deleted: a new handshake, status ``requested``, starts it again)."""
+        o, s = outbox.c, subscriptions.c
+        destination = (await self._execute(sa.select(o.destination).where(o.id == entry_id))).scalar_one_or_none()
+        if destination is None or not destination.startswith(SUBSCRIPTION_PREFIX):
+            return None
+        subscription_id = destination.removeprefix(SUBSCRIPTION_PREFIX)
+        await self.lock([destination])  # its row before its queue
+        status = (await self._execute(sa.select(s.status).where(s.id == subscription_id))).scalar_one_or_none()
+        if status not in LIVE:
+            return False
+        sending = await self._execute(
+            sa.select(sa.exists().where(o.destination == destination, o.status == PENDING, o.id != entry_id))
+        )
+        result = await self._execute(
+            sa.update(outbox)
+            .where(o.id == entry_id)
+            .values(
+                status=WAITING if sending.scalar_one() else PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        return bool(result.rowcount == 1)
+
     def add_event(self, event: SubscriptionEvent) -> None:
         self._pending.add(
             subscription_events,
@@ -379,11 +414,26 @@ class SubscriptionRepository:
                             else_=s.error,
                         ),
                     }
+            else:
+                # A notification dead-lettered holds the rest of the queue: the owner reads why; one delivered (its
+                # replay) moves it on again.
+                held = (
+                    "a notification was not delivered (a dead letter: gateway outbox list --status dead); the next "
+                    "ones wait until it is replayed (gateway outbox replay ID)"
+                )
+                changed = s.error.is_distinct_from(held) if status == DEAD else s.error.is_not(None)
+                values = {
+                    "error": sa.case((changed, held if status == DEAD else None), else_=s.error),
+                    "version_id": sa.case((changed, s.version_id + 1), else_=s.version_id),
+                    "last_updated": sa.case((changed, now), else_=s.last_updated),
+                }
             await self._execute(sa.update(subscriptions).where(s.id == subscription_id).values(**values))
             if event == HANDSHAKE and status == DEAD:
                 # Its endpoint never took the handshake: nothing more is sent until the owner asks for another one.
                 await self._end_queue(subscription_id, "the Subscription's handshake was not delivered", now)
                 continue
+            if status == DEAD:
+                continue  # the next ones wait for this one's replay
             following = (
                 sa.select(o.id)
                 .where(o.destination == destination, o.status == WAITING)
