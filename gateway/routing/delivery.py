@@ -370,8 +370,7 @@ class Dispatcher:
                 results[entry.id] = result
         outcomes = list(best.values())
         async with UnitOfWork(self.database) as uow:
-            # Notifications' Subscriptions first, then their outbox rows (``gateway.store.subscriptions``' lock order).
-            await uow.subscriptions.lock(entry.destination for entry, _ in outcomes if _prebuilt(entry) is not None)
+            await _lock_in_order(uow, outcomes)
             # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
             recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
             for entry, outcome in outcomes:
@@ -415,6 +414,23 @@ class Dispatcher:
                     attempts=outcome.attempts,
                     error=outcome.error,
                 )
+
+
+async def _lock_in_order(uow: UnitOfWork, outcomes: Sequence[tuple[OutboxEntry, Finished]]) -> None:
+    """When a recording holds notifications, the rows it will change in the order every writer takes them
+    (``gateway.store.subscriptions``): the Tasks that show their delivery (a change locks its resources first, then
+    numbers its Subscriptions' events), then the notifications' Subscriptions, and only then — in ``finish`` — the
+    outbox rows."""
+    notifications = [entry.destination for entry, _ in outcomes if _prebuilt(entry) is not None]
+    if not notifications:
+        return
+    shown = [
+        ("Task", str(entry.task_id))
+        for entry, outcome in outcomes
+        if entry.task_id and entry.event == REFERRAL_REQUEST and outcome.status != PENDING
+    ]
+    await uow.resources.get_many(shown, for_update=True)
+    await uow.subscriptions.lock(notifications)
 
 
 def _prebuilt(entry: OutboxEntry) -> dict[str, Any] | None:

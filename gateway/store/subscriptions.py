@@ -12,10 +12,12 @@ the Subscription's row lock first (``next_number`` on queueing, ``notifications_
 so a notification queued while the one before it ends is never left waiting: either the queueing sees the earlier
 one ended, or the recording sees the new one waiting.
 
-The lock order, everywhere: a Subscription's row before any outbox row of its queue, and several Subscriptions'
-rows in the order of their ids. Queueing (``next_number``), ending (``set_status`` off, ``delete``) and replaying
-take the row before they touch the queue; the worker, whose recording writes the outcomes of notifications (their
-outbox rows) before it moves their queues on, takes the rows of its notifications' Subscriptions first (``lock``).
+The lock order, everywhere: the resources a transaction changes, then Subscriptions' rows (in the order of their
+ids), then the outbox rows of their queues. A change numbers its Subscriptions' events after it wrote its
+resources; ending (``set_status`` off, ``delete``) and replaying take the Subscription's row before they touch its
+queue; the worker, whose recording writes the outcomes of notifications (their outbox rows) before it moves their
+queues on and shows deliveries on Tasks, takes those Tasks' rows and its notifications' Subscriptions' first
+(``lock``).
 Taken the other way round by one side, an owner setting its Subscription off while the worker recorded one of its
 notifications deadlocked on PostgreSQL (the one holding the outbox row waited for the Subscription's, and the
 other the reverse).

@@ -21,7 +21,17 @@ from gateway.routing.config import RoutingTable
 from gateway.store import Database, UnitOfWork
 from gateway.store.subscriptions import SubscriptionRepository
 from tests.conftest import load_example
-from tests.notify.test_subscriptions import FHIR_JSON, HOOK, TASK_TOPIC, create, deliver, post_referral, subscription
+from tests.notify.test_subscriptions import (
+    FHIR_JSON,
+    HOOK,
+    TASK_TOPIC,
+    create,
+    deliver,
+    dispatcher,
+    due_now,
+    post_referral,
+    subscription,
+)
 
 NAMES = ("referral-gp.json", "referral-no-gp.json", "referral-social-worker.json")
 
@@ -100,3 +110,48 @@ async def test_ending_a_subscription_while_its_events_are_numbered(
         assert posted.status_code == 200, posted.text
         assert stopped.status_code in (200, 204), stopped.text
         assert set((await _queue_of(database, created["id"])).values()) == {"dead"}
+
+
+@respx.mock
+async def test_a_task_changed_while_the_worker_records_its_delivery_and_a_notification(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change locks its Task, then numbers its Subscriptions' events; the worker recording, in one transaction, a
+    notification of such a Subscription and the referral's delivery (shown on that Task) takes the Task first too."""
+    from tests.routing.test_delivery import _intake_task
+
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    respx.post(HOOK).mock(return_value=httpx.Response(200))
+    created = await create(client, subscription(TASK_TOPIC, ("Task?code=platform-intake",), content="id-only"))
+    service_request = await post_referral(client)  # its delivery and the handshake are due together
+    task = await _intake_task(database, service_request.split("/")[1])
+    locked, original = asyncio.Event(), SubscriptionRepository.lock
+
+    async def paused(self: SubscriptionRepository, destinations: Any) -> None:
+        await original(self, destinations)
+        if not locked.is_set():
+            locked.set()
+            await asyncio.sleep(0.3)
+
+    monkeypatch.setattr(SubscriptionRepository, "lock", paused)
+
+    async def change() -> None:
+        await locked.wait()
+        async with UnitOfWork(database) as uow:
+            current = await uow.resources.get_many([("Task", task["id"])], for_update=True)
+            stored = current["Task", task["id"]]
+            await uow.resources.update_many([(stored, stored.content | {"businessStatus": {"text": "seen"}})])
+            await uow.commit()
+
+    async with httpx.AsyncClient() as http:
+        from dataclasses import replace
+
+        sender = dispatcher(database, routing, http)
+        sender.settings = replace(sender.settings, record_linger=0.05)  # both outcomes in one recording
+        await due_now(database)
+        await asyncio.gather(sender.deliver_due(), asyncio.wait_for(change(), 10))
+    queue = await _queue_of(database, created["id"])
+    assert next(iter(queue.values())) == "delivered"  # the handshake's outcome recorded, not aborted
+    async with UnitOfWork(database, write=False) as uow:
+        record = await uow.subscriptions.get(created["id"])
+    assert record is not None and record.events_count == 3  # created; delivered; changed — each numbered once
