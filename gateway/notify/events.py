@@ -20,7 +20,9 @@ from gateway.fhir.codec import serialize_resource
 from gateway.fhir.media import FhirFormat
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import index_entries
+from gateway.fhir.types import Resource
 from gateway.notify.bundles import NotifiedEvent, notification_bundle
+from gateway.notify.opposition import minimal, opposed_referrals, received
 from gateway.notify.topics import TOPIC_OF_TYPE, TOPICS, Channel, Topic, channel_of, filters_of
 from gateway.store.database import Database
 from gateway.store.outbox import WAITING
@@ -44,9 +46,11 @@ async def queue_notification(
     kind: str,
     now: datetime,
     change: Change | None = None,
+    resource: Resource | None = None,
 ) -> int | None:
-    """Number and queue one notification of ``record`` (an event's when ``change`` is given); the event number
-    given, or None when the Subscription is no longer live."""
+    """Number and queue one notification of ``record`` (an event's when ``change`` is given, its focus carried as
+    ``resource`` — the minimal form after an opposition — or as written); the event number given, or None when the
+    Subscription is no longer live."""
     numbers = await uow.subscriptions.next_number(record.id, now, event=change is not None)
     if numbers is None:
         return None
@@ -60,14 +64,15 @@ async def queue_notification(
         uow.subscriptions.add_event(
             SubscriptionEvent(record.id, event_number, now, stored.resource_type, stored.id, stored.version_id)
         )
-        events.append(NotifiedEvent(event_number, now, focus, stored.content, change.before is None))
+        carried = stored.content if resource is None else resource
+        events.append(NotifiedEvent(event_number, now, focus, carried, change.before is None))
     if change is not None and status == WAITING and channel.max_count > 1:
         # The subscriber takes several events per notification: this one joins the last notification still
         # waiting, if there is room in it (it is not being sent: it waits, and the row lock is ours).
         last = await uow.subscriptions.last_waiting(record.id)
-        carried = last.payload.get("events") if last is not None and last.event == OUTBOX_EVENT[EVENT] else None
-        if last is not None and isinstance(carried, list) and len(carried) < channel.max_count:
-            events = [_event_from(item) for item in carried] + events
+        waiting = last.payload.get("events") if last is not None and last.event == OUTBOX_EVENT[EVENT] else None
+        if last is not None and isinstance(waiting, list) and len(waiting) < channel.max_count:
+            events = [_event_from(item) for item in waiting] + events
             payload = _payload(record, base_url, last.id, kind, event_number, events, channel, now, focus)
             if await uow.subscriptions.rewrite_waiting(last.id, payload):
                 return event_number
@@ -163,13 +168,22 @@ class Notifier:
                 if not await uow.visibility.can_see(record.viewer, change.after.resource_type, change.after.id):
                     continue
                 matched.setdefault(record.id, (record, []))[1].append(change)
+        # After an opposition, only who had the referral hears of it, in the minimal form (``opposition``).
+        revoked = await opposed_referrals(
+            uow, {c.after.reference for _, changes_of in matched.values() for c in changes_of}
+        )
         # Numbered Subscription by Subscription, in the order of their ids: two transactions take their row locks
         # in the same order (never a deadlock); each one's events in the order of the changes.
         now = utc_now()
         for subscription_id in sorted(matched):
             record, changes_of = matched[subscription_id]
             for change in changes_of:
-                await queue_notification(uow, record, self.base_url, EVENT, now, change)
+                service_request = revoked.get(change.after.reference)
+                if service_request is None:
+                    await queue_notification(uow, record, self.base_url, EVENT, now, change)
+                elif await received(uow, record, service_request):
+                    cut = minimal(change.after.content)
+                    await queue_notification(uow, record, self.base_url, EVENT, now, change, cut)
 
 
 def listen(database: Database, base_url: str) -> None:

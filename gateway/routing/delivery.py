@@ -35,6 +35,7 @@ from gateway.auth.clients import ClientRegistry
 from gateway.auth.outbound import OutboundTokens, SmartBackendAuth, TokenUnavailable
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
+from gateway.notify.opposition import as_sent
 from gateway.routing.config import RoutingTable
 from gateway.routing.destinations import destination_label, shown_destination
 from gateway.routing.messages import Message, NothingToSend, build_messages
@@ -155,9 +156,8 @@ class Dispatcher:
             messages = (
                 await build_messages(uow, built, self.settings.base_url, platform_keys(self.routing)) if built else {}
             )
-            for entry in entries:
-                if (post := _prebuilt(entry)) is not None:
-                    messages[entry.id] = str(post.get("body", "")).encode()
+            # After an opposition, cut to the minimal forms what was queued before it (``gateway.notify.opposition``).
+            messages.update(await as_sent(uow, [entry for entry in entries if _prebuilt(entry) is not None]))
             await uow.commit()
         self.in_flight.update(entry.destination for entry in entries)
         for entry in entries:

@@ -357,6 +357,18 @@ class SubscriptionRepository:
             },
         )
 
+    async def notified_of(self, subscription_id: str, focuses: Sequence[tuple[str, str]]) -> bool:
+        """Whether an event of the Subscription kept (7 days) is about one of these resources (type, id)."""
+        e = subscription_events.c
+        by_type: dict[str, list[str]] = {}
+        for resource_type, resource_id in focuses:
+            by_type.setdefault(resource_type, []).append(resource_id)
+        if not by_type:
+            return False
+        about = sa.or_(*(sa.and_(e.focus_type == t, e.focus_id.in_(ids)) for t, ids in by_type.items()))
+        result = await self._execute(sa.select(sa.exists().where(e.subscription_id == subscription_id, about)))
+        return bool(result.scalar_one())
+
     async def events(self, subscription_id: str, since: int, until: int) -> list[SubscriptionEvent]:
         e = subscription_events.c
         result = await self._execute(
