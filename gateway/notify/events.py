@@ -115,6 +115,8 @@ def _payload(
             "body": serialize_resource(bundle, _format(channel.payload_type)).decode(),
         },
     }
+    if channel.timeout is not None:
+        payload["post"]["timeout"] = channel.timeout  # backport-timeout: the POST's time limit
     if kind == EVENT and channel.max_count > 1:
         payload["events"] = [
             {

@@ -235,6 +235,22 @@ class Dispatcher:
         registered = self.registry.get(sender) if self.registry is not None and isinstance(sender, str) else None
         return registered.auth if registered is not None else None
 
+    def _time_limit(self, entry: OutboxEntry) -> httpx.Timeout:
+        """A notification's ``backport-timeout`` (its Subscription's) as the limit of each step of its POST —
+        connecting, sending, waiting for the answer —, capped by the client's own (GATEWAY_DELIVERY_TIMEOUT: what
+        the attempt's time and the lease are sized for); else the client's."""
+        own = self.client.timeout
+        seconds = (_prebuilt(entry) or {}).get("timeout")
+        if not isinstance(seconds, int) or seconds < 1:
+            return own
+
+        def capped(step: float | None) -> float:
+            return float(seconds) if step is None else min(float(seconds), step)
+
+        return httpx.Timeout(
+            connect=capped(own.connect), read=capped(own.read), write=capped(own.write), pool=capped(own.pool)
+        )
+
     async def _attempt(self, entry: OutboxEntry, message: bytes | NothingToSend) -> AttemptResult:
         if isinstance(message, NothingToSend):
             return AttemptResult(Verdict.RETRY if message.later else Verdict.DEAD, message.reason)
@@ -242,17 +258,18 @@ class Dispatcher:
         url = entry.endpoint if _prebuilt(entry) is not None else f"{entry.endpoint.rstrip('/')}/$process-message"
         headers = self._headers(entry)
         auth = self._smart_auth(entry)
+        limit = self._time_limit(entry)
         try:
             token = await self.tokens.token(auth, self.client) if auth is not None else None
             if token is not None:
                 headers["Authorization"] = f"Bearer {token}"
-            response = await self.client.post(url, content=message, headers=headers)
+            response = await self.client.post(url, content=message, headers=headers, timeout=limit)
             if response.status_code == 401 and auth is not None:
                 # The token may have been revoked, or the other side restarted with a new secret: one fresh token,
                 # at once. A 401 to that one too is the judge's (a dead letter: our registration there is wrong).
                 await response.aclose()
                 headers["Authorization"] = f"Bearer {await self.tokens.token(auth, self.client, refused=token)}"
-                response = await self.client.post(url, content=message, headers=headers)
+                response = await self.client.post(url, content=message, headers=headers, timeout=limit)
         except TokenUnavailable as exc:  # the token endpoint's trouble: later, like a destination's 503
             return AttemptResult(Verdict.RETRY, str(exc), sent=False)
         except httpx.TimeoutException as exc:
