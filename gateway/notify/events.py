@@ -26,7 +26,7 @@ from gateway.notify.opposition import minimal, opposed_referrals, received
 from gateway.notify.topics import TOPIC_OF_TYPE, TOPICS, Channel, Topic, channel_of, filters_of
 from gateway.store.database import Database
 from gateway.store.outbox import WAITING
-from gateway.store.repository import Change
+from gateway.store.repository import Change, StoredResource
 from gateway.store.subscriptions import SubscriptionEvent, SubscriptionRecord
 from gateway.store.unit_of_work import UnitOfWork
 
@@ -148,28 +148,9 @@ class Notifier:
     base_url: str
 
     async def __call__(self, uow: UnitOfWork, changes: Sequence[Change]) -> None:
-        triggered: list[tuple[Topic, Change]] = []
-        for change in changes:
-            topic = TOPIC_OF_TYPE.get(change.after.resource_type)
-            if topic is not None and topic.triggered(change.before, change.after.content):
-                triggered.append((topic, change))
-        if not triggered:
+        matched = await _matched(uow, changes)
+        if not matched:
             return
-        live = await uow.subscriptions.live({topic.url for topic, _ in triggered})
-        if not live:
-            return
-        matched: dict[str, tuple[SubscriptionRecord, list[Change]]] = {}
-        for topic, change in triggered:
-            entries = index_entries(change.after.content)
-            for record in live:
-                if record.topic != topic.url:
-                    continue
-                if not all(f.matches(entries) for f in filters_of(TOPICS[record.topic], record.content)):
-                    continue
-                # Nothing the owner may not see, and so no filter tells it that something exists.
-                if not await uow.visibility.can_see(record.viewer, change.after.resource_type, change.after.id):
-                    continue
-                matched.setdefault(record.id, (record, []))[1].append(change)
         # After an opposition, only who had the referral hears of it, in the minimal form (``opposition``).
         revoked = await opposed_referrals(
             uow, {c.after.reference for _, changes_of in matched.values() for c in changes_of}
@@ -186,6 +167,40 @@ class Notifier:
                 elif await received(uow, record, service_request):
                     cut = minimal(change.after.content)
                     await queue_notification(uow, record, self.base_url, EVENT, now, change, cut)
+
+
+async def _matched(uow: UnitOfWork, changes: Sequence[Change]) -> dict[str, tuple[SubscriptionRecord, list[Change]]]:
+    """The live Subscriptions that hear of these changes — a topic they trigger, the Subscription's filters
+    matching, its owner allowed to see the resource —, by id, each with its changes in order."""
+    triggered: list[tuple[Topic, Change]] = []
+    for change in changes:
+        topic = TOPIC_OF_TYPE.get(change.after.resource_type)
+        if topic is not None and topic.triggered(change.before, change.after.content):
+            triggered.append((topic, change))
+    if not triggered:
+        return {}
+    live = await uow.subscriptions.live({topic.url for topic, _ in triggered})
+    matched: dict[str, tuple[SubscriptionRecord, list[Change]]] = {}
+    for topic, change in triggered:
+        entries = index_entries(change.after.content)
+        for record in live:
+            if record.topic != topic.url:
+                continue
+            if not all(f.matches(entries) for f in filters_of(TOPICS[record.topic], record.content)):
+                continue
+            # Nothing the owner may not see, and so no filter tells it that something exists.
+            if not await uow.visibility.can_see(record.viewer, change.after.resource_type, change.after.id):
+                continue
+            matched.setdefault(record.id, (record, []))[1].append(change)
+    return matched
+
+
+async def hearing_of(uow: UnitOfWork, resources: Sequence[StoredResource]) -> list[str]:
+    """The Subscriptions that may hear of a change of these resources, as they stand — what a transaction that will
+    change them, and holds Subscriptions' rows already, locks with those, in one order, before it changes them
+    (``gateway.store.subscriptions``). A superset: the change may not trigger a topic, or be about a referral
+    revoked since for an opposition."""
+    return sorted(await _matched(uow, [Change(None, stored) for stored in resources]))
 
 
 def listen(database: Database, base_url: str) -> None:

@@ -35,6 +35,7 @@ from gateway.auth.clients import ClientRegistry
 from gateway.auth.outbound import OutboundTokens, SmartBackendAuth, TokenUnavailable
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
+from gateway.notify.events import hearing_of
 from gateway.notify.opposition import as_sent
 from gateway.routing.config import RoutingTable
 from gateway.routing.destinations import destination_label, shown_destination
@@ -44,6 +45,7 @@ from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule
 from gateway.routing.transport import ShardedTransport
 from gateway.store.database import Database
 from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
+from gateway.store.subscriptions import destination_of
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.references import platform_keys
 from gateway.workflow.transitions import FINAL
@@ -436,8 +438,8 @@ class Dispatcher:
 async def _lock_in_order(uow: UnitOfWork, outcomes: Sequence[tuple[OutboxEntry, Finished]]) -> None:
     """When a recording holds notifications, the rows it will change in the order every writer takes them
     (``gateway.store.subscriptions``): the Tasks that show their delivery (a change locks its resources first, then
-    numbers its Subscriptions' events), then the notifications' Subscriptions, and only then — in ``finish`` — the
-    outbox rows."""
+    numbers its Subscriptions' events), then — in the order of their ids, all at once — the notifications'
+    Subscriptions and those that will hear of those Tasks' changes, and only then (``finish``) the outbox rows."""
     notifications = [entry.destination for entry, _ in outcomes if _prebuilt(entry) is not None]
     if not notifications:
         return
@@ -446,8 +448,9 @@ async def _lock_in_order(uow: UnitOfWork, outcomes: Sequence[tuple[OutboxEntry, 
         for entry, outcome in outcomes
         if entry.task_id and entry.event == REFERRAL_REQUEST and outcome.status != PENDING
     ]
-    await uow.resources.get_many(shown, for_update=True)
-    await uow.subscriptions.lock(notifications)
+    tasks = await uow.resources.get_many(shown, for_update=True)
+    hearing = await hearing_of(uow, list(tasks.values())) if tasks else []
+    await uow.subscriptions.lock([*notifications, *(destination_of(id) for id in hearing)])
 
 
 def _prebuilt(entry: OutboxEntry) -> dict[str, Any] | None:

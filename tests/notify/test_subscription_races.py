@@ -155,3 +155,70 @@ async def test_a_task_changed_while_the_worker_records_its_delivery_and_a_notifi
     async with UnitOfWork(database, write=False) as uow:
         record = await uow.subscriptions.get(created["id"])
     assert record is not None and record.events_count == 3  # created; delivered; changed — each numbered once
+
+
+@respx.mock
+async def test_the_worker_numbers_events_while_a_change_numbers_the_same_subscriptions(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's recording holds a notification's Subscription, and its delivery shown on a Task makes events for
+    another one, of a smaller id; meanwhile a change of another Task numbers both, in the order of their ids. The
+    worker takes both Subscriptions' rows before any (the ones its Tasks' changes will number too), so neither
+    transaction waits for the other in a circle."""
+    import sqlalchemy as sa
+
+    from gateway.store.tables import outbox, subscriptions
+    from tests.routing.test_delivery import _intake_task
+
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    respx.post(HOOK).mock(return_value=httpx.Response(200))
+    first, second = sorted(
+        [(await create(client, subscription(TASK_TOPIC, content="id-only")))["id"] for _ in range(2)]
+    )
+    async with database.engine.begin() as connection:  # the first's handshake went: only the second's is due
+        await connection.execute(sa.update(subscriptions).where(subscriptions.c.id == first).values(status="active"))
+        await connection.execute(
+            sa.update(outbox).where(outbox.c.destination == f"subscription/{first}").values(status="delivered")
+        )
+    # Another referral's Task (its delivery done), then the referral whose delivery the worker records.
+    other = await _intake_task(database, (await post_referral(client, "referral-no-gp.json")).split("/")[1])
+    async with database.engine.begin() as connection:
+        await connection.execute(sa.update(outbox).where(outbox.c.task_id == other["id"]).values(status="delivered"))
+    await post_referral(client)
+    async with database.engine.begin() as connection:
+        await connection.execute(
+            sa.update(outbox).where(outbox.c.destination == f"subscription/{first}").values(status="delivered")
+        )
+    locked, original = asyncio.Event(), SubscriptionRepository.lock
+
+    async def paused(self: SubscriptionRepository, destinations: Any) -> None:
+        await original(self, destinations)
+        if not locked.is_set():
+            locked.set()
+            await asyncio.sleep(0.3)
+
+    monkeypatch.setattr(SubscriptionRepository, "lock", paused)
+
+    async def change() -> None:
+        await locked.wait()
+        async with UnitOfWork(database) as uow:
+            current = await uow.resources.get_many([("Task", other["id"])], for_update=True)
+            stored = current["Task", other["id"]]
+            await uow.resources.update_many([(stored, stored.content | {"businessStatus": {"text": "seen"}})])
+            await uow.commit()
+
+    async with httpx.AsyncClient() as http:
+        from dataclasses import replace
+
+        sender = dispatcher(database, routing, http)
+        sender.settings = replace(sender.settings, record_linger=0.05)
+        await due_now(database)
+        await asyncio.gather(sender.deliver_due(), asyncio.wait_for(change(), 10))
+    async with UnitOfWork(database, write=False) as uow:
+        heard = [[e.focus_id for e in await uow.subscriptions.events(i, 1, 100)] for i in (first, second)]
+    # Both heard of everything, once, numbered without gaps: the other Task created and changed (the transaction
+    # that waited), the intake Task created and delivered (the worker's).
+    assert heard[0] == heard[1]
+    assert heard[0].count(other["id"]) == 2 and heard[0][-1] == other["id"]
+    intake = next(focus for focus in heard[0] if focus != other["id"] and heard[0].count(focus) == 2)
+    assert heard[0].index(intake) > heard[0].index(other["id"])
