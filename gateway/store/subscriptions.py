@@ -398,7 +398,10 @@ class SubscriptionRepository:
         waiting = sa.exists().where(
             o.destination == sa.literal(SUBSCRIPTION_PREFIX) + s.id, o.status.in_((PENDING, WAITING))
         )
-        query = sa.select(subscriptions).where(s.status == ACTIVE, s.heartbeat_period.is_not(None), ~waiting)
+        # In the order of their ids: the heartbeats are queued — their rows locked — in the module's lock order.
+        query = (
+            sa.select(subscriptions).where(s.status == ACTIVE, s.heartbeat_period.is_not(None), ~waiting).order_by(s.id)
+        )
         due = []
         for row in await self._execute(query):
             record = SubscriptionRecord.from_row(row)
