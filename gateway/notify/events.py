@@ -64,15 +64,15 @@ async def queue_notification(
         uow.subscriptions.add_event(
             SubscriptionEvent(record.id, event_number, now, stored.resource_type, stored.id, stored.version_id)
         )
-        carried = stored.content if resource is None else resource
-        events.append(NotifiedEvent(event_number, now, focus, carried, change.before is None))
+        notified = stored.content if resource is None else resource
+        events.append(NotifiedEvent(event_number, now, focus, notified, change.before is None))
     if change is not None and status == WAITING and channel.max_count > 1:
         # The subscriber takes several events per notification: this one joins the last notification still
         # waiting, if there is room in it (it is not being sent: it waits, and the row lock is ours).
         last = await uow.subscriptions.last_waiting(record.id)
-        waiting = last.payload.get("events") if last is not None and last.event == OUTBOX_EVENT[EVENT] else None
-        if last is not None and isinstance(waiting, list) and len(waiting) < channel.max_count:
-            events = [_event_from(item) for item in waiting] + events
+        carried = last.payload.get("events") if last is not None and last.event == OUTBOX_EVENT[EVENT] else None
+        if last is not None and isinstance(carried, list) and len(carried) < channel.max_count:
+            events = [_event_from(item) for item in carried] + events
             payload = _payload(record, base_url, last.id, kind, event_number, events, channel, now, focus)
             if await uow.subscriptions.rewrite_waiting(last.id, payload):
                 return event_number
