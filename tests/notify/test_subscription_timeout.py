@@ -5,6 +5,7 @@ HTTP client's, which a mocked transport never reaches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -34,7 +35,10 @@ class SlowReceiver:
             length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
             await reader.readexactly(int(length.group(1)) if length else 0)
             self.received += 1
-            await asyncio.sleep(self.delays.pop(0) if self.delays else 0)
+            delay = self.delays.pop(0) if self.delays else 0
+            if delay:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(1), delay)  # b"" at once when the gateway gives up
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -45,7 +49,7 @@ class SlowReceiver:
 
 @pytest.fixture
 async def slow() -> AsyncIterator[SlowReceiver]:
-    receiver = SlowReceiver([1.5])
+    receiver = SlowReceiver([4.0])
     server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
     receiver.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
     async with server:
@@ -62,13 +66,13 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(
 ) -> None:
     created = await create(client, subscription(endpoint=slow.url, extension=[_timeout(1)]))
     started = time.monotonic()
-    await deliver(database, routing)  # the handshake: the receiver answers after 1.5 s
+    await deliver(database, routing)  # the handshake: the receiver would answer after 4 s
     waited = time.monotonic() - started
     async with UnitOfWork(database, write=False) as uow:
         (handshake,) = await uow.outbox.entries()
     assert handshake.status == "pending" and handshake.attempts == 1  # a transient failure: retried
     assert "timeout" in (handshake.last_error or "")
-    assert waited < 1.45  # gave up after the Subscription's second, not the client's 5 s
+    assert waited < 3.0  # gave up after the Subscription's second (~1 s), not the receiver's 4 s (client's: 5 s)
     await deliver(database, routing)  # answered at once now
     assert slow.received == 2
     read = (await client.get(f"/fhir/Subscription/{created['id']}")).json()
