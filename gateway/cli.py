@@ -327,18 +327,19 @@ def outbox_list(
 
 @outbox_app.command("replay")
 def outbox_replay(delivery_id: Annotated[str, typer.Argument(help="The delivery (MessageHeader) id")]) -> None:
-    """Queue a dead-lettered delivery again, under the same id (receivers drop duplicates by it)."""
+    """Queue a dead-lettered delivery again, under the same id (receivers drop duplicates by it); a Subscription's
+    notification goes back ahead of the ones that waited behind it."""
     from gateway.fhir.primitives import utc_now
     from gateway.store.unit_of_work import UnitOfWork
 
     async def job(database: Any) -> bool:
         async with UnitOfWork(database) as uow:
-            done = await uow.outbox.replay(delivery_id, utc_now())
+            done = await uow.replay_delivery(delivery_id, utc_now())
             await uow.commit()
         return done
 
     if not _run_store(job):
-        typer.echo(f"no delivery {delivery_id}", err=True)
+        typer.echo(f"no delivery {delivery_id} to replay (or its Subscription is off, in error or deleted)", err=True)
         raise typer.Exit(code=1)
     typer.echo(f"delivery {delivery_id} queued again")
 

@@ -85,6 +85,6 @@ async def replay(database: Database, delivery_id: str, now: datetime) -> bool:
         entry = await uow.outbox.get(delivery_id)
         if entry is None or entry.status != DEAD:
             return False
-        done = await uow.outbox.replay(delivery_id, now)
+        done = await uow.replay_delivery(delivery_id, now)
         await uow.commit()
     return done

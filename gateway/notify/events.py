@@ -20,11 +20,13 @@ from gateway.fhir.codec import serialize_resource
 from gateway.fhir.media import FhirFormat
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.search import index_entries
+from gateway.fhir.types import Resource
 from gateway.notify.bundles import NotifiedEvent, notification_bundle
+from gateway.notify.opposition import minimal, opposed_referrals, received
 from gateway.notify.topics import TOPIC_OF_TYPE, TOPICS, Channel, Topic, channel_of, filters_of
 from gateway.store.database import Database
 from gateway.store.outbox import WAITING
-from gateway.store.repository import Change
+from gateway.store.repository import Change, StoredResource
 from gateway.store.subscriptions import SubscriptionEvent, SubscriptionRecord
 from gateway.store.unit_of_work import UnitOfWork
 
@@ -44,9 +46,11 @@ async def queue_notification(
     kind: str,
     now: datetime,
     change: Change | None = None,
+    resource: Resource | None = None,
 ) -> int | None:
-    """Number and queue one notification of ``record`` (an event's when ``change`` is given); the event number
-    given, or None when the Subscription is no longer live."""
+    """Number and queue one notification of ``record`` (an event's when ``change`` is given, its focus carried as
+    ``resource`` — the minimal form after an opposition — or as written); the event number given, or None when the
+    Subscription is no longer live."""
     numbers = await uow.subscriptions.next_number(record.id, now, event=change is not None)
     if numbers is None:
         return None
@@ -60,7 +64,8 @@ async def queue_notification(
         uow.subscriptions.add_event(
             SubscriptionEvent(record.id, event_number, now, stored.resource_type, stored.id, stored.version_id)
         )
-        events.append(NotifiedEvent(event_number, now, focus, stored.content, change.before is None))
+        notified = stored.content if resource is None else resource
+        events.append(NotifiedEvent(event_number, now, focus, notified, change.before is None))
     if change is not None and status == WAITING and channel.max_count > 1:
         # The subscriber takes several events per notification: this one joins the last notification still
         # waiting, if there is room in it (it is not being sent: it waits, and the row lock is ours).
@@ -110,6 +115,8 @@ def _payload(
             "body": serialize_resource(bundle, _format(channel.payload_type)).decode(),
         },
     }
+    if channel.timeout is not None:
+        payload["post"]["timeout"] = channel.timeout  # backport-timeout: the POST's time limit
     if kind == EVENT and channel.max_count > 1:
         payload["events"] = [
             {
@@ -141,35 +148,59 @@ class Notifier:
     base_url: str
 
     async def __call__(self, uow: UnitOfWork, changes: Sequence[Change]) -> None:
-        triggered: list[tuple[Topic, Change]] = []
-        for change in changes:
-            topic = TOPIC_OF_TYPE.get(change.after.resource_type)
-            if topic is not None and topic.triggered(change.before, change.after.content):
-                triggered.append((topic, change))
-        if not triggered:
+        matched = await _matched(uow, changes)
+        if not matched:
             return
-        live = await uow.subscriptions.live({topic.url for topic, _ in triggered})
-        if not live:
-            return
-        matched: dict[str, tuple[SubscriptionRecord, list[Change]]] = {}
-        for topic, change in triggered:
-            entries = index_entries(change.after.content)
-            for record in live:
-                if record.topic != topic.url:
-                    continue
-                if not all(f.matches(entries) for f in filters_of(TOPICS[record.topic], record.content)):
-                    continue
-                # Nothing the owner may not see, and so no filter tells it that something exists.
-                if not await uow.visibility.can_see(record.viewer, change.after.resource_type, change.after.id):
-                    continue
-                matched.setdefault(record.id, (record, []))[1].append(change)
+        # After an opposition, only who had the referral hears of it, in the minimal form (``opposition``).
+        revoked = await opposed_referrals(
+            uow, {c.after.reference for _, changes_of in matched.values() for c in changes_of}
+        )
         # Numbered Subscription by Subscription, in the order of their ids: two transactions take their row locks
         # in the same order (never a deadlock); each one's events in the order of the changes.
         now = utc_now()
         for subscription_id in sorted(matched):
             record, changes_of = matched[subscription_id]
             for change in changes_of:
-                await queue_notification(uow, record, self.base_url, EVENT, now, change)
+                service_request = revoked.get(change.after.reference)
+                if service_request is None:
+                    await queue_notification(uow, record, self.base_url, EVENT, now, change)
+                elif await received(uow, record, service_request):
+                    cut = minimal(change.after.content)
+                    await queue_notification(uow, record, self.base_url, EVENT, now, change, cut)
+
+
+async def _matched(uow: UnitOfWork, changes: Sequence[Change]) -> dict[str, tuple[SubscriptionRecord, list[Change]]]:
+    """The live Subscriptions that hear of these changes — a topic they trigger, the Subscription's filters
+    matching, its owner allowed to see the resource —, by id, each with its changes in order."""
+    triggered: list[tuple[Topic, Change]] = []
+    for change in changes:
+        topic = TOPIC_OF_TYPE.get(change.after.resource_type)
+        if topic is not None and topic.triggered(change.before, change.after.content):
+            triggered.append((topic, change))
+    if not triggered:
+        return {}
+    live = await uow.subscriptions.live({topic.url for topic, _ in triggered})
+    matched: dict[str, tuple[SubscriptionRecord, list[Change]]] = {}
+    for topic, change in triggered:
+        entries = index_entries(change.after.content)
+        for record in live:
+            if record.topic != topic.url:
+                continue
+            if not all(f.matches(entries) for f in filters_of(TOPICS[record.topic], record.content)):
+                continue
+            # Nothing the owner may not see, and so no filter tells it that something exists.
+            if not await uow.visibility.can_see(record.viewer, change.after.resource_type, change.after.id):
+                continue
+            matched.setdefault(record.id, (record, []))[1].append(change)
+    return matched
+
+
+async def hearing_of(uow: UnitOfWork, resources: Sequence[StoredResource]) -> list[str]:
+    """The Subscriptions that may hear of a change of these resources, as they stand — what a transaction that will
+    change them, and holds Subscriptions' rows already, locks with those, in one order, before it changes them
+    (``gateway.store.subscriptions``). A superset: the change may not trigger a topic, or be about a referral
+    revoked since for an opposition."""
+    return sorted(await _matched(uow, [Change(None, stored) for stored in resources]))
 
 
 def listen(database: Database, base_url: str) -> None:

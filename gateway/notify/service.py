@@ -12,6 +12,7 @@ from gateway.fhir.primitives import new_id, utc_now
 from gateway.fhir.types import Resource
 from gateway.notify.bundles import NotifiedEvent, notification_bundle, status_bundle, status_parameters
 from gateway.notify.events import HANDSHAKE, queue_notification
+from gateway.notify.opposition import minimal, opposed_referrals
 from gateway.notify.topics import BACKPORT_SUBSCRIPTION, CONTENTS, read_subscription
 from gateway.store.database import Database
 from gateway.store.subscriptions import OFF, REQUESTED, SubscriptionRecord
@@ -109,7 +110,9 @@ async def update(
             IssueCode.RESOURCE_TYPE_UNSUPPORTED, "the body must be this Subscription, with its id", "Subscription.id"
         )
     async with UnitOfWork(database) as uow:
-        current = await uow.subscriptions.get(subscription_id, owner.scope)
+        # Its row first, locked, before its queue (``gateway.store.subscriptions``' lock order): a handshake
+        # recorded meanwhile waits, rather than making this a 412 the client did not ask for.
+        current = await uow.subscriptions.get(subscription_id, owner.scope, for_update=True)
         if current is None:
             raise _not_found(subscription_id)
         if if_match is not None and if_match.strip().removeprefix("W/") != current.etag.removeprefix("W/"):
@@ -148,7 +151,7 @@ async def update(
 
 async def delete(database: Database, owner: Owner, subscription_id: str) -> None:
     async with UnitOfWork(database) as uow:
-        current = await uow.subscriptions.get(subscription_id, owner.scope)
+        current = await uow.subscriptions.get(subscription_id, owner.scope, for_update=True)
         if current is None:
             raise _not_found(subscription_id)
         await uow.subscriptions.delete(current, utc_now())
@@ -190,10 +193,13 @@ async def events(
         mode = content or "id-only"
         versions = {}
         if mode == "full-resource":
+            # A referral revoked since for the patient's opposition: its resources in the minimal form only.
+            revoked = await opposed_referrals(uow, {f"{event.focus_type}/{event.focus_id}" for event in kept})
             for event in kept:
                 stored = await uow.resources.get_version(event.focus_type, event.focus_id, event.focus_version)
                 if stored is not None:
-                    versions[event.number] = stored.content
+                    about = f"{event.focus_type}/{event.focus_id}"
+                    versions[event.number] = minimal(stored.content) if about in revoked else stored.content
     notified = [
         NotifiedEvent(
             event.number,

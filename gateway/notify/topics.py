@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 from urllib.parse import parse_qsl
 
 from gateway.errors import BusinessRuleViolation, InvalidRequest, Issue, IssueCode
@@ -152,6 +153,8 @@ class Channel:
     headers: tuple[tuple[str, str], ...]
     #: ``backport-max-count``: how many events one notification may carry (1 when not given).
     max_count: int = 1
+    #: ``backport-timeout``: the seconds each notification's POST may take (the gateway's own when not given).
+    timeout: int | None = None
 
 
 def channel_of(subscription: Resource) -> Channel:
@@ -163,13 +166,19 @@ def channel_of(subscription: Resource) -> Channel:
         for name, _, value in (str(header).partition(":") for header in channel.get("header") or [])
     )
     max_count = next((e.get("valuePositiveInt") for e in _extension(channel, MAX_COUNT)), 1)
+    timeout = next((e.get("valueUnsignedInt") for e in _extension(channel, TIMEOUT)), None)
     return Channel(
         str(channel.get("endpoint", "")),
         str(channel.get("payload", PAYLOAD_TYPES[0])),
         str(content[0].get("valueCode")) if content else "id-only",
         headers,
         max_count if isinstance(max_count, int) and max_count > 0 else 1,
+        timeout if _whole_seconds(timeout) else None,
     )
+
+
+def _whole_seconds(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def filters_of(topic: Topic, subscription: Resource) -> tuple[Filter, ...]:
@@ -267,6 +276,13 @@ def read_subscription(resource: Resource, endpoint: Callable[[object, str], str 
             )
         else:
             heartbeat = value
+    for extension in _extension(channel, TIMEOUT):
+        if not _whole_seconds(extension.get("valueUnsignedInt")):
+            problem(
+                IssueCode.SUBSCRIPTION_INVALID,
+                "the timeout is a whole number of seconds (valueUnsignedInt), at least 1",
+                f"Subscription.channel.extension('{TIMEOUT}')",
+            )
     for extension in _extension(channel, MAX_COUNT):
         if not isinstance(extension.get("valuePositiveInt"), int):
             problem(

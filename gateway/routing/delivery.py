@@ -35,6 +35,8 @@ from gateway.auth.clients import ClientRegistry
 from gateway.auth.outbound import OutboundTokens, SmartBackendAuth, TokenUnavailable
 from gateway.fhir.primitives import fhir_instant, utc_now
 from gateway.fhir.types import Resource
+from gateway.notify.events import hearing_of
+from gateway.notify.opposition import as_sent
 from gateway.routing.config import RoutingTable
 from gateway.routing.destinations import destination_label, shown_destination
 from gateway.routing.messages import Message, NothingToSend, build_messages
@@ -43,6 +45,7 @@ from gateway.routing.schedule import REFERRAL_REQUEST, delivery_status, schedule
 from gateway.routing.transport import ShardedTransport
 from gateway.store.database import Database
 from gateway.store.outbox import DEAD, DELIVERED, PENDING, Finished, OutboxEntry
+from gateway.store.subscriptions import destination_of
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.workflow.references import platform_keys
 from gateway.workflow.transitions import FINAL
@@ -155,9 +158,8 @@ class Dispatcher:
             messages = (
                 await build_messages(uow, built, self.settings.base_url, platform_keys(self.routing)) if built else {}
             )
-            for entry in entries:
-                if (post := _prebuilt(entry)) is not None:
-                    messages[entry.id] = str(post.get("body", "")).encode()
+            # After an opposition, cut to the minimal forms what was queued before it (``gateway.notify.opposition``).
+            messages.update(await as_sent(uow, [entry for entry in entries if _prebuilt(entry) is not None]))
             await uow.commit()
         self.in_flight.update(entry.destination for entry in entries)
         for entry in entries:
@@ -235,6 +237,22 @@ class Dispatcher:
         registered = self.registry.get(sender) if self.registry is not None and isinstance(sender, str) else None
         return registered.auth if registered is not None else None
 
+    def _time_limit(self, entry: OutboxEntry) -> httpx.Timeout:
+        """A notification's ``backport-timeout`` (its Subscription's) as the limit of each step of its POST —
+        connecting, sending, waiting for the answer —, capped by the client's own (GATEWAY_DELIVERY_TIMEOUT: what
+        the attempt's time and the lease are sized for); else the client's."""
+        own = self.client.timeout
+        seconds = (_prebuilt(entry) or {}).get("timeout")
+        if not isinstance(seconds, int) or seconds < 1:
+            return own
+
+        def capped(step: float | None) -> float:
+            return float(seconds) if step is None else min(float(seconds), step)
+
+        return httpx.Timeout(
+            connect=capped(own.connect), read=capped(own.read), write=capped(own.write), pool=capped(own.pool)
+        )
+
     async def _attempt(self, entry: OutboxEntry, message: bytes | NothingToSend) -> AttemptResult:
         if isinstance(message, NothingToSend):
             return AttemptResult(Verdict.RETRY if message.later else Verdict.DEAD, message.reason)
@@ -242,17 +260,18 @@ class Dispatcher:
         url = entry.endpoint if _prebuilt(entry) is not None else f"{entry.endpoint.rstrip('/')}/$process-message"
         headers = self._headers(entry)
         auth = self._smart_auth(entry)
+        limit = self._time_limit(entry)
         try:
             token = await self.tokens.token(auth, self.client) if auth is not None else None
             if token is not None:
                 headers["Authorization"] = f"Bearer {token}"
-            response = await self.client.post(url, content=message, headers=headers)
+            response = await self.client.post(url, content=message, headers=headers, timeout=limit)
             if response.status_code == 401 and auth is not None:
                 # The token may have been revoked, or the other side restarted with a new secret: one fresh token,
                 # at once. A 401 to that one too is the judge's (a dead letter: our registration there is wrong).
                 await response.aclose()
                 headers["Authorization"] = f"Bearer {await self.tokens.token(auth, self.client, refused=token)}"
-                response = await self.client.post(url, content=message, headers=headers)
+                response = await self.client.post(url, content=message, headers=headers, timeout=limit)
         except TokenUnavailable as exc:  # the token endpoint's trouble: later, like a destination's 503
             return AttemptResult(Verdict.RETRY, str(exc), sent=False)
         except httpx.TimeoutException as exc:
@@ -370,6 +389,7 @@ class Dispatcher:
                 results[entry.id] = result
         outcomes = list(best.values())
         async with UnitOfWork(self.database) as uow:
+            await _lock_in_order(uow, outcomes)
             # Entries whose lease ran out and were taken by another worker are not recorded: its outcome counts.
             recorded = await uow.outbox.finish(self.owner, [outcome for _, outcome in outcomes])
             for entry, outcome in outcomes:
@@ -413,6 +433,24 @@ class Dispatcher:
                     attempts=outcome.attempts,
                     error=outcome.error,
                 )
+
+
+async def _lock_in_order(uow: UnitOfWork, outcomes: Sequence[tuple[OutboxEntry, Finished]]) -> None:
+    """When a recording holds notifications, the rows it will change in the order every writer takes them
+    (``gateway.store.subscriptions``): the Tasks that show their delivery (a change locks its resources first, then
+    numbers its Subscriptions' events), then — in the order of their ids, all at once — the notifications'
+    Subscriptions and those that will hear of those Tasks' changes, and only then (``finish``) the outbox rows."""
+    notifications = [entry.destination for entry, _ in outcomes if _prebuilt(entry) is not None]
+    if not notifications:
+        return
+    shown = [
+        ("Task", str(entry.task_id))
+        for entry, outcome in outcomes
+        if entry.task_id and entry.event == REFERRAL_REQUEST and outcome.status != PENDING
+    ]
+    tasks = await uow.resources.get_many(shown, for_update=True)
+    hearing = await hearing_of(uow, list(tasks.values())) if tasks else []
+    await uow.subscriptions.lock([*notifications, *(destination_of(id) for id in hearing)])
 
 
 def _prebuilt(entry: OutboxEntry) -> dict[str, Any] | None:

@@ -122,7 +122,7 @@ async def _gather(
     return found
 
 
-def _opposed(service_request: Resource) -> bool:
+def opposed(service_request: Resource) -> bool:
     """Revoked for the patient's opposition (its revocation reason says so)."""
     return service_request.get("status") == "revoked" and any(
         isinstance(extension, dict)
@@ -260,14 +260,14 @@ async def build_messages(
     stored = await uow.outbox.resource_texts(("ServiceRequest", sr) for sr in focus.values())
     service_requests = {sr: text for (_, sr), text in stored.items()}
     parsed: dict[Key, Resource] = {key: orjson.loads(text) for key, text in stored.items()}
-    opposed = {sr for sr in service_requests if _opposed(parsed["ServiceRequest", sr])}
-    full = {sr: text for sr, text in service_requests.items() if sr not in opposed}
+    opposed_ids = {sr for sr in service_requests if opposed(parsed["ServiceRequest", sr])}
+    full = {sr: text for sr, text in service_requests.items() if sr not in opposed_ids}
     parties = _Parties(await uow.visibility.members_of(full), await uow.visibility.senders_of(full), platforms)
     gathered = await _gather(uow, full, parsed, base_url, parties)
     # A peer gateway runs its own workflow: it gets the referral, not our Tasks.
     with_tasks = {focus[e.id] for e in entries if e.id in focus and e.payload.get("kind") != "peer-gateway"}
-    tasks = await uow.outbox.task_texts(sr for sr in with_tasks | opposed if sr in service_requests)
-    received = await uow.outbox.referral_deliveries(task_id for sr in opposed for task_id, _ in tasks.get(sr, []))
+    tasks = await uow.outbox.task_texts(sr for sr in with_tasks | opposed_ids if sr in service_requests)
+    received = await uow.outbox.referral_deliveries(task_id for sr in opposed_ids for task_id, _ in tasks.get(sr, []))
     messages: dict[str, bytes | NothingToSend] = {}
     for entry in entries:
         sr = focus.get(entry.id)
@@ -280,7 +280,7 @@ async def build_messages(
             messages[entry.id] = NothingToSend(f"not sent: the referral was {status} before delivery")
             continue
         resources: list[tuple[Key, str]] | NothingToSend
-        if sr in opposed:
+        if sr in opposed_ids:
             resources = _after_opposition(entry, parsed["ServiceRequest", sr], tasks.get(sr, []), received)
             if isinstance(resources, NothingToSend):
                 messages[entry.id] = resources

@@ -3,10 +3,24 @@ order of its notifications in the outbox.
 
 A Subscription's notifications are outbox entries of the destination ``subscription/{id}``, delivered one at a
 time, in order: an entry queued while an earlier one of the same Subscription is still pending (or waiting) is
-queued ``waiting``, and becomes ``pending`` when the one before it is delivered or dead-lettered. Both sides take
+queued ``waiting``, and becomes ``pending`` when the one before it is delivered. One dead-lettered (its retries
+spent, or refused for good) holds the rest: they stay ``waiting`` — numbered, kept, nothing lost — and the
+Subscription's ``error`` says so, until that notification is replayed (``replay``: queued again ahead of them,
+under its id) and delivered; then they follow, in order. So a subscriber gets every event once, in order, with no
+gap, whatever an operator replays when. Both sides take
 the Subscription's row lock first (``next_number`` on queueing, ``notifications_ended`` on recording an outcome),
 so a notification queued while the one before it ends is never left waiting: either the queueing sees the earlier
 one ended, or the recording sees the new one waiting.
+
+The lock order, everywhere: the resources a transaction changes, then Subscriptions' rows (in the order of their
+ids), then the outbox rows of their queues. A change numbers its Subscriptions' events after it wrote its
+resources; ending (``set_status`` off, ``delete``) and replaying take the Subscription's row before they touch its
+queue; the worker, whose recording writes the outcomes of notifications (their outbox rows) before it moves their
+queues on and shows deliveries on Tasks, takes those Tasks' rows and its notifications' Subscriptions' first
+(``lock``).
+Taken the other way round by one side, an owner setting its Subscription off while the worker recorded one of its
+notifications deadlocked on PostgreSQL (the one holding the outbox row waited for the Subscription's, and the
+other the reverse).
 
 Event numbers come from the same row (``events_count``), incremented in the transaction of the change: they run
 1, 2, 3… per Subscription, without gaps, and a number is never given twice.
@@ -167,12 +181,17 @@ class SubscriptionRepository:
         await self._execute(sa.insert(subscriptions).values(**row))
         return SubscriptionRecord.from_row(_Row(row))
 
-    async def get(self, subscription_id: str, owner: str | None = None) -> SubscriptionRecord | None:
-        """The Subscription; None when there is none, or (``owner`` given) it is another client's."""
+    async def get(
+        self, subscription_id: str, owner: str | None = None, *, for_update: bool = False
+    ) -> SubscriptionRecord | None:
+        """The Subscription; None when there is none, or (``owner`` given) it is another client's. ``for_update``:
+        its row locked until the transaction ends (what changes it reads it so: nothing moves it meanwhile)."""
         s = subscriptions.c
         query = sa.select(subscriptions).where(s.id == subscription_id)
         if owner is not None:
             query = query.where(s.owner == owner)
+        if for_update:
+            query = query.with_for_update()
         row = (await self._execute(query)).first()
         return SubscriptionRecord.from_row(row) if row else None
 
@@ -235,6 +254,15 @@ class SubscriptionRepository:
 
     # --- numbering and order ---
 
+    async def lock(self, destinations: Iterable[str]) -> None:
+        """Take the row locks of the Subscriptions these outbox destinations name (others are ignored), in the
+        order of their ids: before any outbox row of their queues (the module's lock order). SQLite has one writer:
+        nothing to take."""
+        ids = sorted({d.removeprefix(SUBSCRIPTION_PREFIX) for d in destinations if d.startswith(SUBSCRIPTION_PREFIX)})
+        if ids and self._connection.dialect.name == "postgresql":
+            s = subscriptions.c
+            await self._execute(sa.select(s.id).where(s.id.in_(ids)).order_by(s.id).with_for_update(key_share=False))
+
     async def next_number(self, subscription_id: str, now: datetime, *, event: bool) -> tuple[int, int, str] | None:
         """Take the Subscription's row lock and its next numbers: (event number — the last one when not ``event``
         —, notification number, the outbox status the new notification is queued with). None when it is no
@@ -285,6 +313,37 @@ class SubscriptionRepository:
         )
         return bool(result.rowcount == 1)
 
+    async def replay(self, entry_id: str, now: datetime) -> bool | None:
+        """Queue a Subscription's notification again, under its id, in its place in the Subscription's order: due at
+        once when nothing else of the Subscription is being sent, else ``waiting`` — its id sorts before those of
+        the notifications queued after it, so it is the next one sent. None when ``entry_id`` is not a
+        Subscription's notification; False when there is none, or its Subscription is no longer live (off,
+        error, deleted: a new handshake, status ``requested``, starts it again)."""
+        o, s = outbox.c, subscriptions.c
+        destination = (await self._execute(sa.select(o.destination).where(o.id == entry_id))).scalar_one_or_none()
+        if destination is None or not destination.startswith(SUBSCRIPTION_PREFIX):
+            return None
+        subscription_id = destination.removeprefix(SUBSCRIPTION_PREFIX)
+        await self.lock([destination])  # its row before its queue
+        status = (await self._execute(sa.select(s.status).where(s.id == subscription_id))).scalar_one_or_none()
+        if status not in LIVE:
+            return False
+        sending = await self._execute(
+            sa.select(sa.exists().where(o.destination == destination, o.status == PENDING, o.id != entry_id))
+        )
+        result = await self._execute(
+            sa.update(outbox)
+            .where(o.id == entry_id)
+            .values(
+                status=WAITING if sending.scalar_one() else PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        return bool(result.rowcount == 1)
+
     def add_event(self, event: SubscriptionEvent) -> None:
         self._pending.add(
             subscription_events,
@@ -297,6 +356,18 @@ class SubscriptionRepository:
                 "focus_version": event.focus_version,
             },
         )
+
+    async def notified_of(self, subscription_id: str, focuses: Sequence[tuple[str, str]]) -> bool:
+        """Whether an event of the Subscription kept (7 days) is about one of these resources (type, id)."""
+        e = subscription_events.c
+        by_type: dict[str, list[str]] = {}
+        for resource_type, resource_id in focuses:
+            by_type.setdefault(resource_type, []).append(resource_id)
+        if not by_type:
+            return False
+        about = sa.or_(*(sa.and_(e.focus_type == t, e.focus_id.in_(ids)) for t, ids in by_type.items()))
+        result = await self._execute(sa.select(sa.exists().where(e.subscription_id == subscription_id, about)))
+        return bool(result.scalar_one())
 
     async def events(self, subscription_id: str, since: int, until: int) -> list[SubscriptionEvent]:
         e = subscription_events.c
@@ -327,7 +398,10 @@ class SubscriptionRepository:
         waiting = sa.exists().where(
             o.destination == sa.literal(SUBSCRIPTION_PREFIX) + s.id, o.status.in_((PENDING, WAITING))
         )
-        query = sa.select(subscriptions).where(s.status == ACTIVE, s.heartbeat_period.is_not(None), ~waiting)
+        # In the order of their ids: the heartbeats are queued — their rows locked — in the module's lock order.
+        query = (
+            sa.select(subscriptions).where(s.status == ACTIVE, s.heartbeat_period.is_not(None), ~waiting).order_by(s.id)
+        )
         due = []
         for row in await self._execute(query):
             record = SubscriptionRecord.from_row(row)
@@ -357,11 +431,26 @@ class SubscriptionRepository:
                             else_=s.error,
                         ),
                     }
+            else:
+                # A notification dead-lettered holds the rest of the queue: the owner reads why; one delivered (its
+                # replay) moves it on again.
+                held = (
+                    "a notification was not delivered (a dead letter: gateway outbox list --status dead); the next "
+                    "ones wait until it is replayed (gateway outbox replay ID)"
+                )
+                changed = s.error.is_distinct_from(held) if status == DEAD else s.error.is_not(None)
+                values = {
+                    "error": sa.case((changed, held if status == DEAD else None), else_=s.error),
+                    "version_id": sa.case((changed, s.version_id + 1), else_=s.version_id),
+                    "last_updated": sa.case((changed, now), else_=s.last_updated),
+                }
             await self._execute(sa.update(subscriptions).where(s.id == subscription_id).values(**values))
             if event == HANDSHAKE and status == DEAD:
                 # Its endpoint never took the handshake: nothing more is sent until the owner asks for another one.
                 await self._end_queue(subscription_id, "the Subscription's handshake was not delivered", now)
                 continue
+            if status == DEAD:
+                continue  # the next ones wait for this one's replay
             following = (
                 sa.select(o.id)
                 .where(o.destination == destination, o.status == WAITING)

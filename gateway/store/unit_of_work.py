@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -107,6 +108,16 @@ class UnitOfWork:
         self.subscriptions = SubscriptionRepository(self._connection, self._pending)
         self.deadlines = DeadlineRepository(self._connection, self._pending)
         return self
+
+    async def replay_delivery(self, delivery_id: str, now: datetime) -> bool:
+        """A dead (or delivered) delivery queued again under its id (receivers drop duplicates by it); a
+        Subscription's notification in its place in that Subscription's order (``SubscriptionRepository.replay``).
+        False when there is none to replay."""
+        replayed = await self.subscriptions.replay(delivery_id, now)
+        if replayed is None:
+            return await self.outbox.replay(delivery_id, now)
+        self.outbox.enqueued = self.outbox.enqueued or replayed  # wake the workers
+        return replayed
 
     async def commit(self) -> None:
         assert self._connection is not None, "commit() outside 'async with'"

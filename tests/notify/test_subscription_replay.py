@@ -1,0 +1,86 @@
+"""A Subscription's dead letter and its replay (DESIGN §12: every event once, in order, with no gap): a notification
+dead-lettered holds the ones queued after it — they wait, the Subscription's ``error`` says why — until it is
+replayed; replayed, it goes first, and the rest follow in order."""
+
+from __future__ import annotations
+
+import httpx
+import respx
+
+from gateway.fhir.primitives import utc_now
+from gateway.routing.config import RoutingTable
+from gateway.store import Database, UnitOfWork
+from tests.notify.test_subscriptions import HOOK, create, deliver, post_referral, received, status_of, subscription
+
+NAMES = ("referral-gp.json", "referral-no-gp.json", "referral-social-worker.json")
+
+
+async def _queue(database: Database, subscription_id: str) -> list[tuple[str, str]]:
+    """(id, status) of the Subscription's event notifications, in its order."""
+    async with UnitOfWork(database, write=False) as uow:
+        entries = await uow.outbox.entries(limit=1000)
+    return sorted(
+        (e.id, e.status)
+        for e in entries
+        if e.destination == f"subscription/{subscription_id}" and e.event == "subscription-event-notification"
+    )
+
+
+@respx.mock
+async def test_a_replayed_dead_letter_goes_first_and_the_rest_follow_in_order(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)  # the handshake
+    up["up"] = False
+    for name in NAMES:
+        await post_referral(client, name)
+    await deliver(database, routing, rounds=4)  # max_attempts 3: the first is a dead letter
+    first, *later = await _queue(database, created["id"])
+    assert first[1] == "dead"
+    assert [status for _, status in later] == ["waiting", "waiting"]  # held behind it, not sent past it
+    read = (await client.get(f"/fhir/Subscription/{created['id']}")).json()
+    assert read["status"] == "active" and "replayed" in read["error"] and read["meta"]["versionId"] == "3"
+    up["up"] = True
+    before = len(hook.calls)
+    await deliver(database, routing, rounds=2)
+    assert len(hook.calls) == before  # back up, but nothing goes past the dead letter until it is replayed
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(first[0], utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    after = [status_of(body) for body in received(hook)[before:]]
+    assert [int(s["events"][0]["event-number"]) for s in after] == [1, 2, 3]  # each once, in order, no gap
+    assert {status for _, status in await _queue(database, created["id"])} == {"delivered"}
+    read = (await client.get(f"/fhir/Subscription/{created['id']}")).json()
+    assert "error" not in read and read["meta"]["versionId"] == "4"
+
+
+@respx.mock
+async def test_a_replay_waits_behind_what_is_being_sent_and_an_ended_subscription_is_not_replayed(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    hook = respx.post(HOOK).mock(return_value=httpx.Response(200))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)
+    for name in NAMES[:2]:
+        await post_referral(client, name)
+    await deliver(database, routing, rounds=3)
+    (one, _), (two, _) = await _queue(database, created["id"])
+    await post_referral(client, NAMES[2])  # event 3: pending (nothing before it is)
+    async with UnitOfWork(database) as uow:  # event 1 replayed (delivered already: receivers drop it by its id)
+        assert await uow.replay_delivery(one, utc_now())
+        await uow.commit()
+    queue = dict(await _queue(database, created["id"]))
+    assert queue[one] == "waiting"  # behind the one being sent: never two of one Subscription at once
+    before = len(hook.calls)
+    await deliver(database, routing, rounds=3)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [3, 1]
+    off = await client.put(f"/fhir/Subscription/{created['id']}", json=created | {"status": "off"})
+    assert off.status_code == 200, off.text
+    async with UnitOfWork(database) as uow:
+        assert not await uow.replay_delivery(two, utc_now())  # off: its owner stopped it
