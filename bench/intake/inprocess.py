@@ -6,7 +6,10 @@ This script posts distinct referrals (the same bodies as ``bench_intake.py``) to
 ``httpx.ASGITransport``, ``--clients`` at a time, on a fresh SQLite file (or ``--database-url``), and prints the
 process's CPU time per referral — the load generator's share (httpx building requests) included, so compare
 figures of this script with each other, not with the server's. ``--profile FILE`` writes cProfile statistics of
-the counted referrals (``python -m pstats FILE``); py-spy works too (``py-spy record -- python …``).
+the counted referrals (``python -m pstats FILE``); py-spy works too (``py-spy record -- python …``). On SQLite,
+``--sqlite`` also splits out what the SQLite library itself took: its CPU per referral (commits, inserts, reads;
+the statements run on the event loop's thread, so the thread's CPU around each is theirs) and the bytes the
+process wrote per referral (``/proc/self/io``: the journal and the checkpoints).
 
     .venv/bin/python bench/intake/inprocess.py --referrals 600
 """
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
 import itertools
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,11 +35,64 @@ from bench.intake.bench_intake import FHIR_JSON, TEMPLATE, Referrals
 from gateway.api.app import create_app
 from gateway.config import Settings
 from gateway.logging import configure_logging
-from gateway.store import migrate
+from gateway.store import database, migrate
+
+
+class SQLiteTime:
+    """CPU and wall time of the SQLite library's calls, by kind (commit, INSERT, SELECT…): each call of the inline
+    connection (``gateway.store.database._RunAtOnce``) timed with the thread's CPU clock."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+        self.counting = False
+        self._run = database._RunAtOnce.put_nowait
+
+    def install(self) -> None:
+        run, by_kind = self._run, self.by_kind
+
+        def timed(queue: database._RunAtOnce, item: tuple[Any, Any]) -> None:
+            if not self.counting:
+                return run(queue, item)
+            function = item[1]
+            name = getattr(getattr(function, "func", function), "__name__", "call")
+            arguments = getattr(function, "args", ())
+            if name in ("execute", "executemany") and arguments and isinstance(arguments[0], str):
+                name = arguments[0].split(None, 1)[0].upper()
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return run(queue, item)
+            finally:
+                spent = by_kind[name]
+                spent[0] += time.thread_time() - cpu
+                spent[1] += time.perf_counter() - wall
+
+        database._RunAtOnce.put_nowait = timed  # type: ignore[method-assign,assignment]
+
+    def report(self, done: int, written: int) -> None:
+        total = sum(cpu for cpu, _ in self.by_kind.values())
+        parts = sorted(self.by_kind.items(), key=lambda kv: -kv[1][0])
+        shown = ", ".join(f"{name} {cpu * 1000 / done:.2f}" for name, (cpu, _) in parts if cpu * 1000 / done >= 0.01)
+        print(
+            f"SQLite library: CPU {total * 1000 / done:.2f} ms/ref ({shown}); "
+            f"wall {sum(w for _, w in self.by_kind.values()) * 1000 / done:.2f} ms/ref on the event loop; "
+            f"written {written / done / 1024:.0f} KiB/ref"
+        )
+
+
+def _written() -> int:
+    """Bytes this process has written (``wchar`` of /proc/self/io: SQLite's journal and checkpoints here)."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
 
 
 async def run(
-    settings: Settings, referrals: Referrals, count: int, clients: int, warmup: int, profile: str | None
+    settings: Settings,
+    referrals: Referrals,
+    count: int,
+    clients: int,
+    warmup: int,
+    profile: str | None,
+    sqlite: SQLiteTime | None = None,
 ) -> None:
     app = create_app(settings)  # no worker: nothing is delivered
     indexes = itertools.count()
@@ -52,10 +110,15 @@ async def run(
             await post(warmup)
             profiler = cProfile.Profile() if profile else None
             per_client = count // clients
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, written = time.process_time(), time.perf_counter(), _written()
+            if sqlite:
+                sqlite.counting = True
             if profiler:
                 profiler.enable()
             await asyncio.gather(*(post(per_client) for _ in range(clients)))
+            written = _written() - written
+            if sqlite:
+                sqlite.counting = False
             if profiler and profile:
                 profiler.disable()
                 profiler.dump_stats(profile)
@@ -64,6 +127,8 @@ async def run(
     print(
         f"{done} referrals, {clients} clients: CPU {cpu * 1000 / done:.2f} ms/ref, wall {wall * 1000 / done:.2f} ms/ref"
     )
+    if sqlite:
+        sqlite.report(done, written)
 
 
 def main() -> None:
@@ -73,15 +138,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=40, help="referrals posted first, not counted (default 40)")
     parser.add_argument("--database-url", help="default: a fresh SQLite file (PostgreSQL: run `gateway db upgrade`)")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics of the counted referrals")
+    parser.add_argument("--sqlite", action="store_true", help="split out the SQLite library's CPU and bytes written")
     args = parser.parse_args()
+    sqlite = SQLiteTime() if args.sqlite else None
     with tempfile.TemporaryDirectory(prefix="dac-inprocess-") as tmp:
         url = args.database_url or f"sqlite:///{tmp}/gateway.db"
         settings = Settings(database_url=url, log_level="WARNING", auth="off")  # as bench_intake.py without --auth
         if settings.is_sqlite:
             migrate.upgrade(settings.database_url)  # before the event loop: alembic runs its own
         configure_logging(settings.log_level, settings.log_json)
+        if sqlite is not None and settings.is_sqlite:
+            sqlite.install()
         referrals = Referrals(TEMPLATE, args.referrals + args.warmup + args.clients)
-        asyncio.run(run(settings, referrals, args.referrals, args.clients, args.warmup, args.profile))
+        asyncio.run(
+            run(
+                settings,
+                referrals,
+                args.referrals,
+                args.clients,
+                args.warmup,
+                args.profile,
+                sqlite if settings.is_sqlite else None,
+            )
+        )
 
 
 if __name__ == "__main__":

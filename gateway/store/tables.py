@@ -75,7 +75,15 @@ search_index = sa.Table(
     # A string's value folded (case, accents: ``gateway.fhir.search.fold``), what a search without :exact compares.
     sa.Column("folded", sa.String(1024), nullable=True),
     sa.Index(None, "resource_type", "param", "value"),
-    sa.Index(None, "resource_type", "param", "folded"),
+    # String rows only (the others' folded is NULL): a fifth of what a referral wrote to the index (0012).
+    sa.Index(
+        None,
+        "resource_type",
+        "param",
+        "folded",
+        sqlite_where=sa.text("folded IS NOT NULL"),
+        postgresql_where=sa.text("folded IS NOT NULL"),
+    ),
     sa.Index(None, "resource_type", "resource_id"),
 )
 

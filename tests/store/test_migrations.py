@@ -491,3 +491,36 @@ async def test_0010_indexes_the_denials_stored_and_back(url_0009: str) -> None:
         assert await _index(database) == old
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+def url_0011(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0011")
+    yield url
+    drop_scratch_database(url)
+
+
+async def _folded_index_definition(database: Database) -> str:
+    """How the database itself states the index of the folded strings (its CREATE INDEX)."""
+    async with database.engine.connect() as connection:
+        if database.is_sqlite:
+            statement = "SELECT sql FROM sqlite_master WHERE name = 'ix_search_index_resource_type_param_folded'"
+        else:
+            statement = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_search_index_resource_type_param_folded'"
+        return str((await connection.execute(sa.text(statement))).scalar_one())
+
+
+async def test_0012_keeps_only_the_string_rows_in_the_folded_index_and_back(url_0011: str) -> None:
+    """0012 makes the index of the folded strings partial: the rows of other parameters (NULL ``folded``, six in
+    seven of a referral's) are no longer written to it; down, it holds every row again."""
+    url = url_0011
+    database = Database(url)
+    try:
+        assert "folded IS NOT NULL" not in await _folded_index_definition(database)
+        await asyncio.to_thread(upgrade, url, "0012")
+        assert "folded IS NOT NULL" in await _folded_index_definition(database)
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0011")
+        assert "folded IS NOT NULL" not in await _folded_index_definition(database)
+    finally:
+        await database.dispose()

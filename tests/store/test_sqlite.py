@@ -132,3 +132,11 @@ def test_the_aiosqlite_internals_the_inline_connection_relies_on_are_there() -> 
     assert inspect.iscoroutinefunction(aiosqlite.core.Connection._connect), "aiosqlite's _connect() changed"
     connection = _InlineSQLiteConnection(lambda: sqlite3.connect(":memory:", check_same_thread=False))
     assert isinstance(connection._tx, _RunAtOnce)
+
+
+async def test_a_string_search_goes_through_the_index_of_the_folded_strings(database: Database) -> None:
+    """That index holds the string rows only (0012): a LIKE on ``folded`` holds for no NULL, so it still serves."""
+    query = parse_search("Patient", [("family", "martin")], default_count=20, max_count=100)
+    shape, parameters = _shape(query)
+    plan = await _plan(database, _matches(shape, query.descending, 20, 0).params(parameters))
+    assert any("ix_search_index_resource_type_param_folded" in step for step in plan), plan
