@@ -56,6 +56,18 @@ def destination_of(subscription_id: str) -> str:
     return f"{SUBSCRIPTION_PREFIX}{subscription_id}"
 
 
+def _held(destination: Any) -> sa.ColumnElement[bool]:
+    """Whether a dead letter holds this Subscription queue: one dead (not a handshake) with nothing of the queue
+    delivered after it. Dead letters of an ended queue stop holding once a later handshake is delivered."""
+    dead, later = outbox.alias("dead"), outbox.alias("later")
+    delivered_after = sa.exists().where(
+        later.c.destination == dead.c.destination, later.c.status == DELIVERED, later.c.id > dead.c.id
+    )
+    return sa.exists().where(
+        dead.c.destination == destination, dead.c.status == DEAD, dead.c.event != HANDSHAKE, ~delivered_after
+    )
+
+
 def viewer_json(viewer: Viewer) -> str:
     return orjson.dumps(
         {
@@ -282,11 +294,10 @@ class SubscriptionRepository:
         if row is None:
             return None
         o = outbox.c
-        earlier = await self._execute(
-            sa.select(
-                sa.exists().where(o.destination == destination_of(subscription_id), o.status.in_((PENDING, WAITING)))
-            )
-        )
+        destination = destination_of(subscription_id)
+        queued = sa.exists().where(o.destination == destination, o.status.in_((PENDING, WAITING)))
+        # An event queued after a dead letter waits behind it too, even when nothing else did (its replay first).
+        earlier = await self._execute(sa.select(sa.or_(queued, _held(destination)) if event else queued))
         return int(row[0]), int(row[1]), WAITING if earlier.scalar_one() else PENDING
 
     async def last_waiting(self, subscription_id: str) -> OutboxEntry | None:
@@ -419,6 +430,7 @@ class SubscriptionRepository:
         for destination, event, status in sorted(ended):  # row locks in one order, as ``next_number`` takes them
             subscription_id = destination.removeprefix(SUBSCRIPTION_PREFIX)
             values: dict[str, Any] = {"last_queued_at": s.last_queued_at}  # the lock, whatever else changes
+            held_still = False
             if event == HANDSHAKE:
                 handshake = {DELIVERED: ACTIVE, DEAD: ERROR}.get(status)
                 if handshake is not None:
@@ -431,6 +443,10 @@ class SubscriptionRepository:
                             else_=s.error,
                         ),
                     }
+            elif status == DELIVERED and (await self._execute(sa.select(_held(destination)))).scalar_one():
+                # One before the dead letter (its replay, a duplicate the receiver drops) or a heartbeat: the rest
+                # still wait for the dead letter's replay, and the error stays.
+                held_still = True
             else:
                 # A notification dead-lettered holds the rest of the queue: the owner reads why; one delivered (its
                 # replay) moves it on again.
@@ -449,8 +465,8 @@ class SubscriptionRepository:
                 # Its endpoint never took the handshake: nothing more is sent until the owner asks for another one.
                 await self._end_queue(subscription_id, "the Subscription's handshake was not delivered", now)
                 continue
-            if status == DEAD:
-                continue  # the next ones wait for this one's replay
+            if status == DEAD or held_still:
+                continue  # the next ones wait for the dead letter's replay
             following = (
                 sa.select(o.id)
                 .where(o.destination == destination, o.status == WAITING)

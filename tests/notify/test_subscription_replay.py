@@ -84,3 +84,65 @@ async def test_a_replay_waits_behind_what_is_being_sent_and_an_ended_subscriptio
     assert off.status_code == 200, off.text
     async with UnitOfWork(database) as uow:
         assert not await uow.replay_delivery(two, utc_now())  # off: its owner stopped it
+
+
+@respx.mock
+async def test_an_event_after_a_lone_dead_letter_waits_behind_it(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """The dead letter was the last of its queue: the next event, queued after it died, is held too — not sent past
+    it (then event 1 replayed after event 2)."""
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": False}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    up["up"] = True
+    await deliver(database, routing)  # the handshake
+    up["up"] = False
+    await post_referral(client, NAMES[0])
+    await deliver(database, routing, rounds=4)  # event 1: a dead letter, nothing behind it
+    ((first, state),) = await _queue(database, created["id"])
+    assert state == "dead"
+    up["up"] = True
+    before = len(hook.calls)
+    await post_referral(client, NAMES[1])  # event 2, queued after the dead letter
+    await deliver(database, routing, rounds=2)
+    assert len(hook.calls) == before  # held behind event 1
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(first, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2]
+    assert "error" not in (await client.get(f"/fhir/Subscription/{created['id']}")).json()
+
+
+@respx.mock
+async def test_replaying_a_delivered_notification_does_not_release_the_queue_held_by_a_dead_letter(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)
+    await post_referral(client, NAMES[0])
+    await deliver(database, routing)  # event 1 delivered
+    up["up"] = False
+    for name in NAMES[1:]:
+        await post_referral(client, name)
+    await deliver(database, routing, rounds=4)  # event 2 dead, event 3 held
+    (one, _), (two, dead), (_, waiting) = await _queue(database, created["id"])
+    assert (dead, waiting) == ("dead", "waiting")
+    up["up"] = True
+    before = len(hook.calls)
+    async with UnitOfWork(database) as uow:  # event 1 again (receivers drop it by its id)
+        assert await uow.replay_delivery(one, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=3)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1]
+    assert "replayed" in (await client.get(f"/fhir/Subscription/{created['id']}")).json()["error"]
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(two, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2, 3]
