@@ -328,8 +328,9 @@ class SubscriptionRepository:
         """Queue a Subscription's notification again, under its id, in its place in the Subscription's order: due at
         once when nothing else of the Subscription is being sent, else ``waiting`` — its id sorts before those of
         the notifications queued after it, so it is the next one sent. None when ``entry_id`` is not a
-        Subscription's notification; False when there is none, or its Subscription is no longer live (off,
-        error, deleted: a new handshake, status ``requested``, starts it again)."""
+        Subscription's notification; False when there is none, it is still queued (waiting, or being sent), or its
+        Subscription is no longer live (off, error, deleted: a new handshake, status ``requested``, starts it
+        again)."""
         o, s = outbox.c, subscriptions.c
         destination = (await self._execute(sa.select(o.destination).where(o.id == entry_id))).scalar_one_or_none()
         if destination is None or not destination.startswith(SUBSCRIPTION_PREFIX):
@@ -344,7 +345,8 @@ class SubscriptionRepository:
         )
         result = await self._execute(
             sa.update(outbox)
-            .where(o.id == entry_id)
+            # Not one still queued: it is sent in its turn (replayed, a waiting one would go past a dead letter).
+            .where(o.id == entry_id, o.status.in_((DEAD, DELIVERED)))
             .values(
                 status=WAITING if sending.scalar_one() else PENDING,
                 attempts=0,

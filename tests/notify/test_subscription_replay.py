@@ -146,3 +146,33 @@ async def test_replaying_a_delivered_notification_does_not_release_the_queue_hel
         await uow.commit()
     await deliver(database, routing, rounds=4)
     assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2, 3]
+
+
+@respx.mock
+async def test_a_notification_still_queued_is_not_replayed(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """``gateway outbox replay`` names a notification waiting behind a dead letter: refused, not sent past it."""
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)
+    up["up"] = False
+    for name in NAMES[:2]:
+        await post_referral(client, name)
+    await deliver(database, routing, rounds=4)
+    (first, _), (second, waiting) = await _queue(database, created["id"])
+    assert waiting == "waiting"
+    up["up"] = True
+    before = len(hook.calls)
+    async with UnitOfWork(database) as uow:
+        assert not await uow.replay_delivery(second, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=2)
+    assert len(hook.calls) == before and dict(await _queue(database, created["id"]))[second] == "waiting"
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(first, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2]
