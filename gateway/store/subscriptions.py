@@ -328,9 +328,9 @@ class SubscriptionRepository:
         """Queue a Subscription's notification again, under its id, in its place in the Subscription's order: due at
         once when nothing else of the Subscription is being sent, else ``waiting`` — its id sorts before those of
         the notifications queued after it, so it is the next one sent. None when ``entry_id`` is not a
-        Subscription's notification; False when there is none, it is still queued (waiting, or being sent), or its
-        Subscription is no longer live (off, error, deleted: a new handshake, status ``requested``, starts it
-        again)."""
+        Subscription's notification; False when there is none, it is still queued (waiting, or being sent), it is
+        a dead letter of a queue that went on since (a new handshake delivered), or its Subscription is no longer
+        live (off, error, deleted: a new handshake, status ``requested``, starts it again)."""
         o, s = outbox.c, subscriptions.c
         destination = (await self._execute(sa.select(o.destination).where(o.id == entry_id))).scalar_one_or_none()
         if destination is None or not destination.startswith(SUBSCRIPTION_PREFIX):
@@ -343,10 +343,15 @@ class SubscriptionRepository:
         sending = await self._execute(
             sa.select(sa.exists().where(o.destination == destination, o.status == PENDING, o.id != entry_id))
         )
+        later = outbox.alias("later")
+        delivered_since = sa.exists().where(
+            later.c.destination == destination, later.c.status == DELIVERED, later.c.id > entry_id
+        )
         result = await self._execute(
             sa.update(outbox)
-            # Not one still queued: it is sent in its turn (replayed, a waiting one would go past a dead letter).
-            .where(o.id == entry_id, o.status.in_((DEAD, DELIVERED)))
+            # Not one still queued: it is sent in its turn (replayed, a waiting one would go past a dead letter);
+            # nor a dead letter with something of its queue delivered since (a new handshake): it would come after.
+            .where(o.id == entry_id, sa.or_(o.status == DELIVERED, sa.and_(o.status == DEAD, ~delivered_since)))
             .values(
                 status=WAITING if sending.scalar_one() else PENDING,
                 attempts=0,
