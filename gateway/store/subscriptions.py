@@ -50,6 +50,8 @@ REQUESTED, ACTIVE, ERROR, OFF = "requested", "active", "error", "off"
 #: The statuses in which a Subscription is given events (a requested one's wait behind its handshake).
 LIVE = (REQUESTED, ACTIVE)
 HANDSHAKE = "subscription-handshake"
+#: A heartbeat carries no event: dead-lettered, it holds nothing (the queue goes on, the error is not set).
+HEARTBEAT = "subscription-heartbeat"
 
 
 def destination_of(subscription_id: str) -> str:
@@ -57,14 +59,17 @@ def destination_of(subscription_id: str) -> str:
 
 
 def _held(destination: Any) -> sa.ColumnElement[bool]:
-    """Whether a dead letter holds this Subscription queue: one dead (not a handshake) with nothing of the queue
+    """Whether a dead letter holds this Subscription queue: one dead (an event's) with nothing of the queue
     delivered after it. Dead letters of an ended queue stop holding once a later handshake is delivered."""
     dead, later = outbox.alias("dead"), outbox.alias("later")
     delivered_after = sa.exists().where(
         later.c.destination == dead.c.destination, later.c.status == DELIVERED, later.c.id > dead.c.id
     )
     return sa.exists().where(
-        dead.c.destination == destination, dead.c.status == DEAD, dead.c.event != HANDSHAKE, ~delivered_after
+        dead.c.destination == destination,
+        dead.c.status == DEAD,
+        dead.c.event.not_in((HANDSHAKE, HEARTBEAT)),
+        ~delivered_after,
     )
 
 
@@ -450,6 +455,9 @@ class SubscriptionRepository:
                             else_=s.error,
                         ),
                     }
+            elif event == HEARTBEAT and status == DEAD:
+                # No event lost: the next one goes (unless an event's dead letter holds them), no error set.
+                held_still = bool((await self._execute(sa.select(_held(destination)))).scalar_one())
             elif status == DELIVERED and (await self._execute(sa.select(_held(destination)))).scalar_one():
                 # One before the dead letter (its replay, a duplicate the receiver drops) or a heartbeat: the rest
                 # still wait for the dead letter's replay, and the error stays.
@@ -472,7 +480,7 @@ class SubscriptionRepository:
                 # Its endpoint never took the handshake: nothing more is sent until the owner asks for another one.
                 await self._end_queue(subscription_id, "the Subscription's handshake was not delivered", now)
                 continue
-            if status == DEAD or held_still:
+            if (status == DEAD and event != HEARTBEAT) or held_still:
                 continue  # the next ones wait for the dead letter's replay
             following = (
                 sa.select(o.id)

@@ -208,3 +208,38 @@ async def test_a_dead_letter_of_an_ended_queue_is_not_replayed_after_a_new_hands
         await uow.commit()
     await deliver(database, routing, rounds=2)
     assert len(hook.calls) == before
+
+
+@respx.mock
+async def test_a_dead_heartbeat_holds_nothing(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """A heartbeat carries no event: dead-lettered (the receiver down while nothing happened), the events queued
+    behind it or after it are sent once the receiver is back, with no replay to ask for."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from gateway.notify.jobs import send_heartbeats
+    from gateway.store.tables import subscriptions
+    from tests.notify.test_subscriptions import BACKPORT
+
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    period = {"url": f"{BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": 60}
+    created = await create(client, subscription(content="id-only", extension=[period]))
+    await deliver(database, routing)
+    up["up"] = False
+    async with database.engine.begin() as connection:
+        await connection.execute(sa.update(subscriptions).values(last_queued_at=utc_now() - timedelta(seconds=61)))
+    assert await send_heartbeats(database, "http://gateway.test/fhir") == 1
+    await deliver(database, routing)  # the heartbeat refused once
+    await post_referral(client, NAMES[0])  # event 1, behind it
+    await deliver(database, routing, rounds=3)  # the heartbeat dead
+    await post_referral(client, NAMES[1])  # event 2, after it
+    up["up"] = True
+    before = len(hook.calls)
+    await deliver(database, routing, rounds=3)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2]
+    assert "error" not in (await client.get(f"/fhir/Subscription/{created['id']}")).json()
