@@ -108,3 +108,15 @@ async def test_a_count_or_period_out_of_its_type_s_range_is_refused_naming_it(
     (issue,) = answer.json()["issue"]
     assert issue["details"]["coding"][0]["code"] == "subscription-invalid"
     assert issue["expression"] == [f"Subscription.channel.extension('{BACKPORT}/{name}')"]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "-1", "1.5"])
+async def test_events_numbers_that_are_not_ascii_digits_are_refused_naming_them(
+    client: httpx.AsyncClient, value: str
+) -> None:
+    """'²' is a digit to str.isdigit but not to int(): it was a 500."""
+    created = await create(client, subscription())
+    for name in ("eventsSinceNumber", "eventsUntilNumber"):
+        answer = await client.get(f"/fhir/Subscription/{created['id']}/$events", params={name: value})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["issue"][0]["expression"] == [name]
