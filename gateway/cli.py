@@ -339,7 +339,11 @@ def outbox_replay(delivery_id: Annotated[str, typer.Argument(help="The delivery 
         return done
 
     if not _run_store(job):
-        typer.echo(f"no delivery {delivery_id} to replay (or its Subscription is off, in error or deleted)", err=True)
+        typer.echo(
+            f"no delivery {delivery_id} to replay (or it is still queued, or its Subscription is off, in error or "
+            "deleted)",
+            err=True,
+        )
         raise typer.Exit(code=1)
     typer.echo(f"delivery {delivery_id} queued again")
 

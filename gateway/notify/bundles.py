@@ -85,7 +85,7 @@ def notification_bundle(
     if content == "full-resource":
         seen: dict[str, Resource] = {}
         for event in events:
-            if event.resource is not None and event.focus not in seen:
+            if event.resource is not None:  # as of its last event: a later one (its revocation) is not hidden
                 seen[event.focus] = {"resource": event.resource, "created": event.created}
         for focus, item in seen.items():
             resource_type = focus.split("/", 1)[0]

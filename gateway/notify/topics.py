@@ -34,6 +34,9 @@ PAYLOAD_TYPES = ("application/fhir+json", "application/fhir+xml")
 CONTENTS = ("empty", "id-only", "full-resource")
 #: The shortest heartbeat period taken (seconds): a shorter one would be most of what is sent.
 MIN_HEARTBEAT = 10
+#: The largest unsignedInt / positiveInt (FHIR: 32-bit): a larger JSON number is not one (the XML reader refuses it
+#: too), and a heartbeat period beyond it overflowed PostgreSQL's integer column (a 500).
+MAX_INT = 2**31 - 1
 
 
 def _status_changed(before: Resource | None, after: Resource) -> bool:
@@ -178,7 +181,7 @@ def channel_of(subscription: Resource) -> Channel:
 
 
 def _whole_seconds(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_INT
 
 
 def filters_of(topic: Topic, subscription: Resource) -> tuple[Filter, ...]:
@@ -268,10 +271,10 @@ def read_subscription(resource: Resource, endpoint: Callable[[object, str], str 
     heartbeat: int | None = None
     for extension in _extension(channel, HEARTBEAT_PERIOD):
         value = extension.get("valueUnsignedInt")
-        if not isinstance(value, int) or value < MIN_HEARTBEAT:
+        if not isinstance(value, int) or isinstance(value, bool) or not MIN_HEARTBEAT <= value <= MAX_INT:
             problem(
                 IssueCode.SUBSCRIPTION_INVALID,
-                f"the heartbeat period is a whole number of seconds, at least {MIN_HEARTBEAT}",
+                f"the heartbeat period is a whole number of seconds, from {MIN_HEARTBEAT} to {MAX_INT}",
                 f"Subscription.channel.extension('{HEARTBEAT_PERIOD}')",
             )
         else:
@@ -280,14 +283,14 @@ def read_subscription(resource: Resource, endpoint: Callable[[object, str], str 
         if not _whole_seconds(extension.get("valueUnsignedInt")):
             problem(
                 IssueCode.SUBSCRIPTION_INVALID,
-                "the timeout is a whole number of seconds (valueUnsignedInt), at least 1",
+                f"the timeout is a whole number of seconds (valueUnsignedInt), from 1 to {MAX_INT}",
                 f"Subscription.channel.extension('{TIMEOUT}')",
             )
     for extension in _extension(channel, MAX_COUNT):
-        if not isinstance(extension.get("valuePositiveInt"), int):
+        if not _whole_seconds(extension.get("valuePositiveInt")):  # a positiveInt: the same range
             problem(
                 IssueCode.SUBSCRIPTION_INVALID,
-                "max-count is a positiveInt",
+                f"max-count is a positiveInt, from 1 to {MAX_INT}",
                 f"Subscription.channel.extension('{MAX_COUNT}')",
             )
     if issues:

@@ -39,7 +39,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit alone takes '²' (a latin-1 header byte), float() does not
         return float(value)
     try:
         moment = parsedate_to_datetime(value)

@@ -50,10 +50,27 @@ REQUESTED, ACTIVE, ERROR, OFF = "requested", "active", "error", "off"
 #: The statuses in which a Subscription is given events (a requested one's wait behind its handshake).
 LIVE = (REQUESTED, ACTIVE)
 HANDSHAKE = "subscription-handshake"
+#: A heartbeat carries no event: dead-lettered, it holds nothing (the queue goes on, the error is not set).
+HEARTBEAT = "subscription-heartbeat"
 
 
 def destination_of(subscription_id: str) -> str:
     return f"{SUBSCRIPTION_PREFIX}{subscription_id}"
+
+
+def _held(destination: Any) -> sa.ColumnElement[bool]:
+    """Whether a dead letter holds this Subscription queue: one dead (an event's) with nothing of the queue
+    delivered after it. Dead letters of an ended queue stop holding once a later handshake is delivered."""
+    dead, later = outbox.alias("dead"), outbox.alias("later")
+    delivered_after = sa.exists().where(
+        later.c.destination == dead.c.destination, later.c.status == DELIVERED, later.c.id > dead.c.id
+    )
+    return sa.exists().where(
+        dead.c.destination == destination,
+        dead.c.status == DEAD,
+        dead.c.event.not_in((HANDSHAKE, HEARTBEAT)),
+        ~delivered_after,
+    )
 
 
 def viewer_json(viewer: Viewer) -> str:
@@ -282,11 +299,10 @@ class SubscriptionRepository:
         if row is None:
             return None
         o = outbox.c
-        earlier = await self._execute(
-            sa.select(
-                sa.exists().where(o.destination == destination_of(subscription_id), o.status.in_((PENDING, WAITING)))
-            )
-        )
+        destination = destination_of(subscription_id)
+        queued = sa.exists().where(o.destination == destination, o.status.in_((PENDING, WAITING)))
+        # An event queued after a dead letter waits behind it too, even when nothing else did (its replay first).
+        earlier = await self._execute(sa.select(sa.or_(queued, _held(destination)) if event else queued))
         return int(row[0]), int(row[1]), WAITING if earlier.scalar_one() else PENDING
 
     async def last_waiting(self, subscription_id: str) -> OutboxEntry | None:
@@ -317,8 +333,9 @@ class SubscriptionRepository:
         """Queue a Subscription's notification again, under its id, in its place in the Subscription's order: due at
         once when nothing else of the Subscription is being sent, else ``waiting`` — its id sorts before those of
         the notifications queued after it, so it is the next one sent. None when ``entry_id`` is not a
-        Subscription's notification; False when there is none, or its Subscription is no longer live (off,
-        error, deleted: a new handshake, status ``requested``, starts it again)."""
+        Subscription's notification; False when there is none, it is still queued (waiting, or being sent), it is
+        a dead letter of a queue that went on since (a new handshake delivered), or its Subscription is no longer
+        live (off, error, deleted: a new handshake, status ``requested``, starts it again)."""
         o, s = outbox.c, subscriptions.c
         destination = (await self._execute(sa.select(o.destination).where(o.id == entry_id))).scalar_one_or_none()
         if destination is None or not destination.startswith(SUBSCRIPTION_PREFIX):
@@ -331,9 +348,15 @@ class SubscriptionRepository:
         sending = await self._execute(
             sa.select(sa.exists().where(o.destination == destination, o.status == PENDING, o.id != entry_id))
         )
+        later = outbox.alias("later")
+        delivered_since = sa.exists().where(
+            later.c.destination == destination, later.c.status == DELIVERED, later.c.id > entry_id
+        )
         result = await self._execute(
             sa.update(outbox)
-            .where(o.id == entry_id)
+            # Not one still queued: it is sent in its turn (replayed, a waiting one would go past a dead letter);
+            # nor a dead letter with something of its queue delivered since (a new handshake): it would come after.
+            .where(o.id == entry_id, sa.or_(o.status == DELIVERED, sa.and_(o.status == DEAD, ~delivered_since)))
             .values(
                 status=WAITING if sending.scalar_one() else PENDING,
                 attempts=0,
@@ -419,6 +442,7 @@ class SubscriptionRepository:
         for destination, event, status in sorted(ended):  # row locks in one order, as ``next_number`` takes them
             subscription_id = destination.removeprefix(SUBSCRIPTION_PREFIX)
             values: dict[str, Any] = {"last_queued_at": s.last_queued_at}  # the lock, whatever else changes
+            held_still = False
             if event == HANDSHAKE:
                 handshake = {DELIVERED: ACTIVE, DEAD: ERROR}.get(status)
                 if handshake is not None:
@@ -431,6 +455,13 @@ class SubscriptionRepository:
                             else_=s.error,
                         ),
                     }
+            elif event == HEARTBEAT and status == DEAD:
+                # No event lost: the next one goes (unless an event's dead letter holds them), no error set.
+                held_still = bool((await self._execute(sa.select(_held(destination)))).scalar_one())
+            elif status == DELIVERED and (await self._execute(sa.select(_held(destination)))).scalar_one():
+                # One before the dead letter (its replay, a duplicate the receiver drops) or a heartbeat: the rest
+                # still wait for the dead letter's replay, and the error stays.
+                held_still = True
             else:
                 # A notification dead-lettered holds the rest of the queue: the owner reads why; one delivered (its
                 # replay) moves it on again.
@@ -449,8 +480,8 @@ class SubscriptionRepository:
                 # Its endpoint never took the handshake: nothing more is sent until the owner asks for another one.
                 await self._end_queue(subscription_id, "the Subscription's handshake was not delivered", now)
                 continue
-            if status == DEAD:
-                continue  # the next ones wait for this one's replay
+            if (status == DEAD and event != HEARTBEAT) or held_still:
+                continue  # the next ones wait for the dead letter's replay
             following = (
                 sa.select(o.id)
                 .where(o.destination == destination, o.status == WAITING)

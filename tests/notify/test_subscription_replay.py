@@ -84,3 +84,162 @@ async def test_a_replay_waits_behind_what_is_being_sent_and_an_ended_subscriptio
     assert off.status_code == 200, off.text
     async with UnitOfWork(database) as uow:
         assert not await uow.replay_delivery(two, utc_now())  # off: its owner stopped it
+
+
+@respx.mock
+async def test_an_event_after_a_lone_dead_letter_waits_behind_it(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """The dead letter was the last of its queue: the next event, queued after it died, is held too — not sent past
+    it (then event 1 replayed after event 2)."""
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": False}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    up["up"] = True
+    await deliver(database, routing)  # the handshake
+    up["up"] = False
+    await post_referral(client, NAMES[0])
+    await deliver(database, routing, rounds=4)  # event 1: a dead letter, nothing behind it
+    ((first, state),) = await _queue(database, created["id"])
+    assert state == "dead"
+    up["up"] = True
+    before = len(hook.calls)
+    await post_referral(client, NAMES[1])  # event 2, queued after the dead letter
+    await deliver(database, routing, rounds=2)
+    assert len(hook.calls) == before  # held behind event 1
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(first, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2]
+    assert "error" not in (await client.get(f"/fhir/Subscription/{created['id']}")).json()
+
+
+@respx.mock
+async def test_replaying_a_delivered_notification_does_not_release_the_queue_held_by_a_dead_letter(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)
+    await post_referral(client, NAMES[0])
+    await deliver(database, routing)  # event 1 delivered
+    up["up"] = False
+    for name in NAMES[1:]:
+        await post_referral(client, name)
+    await deliver(database, routing, rounds=4)  # event 2 dead, event 3 held
+    (one, _), (two, dead), (_, waiting) = await _queue(database, created["id"])
+    assert (dead, waiting) == ("dead", "waiting")
+    up["up"] = True
+    before = len(hook.calls)
+    async with UnitOfWork(database) as uow:  # event 1 again (receivers drop it by its id)
+        assert await uow.replay_delivery(one, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=3)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1]
+    assert "replayed" in (await client.get(f"/fhir/Subscription/{created['id']}")).json()["error"]
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(two, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2, 3]
+
+
+@respx.mock
+async def test_a_notification_still_queued_is_not_replayed(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """``gateway outbox replay`` names a notification waiting behind a dead letter: refused, not sent past it."""
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)
+    up["up"] = False
+    for name in NAMES[:2]:
+        await post_referral(client, name)
+    await deliver(database, routing, rounds=4)
+    (first, _), (second, waiting) = await _queue(database, created["id"])
+    assert waiting == "waiting"
+    up["up"] = True
+    before = len(hook.calls)
+    async with UnitOfWork(database) as uow:
+        assert not await uow.replay_delivery(second, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=2)
+    assert len(hook.calls) == before and dict(await _queue(database, created["id"]))[second] == "waiting"
+    async with UnitOfWork(database) as uow:
+        assert await uow.replay_delivery(first, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=4)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2]
+
+
+@respx.mock
+async def test_a_dead_letter_of_an_ended_queue_is_not_replayed_after_a_new_handshake(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """Set off and requested again, the Subscription starts anew (its subscriber fills the gap with ``$events``):
+    a dead letter from before, replayed, would come after the events delivered since, out of order."""
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    created = await create(client, subscription(content="id-only"))
+    await deliver(database, routing)
+    up["up"] = False
+    await post_referral(client, NAMES[0])
+    await deliver(database, routing, rounds=4)  # event 1 dead
+    ((first, state),) = await _queue(database, created["id"])
+    assert state == "dead"
+    url = f"/fhir/Subscription/{created['id']}"
+    for status in ("off", "requested"):
+        current = (await client.get(url)).json()
+        assert (await client.put(url, json=current | {"status": status})).status_code == 200
+    up["up"] = True
+    await deliver(database, routing)  # the new handshake
+    await post_referral(client, NAMES[1])
+    await deliver(database, routing)  # event 2 delivered
+    before = len(hook.calls)
+    async with UnitOfWork(database) as uow:
+        assert not await uow.replay_delivery(first, utc_now())
+        await uow.commit()
+    await deliver(database, routing, rounds=2)
+    assert len(hook.calls) == before
+
+
+@respx.mock
+async def test_a_dead_heartbeat_holds_nothing(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """A heartbeat carries no event: dead-lettered (the receiver down while nothing happened), the events queued
+    behind it or after it are sent once the receiver is back, with no replay to ask for."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from gateway.notify.jobs import send_heartbeats
+    from gateway.store.tables import subscriptions
+    from tests.notify.test_subscriptions import BACKPORT
+
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    period = {"url": f"{BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": 60}
+    created = await create(client, subscription(content="id-only", extension=[period]))
+    await deliver(database, routing)
+    up["up"] = False
+    async with database.engine.begin() as connection:
+        await connection.execute(sa.update(subscriptions).values(last_queued_at=utc_now() - timedelta(seconds=61)))
+    assert await send_heartbeats(database, "http://gateway.test/fhir") == 1
+    await deliver(database, routing)  # the heartbeat refused once
+    await post_referral(client, NAMES[0])  # event 1, behind it
+    await deliver(database, routing, rounds=3)  # the heartbeat dead
+    await post_referral(client, NAMES[1])  # event 2, after it
+    up["up"] = True
+    before = len(hook.calls)
+    await deliver(database, routing, rounds=3)
+    assert [int(status_of(b)["events"][0]["event-number"]) for b in received(hook)[before:]] == [1, 2]
+    assert "error" not in (await client.get(f"/fhir/Subscription/{created['id']}")).json()

@@ -79,10 +79,44 @@ async def test_a_receiver_slower_than_the_timeout_is_retried(
     assert read["status"] == "active"
 
 
-@pytest.mark.parametrize("value", [0, -3, "10", True, 2.5])
+@pytest.mark.parametrize("value", [0, -3, "10", True, 2.5, 2**31, 2**64 - 1])
 async def test_a_timeout_that_is_not_whole_seconds_is_refused_naming_it(client: httpx.AsyncClient, value: Any) -> None:
     answer = await client.post("/fhir/Subscription", json=subscription(extension=[_timeout(value)]), headers=FHIR_JSON)
     assert answer.status_code == 422, answer.text
     (issue,) = answer.json()["issue"]
     assert issue["details"]["coding"][0]["code"] == "subscription-invalid"
     assert issue["expression"] == [f"Subscription.channel.extension('{TIMEOUT}')"]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "value"),
+    [
+        ("backport-heartbeat-period", "valueUnsignedInt", 2**31),  # a 500 on PostgreSQL (its integer column)
+        ("backport-heartbeat-period", "valueUnsignedInt", 2**64 - 1),
+        ("backport-max-count", "valuePositiveInt", 2**31),
+        ("backport-max-count", "valuePositiveInt", 0),
+        ("backport-max-count", "valuePositiveInt", True),
+    ],
+)
+async def test_a_count_or_period_out_of_its_type_s_range_is_refused_naming_it(
+    client: httpx.AsyncClient, name: str, kind: str, value: Any
+) -> None:
+    """unsignedInt and positiveInt are 32-bit (FHIR): a larger JSON number is no more one than in XML."""
+    extension = {"url": f"{BACKPORT}/{name}", kind: value}
+    answer = await client.post("/fhir/Subscription", json=subscription(extension=[extension]), headers=FHIR_JSON)
+    assert answer.status_code == 422, answer.text
+    (issue,) = answer.json()["issue"]
+    assert issue["details"]["coding"][0]["code"] == "subscription-invalid"
+    assert issue["expression"] == [f"Subscription.channel.extension('{BACKPORT}/{name}')"]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "-1", "1.5"])
+async def test_events_numbers_that_are_not_ascii_digits_are_refused_naming_them(
+    client: httpx.AsyncClient, value: str
+) -> None:
+    """'²' is a digit to str.isdigit but not to int(): it was a 500."""
+    created = await create(client, subscription())
+    for name in ("eventsSinceNumber", "eventsUntilNumber"):
+        answer = await client.get(f"/fhir/Subscription/{created['id']}/$events", params={name: value})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["issue"][0]["expression"] == [name]

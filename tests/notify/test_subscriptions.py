@@ -372,3 +372,30 @@ async def test_max_count_lets_waiting_events_share_a_notification(
     last_two = [e["resource"]["id"] for e in notified[-2]["entry"][1:]]
     assert last_two == [reference.split("/")[1] for reference in references[1:3]]  # full-resource: both
     assert status_of(notified[-2])["events-since-subscription-start"] == "3"
+
+
+@respx.mock
+async def test_events_sharing_a_notification_carry_their_focus_as_of_the_last(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """Two events about one referral in one notification (max-count): full-resource carries it as of the later
+    one — revoked, not as it was when created (the subscriber never saw it revoked)."""
+    from tests.workflow.test_opposition import _consent_deny, _ins
+
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    up = {"up": True}
+    hook = respx.post(HOOK).mock(side_effect=lambda request: httpx.Response(200 if up["up"] else 503))
+    most = {"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": 5}
+    await create(client, subscription(extension=[most]))
+    await deliver(database, routing)  # the handshake
+    up["up"] = False
+    await post_referral(client, "referral-no-gp.json")
+    await deliver(database, routing)  # event 1 refused: the next ones wait
+    service_request = await post_referral(client, "referral-gp.json")  # event 2
+    consent = _consent_deny(_ins(load_example("referral-gp.json")))
+    assert (await client.post("/fhir/Consent", json=consent, headers=FHIR_JSON)).status_code == 201  # event 3
+    up["up"] = True
+    await deliver(database, routing, rounds=4)
+    (shared,) = [b for b in received(hook) if [e["event-number"] for e in status_of(b).get("events", [])] == ["2", "3"]]
+    (entry,) = [e for e in shared["entry"][1:] if e["fullUrl"].endswith(service_request)]
+    assert entry["resource"]["status"] == "revoked"

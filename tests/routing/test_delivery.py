@@ -204,6 +204,7 @@ def test_judge_and_backoff() -> None:
     assert parse_retry_after("30", now) == 30
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 0
     assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("\u00b2", now) is None  # latin-1 '²': str.isdigit, not a number (raised before)
     rng = random.Random(1)
     delays = [backoff(n, base=2, cap=60, retry_after=None, rng=rng) for n in range(1, 9)]
     assert all(1 <= d <= 60 for d in delays) and delays[-1] > delays[0]

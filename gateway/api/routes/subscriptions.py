@@ -50,7 +50,7 @@ def _number(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # isdigit alone takes '²', which int() refuses
         raise InvalidRequest.single(IssueCode.SEARCH_PARAMETER_INVALID, f"{name} is a whole number", name)
     return int(raw)
 
