@@ -56,12 +56,17 @@ from bench.intake.bench_intake import (
     loopback_routing,
     postgres_database,
     serve,
+    tail,
     uvicorn_argv,
 )
 
 TARGET_MB, AT_REFERRALS = 200.0, 100_000
 BASE_URL = "http://gateway.bench"
 SEARCH_EVERY = 10
+
+
+class SinkLost(Exception):
+    """The loopback platform stopped answering (its process ended): no delivery can be counted any more."""
 
 
 class MixedReferrals(Referrals):
@@ -180,7 +185,12 @@ async def run(args: argparse.Namespace, database_url: str, routing: Path, work: 
                     found.raise_for_status()
 
         async def delivered() -> int:
-            return int((await sink.get("/count")).json()["count"])
+            try:
+                return int((await sink.get("/count")).json()["count"])
+            except httpx.HTTPError as exc:  # the readings so far still make a curve: reported, not lost
+                raise SinkLost(
+                    f"the loopback platform stopped answering ({exc!r}); its log:\n{tail(work / 'sink.log')}"
+                ) from exc
 
         await renew_token()
         gc.collect()
@@ -193,30 +203,35 @@ async def run(args: argparse.Namespace, database_url: str, routing: Path, work: 
         )
         print(f"{'referrals':>10} {'RSS MB':>8} {'anon MB':>8} {'file MB':>8} {'peak MB':>8} {'s':>6}", flush=True)
         started = time.perf_counter()
-        for done in itertools.count(args.every, args.every):
-            if done > args.referrals or (args.minutes and time.perf_counter() - started > args.minutes * 60):
-                break
-            indexes = iter(range(done - args.every, done))
-            await asyncio.gather(*(post(indexes) for _ in range(args.clients)))
-            for _ in range(1_500):  # 5 minutes at most
-                if await delivered() >= done:
+        try:
+            for done in itertools.count(args.every, args.every):
+                if done > args.referrals or (args.minutes and time.perf_counter() - started > args.minutes * 60):
                     break
-                await asyncio.sleep(0.2)
-            rss = status_mb("VmRSS")
-            points.append((done, rss))
-            print(
-                f"{done:>10} {rss:8.1f} {status_mb('RssAnon'):8.1f} {status_mb('RssFile'):8.1f} "
-                f"{status_mb('VmHWM'):8.1f} {time.perf_counter() - started:6.0f}",
-                flush=True,
-            )
-            if done == trace_from:
-                gc.collect()
-                snapshot = tracemalloc.take_snapshot()
-            elif done == trace_at and snapshot is not None:
-                gc.collect()
-                top_growth(snapshot, tracemalloc.take_snapshot())
-        if (count := await delivered()) < points[-1][0]:
-            print(f"only {count} deliveries for {points[-1][0]} referrals", flush=True)
+                indexes = iter(range(done - args.every, done))
+                await asyncio.gather(*(post(indexes) for _ in range(args.clients)))
+                for _ in range(1_500):  # 5 minutes at most
+                    if await delivered() >= done:
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    print(f"only {await delivered()} deliveries for {done} referrals after 5 minutes", flush=True)
+                rss = status_mb("VmRSS")
+                points.append((done, rss))
+                print(
+                    f"{done:>10} {rss:8.1f} {status_mb('RssAnon'):8.1f} {status_mb('RssFile'):8.1f} "
+                    f"{status_mb('VmHWM'):8.1f} {time.perf_counter() - started:6.0f}",
+                    flush=True,
+                )
+                if done == trace_from:
+                    gc.collect()
+                    snapshot = tracemalloc.take_snapshot()
+                elif done == trace_at and snapshot is not None:
+                    gc.collect()
+                    top_growth(snapshot, tracemalloc.take_snapshot())
+        except SinkLost as exc:
+            print(f"run cut short: {exc}", flush=True)
+    if not points:
+        return
     second_half = points[len(points) // 2 :]
     per_referral = slope(second_half) if len(second_half) >= 2 else 0.0
     projected = points[-1][1] + per_referral * (AT_REFERRALS - points[-1][0])
