@@ -10,7 +10,8 @@ in ``--repeat-every`` is for one of ``--repeat-patients`` returning patients (th
 search (``ServiceRequest?_count=50``) is made every 10 referrals so that reads leave their AuditEvents too, and a
 new access token is fetched every ``--token-every`` referrals (clients renew theirs). Every ``--every`` referrals,
 once the worker has delivered all that was taken in, it reads this process's resident memory (``VmRSS``, split
-into ``RssAnon``, the heap, and ``RssFile``, mapped files) from ``/proc/self/status``.
+into ``RssAnon``, the heap, and ``RssFile``, mapped files) from ``/proc/self/status``, and of it what SQLite holds
+(``sqlite3_memory_used``: its connections' page caches and statements).
 
 This process is the gateway process plus the load generator: the generator's share (an httpx client, one body at a
 time) is small and constant, so the figures are a slight over-estimate of ``gateway serve``'s.
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import itertools
 import os
@@ -91,6 +94,17 @@ class MixedReferrals(Referrals):
             .replace(b"@YY@", year.encode())
             .replace(b"@MM@", month.encode())
         )
+
+
+def sqlite_mb() -> float:
+    """What SQLite holds itself (page caches and prepared statements of every connection: malloc'd in C, so no
+    tracemalloc site shows it), from ``sqlite3_memory_used`` of the library ``sqlite3`` is linked to; 0 without it."""
+    name = ctypes.util.find_library("sqlite3")
+    if name is None or not any(name in line for line in Path("/proc/self/maps").read_text().splitlines()):
+        return 0.0
+    library = ctypes.CDLL(name)
+    library.sqlite3_memory_used.restype = ctypes.c_int64
+    return float(library.sqlite3_memory_used()) / 2**20
 
 
 def status_mb(field: str) -> float:
@@ -198,10 +212,13 @@ async def run(args: argparse.Namespace, database_url: str, routing: Path, work: 
         print(
             f"backend {args.backend}, auth {'on' if args.auth else 'off'}, {args.clients} clients, one referral in "
             f"{args.repeat_every} for {args.repeat_patients} returning patients: RSS at start {start_rss:.1f} MB "
-            f"(anon {status_mb('RssAnon'):.1f}, file {status_mb('RssFile'):.1f})",
+            f"(anon {status_mb('RssAnon'):.1f}, file {status_mb('RssFile'):.1f}, SQLite's own {sqlite_mb():.1f})",
             flush=True,
         )
-        print(f"{'referrals':>10} {'RSS MB':>8} {'anon MB':>8} {'file MB':>8} {'peak MB':>8} {'s':>6}", flush=True)
+        print(
+            f"{'referrals':>10} {'RSS MB':>8} {'anon MB':>8} {'file MB':>8} {'sqlite MB':>9} {'peak MB':>8} {'s':>6}",
+            flush=True,
+        )
         started = time.perf_counter()
         try:
             for done in itertools.count(args.every, args.every):
@@ -218,7 +235,7 @@ async def run(args: argparse.Namespace, database_url: str, routing: Path, work: 
                 rss = status_mb("VmRSS")
                 points.append((done, rss))
                 print(
-                    f"{done:>10} {rss:8.1f} {status_mb('RssAnon'):8.1f} {status_mb('RssFile'):8.1f} "
+                    f"{done:>10} {rss:8.1f} {status_mb('RssAnon'):8.1f} {status_mb('RssFile'):8.1f} {sqlite_mb():9.1f} "
                     f"{status_mb('VmHWM'):8.1f} {time.perf_counter() - started:6.0f}",
                     flush=True,
                 )
