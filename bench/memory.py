@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.intake.bench_intake import (
     FHIR_JSON,
-    SINK_APP,
     TEMPLATE,
     BenchClient,
     Referrals,
@@ -60,7 +59,6 @@ from bench.intake.bench_intake import (
     postgres_database,
     serve,
     tail,
-    uvicorn_argv,
 )
 
 TARGET_MB, AT_REFERRALS = 200.0, 100_000
@@ -277,14 +275,24 @@ def main() -> None:
         help="tracemalloc: the allocation sites grown between A and B referrals (readings: multiples of --every)",
     )
     parser.add_argument("--trace-frames", type=int, default=1)
+    parser.add_argument("--platform", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.platform:
+        import uvicorn
+
+        from bench.intake.sink_app import app
+
+        uvicorn.run(app, host="127.0.0.1", port=args.platform, access_log=False, log_level="warning")
+        return
     from gateway.store import migrate
 
     with tempfile.TemporaryDirectory(prefix="dac-memory-") as scratch:
         work = Path(scratch)
         sink_port = free_port()
         sink_url = f"http://127.0.0.1:{sink_port}"
-        with serve("sink", uvicorn_argv(SINK_APP, sink_port), clean_env(), work, sink_url, "/count", work):
+        # The loopback platform, started as this script (``--platform``): not a process any look for by name.
+        platform = [sys.executable, str(Path(__file__).resolve()), "--platform", str(sink_port)]
+        with serve("sink", platform, clean_env(), work, sink_url, "/count", work):
             routing = loopback_routing(work / "routing", f"{sink_url}/fhir")
             place: AbstractContextManager[str] = (
                 postgres_database() if args.backend == "postgresql" else nullcontext(f"sqlite:///{work}/gateway.db")
