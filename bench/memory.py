@@ -7,11 +7,11 @@ token) and the example routing pointed at the loopback platform of ``bench/intak
 own: deliveries leave over real sockets, as in production). Referrals are posted through ``httpx.ASGITransport``
 — no uvicorn, no client process: the CPU of a shared machine goes to the gateway — ``--clients`` at a time; one
 in ``--repeat-every`` is for one of ``--repeat-patients`` returning patients (the rest are distinct patients), a
-search (``ServiceRequest?_count=50``) is made every 10 referrals so that reads leave their AuditEvents too, and a
-new access token is fetched every ``--token-every`` referrals (clients renew theirs). Every ``--every`` referrals,
-once the worker has delivered all that was taken in, it reads this process's resident memory (``VmRSS``, split
-into ``RssAnon``, the heap, and ``RssFile``, mapped files) from ``/proc/self/status``, and of it what SQLite holds
-(``sqlite3_memory_used``: its connections' page caches and statements).
+search (``ServiceRequest?identifier=`` of the one just posted) is made every 10 referrals so that reads leave their
+AuditEvents too, and a new access token is fetched every ``--token-every`` referrals (clients renew theirs). Every
+``--every`` referrals, once the worker has delivered all that was taken in, it reads this process's resident memory
+(``VmRSS``, split into ``RssAnon``, the heap, and ``RssFile``, mapped files) from ``/proc/self/status``, and of it
+what SQLite holds (``sqlite3_memory_used``: its connections' page caches and statements).
 
 This process is the gateway process plus the load generator: the generator's share (an httpx client, one body at a
 time) is small and constant, so the figures are a slight over-estimate of ``gateway serve``'s.
@@ -64,6 +64,7 @@ from bench.intake.bench_intake import (
 TARGET_MB, AT_REFERRALS = 200.0, 100_000
 BASE_URL = "http://gateway.bench"
 SEARCH_EVERY = 10
+REQUEST_SYSTEM = "https://hopital-exemple.fr/fhir/referral-id"  # the template's ServiceRequest.identifier system
 
 
 class SinkLost(Exception):
@@ -192,9 +193,13 @@ async def run(args: argparse.Namespace, database_url: str, routing: Path, work: 
                 answer = await http.post("/fhir", content=referrals.body(index), headers=headers)
                 if not 200 <= answer.status_code <= 299:
                     raise SystemExit(f"referral {index}: HTTP {answer.status_code}: {answer.text[:2000]}")
-                if index % SEARCH_EVERY == 0:
-                    found = await http.get("/fhir/ServiceRequest", params={"_count": 50}, headers=headers)
+                if index % SEARCH_EVERY == 0:  # a search that stays one match: ``_count=50`` over every referral
+                    # taken in costs more at each one (its total counts them all), and the run slows as it goes
+                    query = {"identifier": f"{REQUEST_SYSTEM}|CH3R-MEMORY-{index:08d}"}
+                    found = await http.get("/fhir/ServiceRequest", params=query, headers=headers)
                     found.raise_for_status()
+                    if found.json().get("total") != 1:
+                        raise SystemExit(f"referral {index}: its search found {found.json().get('total')}")
 
         async def delivered() -> int:
             try:
