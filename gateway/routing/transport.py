@@ -19,6 +19,10 @@ import httpx
 from gateway.routing.network import AsyncioBackend
 
 POOL_SIZE = 4  # connections per pool: past this, httpcore's per-request bookkeeping grows faster than the work
+#: Origins whose pools are kept. Subscriptions' endpoints and senders' callbacks are URLs the clients choose: without
+#: a bound every origin ever delivered to would keep its pools for the process's life (issue 21: memory). Past it,
+#: the least recently used origins with nothing under way are closed and forgotten (opened again if used again).
+MAX_ORIGINS = 256
 
 
 class _Shard:
@@ -70,17 +74,23 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncHTTPTransport``s of at most ``pool_size`` connections each, opened per origin as the
     concurrency to that origin needs them; a request goes to the origin's least busy pool."""
 
-    def __init__(self, pool_size: int = POOL_SIZE, keepalive_expiry: float = 5.0) -> None:
+    def __init__(
+        self, pool_size: int = POOL_SIZE, keepalive_expiry: float = 5.0, max_origins: int = MAX_ORIGINS
+    ) -> None:
         self._limits = httpx.Limits(
             max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=keepalive_expiry
         )
         self._pool_size = pool_size
-        self._shards: dict[tuple[str, str, int | None], list[_Shard]] = {}
+        self._max_origins = max_origins
+        self._shards: dict[tuple[str, str, int | None], list[_Shard]] = {}  # least recently used first
         self._ssl_context: ssl.SSLContext | None = None  # made once, at the first pool (loading CAs costs)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        shards = self._shards.setdefault((url.scheme, url.host, url.port), [])
+        origin = (url.scheme, url.host, url.port)
+        shards = self._shards.pop(origin, None)
+        forgotten = self._forget_idle_origins() if shards is None else []
+        shards = self._shards[origin] = [] if shards is None else shards  # last: the most recently used
         shard = min(shards, key=lambda s: s.busy, default=None)
         if shard is None or shard.busy >= self._pool_size:
             if self._ssl_context is None:
@@ -89,6 +99,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             shards.append(shard)
         shard.busy += 1
         try:
+            for idle in forgotten:
+                await idle.transport.aclose()
             response = await shard.transport.handle_async_request(request)
         except BaseException:
             shard.busy -= 1
@@ -100,6 +112,15 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             stream=_Releasing(response.stream, shard),
             extensions=response.extensions,
         )
+
+    def _forget_idle_origins(self) -> list[_Shard]:
+        """Room for one more origin: the pools of the least recently used idle origins beyond ``max_origins``,
+        taken out (closed by the caller). An origin with a request under way is kept."""
+        over = len(self._shards) + 1 - self._max_origins
+        if over <= 0:
+            return []
+        idle = [origin for origin, shards in self._shards.items() if not any(s.busy for s in shards)][:over]
+        return [shard for origin in idle for shard in self._shards.pop(origin)]
 
     async def aclose(self) -> None:
         for shards in self._shards.values():

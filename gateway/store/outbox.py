@@ -72,7 +72,8 @@ class Finished:
     error: str | None = None
 
 
-@functools.cache
+# Bounded: its shape counts the destinations in flight, and Subscriptions' are one each (issue 21: memory).
+@functools.lru_cache(maxsize=64)
 def _claim_statement(skip_locked: bool, full: int, open_rooms: int, limited: bool) -> sa.Update:
     """The claim's statement for its shape (how many destinations are full, how many have a room of their own),
     built once: building and cache-keying this tree of CTEs afresh cost more than running it. Parameters: ``now``,

@@ -228,6 +228,13 @@ def any_of(column: sa.ColumnElement[Any], name: str, value: Any = None) -> sa.Co
     return column == sa.any_(sa.bindparam(name, value, type_=postgresql.ARRAY(element)))
 
 
+#: The statements a ``KeyLookup`` keeps (one per number of groups). A bundle with many identifier systems is a
+#: look-up of as many groups, each a statement as long: kept without bound, a client sending bundles of 1, 2, …
+#: n systems would leave n statements of up to n groups (and their compiled forms) in the process (issue 21).
+#: A referral has a handful; past this, the oldest is dropped (built again if needed).
+KEY_LOOKUP_STATEMENTS = 32
+
+
 class KeyLookup:
     """``SELECT … WHERE (a, b, c) IN rows``, written so that the index on those columns serves it: SQLite answers a
     row-value IN list by scanning the whole table. Rows are grouped on all but the last column, and each group
@@ -265,6 +272,8 @@ class KeyLookup:
             statement = statement.where(condition)
             if for_update:  # locked in the key's order, so that two transactions locking the same rows cannot deadlock
                 statement = statement.order_by(*self._key).with_for_update()
+            if len(self._statements) >= KEY_LOOKUP_STATEMENTS:
+                del self._statements[next(iter(self._statements))]
             self._statements[groups, for_update, arrays] = statement
         return statement
 

@@ -248,3 +248,17 @@ def test_verified_tokens_are_cached_only_until_they_expire(registry: ClientRegis
     tokens._verified["forged"] = (time.time() - 3600, verified)
     with pytest.raises(Unauthenticated):
         tokens.verify("forged")  # an expired entry is never served: the token is checked again, and refused
+
+
+def test_the_verified_tokens_kept_are_bounded(registry: ClientRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21 (memory): every client's tokens, renewed every few minutes, pass through the cache; past
+    ``VERIFIED_CACHE_SIZE`` it starts again empty rather than growing with the process's age."""
+    monkeypatch.setattr("gateway.auth.tokens.VERIFIED_CACHE_SIZE", 3)
+    tokens = AccessTokens(TEST_SECRET, 60)
+    client = registry.get("hospital")
+    assert client is not None
+    issued = [tokens.issue(client, ["system/ServiceRequest.c"]) for _ in range(7)]
+    for token in issued:
+        assert tokens.verify(token).client_id == "hospital"
+        assert len(tokens._verified) <= 3
+    assert issued[-1] in tokens._verified

@@ -51,6 +51,34 @@ async def test_concurrent_requests_spread_over_small_pools_per_origin() -> None:
 
 
 @respx.mock
+async def test_the_pools_of_the_least_recently_used_idle_origins_are_forgotten_past_a_bound() -> None:
+    """Issue 21 (memory): Subscriptions' endpoints are the clients' URLs; each origin delivered to kept its pools for
+    the process's life. Past ``max_origins``, the least recently used origin with nothing under way goes."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        arrived.set()
+        await release.wait()
+        return httpx.Response(200, content=b"{}")
+
+    respx.post(url__regex=r"https://(a|b|c|d)\.example\.org/.*").mock(return_value=httpx.Response(200, content=b"{}"))
+    respx.post("https://slow.example.org/notify").mock(side_effect=held)
+    transport = ShardedTransport(pool_size=2, max_origins=3)
+    async with httpx.AsyncClient(transport=transport) as client:
+        pending = asyncio.create_task(client.post("https://slow.example.org/notify", content=b"{}"))
+        await asyncio.wait_for(arrived.wait(), 10)
+        for host in ("a", "b", "a", "c", "d"):
+            assert (await client.post(f"https://{host}.example.org/notify", content=b"{}")).status_code == 200
+        # b went when c came (a was used since), a when d came; the slow origin, still sending, stays.
+        assert _busy(transport) == {"slow.example.org": [1], "c.example.org": [0], "d.example.org": [0]}
+        release.set()
+        assert (await pending).status_code == 200
+        for host in ("a", "b", "c", "d", "a"):
+            await client.post(f"https://{host}.example.org/notify", content=b"{}")
+        assert list(_busy(transport)) == ["c.example.org", "d.example.org", "a.example.org"]
+
+
+@respx.mock
 async def test_a_failed_request_gives_its_slot_back() -> None:
     respx.post(PARIS).mock(side_effect=httpx.ConnectError("refused"))
     transport = ShardedTransport(pool_size=2)

@@ -14,7 +14,7 @@ from gateway.fhir.search import parse_search
 from gateway.referral.identity import INS_NIR, RPPS
 from gateway.store import Database, UnitOfWork
 from gateway.store.database import _InlineSQLiteConnection, _RunAtOnce
-from gateway.store.repository import KeyLookup, _count, _holders_by_identity, _matches, _shape
+from gateway.store.repository import KEY_LOOKUP_STATEMENTS, KeyLookup, _count, _holders_by_identity, _matches, _shape
 from gateway.store.tables import resource_identities, resources
 from tests.support.databases import USES_POSTGRESQL
 
@@ -113,6 +113,17 @@ def test_a_key_lookup_is_built_once_per_number_of_groups() -> None:
         "v1": ["3"],
     }
     assert lookup([("Patient", INS_NIR, "5")])[0] is not first
+
+
+def test_a_key_lookup_keeps_a_bounded_number_of_statements() -> None:
+    """Issue 21 (memory): a statement per number of groups, and a client chooses how many identifier systems its
+    bundles carry — kept without bound, bundles of 1 … n systems left n statements in the process."""
+    i = resource_identities.c
+    lookup = KeyLookup([i.resource_id], [i.resource_type, i.system, i.value])
+    built = [lookup([("Patient", f"urn:system:{g}", "1") for g in range(groups)])[0] for groups in range(1, 101)]
+    assert len(lookup._statements) == KEY_LOOKUP_STATEMENTS
+    assert lookup([("Patient", f"urn:system:{g}", "2") for g in range(100)])[0] is built[-1]  # the newest kept
+    assert lookup([("Patient", "urn:system:0", "2")])[0] is not built[0]  # the oldest built again
 
 
 def test_the_aiosqlite_internals_the_inline_connection_relies_on_are_there() -> None:
