@@ -275,6 +275,11 @@ def test_sighup_to_serve_workers_reaches_every_process(tmp_path: Path) -> None:
     process.start()
     try:
         assert process.process is not None
+        # Ready means one process answers; the other may still be starting, SIGHUP ignored until it serves (see
+        # test_sighup_during_start_up_does_not_end_serve): both must catch it before the signal is sent (the
+        # supervisor's other child, multiprocessing's resource tracker, does not).
+        supervisor = process.process.pid
+        wait_until(lambda: sum(map(_sighup_caught, _children(supervisor))) == 2, 30, 0.1, "2 processes serving")
         process.process.send_signal(signal.SIGHUP)
         wait_until(lambda: process.log_path.read_text().count('"trigger": "signal"') >= 2, 10, 0.1, "2 reloads")
         log = process.log_path.read_text()
@@ -282,6 +287,16 @@ def test_sighup_to_serve_workers_reaches_every_process(tmp_path: Path) -> None:
         assert all(_refused(process, "w", tmp_path / "w.pem") is None for _ in range(6))
     finally:
         process.drop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _sighup_caught(pid: int) -> bool:
+    """Whether the process catches SIGHUP (a handler installed: /proc SigCgt), not merely ignores it."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return any(int(line.split()[1], 16) & 1 for line in status.splitlines() if line.startswith("SigCgt:"))
 
 
 def _sighup_handled(pid: int) -> bool:
