@@ -64,6 +64,20 @@ def _named_referral() -> tuple[dict[str, Any], list[str]]:
     return bundle, secrets
 
 
+def _deny(patient: str) -> dict[str, Any]:
+    """The patient's opposition (L1110-12), naming the stored Patient."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient.split("/_history")[0]},
+        "dateTime": "2026-11-23T10:00:00+01:00",
+        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
+        "provision": {"type": "deny"},
+    }  # fmt: skip
+
+
 @respx.mock
 async def test_nothing_about_the_patient_leaves_after_the_opposition(
     secure: httpx.AsyncClient, database: Database, routing: RoutingTable
@@ -103,17 +117,7 @@ async def test_nothing_about_the_patient_leaves_after_the_opposition(
     assert posted.status_code == 200, posted.text
     patient = next(e["response"]["location"] for e in posted.json()["entry"] if "/Patient/" in e["fullUrl"])
     await deliver(database, routing)  # refused: still queued
-    deny = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": patient.split("/_history")[0]},
-        "dateTime": "2026-11-23T10:00:00+01:00",
-        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
-        "provision": {"type": "deny"},
-    }  # fmt: skip
-    opposed = await secure.post("/fhir/Consent", json=deny, headers=nurse | FHIR_JSON)
+    opposed = await secure.post("/fhir/Consent", json=_deny(patient), headers=nurse | FHIR_JSON)
     assert opposed.status_code == 201, opposed.text
     before = {name: len(hook.calls) for name, hook in hooks.items()}
     up["up"] = True
@@ -186,17 +190,7 @@ async def _closed_then_opposed(
         f"/fhir/Subscription/{subscribed['nurse']}/$events", params={"content": "full-resource"}, headers=nurse
     )
     assert [secret for secret in secrets if secret in before.text]
-    deny = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": patient},
-        "dateTime": "2026-11-23T10:00:00+01:00",
-        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
-        "provision": {"type": "deny"},
-    }  # fmt: skip
-    opposed = await http.post("/fhir/Consent", json=deny, headers=nurse | FHIR_JSON)
+    opposed = await http.post("/fhir/Consent", json=_deny(patient), headers=nurse | FHIR_JSON)
     assert opposed.status_code == 201, opposed.text
     # A closed referral is not revoked again: it stays what it was (rejected by the GP); its sender reads its own
     # record of it as stored (the REST rule), while $events answers as a notification leaving now (below).
