@@ -94,11 +94,15 @@ class RemoteKeys:
                 log.warning("jwks_fetch_failed", client_id=client.client_id, reason=str(exc))
                 if fetched is None:
                     raise
-                self._fetched[where] = _Fetched(fetched.keys, self._clock())  # not again at once
+                self._keep(where, fetched.keys)  # not again at once
                 return fetched.keys
-            if self._registered is None or where in self._registered:  # not removed while it was fetched
-                self._fetched[where] = _Fetched(keys, self._clock())
+            self._keep(where, keys)
             return keys
+
+    def _keep(self, where: tuple[str, str], keys: Mapping[str, PyJWK]) -> None:
+        """Keep the set fetched — unless its client was removed (or its URL moved) while it was being fetched."""
+        if self._registered is None or where in self._registered:
+            self._fetched[where] = _Fetched(keys, self._clock())
 
     def _due(self, fetched: _Fetched, kid: str | None) -> bool:
         age = self._clock() - fetched.at
