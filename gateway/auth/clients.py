@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -116,14 +116,21 @@ class ClientRegistry:
     of the clients file swaps its content (``take``), which the token endpoint, the API's checks and the delivery
     worker, all holding this object, see at their next look-up."""
 
-    __slots__ = ("clients",)
+    __slots__ = ("_on_take", "clients")
 
     def __init__(self, clients: Mapping[str, RegisteredClient]) -> None:
         self.clients = clients
+        self._on_take: list[Callable[[ClientRegistry], None]] = []
+
+    def on_take(self, listener: Callable[[ClientRegistry], None]) -> None:
+        """``listener`` is called with this registry after each ``take`` (what is kept per client follows it)."""
+        self._on_take.append(listener)
 
     def take(self, other: ClientRegistry) -> None:
         """From now on, ``other``'s registrations (one assignment: no look-up sees half of each)."""
         self.clients = other.clients
+        for listener in self._on_take:
+            listener(self)
 
     def get(self, client_id: str) -> RegisteredClient | None:
         return self.clients.get(client_id)

@@ -2,6 +2,10 @@
 fetched again when an assertion names a ``kid`` the kept set lacks — a client rotating its key publishes the new
 one and uses it at once. Fetching again is bounded (at most once per ``refetch_interval`` per client), so
 assertions with made-up ``kid``s cannot turn the token endpoint into a flood of requests to the client's server.
+What is kept follows the registry (``retain``, at every reload of the clients file): a removed client's key set is
+dropped with it — registered again, its keys are fetched afresh, never an old (perhaps compromised) key taken from
+before the removal — and so is the set of a ``jwks_url`` the registration no longer names: at most one set per
+client registered by ``jwks_url``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import httpx
 import structlog
 from jwt import PyJWK
 
-from gateway.auth.clients import AuthConfigError, RegisteredClient, public_keys
+from gateway.auth.clients import AuthConfigError, ClientRegistry, RegisteredClient, public_keys
 
 log = structlog.get_logger("gateway.auth")
 #: A key set is kept this long, then fetched again at the next assertion (keys are rotated, and removed).
@@ -53,6 +57,23 @@ class RemoteKeys:
         self._clock = clock
         self._fetched: dict[tuple[str, str], _Fetched] = {}  # by client id and URL (a registration may change)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._registered: frozenset[tuple[str, str]] | None = None  # what may be kept (``retain``); None: any
+
+    def retain(self, registry: ClientRegistry) -> None:
+        """Keep only the key sets of ``registry``'s clients registered by ``jwks_url``, at that URL: what a removed
+        client, or a moved URL, left is dropped now; from now on only those are kept."""
+        registered = frozenset(
+            (client.client_id, client.jwks_url) for client in registry.clients.values() if client.jwks_url is not None
+        )
+        self._registered = registered
+        for where in [where for where in self._fetched if where not in registered]:
+            del self._fetched[where]
+        for where in [where for where, lock in self._locks.items() if where not in registered and not lock.locked()]:
+            del self._locks[where]
+
+    def kept(self) -> set[str]:
+        """The clients whose key set is kept."""
+        return {client_id for client_id, _ in self._fetched}
 
     async def keys_of(self, client: RegisteredClient, kid: str | None) -> Mapping[str, PyJWK]:
         """The client's keys, fetched if none are kept, if they are old, or if ``kid`` is not among them (and the
@@ -73,10 +94,15 @@ class RemoteKeys:
                 log.warning("jwks_fetch_failed", client_id=client.client_id, reason=str(exc))
                 if fetched is None:
                     raise
-                self._fetched[where] = _Fetched(fetched.keys, self._clock())  # not again at once
+                self._keep(where, fetched.keys)  # not again at once
                 return fetched.keys
-            self._fetched[where] = _Fetched(keys, self._clock())
+            self._keep(where, keys)
             return keys
+
+    def _keep(self, where: tuple[str, str], keys: Mapping[str, PyJWK]) -> None:
+        """Keep the set fetched — unless its client was removed (or its URL moved) while it was being fetched."""
+        if self._registered is None or where in self._registered:
+            self._fetched[where] = _Fetched(keys, self._clock())
 
     def _due(self, fetched: _Fetched, kid: str | None) -> bool:
         age = self._clock() - fetched.at

@@ -31,6 +31,11 @@ class Authority:
     token_url: str | None  # GATEWAY_TOKEN_URL; None: derived from the public base URL
     remote_keys: RemoteKeys = field(default_factory=RemoteKeys)  # of the clients registered by jwks_url
 
+    def __post_init__(self) -> None:
+        # The key sets kept follow the registrations: a client removed by a reload leaves none behind.
+        self.remote_keys.retain(self.registry)
+        self.registry.on_take(self.remote_keys.retain)
+
 
 def _invalid_request(description: str) -> TokenRequestRejected:
     return TokenRequestRejected.because("invalid_request", IssueCode.TOKEN_REQUEST_INVALID, description)

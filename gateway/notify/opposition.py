@@ -7,12 +7,16 @@ sees everything — and a Subscription that never did is told nothing, not even 
 notification, or ``$events``, carries of such a referral is the minimal form that updates after an opposition
 carry (``gateway.routing.messages``: the ServiceRequest and Tasks cut, one implementation); no other resource is a
 notification's focus. Notifications queued before the opposition are cut as they leave (``as_sent``), and so are
-the replays of old ones.
+the replays of old ones. ``$events`` answers the events it keeps as a notification leaving now would carry them:
+cut too for a referral closed before the opposition (completed, rejected by the GP…), which the opposition does not
+revoke, while that opposition is in force (``withheld_referrals``). A REST read is another matter: a party reads
+its own record of a referral it had, as stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import orjson
 
@@ -20,6 +24,7 @@ from gateway.fhir.codec import parse_resource, serialize_resource
 from gateway.fhir.media import FhirFormat
 from gateway.fhir.search import split_reference
 from gateway.fhir.types import Resource
+from gateway.referral.consents import CONSENTS_OF_A_PATIENT, opposition_in_force
 from gateway.routing.messages import OPPOSITION, minimal_service_request, minimal_task, opposed
 from gateway.store.outbox import OutboxEntry
 from gateway.store.subscriptions import SubscriptionRecord
@@ -36,9 +41,9 @@ def minimal(resource: Resource) -> Resource:
     )
 
 
-async def opposed_referrals(uow: UnitOfWork, focuses: Iterable[str]) -> dict[str, str]:
-    """Of these focuses (``Type/id``: ServiceRequests and Tasks), those about a referral revoked for the patient's
-    opposition, each with its ServiceRequest's id — a query per level (the Tasks' focus, then the referrals)."""
+async def _referrals_of(uow: UnitOfWork, focuses: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Of these focuses (``Type/id``: ServiceRequests and Tasks), each with its ServiceRequest's id, and the text of
+    those ServiceRequests as they stand — a query per level (the Tasks' focus, then the referrals)."""
     keys = {focus: split_reference(focus) for focus in set(focuses)}
     tasks = [("Task", resource_id) for resource_type, resource_id in keys.values() if resource_type == "Task"]
     task_texts = await uow.outbox.resource_texts(tasks) if tasks else {}
@@ -52,10 +57,43 @@ async def opposed_referrals(uow: UnitOfWork, focuses: Iterable[str]) -> dict[str
             if target_type == "ServiceRequest":
                 referral[focus] = target_id
     if not referral:
-        return {}
+        return {}, {}
     texts = await uow.outbox.resource_texts(("ServiceRequest", sr) for sr in set(referral.values()))
-    revoked = {sr for (_, sr), text in texts.items() if OPPOSITION in text and opposed(orjson.loads(text))}
+    return referral, {sr: text for (_, sr), text in texts.items()}
+
+
+def _opposed(text: str) -> bool:
+    """Whether this stored ServiceRequest was revoked for the patient's opposition (parsed only when it may be)."""
+    return OPPOSITION in text and opposed(orjson.loads(text))
+
+
+async def opposed_referrals(uow: UnitOfWork, focuses: Iterable[str]) -> dict[str, str]:
+    """Of these focuses (``Type/id``: ServiceRequests and Tasks), those about a referral revoked for the patient's
+    opposition, each with its ServiceRequest's id."""
+    referral, texts = await _referrals_of(uow, focuses)
+    revoked = {sr for sr, text in texts.items() if _opposed(text)}
     return {focus: sr for focus, sr in referral.items() if sr in revoked}
+
+
+async def withheld_referrals(uow: UnitOfWork, focuses: Iterable[str], at: datetime) -> dict[str, str]:
+    """Of these focuses, those about a referral whose patient objects: revoked for the opposition, or closed before
+    it (completed, rejected by the GP…: not revoked by it) while an opposition of its patient is in force at ``at``
+    — what ``$events`` answers in the minimal forms, as a notification leaving now would carry them. A look-up of
+    the denials per patient (``ResourceRepository.denials``, as the intake's): ``$events`` only, not every change's
+    notification (a closed referral changes no more)."""
+    referral, texts = await _referrals_of(uow, focuses)
+    withheld = {sr for sr, text in texts.items() if _opposed(text)}
+    patients: dict[str, list[str]] = {}
+    for sr, text in texts.items():
+        subject = orjson.loads(text).get("subject") or {}
+        target_type, patient_id = split_reference(str(subject.get("reference", "")))
+        if sr not in withheld and target_type == "Patient" and patient_id:
+            patients.setdefault(patient_id, []).append(sr)
+    for patient_id, of_patient in patients.items():
+        denials = await uow.resources.denials(patient_id, (), CONSENTS_OF_A_PATIENT)
+        if any(opposition_in_force(consent.content, at) for consent in denials):
+            withheld.update(of_patient)
+    return {focus: sr for focus, sr in referral.items() if sr in withheld}
 
 
 async def received(uow: UnitOfWork, record: SubscriptionRecord, service_request_id: str) -> bool:

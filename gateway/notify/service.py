@@ -12,7 +12,7 @@ from gateway.fhir.primitives import new_id, utc_now
 from gateway.fhir.types import Resource
 from gateway.notify.bundles import NotifiedEvent, notification_bundle, status_bundle, status_parameters
 from gateway.notify.events import HANDSHAKE, queue_notification
-from gateway.notify.opposition import minimal, opposed_referrals
+from gateway.notify.opposition import minimal, withheld_referrals
 from gateway.notify.topics import BACKPORT_SUBSCRIPTION, CONTENTS, read_subscription
 from gateway.store.database import Database
 from gateway.store.subscriptions import OFF, REQUESTED, SubscriptionRecord
@@ -193,8 +193,11 @@ async def events(
         mode = content or "id-only"
         versions = {}
         if mode == "full-resource":
-            # A referral revoked since for the patient's opposition: its resources in the minimal form only.
-            revoked = await opposed_referrals(uow, {f"{event.focus_type}/{event.focus_id}" for event in kept})
+            # A referral whose patient objects since — revoked for it, or closed before it: its resources in the
+            # minimal form only, as a notification leaving now carries them (the REST read is the party's record).
+            revoked = await withheld_referrals(
+                uow, {f"{event.focus_type}/{event.focus_id}" for event in kept}, utc_now()
+            )
             for event in kept:
                 stored = await uow.resources.get_version(event.focus_type, event.focus_id, event.focus_version)
                 if stored is not None:

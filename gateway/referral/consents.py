@@ -22,6 +22,8 @@ from datetime import datetime
 from gateway.fhir.search import date_period
 from gateway.fhir.types import Resource
 
+#: More denials than any patient has (what a look-up of a patient's oppositions reads at most).
+CONSENTS_OF_A_PATIENT = 1000
 #: Consent statuses under which it says nothing any more (R4 consent-state-codes).
 ENDED = frozenset({"inactive", "entered-in-error", "rejected"})
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.errors import Issue, IssueCode, IssueType
 from gateway.fhir.france import BIRTH_PLACE_EXTENSION, INSEE_CODE_EXTENSION
+from gateway.fhir.search import fold
 from gateway.fhir.types import Resource
 from gateway.validation.identifiers import IDENTIFIER_RULES, INS_SYSTEMS, TEST_INS_SYSTEMS
 
@@ -113,9 +114,10 @@ IDENTITY_TRAITS = ("birth family name", "birth given names", "gender", "birth da
 
 
 def identity_trait_values(patient: Resource) -> dict[str, tuple[str, str]]:
-    """Each identity trait the Patient carries: its value in the form two records of one person share (names and
-    codes ignoring case and spacing) and the FHIRPath of the element holding it, relative to the Patient
-    (``name[0].family``). A trait the Patient lacks is absent."""
+    """Each identity trait the Patient carries: its value in the form two records of one person share — names as the
+    référentiel INS writes them, in capitals without accents (``fold``: case, accents and spacing ignored, so the
+    ``HELENE`` of an HL7 v2 feed is the ``Hélène`` on record), codes ignoring case — and the FHIRPath of the element
+    holding it, relative to the Patient (``name[0].family``). A trait the Patient lacks is absent."""
     found: dict[str, tuple[str, str]] = {}
     names = patient.get("name") or []
     for index, name in enumerate(names):
@@ -123,9 +125,9 @@ def identity_trait_values(patient: Resource) -> dict[str, tuple[str, str]]:
             continue
         family, given = name.get("family"), name.get("given")
         if isinstance(family, str) and family and "birth family name" not in found:
-            found["birth family name"] = (_folded(family), f"name[{index}].family")
+            found["birth family name"] = (fold(family), f"name[{index}].family")
         if isinstance(given, list) and given and "birth given names" not in found:
-            found["birth given names"] = (_folded(" ".join(str(g) for g in given)), f"name[{index}].given")
+            found["birth given names"] = (fold(" ".join(str(g) for g in given)), f"name[{index}].given")
     if isinstance(gender := patient.get("gender"), str):
         found["gender"] = (gender, "gender")
     if isinstance(birth_date := patient.get("birthDate"), str):
@@ -140,17 +142,13 @@ def identity_trait_values(patient: Resource) -> dict[str, tuple[str, str]]:
 
 def identity_traits(patient: Resource) -> tuple[str, str, str, str, str] | None:
     """The five identity traits of the référentiel INS — birth family name, birth given names, gender, birth date,
-    INSEE code of the birth place — in the form two records of one person share (names and codes ignoring case
-    and spacing), or None when any is missing."""
+    INSEE code of the birth place — in the form two records of one person share (``identity_trait_values``), or
+    None when any is missing."""
     values = identity_trait_values(patient)
     if len(values) < len(IDENTITY_TRAITS):
         return None
     family, given, gender, birth_date, place = (values[trait][0] for trait in IDENTITY_TRAITS)
     return (family, given, gender, birth_date, place)
-
-
-def _folded(text: str) -> str:
-    return " ".join(text.casefold().split())
 
 
 def insee_code_issues(patient: Resource, expression: str) -> list[Issue]:

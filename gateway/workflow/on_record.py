@@ -14,12 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from gateway.fhir.search import split_reference
-from gateway.referral.consents import opposition_in_force
+from gateway.referral.consents import CONSENTS_OF_A_PATIENT, opposition_in_force
 from gateway.store.repository import StoredResource
 from gateway.store.unit_of_work import UnitOfWork
-
-#: More denials than any patient has.
-CONSENTS_OF_A_PATIENT = 1000
 
 
 async def oppositions_on_record(

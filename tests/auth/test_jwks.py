@@ -18,6 +18,7 @@ from gateway import Settings, create_app
 from gateway.auth.clients import AuthConfigError, ClientRegistry, RegisteredClient, Role, load_clients
 from gateway.auth.jwks import KeysUnavailable, RemoteKeys
 from gateway.auth.outbound import parse_smart_backend
+from gateway.auth.reload import ClientsReloader
 from gateway.auth.scopes import ScopeSet
 from gateway.routing.config import PlatformAuth, RoutingTable
 from gateway.store import Database
@@ -223,3 +224,56 @@ async def test_without_any_smart_backend_block_the_key_set_is_empty(client: http
 def test_registry_lists_its_outbound_blocks(jwks_clients: Path) -> None:
     registry: ClientRegistry = load_clients(jwks_clients, frozenset())
     assert [auth.key.kid for auth in registry.outbound_auths()] == ["for-updates"]
+
+
+def _rewrite(path: Path, text: str) -> str:
+    """The clients file made ``text``; what it was."""
+    before = path.read_text()
+    path.write_text(text)
+    return before
+
+
+@respx.mock
+async def test_a_removed_clients_fetched_keys_are_dropped_with_it(
+    jwks_app: httpx.AsyncClient, jwks_clients: Path
+) -> None:
+    """A client registered by ``jwks_url`` and removed (``gateway clients remove``, taken by a reload) leaves no
+    key set behind: its assertion is refused, and registered again at the same URL — whose server now publishes
+    another key, the old one compromised — its old key is not taken from what was kept before the removal."""
+    route = respx.get(JWKS_URL).mock(side_effect=[_jwks(PEER), _jwks(ROTATED)])
+    authority = jwks_app._transport.app.state.authority  # type: ignore[attr-defined]
+    assert (await jwks_app.post("/auth/token", data=PEER.token_form(TOKEN_URL))).status_code == 200
+    assert authority.remote_keys.kept() == {"peer-gw"} and route.call_count == 1
+    registered = _rewrite(jwks_clients, "clients = []\n")  # gateway clients remove peer-gw, then a reload
+    reloader = ClientsReloader(jwks_clients, frozenset(), authority.registry)
+    assert reloader.reload()
+    assert authority.remote_keys.kept() == set()
+    refused = await jwks_app.post("/auth/token", data=PEER.token_form(TOKEN_URL))
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_client"
+    _rewrite(jwks_clients, registered)
+    assert reloader.reload()
+    old_key = await jwks_app.post("/auth/token", data=PEER.token_form(TOKEN_URL))
+    assert old_key.status_code == 400 and old_key.json()["error"] == "invalid_client", old_key.text
+    assert route.call_count == 2  # fetched again: what the URL publishes now
+    assert (await jwks_app.post("/auth/token", data=ROTATED.token_form(TOKEN_URL))).status_code == 200
+
+
+@respx.mock
+async def test_key_sets_are_kept_only_for_registered_clients_at_their_registered_url() -> None:
+    """The kept key sets are bounded by the registry: a client's moved ``jwks_url`` drops the set of the old one, and
+    a fetch that ends after its client was removed keeps nothing."""
+    other = "https://peer.example.org/keys/v2.json"
+    respx.get(JWKS_URL).mock(return_value=_jwks(PEER))
+    respx.get(other).mock(return_value=_jwks(ROTATED))
+    registry = ClientRegistry({"peer-gw": _registered()})
+    keys = RemoteKeys()
+    keys.retain(registry)
+    assert set(await keys.keys_of(_registered(), "old")) == {"old"} and keys.kept() == {"peer-gw"}
+    registry.take(ClientRegistry({"peer-gw": _registered(other)}))
+    keys.retain(registry)
+    assert keys.kept() == set()
+    assert set(await keys.keys_of(_registered(other), "new")) == {"new"} and keys.kept() == {"peer-gw"}
+    keys.retain(ClientRegistry({}))
+    assert set(await keys.keys_of(_registered(other), "new")) == {"new"}  # answered, not kept
+    assert keys.kept() == set()
+    await keys.aclose()

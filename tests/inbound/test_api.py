@@ -313,3 +313,44 @@ async def test_a_training_message_never_becomes_a_referral(
         assert segments((await post_v2(http, production)).content)["MSA"][0][1] == "AR"
         assert segments((await post_v2(http, training)).content)["MSA"][0][1] == "AA"
     assert (await client.get("/fhir/ServiceRequest", params={"_summary": "count"})).json()["total"] == 1
+
+
+@pytest.fixture(params=["auth-off", "auth-on"])
+async def v2_sender(
+    request: pytest.FixtureRequest, client: httpx.AsyncClient, secure: httpx.AsyncClient
+) -> tuple[httpx.AsyncClient, dict[str, str]]:
+    """The application and a sender's headers, with authentication off and on."""
+    return (client, {}) if request.param == "auth-off" else (secure, await token_of(secure, SENDER))
+
+
+async def test_v2_identity_traits_are_compared_as_the_ins_referential_writes_them(
+    v2_sender: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    """HL7 v2 feeds often send names in upper case without accents — the form of the référentiel INS, in which
+    identity traits are compared: ``MARIE THERESE`` for the ``Marie Thérèse`` on record is the same patient (one
+    Patient, the second referral stored), while another given name is still refused ``ins-traits-mismatch``."""
+    http, sender = v2_sender
+    body = (EXAMPLES / "hl7v2" / "ref-i12-discharge.hl7").read_bytes()
+    first = await post_v2(http, body, sender)
+    assert segments(first.content)["MSA"][0][1] == "AA", first.content
+
+    def another(number: str, names: bytes) -> bytes:  # another referral (MSH-10, RF1-6) naming the same INS
+        changed = body.replace(b"CH3R-MSG-000451", f"CH3R-MSG-{number}".encode())
+        changed = changed.replace(b"CH3R-SORTIE-2025-004518", f"CH3R-SORTIE-2025-{number}".encode())
+        return changed.replace("DUBOIS^Jeanne^Marie Thérèse^^^^L".encode(), names)
+
+    folded = await post_v2(http, another("100001", b"DUBOIS^JEANNE^MARIE THERESE^^^^L"), sender)
+    assert segments(folded.content)["MSA"][0][1] == "AA", folded.content
+    patients = (await http.get("/fhir/Patient", params={"_summary": "count"}, headers=sender)).json()
+    assert patients["total"] == 1
+    subjects = set()
+    for answer in (first, folded):
+        reference = segments(answer.content)["MSA"][0][3]
+        subjects.add((await http.get(f"/fhir/{reference}", headers=sender)).json()["subject"]["reference"])
+    assert len(subjects) == 1
+    other = await post_v2(http, another("100002", b"DUBOIS^JEANNE^MARIE LOUISE^^^^L"), sender)
+    ack = segments(other.content)
+    assert ack["MSA"][0][1] == "AE", other.content
+    assert [err[5].split("^")[0] for err in ack["ERR"]] == ["ins-traits-mismatch"]
+    requests = (await http.get("/fhir/ServiceRequest", params={"_summary": "count"}, headers=sender)).json()
+    assert requests["total"] == 2

@@ -167,6 +167,21 @@ def test_the_reliability_order_is_the_rniv_one() -> None:
     assert ranks == [0, 0, 1, 2, 3, 4]
 
 
+def test_names_are_compared_as_the_ins_referential_writes_them() -> None:
+    """Capitals without accents (the référentiel INS's form, what HL7 v2 feeds send) are the same names; another
+    name is not, nor is a hyphen dropped (the référentiel keeps it)."""
+    stored = _patient(fresh())
+    stored["name"][0].update(family="Lefèvre-Noël", given=["Hélène", "Zoé"])
+    posted = copy.deepcopy(stored)
+    posted["name"][0].update(family="LEFEVRE-NOEL", given=["HELENE", " ZOE"])
+    assert trait_mismatches(posted, stored, "Patient") == []
+    posted["name"][0].update(family="LEFEVRE NOEL", given=["HELENA", "ZOE"])
+    assert [i.expression for i in trait_mismatches(posted, stored, "Patient")] == [
+        "Patient.name[0].family",
+        "Patient.name[0].given",
+    ]
+
+
 def test_updated_patient_is_pure_and_says_when_nothing_changed() -> None:
     patient = _patient(fresh())
     assert updated_patient(patient, copy.deepcopy(patient)) is None

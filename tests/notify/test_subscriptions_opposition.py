@@ -64,6 +64,20 @@ def _named_referral() -> tuple[dict[str, Any], list[str]]:
     return bundle, secrets
 
 
+def _deny(patient: str) -> dict[str, Any]:
+    """The patient's opposition (L1110-12), naming the stored Patient."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient.split("/_history")[0]},
+        "dateTime": "2026-11-23T10:00:00+01:00",
+        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
+        "provision": {"type": "deny"},
+    }  # fmt: skip
+
+
 @respx.mock
 async def test_nothing_about_the_patient_leaves_after_the_opposition(
     secure: httpx.AsyncClient, database: Database, routing: RoutingTable
@@ -103,17 +117,7 @@ async def test_nothing_about_the_patient_leaves_after_the_opposition(
     assert posted.status_code == 200, posted.text
     patient = next(e["response"]["location"] for e in posted.json()["entry"] if "/Patient/" in e["fullUrl"])
     await deliver(database, routing)  # refused: still queued
-    deny = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": patient.split("/_history")[0]},
-        "dateTime": "2026-11-23T10:00:00+01:00",
-        "policyRule": {"text": "Code de la santé publique, art. L1110-12"},
-        "provision": {"type": "deny"},
-    }  # fmt: skip
-    opposed = await secure.post("/fhir/Consent", json=deny, headers=nurse | FHIR_JSON)
+    opposed = await secure.post("/fhir/Consent", json=_deny(patient), headers=nurse | FHIR_JSON)
     assert opposed.status_code == 201, opposed.text
     before = {name: len(hook.calls) for name, hook in hooks.items()}
     up["up"] = True
@@ -146,3 +150,93 @@ async def test_nothing_about_the_patient_leaves_after_the_opposition(
             assert not [secret for secret in secrets if secret in answer.text], (name, content, answer.text)
             if name == "gp-cancelled":
                 assert "events" not in status_of(answer.json())
+
+
+async def _closed_then_opposed(
+    http: httpx.AsyncClient, database: Database, routing: RoutingTable, nurse: dict[str, str], gp: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The nurse's named referral, its Subscription and the GP's notified of it; the GP rejects it (closed:
+    revoked ``gp-rejected``, not for an opposition); then the patient objects. The Subscriptions' ids by owner,
+    and what must not leave any more: the INS and the names."""
+    subscribed = {}
+    for name, client, resource in (
+        ("nurse", nurse, subscription(REFERRAL_STATUS, endpoint=f"{NURSE_BASE}/referrals")),
+        ("gp", gp, subscription(TASK_TOPIC, ("Task?code=gp-validation",), endpoint=f"{GP_BASE}/validations")),
+    ):
+        answer = await http.post("/fhir/Subscription", json=resource, headers=client | FHIR_JSON)
+        assert answer.status_code == 201, answer.text
+        subscribed[name] = answer.json()["id"]
+    await deliver(database, routing)  # the handshakes
+    bundle, secrets = _named_referral()
+    posted = await http.post("/fhir", json=bundle, headers=nurse | FHIR_JSON)
+    assert posted.status_code == 200, posted.text
+    locations = [e["response"]["location"].split("/_history")[0] for e in posted.json()["entry"]]
+    patient = next(location for location in locations if location.startswith("Patient/"))
+    service_request = next(location for location in locations if location.startswith("ServiceRequest/"))
+    tasks = (await http.get("/fhir/Task", params={"focus": service_request}, headers=gp)).json()["entry"]
+    (task,) = [t["resource"] for t in tasks if t["resource"]["code"]["coding"][0]["code"] == "gp-validation"]
+    rejected = task | {"status": "rejected", "statusReason": {"text": "Je suis déjà la situation avec l'IDE."}}
+    answer = await http.put(
+        f"/fhir/Task/{task['id']}",
+        json=rejected,
+        headers=gp | FHIR_JSON | {"if-match": f'W/"{task["meta"]["versionId"]}"'},
+    )
+    assert answer.status_code == 200, answer.text
+    await deliver(database, routing)
+    closed = (await http.get(f"/fhir/{service_request}", headers=nurse)).json()
+    assert closed["status"] == "revoked" and "gp-rejected" in json.dumps(closed["extension"])
+    # Before the opposition, $events carries the referral as written: the test sees what it must not see after.
+    before = await http.get(
+        f"/fhir/Subscription/{subscribed['nurse']}/$events", params={"content": "full-resource"}, headers=nurse
+    )
+    assert [secret for secret in secrets if secret in before.text]
+    opposed = await http.post("/fhir/Consent", json=_deny(patient), headers=nurse | FHIR_JSON)
+    assert opposed.status_code == 201, opposed.text
+    # A closed referral is not revoked again: it stays what it was (rejected by the GP); its sender reads its own
+    # record of it as stored (the REST rule), while $events answers as a notification leaving now (below).
+    assert (await http.get(f"/fhir/{service_request}", headers=nurse)).json() == closed
+    assert [secret for secret in secrets if secret in json.dumps(closed)]
+    return subscribed, secrets
+
+
+async def _events_leave_nothing_of_the_patient(
+    http: httpx.AsyncClient, subscribed: dict[str, str], owners: dict[str, dict[str, str]], secrets: list[str]
+) -> None:
+    for name, subscription_id in subscribed.items():
+        answer = await http.get(
+            f"/fhir/Subscription/{subscription_id}/$events", params={"content": "full-resource"}, headers=owners[name]
+        )
+        assert answer.status_code == 200, answer.text
+        contents = [e["resource"] for e in answer.json()["entry"][1:]]
+        assert contents, (name, answer.text)  # the events are kept, and still answered: in the minimal form
+        for content in contents:
+            assert not [secret for secret in secrets if secret in json.dumps(content)], (name, content)
+            if content["resourceType"] == "ServiceRequest":
+                assert "note" not in content and set(content["subject"]) == {"reference"}, content
+            else:
+                assert "for" not in content and "owner" not in content, content
+        assert not [secret for secret in secrets if secret in answer.text], (name, answer.text)
+
+
+@respx.mock
+async def test_events_of_a_closed_referral_are_cut_after_the_opposition(
+    secure: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    """A referral closed before the opposition (rejected by the GP) is not revoked by it, and its events are kept:
+    ``$events`` full-resource then answers them as a notification would leave now — the minimal forms, as for a
+    referral the opposition revoked — not the versions written, which name the patient."""
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    respx.post(url__regex=r"https://(nurse|cabinet-lilas)\.example/.*").mock(return_value=httpx.Response(200))
+    nurse, gp = await token_of(secure, NURSE), await token_of(secure, GP)
+    subscribed, secrets = await _closed_then_opposed(secure, database, routing, nurse, gp)
+    await _events_leave_nothing_of_the_patient(secure, subscribed, {"nurse": nurse, "gp": gp}, secrets)
+
+
+@respx.mock
+async def test_events_of_a_closed_referral_are_cut_after_the_opposition_without_auth(
+    client: httpx.AsyncClient, database: Database, routing: RoutingTable
+) -> None:
+    respx.post(url__regex=r".*\$process-message").mock(return_value=httpx.Response(200))
+    respx.post(url__regex=r"https://(nurse|cabinet-lilas)\.example/.*").mock(return_value=httpx.Response(200))
+    subscribed, secrets = await _closed_then_opposed(client, database, routing, {}, {})
+    await _events_leave_nothing_of_the_patient(client, subscribed, {"nurse": {}, "gp": {}}, secrets)
