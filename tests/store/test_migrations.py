@@ -524,3 +524,70 @@ async def test_0012_keeps_only_the_string_rows_in_the_folded_index_and_back(url_
         assert "folded IS NOT NULL" not in await _folded_index_definition(database)
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+def url_0012(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0012")
+    yield url
+    drop_scratch_database(url)
+
+
+async def test_0013_keeps_each_version_once_and_back(url_0012: str) -> None:
+    """0013: the current versions leave ``resource_versions`` (they are in ``resources``, which takes the method
+    that wrote each); the versions they replaced stay. Down, the current versions are copied back with their
+    method and the column goes."""
+    url = url_0012
+    database = Database(url)
+    moment = datetime(2026, 12, 7, tzinfo=UTC)
+    versions = sa.table(
+        "resource_versions",
+        *(sa.column(name) for name in ("resource_type", "id", "version_id", "content", "method")),
+        sa.column("last_updated", sa.DateTime(timezone=True)),
+    )
+
+    def row(resource_id: str, version: int, method: str | None) -> dict[str, Any]:
+        content = {"resourceType": "Patient", "id": resource_id, "meta": {"versionId": str(version)}}
+        return {"resource_type": "Patient", "id": resource_id, "version_id": version, "last_updated": moment} | {
+            "content": orjson.dumps(content).decode(),
+            "method": method,
+        }
+
+    current = [row("p-once", 1, "POST"), row("p-twice", 2, "PATCH"), row("p-old", 1, None)]  # p-old: before 0008
+    replaced = [row("p-twice", 1, "POST")]
+
+    async def stored() -> dict[str, set[tuple[Any, ...]]]:
+        await database.engine.dispose()
+        async with database.engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("resources")}
+            )
+            method = [sa.column("method")] if "method" in columns else []
+            table = sa.table("resources", sa.column("id"), sa.column("version_id"), sa.column("content"), *method)
+            return {
+                "resources": {tuple(r) for r in await connection.execute(sa.select(*table.c))},
+                "resource_versions": {
+                    tuple(r)
+                    for r in await connection.execute(
+                        sa.select(versions.c.id, versions.c.version_id, versions.c.content, versions.c.method)
+                    )
+                },
+            }
+
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(resources), [{k: v for k, v in r.items() if k != "method"} for r in current]
+            )
+            await connection.execute(sa.insert(versions), current + replaced)
+        before = await stored()
+        await asyncio.to_thread(upgrade, url, "0013")
+        assert await stored() == {
+            "resources": {(r["id"], r["version_id"], r["content"], r["method"]) for r in current},
+            "resource_versions": {(r["id"], r["version_id"], r["content"], r["method"]) for r in replaced},
+        }
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0012")
+        assert await stored() == before
+    finally:
+        await database.dispose()
