@@ -29,6 +29,7 @@ from gateway.fhir.search import (
     ParamType,
     SearchQuery,
     index_entries,
+    indexed_as,
     is_last_updated,
 )
 from gateway.fhir.types import JSONObject, Resource
@@ -1081,7 +1082,7 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     s = search_index.c
     if criterion[1] == "missing":
         # Any row of the parameter is the element present; a reference given by identifier alone is one too.
-        names = (name, f"{name}:{IDENTIFIER_MODIFIER}")
+        names = (*indexed_as(resource_type, name), f"{name}:{IDENTIFIER_MODIFIER}")
         present = sa.select(s.resource_id).where(s.resource_type == resource_type, s.param.in_(names))
         return r.id.not_in(present) if criterion[2] else r.id.in_(present)
     alternatives: list[sa.ColumnElement[bool]] = []
@@ -1107,7 +1108,9 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     # An uncorrelated IN on the (resource_type, param, value) index: the matching rows are found first, then their
     # resources — never a walk over every resource of the type testing each (what a correlated EXISTS made
     # SQLite do: an opposition look-up grew with the number of Consents stored).
-    matching = sa.select(s.resource_id).where(s.resource_type == resource_type, s.param == name, sa.or_(*alternatives))
+    names = indexed_as(resource_type, name)
+    param = s.param == name if len(names) == 1 else s.param.in_(names)
+    matching = sa.select(s.resource_id).where(s.resource_type == resource_type, param, sa.or_(*alternatives))
     if criterion[1] == "token" and criterion[3]:  # :not — R4: those without the element as well
         return r.id.not_in(matching)
     return r.id.in_(matching)

@@ -591,3 +591,42 @@ async def test_0013_keeps_each_version_once_and_back(url_0012: str) -> None:
         assert await stored() == before
     finally:
         await database.dispose()
+
+
+async def test_0013_indexes_family_and_given_names_once_and_back(url_0012: str) -> None:
+    """0013 removes the ``name`` rows that repeat a ``family`` or ``given`` row of the same resource (a search by
+    name reads those now), keeps the others (the text) and every other type's; down, each family and given name has
+    its ``name`` row again."""
+    url = url_0012
+    database = Database(url)
+    patient = {"resourceType": "Patient", "name": [{"family": "Martin", "given": ["Anne"], "text": "Anne Martin"}]}
+    organization = {"resourceType": "Organization", "name": "Martin"}
+    old = {  # as 0012's gateway indexed them
+        ("Patient", "p-1", "family", None, "Martin"),
+        ("Patient", "p-1", "given", None, "Anne"),
+        ("Patient", "p-1", "name", None, "Martin"),
+        ("Patient", "p-1", "name", None, "Anne"),
+        ("Patient", "p-1", "name", None, "Anne Martin"),
+        ("Organization", "o-1", "name", None, "Martin"),
+    }
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(search_index),
+                [
+                    {"resource_type": t, "resource_id": i, "param": p, "system": s, "value": v, "folded": v.lower()}
+                    for t, i, p, s, v in old
+                ],
+            )
+        now = {
+            (content["resourceType"], i, e.param, e.system, e.value)
+            for i, content in (("p-1", patient), ("o-1", organization))
+            for e in index_entries(content)
+        }
+        assert old - now == {("Patient", "p-1", "name", None, "Martin"), ("Patient", "p-1", "name", None, "Anne")}
+        await asyncio.to_thread(upgrade, url, "0013")
+        assert await _index(database) == now
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0012")
+        assert await _index(database) == old
+    finally:
+        await database.dispose()

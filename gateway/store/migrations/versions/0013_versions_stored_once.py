@@ -1,5 +1,5 @@
 """resource versions: each version's content stored once — the current one in ``resources``, those it replaced in
-``resource_versions``
+``resource_versions``; a name's family and given names indexed once
 
 Until now every version was written to ``resource_versions``, the current one included, so each resource written
 was stored twice: its content (compressed twice over on PostgreSQL), and three index entries more per write (the
@@ -8,8 +8,14 @@ of the ~176 pages SQLite wrote to its journal per referral (issue 21). ``resourc
 wrote its version (history's ``request.method``), and an update moves the version it replaces to
 ``resource_versions``; history and vread read both (``all_versions``).
 
+The search index held a Patient's (or Practitioner's) family and given names twice: under ``family`` / ``given``
+and again under ``name`` — five of the ~70 index rows of a referral. A search by ``name`` now reads the
+``family`` and ``given`` rows too (``SearchParameter.shares``), and ``name`` rows hold ``name.text`` only.
+
 Upgrade: ``resources.method`` filled from each current version's row, then those rows removed from
-``resource_versions``. Downgrade: the current versions copied back into ``resource_versions``, the column dropped.
+``resource_versions``; the ``name`` rows that repeat a ``family`` or ``given`` row of the same resource removed.
+Downgrade: the current versions copied back into ``resource_versions``, the column dropped; a ``name`` row for each
+``family`` and ``given`` row that has none.
 
 Revision ID: 0013
 Revises: 0012
@@ -32,6 +38,13 @@ _SAME_VERSION = (
 )
 
 
+_NAMED = "resource_type IN ('Patient', 'Practitioner')"
+_SAME_NAME = (
+    "o.resource_type = n.resource_type AND o.resource_id = n.resource_id AND o.param IN ('family', 'given') "
+    "AND n.param = 'name' AND o.value = n.value"
+)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("resources") as batch_op:
         batch_op.add_column(sa.Column("method", sa.String(length=8), nullable=True))
@@ -41,9 +54,20 @@ def upgrade() -> None:
         "r.resource_type = resource_versions.resource_type AND r.id = resource_versions.id "
         "AND r.version_id = resource_versions.version_id)"
     )
+    op.execute(
+        f"DELETE FROM search_index WHERE {_NAMED} AND param = 'name' AND EXISTS (SELECT 1 FROM search_index o "
+        "WHERE o.resource_type = search_index.resource_type AND o.resource_id = search_index.resource_id "
+        "AND o.param IN ('family', 'given') AND o.value = search_index.value)"
+    )
 
 
 def downgrade() -> None:
+    op.execute(
+        "INSERT INTO search_index (resource_type, resource_id, param, system, value, folded) "
+        "SELECT DISTINCT o.resource_type, o.resource_id, 'name', o.system, o.value, o.folded FROM search_index o "
+        f"WHERE o.{_NAMED} AND o.param IN ('family', 'given') AND NOT EXISTS (SELECT 1 FROM search_index n "
+        f"WHERE {_SAME_NAME})"
+    )
     op.execute(
         f"INSERT INTO resource_versions ({_COLUMNS}) SELECT {_COLUMNS} FROM resources WHERE NOT EXISTS "
         f"(SELECT 1 FROM resource_versions v WHERE {_SAME_VERSION})"
