@@ -95,12 +95,14 @@ def _census(path: str) -> collections.Counter[str]:
             counts[f"index {kind}.{param}"] += n
         for kind, n in db.execute("SELECT resource_type, count(*) FROM resource_versions GROUP BY 1"):
             counts[f"version {kind}"] += n
+        for kind, n in db.execute("SELECT resource_type, count(*) FROM referral_members GROUP BY 1"):
+            counts[f"member {kind}"] += n
     return counts
 
 
 def _print_census(before: collections.Counter[str], after: collections.Counter[str], done: int) -> None:
     grown = {key: (after[key] - before[key]) / done for key in after if after[key] != before[key]}
-    tables = {k: v for k, v in grown.items() if not k.startswith(("index ", "version "))}
+    tables = {k: v for k, v in grown.items() if not k.startswith(("index ", "version ", "member "))}
     print(
         f"rows per referral: {sum(tables.values()):.1f} ("
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(tables.items(), key=lambda kv: -kv[1]))
@@ -113,6 +115,11 @@ def _print_census(before: collections.Counter[str], after: collections.Counter[s
     )
     params = {k[6:]: v for k, v in grown.items() if k.startswith("index ") and "." in k}
     print("  by parameter: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(params.items(), key=lambda kv: -kv[1])))
+    members = {k[7:]: v for k, v in grown.items() if k.startswith("member ")}
+    print(
+        "  referral_members by type: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(members.items(), key=lambda kv: -kv[1]))
+    )
     versions = {k[8:]: v for k, v in grown.items() if k.startswith("version ")}
     print(
         "  versions by type: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(versions.items(), key=lambda kv: -kv[1]))

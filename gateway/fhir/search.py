@@ -165,10 +165,11 @@ def indexed_as(resource_type: str, name: str) -> tuple[str, ...]:
     return (name, *parameter.shares) if parameter is not None else (name,)
 
 
-def _own_paths(parameters: Mapping[str, SearchParameter], parameter: SearchParameter) -> tuple[str, ...]:
-    """The paths whose values a parameter's own index rows hold: not those a parameter it shares with indexes."""
+def _own_paths(parameters: Mapping[str, SearchParameter], parameter: SearchParameter) -> tuple[tuple[str, ...], ...]:
+    """The paths whose values a parameter's own index rows hold (each as its steps): not those a parameter it
+    shares with indexes."""
     shared = {path for name in parameter.shares for path in parameters[name].paths}
-    return tuple(path for path in parameter.paths if path not in shared)
+    return tuple(tuple(path.split(".")) for path in parameter.paths if path not in shared)
 
 
 def is_last_updated(parameter: SearchParameter) -> bool:
@@ -178,7 +179,7 @@ def is_last_updated(parameter: SearchParameter) -> bool:
 
 
 #: Per resource type, each indexed parameter with the paths its own rows hold (``_own_paths``).
-_INDEXED: dict[str, tuple[tuple[SearchParameter, tuple[str, ...]], ...]] = {
+_INDEXED: dict[str, tuple[tuple[SearchParameter, tuple[tuple[str, ...], ...]], ...]] = {
     resource_type: tuple(
         (parameter, _own_paths(parameters, parameter))
         for parameter in parameters.values()
@@ -288,8 +289,8 @@ def index_entries(resource: Resource) -> list[IndexEntry]:
     reference, e.g. a patient known only by INS) is indexed for the ``:identifier`` modifier."""
     seen: dict[IndexEntry, None] = {}
     for parameter, paths in _INDEXED.get(resource["resourceType"], ()):
-        for path in paths:
-            for node in _walk(resource, path.split(".")):
+        for steps in paths:
+            for node in _walk(resource, steps):
                 for system, value in _index_values(parameter, node):
                     folded = fold(value)[:1024] if parameter.type is ParamType.STRING else None
                     seen[IndexEntry(parameter.name, system, value[:1024], folded)] = None
