@@ -21,6 +21,8 @@ import asyncio
 import collections
 import cProfile
 import itertools
+import sqlite3
+import struct
 import sys
 import tempfile
 import time
@@ -84,9 +86,9 @@ class SQLiteTime:
 
 
 def _census(path: str) -> collections.Counter[str]:
-    """Rows per table, and the search index's rows per resource type and per (type, parameter), of a SQLite file."""
-    import sqlite3
-
+    """Rows per table, and the search index's rows per resource type and per (type, parameter), of a SQLite file;
+    and the size of its write-ahead log."""
+    wal = Path(f"{path}-wal")
     with sqlite3.connect(path) as db:
         tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         counts = collections.Counter({t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables})
@@ -97,11 +99,36 @@ def _census(path: str) -> collections.Counter[str]:
             counts[f"version {kind}"] += n
         for kind, n in db.execute("SELECT resource_type, count(*) FROM referral_members GROUP BY 1"):
             counts[f"member {kind}"] += n
+    counts["wal bytes"] = wal.stat().st_size if wal.exists() else 0
     return counts
 
 
+def _print_pages(path: str, start: int) -> None:
+    """The pages the counted referrals' commits wrote to the write-ahead log (checkpoints off: ``--pages``), per
+    commit and by the table or index each belongs to (SQLite's ``dbstat``). A frame is a 24-byte header (its page
+    number, and the database size for a commit's last frame) and the page."""
+    data = Path(f"{path}-wal").read_bytes()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    frames, commits, offset = [], 0, max(start, 32)
+    while offset + 24 + page_size <= len(data):
+        page, size = struct.unpack(">II", data[offset : offset + 8])
+        frames.append(page)
+        commits += size != 0
+        offset += 24 + page_size
+    with sqlite3.connect(path) as db:
+        owner = dict(db.execute("SELECT pageno, name FROM dbstat"))
+    by_tree = collections.Counter(owner.get(page, "?") for page in frames)
+    commits = max(commits, 1)
+    print(
+        f"WAL: {len(frames) / commits:.1f} pages per commit ({commits} commits, {page_size}-byte pages): "
+        + ", ".join(f"{name} {n / commits:.1f}" for name, n in by_tree.most_common())
+    )
+
+
 def _print_census(before: collections.Counter[str], after: collections.Counter[str], done: int) -> None:
-    grown = {key: (after[key] - before[key]) / done for key in after if after[key] != before[key]}
+    grown = {
+        key: (after[key] - before[key]) / done for key in after if after[key] != before[key] and key != "wal bytes"
+    }
     tables = {k: v for k, v in grown.items() if not k.startswith(("index ", "version ", "member "))}
     print(
         f"rows per referral: {sum(tables.values()):.1f} ("
@@ -141,6 +168,7 @@ async def run(
     profile: str | None,
     sqlite: SQLiteTime | None = None,
     census: str | None = None,
+    pages: bool = False,
 ) -> None:
     app = create_app(settings)  # no worker: nothing is delivered
     indexes = itertools.count()
@@ -179,8 +207,10 @@ async def run(
     )
     if sqlite:
         sqlite.report(done, written)
-    if before is not None and after is not None:
+    if census and before is not None and after is not None:
         _print_census(before, after, done)
+        if pages:
+            _print_pages(census, before["wal bytes"])
 
 
 def main() -> None:
@@ -194,6 +224,11 @@ def main() -> None:
     parser.add_argument(
         "--rows", action="store_true", help="rows written per referral, per table and per search parameter (SQLite)"
     )
+    parser.add_argument(
+        "--pages",
+        action="store_true",
+        help="with --rows: no checkpoints, and the pages each commit wrote to the WAL, by table and index (SQLite)",
+    )
     args = parser.parse_args()
     sqlite = SQLiteTime() if args.sqlite else None
     with tempfile.TemporaryDirectory(prefix="dac-inprocess-") as tmp:
@@ -204,6 +239,8 @@ def main() -> None:
         configure_logging(settings.log_level, settings.log_json)
         if sqlite is not None and settings.is_sqlite:
             sqlite.install()
+        if args.pages:  # the log keeps every frame: what each commit wrote, read back from it afterwards
+            database._SQLITE_PRAGMAS += ("PRAGMA wal_autocheckpoint=0",)
         referrals = Referrals(TEMPLATE, args.referrals + args.warmup + args.clients)
         asyncio.run(
             run(
@@ -215,6 +252,7 @@ def main() -> None:
                 args.profile,
                 sqlite if settings.is_sqlite else None,
                 str(make_url(url).database) if args.rows and settings.is_sqlite else None,
+                args.pages,
             )
         )
 
