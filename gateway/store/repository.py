@@ -358,7 +358,7 @@ _idempotency_by_key = sa.select(idempotency_keys.c.key, idempotency_keys.c.outco
 )
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # a few shapes per table; bounded, since each engine has a dialect of its own
 def _sqlite_statement(
     table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect
 ) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
