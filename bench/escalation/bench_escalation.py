@@ -43,7 +43,7 @@ from gateway.intake import read_referral, take_in  # noqa: E402
 from gateway.routing.config import RoutingTable, load_routing  # noqa: E402
 from gateway.store import Database, UnitOfWork  # noqa: E402
 from gateway.store.migrate import upgrade  # noqa: E402
-from gateway.store.tables import resource_versions, resources, search_index  # noqa: E402
+from gateway.store.tables import resources, search_index  # noqa: E402
 from gateway.workflow.deadlines import escalate_due, waiting  # noqa: E402
 from tests.support.databases import drop_scratch_database, scratch_database_url  # noqa: E402
 from tests.support.processes import write_routing  # noqa: E402
@@ -105,8 +105,8 @@ async def seed_decided(database: Database, start: int, stop: int) -> None:
             for entry in index_entries(task)
         ]
         async with database.engine.begin() as connection:
-            await connection.execute(sa.insert(resources), rows)
-            await connection.execute(sa.insert(resource_versions), [row | {"method": "PUT"} for row in rows])
+            # The current versions: in ``resources`` only (0013).
+            await connection.execute(sa.insert(resources), [row | {"method": "PUT"} for row in rows])
             await connection.execute(sa.insert(search_index), index)
 
 

@@ -42,10 +42,21 @@ class SearchParameter:
     paths: tuple[str, ...]  # dotted element paths from the resource root
     documentation: str = ""
     targets: tuple[str, ...] = ()  # for references: the types it may point to (empty: any)
+    #: Parameters of the same type whose index rows hold some of this one's values already (``name``: ``family``
+    #: and ``given``): a search by this one reads their rows too, and those values are not written again under its
+    #: name — its own rows hold only its other paths' (``name.text``).
+    shares: tuple[str, ...] = ()
 
 
-def _p(name: str, kind: ParamType, *paths: str, doc: str = "", targets: tuple[str, ...] = ()) -> SearchParameter:
-    return SearchParameter(name, kind, paths, doc, targets)
+def _p(
+    name: str,
+    kind: ParamType,
+    *paths: str,
+    doc: str = "",
+    targets: tuple[str, ...] = (),
+    shares: tuple[str, ...] = (),
+) -> SearchParameter:
+    return SearchParameter(name, kind, paths, doc, targets, shares)
 
 
 T, R, S, D = ParamType.TOKEN, ParamType.REFERENCE, ParamType.STRING, ParamType.DATE
@@ -94,7 +105,7 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
             _p("identifier", T, "identifier"),
             _p("family", S, "name.family"),
             _p("given", S, "name.given"),
-            _p("name", S, "name.family", "name.given", "name.text"),
+            _p("name", S, "name.family", "name.given", "name.text", shares=("family", "given")),
             _p("birthdate", D, "birthDate"),
             _p("gender", T, "gender"),
             _p("general-practitioner", R, "generalPractitioner"),
@@ -103,7 +114,7 @@ SEARCH_PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = {
             _p("identifier", T, "identifier"),
             _p("family", S, "name.family"),
             _p("given", S, "name.given"),
-            _p("name", S, "name.family", "name.given", "name.text"),
+            _p("name", S, "name.family", "name.given", "name.text", shares=("family", "given")),
         ),
         "PractitionerRole": (
             _p("identifier", T, "identifier"),
@@ -147,10 +158,35 @@ COMMON_PARAMETERS = {
 }
 
 
+def indexed_as(resource_type: str, name: str) -> tuple[str, ...]:
+    """The index row names a search by parameter ``name`` of ``resource_type`` reads: its own, and those of the
+    parameters it shares values with (``SearchParameter.shares``)."""
+    parameter = SEARCH_PARAMETERS.get(resource_type, {}).get(name)
+    return (name, *parameter.shares) if parameter is not None else (name,)
+
+
+def _own_paths(parameters: Mapping[str, SearchParameter], parameter: SearchParameter) -> tuple[tuple[str, ...], ...]:
+    """The paths whose values a parameter's own index rows hold (each as its steps): not those a parameter it
+    shares with indexes."""
+    shared = {path for name in parameter.shares for path in parameters[name].paths}
+    return tuple(tuple(path.split(".")) for path in parameter.paths if path not in shared)
+
+
 def is_last_updated(parameter: SearchParameter) -> bool:
     """``_lastUpdated``, or a parameter of a type whose date is its storage time (AuditEvent ``date``): searched
     on the resources table's column, with prefixes, never indexed."""
     return parameter.paths == ("meta.lastUpdated",)
+
+
+#: Per resource type, each indexed parameter with the paths its own rows hold (``_own_paths``).
+_INDEXED: dict[str, tuple[tuple[SearchParameter, tuple[tuple[str, ...], ...]], ...]] = {
+    resource_type: tuple(
+        (parameter, _own_paths(parameters, parameter))
+        for parameter in parameters.values()
+        if not is_last_updated(parameter)  # the storage time: never indexed
+    )
+    for resource_type, parameters in SEARCH_PARAMETERS.items()
+}
 
 
 #: Result parameters: they shape the answer, they do not select.
@@ -251,13 +287,10 @@ IDENTIFIER_MODIFIER = "identifier"
 def index_entries(resource: Resource) -> list[IndexEntry]:
     """Every search index row of a resource (deduplicated). A reference given by identifier (a logical
     reference, e.g. a patient known only by INS) is indexed for the ``:identifier`` modifier."""
-    parameters = SEARCH_PARAMETERS.get(resource["resourceType"], {})
     seen: dict[IndexEntry, None] = {}
-    for parameter in parameters.values():
-        if is_last_updated(parameter):
-            continue
-        for path in parameter.paths:
-            for node in _walk(resource, path.split(".")):
+    for parameter, paths in _INDEXED.get(resource["resourceType"], ()):
+        for steps in paths:
+            for node in _walk(resource, steps):
                 for system, value in _index_values(parameter, node):
                     folded = fold(value)[:1024] if parameter.type is ParamType.STRING else None
                     seen[IndexEntry(parameter.name, system, value[:1024], folded)] = None

@@ -19,7 +19,7 @@ from typing import Any
 from gateway.fhir.codec import serialize_resource
 from gateway.fhir.media import FhirFormat
 from gateway.fhir.primitives import fhir_instant, utc_now
-from gateway.fhir.search import index_entries
+from gateway.fhir.search import IndexEntry, index_entries
 from gateway.fhir.types import Resource
 from gateway.notify.bundles import NotifiedEvent, notification_bundle
 from gateway.notify.opposition import minimal, opposed_referrals, received
@@ -182,10 +182,12 @@ async def _matched(uow: UnitOfWork, changes: Sequence[Change]) -> dict[str, tupl
     live = await uow.subscriptions.live({topic.url for topic, _ in triggered})
     matched: dict[str, tuple[SubscriptionRecord, list[Change]]] = {}
     for topic, change in triggered:
-        entries = index_entries(change.after.content)
+        entries: list[IndexEntry] | None = None  # only for a change some Subscription of its topic may hear of
         for record in live:
             if record.topic != topic.url:
                 continue
+            if entries is None:
+                entries = index_entries(change.after.content)
             if not all(f.matches(entries) for f in filters_of(TOPICS[record.topic], record.content)):
                 continue
             # Nothing the owner may not see, and so no filter tells it that something exists.

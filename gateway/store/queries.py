@@ -21,8 +21,7 @@ from gateway.fhir.history import HistoryQuery
 from gateway.fhir.primitives import is_id, utc_now
 from gateway.fhir.search import SEARCH_PARAMETERS, SearchQuery
 from gateway.store.database import Database
-from gateway.store.repository import SearchPage, StoredResource
-from gateway.store.tables import resource_versions
+from gateway.store.repository import SearchPage, StoredResource, all_versions
 from gateway.store.unit_of_work import UnitOfWork
 from gateway.store.visibility import EVERYTHING, Viewer, searchable, visible, visible_type
 
@@ -122,7 +121,7 @@ async def history(
 
 def _visible_versions(viewer: Viewer, types: list[str]) -> sa.ColumnElement[bool]:
     """The versions of the resources of ``types`` the viewer may see."""
-    v = resource_versions.c
+    v = all_versions.c
     if viewer.everything:
         return v.resource_type.in_(types)
     alternatives = []

@@ -29,6 +29,7 @@ from gateway.fhir.search import (
     ParamType,
     SearchQuery,
     index_entries,
+    indexed_as,
     is_last_updated,
 )
 from gateway.fhir.types import JSONObject, Resource
@@ -61,6 +62,9 @@ class StoredResource:
     content: Resource
     #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0008).
     method: str | None = None
+    #: The content as stored (JSON text), when read from the database: what an update moves to
+    #: ``resource_versions`` as the version it replaces, byte for byte.
+    text: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def reference(self) -> str:
@@ -79,6 +83,7 @@ class StoredResource:
             as_utc(row.last_updated),
             orjson.loads(row.content),
             getattr(row, "method", None),
+            row.content,
         )
 
 
@@ -119,8 +124,11 @@ class PendingWrites:
 
     def add(self, table: sa.Table, row: dict[str, Any]) -> None:
         self.rows.setdefault(table, []).append(row)
-        if table is resource_versions and row["resource_type"] != "AuditEvent":
-            self.written.append(f"{row['resource_type']}/{row['id']}/_history/{row['version_id']}")
+
+    def wrote(self, stored: StoredResource) -> None:
+        """``stored`` is a version written in this unit of work (what its AuditEvent names, AuditEvents aside)."""
+        if stored.resource_type != "AuditEvent":
+            self.written.append(f"{stored.resource_type}/{stored.id}/_history/{stored.version_id}")
 
     async def flush(self, connection: AsyncConnection) -> None:
         batches = [(table, rows) for table in _FLUSH_ORDER if (rows := self.rows.pop(table, None))]
@@ -131,7 +139,8 @@ class PendingWrites:
             await connection.execute(statement, parameters)
             return
         for table, rows in batches:
-            await connection.execute(_insert(table), rows)
+            sql, values = _sqlite_insert(table, rows, connection.dialect)
+            await connection.exec_driver_sql(sql, values)
 
 
 # Identities and idempotency keys first: on SQLite, where each table is a statement of its own, a duplicate fails
@@ -305,6 +314,7 @@ _holders_by_identity = KeyLookup(
         _resource.version_id,
         _resource.last_updated,
         _resource.content,
+        _resource.method,
     ],
     [_identity.resource_type, _identity.system, _identity.value],
     resource_identities.join(
@@ -312,9 +322,32 @@ _holders_by_identity = KeyLookup(
     ),
 )
 _resources_by_reference = KeyLookup(resources, [resources.c.resource_type, resources.c.id])
+
+_VERSION_COLUMNS = ("resource_type", "id", "version_id", "last_updated", "content", "method")
+#: Every version of every resource, current ones (``resources``) and those they replaced (``resource_versions``):
+#: what history, vread and the walks' snapshots read. Conditions on its columns reach both tables' indexes.
+all_versions = sa.union_all(
+    sa.select(*(resources.c[name] for name in _VERSION_COLUMNS)),
+    sa.select(*(resource_versions.c[name] for name in _VERSION_COLUMNS)),
+).subquery("all_versions")
 # Statements run at every referral, built once (see KeyLookup for why).
 _get_resource = sa.select(resources).where(
     resources.c.resource_type == sa.bindparam("resource_type"), resources.c.id == sa.bindparam("id")
+)
+_get_version = (
+    sa.select(*(resources.c[name] for name in _VERSION_COLUMNS))
+    .where(
+        resources.c.resource_type == sa.bindparam("resource_type"),
+        resources.c.id == sa.bindparam("id"),
+        resources.c.version_id == sa.bindparam("version_id"),
+    )
+    .union_all(
+        sa.select(*(resource_versions.c[name] for name in _VERSION_COLUMNS)).where(
+            resource_versions.c.resource_type == sa.bindparam("resource_type"),
+            resource_versions.c.id == sa.bindparam("id"),
+            resource_versions.c.version_id == sa.bindparam("version_id"),
+        )
+    )
 )
 _resource_exists = sa.select(sa.literal(1)).where(
     resources.c.resource_type == sa.bindparam("resource_type"), resources.c.id == sa.bindparam("id")
@@ -325,9 +358,34 @@ _idempotency_by_key = sa.select(idempotency_keys.c.key, idempotency_keys.c.outco
 )
 
 
-@functools.cache
-def _insert(table: sa.Table) -> sa.Insert:
-    return sa.insert(table)
+@functools.lru_cache(maxsize=64)  # a few shapes per table; bounded, since each engine has a dialect of its own
+def _sqlite_statement(
+    table: sa.Table, columns: tuple[str, ...], dialect: sa.Dialect
+) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """The INSERT of these columns into ``table`` as SQLite's driver takes it (``?`` placeholders), and each
+    column's bind processor (a datetime to SQLAlchemy's text form; None: the value as it is)."""
+    quote = dialect.identifier_preparer
+    names = ", ".join(quote.quote(column) for column in columns)
+    placeholders = ", ".join("?" for _ in columns)
+    processors = tuple(table.c[column].type._cached_bind_processor(dialect) for column in columns)
+    return f"INSERT INTO {quote.format_table(table)} ({names}) VALUES ({placeholders})", processors
+
+
+def _sqlite_insert(
+    table: sa.Table, rows: list[dict[str, Any]], dialect: sa.Dialect
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """``executemany`` of the rows as the driver takes them: each row a tuple, each value through its column's bind
+    processor, as SQLAlchemy's ``insert()`` would pass them — without compiling, caching and processing the
+    statement's parameters row by row, which cost about as much as SQLite's own inserts (issue 21). Every row of a
+    table names the same columns (as executemany requires): the first one's."""
+    columns = tuple(rows[0])
+    statement, processors = _sqlite_statement(table, columns, dialect)
+    if not any(processors):
+        return statement, [tuple(row[column] for column in columns) for row in rows]
+    pairs = tuple(zip(columns, processors, strict=True))
+    return statement, [
+        tuple(row[column] if process is None else process(row[column]) for column, process in pairs) for row in rows
+    ]
 
 
 def _with_meta(resource: Resource, resource_id: str, version_id: int, moment: datetime) -> Resource:
@@ -365,19 +423,16 @@ class ResourceRepository:
         return StoredResource.from_row(row) if row else None
 
     async def get_version(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource | None:
-        v = resource_versions.c
         result = await self._execute(
-            sa.select(resource_versions).where(
-                v.resource_type == resource_type, v.id == resource_id, v.version_id == version_id
-            )
+            _get_version, {"resource_type": resource_type, "id": resource_id, "version_id": version_id}
         )
         row = result.first()
         return StoredResource.from_row(row) if row else None
 
     async def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
-        v = resource_versions.c
+        v = all_versions.c
         result = await self._execute(
-            sa.select(resource_versions)
+            sa.select(all_versions)
             .where(v.resource_type == resource_type, v.id == resource_id)
             .order_by(v.version_id.desc())
         )
@@ -394,9 +449,9 @@ class ResourceRepository:
         snapshot: datetime | None = None,
     ) -> tuple[int, list[StoredResource]]:
         """A page of versions, newest first (R4 http.html#history), and how many there are: of one resource, of
-        a type, or of every type; ``visible`` (on ``resource_versions``' columns) what the reader may see;
+        a type, or of every type; ``visible`` (on ``all_versions``' columns) what the reader may see;
         ``snapshot`` the walk's moment (versions written after it wait for the next walk: the offsets hold)."""
-        v = resource_versions.c
+        v = all_versions.c
         conditions: list[sa.ColumnElement[bool]] = [] if visible is None else [visible]
         if resource_type is not None:
             conditions.append(v.resource_type == resource_type)
@@ -407,12 +462,12 @@ class ResourceRepository:
         if snapshot is not None:
             conditions.append(v.last_updated <= snapshot)
         total = (
-            await self._execute(sa.select(sa.func.count()).select_from(resource_versions).where(*conditions))
+            await self._execute(sa.select(sa.func.count()).select_from(all_versions).where(*conditions))
         ).scalar_one()
         if count == 0:
             return total, []
         page = (
-            sa.select(resource_versions)
+            sa.select(all_versions)
             .where(*conditions)
             .order_by(v.last_updated.desc(), v.resource_type, v.id, v.version_id.desc())
             .limit(count)
@@ -623,17 +678,21 @@ class ResourceRepository:
     # --- writes ---
 
     def _stage(self, stored: StoredResource, identity_keys: Sequence[tuple[str, str]]) -> None:
-        content = orjson.dumps(stored.content).decode()
-        row = {
-            "resource_type": stored.resource_type,
-            "id": stored.id,
-            "version_id": stored.version_id,
-            "last_updated": stored.last_updated,
-            "content": content,
-        }
+        """The rows of a new resource (version 1) or of a new version's index: the resource's own row is inserted
+        here for a new one, updated in place (``update``) for a new version."""
         if stored.version_id == 1:
-            self._pending.add(resources, row)
-        self._pending.add(resource_versions, row | {"method": stored.method})
+            self._pending.add(
+                resources,
+                {
+                    "resource_type": stored.resource_type,
+                    "id": stored.id,
+                    "version_id": 1,
+                    "last_updated": stored.last_updated,
+                    "content": orjson.dumps(stored.content).decode(),
+                    "method": stored.method,
+                },
+            )
+        self._pending.wrote(stored)
         for entry in index_entries(stored.content):
             self._pending.add(
                 search_index,
@@ -694,10 +753,11 @@ class ResourceRepository:
                 r.id == current.id,
                 r.version_id == current.version_id,
             )
-            .values(version_id=version_id, last_updated=moment, content=orjson.dumps(content).decode())
+            .values(version_id=version_id, last_updated=moment, content=orjson.dumps(content).decode(), method=method)
         )
         if result.rowcount != 1:
             return None
+        self._pending.add(resource_versions, _replaced(current))
         s = search_index.c
         await self._connection.execute(
             sa.delete(search_index).where(s.resource_type == current.resource_type, s.resource_id == current.id)
@@ -725,19 +785,16 @@ class ResourceRepository:
         for current, resource in changes:
             version_id = current.version_id + 1
             content = _with_meta(resource, current.id, version_id, moment)
-            stored = StoredResource(current.resource_type, current.id, version_id, moment, content)
+            stored = StoredResource(current.resource_type, current.id, version_id, moment, content, "PUT")
             staged.append(stored)
             self._pending.changes.append(Change(current.content, stored))
+            self._pending.wrote(stored)
             text = orjson.dumps(content).decode()
             updates.append(
                 {"b_type": stored.resource_type, "b_id": stored.id, "b_version": current.version_id}
                 | {"b_next": version_id, "b_content": text}
             )
-            self._pending.add(
-                resource_versions,
-                {"resource_type": stored.resource_type, "id": stored.id, "version_id": version_id}
-                | {"last_updated": moment, "content": text, "method": "PUT"},
-            )
+            self._pending.add(resource_versions, _replaced(current))
             before, after = set(index_entries(current.content)), index_entries(content)
             for entry in before.difference(after):
                 gone.append({"b_type": stored.resource_type, "b_id": stored.id, "b_param": entry.param}
@@ -767,7 +824,12 @@ class ResourceRepository:
                 r.id == sa.bindparam("b_id"),
                 r.version_id == sa.bindparam("b_version"),
             )
-            .values(version_id=sa.bindparam("b_next"), last_updated=moment, content=sa.bindparam("b_content")),
+            .values(
+                version_id=sa.bindparam("b_next"),
+                last_updated=moment,
+                content=sa.bindparam("b_content"),
+                method="PUT",
+            ),
             updates,
         )
         if gone:
@@ -784,6 +846,19 @@ class ResourceRepository:
         return staged
 
 
+def _replaced(current: StoredResource) -> dict[str, Any]:
+    """The ``resource_versions`` row of the version an update replaces, as it was stored in ``resources``: its
+    text as read (the content dumped again when it was not read from the database)."""
+    return {
+        "resource_type": current.resource_type,
+        "id": current.id,
+        "version_id": current.version_id,
+        "last_updated": current.last_updated,
+        "content": current.text if current.text is not None else orjson.dumps(current.content).decode(),
+        "method": current.method,
+    }
+
+
 def _columns(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
     """Rows as one list per key (for ``unnest``)."""
     return {key: [row[key] for row in rows] for key in keys}
@@ -791,7 +866,8 @@ def _columns(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, l
 
 #: ``update_many`` on PostgreSQL: the version check and the new contents of every row in one statement.
 _UPDATE_FROM_ARRAYS = sa.text(
-    "UPDATE resources AS r SET version_id = u.next_version, last_updated = :moment, content = u.content "
+    "UPDATE resources AS r SET version_id = u.next_version, last_updated = :moment, content = u.content, "
+    "method = 'PUT' "
     "FROM unnest(CAST(:b_type AS VARCHAR(64)[]), CAST(:b_id AS VARCHAR(64)[]), CAST(:b_version AS INTEGER[]), "
     "CAST(:b_next AS INTEGER[]), CAST(:b_content AS TEXT[])) "
     "AS u(resource_type, id, version_id, next_version, content) "
@@ -883,17 +959,19 @@ def _order(shape: Shape, *, descending: bool) -> tuple[sa.ColumnElement[Any], ..
     return moment, r.id
 
 
-def _version_at() -> sa.ScalarSelect[Any]:
+def _version_at() -> sa.ColumnElement[Any]:
     """The last update of a resource's version current at the ``snapshot`` parameter (NULL for a resource created
     since): a resource changed since the snapshot sorts by it in a walk, so that an update during the walk moves
     nothing."""
     r, v = resources.c, resource_versions.c
     snapshot = sa.bindparam("snapshot", type_=sa.DateTime(timezone=True))
-    return (
+    replaced = (
         sa.select(sa.func.max(v.last_updated))
         .where(v.resource_type == r.resource_type, v.id == r.id, v.last_updated <= snapshot)
         .scalar_subquery()
     )
+    # The current version is in ``resources`` (the row itself), those it replaced in ``resource_versions``.
+    return sa.case((r.last_updated <= snapshot, r.last_updated), else_=replaced)
 
 
 def _after(key: sa.ColumnElement[Any], *, descending: bool) -> sa.ColumnElement[bool]:
@@ -1030,7 +1108,7 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     s = search_index.c
     if criterion[1] == "missing":
         # Any row of the parameter is the element present; a reference given by identifier alone is one too.
-        names = (name, f"{name}:{IDENTIFIER_MODIFIER}")
+        names = (*indexed_as(resource_type, name), f"{name}:{IDENTIFIER_MODIFIER}")
         present = sa.select(s.resource_id).where(s.resource_type == resource_type, s.param.in_(names))
         return r.id.not_in(present) if criterion[2] else r.id.in_(present)
     alternatives: list[sa.ColumnElement[bool]] = []
@@ -1056,7 +1134,9 @@ def _condition(criterion: Shape, resource_type: str, bind: _Binder) -> sa.Column
     # An uncorrelated IN on the (resource_type, param, value) index: the matching rows are found first, then their
     # resources — never a walk over every resource of the type testing each (what a correlated EXISTS made
     # SQLite do: an opposition look-up grew with the number of Consents stored).
-    matching = sa.select(s.resource_id).where(s.resource_type == resource_type, s.param == name, sa.or_(*alternatives))
+    names = indexed_as(resource_type, name)
+    param = s.param == name if len(names) == 1 else s.param.in_(names)
+    matching = sa.select(s.resource_id).where(s.resource_type == resource_type, param, sa.or_(*alternatives))
     if criterion[1] == "token" and criterion[3]:  # :not — R4: those without the element as well
         return r.id.not_in(matching)
     return r.id.in_(matching)

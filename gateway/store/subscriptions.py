@@ -160,6 +160,15 @@ class SubscriptionEvent:
     focus_version: int
 
 
+#: ``SubscriptionRepository.live``'s statement, built once: it runs at every commit that changes a resource, and
+#: building it afresh (and its cache key) cost more than running it (issue 21).
+_LIVE = (
+    sa.select(subscriptions)
+    .where(subscriptions.c.topic.in_(sa.bindparam("topics", expanding=True)), subscriptions.c.status.in_(LIVE))
+    .order_by(subscriptions.c.id)
+)
+
+
 class SubscriptionRepository:
     def __init__(self, connection: AsyncConnection, pending: PendingWrites) -> None:
         self._connection = connection
@@ -225,12 +234,11 @@ class SubscriptionRepository:
         """The Subscriptions of these topics that are given events (requested or active). Read without flushing
         the unit of work's writes first: on PostgreSQL it is then one read before them, and a change that no
         Subscription hears of keeps its writes one statement (``gateway.store.database``)."""
-        s = subscriptions.c
         topics = sorted(set(topics))
         if not topics:
             return []
-        query = sa.select(subscriptions).where(s.topic.in_(topics), s.status.in_(LIVE)).order_by(s.id)
-        return [SubscriptionRecord.from_row(row) for row in await self._connection.execute(query)]
+        result = await self._connection.execute(_LIVE, {"topics": topics})
+        return [SubscriptionRecord.from_row(row) for row in result]
 
     async def set_status(
         self, current: SubscriptionRecord, status: str, now: datetime, content: Resource | None = None

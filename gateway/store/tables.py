@@ -1,6 +1,10 @@
 """The schema. Resources are kept as FHIR JSON; what search and uniqueness need is indexed beside them.
 
-- ``resources``: the current version of each resource; ``resource_versions``: every version (history, vread).
+- ``resources``: the current version of each resource; ``resource_versions``: the versions it replaced (history,
+  vread). Each version's content is stored once: in ``resources`` while it is current, moved to
+  ``resource_versions`` by the update that replaces it (0013; before, ``resource_versions`` held the current one
+  too — a copy of every resource written, with three index entries more per write). ``all_versions`` in
+  ``gateway.store.repository`` reads them as one.
 - ``search_index``: one row per (resource, search parameter, value) — tokens, references, strings (with their
   folded form, for searches that ignore case and accents), dates (as periods).
 - ``resource_identities``: the identifiers that make a resource unique (INS for a Patient, RPPS for a
@@ -47,6 +51,7 @@ resources = sa.Table(
     sa.Column("version_id", sa.Integer, nullable=False),
     sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("content", sa.Text, nullable=False),
+    sa.Column("method", sa.String(8), nullable=True),  # what wrote this version (POST, PUT, PATCH); 0013
     sa.Index(None, "resource_type", "last_updated", "id"),
 )
 

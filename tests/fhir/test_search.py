@@ -60,8 +60,23 @@ def test_names_are_indexed_as_written_and_folded() -> None:
     patient = {"resourceType": "Patient", "name": [{"family": "LE  Goff", "given": ["Anne-Marie", "Hélène"]}]}
     entries = set(index_entries(patient))
     assert IndexEntry("family", None, "LE  Goff", "le goff") in entries
-    assert IndexEntry("name", None, "Anne-Marie", "anne-marie") in entries
+    assert IndexEntry("given", None, "Anne-Marie", "anne-marie") in entries
     assert IndexEntry("given", None, "Hélène", "helene") in entries
+
+
+def test_a_name_is_indexed_once_under_family_and_given() -> None:
+    """``name`` searches the ``family`` and ``given`` rows too: its own rows hold only what they do not, the
+    name's text — each part of a name is one row, not two (issue 21)."""
+    patient = {
+        "resourceType": "Patient",
+        "name": [{"family": "Martin", "given": ["Anne"], "text": "Anne Martin"}, {"family": "Durand"}],
+    }
+    assert sorted((entry.param, entry.value) for entry in index_entries(patient)) == [
+        ("family", "Durand"),
+        ("family", "Martin"),
+        ("given", "Anne"),
+        ("name", "Anne Martin"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -524,3 +524,109 @@ async def test_0012_keeps_only_the_string_rows_in_the_folded_index_and_back(url_
         assert "folded IS NOT NULL" not in await _folded_index_definition(database)
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+def url_0012(tmp_path: Path) -> Iterator[str]:
+    url = scratch_database_url(tmp_path)
+    upgrade(url, "0012")
+    yield url
+    drop_scratch_database(url)
+
+
+async def test_0013_keeps_each_version_once_and_back(url_0012: str) -> None:
+    """0013: the current versions leave ``resource_versions`` (they are in ``resources``, which takes the method
+    that wrote each); the versions they replaced stay. Down, the current versions are copied back with their
+    method and the column goes."""
+    url = url_0012
+    database = Database(url)
+    moment = datetime(2026, 12, 7, tzinfo=UTC)
+    versions = sa.table(
+        "resource_versions",
+        *(sa.column(name) for name in ("resource_type", "id", "version_id", "content", "method")),
+        sa.column("last_updated", sa.DateTime(timezone=True)),
+    )
+
+    def row(resource_id: str, version: int, method: str | None) -> dict[str, Any]:
+        content = {"resourceType": "Patient", "id": resource_id, "meta": {"versionId": str(version)}}
+        return {"resource_type": "Patient", "id": resource_id, "version_id": version, "last_updated": moment} | {
+            "content": orjson.dumps(content).decode(),
+            "method": method,
+        }
+
+    current = [row("p-once", 1, "POST"), row("p-twice", 2, "PATCH"), row("p-old", 1, None)]  # p-old: before 0008
+    replaced = [row("p-twice", 1, "POST")]
+
+    async def stored() -> dict[str, set[tuple[Any, ...]]]:
+        await database.engine.dispose()
+        async with database.engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("resources")}
+            )
+            method = [sa.column("method")] if "method" in columns else []
+            table = sa.table("resources", sa.column("id"), sa.column("version_id"), sa.column("content"), *method)
+            return {
+                "resources": {tuple(r) for r in await connection.execute(sa.select(*table.c))},
+                "resource_versions": {
+                    tuple(r)
+                    for r in await connection.execute(
+                        sa.select(versions.c.id, versions.c.version_id, versions.c.content, versions.c.method)
+                    )
+                },
+            }
+
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(resources), [{k: v for k, v in r.items() if k != "method"} for r in current]
+            )
+            await connection.execute(sa.insert(versions), current + replaced)
+        before = await stored()
+        await asyncio.to_thread(upgrade, url, "0013")
+        assert await stored() == {
+            "resources": {(r["id"], r["version_id"], r["content"], r["method"]) for r in current},
+            "resource_versions": {(r["id"], r["version_id"], r["content"], r["method"]) for r in replaced},
+        }
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0012")
+        assert await stored() == before
+    finally:
+        await database.dispose()
+
+
+async def test_0013_indexes_family_and_given_names_once_and_back(url_0012: str) -> None:
+    """0013 removes the ``name`` rows that repeat a ``family`` or ``given`` row of the same resource (a search by
+    name reads those now), keeps the others (the text) and every other type's; down, each family and given name has
+    its ``name`` row again."""
+    url = url_0012
+    database = Database(url)
+    patient = {"resourceType": "Patient", "name": [{"family": "Martin", "given": ["Anne"], "text": "Anne Martin"}]}
+    organization = {"resourceType": "Organization", "name": "Martin"}
+    old = {  # as 0012's gateway indexed them
+        ("Patient", "p-1", "family", None, "Martin"),
+        ("Patient", "p-1", "given", None, "Anne"),
+        ("Patient", "p-1", "name", None, "Martin"),
+        ("Patient", "p-1", "name", None, "Anne"),
+        ("Patient", "p-1", "name", None, "Anne Martin"),
+        ("Organization", "o-1", "name", None, "Martin"),
+    }
+    try:
+        async with database.engine.begin() as connection:
+            await connection.execute(
+                sa.insert(search_index),
+                [
+                    {"resource_type": t, "resource_id": i, "param": p, "system": s, "value": v, "folded": v.lower()}
+                    for t, i, p, s, v in old
+                ],
+            )
+        now = {
+            (content["resourceType"], i, e.param, e.system, e.value)
+            for i, content in (("p-1", patient), ("o-1", organization))
+            for e in index_entries(content)
+        }
+        assert old - now == {("Patient", "p-1", "name", None, "Martin"), ("Patient", "p-1", "name", None, "Anne")}
+        await asyncio.to_thread(upgrade, url, "0013")
+        assert await _index(database) == now
+        await asyncio.to_thread(command.downgrade, alembic_config(url), "0012")
+        assert await _index(database) == old
+    finally:
+        await database.dispose()

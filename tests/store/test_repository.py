@@ -3,9 +3,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import sqlalchemy as sa
 
 from gateway.fhir.search import parse_search
 from gateway.store import Database, DuplicateKey, UnitOfWork
+from gateway.store.tables import resource_versions, resources
 
 
 def _query(resource_type: str, *params: tuple[str, str], count: int = 20):  # type: ignore[no-untyped-def]
@@ -341,3 +343,56 @@ async def test_update_many_writes_each_next_version_and_only_the_index_rows_that
         and still.version_id == 2
         and still.content["businessStatus"]["coding"][0]["code"] == "delivered"
     )
+
+
+async def _stored_versions(database: Database) -> dict[str, list[tuple[str, int, str | None]]]:
+    """What each table holds: (id, version, method) of every row of ``resources`` and of ``resource_versions``."""
+    async with database.engine.connect() as connection:
+        return {
+            table.name: sorted(
+                (row.id, row.version_id, row.method)
+                for row in await connection.execute(sa.select(table.c.id, table.c.version_id, table.c.method))
+            )
+            for table in (resources, resource_versions)
+        }
+
+
+async def test_each_version_is_stored_once_and_history_reads_them_all(database: Database) -> None:
+    """A resource's current version is in ``resources`` only; an update moves the version it replaces, as it was
+    stored, to ``resource_versions`` — by ``update`` and by ``update_many`` alike. History, vread and the history of
+    the type still show every version, with the method that wrote it."""
+    async with UnitOfWork(database) as uow:
+        patient = uow.resources.add({"resourceType": "Patient", "gender": "female"})
+        task = uow.resources.add({"resourceType": "Task", "status": "requested", "intent": "order"})
+        await uow.commit()
+    assert await _stored_versions(database) == {
+        "resources": sorted([(patient.id, 1, "POST"), (task.id, 1, "POST")]),
+        "resource_versions": [],
+    }
+    async with UnitOfWork(database) as uow:
+        current = await uow.resources.get("Patient", patient.id)
+        assert current is not None
+        second = await uow.resources.update(current, {"resourceType": "Patient", "gender": "male"}, method="PATCH")
+        tasks = await uow.resources.get_many([("Task", task.id)], for_update=True)
+        (task_2,) = await uow.resources.update_many(
+            [(tasks[("Task", task.id)], {"resourceType": "Task", "status": "accepted", "intent": "order"})]
+        )
+        await uow.commit()
+    assert second is not None
+    assert await _stored_versions(database) == {
+        "resources": sorted([(patient.id, 2, "PATCH"), (task.id, 2, "PUT")]),
+        "resource_versions": sorted([(patient.id, 1, "POST"), (task.id, 1, "POST")]),
+    }
+    async with UnitOfWork(database, write=False) as uow:
+        history = await uow.resources.history("Patient", patient.id)
+        first = await uow.resources.get_version("Patient", patient.id, 1)
+        latest = await uow.resources.get_version("Patient", patient.id, 2)
+        missing = await uow.resources.get_version("Patient", patient.id, 3)
+        total, page = await uow.resources.versions(None, None, 10, 0, "Task")
+        everything, _ = await uow.resources.versions(None, None, 10, 0)
+    assert [(stored.version_id, stored.method) for stored in history] == [(2, "PATCH"), (1, "POST")]
+    assert first is not None and first.content == patient.content  # as stored, byte for byte
+    assert latest is not None and latest.content == second.content and missing is None
+    assert total == 2 and [(stored.version_id, stored.method) for stored in page] == [(2, "PUT"), (1, "POST")]
+    assert page[0].content == task_2.content and page[1].content == task.content
+    assert everything == 4

@@ -8,11 +8,13 @@ import dataclasses
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from gateway.fhir.primitives import utc_now
 from gateway.fhir.search import parse_search
 from gateway.store import Database, UnitOfWork
 from gateway.store.repository import SearchPage
+from gateway.store.tables import search_index
 
 
 def _query(resource_type: str, *params: tuple[str, str], count: int = 20):  # type: ignore[no-untyped-def]
@@ -58,6 +60,36 @@ async def test_strings_ignore_case_and_accents_unless_exact(database: Database) 
     assert await _ids(database, "Practitioner", ("given:contains", "LÈNE")) == {helene}
     assert await _ids(database, "Practitioner", ("name:contains", "pon")) == {marcel}
     assert await _ids(database, "Practitioner", ("given:contains", "%")) == set()  # no wildcard
+
+
+async def test_name_finds_family_given_and_text(database: Database) -> None:
+    """``name`` (family, given or text) finds each part of a name, with every string modifier and :missing, though
+    the family and given names are indexed once, under ``family`` and ``given``."""
+    martin, durand, texted, nameless = await _add(
+        database,
+        _person("Patient", "Martin", "Hélène"),
+        _person("Patient", "Durand", "Anne", "Marie"),
+        {"resourceType": "Patient", "name": [{"text": "Jean Leroy"}]},
+        {"resourceType": "Patient", "gender": "male"},
+    )
+    assert await _ids(database, "Patient", ("name", "martin")) == {martin}
+    assert await _ids(database, "Patient", ("name", "helene")) == {martin}
+    assert await _ids(database, "Patient", ("name", "marie")) == {durand}
+    assert await _ids(database, "Patient", ("name", "jean")) == {texted}
+    assert await _ids(database, "Patient", ("name", "leroy")) == set()  # the start of the text, as before
+    assert await _ids(database, "Patient", ("name:contains", "LEROY")) == {texted}
+    assert await _ids(database, "Patient", ("name:exact", "Anne")) == {durand}
+    assert await _ids(database, "Patient", ("name:exact", "anne")) == set()
+    assert await _ids(database, "Patient", ("name", "martin,durand")) == {martin, durand}
+    assert await _ids(database, "Patient", ("name", "martin"), ("given", "anne")) == set()
+    assert await _ids(database, "Patient", ("name:missing", "true")) == {nameless}
+    assert await _ids(database, "Patient", ("name:missing", "false")) == {martin, durand, texted}
+    assert await _ids(database, "Patient", ("family", "jean")) == set()  # the text is no family name
+    async with database.engine.connect() as connection:
+        rows = await connection.execute(
+            sa.select(search_index.c.param, search_index.c.value).where(search_index.c.resource_id == martin)
+        )
+        assert sorted(tuple(row) for row in rows) == [("family", "Martin"), ("given", "Hélène")]
 
 
 async def test_missing_and_not(database: Database) -> None:
