@@ -62,8 +62,8 @@ class StoredResource:
     content: Resource
     #: What wrote this version (POST, PUT, PATCH), as history tells it; None when not recorded (before 0008).
     method: str | None = None
-    #: The content as stored (JSON text), when read from the database: what an update moves to
-    #: ``resource_versions`` as the version it replaces, byte for byte.
+    #: The content as stored (JSON text), read from the database or written in this unit of work: what an update
+    #: moves to ``resource_versions`` as the version it replaces, byte for byte.
     text: str | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -688,7 +688,7 @@ class ResourceRepository:
                     "id": stored.id,
                     "version_id": 1,
                     "last_updated": stored.last_updated,
-                    "content": orjson.dumps(stored.content).decode(),
+                    "content": stored.text if stored.text is not None else orjson.dumps(stored.content).decode(),
                     "method": stored.method,
                 },
             )
@@ -727,7 +727,8 @@ class ResourceRepository:
         moment = utc_now()
         resource_id = resource_id or new_id()
         content = _with_meta(resource, resource_id, 1, moment)
-        stored = StoredResource(content["resourceType"], resource_id, 1, moment, content, "POST")
+        text = orjson.dumps(content).decode()
+        stored = StoredResource(content["resourceType"], resource_id, 1, moment, content, "POST", text)
         self._stage(stored, identity_keys)
         self._pending.changes.append(Change(None, stored))
         return stored
@@ -745,6 +746,7 @@ class ResourceRepository:
         moment = utc_now()
         version_id = current.version_id + 1
         content = _with_meta(resource, current.id, version_id, moment)
+        text = orjson.dumps(content).decode()
         r = resources.c
         result = await self._execute(
             sa.update(resources)
@@ -753,7 +755,7 @@ class ResourceRepository:
                 r.id == current.id,
                 r.version_id == current.version_id,
             )
-            .values(version_id=version_id, last_updated=moment, content=orjson.dumps(content).decode(), method=method)
+            .values(version_id=version_id, last_updated=moment, content=text, method=method)
         )
         if result.rowcount != 1:
             return None
@@ -762,7 +764,7 @@ class ResourceRepository:
         await self._connection.execute(
             sa.delete(search_index).where(s.resource_type == current.resource_type, s.resource_id == current.id)
         )
-        stored = StoredResource(current.resource_type, current.id, version_id, moment, content, method)
+        stored = StoredResource(current.resource_type, current.id, version_id, moment, content, method, text)
         self._stage(stored, identity_keys)
         self._pending.changes.append(Change(current.content, stored))
         return stored
@@ -785,11 +787,11 @@ class ResourceRepository:
         for current, resource in changes:
             version_id = current.version_id + 1
             content = _with_meta(resource, current.id, version_id, moment)
-            stored = StoredResource(current.resource_type, current.id, version_id, moment, content, "PUT")
+            text = orjson.dumps(content).decode()
+            stored = StoredResource(current.resource_type, current.id, version_id, moment, content, "PUT", text)
             staged.append(stored)
             self._pending.changes.append(Change(current.content, stored))
             self._pending.wrote(stored)
-            text = orjson.dumps(content).decode()
             updates.append(
                 {"b_type": stored.resource_type, "b_id": stored.id, "b_version": current.version_id}
                 | {"b_next": version_id, "b_content": text}
@@ -848,7 +850,8 @@ class ResourceRepository:
 
 def _replaced(current: StoredResource) -> dict[str, Any]:
     """The ``resource_versions`` row of the version an update replaces, as it was stored in ``resources``: its
-    text as read (the content dumped again when it was not read from the database)."""
+    text as read or as written (never its content dumped again: that shares the writer's nested objects, which it
+    may have changed since)."""
     return {
         "resource_type": current.resource_type,
         "id": current.id,
