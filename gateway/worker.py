@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from datetime import timedelta
 
@@ -49,6 +50,14 @@ def delivery_settings(settings: Settings) -> DeliverySettings:
         batch=max(64, 4 * HELD_PER_SLOT * settings.delivery_per_destination),
         attempt_time=settings.delivery_timeout + 10.0,  # read timeout, connect timeout (5 s) and a margin
     )
+
+
+def settle_heap() -> None:
+    """Once start-up is done (``gateway serve``, ``gateway worker``): what it built (profiles, compiled FHIRPath,
+    models, routing) lives as long as the process — frozen, the garbage collector's full collections stop walking
+    it. Measured in a delivering process on PostgreSQL: 0.22 ms of collections per delivery unfrozen, 0.09 ms
+    frozen (of ~1.8 ms)."""
+    gc.freeze()
 
 
 async def run_worker(
