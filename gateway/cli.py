@@ -226,7 +226,7 @@ def worker() -> None:
     from gateway.auth.clients import AuthConfigError, ClientRegistry, load_clients
     from gateway.routing.config import RoutingConfigError, load_routing
     from gateway.store.database import Database
-    from gateway.worker import run_worker
+    from gateway.worker import run_worker, settle_heap
 
     settings = _settings()
     if settings.is_sqlite:
@@ -271,6 +271,7 @@ def worker() -> None:
             reloader = ClientsReloader(settings.clients, frozenset(routing.platforms), registry)
             loop.add_signal_handler(signal.SIGHUP, reloader.reload)
             watch = asyncio.create_task(reloader.watch(stop))
+        settle_heap()  # as `gateway serve` does once started
         try:
             await run_worker(database, routing, settings, stop, registry=registry)
         finally:

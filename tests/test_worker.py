@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
-from gateway import worker
+from gateway import cli, worker
 from gateway.config import Settings
 from gateway.fhir.primitives import utc_now
 from gateway.routing.config import RoutingTable
 from gateway.store import Database
 from gateway.workflow.deadlines import escalate_due
 from tests.audit.test_audit import audit_events
+from tests.conftest import EXAMPLE_ROUTING
+from tests.support.databases import USES_POSTGRESQL
 from tests.workflow.test_decisions_api import _gp_validation
 
 
@@ -60,3 +64,29 @@ def test_messages_are_on_the_configured_base_else_the_served_address() -> None:
     assert worker.delivery_settings(served).base_url == "http://localhost:8080/fhir"
     configured = served.model_copy(update={"base_url": "https://dac.example.fr/fhir/"})
     assert worker.delivery_settings(configured).base_url == "https://dac.example.fr/fhir"
+
+
+@pytest.mark.skipif(not USES_POSTGRESQL, reason="`gateway worker` needs PostgreSQL")
+def test_a_separate_worker_settles_its_heap_before_it_delivers(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gateway worker`` freezes what its start-up built, as ``gateway serve`` does (``settle_heap``): unfrozen, the
+    collector took 0.22 ms of a delivery's ~1.9 ms there."""
+    seen: list[int] = []
+
+    async def started(*_: Any, **__: Any) -> None:
+        seen.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(worker, "run_worker", started)
+    monkeypatch.setattr(cli, "configure_logging", lambda *_, **__: None)  # not onto the runner's own output
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", database_url)
+    monkeypatch.setenv("GATEWAY_ROUTING", str(EXAMPLE_ROUTING))
+    monkeypatch.setenv("GATEWAY_AUTH", "off")
+    gc.unfreeze()
+    try:
+        result = CliRunner().invoke(cli.app, ["worker"])
+    finally:
+        gc.unfreeze()
+    assert result.exit_code == 0, result.output
+    (frozen,) = seen
+    assert frozen > 10_000  # the compiled profiles alone are tens of thousands of objects

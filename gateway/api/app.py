@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -48,7 +47,7 @@ from gateway.notify.events import listen as notify_changes
 from gateway.routing.config import RoutingTable, load_routing
 from gateway.store.database import Database
 from gateway.validation.engine import warm_up as warm_up_engine
-from gateway.worker import notification_base_url, run_worker
+from gateway.worker import notification_base_url, run_worker, settle_heap
 
 log = structlog.get_logger("gateway.auth")
 #: What a browser page may send (beyond the CORS-safelisted headers) and read of our answers.
@@ -119,7 +118,7 @@ def create_app(
         warm_up_mappings()  # the HL7 v2 and CDA rules read once: a broken file stops start-up
         # What start-up built (profiles, compiled FHIRPath, models, routing) lives as long as the process: frozen,
         # the garbage collector stops walking it at every full collection (a few % of a referral's CPU).
-        gc.freeze()
+        settle_heap()
         if authority is None:
             log.warning(
                 "authentication_off",

@@ -18,6 +18,7 @@ import asyncio
 import os
 import random
 import time
+import urllib.request
 import uuid
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -80,17 +81,23 @@ class DeliverySettings:
     record_linger: float = 0.005  # seconds the outcomes of one group commit wait for more, while others are sending
 
 
-def http_client(timeout: float = 20.0) -> httpx.AsyncClient:
+def http_client(timeout: float = 20.0, transport: ShardedTransport | None = None) -> httpx.AsyncClient:
     """A pooled HTTP/1.1 client: connections are kept alive from one message to the next, in small pools per
     destination (``ShardedTransport``: httpcore's bookkeeping grows with the connections of one pool). Mounted
     for every URL rather than given as the transport, so that httpx still honours ``HTTP(S)_PROXY`` and
     ``NO_PROXY`` from the environment (their mounts are more specific and win; those requests take httpx's own
     pool)."""
     return httpx.AsyncClient(
-        mounts={"all://": ShardedTransport()},
+        mounts={"all://": transport or ShardedTransport()},
         timeout=httpx.Timeout(timeout, connect=5.0),
         headers={"User-Agent": "dac-gateway"},
     )
+
+
+def direct_transport(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport | None:
+    """The transport a dispatcher may post to straight (``Dispatcher(transport=…)``): the one its client mounts
+    for every URL — unless the environment names proxies (or exceptions to them), which only the client applies."""
+    return None if urllib.request.getproxies() else transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +120,14 @@ class Dispatcher:
         rng: random.Random | None = None,
         registry: ClientRegistry | None = None,
         tokens: OutboundTokens | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.database = database
         self.routing = routing
         self.client = client
+        # The transport the client sends every delivery through, if messages may be posted to it straight
+        # (``direct_transport``, ``_post``); else through the client.
+        self.transport = transport
         self.settings = settings
         self.registry = registry  # the registered clients (authentication on): how updates back authenticate
         self.tokens = tokens or OutboundTokens()
@@ -265,13 +276,12 @@ class Dispatcher:
             token = await self.tokens.token(auth, self.client) if auth is not None else None
             if token is not None:
                 headers["Authorization"] = f"Bearer {token}"
-            response = await self.client.post(url, content=message, headers=headers, timeout=limit)
+            response = await self._post(url, message, headers, limit)
             if response.status_code == 401 and auth is not None:
                 # The token may have been revoked, or the other side restarted with a new secret: one fresh token,
                 # at once. A 401 to that one too is the judge's (a dead letter: our registration there is wrong).
-                await response.aclose()
                 headers["Authorization"] = f"Bearer {await self.tokens.token(auth, self.client, refused=token)}"
-                response = await self.client.post(url, content=message, headers=headers, timeout=limit)
+                response = await self._post(url, message, headers, limit)
         except TokenUnavailable as exc:  # the token endpoint's trouble: later, like a destination's 503
             return AttemptResult(Verdict.RETRY, str(exc), sent=False)
         except httpx.TimeoutException as exc:
@@ -285,6 +295,30 @@ class Dispatcher:
         if _prebuilt(entry) is not None:  # a notification: no message Bundle (and perhaps XML)
             return replace(result, shipped=())
         return replace(result, shipped=message.shipped if isinstance(message, Message) else _shipped(message))
+
+    async def _post(self, url: str, message: bytes, headers: dict[str, str], limit: httpx.Timeout) -> httpx.Response:
+        """POST the message and read the answer to its end: through the client, or — given its transport — the
+        same request (the client's default headers and cookies, the time limits) handed to that transport
+        straight, without the client's per-request machinery (URL merging, auth and redirect steps, hooks, the
+        request's log line). Measured on loopback with a 14 KB message, 16 at once: 0.58 → 0.37 ms of CPU per
+        request (``bench/delivery``)."""
+        client, transport = self.client, self.transport
+        if transport is None:
+            return await client.post(url, content=message, headers=headers, timeout=limit)
+        merged = client.headers.copy()
+        merged.update(headers)
+        request = httpx.Request("POST", url, headers=merged, content=message, extensions={"timeout": limit.as_dict()})
+        if client.cookies.jar:
+            client.cookies.set_cookie_header(request)
+        response = await transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        if "set-cookie" in response.headers:
+            client.cookies.extract_cookies(response)
+        return response
 
     async def _send(self, entry: OutboxEntry, message: bytes | NothingToSend) -> None:
         """Hold one of the destination's slots: deliver this entry, then those queued behind it."""

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.fhir.outcome import CANONICAL_BASE
 from gateway.fhir.search import SearchQuery, split_reference
-from gateway.store.repository import PendingWrites, StoredResource
+from gateway.store.repository import PendingWrites, StoredResource, any_of
 from gateway.store.tables import referral_members, referral_senders, resource_identities, resources, search_index
 
 
@@ -328,6 +328,11 @@ class VisibilityRepository:
         self._connection = connection
         self._pending = pending
 
+    def _among(self, column: sa.ColumnElement[str], ids: list[str]) -> sa.ColumnElement[bool]:
+        """``column`` is one of ``ids``: on PostgreSQL ``= ANY`` of one array, a statement whatever their number (an
+        IN list is a statement per length, prepared again for each claim's number of referrals)."""
+        return any_of(column, "ids", ids) if self._connection.dialect.name == "postgresql" else column.in_(ids)
+
     def add_members(self, service_request_id: str, members: Iterable[tuple[str, str]]) -> None:
         """Resources (type, id) that belong to the referral; written with the unit of work's bulk flush."""
         for resource_type, resource_id in dict.fromkeys(members):
@@ -378,7 +383,9 @@ class VisibilityRepository:
         await self._pending.flush(self._connection)
         m = referral_members.c
         result = await self._connection.execute(
-            sa.select(m.service_request_id, m.resource_type, m.resource_id).where(m.service_request_id.in_(ids))
+            sa.select(m.service_request_id, m.resource_type, m.resource_id).where(
+                self._among(m.service_request_id, ids)
+            )
         )
         members: dict[str, set[tuple[str, str]]] = {}
         for row in result:
@@ -393,7 +400,7 @@ class VisibilityRepository:
         await self._pending.flush(self._connection)
         s = referral_senders.c
         result = await self._connection.execute(
-            sa.select(s.service_request_id, s.client_id).where(s.service_request_id.in_(ids))
+            sa.select(s.service_request_id, s.client_id).where(self._among(s.service_request_id, ids))
         )
         senders: dict[str, list[str]] = {}
         for row in result:

@@ -10,14 +10,18 @@ from typing import Any
 import httpx
 import pytest
 import respx
+import sqlalchemy as sa
 
 from gateway.fhir.primitives import utc_now
 from gateway.intake import read_referral, take_in
 from gateway.routing.config import RoutingTable
-from gateway.routing.delivery import DeliverySettings, Dispatcher
+from gateway.routing.delivery import DeliverySettings, Dispatcher, direct_transport, http_client
 from gateway.routing.retry import Verdict, backoff, judge_response, parse_retry_after
+from gateway.routing.transport import ShardedTransport
 from gateway.store import Database, UnitOfWork
+from gateway.store.tables import outbox
 from tests.conftest import load_example
+from tests.support.referrals import fresh
 
 BASE = "http://gateway.test/fhir"
 PARIS = "https://dac75.example.org/fhir/$process-message"  # referral-gp.json: Nantes → the default platform
@@ -209,3 +213,65 @@ def test_judge_and_backoff() -> None:
     delays = [backoff(n, base=2, cap=60, retry_after=None, rng=rng) for n in range(1, 9)]
     assert all(1 <= d <= 60 for d in delays) and delays[-1] > delays[0]
     assert backoff(1, base=2, cap=60, retry_after=45, rng=rng) >= 45
+
+
+@respx.mock
+async def test_posting_straight_to_the_transport_is_what_the_client_sends(
+    database: Database, routing: RoutingTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker hands its messages to its client's transport straight (``direct_transport``), past the client's
+    per-request machinery: the platform sees the same request (the client's default headers, cookies it set, the
+    time limits) and the answers make the same outcomes."""
+    refused = httpx.Response(400, json={"resourceType": "OperationOutcome", "issue": [{"code": "invalid"}]})
+    referrals = (  # the platform's answers to each referral's attempts
+        [httpx.Response(503, headers={"Retry-After": "30"}), httpx.ConnectError("refused"), httpx.Response(200)],
+        [httpx.Response(200, headers={"Set-Cookie": "route=b; Path=/"})],
+        [refused],
+    )
+    seen: dict[str, list[Any]] = {}
+    for mode in ("client", "direct"):
+        transport = ShardedTransport()
+        respx.reset()  # the calls of this mode only
+        route = respx.post(PARIS).mock(side_effect=[answer for answers in referrals for answer in answers])
+        async with http_client(7.0, transport) as client:
+            if mode == "direct":
+                monkeypatch.setattr(client, "post", None)  # not through the client
+            dispatcher = _dispatcher(database, routing, client)
+            dispatcher.transport = direct_transport(transport) if mode == "direct" else None
+            observed = seen[mode] = []
+            for answers in referrals:
+                await take_in(database, read_referral(fresh("referral-gp.json"), "transaction"), routing)
+                for _ in answers:
+                    await _due_now(database)
+                    await dispatcher.deliver_due()
+                outcomes = sorted((e.status, e.attempts, (e.last_error or "")[:8]) for e in await _entries(database))
+                observed.append(outcomes)
+        observed += [
+            (
+                {k: v for k, v in call.request.headers.items() if k != "content-length"},
+                call.request.extensions["timeout"],
+            )
+            for call in route.calls
+        ]
+        async with database.engine.begin() as connection:  # the next mode starts from an empty outbox
+            await connection.execute(sa.delete(outbox))
+    assert seen["direct"] == seen["client"]
+    assert seen["direct"][2] == [("dead", 1, "HTTP 400"), ("delivered", 1, ""), ("delivered", 3, "")]
+    headers, timeout = seen["direct"][3]
+    assert headers["user-agent"] == "dac-gateway" and headers["content-type"] == "application/fhir+json"
+    assert timeout == {"connect": 5.0, "read": 7.0, "write": 7.0, "pool": 7.0}
+    assert "cookie" not in headers and seen["direct"][-1][0]["cookie"] == "route=b"  # the platform's, sent back
+
+
+def test_no_straight_posting_where_the_environment_names_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proxies (and the hosts that skip them) are applied by the client alone: with any of them set, deliveries go
+    through it."""
+    transport = ShardedTransport()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    assert direct_transport(transport) is transport
+    for name in ("HTTPS_PROXY", "no_proxy"):
+        with monkeypatch.context() as env:
+            env.setenv(name, "http://proxy.example:3128" if name.endswith("PROXY") else "platform.example")
+            assert direct_transport(transport) is None
