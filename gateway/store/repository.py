@@ -367,7 +367,7 @@ def _sqlite_statement(
     quote = dialect.identifier_preparer
     names = ", ".join(quote.quote(column) for column in columns)
     placeholders = ", ".join("?" for _ in columns)
-    processors = tuple(table.c[column].type._cached_bind_processor(dialect) for column in columns)
+    processors = tuple(table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns)
     return f"INSERT INTO {quote.format_table(table)} ({names}) VALUES ({placeholders})", processors
 
 
