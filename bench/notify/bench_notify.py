@@ -112,10 +112,19 @@ def percentile(values: list[float], fraction: float) -> float:
 async def make_due(database_url: str) -> None:
     database = Database(database_url)
     try:
-        async with database.engine.begin() as connection:
-            await connection.execute(
-                sa.update(outbox).where(outbox.c.status == "pending").values(next_attempt_at=utc_now())
-            )
+        # One UPDATE of every waiting row, in no particular order, while the worker records retries (rows taken in
+        # the gateway's lock order): PostgreSQL may abort it as a deadlock's victim. It is then run again.
+        for attempt in range(10):
+            try:
+                async with database.engine.begin() as connection:
+                    await connection.execute(
+                        sa.update(outbox).where(outbox.c.status == "pending").values(next_attempt_at=utc_now())
+                    )
+                return
+            except sa.exc.DBAPIError:
+                if attempt == 9:
+                    raise
+                await asyncio.sleep(0.05)
     finally:
         await database.dispose()
 
